@@ -1,0 +1,375 @@
+//! Log entries, their sort key, and the hybrid logical clock that stamps them.
+//!
+//! An [`Entry`] is one immutable point adjustment. Entries are identified by a UUID v7
+//! ([`EntryId`]) and ordered everywhere by [`Key`] = (HLC timestamp, id), so every peer
+//! replays the same log in the same order. Bounds are enforced both when an entry is made
+//! ([`Entry::validate`] is called by the constructor) and when one is decoded from disk or
+//! the network, so one entry always fits in a datagram.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use thiserror::Error;
+use uuid::Uuid;
+
+/// Longest player or actor name, in bytes of UTF-8.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Longest reason text, in bytes of UTF-8.
+pub const MAX_REASON_BYTES: usize = 256;
+/// Largest absolute point delta one entry may carry. Keeps totals far from i64 overflow.
+pub const MAX_ABS_DELTA: i64 = 1_000_000_000;
+/// Largest HLC value an entry may carry; `u64::MAX` is reserved as the open upper bound of
+/// the key space used by sync ranges.
+pub const MAX_AT: u64 = u64::MAX - 1;
+
+/// Unique id of an entry: a UUID v7 (48-bit millisecond time + 74 random bits), so ids made
+/// on different machines never collide the way the original addon's per-client counters did.
+pub type EntryId = Uuid;
+
+/// A hybrid-logical-clock timestamp: the top 48 bits are Unix milliseconds, the low 16 bits a
+/// counter that orders entries made within one millisecond (or after a clock step back).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub struct Hlc(pub u64);
+
+impl Hlc {
+    /// Builds an HLC value from Unix milliseconds and a counter.
+    pub fn new(unix_ms: u64, counter: u16) -> Hlc {
+        Hlc((unix_ms << 16) | counter as u64)
+    }
+
+    /// The wall-clock part, in Unix milliseconds.
+    pub fn unix_ms(self) -> u64 {
+        self.0 >> 16
+    }
+
+    /// The logical counter part.
+    pub fn counter(self) -> u16 {
+        (self.0 & 0xffff) as u16
+    }
+}
+
+impl fmt::Display for Hlc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.unix_ms());
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_millis(time)
+        )?;
+        if self.counter() != 0 {
+            write!(f, "+{}", self.counter())?;
+        }
+        Ok(())
+    }
+}
+
+/// The total order of the log: by HLC, ties broken by id. Every peer sorts by this key, so
+/// history views and sync ranges agree everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key {
+    /// When the entry was made (hybrid logical clock).
+    pub at: Hlc,
+    /// The entry's unique id.
+    pub id: EntryId,
+}
+
+impl Key {
+    /// The smallest key: the inclusive lower bound of the whole key space.
+    pub const MIN: Key = Key {
+        at: Hlc(0),
+        id: Uuid::nil(),
+    };
+    /// The largest key: the exclusive upper bound of the whole key space (no entry has it,
+    /// since [`MAX_AT`] is below it).
+    pub const MAX: Key = Key {
+        at: Hlc(u64::MAX),
+        id: Uuid::max(),
+    };
+}
+
+/// One immutable point adjustment, as stored in the log and sent on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Unique id (UUID v7).
+    pub id: EntryId,
+    /// Hybrid logical clock stamp; with `id` it forms the replay order.
+    pub at: Hlc,
+    /// Who made the change (an officer's name).
+    pub actor: String,
+    /// The player whose points change.
+    pub target: String,
+    /// Points added (negative: removed).
+    pub delta: i64,
+    /// The target's total as the author saw it when making the entry. Kept for the audit
+    /// trail only; totals are always recomputed by replaying deltas.
+    pub new_total: i64,
+    /// Why the change was made (free text, bounded).
+    pub reason: String,
+}
+
+/// Why an entry is not acceptable.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum EntryError {
+    /// A name field is empty.
+    #[error("{field} must not be empty")]
+    EmptyName {
+        /// Which field (`actor` or `target`).
+        field: &'static str,
+    },
+    /// A text field is longer than its bound.
+    #[error("{field} is {len} bytes; the limit is {max}")]
+    TooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length in bytes.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A name contains control characters, which would garble logs and terminals.
+    #[error("{field} contains control characters")]
+    ControlChars {
+        /// Which field.
+        field: &'static str,
+    },
+    /// The delta is zero or too large.
+    #[error("delta {delta} is out of range (must be non-zero, at most {MAX_ABS_DELTA} in size)")]
+    BadDelta {
+        /// The rejected delta.
+        delta: i64,
+    },
+    /// The timestamp is the reserved maximum.
+    #[error("timestamp {0} is out of range")]
+    BadTimestamp(u64),
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<(), EntryError> {
+    if value.trim().is_empty() {
+        return Err(EntryError::EmptyName { field });
+    }
+    if value.len() > MAX_NAME_BYTES {
+        return Err(EntryError::TooLong {
+            field,
+            len: value.len(),
+            max: MAX_NAME_BYTES,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(EntryError::ControlChars { field });
+    }
+    Ok(())
+}
+
+impl Entry {
+    /// The entry's position in the replay order.
+    pub fn key(&self) -> Key {
+        Key {
+            at: self.at,
+            id: self.id,
+        }
+    }
+
+    /// Checks every bound. Called on entries made locally and on every entry decoded from
+    /// disk or the network.
+    pub fn validate(&self) -> Result<(), EntryError> {
+        check_name("actor", &self.actor)?;
+        check_name("target", &self.target)?;
+        if self.reason.len() > MAX_REASON_BYTES {
+            return Err(EntryError::TooLong {
+                field: "reason",
+                len: self.reason.len(),
+                max: MAX_REASON_BYTES,
+            });
+        }
+        if self.delta == 0 || self.delta.unsigned_abs() > MAX_ABS_DELTA as u64 {
+            return Err(EntryError::BadDelta { delta: self.delta });
+        }
+        if self.at.0 > MAX_AT {
+            return Err(EntryError::BadTimestamp(self.at.0));
+        }
+        Ok(())
+    }
+
+    /// A 128-bit digest of the whole entry, used in set fingerprints. Hashing the full
+    /// content (not just the id) means two peers holding different bodies under one id never
+    /// look "in sync".
+    pub fn digest(&self) -> u128 {
+        let bytes = postcard::to_stdvec(self).expect("entries always serialize");
+        xxhash_rust::xxh3::xxh3_128(&bytes)
+    }
+}
+
+/// The hybrid logical clock of one node. New local entries are stamped after everything the
+/// node has seen; entries from peers advance the clock, but by at most `max_drift_ms` beyond
+/// the local wall clock, so one peer with a clock hours ahead cannot drag everyone's clocks.
+#[derive(Clone, Debug)]
+pub struct HlcClock {
+    last: Hlc,
+    max_drift_ms: u64,
+}
+
+impl HlcClock {
+    /// A clock that has seen nothing yet.
+    pub fn new(max_drift_ms: u64) -> HlcClock {
+        HlcClock {
+            last: Hlc(0),
+            max_drift_ms,
+        }
+    }
+
+    /// The highest timestamp issued or observed so far.
+    pub fn last(&self) -> Hlc {
+        self.last
+    }
+
+    /// Stamps a new local event at wall time `now_ms`: strictly after everything seen.
+    pub fn tick(&mut self, now_ms: u64) -> Hlc {
+        let physical = Hlc::new(now_ms, 0);
+        self.last = if physical > self.last {
+            physical
+        } else {
+            Hlc(self.last.0.saturating_add(1).min(MAX_AT))
+        };
+        self.last
+    }
+
+    /// Folds in a timestamp seen on a stored or received entry, capped at `now_ms +
+    /// max_drift_ms` so a far-future peer cannot run the clock away.
+    pub fn observe(&mut self, seen: Hlc, now_ms: u64) {
+        let cap = Hlc::new(now_ms.saturating_add(self.max_drift_ms), u16::MAX);
+        let seen = seen.min(cap);
+        if seen > self.last {
+            self.last = seen;
+        }
+    }
+}
+
+/// Everything needed to make a new entry except the clock and randomness.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustRequest {
+    /// Who makes the change.
+    pub actor: String,
+    /// The player whose points change.
+    pub target: String,
+    /// Points to add (negative to remove).
+    pub delta: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Builds a UUID v7 from a Unix millisecond time and 10 random bytes (supplied by the
+/// caller, so the sans-IO core stays deterministic under a seeded RNG).
+pub fn new_entry_id(unix_ms: u64, random: [u8; 10]) -> EntryId {
+    uuid::Builder::from_unix_timestamp_millis(unix_ms, &random).into_uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Entry {
+        Entry {
+            id: new_entry_id(1_700_000_000_000, [7; 10]),
+            at: Hlc::new(1_700_000_000_000, 0),
+            actor: "alice".into(),
+            target: "Bob".into(),
+            delta: 10,
+            new_total: 10,
+            reason: "raid attendance".into(),
+        }
+    }
+
+    #[test]
+    fn hlc_packs_ms_and_counter() {
+        let h = Hlc::new(1_700_000_000_123, 5);
+        assert_eq!(h.unix_ms(), 1_700_000_000_123);
+        assert_eq!(h.counter(), 5);
+        assert!(Hlc::new(10, 0) > Hlc::new(9, u16::MAX));
+    }
+
+    #[test]
+    fn tick_is_strictly_increasing_even_when_wall_clock_steps_back() {
+        let mut c = HlcClock::new(60_000);
+        let a = c.tick(1_000_000);
+        let b = c.tick(1_000_000);
+        let d = c.tick(500_000); // clock stepped back
+        assert!(a < b && b < d, "{a:?} {b:?} {d:?}");
+        assert_eq!(d.unix_ms(), 1_000_000);
+    }
+
+    #[test]
+    fn observe_advances_but_is_capped_by_drift() {
+        let mut c = HlcClock::new(60_000);
+        c.observe(Hlc::new(2_000_000, 3), 1_000_000);
+        // capped at now + 60 s
+        assert_eq!(c.last().unix_ms(), 1_060_000);
+        let next = c.tick(1_000_000);
+        assert!(next > Hlc::new(1_060_000, 0));
+        // a past timestamp does not move the clock back
+        c.observe(Hlc::new(5, 0), 1_000_000);
+        assert!(c.last() >= next);
+    }
+
+    #[test]
+    fn new_local_entry_sorts_after_everything_seen() {
+        let mut c = HlcClock::new(3_600_000);
+        // peer an hour ahead of us (within drift)
+        let remote = Hlc::new(1_000_000 + 3_000_000, 0);
+        c.observe(remote, 1_000_000);
+        assert!(c.tick(1_000_000) > remote);
+    }
+
+    #[test]
+    fn validate_enforces_bounds() {
+        assert_eq!(sample().validate(), Ok(()));
+        let mut e = sample();
+        e.target = "x".repeat(65);
+        assert!(matches!(e.validate(), Err(EntryError::TooLong { field: "target", .. })));
+        let mut e = sample();
+        e.reason = "r".repeat(257);
+        assert!(matches!(e.validate(), Err(EntryError::TooLong { field: "reason", .. })));
+        let mut e = sample();
+        e.actor = " ".into();
+        assert!(matches!(e.validate(), Err(EntryError::EmptyName { field: "actor" })));
+        let mut e = sample();
+        e.delta = 0;
+        assert!(matches!(e.validate(), Err(EntryError::BadDelta { .. })));
+        let mut e = sample();
+        e.delta = i64::MIN;
+        assert!(matches!(e.validate(), Err(EntryError::BadDelta { .. })));
+        let mut e = sample();
+        e.at = Hlc(u64::MAX);
+        assert!(matches!(e.validate(), Err(EntryError::BadTimestamp(_))));
+        let mut e = sample();
+        e.target = "Bo\nb".into();
+        assert!(matches!(e.validate(), Err(EntryError::ControlChars { .. })));
+    }
+
+    #[test]
+    fn ids_are_v7_and_order_by_time() {
+        let a = new_entry_id(1_000, [0xff; 10]);
+        let b = new_entry_id(1_001, [0; 10]);
+        assert_eq!(a.get_version_num(), 7);
+        assert!(a < b);
+    }
+
+    #[test]
+    fn digest_depends_on_content() {
+        let a = sample();
+        let mut b = sample();
+        b.reason.push('!');
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(a.digest(), sample().digest());
+    }
+
+    #[test]
+    fn max_sized_entry_fits_a_datagram() {
+        let mut e = sample();
+        e.actor = "a".repeat(MAX_NAME_BYTES);
+        e.target = "t".repeat(MAX_NAME_BYTES);
+        e.reason = "r".repeat(MAX_REASON_BYTES);
+        e.delta = -MAX_ABS_DELTA;
+        e.new_total = i64::MIN;
+        e.at = Hlc(MAX_AT);
+        assert!(postcard::to_stdvec(&e).unwrap().len() < 600);
+    }
+}

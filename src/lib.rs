@@ -1,0 +1,2 @@
+//! Loot Sync: a peer-to-peer loot-point ledger.
+pub mod entry;
