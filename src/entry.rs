@@ -27,7 +27,9 @@ pub type EntryId = Uuid;
 
 /// A hybrid-logical-clock timestamp: the top 48 bits are Unix milliseconds, the low 16 bits a
 /// counter that orders entries made within one millisecond (or after a clock step back).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub struct Hlc(pub u64);
 
 impl Hlc {
@@ -50,11 +52,7 @@ impl Hlc {
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.unix_ms());
-        write!(
-            f,
-            "{}",
-            humantime::format_rfc3339_millis(time)
-        )?;
+        write!(f, "{}", humantime::format_rfc3339_millis(time))?;
         if self.counter() != 0 {
             write!(f, "+{}", self.counter())?;
         }
@@ -323,13 +321,28 @@ mod tests {
         assert_eq!(sample().validate(), Ok(()));
         let mut e = sample();
         e.target = "x".repeat(65);
-        assert!(matches!(e.validate(), Err(EntryError::TooLong { field: "target", .. })));
+        assert!(matches!(
+            e.validate(),
+            Err(EntryError::TooLong {
+                field: "target",
+                ..
+            })
+        ));
         let mut e = sample();
         e.reason = "r".repeat(257);
-        assert!(matches!(e.validate(), Err(EntryError::TooLong { field: "reason", .. })));
+        assert!(matches!(
+            e.validate(),
+            Err(EntryError::TooLong {
+                field: "reason",
+                ..
+            })
+        ));
         let mut e = sample();
         e.actor = " ".into();
-        assert!(matches!(e.validate(), Err(EntryError::EmptyName { field: "actor" })));
+        assert!(matches!(
+            e.validate(),
+            Err(EntryError::EmptyName { field: "actor" })
+        ));
         let mut e = sample();
         e.delta = 0;
         assert!(matches!(e.validate(), Err(EntryError::BadDelta { .. })));

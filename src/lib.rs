@@ -1,2 +1,7 @@
 //! Loot Sync: a peer-to-peer loot-point ledger.
+pub mod config;
 pub mod entry;
+pub mod ledger;
+pub mod rng;
+pub mod sync;
+pub mod wire;

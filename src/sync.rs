@@ -1,0 +1,1573 @@
+//! The sync protocol as a sans-IO state machine.
+//!
+//! A [`Peer`] owns the replayed [`Ledger`] and the protocol state. It is driven by plain
+//! calls — a datagram arrived, a timer fired, a local adjust — each with the current time,
+//! and answers with [`Action`]s: datagrams to send, entries to persist. It owns no sockets,
+//! clocks or entropy (a seeded RNG is passed in), so the tokio daemon and the deterministic
+//! simulator in `tests/` drive exactly the same code.
+//!
+//! # How peers converge
+//! * Every peer multicasts `HELLO` (its set fingerprint) every heartbeat, with jitter.
+//! * A peer that hears fingerprints different from its own starts a reconciliation *session*
+//!   with one chosen peer over whisper, unless its own fingerprint is held by a strict
+//!   majority of the peers it hears (then the minority comes to it). So 40 raiders never all
+//!   stream at one joiner: the joiner (the minority) pulls from one of them.
+//! * A session is range-based set reconciliation: the key space (at, id) is cut into ranges;
+//!   for each the two sides compare fingerprints, split the ones that differ, and swap id
+//!   lists once a range is small. Nothing depends on timestamps being right: offline edits
+//!   made with a wrong clock sit in some range whose fingerprint differs.
+//! * The responder is stateless: every response datagram says which key spans it answers,
+//!   so a lost datagram is repaired by asking again for the spans nobody answered. Each
+//!   request gets at most a fixed budget of datagrams back, and the requester keeps at most a
+//!   small window of requests in flight: transfers are paced by round trips, so a large
+//!   catch-up never overflows a socket buffer.
+//! * Entries the requester holds and the responder lacks are multicast as `LOG_ENTRY` (the
+//!   rest of the group probably lacks them too: the seed's offline-officer flow).
+
+use crate::entry::{new_entry_id, AdjustRequest, Entry, EntryError, EntryId, HlcClock, Key};
+use crate::ledger::{Fingerprint, Ledger};
+use crate::rng::SeededRng;
+use crate::wire::{
+    self, Body, Envelope, Hello, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run,
+    SyncRequest, SyncResponse, MAX_DATAGRAM, MAX_IDS,
+};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use tracing::{debug, info, warn};
+
+/// Protocol knobs that users rarely touch; the simulator tightens them for speed.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// How long to wait for a response before asking again for the unanswered spans.
+    pub request_timeout_ms: u64,
+    /// Consecutive requests with no answer at all before a session is abandoned.
+    pub max_silent_requests: u32,
+    /// Most datagrams a responder sends back for one request (paces big transfers).
+    pub response_budget: usize,
+    /// Most requests a requester keeps in flight.
+    pub window: usize,
+    /// How many sub-ranges a differing range is split into.
+    pub split_parts: usize,
+    /// Ranges holding at most this many entries are exchanged as id lists.
+    pub id_list_threshold: usize,
+    /// Most LOG_ENTRY datagrams multicast per push tick when pushing many entries.
+    pub push_burst: usize,
+    /// Time between push ticks.
+    pub push_interval_ms: u64,
+    /// A peer that recently sent us a request is not picked as a partner for this long
+    /// (it is already reconciling with us).
+    pub serving_holdoff_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            request_timeout_ms: 300,
+            max_silent_requests: 8,
+            response_budget: 16,
+            window: 2,
+            split_parts: 16,
+            id_list_threshold: 32,
+            push_burst: 16,
+            push_interval_ms: 2,
+            serving_holdoff_ms: 1_000,
+        }
+    }
+}
+
+/// Everything a [`Peer`] needs to know about itself.
+#[derive(Clone, Debug)]
+pub struct PeerConfig {
+    /// This node's name (shown to peers).
+    pub node_name: String,
+    /// Group (ledger) name; datagrams for other groups are dropped.
+    pub group: String,
+    /// Our whisper port, advertised in every datagram.
+    pub whisper_port: u16,
+    /// Whether sync starts switched on.
+    pub sync_enabled: bool,
+    /// HELLO interval.
+    pub heartbeat_ms: u64,
+    /// A peer not heard from for this long is forgotten.
+    pub peer_timeout_ms: u64,
+    /// How far beyond our wall clock a peer's timestamp may push our HLC.
+    pub max_clock_drift_ms: u64,
+    /// Protocol knobs.
+    pub tuning: Tuning,
+}
+
+/// The time, as the driver sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic milliseconds (timers).
+    pub mono_ms: u64,
+    /// Wall-clock Unix milliseconds (entry timestamps). May be wrong; nothing depends on it
+    /// for correctness.
+    pub unix_ms: u64,
+}
+
+/// Which socket a datagram arrived on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// The multicast group channel.
+    Group,
+    /// Our unicast whisper socket.
+    Whisper,
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Multicast this datagram on the group channel.
+    SendGroup(Vec<u8>),
+    /// Send this datagram to one peer's whisper socket.
+    SendTo(SocketAddr, Vec<u8>),
+    /// Append these entries (learned from peers) to the log. They are already applied in
+    /// memory; the driver may group-commit them.
+    Persist(Vec<Entry>),
+}
+
+/// Counters, for status output, tests and benchmarks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to the driver to send.
+    pub datagrams_sent: u64,
+    /// Bytes in those datagrams.
+    pub bytes_sent: u64,
+    /// Datagrams received (including dropped ones).
+    pub datagrams_received: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Dropped datagrams by reason.
+    pub dropped: BTreeMap<&'static str, u64>,
+    /// Entries learned from peers.
+    pub entries_merged: u64,
+    /// Entries multicast because a sync found a peer lacking them.
+    pub entries_pushed: u64,
+    /// Reconciliation sessions started / completed / abandoned.
+    pub sessions_started: u64,
+    /// Sessions that ran to completion.
+    pub sessions_completed: u64,
+    /// Sessions abandoned (partner silent or gone).
+    pub sessions_aborted: u64,
+    /// Range requests sent.
+    pub requests_sent: u64,
+}
+
+/// What we know about another peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// Its node id.
+    pub node: NodeId,
+    /// Its name, once heard in a HELLO or summary.
+    pub name: Option<String>,
+    /// Its whisper address.
+    pub whisper: SocketAddr,
+    /// Its whole-set fingerprint, as last reported.
+    pub fingerprint: Option<Fingerprint>,
+    /// When we last heard anything from it (monotonic ms).
+    pub last_heard_ms: u64,
+}
+
+impl PeerInfo {
+    /// "name" or the node id in hex, for logs.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => name.clone(),
+            None => format!("{:016x}", self.node),
+        }
+    }
+}
+
+/// How a requester asks about a span it has not resolved yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SpanKind {
+    Fingerprint,
+    Ids,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    lower: Key,
+    upper: Key,
+    kind: SpanKind,
+}
+
+#[derive(Debug)]
+struct Inflight {
+    sent_ms: u64,
+    spans: Vec<Span>,
+    want: Vec<EntryId>,
+    covered: Vec<(Key, Key)>,
+    parts_seen: BTreeSet<u16>,
+    parts_total: Option<u16>,
+}
+
+/// One reconciliation with one chosen partner, driven by us.
+#[derive(Debug)]
+struct Session {
+    partner: NodeId,
+    addr: SocketAddr,
+    label: String,
+    todo: VecDeque<Span>,
+    want: BTreeSet<EntryId>,
+    inflight: BTreeMap<u64, Inflight>,
+    silent_requests: u32,
+    started_ms: u64,
+    requests: u64,
+    received: u64,
+    start_fingerprint: Fingerprint,
+}
+
+/// The sans-IO peer: ledger, clock, peer table, sessions and timers.
+pub struct Peer {
+    cfg: PeerConfig,
+    node_id: NodeId,
+    ledger: Ledger,
+    clock: HlcClock,
+    rng: SeededRng,
+    sync_enabled: bool,
+    peers: BTreeMap<NodeId, PeerInfo>,
+    serving: HashMap<NodeId, u64>,
+    session: Option<Session>,
+    push_queue: VecDeque<EntryId>,
+    push_queued: HashSet<EntryId>,
+    next_hello_ms: u64,
+    next_push_ms: u64,
+    last_probe_ms: Option<u64>,
+    next_request_id: u64,
+    stats: Stats,
+    out: Vec<Action>,
+}
+
+fn kind_of(body: &Body) -> &'static str {
+    body.kind()
+}
+
+impl Peer {
+    /// A peer holding `entries` (from the log, any order). Entry timestamps seed the HLC, so
+    /// a restart or a clock stepped back never stamps a new entry before ones already seen.
+    pub fn new(cfg: PeerConfig, entries: Vec<Entry>, mut rng: SeededRng, now: Now) -> Peer {
+        let (ledger, _duplicates) = Ledger::from_entries(entries);
+        let mut clock = HlcClock::new(cfg.max_clock_drift_ms);
+        if let Some(newest) = ledger.newest() {
+            clock.observe(newest.at, now.unix_ms);
+        }
+        let node_id = rng.next_u64();
+        Peer {
+            sync_enabled: cfg.sync_enabled,
+            cfg,
+            node_id,
+            ledger,
+            clock,
+            rng,
+            peers: BTreeMap::new(),
+            serving: HashMap::new(),
+            session: None,
+            push_queue: VecDeque::new(),
+            push_queued: HashSet::new(),
+            next_hello_ms: now.mono_ms,
+            next_push_ms: now.mono_ms,
+            last_probe_ms: None,
+            next_request_id: 1,
+            stats: Stats::default(),
+            out: Vec::new(),
+        }
+    }
+
+    /// This process's node id.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The replayed ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Peers currently known.
+    pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> + '_ {
+        self.peers.values()
+    }
+
+    /// Whether sync is switched on.
+    pub fn sync_enabled(&self) -> bool {
+        self.sync_enabled
+    }
+
+    /// Whether a reconciliation session is running.
+    pub fn in_session(&self) -> bool {
+        self.session.is_some()
+    }
+
+    /// Whether entries are still queued to be multicast.
+    pub fn pushing(&self) -> bool {
+        !self.push_queue.is_empty()
+    }
+
+    /// Takes the actions produced so far.
+    pub fn drain_actions(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Joins the group: announces ourselves and asks who differs. Call once at start-up.
+    pub fn start(&mut self, now: Now) {
+        if self.sync_enabled {
+            info!(target: "sync", "SYNC joining group {}", self.cfg.group);
+            self.send_hello(now);
+            self.send_probe(now);
+        }
+    }
+
+    /// Switches sync on (rejoin: HELLO + SYNC_REQUEST) or off (no group traffic at all;
+    /// local adjusts are still recorded and spread when sync is back on).
+    pub fn set_sync_enabled(&mut self, now: Now, enabled: bool) {
+        if enabled == self.sync_enabled {
+            return;
+        }
+        self.sync_enabled = enabled;
+        if enabled {
+            info!(target: "sync", "SYNC switched on");
+            self.start(now);
+        } else {
+            info!(target: "sync", "SYNC switched off: no group traffic until switched on");
+            self.session = None;
+            self.peers.clear();
+            self.serving.clear();
+            self.push_queue.clear();
+            self.push_queued.clear();
+        }
+    }
+
+    /// Makes a new local entry (stamped by the HLC, id from the seeded RNG) without applying
+    /// it. The driver persists it durably, then calls [`Peer::commit_local`].
+    pub fn prepare_adjust(
+        &mut self,
+        now: Now,
+        request: &AdjustRequest,
+    ) -> Result<Entry, EntryError> {
+        let at = self.clock.tick(now.unix_ms);
+        let entry = Entry {
+            id: new_entry_id(at.unix_ms(), self.rng.bytes()),
+            at,
+            actor: request.actor.clone(),
+            target: request.target.clone(),
+            delta: request.delta,
+            new_total: self
+                .ledger
+                .total(&request.target)
+                .wrapping_add(request.delta),
+            reason: request.reason.clone(),
+        };
+        entry.validate()?;
+        Ok(entry)
+    }
+
+    /// Applies a local entry that is now durable, and multicasts it at once.
+    pub fn commit_local(&mut self, now: Now, entry: Entry) {
+        if !self.ledger.insert(entry.clone()) {
+            return;
+        }
+        if self.sync_enabled {
+            self.send_entries_to_group(now, &[entry]);
+        }
+    }
+
+    /// The earliest monotonic time at which [`Peer::handle_timeout`] has work to do.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if !self.sync_enabled {
+            return None;
+        }
+        let mut next = self.next_hello_ms;
+        if !self.push_queue.is_empty() {
+            next = next.min(self.next_push_ms);
+        }
+        if let Some(session) = &self.session {
+            for inflight in session.inflight.values() {
+                next = next.min(inflight.sent_ms + self.cfg.tuning.request_timeout_ms);
+            }
+        }
+        for peer in self.peers.values() {
+            next = next.min(peer.last_heard_ms + self.cfg.peer_timeout_ms);
+        }
+        Some(next)
+    }
+
+    /// Runs whatever timers are due at `now`.
+    pub fn handle_timeout(&mut self, now: Now) {
+        if !self.sync_enabled {
+            return;
+        }
+        if now.mono_ms >= self.next_hello_ms {
+            self.send_hello(now);
+        }
+        self.expire_peers(now);
+        self.serving
+            .retain(|_, at| *at + self.cfg.tuning.serving_holdoff_ms > now.mono_ms);
+        self.expire_requests(now);
+        if !self.push_queue.is_empty() && now.mono_ms >= self.next_push_ms {
+            self.push_some(now);
+        }
+    }
+
+    /// Handles one received datagram. Bad datagrams are counted and dropped, never fatal.
+    pub fn handle_datagram(&mut self, now: Now, channel: Channel, from: SocketAddr, bytes: &[u8]) {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += bytes.len() as u64;
+        if !self.sync_enabled {
+            self.drop_datagram("sync_off");
+            return;
+        }
+        let envelope = match wire::decode(bytes) {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                debug!(target: "sync", "SYNC dropped datagram from {from} on {channel:?}: {err}");
+                self.drop_datagram(err.label());
+                return;
+            }
+        };
+        if envelope.from == self.node_id {
+            self.drop_datagram("own");
+            return;
+        }
+        if envelope.group != self.cfg.group {
+            debug!(target: "sync", "SYNC dropped datagram from {from} for group {:?}", envelope.group);
+            self.drop_datagram("wrong_group");
+            return;
+        }
+        let whisper = SocketAddr::new(from.ip(), envelope.whisper_port);
+        self.touch_peer(now, envelope.from, whisper);
+        let label = self.peer_label(envelope.from);
+        debug!(
+            target: "sync",
+            "SYNC recv {} from {label} ({whisper}) entries={}",
+            kind_of(&envelope.body),
+            envelope.body.entry_count()
+        );
+        let sender = envelope.from;
+        match envelope.body {
+            Body::Hello(hello) => {
+                if let Some(peer) = self.peers.get_mut(&sender) {
+                    peer.name = Some(hello.name);
+                    peer.fingerprint = Some(hello.fingerprint);
+                }
+                self.maybe_start_session(now);
+            }
+            Body::LogEntry(entries) => {
+                self.merge(now, entries);
+            }
+            Body::SyncRequest(SyncRequest::Probe { fingerprint }) => {
+                if let Some(peer) = self.peers.get_mut(&sender) {
+                    peer.fingerprint = Some(fingerprint);
+                }
+                if fingerprint != self.ledger.fingerprint() {
+                    let body = Body::SyncResponse(SyncResponse::Summary {
+                        name: self.cfg.node_name.clone(),
+                        fingerprint: self.ledger.fingerprint(),
+                    });
+                    self.send_to(sender, whisper, body);
+                }
+            }
+            Body::SyncRequest(SyncRequest::Ranges(request)) => {
+                self.serving.insert(sender, now.mono_ms);
+                self.answer(sender, whisper, request);
+            }
+            Body::SyncResponse(SyncResponse::Summary { name, fingerprint }) => {
+                if let Some(peer) = self.peers.get_mut(&sender) {
+                    peer.name = Some(name);
+                    peer.fingerprint = Some(fingerprint);
+                }
+                self.maybe_start_session(now);
+            }
+            Body::SyncResponse(SyncResponse::Ranges(response)) => {
+                self.handle_response(now, sender, response);
+            }
+        }
+    }
+
+    fn drop_datagram(&mut self, reason: &'static str) {
+        *self.stats.dropped.entry(reason).or_insert(0) += 1;
+    }
+
+    fn peer_label(&self, node: NodeId) -> String {
+        self.peers
+            .get(&node)
+            .map(PeerInfo::label)
+            .unwrap_or_else(|| format!("{node:016x}"))
+    }
+
+    fn live(&self, peer: &PeerInfo, now: Now) -> bool {
+        peer.last_heard_ms + self.cfg.peer_timeout_ms > now.mono_ms
+    }
+
+    fn touch_peer(&mut self, now: Now, node: NodeId, whisper: SocketAddr) {
+        let was_solo = !self.peers.values().any(|p| self.live(p, now));
+        let known = match self.peers.get_mut(&node) {
+            Some(peer) => {
+                peer.last_heard_ms = now.mono_ms;
+                peer.whisper = whisper;
+                true
+            }
+            None => {
+                self.peers.insert(
+                    node,
+                    PeerInfo {
+                        node,
+                        name: None,
+                        whisper,
+                        fingerprint: None,
+                        last_heard_ms: now.mono_ms,
+                    },
+                );
+                false
+            }
+        };
+        if !known {
+            info!(target: "sync", "SYNC peer {node:016x} joined ({whisper})");
+            if was_solo {
+                // Solo -> grouped is the seed's "group join": ask who differs.
+                self.send_probe(now);
+            }
+        }
+    }
+
+    fn expire_peers(&mut self, now: Now) {
+        let timeout = self.cfg.peer_timeout_ms;
+        let gone: Vec<NodeId> = self
+            .peers
+            .values()
+            .filter(|p| p.last_heard_ms + timeout <= now.mono_ms)
+            .map(|p| p.node)
+            .collect();
+        for node in gone {
+            if let Some(peer) = self.peers.remove(&node) {
+                info!(target: "sync", "SYNC peer {} left (silent for {timeout} ms)", peer.label());
+            }
+            if self.session.as_ref().is_some_and(|s| s.partner == node) {
+                self.abort_session("partner left");
+            }
+        }
+    }
+
+    fn envelope(&self, body: Body) -> Envelope {
+        Envelope {
+            group: self.cfg.group.clone(),
+            from: self.node_id,
+            whisper_port: self.cfg.whisper_port,
+            body,
+        }
+    }
+
+    fn emit(&mut self, action: Action) {
+        if let Action::SendGroup(bytes) | Action::SendTo(_, bytes) = &action {
+            self.stats.datagrams_sent += 1;
+            self.stats.bytes_sent += bytes.len() as u64;
+        }
+        self.out.push(action);
+    }
+
+    fn send_group(&mut self, body: Body) {
+        let kind = kind_of(&body);
+        let count = body.entry_count();
+        match wire::encode(&self.envelope(body)) {
+            Ok(bytes) => {
+                debug!(target: "sync", "SYNC send {kind} to group entries={count}");
+                self.emit(Action::SendGroup(bytes));
+            }
+            Err(err) => warn!(target: "sync", "SYNC could not encode {kind}: {err}"),
+        }
+    }
+
+    fn send_to(&mut self, node: NodeId, addr: SocketAddr, body: Body) {
+        let kind = kind_of(&body);
+        let count = body.entry_count();
+        match wire::encode(&self.envelope(body)) {
+            Ok(bytes) => {
+                debug!(
+                    target: "sync",
+                    "SYNC send {kind} to {} ({addr}) entries={count}",
+                    self.peer_label(node)
+                );
+                self.emit(Action::SendTo(addr, bytes));
+            }
+            Err(err) => warn!(target: "sync", "SYNC could not encode {kind}: {err}"),
+        }
+    }
+
+    fn send_hello(&mut self, now: Now) {
+        let body = Body::Hello(Hello {
+            name: self.cfg.node_name.clone(),
+            fingerprint: self.ledger.fingerprint(),
+            newest: self.ledger.newest(),
+        });
+        self.send_group(body);
+        // +-10% jitter so peers started together do not beat in step.
+        let base = self.cfg.heartbeat_ms.max(1);
+        let jitter = self.rng.below(base / 5 + 1);
+        self.next_hello_ms = now.mono_ms + base - base / 10 + jitter;
+    }
+
+    fn send_probe(&mut self, now: Now) {
+        let recent = self
+            .last_probe_ms
+            .is_some_and(|at| at + self.cfg.heartbeat_ms > now.mono_ms);
+        if recent {
+            return;
+        }
+        self.last_probe_ms = Some(now.mono_ms);
+        let body = Body::SyncRequest(SyncRequest::Probe {
+            fingerprint: self.ledger.fingerprint(),
+        });
+        self.send_group(body);
+    }
+
+    fn send_entries_to_group(&mut self, _now: Now, entries: &[Entry]) {
+        let datagrams = wire::pack_log_entries(
+            &self.cfg.group,
+            self.node_id,
+            self.cfg.whisper_port,
+            entries,
+        );
+        for bytes in datagrams {
+            debug!(target: "sync", "SYNC send LOG_ENTRY to group entries={}", entries.len().min(bytes.len()));
+            self.emit(Action::SendGroup(bytes));
+        }
+    }
+
+    /// Applies entries from a peer; returns how many were new.
+    fn merge(&mut self, now: Now, entries: Vec<Entry>) -> usize {
+        let mut fresh = Vec::new();
+        for entry in entries {
+            if self.ledger.contains_id(&entry.id) {
+                continue;
+            }
+            self.clock.observe(entry.at, now.unix_ms);
+            if let Some(session) = self.session.as_mut() {
+                session.want.remove(&entry.id);
+            }
+            self.ledger.insert(entry.clone());
+            fresh.push(entry);
+        }
+        let count = fresh.len();
+        if count > 0 {
+            self.stats.entries_merged += count as u64;
+            debug!(target: "sync", "SYNC merged {count} new entries; totals recalculated");
+            self.out.push(Action::Persist(fresh));
+        }
+        count
+    }
+
+    fn queue_push(&mut self, id: EntryId) {
+        if self.push_queued.insert(id) {
+            self.push_queue.push_back(id);
+        }
+    }
+
+    fn push_some(&mut self, now: Now) {
+        let budget = self.cfg.tuning.push_burst.max(1) * (MAX_DATAGRAM - 100);
+        let mut used = 0;
+        let mut batch = Vec::new();
+        while let Some(id) = self.push_queue.front().copied() {
+            let Some(entry) = self.ledger.get_by_id(&id) else {
+                self.push_queue.pop_front();
+                self.push_queued.remove(&id);
+                continue;
+            };
+            let size = wire::encoded_len(entry);
+            if !batch.is_empty() && used + size > budget {
+                break;
+            }
+            used += size;
+            batch.push(entry.clone());
+            self.push_queue.pop_front();
+            self.push_queued.remove(&id);
+        }
+        if !batch.is_empty() {
+            self.stats.entries_pushed += batch.len() as u64;
+            debug!(target: "sync", "SYNC pushing {} entries the group lacks", batch.len());
+            self.send_entries_to_group(now, &batch);
+        }
+        self.next_push_ms = now.mono_ms + self.cfg.tuning.push_interval_ms;
+    }
+
+    // ---- choosing a partner -------------------------------------------------------------
+
+    fn maybe_start_session(&mut self, now: Now) {
+        if !self.sync_enabled || self.session.is_some() {
+            return;
+        }
+        let mine = self.ledger.fingerprint();
+        let mut holders: HashMap<Fingerprint, usize> = HashMap::new();
+        for peer in self.peers.values().filter(|p| self.live(p, now)) {
+            if let Some(fp) = peer.fingerprint {
+                *holders.entry(fp).or_insert(0) += 1;
+            }
+        }
+        let my_holders = 1 + holders.get(&mine).copied().unwrap_or(0);
+        // The most widely held other fingerprint; ties prefer the bigger set.
+        let Some((target_fp, target_holders)) = holders
+            .iter()
+            .filter(|(fp, _)| **fp != mine)
+            .max_by_key(|(fp, n)| (**n, fp.count, fp.sum))
+            .map(|(fp, n)| (*fp, *n))
+        else {
+            return;
+        };
+        if my_holders > target_holders {
+            // We hold the majority view: the minority will come to us.
+            return;
+        }
+        let candidates: Vec<(NodeId, SocketAddr, String)> = self
+            .peers
+            .values()
+            .filter(|p| self.live(p, now) && p.fingerprint == Some(target_fp))
+            .filter(|p| !self.serving.contains_key(&p.node))
+            .map(|p| (p.node, p.whisper, p.label()))
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let pick = self.rng.below(candidates.len() as u64) as usize;
+        let (partner, addr, label) = candidates[pick].clone();
+        info!(
+            target: "sync",
+            "SYNC reconciling with {label} (theirs {}, ours {})",
+            target_fp.short(),
+            mine.short()
+        );
+        self.stats.sessions_started += 1;
+        self.session = Some(Session {
+            partner,
+            addr,
+            label,
+            todo: VecDeque::from([Span {
+                lower: Key::MIN,
+                upper: Key::MAX,
+                kind: SpanKind::Fingerprint,
+            }]),
+            want: BTreeSet::new(),
+            inflight: BTreeMap::new(),
+            silent_requests: 0,
+            started_ms: now.mono_ms,
+            requests: 0,
+            received: 0,
+            start_fingerprint: mine,
+        });
+        self.pump(now);
+    }
+
+    fn abort_session(&mut self, why: &str) {
+        if let Some(session) = self.session.take() {
+            self.stats.sessions_aborted += 1;
+            info!(target: "sync", "SYNC abandoned reconciliation with {}: {why}", session.label);
+        }
+    }
+
+    // ---- requester ------------------------------------------------------------------------
+
+    fn range_item_for(&self, span: &Span) -> RangeItem {
+        let mode = match span.kind {
+            SpanKind::Ids => {
+                let ids: Vec<EntryId> = self
+                    .ledger
+                    .range(span.lower, span.upper)
+                    .take(MAX_IDS + 1)
+                    .map(|e| e.id)
+                    .collect();
+                if ids.len() <= self.cfg.tuning.id_list_threshold.min(MAX_IDS) {
+                    Mode::Ids(ids)
+                } else {
+                    // Entries arrived since we chose an id list: compare fingerprints instead.
+                    Mode::Fingerprint(self.ledger.range_fingerprint(span.lower, span.upper))
+                }
+            }
+            SpanKind::Fingerprint => {
+                if self.ledger.range(span.lower, span.upper).next().is_none() {
+                    Mode::Fingerprint(Fingerprint::default())
+                } else {
+                    Mode::Fingerprint(self.ledger.range_fingerprint(span.lower, span.upper))
+                }
+            }
+        };
+        RangeItem {
+            upper: span.upper,
+            mode,
+        }
+    }
+
+    /// Sends requests while the window has room and there is something to ask.
+    fn pump(&mut self, now: Now) {
+        loop {
+            let Some(session) = self.session.as_ref() else {
+                return;
+            };
+            if session.inflight.len() >= self.cfg.tuning.window.max(1)
+                || (session.todo.is_empty() && session.want.is_empty())
+            {
+                break;
+            }
+            let (partner, addr) = (session.partner, session.addr);
+            let limit = MAX_DATAGRAM - 1 - 48;
+            let mut size = 0;
+            let mut spans = Vec::new();
+            let mut runs: Vec<Run> = Vec::new();
+            while let Some(span) = self.session.as_ref().and_then(|s| s.todo.front().copied()) {
+                let item = self.range_item_for(&span);
+                let contiguous = runs
+                    .last()
+                    .and_then(|r| r.items.last())
+                    .is_some_and(|last| last.upper == span.lower);
+                let cost = wire::encoded_len(&item)
+                    + if contiguous {
+                        0
+                    } else {
+                        wire::encoded_len(&span.lower) + 2
+                    };
+                if !spans.is_empty() && size + cost > limit {
+                    break;
+                }
+                size += cost;
+                if let Some(s) = self.session.as_mut() {
+                    s.todo.pop_front();
+                }
+                spans.push(span);
+                match runs.last_mut() {
+                    Some(run) if contiguous => run.items.push(item),
+                    _ => runs.push(Run {
+                        lower: span.lower,
+                        items: vec![item],
+                    }),
+                }
+            }
+            let session = self.session.as_mut().expect("checked above");
+            let mut want = Vec::new();
+            while want.len() < MAX_IDS && size + 20 <= limit {
+                let Some(id) = session.want.pop_first() else {
+                    break;
+                };
+                size += 17;
+                want.push(id);
+            }
+            let request_id = self.next_request_id;
+            self.next_request_id += 1;
+            session.requests += 1;
+            session.inflight.insert(
+                request_id,
+                Inflight {
+                    sent_ms: now.mono_ms,
+                    spans,
+                    want: want.clone(),
+                    covered: Vec::new(),
+                    parts_seen: BTreeSet::new(),
+                    parts_total: None,
+                },
+            );
+            self.stats.requests_sent += 1;
+            let body = Body::SyncRequest(SyncRequest::Ranges(RangesRequest {
+                request_id,
+                runs,
+                want,
+            }));
+            self.send_to(partner, addr, body);
+        }
+        self.finish_session_if_done(now);
+    }
+
+    fn finish_session_if_done(&mut self, now: Now) {
+        let done = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.todo.is_empty() && s.want.is_empty() && s.inflight.is_empty());
+        if !done {
+            return;
+        }
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        self.stats.sessions_completed += 1;
+        info!(
+            target: "sync",
+            "SYNC reconciled with {} in {} ms: {} requests, {} entries received, {} queued for the group",
+            session.label,
+            now.mono_ms.saturating_sub(session.started_ms),
+            session.requests,
+            session.received,
+            self.push_queue.len()
+        );
+        if session.start_fingerprint != self.ledger.fingerprint() {
+            // Tell the group at once, so peers still differing from us can act.
+            self.send_hello(now);
+        }
+    }
+
+    fn handle_response(&mut self, now: Now, sender: NodeId, response: RangesResponse) {
+        let received = self.merge(now, response.entries);
+        let is_ours = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.partner == sender && s.inflight.contains_key(&response.request_id));
+        if !is_ours {
+            self.drop_datagram("stale_response");
+            return;
+        }
+        let mut follow_up: Vec<Span> = Vec::new();
+        let mut lacking: Vec<EntryId> = Vec::new();
+        let mut covered: Vec<(Key, Key)> = Vec::new();
+        let tuning = self.cfg.tuning.clone();
+        for run in &response.runs {
+            let mut lower = run.lower;
+            for item in &run.items {
+                let (lo, hi) = (lower, item.upper);
+                lower = item.upper;
+                covered.push((lo, hi));
+                match &item.mode {
+                    Mode::Done => {}
+                    Mode::Fingerprint(theirs) => {
+                        let mine = self.ledger.range_fingerprint(lo, hi);
+                        if mine == *theirs {
+                            continue;
+                        }
+                        if theirs.count == 0 {
+                            self.queue_range_push(lo, hi, &HashSet::new());
+                        } else if mine.count as usize <= tuning.id_list_threshold {
+                            follow_up.push(Span {
+                                lower: lo,
+                                upper: hi,
+                                kind: SpanKind::Ids,
+                            });
+                        } else {
+                            for (a, b) in self.ledger.split(lo, hi, tuning.split_parts) {
+                                follow_up.push(Span {
+                                    lower: a,
+                                    upper: b,
+                                    kind: SpanKind::Fingerprint,
+                                });
+                            }
+                        }
+                    }
+                    Mode::Ids(theirs) => {
+                        let theirs: HashSet<EntryId> = theirs.iter().copied().collect();
+                        lacking.extend(theirs.iter().filter(|id| !self.ledger.contains_id(id)));
+                        self.queue_range_push(lo, hi, &theirs);
+                    }
+                }
+            }
+        }
+        for id in &response.want {
+            if self.ledger.contains_id(id) {
+                self.queue_push(*id);
+            }
+        }
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        session.received += received as u64;
+        session.silent_requests = 0;
+        session.todo.extend(follow_up);
+        session.want.extend(lacking);
+        let complete = match session.inflight.get_mut(&response.request_id) {
+            Some(inflight) => {
+                inflight.covered.extend(covered);
+                inflight.parts_seen.insert(response.part);
+                inflight.parts_total = Some(response.parts);
+                inflight.parts_seen.len() >= response.parts as usize
+            }
+            None => false,
+        };
+        if complete {
+            self.complete_request(response.request_id);
+        }
+        if !self.push_queue.is_empty() && now.mono_ms >= self.next_push_ms {
+            self.push_some(now);
+        }
+        self.pump(now);
+    }
+
+    /// Queues for multicast our entries in `[lo, hi)` whose ids are not in `theirs`.
+    fn queue_range_push(&mut self, lo: Key, hi: Key, theirs: &HashSet<EntryId>) {
+        let ids: Vec<EntryId> = self
+            .ledger
+            .range(lo, hi)
+            .filter(|e| !theirs.contains(&e.id))
+            .map(|e| e.id)
+            .collect();
+        for id in ids {
+            self.queue_push(id);
+        }
+    }
+
+    /// Retires a request: spans no datagram answered go back to the front of the queue, and
+    /// wanted ids that did not arrive are wanted again.
+    fn complete_request(&mut self, request_id: u64) {
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let Some(inflight) = session.inflight.remove(&request_id) else {
+            return;
+        };
+        let uncovered = subtract_spans(&inflight.spans, inflight.covered);
+        for span in uncovered.into_iter().rev() {
+            session.todo.push_front(span);
+        }
+        for id in inflight.want {
+            if !self.ledger.contains_id(&id) {
+                session.want.insert(id);
+            }
+        }
+    }
+
+    fn expire_requests(&mut self, now: Now) {
+        let timeout = self.cfg.tuning.request_timeout_ms;
+        let Some(session) = self.session.as_mut() else {
+            return;
+        };
+        let expired: Vec<(u64, bool)> = session
+            .inflight
+            .iter()
+            .filter(|(_, f)| f.sent_ms + timeout <= now.mono_ms)
+            .map(|(id, f)| (*id, f.parts_seen.is_empty()))
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for (id, silent) in &expired {
+            if *silent {
+                session.silent_requests += 1;
+            }
+            debug!(target: "sync", "SYNC request {id} to {} timed out; asking again", session.label);
+        }
+        let give_up = session.silent_requests > self.cfg.tuning.max_silent_requests;
+        for (id, _) in expired {
+            self.complete_request(id);
+        }
+        if give_up {
+            self.abort_session("no answer");
+            return;
+        }
+        self.pump(now);
+    }
+
+    // ---- responder (stateless) ------------------------------------------------------------
+
+    fn answer(&mut self, sender: NodeId, to: SocketAddr, request: RangesRequest) {
+        let tuning = self.cfg.tuning.clone();
+        let mut builder = ResponseBuilder::new(request.request_id, tuning.response_budget);
+        // Explicit wants first: they are small and the requester is waiting on them.
+        for id in &request.want {
+            if let Some(entry) = self.ledger.get_by_id(id) {
+                if !builder.entry(entry) {
+                    break;
+                }
+            }
+        }
+        'runs: for run in &request.runs {
+            let mut lower = run.lower;
+            for item in &run.items {
+                if builder.exhausted() {
+                    break 'runs;
+                }
+                let (lo, hi) = (lower, item.upper);
+                lower = item.upper;
+                self.answer_range(&mut builder, lo, hi, &item.mode, &tuning);
+            }
+        }
+        for part in builder.finish() {
+            self.send_to(sender, to, Body::SyncResponse(SyncResponse::Ranges(part)));
+        }
+    }
+
+    fn answer_range(
+        &self,
+        b: &mut ResponseBuilder,
+        lo: Key,
+        hi: Key,
+        mode: &Mode,
+        tuning: &Tuning,
+    ) {
+        match mode {
+            Mode::Done => {
+                b.item(lo, hi, Mode::Done);
+            }
+            Mode::Fingerprint(theirs) => {
+                if theirs.count == 0 {
+                    // They have nothing here: send everything (as much as the budget allows).
+                    b.entries_covering(lo, hi, self.ledger.range(lo, hi));
+                    return;
+                }
+                let mine = self.ledger.range_fingerprint(lo, hi);
+                if mine == *theirs {
+                    b.item(lo, hi, Mode::Done);
+                } else if mine.count as usize <= tuning.id_list_threshold.min(MAX_IDS) {
+                    let ids = self.ledger.range(lo, hi).map(|e| e.id).collect();
+                    b.item(lo, hi, Mode::Ids(ids));
+                } else {
+                    for (a, c) in self.ledger.split(lo, hi, tuning.split_parts) {
+                        let fp = self.ledger.range_fingerprint(a, c);
+                        if !b.item(a, c, Mode::Fingerprint(fp)) {
+                            return;
+                        }
+                    }
+                }
+            }
+            Mode::Ids(theirs) => {
+                let theirs: HashSet<EntryId> = theirs.iter().copied().collect();
+                for id in &theirs {
+                    if !self.ledger.contains_id(id) {
+                        b.want(*id);
+                    }
+                }
+                b.entries_covering(
+                    lo,
+                    hi,
+                    self.ledger
+                        .range(lo, hi)
+                        .filter(|e| !theirs.contains(&e.id)),
+                );
+            }
+        }
+    }
+}
+
+/// Removes the covered parts from a list of spans; what is left must be asked again.
+fn subtract_spans(spans: &[Span], mut covered: Vec<(Key, Key)>) -> Vec<Span> {
+    covered.sort();
+    let mut left = Vec::new();
+    for span in spans {
+        let mut cursor = span.lower;
+        for &(lo, hi) in &covered {
+            if hi <= cursor || lo >= span.upper {
+                continue;
+            }
+            if lo > cursor {
+                left.push(Span {
+                    lower: cursor,
+                    upper: lo,
+                    kind: span.kind,
+                });
+            }
+            cursor = cursor.max(hi);
+            if cursor >= span.upper {
+                break;
+            }
+        }
+        if cursor < span.upper {
+            left.push(Span {
+                lower: cursor,
+                upper: span.upper,
+                kind: span.kind,
+            });
+        }
+    }
+    left
+}
+
+/// Packs a response into datagrams that each stand alone, within a datagram budget.
+struct ResponseBuilder {
+    request_id: u64,
+    budget: usize,
+    full: Vec<RangesResponse>,
+    current: RangesResponse,
+    size: usize,
+    exhausted: bool,
+}
+
+/// Room for a closing `Done` item plus a new run header.
+const RESERVE: usize = 64;
+/// Payload limit for the variable parts of one response datagram.
+const RESPONSE_LIMIT: usize = MAX_DATAGRAM - 1 - 64 - 16;
+
+impl ResponseBuilder {
+    fn new(request_id: u64, budget: usize) -> ResponseBuilder {
+        ResponseBuilder {
+            request_id,
+            budget: budget.max(1),
+            full: Vec::new(),
+            current: Self::blank(request_id),
+            size: 0,
+            exhausted: false,
+        }
+    }
+
+    fn blank(request_id: u64) -> RangesResponse {
+        RangesResponse {
+            request_id,
+            part: 0,
+            parts: 1,
+            runs: Vec::new(),
+            entries: Vec::new(),
+            want: Vec::new(),
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.exhausted
+    }
+
+    fn fits(&self, bytes: usize) -> bool {
+        self.size + bytes <= RESPONSE_LIMIT
+    }
+
+    /// Closes the current datagram. Returns false once the budget is spent.
+    fn flush(&mut self) -> bool {
+        if self.exhausted {
+            return false;
+        }
+        let done = std::mem::replace(&mut self.current, Self::blank(self.request_id));
+        self.size = 0;
+        self.full.push(done);
+        if self.full.len() >= self.budget {
+            self.exhausted = true;
+            return false;
+        }
+        true
+    }
+
+    fn item_cost(&self, lower: Key, item: &RangeItem) -> (usize, bool) {
+        let contiguous = self
+            .current
+            .runs
+            .last()
+            .and_then(|r| r.items.last())
+            .is_some_and(|last| last.upper == lower);
+        let cost = wire::encoded_len(item)
+            + if contiguous {
+                0
+            } else {
+                wire::encoded_len(&lower) + 2
+            };
+        (cost, contiguous)
+    }
+
+    fn push_item(&mut self, lower: Key, item: RangeItem, contiguous: bool, cost: usize) {
+        self.size += cost;
+        match self.current.runs.last_mut() {
+            Some(run) if contiguous => run.items.push(item),
+            _ => self.current.runs.push(Run {
+                lower,
+                items: vec![item],
+            }),
+        }
+    }
+
+    /// Adds a range item. Returns false when the budget is spent (the item is not added).
+    fn item(&mut self, lower: Key, upper: Key, mode: Mode) -> bool {
+        if self.exhausted {
+            return false;
+        }
+        let item = RangeItem { upper, mode };
+        let (cost, contiguous) = self.item_cost(lower, &item);
+        if !self.fits(cost) {
+            if !self.flush() {
+                return false;
+            }
+            let (cost, contiguous) = self.item_cost(lower, &item);
+            self.push_item(lower, item, contiguous, cost);
+            return true;
+        }
+        self.push_item(lower, item, contiguous, cost);
+        true
+    }
+
+    fn want(&mut self, id: EntryId) {
+        if self.exhausted {
+            return;
+        }
+        if (!self.fits(20) || self.current.want.len() >= MAX_IDS) && !self.flush() {
+            return;
+        }
+        self.size += 17;
+        self.current.want.push(id);
+    }
+
+    fn entry(&mut self, entry: &Entry) -> bool {
+        if self.exhausted {
+            return false;
+        }
+        let cost = wire::encoded_len(entry);
+        if !self.fits(cost) && !self.flush() {
+            return false;
+        }
+        self.size += cost;
+        self.current.entries.push(entry.clone());
+        true
+    }
+
+    /// Sends `entries` (all within `[lo, hi)`, in key order) and marks the span answered.
+    /// When a datagram fills, the part answered so far is closed in it, so every datagram
+    /// covers exactly the entries it carries; when the budget runs out, the rest of the span
+    /// stays unanswered and the requester asks for it again.
+    fn entries_covering<'a>(&mut self, lo: Key, hi: Key, entries: impl Iterator<Item = &'a Entry>) {
+        let mut cursor = lo;
+        for entry in entries {
+            if self.exhausted {
+                return;
+            }
+            let cost = wire::encoded_len(entry);
+            if !self.fits(cost + RESERVE) {
+                let key = entry.key();
+                if cursor < key {
+                    let item = RangeItem {
+                        upper: key,
+                        mode: Mode::Done,
+                    };
+                    let (item_cost, contiguous) = self.item_cost(cursor, &item);
+                    self.push_item(cursor, item, contiguous, item_cost);
+                    cursor = key;
+                }
+                if !self.flush() {
+                    return;
+                }
+            }
+            self.size += cost;
+            self.current.entries.push(entry.clone());
+        }
+        self.item(cursor, hi, Mode::Done);
+    }
+
+    fn finish(mut self) -> Vec<RangesResponse> {
+        let current = std::mem::replace(&mut self.current, Self::blank(self.request_id));
+        let has_content =
+            !current.runs.is_empty() || !current.entries.is_empty() || !current.want.is_empty();
+        if (has_content || self.full.is_empty()) && self.full.len() < self.budget {
+            self.full.push(current);
+        }
+        let parts = self.full.len() as u16;
+        for (index, part) in self.full.iter_mut().enumerate() {
+            part.part = index as u16;
+            part.parts = parts;
+        }
+        self.full
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Hlc;
+
+    fn config(name: &str) -> PeerConfig {
+        PeerConfig {
+            node_name: name.into(),
+            group: "raid".into(),
+            whisper_port: 1000,
+            sync_enabled: true,
+            heartbeat_ms: 1000,
+            peer_timeout_ms: 5000,
+            max_clock_drift_ms: 3_600_000,
+            tuning: Tuning::default(),
+        }
+    }
+
+    fn now(ms: u64) -> Now {
+        Now {
+            mono_ms: ms,
+            unix_ms: 1_700_000_000_000 + ms,
+        }
+    }
+
+    fn entry(i: u64, target: &str) -> Entry {
+        Entry {
+            id: new_entry_id(1_600_000_000_000 + i, [(i % 251) as u8; 10]),
+            at: Hlc::new(1_600_000_000_000 + i, 0),
+            actor: "officer".into(),
+            target: target.into(),
+            delta: 1,
+            new_total: 0,
+            reason: format!("entry {i}"),
+        }
+    }
+
+    /// Delivers every datagram between two peers until both are quiet; returns datagrams.
+    fn exchange(a: &mut Peer, b: &mut Peer, mut t: u64) -> (usize, u64) {
+        let addr_a: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let addr_b: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        let mut count = 0;
+        for _ in 0..100_000 {
+            let from_a = a.drain_actions();
+            let from_b = b.drain_actions();
+            if from_a.is_empty() && from_b.is_empty() {
+                if !a.pushing() && !b.pushing() {
+                    break;
+                }
+                t += 5;
+                a.handle_timeout(now(t));
+                b.handle_timeout(now(t));
+                continue;
+            }
+            for action in from_a {
+                if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
+                    count += 1;
+                    b.handle_datagram(now(t), Channel::Whisper, addr_a, &d);
+                }
+            }
+            for action in from_b {
+                if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
+                    count += 1;
+                    a.handle_datagram(now(t), Channel::Whisper, addr_b, &d);
+                }
+            }
+        }
+        (count, t)
+    }
+
+    #[test]
+    fn two_peers_with_disjoint_offline_edits_converge() {
+        let common: Vec<Entry> = (0..500).map(|i| entry(i, "P")).collect();
+        let mut a_entries = common.clone();
+        a_entries.extend((1000..1040).map(|i| entry(i, "A")));
+        let mut b_entries = common;
+        // B's offline edits carry *older* timestamps (clock behind): must still arrive.
+        b_entries.extend((100..130).map(|i| entry(i + 10_000_000, "B")));
+        b_entries.push(Entry {
+            id: new_entry_id(1_600_000_000_005, [0xee; 10]),
+            ..entry(5, "old-clock")
+        });
+        let mut a = Peer::new(config("a"), a_entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), b_entries, SeededRng::new(2), now(0));
+        a.start(now(0));
+        b.start(now(0));
+        exchange(&mut a, &mut b, 0);
+        assert_eq!(a.ledger().fingerprint(), b.ledger().fingerprint());
+        assert_eq!(a.ledger().len(), 500 + 40 + 31);
+        assert_eq!(a.ledger().totals(), b.ledger().totals());
+    }
+
+    #[test]
+    fn empty_joiner_catches_up_from_large_peer() {
+        let entries: Vec<Entry> = (0..5000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+        a.start(now(0));
+        b.start(now(0));
+        exchange(&mut a, &mut b, 0);
+        assert_eq!(b.ledger().len(), 5000);
+        assert_eq!(b.ledger().fingerprint(), a.ledger().fingerprint());
+        assert_eq!(b.stats().sessions_completed, 1);
+    }
+
+    #[test]
+    fn response_datagrams_stay_under_limit_and_cover_request() {
+        let entries: Vec<Entry> = (0..3000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        let request = RangesRequest {
+            request_id: 9,
+            runs: vec![Run {
+                lower: Key::MIN,
+                items: vec![RangeItem {
+                    upper: Key::MAX,
+                    mode: Mode::Fingerprint(Fingerprint::default()),
+                }],
+            }],
+            want: vec![],
+        };
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        a.answer(77, to, request);
+        let actions = a.drain_actions();
+        assert_eq!(actions.len(), Tuning::default().response_budget);
+        let mut last_upper = Key::MIN;
+        let mut entries_seen = 0;
+        for action in actions {
+            let Action::SendTo(_, bytes) = action else {
+                panic!("expected unicast")
+            };
+            assert!(bytes.len() <= MAX_DATAGRAM, "{}", bytes.len());
+            let Body::SyncResponse(SyncResponse::Ranges(r)) = wire::decode(&bytes).unwrap().body
+            else {
+                panic!("expected ranges response")
+            };
+            // Every datagram's coverage starts where the previous one's ended, and covers
+            // exactly the entries it carries.
+            assert_eq!(r.runs[0].lower, last_upper);
+            last_upper = r.runs.last().unwrap().items.last().unwrap().upper;
+            for e in &r.entries {
+                assert!(e.key() >= r.runs[0].lower && e.key() < last_upper);
+            }
+            entries_seen += r.entries.len();
+        }
+        assert!(entries_seen > 100);
+        assert!(last_upper < Key::MAX, "budget leaves the rest unanswered");
+    }
+
+    #[test]
+    fn subtract_spans_leaves_gaps() {
+        let k = |i: u64| Key {
+            at: Hlc(i),
+            id: uuid::Uuid::nil(),
+        };
+        let span = Span {
+            lower: k(0),
+            upper: k(100),
+            kind: SpanKind::Fingerprint,
+        };
+        let left = subtract_spans(&[span], vec![(k(10), k(20)), (k(0), k(5)), (k(50), k(200))]);
+        let bounds: Vec<(u64, u64)> = left.iter().map(|s| (s.lower.at.0, s.upper.at.0)).collect();
+        assert_eq!(bounds, vec![(5, 10), (20, 50)]);
+        assert!(subtract_spans(&[span], vec![(k(0), k(100))]).is_empty());
+    }
+
+    #[test]
+    fn local_adjust_is_multicast_and_stamped_after_seen_entries() {
+        let far_future = Entry {
+            at: Hlc::new(1_700_000_000_000 + 10_000, 0),
+            ..entry(1, "X")
+        };
+        let mut a = Peer::new(
+            config("a"),
+            vec![far_future.clone()],
+            SeededRng::new(3),
+            now(0),
+        );
+        let request = AdjustRequest {
+            actor: "a".into(),
+            target: "Bob".into(),
+            delta: 7,
+            reason: "test".into(),
+        };
+        let e = a.prepare_adjust(now(0), &request).unwrap();
+        assert!(e.key() > far_future.key());
+        assert_eq!(e.new_total, 7);
+        a.commit_local(now(0), e.clone());
+        let actions = a.drain_actions();
+        assert!(matches!(actions.as_slice(), [Action::SendGroup(_)]));
+        assert_eq!(a.ledger().total("Bob"), 7);
+    }
+
+    #[test]
+    fn sync_off_sends_nothing_and_ignores_traffic() {
+        let mut cfg = config("a");
+        cfg.sync_enabled = false;
+        let mut a = Peer::new(cfg, vec![], SeededRng::new(3), now(0));
+        a.start(now(0));
+        a.handle_timeout(now(10_000));
+        let e = a
+            .prepare_adjust(
+                now(0),
+                &AdjustRequest {
+                    actor: "a".into(),
+                    target: "Bob".into(),
+                    delta: 1,
+                    reason: String::new(),
+                },
+            )
+            .unwrap();
+        a.commit_local(now(0), e);
+        assert!(a.drain_actions().is_empty());
+        a.handle_datagram(
+            now(1),
+            Channel::Group,
+            "127.0.0.1:1".parse().unwrap(),
+            b"junk",
+        );
+        assert_eq!(a.stats().dropped.get("sync_off"), Some(&1));
+        a.set_sync_enabled(now(2), true);
+        assert!(
+            !a.drain_actions().is_empty(),
+            "HELLO + probe on switching on"
+        );
+    }
+}
