@@ -3,5 +3,6 @@ pub mod config;
 pub mod entry;
 pub mod ledger;
 pub mod rng;
+pub mod store;
 pub mod sync;
 pub mod wire;

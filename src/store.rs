@@ -1,0 +1,1107 @@
+//! The on-disk log: one append-only file per group, guarded by an exclusive lock on the
+//! state directory.
+//!
+//! # File format
+//!
+//! A 16-byte header (`b"LOOTLOG\0"`, format version as u16 LE, 6 reserved zero bytes) followed
+//! by records `[len u32 LE][crc u32 LE][payload]`, where the payload is the postcard encoding
+//! of one [`Entry`] and the CRC-32C covers the length bytes and the payload. Covering the
+//! length means a damaged length field is caught by the checksum instead of silently
+//! re-framing the rest of the file.
+//!
+//! # Crash recovery
+//!
+//! Appends are not synced individually, so a crash can leave a partly written record at the
+//! end of the file. [`LogStore::open`] tells that apart from real damage by looking past the
+//! first bad record: if no intact record follows, the bad bytes can only be an unfinished
+//! append and are cut off; if an intact record follows, something damaged the middle of the
+//! log and opening fails with [`StoreError::Corrupt`] rather than throwing away history.
+
+use crate::entry::{Entry, EntryId};
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Magic bytes at the start of every log file.
+const MAGIC: [u8; 8] = *b"LOOTLOG\0";
+/// The only format version this build reads and writes.
+const FORMAT_VERSION: u16 = 1;
+/// Size of the file header in bytes.
+const HEADER_LEN: u64 = 16;
+/// Size of a record's length + checksum prefix in bytes.
+const RECORD_HEADER_LEN: usize = 8;
+/// Largest payload a record may carry. A valid entry encodes to well under 600 bytes; the
+/// bound keeps a damaged length field from making the reader allocate or skip megabytes.
+const MAX_RECORD_BYTES: usize = 2048;
+/// Read buffer for scanning: large enough that a 150 MB log is read in a few hundred
+/// syscalls rather than one or two per record.
+const SCAN_BUFFER_BYTES: usize = 1 << 20;
+/// Name of the lock file inside the state directory.
+const LOCK_FILE_NAME: &str = "lootsync.lock";
+/// Extension of per-group log files.
+const LOG_EXTENSION: &str = "lootlog";
+
+/// Why the store could not do what was asked.
+///
+/// Damage to the log ([`StoreError::Corrupt`], [`StoreError::BadHeader`]) is kept apart
+/// from I/O failures, because the operator's response differs: an I/O error may go away on
+/// retry, while damage needs `lootsync verify` and a human decision.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// An I/O operation failed. The underlying error is the source.
+    #[error("I/O error while {action} {}", path.display())]
+    Io {
+        /// The file or directory being worked on.
+        path: PathBuf,
+        /// What was being done, e.g. "reading log".
+        action: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process holds the state directory's lock.
+    #[error(
+        "{} is locked by another lootsync process (is a daemon already running on this state directory?)",
+        path.display()
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The file does not start with a usable log header.
+    #[error("{} is not a usable lootsync log: {reason}", path.display())]
+    BadHeader {
+        /// The log file.
+        path: PathBuf,
+        /// What is wrong with the header.
+        reason: String,
+    },
+    /// The log is damaged somewhere before intact records, so it cannot be an interrupted
+    /// append and is not repaired automatically.
+    #[error(
+        "{} is corrupt at byte offset {offset}: {reason} (run `lootsync verify` to inspect the damage)",
+        path.display()
+    )]
+    Corrupt {
+        /// The log file.
+        path: PathBuf,
+        /// Byte offset of the first damaged record.
+        offset: u64,
+        /// What is wrong there.
+        reason: String,
+    },
+}
+
+/// Builds a [`StoreError::Io`] mapper for `?`.
+fn io_err<'a>(path: &'a Path, action: &'static str) -> impl Fn(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
+/// Exclusive lock on a state directory, held for the life of a daemon or offline CLI
+/// command. Two processes writing one log would interleave records, so everything that
+/// touches the logs takes this first. The lock is released when this value is dropped.
+#[derive(Debug)]
+pub struct StateLock {
+    state_dir: PathBuf,
+    /// Kept open because the lock lives exactly as long as this open file description.
+    _file: File,
+}
+
+impl StateLock {
+    /// Creates `state_dir` (and parents) if missing, opens or creates `state_dir/lootsync.lock`
+    /// and takes a non-blocking exclusive lock on it. Returns [`StoreError::Locked`] if another
+    /// holder (another process, or another open of the same file in this process) has it.
+    pub fn acquire(state_dir: &Path) -> Result<StateLock, StoreError> {
+        fs::create_dir_all(state_dir).map_err(io_err(state_dir, "creating state directory"))?;
+        let path = state_dir.join(LOCK_FILE_NAME);
+        // No truncate: the file's content is irrelevant, and truncating a file someone else
+        // has locked would be rude even if harmless.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path, "opening lock file"))?;
+        match file.try_lock() {
+            Ok(()) => Ok(StateLock {
+                state_dir: state_dir.to_path_buf(),
+                _file: file,
+            }),
+            Err(TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+            Err(TryLockError::Error(source)) => Err(StoreError::Io {
+                path,
+                action: "locking",
+                source,
+            }),
+        }
+    }
+
+    /// The locked state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+}
+
+/// What [`LogStore::open`] found while scanning a log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Whole, valid entries read (duplicates not counted).
+    pub entries: usize,
+    /// Size of the file in bytes after any truncation.
+    pub file_bytes: u64,
+    /// Bytes of a torn tail (an unfinished append) cut off the end; 0 normally.
+    pub truncated_bytes: u64,
+    /// Records whose id was already seen earlier in the file. They are skipped, not
+    /// returned, and left on disk (rewriting the log to drop them is not worth the risk).
+    pub duplicates_skipped: usize,
+}
+
+/// An open, locked, append-only log for one group.
+#[derive(Debug)]
+pub struct LogStore {
+    /// Held so no other process can open the log while this store exists.
+    _lock: StateLock,
+    file: File,
+    path: PathBuf,
+    /// Length of the valid log. Tracked here rather than asked of the file so that a failed
+    /// append can be rolled back to it and the next append writes at the right place.
+    len: u64,
+    /// Something was appended since the last successful sync.
+    unsynced: bool,
+    /// An append failed and truncating back to `len` also failed, so bytes past `len` may be
+    /// a partial batch; the truncation is retried before the next append.
+    rollback_pending: bool,
+    /// A sync failed. After a failed fsync the kernel may have dropped the dirty pages and a
+    /// retry can report success without the data being on disk, so every later sync fails
+    /// too rather than claim durability.
+    sync_failed: bool,
+}
+
+/// Why a record could not be read, when that might still be an unfinished append.
+#[derive(Clone, Copy, Debug)]
+enum Torn {
+    ShortHeader,
+    BadLength(u32),
+    ShortPayload(u32),
+    ChecksumMismatch,
+}
+
+impl Torn {
+    fn describe(self) -> String {
+        match self {
+            Torn::ShortHeader => "record header cut short".to_string(),
+            Torn::BadLength(len) => {
+                format!("invalid record length {len} (must be 1..={MAX_RECORD_BYTES})")
+            }
+            Torn::ShortPayload(len) => format!("record payload of {len} bytes cut short"),
+            Torn::ChecksumMismatch => "checksum mismatch".to_string(),
+        }
+    }
+}
+
+/// Frames `entry` as a record and appends it to `out`.
+fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), String> {
+    entry
+        .validate()
+        .map_err(|e| format!("invalid entry {}: {e}", entry.id))?;
+    let payload =
+        postcard::to_stdvec(entry).map_err(|e| format!("cannot encode entry {}: {e}", entry.id))?;
+    // Cannot fail for a validated entry, but a record the reader would reject must never be
+    // written.
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&len| len as usize <= MAX_RECORD_BYTES)
+        .ok_or_else(|| format!("entry {} encodes to {} bytes", entry.id, payload.len()))?;
+    let len_bytes = len.to_le_bytes();
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&len_bytes), &payload);
+    out.extend_from_slice(&len_bytes);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+/// Decodes a checksummed payload into a valid entry, or says why it is not one.
+fn decode_payload(payload: &[u8]) -> Result<Entry, String> {
+    let (entry, rest) = postcard::take_from_bytes::<Entry>(payload)
+        .map_err(|e| format!("record does not decode as an entry ({e})"))?;
+    if !rest.is_empty() {
+        return Err(format!(
+            "record has {} trailing bytes after the entry",
+            rest.len()
+        ));
+    }
+    entry
+        .validate()
+        .map_err(|e| format!("record holds an invalid entry ({e})"))?;
+    Ok(entry)
+}
+
+/// Splits a record's 8-byte prefix into (length, checksum).
+fn split_record_header(header: [u8; RECORD_HEADER_LEN]) -> (u32, u32) {
+    let [l0, l1, l2, l3, c0, c1, c2, c3] = header;
+    (
+        u32::from_le_bytes([l0, l1, l2, l3]),
+        u32::from_le_bytes([c0, c1, c2, c3]),
+    )
+}
+
+fn record_crc(len: u32, payload: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload)
+}
+
+fn length_is_valid(len: u32) -> bool {
+    len != 0 && len as usize <= MAX_RECORD_BYTES
+}
+
+/// Whether `buf` starts with a whole record that is intact in every respect: valid length,
+/// matching checksum, and a payload that decodes to a valid entry.
+fn is_intact_record(buf: &[u8]) -> bool {
+    let Some((header, rest)) = buf.split_first_chunk::<RECORD_HEADER_LEN>() else {
+        return false;
+    };
+    let (len, crc) = split_record_header(*header);
+    if !length_is_valid(len) {
+        return false;
+    }
+    let Some(payload) = rest.get(..len as usize) else {
+        return false;
+    };
+    record_crc(len, payload) == crc && decode_payload(payload).is_ok()
+}
+
+/// Reads until `buf` is full or the reader is exhausted; returns how many bytes were read.
+/// Unlike `read_exact`, a short read at end of file is reported, not an error, because
+/// a short record is exactly what a torn tail looks like.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Looks for an intact record starting at any byte offset from `from` on. Reads in large
+/// chunks with an overlap of one maximal record, so a record straddling two chunks is still
+/// seen and memory stays bounded however long the damaged region is.
+fn find_intact_record(file: &mut File, from: u64) -> io::Result<Option<u64>> {
+    const OVERLAP: usize = RECORD_HEADER_LEN + MAX_RECORD_BYTES;
+    file.seek(SeekFrom::Start(from))?;
+    let mut window = vec![0u8; SCAN_BUFFER_BYTES + OVERLAP];
+    let mut window_start = from;
+    let mut filled = 0;
+    loop {
+        let got = read_up_to(file, &mut window[filled..])?;
+        filled += got;
+        let at_eof = filled < window.len();
+        // Without EOF, only offsets with a whole maximal record's worth of bytes after them
+        // can be judged now; the rest are judged after the window slides.
+        let judge_up_to = if at_eof { filled } else { filled - OVERLAP };
+        for start in 0..judge_up_to {
+            if is_intact_record(&window[start..filled]) {
+                return Ok(Some(window_start + start as u64));
+            }
+        }
+        if at_eof {
+            return Ok(None);
+        }
+        window.copy_within(judge_up_to..filled, 0);
+        filled -= judge_up_to;
+        window_start += judge_up_to as u64;
+    }
+}
+
+/// What was found when checking the first bytes of a log.
+enum HeaderState {
+    /// A complete, supported header.
+    Valid,
+    /// Empty, or a prefix of a valid header: the file was created but its header never
+    /// fully written, so it holds no data and is started afresh.
+    Unwritten,
+}
+
+fn check_header(path: &Path, file: &mut File, file_len: u64) -> Result<HeaderState, StoreError> {
+    let mut expected = [0u8; HEADER_LEN as usize];
+    expected[..8].copy_from_slice(&MAGIC);
+    expected[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+
+    let mut header = [0u8; HEADER_LEN as usize];
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err(path, "reading header of"))?;
+    let got = read_up_to(file, &mut header).map_err(io_err(path, "reading header of"))?;
+    let bad = |reason: String| StoreError::BadHeader {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if (got as u64) < HEADER_LEN {
+        // The length check guards against the file changing under us between stat and read.
+        if got as u64 == file_len && header[..got] == expected[..got] {
+            return Ok(HeaderState::Unwritten);
+        }
+        return Err(bad(format!(
+            "the file is {file_len} bytes, shorter than the {HEADER_LEN}-byte header, \
+             and does not start like a lootsync log"
+        )));
+    }
+    if header[..8] != MAGIC {
+        return Err(bad(
+            "wrong magic bytes; this is not a lootsync log".to_string()
+        ));
+    }
+    let version = u16::from_le_bytes([header[8], header[9]]);
+    if version != FORMAT_VERSION {
+        return Err(bad(format!(
+            "unsupported format version {version} (this build reads version {FORMAT_VERSION})"
+        )));
+    }
+    // The reserved bytes are deliberately not checked: a future version may use them for
+    // flags that older readers can safely ignore; incompatible changes bump the version.
+    Ok(HeaderState::Valid)
+}
+
+/// Starts an empty log: header written and synced, and the directory entry synced so the
+/// file itself survives a crash.
+fn write_fresh_header(path: &Path, file: &mut File) -> Result<(), StoreError> {
+    let mut header = [0u8; HEADER_LEN as usize];
+    header[..8].copy_from_slice(&MAGIC);
+    header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let action = "writing header of";
+    file.set_len(0).map_err(io_err(path, action))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_err(path, action))?;
+    file.write_all(&header).map_err(io_err(path, action))?;
+    file.sync_all().map_err(io_err(path, "syncing"))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(dir, "syncing directory"))?;
+    }
+    Ok(())
+}
+
+/// Rejects group names that would put the log outside the state directory or hide it.
+fn check_group_name(state_dir: &Path, group: &str) -> Result<(), StoreError> {
+    let plain = !group.is_empty()
+        && !group.starts_with('.')
+        && !group.contains(['/', '\\', '\0'])
+        && Path::new(group).components().count() == 1;
+    if plain {
+        Ok(())
+    } else {
+        Err(StoreError::Io {
+            path: state_dir.to_path_buf(),
+            action: "opening the log for a group in",
+            source: io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("group name {group:?} is not a plain file name"),
+            ),
+        })
+    }
+}
+
+/// Result of the sequential scan over the records.
+struct Scan {
+    entries: Vec<Entry>,
+    duplicates_skipped: usize,
+    /// End of the last whole, valid record.
+    valid_end: u64,
+    /// The first unreadable record, if the scan stopped before end of file.
+    torn: Option<Torn>,
+}
+
+/// Reads records from just after the header until end of file or the first record that
+/// cannot be read. Entries whose content is bad despite a good checksum are reported as
+/// corruption immediately: a torn write cannot produce a matching checksum.
+fn scan_records(path: &Path, file: &File) -> Result<Scan, StoreError> {
+    let read_err = io_err(path, "reading log");
+    let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, file);
+    reader
+        .seek(SeekFrom::Start(HEADER_LEN))
+        .map_err(io_err(path, "reading log"))?;
+    let mut entries = Vec::new();
+    let mut seen: HashSet<EntryId> = HashSet::new();
+    let mut duplicates_skipped = 0;
+    let mut offset = HEADER_LEN;
+    let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
+    let torn = loop {
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        let got = match read_up_to(&mut reader, &mut header) {
+            Ok(got) => got,
+            Err(e) => return Err(read_err(e)),
+        };
+        if got == 0 {
+            break None;
+        }
+        if got < RECORD_HEADER_LEN {
+            break Some(Torn::ShortHeader);
+        }
+        let (len, crc) = split_record_header(header);
+        if !length_is_valid(len) {
+            break Some(Torn::BadLength(len));
+        }
+        payload.resize(len as usize, 0);
+        let got = match read_up_to(&mut reader, &mut payload) {
+            Ok(got) => got,
+            Err(e) => return Err(read_err(e)),
+        };
+        if got < payload.len() {
+            break Some(Torn::ShortPayload(len));
+        }
+        if record_crc(len, &payload) != crc {
+            break Some(Torn::ChecksumMismatch);
+        }
+        let entry = decode_payload(&payload).map_err(|reason| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            offset,
+            reason: format!("{reason}, though its checksum matches"),
+        })?;
+        if seen.insert(entry.id) {
+            entries.push(entry);
+        } else {
+            duplicates_skipped += 1;
+        }
+        offset += (RECORD_HEADER_LEN + payload.len()) as u64;
+    };
+    Ok(Scan {
+        entries,
+        duplicates_skipped,
+        valid_end: offset,
+        torn,
+    })
+}
+
+impl LogStore {
+    /// Path of the log for `group` inside `state_dir`: `state_dir/<group>.lootlog`.
+    pub fn log_path(state_dir: &Path, group: &str) -> PathBuf {
+        state_dir.join(format!("{group}.{LOG_EXTENSION}"))
+    }
+
+    /// Opens (creating with a header if missing) the log for `group` in the locked state
+    /// directory, scans and validates every record, and returns the entries in file order
+    /// (the caller sorts). A torn tail left by a crash mid-append is truncated and reported;
+    /// damage followed by intact records is [`StoreError::Corrupt`]. Records repeating an
+    /// earlier id are skipped and counted.
+    pub fn open(
+        lock: StateLock,
+        group: &str,
+    ) -> Result<(LogStore, Vec<Entry>, OpenReport), StoreError> {
+        check_group_name(lock.state_dir(), group)?;
+        let path = Self::log_path(lock.state_dir(), group);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path, "opening log"))?;
+        let file_len = file
+            .metadata()
+            .map_err(io_err(&path, "reading metadata of"))?
+            .len();
+
+        let (entries, report) = match check_header(&path, &mut file, file_len)? {
+            HeaderState::Unwritten => {
+                write_fresh_header(&path, &mut file)?;
+                let report = OpenReport {
+                    file_bytes: HEADER_LEN,
+                    ..OpenReport::default()
+                };
+                (Vec::new(), report)
+            }
+            HeaderState::Valid => Self::load(&path, &mut file, file_len)?,
+        };
+
+        let store = LogStore {
+            _lock: lock,
+            file,
+            path,
+            len: report.file_bytes,
+            unsynced: false,
+            rollback_pending: false,
+            sync_failed: false,
+        };
+        Ok((store, entries, report))
+    }
+
+    /// Scans a log with a valid header, repairing a torn tail.
+    fn load(
+        path: &Path,
+        file: &mut File,
+        file_len: u64,
+    ) -> Result<(Vec<Entry>, OpenReport), StoreError> {
+        let scan = scan_records(path, file)?;
+        let mut truncated_bytes = 0;
+        if let Some(torn) = scan.torn {
+            let bad_at = scan.valid_end;
+            let intact_after = find_intact_record(file, bad_at + 1)
+                .map_err(io_err(path, "scanning past a damaged record in"))?;
+            if let Some(intact_at) = intact_after {
+                return Err(StoreError::Corrupt {
+                    path: path.to_path_buf(),
+                    offset: bad_at,
+                    reason: format!(
+                        "{} in record at offset {bad_at}; an intact record follows at offset \
+                         {intact_at}, so this is not a torn tail",
+                        torn.describe()
+                    ),
+                });
+            }
+            // Saturating: the length was read before the scan, and nothing else should touch
+            // the file, but a miscount must not panic.
+            truncated_bytes = file_len.saturating_sub(bad_at);
+            file.set_len(bad_at)
+                .map_err(io_err(path, "truncating torn tail of"))?;
+            file.sync_all().map_err(io_err(path, "syncing"))?;
+            tracing::warn!(
+                path = %path.display(),
+                offset = bad_at,
+                bytes_cut = truncated_bytes,
+                reason = %torn.describe(),
+                "cut a torn tail (an unfinished append) off the log"
+            );
+        }
+        if scan.duplicates_skipped > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                count = scan.duplicates_skipped,
+                "skipped log records repeating an earlier entry id"
+            );
+        }
+        let report = OpenReport {
+            entries: scan.entries.len(),
+            file_bytes: scan.valid_end,
+            truncated_bytes,
+            duplicates_skipped: scan.duplicates_skipped,
+        };
+        Ok((scan.entries, report))
+    }
+
+    /// Appends records for `entries` in one write (not synced; see [`LogStore::sync`]).
+    /// Entries must be valid (an invalid one would make the log unreadable, so it is refused
+    /// with an `InvalidInput` I/O error before anything is written); duplicates are the
+    /// caller's concern. On a write error the file is truncated back to its previous length
+    /// so the log stays valid, and the error is returned.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::with_capacity(entries.len() * 256);
+        for entry in entries {
+            encode_record(entry, &mut buf).map_err(|msg| StoreError::Io {
+                path: self.path.clone(),
+                action: "appending to",
+                source: io::Error::new(io::ErrorKind::InvalidInput, msg),
+            })?;
+        }
+        if self.rollback_pending {
+            self.file
+                .set_len(self.len)
+                .map_err(io_err(&self.path, "rolling back a failed append to"))?;
+            self.rollback_pending = false;
+        }
+        // Writing at the tracked length, not the file cursor, keeps appends in the right
+        // place even after a failed write left the cursor somewhere else.
+        let written = self
+            .file
+            .seek(SeekFrom::Start(self.len))
+            .and_then(|_| self.file.write_all(&buf));
+        if let Err(source) = written {
+            if self.file.set_len(self.len).is_err() {
+                self.rollback_pending = true;
+            }
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                action: "appending to",
+                source,
+            });
+        }
+        self.len += buf.len() as u64;
+        self.unsynced = true;
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable (fdatasync), if anything was appended since
+    /// the last sync. Once a sync has failed, every later call fails too (see the field
+    /// docs: a retried fsync can falsely succeed); reopen the log to recover.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        if self.sync_failed {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                action: "syncing",
+                source: io::Error::other(
+                    "an earlier sync of this log failed, so recent appends may be lost; \
+                     reopen the log",
+                ),
+            });
+        }
+        if !self.unsynced {
+            return Ok(());
+        }
+        if let Err(source) = self.file.sync_data() {
+            self.sync_failed = true;
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                action: "syncing",
+                source,
+            });
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Path of the log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Length of the log file in bytes (header included).
+    pub fn len_bytes(&self) -> u64 {
+        self.len
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::{new_entry_id, Hlc};
+    use tempfile::TempDir;
+
+    const GROUP: &str = "raid";
+
+    fn entry(i: u64) -> Entry {
+        let ms = 1_700_000_000_000 + i;
+        Entry {
+            id: new_entry_id(ms, [i as u8; 10]),
+            at: Hlc::new(ms, 0),
+            actor: "alice".into(),
+            target: format!("Player{i}"),
+            delta: i as i64 + 1,
+            new_total: 10 * (i as i64 + 1),
+            reason: format!("raid night {i}"),
+        }
+    }
+
+    fn entries(range: std::ops::Range<u64>) -> Vec<Entry> {
+        range.map(entry).collect()
+    }
+
+    fn encode(e: &Entry) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_record(e, &mut out).unwrap();
+        out
+    }
+
+    /// A record with a correct checksum around an arbitrary payload, as a buggy or malicious
+    /// writer could produce.
+    fn raw_record(payload: &[u8]) -> Vec<u8> {
+        let len = u32::try_from(payload.len()).unwrap();
+        let mut out = len.to_le_bytes().to_vec();
+        out.extend_from_slice(&record_crc(len, payload).to_le_bytes());
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn header() -> Vec<u8> {
+        let mut h = MAGIC.to_vec();
+        h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        h.extend_from_slice(&[0; 6]);
+        h
+    }
+
+    fn open_in(dir: &Path) -> Result<(LogStore, Vec<Entry>, OpenReport), StoreError> {
+        LogStore::open(StateLock::acquire(dir)?, GROUP)
+    }
+
+    fn log_file(dir: &Path) -> PathBuf {
+        LogStore::log_path(dir, GROUP)
+    }
+
+    /// Writes `bytes` as the group's log in a fresh directory.
+    fn dir_with_log(bytes: &[u8]) -> TempDir {
+        let dir = TempDir::new().unwrap();
+        fs::write(log_file(dir.path()), bytes).unwrap();
+        dir
+    }
+
+    /// Header plus records for `es`, and the end offset of each record.
+    fn log_bytes(es: &[Entry]) -> (Vec<u8>, Vec<u64>) {
+        let mut bytes = header();
+        let mut ends = Vec::new();
+        for e in es {
+            bytes.extend_from_slice(&encode(e));
+            ends.push(bytes.len() as u64);
+        }
+        (bytes, ends)
+    }
+
+    /// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+    fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect()
+    }
+
+    fn expect_corrupt(dir: &Path, expected_offset: u64) -> String {
+        match open_in(dir) {
+            Err(err @ StoreError::Corrupt { offset, .. }) => {
+                assert_eq!(offset, expected_offset, "{err}");
+                err.to_string()
+            }
+            Err(other) => panic!("expected Corrupt, got {other}"),
+            Ok((_, es, report)) => panic!("expected Corrupt, opened {} {report:?}", es.len()),
+        }
+    }
+
+    #[test]
+    fn round_trip_in_two_batches() {
+        let dir = TempDir::new().unwrap();
+        let all = entries(0..7);
+        {
+            let (mut store, loaded, report) = open_in(dir.path()).unwrap();
+            assert!(loaded.is_empty());
+            assert_eq!(report.file_bytes, HEADER_LEN);
+            assert_eq!(store.len_bytes(), HEADER_LEN);
+            assert_eq!(store.path(), log_file(dir.path()));
+            store.append(&all[..3]).unwrap();
+            store.sync().unwrap();
+            store.append(&all[3..]).unwrap();
+            store.sync().unwrap();
+            // Nothing new since the last sync: a no-op that must still succeed.
+            store.sync().unwrap();
+            let on_disk = fs::metadata(store.path()).unwrap().len();
+            assert_eq!(store.len_bytes(), on_disk);
+            assert_eq!(on_disk, log_bytes(&all).1[6]);
+        }
+        let (store, loaded, report) = open_in(dir.path()).unwrap();
+        assert_eq!(loaded, all);
+        assert_eq!(
+            report,
+            OpenReport {
+                entries: 7,
+                file_bytes: store.len_bytes(),
+                truncated_bytes: 0,
+                duplicates_skipped: 0,
+            }
+        );
+        assert_eq!(fs::read(store.path()).unwrap(), log_bytes(&all).0);
+    }
+
+    #[test]
+    fn torn_tail_at_every_byte_offset_is_cut_to_the_last_whole_record() {
+        let all = entries(0..5);
+        let (bytes, ends) = log_bytes(&all);
+        for cut in HEADER_LEN..=bytes.len() as u64 {
+            let dir = dir_with_log(&bytes[..cut as usize]);
+            let whole = ends.iter().filter(|&&end| end <= cut).count();
+            let valid_end = if whole == 0 {
+                HEADER_LEN
+            } else {
+                ends[whole - 1]
+            };
+            let (mut store, loaded, report) =
+                open_in(dir.path()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            assert_eq!(loaded, all[..whole], "cut at {cut}");
+            assert_eq!(report.entries, whole, "cut at {cut}");
+            assert_eq!(report.truncated_bytes, cut - valid_end, "cut at {cut}");
+            assert_eq!(report.file_bytes, valid_end, "cut at {cut}");
+            assert_eq!(store.len_bytes(), valid_end, "cut at {cut}");
+            assert_eq!(
+                fs::metadata(log_file(dir.path())).unwrap().len(),
+                valid_end,
+                "cut at {cut}"
+            );
+
+            let extra = entry(99);
+            store.append(std::slice::from_ref(&extra)).unwrap();
+            store.sync().unwrap();
+            drop(store);
+            let (_, reloaded, report) =
+                open_in(dir.path()).unwrap_or_else(|e| panic!("reopen after cut at {cut}: {e}"));
+            let mut expected = all[..whole].to_vec();
+            expected.push(extra);
+            assert_eq!(reloaded, expected, "cut at {cut}");
+            assert_eq!(report.truncated_bytes, 0, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn garbage_and_zero_filled_tails_are_cut() {
+        let all = entries(0..4);
+        let (bytes, ends) = log_bytes(&all);
+        let tails = [
+            noise(3000, 0x9e37_79b9_7f4a_7c15),
+            noise(5, 42),
+            vec![0u8; 4096],
+        ];
+        for tail in tails {
+            let mut damaged = bytes.clone();
+            damaged.extend_from_slice(&tail);
+            let dir = dir_with_log(&damaged);
+            let (_, loaded, report) = open_in(dir.path()).unwrap();
+            assert_eq!(loaded, all);
+            assert_eq!(report.truncated_bytes, tail.len() as u64);
+            assert_eq!(report.file_bytes, ends[3]);
+            assert_eq!(fs::read(log_file(dir.path())).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn flipped_byte_anywhere_in_a_middle_record_is_corruption_at_its_start() {
+        let all = entries(0..5);
+        let (bytes, ends) = log_bytes(&all);
+        let (start, end) = (ends[0], ends[1]);
+        for pos in start..end {
+            let mut damaged = bytes.clone();
+            damaged[pos as usize] ^= 0xff;
+            let dir = dir_with_log(&damaged);
+            let msg = expect_corrupt(dir.path(), start);
+            let path = log_file(dir.path()).display().to_string();
+            assert!(msg.contains(&path), "byte {pos}: {msg}");
+            assert!(
+                msg.contains(&format!("offset {start}")),
+                "byte {pos}: {msg}"
+            );
+            assert!(msg.contains("lootsync verify"), "byte {pos}: {msg}");
+            // Opening must not have repaired anything.
+            assert_eq!(fs::read(log_file(dir.path())).unwrap(), damaged);
+        }
+    }
+
+    #[test]
+    fn flipped_byte_in_the_last_record_looks_like_a_torn_tail() {
+        // Nothing follows the damage, so it cannot be told apart from an unfinished append;
+        // pin that behaviour so a change to it is deliberate.
+        let all = entries(0..3);
+        let (mut bytes, ends) = log_bytes(&all);
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x01;
+        let dir = dir_with_log(&bytes);
+        let (_, loaded, report) = open_in(dir.path()).unwrap();
+        assert_eq!(loaded, all[..2]);
+        assert_eq!(report.truncated_bytes, ends[2] - ends[1]);
+    }
+
+    #[test]
+    fn checksummed_but_bad_payload_is_corruption_even_at_the_tail() {
+        let mut empty_target = entry(50);
+        empty_target.target = String::new();
+        let mut trailing = postcard::to_stdvec(&entry(51)).unwrap();
+        trailing.push(0);
+        let bad_payloads = [
+            postcard::to_stdvec(&empty_target).unwrap(),
+            vec![0xff; 12],
+            trailing,
+        ];
+        let good = entries(0..2);
+        for payload in &bad_payloads {
+            let (mut bytes, ends) = log_bytes(&good);
+            bytes.extend_from_slice(&raw_record(payload));
+            // As the last record: a torn write could not have produced a matching checksum.
+            let dir = dir_with_log(&bytes);
+            expect_corrupt(dir.path(), ends[1]);
+            // In the middle.
+            bytes.extend_from_slice(&encode(&entry(9)));
+            let dir = dir_with_log(&bytes);
+            let msg = expect_corrupt(dir.path(), ends[1]);
+            assert!(msg.contains("checksum matches"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn invalid_lengths_followed_by_records_are_corruption() {
+        let good = entries(0..2);
+        for bad_len in [0u32, MAX_RECORD_BYTES as u32 + 1, u32::MAX] {
+            let (mut bytes, ends) = log_bytes(&good);
+            bytes.extend_from_slice(&bad_len.to_le_bytes());
+            bytes.extend_from_slice(&[0; 4]);
+            bytes.extend_from_slice(&encode(&entry(7)));
+            let dir = dir_with_log(&bytes);
+            let msg = expect_corrupt(dir.path(), ends[1]);
+            assert!(msg.contains("invalid record length"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn intact_record_is_found_across_scan_window_boundaries() {
+        const OVERLAP: usize = RECORD_HEADER_LEN + MAX_RECORD_BYTES;
+        let record = encode(&entry(3));
+        let from = 1000u64;
+        for rel in [
+            0,
+            SCAN_BUFFER_BYTES - 1,
+            SCAN_BUFFER_BYTES,
+            SCAN_BUFFER_BYTES + 1,
+            // Straddling the end of the first read: only found if the window overlaps.
+            SCAN_BUFFER_BYTES + OVERLAP - 10,
+            SCAN_BUFFER_BYTES + OVERLAP - 1,
+            2 * SCAN_BUFFER_BYTES + 100,
+        ] {
+            let at = from as usize + rel;
+            let mut bytes = vec![0u8; at];
+            bytes.extend_from_slice(&record);
+            bytes.extend_from_slice(&[0; 3]);
+            let dir = TempDir::new().unwrap();
+            let path = dir.path().join("f");
+            fs::write(&path, &bytes).unwrap();
+            let mut file = File::open(&path).unwrap();
+            assert_eq!(
+                find_intact_record(&mut file, from).unwrap(),
+                Some(at as u64),
+                "record at {rel} past the start"
+            );
+            // A record that ends past end of file must not be found.
+            bytes.truncate(bytes.len() - 4);
+            fs::write(&path, &bytes).unwrap();
+            let mut file = File::open(&path).unwrap();
+            assert_eq!(find_intact_record(&mut file, from).unwrap(), None);
+        }
+    }
+
+    #[test]
+    fn lock_is_exclusive_even_within_one_process() {
+        let dir = TempDir::new().unwrap();
+        let state = dir.path().join("nested").join("state");
+        let first = StateLock::acquire(&state).unwrap();
+        assert_eq!(first.state_dir(), state);
+        match StateLock::acquire(&state) {
+            Err(err @ StoreError::Locked { .. }) => {
+                let msg = err.to_string();
+                let lock_path = state.join(LOCK_FILE_NAME).display().to_string();
+                assert!(msg.contains(&lock_path), "{msg}");
+                assert!(msg.contains("locked by another lootsync process"), "{msg}");
+            }
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        // The store keeps the lock it was opened with.
+        let (store, _, _) = LogStore::open(first, GROUP).unwrap();
+        assert!(matches!(
+            StateLock::acquire(&state),
+            Err(StoreError::Locked { .. })
+        ));
+        drop(store);
+        let again = StateLock::acquire(&state).unwrap();
+        assert_eq!(again.state_dir(), state);
+    }
+
+    #[test]
+    fn bad_headers_are_rejected() {
+        let mut wrong_magic = header();
+        wrong_magic[0] = b'X';
+        let mut wrong_version = header();
+        wrong_version[8] = 2;
+        let mut records_without_magic = wrong_magic.clone();
+        records_without_magic.extend_from_slice(&encode(&entry(1)));
+        let cases: [(&[u8], &str); 5] = [
+            (&wrong_magic, "magic"),
+            (&wrong_version, "version 2"),
+            (&records_without_magic, "magic"),
+            (b"hello", "shorter than"),
+            (
+                &header()[..9].iter().map(|b| b ^ 1).collect::<Vec<_>>(),
+                "shorter than",
+            ),
+        ];
+        for (bytes, needle) in cases {
+            let dir = dir_with_log(bytes);
+            match open_in(dir.path()) {
+                Err(err @ StoreError::BadHeader { .. }) => {
+                    let msg = err.to_string();
+                    assert!(msg.contains(needle), "{msg}");
+                    assert!(msg.contains(&log_file(dir.path()).display().to_string()));
+                }
+                other => panic!("expected BadHeader for {bytes:?}, got {other:?}"),
+            }
+            // The file is left alone for a human to look at.
+            assert_eq!(fs::read(log_file(dir.path())).unwrap(), bytes);
+        }
+    }
+
+    #[test]
+    fn empty_or_torn_header_starts_a_new_log() {
+        for len in 0..HEADER_LEN as usize {
+            let dir = dir_with_log(&header()[..len]);
+            let (mut store, loaded, report) =
+                open_in(dir.path()).unwrap_or_else(|e| panic!("header cut at {len}: {e}"));
+            assert!(loaded.is_empty());
+            assert_eq!(report.file_bytes, HEADER_LEN);
+            assert_eq!(fs::read(log_file(dir.path())).unwrap(), header());
+            store.append(&[entry(1)]).unwrap();
+            drop(store);
+            let (_, loaded, _) = open_in(dir.path()).unwrap();
+            assert_eq!(loaded, [entry(1)]);
+        }
+    }
+
+    #[test]
+    fn duplicate_ids_are_skipped_and_counted_but_kept_on_disk() {
+        let (a, b, c) = (entry(1), entry(2), entry(3));
+        let mut b_changed = b.clone();
+        b_changed.reason = "same id, different body".into();
+        let dir = TempDir::new().unwrap();
+        {
+            let (mut store, _, _) = open_in(dir.path()).unwrap();
+            store
+                .append(&[a.clone(), b.clone(), a.clone(), c.clone(), b_changed])
+                .unwrap();
+            store.sync().unwrap();
+        }
+        let size = fs::metadata(log_file(dir.path())).unwrap().len();
+        let (_, loaded, report) = open_in(dir.path()).unwrap();
+        assert_eq!(loaded, [a, b, c]);
+        assert_eq!(report.entries, 3);
+        assert_eq!(report.duplicates_skipped, 2);
+        assert_eq!(report.truncated_bytes, 0);
+        assert_eq!(report.file_bytes, size);
+        assert_eq!(fs::metadata(log_file(dir.path())).unwrap().len(), size);
+    }
+
+    #[test]
+    fn invalid_entries_are_refused_before_anything_is_written() {
+        let dir = TempDir::new().unwrap();
+        let (mut store, _, _) = open_in(dir.path()).unwrap();
+        let mut bad = entry(2);
+        bad.delta = 0;
+        let err = store.append(&[entry(1), bad]).unwrap_err();
+        match &err {
+            StoreError::Io { source, .. } => {
+                assert_eq!(source.kind(), io::ErrorKind::InvalidInput)
+            }
+            other => panic!("expected Io(InvalidInput), got {other}"),
+        }
+        assert_eq!(store.len_bytes(), HEADER_LEN);
+        assert_eq!(fs::metadata(store.path()).unwrap().len(), HEADER_LEN);
+        store.append(&[]).unwrap();
+        assert_eq!(store.len_bytes(), HEADER_LEN);
+    }
+
+    #[test]
+    fn group_names_cannot_escape_the_state_directory() {
+        let dir = TempDir::new().unwrap();
+        for group in ["", "..", "../x", "a/b", ".hidden"] {
+            let lock = StateLock::acquire(dir.path()).unwrap();
+            assert!(
+                matches!(LogStore::open(lock, group), Err(StoreError::Io { .. })),
+                "{group:?}"
+            );
+        }
+        let lock = StateLock::acquire(dir.path()).unwrap();
+        let (store, _, _) = LogStore::open(lock, "Raid Team 1").unwrap();
+        assert_eq!(store.path(), dir.path().join("Raid Team 1.lootlog"));
+    }
+}
