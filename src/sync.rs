@@ -633,8 +633,8 @@ impl Peer {
             self.cfg.whisper_port,
             entries,
         );
-        for bytes in datagrams {
-            debug!(target: "sync", "SYNC send LOG_ENTRY to group entries={}", entries.len().min(bytes.len()));
+        for (count, bytes) in datagrams {
+            debug!(target: "sync", "SYNC send LOG_ENTRY to group entries={count}");
             self.emit(Action::SendGroup(bytes));
         }
     }

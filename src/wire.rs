@@ -299,13 +299,14 @@ fn validate(envelope: &Envelope) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Packs entries into as few LOG_ENTRY datagrams as fit under [`MAX_DATAGRAM`].
+/// Packs entries into as few LOG_ENTRY datagrams as fit under [`MAX_DATAGRAM`]; returns
+/// each datagram with the number of entries it carries.
 pub fn pack_log_entries(
     group: &str,
     from: NodeId,
     whisper_port: u16,
     entries: &[Entry],
-) -> Vec<Vec<u8>> {
+) -> Vec<(usize, Vec<u8>)> {
     let base = Envelope {
         group: group.to_string(),
         from,
@@ -332,11 +333,12 @@ pub fn pack_log_entries(
     datagrams
         .into_iter()
         .filter_map(|batch| {
+            let count = batch.len();
             let envelope = Envelope {
                 body: Body::LogEntry(batch),
                 ..base.clone()
             };
-            encode(&envelope).ok()
+            encode(&envelope).ok().map(|bytes| (count, bytes))
         })
         .collect()
 }
@@ -481,10 +483,13 @@ mod tests {
         let datagrams = pack_log_entries("raid", 1, 2, &entries);
         assert!(datagrams.len() >= 15, "max-size entries: ~2-3 per datagram");
         let mut seen = Vec::new();
-        for d in &datagrams {
+        for (count, d) in &datagrams {
             assert!(d.len() <= MAX_DATAGRAM);
             match decode(d).unwrap().body {
-                Body::LogEntry(batch) => seen.extend(batch),
+                Body::LogEntry(batch) => {
+                    assert_eq!(batch.len(), *count);
+                    seen.extend(batch)
+                }
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -1,0 +1,507 @@
+//! The daemon: wires the sans-IO [`Peer`] to real sockets, the log file, the control socket
+//! and time. This module only moves bytes and time; every protocol decision is the peer's.
+
+use crate::config::Config;
+use crate::control::{self, PeerStatus, Reply, Request, StatusResult};
+use crate::net::{self, NetError, Sockets};
+use crate::ops;
+use crate::rng::SeededRng;
+use crate::store::{LogStore, StoreError};
+use crate::sync::{Action, Channel, Now, Peer};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn, Instrument};
+
+/// Remote entries are group-committed: fsynced at most this long after being appended.
+const GROUP_COMMIT: Duration = Duration::from_millis(50);
+/// Largest datagram we read; anything longer is cut and then rejected by the codec.
+const RECV_BUFFER: usize = 2048;
+
+/// Where the daemon reads wall-clock time. Tests inject a skewed clock through this.
+pub trait Clock: Send + Sync + 'static {
+    /// Current wall-clock time in Unix milliseconds.
+    fn unix_ms(&self) -> u64;
+}
+
+/// The system clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn unix_ms(&self) -> u64 {
+        ops::system_unix_ms()
+    }
+}
+
+/// The system clock shifted by an adjustable offset (a wrong clock, for tests and demos).
+#[derive(Debug, Default)]
+pub struct OffsetClock {
+    offset_ms: AtomicI64,
+}
+
+impl OffsetClock {
+    /// A clock `offset_ms` ahead of the system clock (negative: behind).
+    pub fn new(offset_ms: i64) -> OffsetClock {
+        OffsetClock {
+            offset_ms: AtomicI64::new(offset_ms),
+        }
+    }
+
+    /// Changes the offset.
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Relaxed);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn unix_ms(&self) -> u64 {
+        let now = ops::system_unix_ms() as i64;
+        now.saturating_add(self.offset_ms.load(Ordering::Relaxed))
+            .max(0) as u64
+    }
+}
+
+/// How a daemon is run beyond its config: hooks for tests and tools.
+#[derive(Clone)]
+pub struct DaemonOptions {
+    /// Wall clock for entry timestamps.
+    pub clock: Arc<dyn Clock>,
+    /// Fraction of received datagrams to drop on purpose (test hook for lossy networks).
+    pub receive_drop_rate: f64,
+    /// Seed for the peer's RNG; random when `None`.
+    pub seed: Option<u64>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> DaemonOptions {
+        DaemonOptions {
+            clock: Arc::new(SystemClock),
+            receive_drop_rate: 0.0,
+            seed: None,
+        }
+    }
+}
+
+/// The daemon could not start.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// The log could not be opened (locked, damaged, unreadable).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The sockets could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The control socket could not be created.
+    #[error("cannot create control socket {path}: {source}")]
+    Control {
+        /// Socket path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+type ControlMessage = (Request, oneshot::Sender<Reply>);
+
+/// A daemon running as a task in the current tokio runtime.
+pub struct RunningDaemon {
+    /// The daemon's whisper (unicast) address.
+    pub whisper_addr: SocketAddr,
+    /// Its control socket.
+    pub control_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningDaemon {
+    /// Graceful shutdown: stop, flush the log, remove the control socket, release the lock.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+
+    /// Stops the task without flushing (closest to a crash an in-process test can get; the
+    /// lock and files are released as the task's state is dropped).
+    pub async fn abort(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// Sends a control request the way the CLI would, over the control socket.
+    pub async fn request(
+        &self,
+        request: Request,
+    ) -> Result<serde_json::Value, control::ControlError> {
+        let path = self.control_path.clone();
+        tokio::task::spawn_blocking(move || control::call(&path, &request))
+            .await
+            .unwrap_or_else(|join| {
+                Err(control::ControlError::Refused(format!(
+                    "client task failed: {join}"
+                )))
+            })
+    }
+}
+
+/// Opens the log, sockets and control socket, then runs the daemon as a task. Errors in
+/// set-up are returned here; once running, the daemon only stops when told to.
+pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaemon, DaemonError> {
+    let span = tracing::info_span!("node", name = %config.node);
+    let (store, entries, report) = {
+        let _enter = span.enter();
+        ops::open_log(&config)?
+    };
+    let sockets = net::open(&config)?;
+    let control_path = control::socket_path(&config.state_dir);
+    // We hold the state-directory lock, so a socket file left here is from a dead daemon.
+    let _ = std::fs::remove_file(&control_path);
+    let listener = UnixListener::bind(&control_path).map_err(|source| DaemonError::Control {
+        path: control_path.clone(),
+        source,
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| DaemonError::Control {
+                path: control_path.clone(),
+                source,
+            },
+        )?;
+    }
+    let rng = match options.seed {
+        Some(seed) => SeededRng::new(seed),
+        None => SeededRng::from_os(),
+    };
+    let started = Instant::now();
+    let now = Now {
+        mono_ms: 0,
+        unix_ms: options.clock.unix_ms(),
+    };
+    let peer = Peer::new(
+        ops::peer_config(&config, sockets.whisper_addr.port()),
+        entries,
+        rng,
+        now,
+    );
+    {
+        let _enter = span.enter();
+        info!(
+            "lootsync {} node {} group {} on {} (whisper {}): {} entries, {} players, log {}",
+            env!("CARGO_PKG_VERSION"),
+            config.node,
+            config.group.name,
+            sockets.group_addr,
+            sockets.whisper_addr,
+            report.entries,
+            peer.ledger().totals().len(),
+            store.path().display()
+        );
+    }
+    let (control_tx, control_rx) = mpsc::channel::<ControlMessage>(64);
+    tokio::spawn(accept_control(listener, control_tx).instrument(span.clone()));
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let whisper_addr = sockets.whisper_addr;
+    let drop_rng = SeededRng::new(options.seed.unwrap_or(0) ^ 0x5eed);
+    let driver = Driver {
+        config,
+        options,
+        store,
+        peer,
+        sockets,
+        started,
+        flush_at: None,
+        send_errors: 0,
+        drop_rng,
+        hook_drops: 0,
+        control_path: control_path.clone(),
+    };
+    let task = tokio::spawn(driver.run(control_rx, stop_rx).instrument(span));
+    Ok(RunningDaemon {
+        whisper_addr,
+        control_path,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+/// Runs a daemon until SIGINT or SIGTERM, then shuts it down gracefully.
+pub async fn run_until_signal(config: Config, options: DaemonOptions) -> Result<(), DaemonError> {
+    let daemon = start(config, options).await?;
+    wait_for_signal().await;
+    info!("shutting down");
+    daemon.stop().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(err) => {
+            warn!("cannot watch SIGTERM ({err}); stopping on Ctrl-C only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn accept_control(listener: UnixListener, tx: mpsc::Sender<ControlMessage>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve_control(stream, tx.clone()).in_current_span());
+            }
+            Err(err) => {
+                warn!("control socket accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
+}
+
+async fn serve_control(stream: tokio::net::UnixStream, tx: mpsc::Sender<ControlMessage>) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = String::new();
+        // Bounded read: a client cannot make us buffer an endless line.
+        let limit = control::MAX_REQUEST_BYTES as u64 + 1;
+        match (&mut reader).take(limit).read_line(&mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(err) => {
+                debug!("control connection read failed: {err}");
+                return;
+            }
+        }
+        let too_long = line.len() > control::MAX_REQUEST_BYTES;
+        let reply = match control::parse_request(&line) {
+            _ if too_long => Reply::error(format!(
+                "request longer than {} bytes",
+                control::MAX_REQUEST_BYTES
+            )),
+            Err(message) => {
+                debug!("control request rejected: {message}");
+                Reply::error(message)
+            }
+            Ok(request) => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                if tx.send((request, reply_tx)).await.is_err() {
+                    Reply::error("daemon is shutting down")
+                } else {
+                    reply_rx
+                        .await
+                        .unwrap_or_else(|_| Reply::error("daemon is shutting down"))
+                }
+            }
+        };
+        let mut out = serde_json::to_string(&reply)
+            .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode reply"}"#.into());
+        out.push('\n');
+        if write.write_all(out.as_bytes()).await.is_err() || too_long {
+            return;
+        }
+    }
+}
+
+struct Driver {
+    config: Config,
+    options: DaemonOptions,
+    store: LogStore,
+    peer: Peer,
+    sockets: Sockets,
+    started: Instant,
+    flush_at: Option<Instant>,
+    send_errors: u64,
+    drop_rng: SeededRng,
+    hook_drops: u64,
+    control_path: PathBuf,
+}
+
+enum Event {
+    Datagram(Channel, SocketAddr, usize),
+    Control(Request, oneshot::Sender<Reply>),
+    Timer,
+    Flush,
+    Stop,
+}
+
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Driver {
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.started.elapsed().as_millis() as u64,
+            unix_ms: self.options.clock.unix_ms(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut control_rx: mpsc::Receiver<ControlMessage>,
+        mut stop_rx: oneshot::Receiver<()>,
+    ) {
+        let now = self.now();
+        self.peer.start(now);
+        let mut group_buf = vec![0u8; RECV_BUFFER];
+        let mut whisper_buf = vec![0u8; RECV_BUFFER];
+        loop {
+            self.execute_actions().await;
+            let timer = self
+                .peer
+                .poll_timeout()
+                .map(|ms| self.started + Duration::from_millis(ms));
+            let event = tokio::select! {
+                received = self.sockets.group.recv_from(&mut group_buf) => match received {
+                    Ok((len, from)) => Event::Datagram(Channel::Group, from, len),
+                    Err(err) => { debug!(target: "sync", "SYNC group receive failed: {err}"); continue; }
+                },
+                received = self.sockets.whisper.recv_from(&mut whisper_buf) => match received {
+                    Ok((len, from)) => Event::Datagram(Channel::Whisper, from, len),
+                    Err(err) => { debug!(target: "sync", "SYNC whisper receive failed: {err}"); continue; }
+                },
+                Some((request, reply)) = control_rx.recv() => Event::Control(request, reply),
+                _ = sleep_until_some(timer) => Event::Timer,
+                _ = sleep_until_some(self.flush_at) => Event::Flush,
+                _ = &mut stop_rx => Event::Stop,
+            };
+            let now = self.now();
+            match event {
+                Event::Datagram(channel, from, len) => {
+                    if self.options.receive_drop_rate > 0.0
+                        && self.drop_rng.chance(self.options.receive_drop_rate)
+                    {
+                        self.hook_drops += 1;
+                        continue;
+                    }
+                    let buf = match channel {
+                        Channel::Group => &group_buf[..len],
+                        Channel::Whisper => &whisper_buf[..len],
+                    };
+                    self.peer.handle_datagram(now, channel, from, buf);
+                }
+                Event::Control(request, reply) => {
+                    let answer = self.handle_control(now, request);
+                    let _ = reply.send(answer);
+                }
+                Event::Timer => self.peer.handle_timeout(now),
+                Event::Flush => self.flush(),
+                Event::Stop => break,
+            }
+        }
+        self.execute_actions().await;
+        self.flush();
+        let _ = std::fs::remove_file(&self.control_path);
+        info!("stopped; log flushed");
+    }
+
+    fn flush(&mut self) {
+        self.flush_at = None;
+        if let Err(err) = self.store.sync() {
+            error!("cannot flush log: {err:#}");
+        }
+    }
+
+    async fn execute_actions(&mut self) {
+        for action in self.peer.drain_actions() {
+            let (bytes, to) = match action {
+                Action::SendGroup(bytes) => (bytes, self.sockets.group_addr),
+                Action::SendTo(addr, bytes) => (bytes, addr),
+                Action::Persist(entries) => {
+                    if let Err(err) = self.store.append(&entries) {
+                        error!(
+                            "cannot store {} entries learned from peers (they will be fetched again after a restart): {err:#}",
+                            entries.len()
+                        );
+                    }
+                    self.flush_at
+                        .get_or_insert_with(|| Instant::now() + GROUP_COMMIT);
+                    continue;
+                }
+            };
+            if let Err(err) = self.sockets.whisper.send_to(&bytes, to).await {
+                self.send_errors += 1;
+                debug!(target: "sync", "SYNC send to {to} failed: {err}");
+            }
+        }
+    }
+
+    fn handle_control(&mut self, now: Now, request: Request) -> Reply {
+        let node = self.config.node.clone();
+        let request = match ops::apply(&mut self.peer, &mut self.store, &node, now, request.clone())
+        {
+            Some(reply) => return reply,
+            None => request,
+        };
+        match request {
+            Request::Sync { enabled } => {
+                self.peer.set_sync_enabled(now, enabled);
+                Reply::ok(&serde_json::json!({ "sync_enabled": enabled }))
+            }
+            Request::Status => Reply::ok(&self.status(now)),
+            other => Reply::error(format!("unsupported request {other:?}")),
+        }
+    }
+
+    fn status(&self, now: Now) -> StatusResult {
+        let ours = self.peer.ledger().fingerprint();
+        let stats = self.peer.stats();
+        let mut counters = BTreeMap::new();
+        counters.insert("datagrams_sent".to_string(), stats.datagrams_sent);
+        counters.insert("bytes_sent".to_string(), stats.bytes_sent);
+        counters.insert("datagrams_received".to_string(), stats.datagrams_received);
+        counters.insert("bytes_received".to_string(), stats.bytes_received);
+        counters.insert("entries_merged".to_string(), stats.entries_merged);
+        counters.insert("entries_pushed".to_string(), stats.entries_pushed);
+        counters.insert("sessions_started".to_string(), stats.sessions_started);
+        counters.insert("sessions_completed".to_string(), stats.sessions_completed);
+        counters.insert("sessions_aborted".to_string(), stats.sessions_aborted);
+        counters.insert("send_errors".to_string(), self.send_errors);
+        counters.insert("dropped_by_test_hook".to_string(), self.hook_drops);
+        for (reason, count) in &stats.dropped {
+            counters.insert(format!("dropped_{reason}"), *count);
+        }
+        StatusResult {
+            node: self.config.node.clone(),
+            group: self.config.group.name.clone(),
+            sync_enabled: self.peer.sync_enabled(),
+            entries: self.peer.ledger().len(),
+            fingerprint: ours.short(),
+            peers: self
+                .peer
+                .peers()
+                .map(|p| PeerStatus {
+                    name: p.name.clone(),
+                    address: p.whisper.to_string(),
+                    last_heard_ms_ago: now.mono_ms.saturating_sub(p.last_heard_ms),
+                    in_sync: p.fingerprint == Some(ours),
+                })
+                .collect(),
+            counters,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Ledger operations shared by the daemon and the offline CLI.
+//!
+//! An adjust, a points query or a history query does the same thing whether it arrives over
+//! the control socket or is run by the CLI directly on the log (no daemon running, which is
+//! how an officer edits offline): one code path, so both behave identically.
+
+use crate::config::Config;
+use crate::control::{AdjustResult, Reply, Request};
+use crate::entry::AdjustRequest;
+use crate::rng::SeededRng;
+use crate::store::{LogStore, OpenReport, StateLock, StoreError};
+use crate::sync::{Now, Peer, PeerConfig, Tuning};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::warn;
+
+/// The wall clock, in Unix milliseconds.
+pub fn system_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The sync core's settings, taken from the config.
+pub fn peer_config(config: &Config, whisper_port: u16) -> PeerConfig {
+    PeerConfig {
+        node_name: config.node.clone(),
+        group: config.group.name.clone(),
+        whisper_port,
+        sync_enabled: config.sync.enabled,
+        heartbeat_ms: config.sync.heartbeat.as_millis() as u64,
+        peer_timeout_ms: config.sync.peer_timeout.as_millis() as u64,
+        max_clock_drift_ms: config.sync.max_clock_drift.as_millis() as u64,
+        tuning: Tuning::default(),
+    }
+}
+
+/// Locks the state directory, opens and replays the log. Warns about a torn tail.
+pub fn open_log(
+    config: &Config,
+) -> Result<(LogStore, Vec<crate::entry::Entry>, OpenReport), StoreError> {
+    let lock = StateLock::acquire(&config.state_dir)?;
+    let (store, entries, report) = LogStore::open(lock, &config.group.name)?;
+    if report.truncated_bytes > 0 {
+        warn!(
+            "{}: cut a torn final record ({} bytes) left by an interrupted write; {} whole entries kept",
+            store.path().display(),
+            report.truncated_bytes,
+            report.entries
+        );
+    }
+    Ok((store, entries, report))
+}
+
+/// Opens the log for a CLI command run without a daemon: a peer with sync off.
+pub fn open_offline(config: &Config, unix_ms: u64) -> Result<(Peer, LogStore), StoreError> {
+    let (store, entries, _report) = open_log(config)?;
+    let mut cfg = peer_config(config, 0);
+    cfg.sync_enabled = false;
+    let now = Now {
+        mono_ms: 0,
+        unix_ms,
+    };
+    let peer = Peer::new(cfg, entries, SeededRng::from_os(), now);
+    Ok((peer, store))
+}
+
+/// Runs a ledger request (adjust, points, history). Returns `None` for requests that need
+/// a running daemon (status, sync).
+pub fn apply(
+    peer: &mut Peer,
+    store: &mut LogStore,
+    node: &str,
+    now: Now,
+    request: Request,
+) -> Option<Reply> {
+    Some(match request {
+        Request::Adjust {
+            player,
+            delta,
+            reason,
+            actor,
+        } => {
+            let adjust = AdjustRequest {
+                actor: actor.unwrap_or_else(|| node.to_string()),
+                target: player,
+                delta,
+                reason,
+            };
+            let entry = match peer.prepare_adjust(now, &adjust) {
+                Ok(entry) => entry,
+                Err(err) => return Some(Reply::error(format!("invalid adjustment: {err}"))),
+            };
+            // Durable before success is reported: append, then fdatasync, then apply.
+            let durable = store
+                .append(std::slice::from_ref(&entry))
+                .and_then(|()| store.sync());
+            if let Err(err) = durable {
+                return Some(Reply::error(format!("adjustment not recorded: {err}")));
+            }
+            peer.commit_local(now, entry.clone());
+            let total = peer.ledger().total(&entry.target);
+            Reply::ok(&AdjustResult { entry, total })
+        }
+        Request::Points => Reply::ok(peer.ledger().totals()),
+        Request::History { player } => Reply::ok(&peer.ledger().history(player.as_deref())),
+        Request::Status | Request::Sync { .. } => return None,
+    })
+}
