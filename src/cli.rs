@@ -178,7 +178,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Points { json } => {
             init_logging("warn");
-            let value = request(&config, Request::Points)?;
+            let value = request(&config, Request::Points {})?;
             let totals: BTreeMap<String, i64> = serde_json::from_value(value)?;
             if json {
                 println!("{}", serde_json::to_string(&totals)?);
@@ -201,7 +201,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { json } => {
             init_logging("warn");
-            let value = request(&config, Request::Status)?;
+            let value = request(&config, Request::Status {})?;
             if json {
                 println!("{}", serde_json::to_string(&value)?);
             } else {

@@ -42,8 +42,8 @@ pub enum Request {
         #[serde(default)]
         actor: Option<String>,
     },
-    /// Current totals.
-    Points,
+    /// Current totals. (Struct variants, so unknown fields are rejected.)
+    Points {},
     /// History with running totals, optionally for one player.
     History {
         /// Only this player's entries.
@@ -51,7 +51,7 @@ pub enum Request {
         player: Option<String>,
     },
     /// Node, group, sync state, peers and counters.
-    Status,
+    Status {},
     /// Switch sync on or off.
     Sync {
         /// The new state.
@@ -232,7 +232,7 @@ mod tests {
 
     #[test]
     fn parses_requests_strictly() {
-        assert_eq!(parse_request(r#"{"cmd":"points"}"#), Ok(Request::Points));
+        assert_eq!(parse_request(r#"{"cmd":"points"}"#), Ok(Request::Points {}));
         assert_eq!(
             parse_request(r#"{"cmd":"adjust","player":"Bob","delta":-5,"reason":"r"}"#),
             Ok(Request::Adjust {
@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn missing_socket_is_not_running() {
         let dir = tempfile::tempdir().unwrap();
-        let err = call(&socket_path(dir.path()), &Request::Points).unwrap_err();
+        let err = call(&socket_path(dir.path()), &Request::Points {}).unwrap_err();
         assert!(matches!(err, ControlError::NotRunning { .. }));
     }
 }

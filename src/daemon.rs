@@ -462,7 +462,7 @@ impl Driver {
                 self.peer.set_sync_enabled(now, enabled);
                 Reply::ok(&serde_json::json!({ "sync_enabled": enabled }))
             }
-            Request::Status => Reply::ok(&self.status(now)),
+            Request::Status {} => Reply::ok(&self.status(now)),
             other => Reply::error(format!("unsupported request {other:?}")),
         }
     }

@@ -102,8 +102,8 @@ pub fn apply(
             let total = peer.ledger().total(&entry.target);
             Reply::ok(&AdjustResult { entry, total })
         }
-        Request::Points => Reply::ok(peer.ledger().totals()),
+        Request::Points {} => Reply::ok(peer.ledger().totals()),
         Request::History { player } => Reply::ok(&peer.ledger().history(player.as_deref())),
-        Request::Status | Request::Sync { .. } => return None,
+        Request::Status {} | Request::Sync { .. } => return None,
     })
 }
