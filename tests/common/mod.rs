@@ -1,0 +1,105 @@
+//! Helpers for tests that run real daemons on real multicast sockets, on loopback only.
+#![allow(dead_code)]
+
+use loot_sync::config::Config;
+use loot_sync::control::{Request, StatusResult};
+use loot_sync::daemon::{self, DaemonOptions, RunningDaemon};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Loopback only: tests never put multicast on a real interface.
+pub const LOOPBACK: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+/// The group address tests use (each test has its own port).
+pub const GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 76, 83);
+
+/// Logs to the test output when RUST_LOG is set (e.g. RUST_LOG=sync=debug).
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+/// A fast-heartbeat loopback config for one node of a test group on `port`.
+pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
+    let mut config = Config::default();
+    config.node = node.to_string();
+    config.state_dir = state_dir.join(node);
+    config.group.address = GROUP;
+    config.group.port = port;
+    config.group.interface = LOOPBACK;
+    config.group.ttl = 1;
+    config.whisper.bind = std::net::SocketAddrV4::new(LOOPBACK, 0);
+    config.sync.heartbeat = Duration::from_millis(200);
+    config.sync.peer_timeout = Duration::from_millis(1500);
+    config.validate().expect("test config is valid");
+    config
+}
+
+/// Starts an in-process daemon.
+pub async fn start(config: &Config, options: DaemonOptions) -> RunningDaemon {
+    daemon::start(config.clone(), options)
+        .await
+        .expect("daemon starts")
+}
+
+/// Records an adjustment through the control socket.
+pub async fn adjust(
+    d: &RunningDaemon,
+    player: &str,
+    delta: i64,
+    reason: &str,
+) -> serde_json::Value {
+    d.request(Request::Adjust {
+        player: player.into(),
+        delta,
+        reason: reason.into(),
+        actor: None,
+    })
+    .await
+    .expect("adjust succeeds")
+}
+
+/// Current totals, through the control socket.
+pub async fn points(d: &RunningDaemon) -> BTreeMap<String, i64> {
+    serde_json::from_value(d.request(Request::Points {}).await.expect("points")).unwrap()
+}
+
+/// Status, through the control socket.
+pub async fn status(d: &RunningDaemon) -> StatusResult {
+    serde_json::from_value(d.request(Request::Status {}).await.expect("status")).unwrap()
+}
+
+/// Ids of the full history, in replay order.
+pub async fn history_ids(d: &RunningDaemon) -> Vec<String> {
+    let rows = d
+        .request(Request::History { player: None })
+        .await
+        .expect("history");
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["entry"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Polls `check` every 20 ms until it returns true or `limit` passes; returns the time taken.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        if start.elapsed() > limit {
+            panic!("timed out after {limit:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
