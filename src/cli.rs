@@ -228,6 +228,13 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
         Err(ControlError::NotRunning { .. }) => {}
         Err(err) => return Err(err.into()),
     }
+    if matches!(request, Request::Status {} | Request::Sync { .. }) {
+        bail!(
+            "no daemon is running on {} (nothing listens on {}); start one with `lootsync run`",
+            config.state_dir.display(),
+            socket.display()
+        );
+    }
     let unix_ms = ops::system_unix_ms();
     let (mut peer, mut store) = match ops::open_offline(config, unix_ms) {
         Ok(opened) => opened,
@@ -242,13 +249,8 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
         mono_ms: 0,
         unix_ms,
     };
-    let reply = ops::apply(&mut peer, &mut store, &config.node, now, request).ok_or_else(|| {
-        anyhow!(
-            "no daemon is running on {} (nothing listens on {}); start one with `lootsync run`",
-            config.state_dir.display(),
-            socket.display()
-        )
-    })?;
+    let reply = ops::apply(&mut peer, &mut store, &config.node, now, request)
+        .ok_or_else(|| anyhow!("this command needs a running daemon"))?;
     if reply.ok {
         Ok(reply.result.unwrap_or(serde_json::Value::Null))
     } else {

@@ -161,7 +161,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     let span = tracing::info_span!("node", name = %config.node);
     let (store, entries, report) = {
         let _enter = span.enter();
-        ops::open_log(&config)?
+        ops::open_log(&config, ops::DAEMON_LOCK_WAIT)?
     };
     let sockets = net::open(&config)?;
     let control_path = control::socket_path(&config.state_dir);

@@ -10,7 +10,12 @@ use crate::entry::AdjustRequest;
 use crate::rng::SeededRng;
 use crate::store::{LogStore, OpenReport, StateLock, StoreError};
 use crate::sync::{Now, Peer, PeerConfig, Tuning};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How long a daemon waits at start-up for the state-directory lock.
+pub const DAEMON_LOCK_WAIT: Duration = Duration::from_secs(5);
+/// How long an offline CLI command waits for the lock (another CLI command may hold it).
+pub const OFFLINE_LOCK_WAIT: Duration = Duration::from_millis(500);
 use tracing::warn;
 
 /// The wall clock, in Unix milliseconds.
@@ -35,11 +40,27 @@ pub fn peer_config(config: &Config, whisper_port: u16) -> PeerConfig {
     }
 }
 
-/// Locks the state directory, opens and replays the log. Warns about a torn tail.
+/// Takes the state-directory lock, retrying for up to `wait` while another process holds it
+/// (a CLI command holds it only for a moment; a daemon starting meanwhile should not fail).
+pub fn acquire_lock(config: &Config, wait: Duration) -> Result<StateLock, StoreError> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match StateLock::acquire(&config.state_dir) {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Locks the state directory (waiting up to `lock_wait`), opens and replays the log.
+/// Warns about a torn tail.
 pub fn open_log(
     config: &Config,
+    lock_wait: Duration,
 ) -> Result<(LogStore, Vec<crate::entry::Entry>, OpenReport), StoreError> {
-    let lock = StateLock::acquire(&config.state_dir)?;
+    let lock = acquire_lock(config, lock_wait)?;
     let (store, entries, report) = LogStore::open(lock, &config.group.name)?;
     if report.truncated_bytes > 0 {
         warn!(
@@ -54,7 +75,7 @@ pub fn open_log(
 
 /// Opens the log for a CLI command run without a daemon: a peer with sync off.
 pub fn open_offline(config: &Config, unix_ms: u64) -> Result<(Peer, LogStore), StoreError> {
-    let (store, entries, _report) = open_log(config)?;
+    let (store, entries, _report) = open_log(config, OFFLINE_LOCK_WAIT)?;
     let mut cfg = peer_config(config, 0);
     cfg.sync_enabled = false;
     let now = Now {
