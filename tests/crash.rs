@@ -48,8 +48,10 @@ fn points(config: &Path) -> BTreeMap<String, i64> {
     serde_json::from_slice(&out.stdout).expect("points --json prints one JSON object")
 }
 
+/// Starts `lootsync run`; the caller kills and waits for the child.
+#[allow(clippy::zombie_processes)]
 fn spawn_daemon(config: &Path) -> Child {
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .arg("--config")
         .arg(config)
         .arg("run")
@@ -64,10 +66,11 @@ fn spawn_daemon(config: &Path) -> Child {
         if out.status.success() {
             return child;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "daemon did not come up"
-        );
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("daemon did not come up");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }

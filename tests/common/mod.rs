@@ -25,9 +25,11 @@ pub fn init_tracing() {
 
 /// A fast-heartbeat loopback config for one node of a test group on `port`.
 pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
-    let mut config = Config::default();
-    config.node = node.to_string();
-    config.state_dir = state_dir.join(node);
+    let mut config = Config {
+        node: node.to_string(),
+        state_dir: state_dir.join(node),
+        ..Config::default()
+    };
     config.group.address = GROUP;
     config.group.port = port;
     config.group.interface = LOOPBACK;
