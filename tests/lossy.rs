@@ -25,8 +25,8 @@ async fn eight_daemons_with_30_percent_loss_converge() {
     // 4 officers (daemons 0..4) adjust the same 10 players concurrently.
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for officer in 0..4usize {
-        let path = daemons[officer].control_path.clone();
+    for (officer, daemon) in daemons.iter().take(4).enumerate() {
+        let path = daemon.control_path.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             for i in 0..500i64 {
                 let request = Request::Adjust {
