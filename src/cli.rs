@@ -52,8 +52,9 @@ pub enum Command {
         /// Player whose points change.
         #[arg(long, value_name = "NAME")]
         player: String,
-        /// Points to add; negative to remove (e.g. --delta -5).
-        #[arg(long, value_name = "N")]
+        /// Points to add; negative to remove (e.g. --delta -5). Non-zero, at most
+        /// 1,000,000,000 either way.
+        #[arg(long, value_name = "N", value_parser = parse_delta)]
         delta: i64,
         /// Why (shown in history; at most 256 bytes).
         #[arg(long, value_name = "TEXT")]
@@ -89,6 +90,16 @@ pub enum Command {
         /// on or off.
         state: OnOff,
     },
+}
+
+fn parse_delta(text: &str) -> Result<i64, String> {
+    let max = crate::entry::MAX_ABS_DELTA;
+    let out_of_range = || format!("must be a non-zero whole number from -{max} to {max}");
+    let delta: i64 = text.trim().parse().map_err(|_| out_of_range())?;
+    if delta == 0 || delta.abs() > max {
+        return Err(out_of_range());
+    }
+    Ok(delta)
 }
 
 /// A switch position.
@@ -296,7 +307,7 @@ fn history_json(row: &HistoryRow) -> serde_json::Value {
 
 fn print_history(rows: &[HistoryRow]) {
     if rows.is_empty() {
-        println!("no entries");
+        println!("no adjustments recorded yet");
         return;
     }
     for row in rows {
@@ -354,5 +365,16 @@ mod tests {
         assert!(matches!(cli.command, Command::Adjust { delta: -5, .. }));
         assert!(Cli::try_parse_from(["lootsync", "adjust", "--player", "Bob"]).is_err());
         assert!(Cli::try_parse_from(["lootsync", "sync", "maybe"]).is_err());
+        for bad in ["0", "abc", "1.5", "1000000001", "-99999999999999999999"] {
+            let err = Cli::try_parse_from([
+                "lootsync", "adjust", "--player", "Bob", "--delta", bad, "--reason", "r",
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("from -1000000000 to 1000000000"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

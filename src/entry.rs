@@ -123,6 +123,12 @@ pub enum EntryError {
         /// The bound.
         max: usize,
     },
+    /// A name starts or ends with white space.
+    #[error("{field} must not start or end with spaces")]
+    Padded {
+        /// Which field.
+        field: &'static str,
+    },
     /// A name contains control characters, which would garble logs and terminals.
     #[error("{field} contains control characters")]
     ControlChars {
@@ -143,6 +149,10 @@ pub enum EntryError {
 fn check_name(field: &'static str, value: &str) -> Result<(), EntryError> {
     if value.trim().is_empty() {
         return Err(EntryError::EmptyName { field });
+    }
+    if value.trim() != value {
+        // " Alice" and "Alice" would otherwise be two players.
+        return Err(EntryError::Padded { field });
     }
     if value.len() > MAX_NAME_BYTES {
         return Err(EntryError::TooLong {
@@ -352,6 +362,12 @@ mod tests {
         let mut e = sample();
         e.at = Hlc(u64::MAX);
         assert!(matches!(e.validate(), Err(EntryError::BadTimestamp(_))));
+        let mut e = sample();
+        e.target = " Bob".into();
+        assert!(matches!(
+            e.validate(),
+            Err(EntryError::Padded { field: "target" })
+        ));
         let mut e = sample();
         e.target = "Bo\nb".into();
         assert!(matches!(e.validate(), Err(EntryError::ControlChars { .. })));

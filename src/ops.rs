@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::control::{AdjustResult, Reply, Request};
-use crate::entry::AdjustRequest;
+use crate::entry::{AdjustRequest, EntryError};
 use crate::rng::SeededRng;
 use crate::store::{LogStore, OpenReport, StateLock, StoreError};
 use crate::sync::{Now, Peer, PeerConfig, Tuning};
@@ -86,6 +86,30 @@ pub fn open_offline(config: &Config, unix_ms: u64) -> Result<(Peer, LogStore), S
     Ok((peer, store))
 }
 
+/// Renders an entry error in the words of the adjust command (`player`, not `target`).
+fn user_words(err: &EntryError) -> String {
+    let rename = |field: &str| {
+        match field {
+            "target" => "player",
+            other => other,
+        }
+        .to_string()
+    };
+    match err {
+        EntryError::EmptyName { field } => format!("{} must not be empty", rename(field)),
+        EntryError::Padded { field } => {
+            format!("{} must not start or end with spaces", rename(field))
+        }
+        EntryError::TooLong { field, len, max } => {
+            format!("{} is {len} bytes; the limit is {max}", rename(field))
+        }
+        EntryError::ControlChars { field } => {
+            format!("{} contains control characters", rename(field))
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Runs a ledger request (adjust, points, history). Returns `None` for requests that need
 /// a running daemon (status, sync).
 pub fn apply(
@@ -102,15 +126,26 @@ pub fn apply(
             reason,
             actor,
         } => {
+            let reason = reason.trim().to_string();
+            if reason.is_empty() {
+                return Some(Reply::error(
+                    "invalid adjustment: the reason must not be empty (it is the audit trail)",
+                ));
+            }
             let adjust = AdjustRequest {
-                actor: actor.unwrap_or_else(|| node.to_string()),
-                target: player,
+                actor: actor.unwrap_or_else(|| node.to_string()).trim().to_string(),
+                target: player.trim().to_string(),
                 delta,
                 reason,
             };
             let entry = match peer.prepare_adjust(now, &adjust) {
                 Ok(entry) => entry,
-                Err(err) => return Some(Reply::error(format!("invalid adjustment: {err}"))),
+                Err(err) => {
+                    return Some(Reply::error(format!(
+                        "invalid adjustment: {}",
+                        user_words(&err)
+                    )))
+                }
             };
             // Durable before success is reported: append, then fdatasync, then apply.
             let durable = store

@@ -73,7 +73,12 @@ async fn eight_daemons_with_30_percent_loss_converge() {
     let mut hook_drops = 0;
     for d in &daemons {
         assert_eq!(history_ids(d).await, reference);
-        hook_drops += status(d).await.counters["dropped_by_test_hook"];
+        hook_drops += status(d)
+            .await
+            .counters
+            .get("dropped_by_test_hook")
+            .copied()
+            .unwrap_or(0);
     }
     assert!(
         hook_drops > 1000,
