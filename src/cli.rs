@@ -5,8 +5,8 @@
 //! under the same lock (that is how an officer edits offline).
 
 use crate::config::Config;
-use crate::control::{self, AdjustResult, ControlError, Request, StatusResult};
-use crate::daemon::{self, DaemonOptions};
+use crate::control::{self, AdjustResult, ControlError, PeerStatus, Request, StatusResult};
+use crate::daemon::{self, DaemonOptions, LogControl};
 use crate::ledger::HistoryRow;
 use crate::ops;
 use crate::store::StoreError;
@@ -16,7 +16,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use tracing_subscriber::EnvFilter;
+use std::sync::Arc;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 /// Command-line interface of `lootsync`.
 #[derive(Debug, Parser)]
@@ -84,6 +87,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the peers the running daemon hears.
+    Peers {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch the running daemon's SYNC debug lines on or off, without a restart.
+    Debug {
+        /// on or off.
+        state: OnOff,
+    },
     /// Switch the running daemon's sync on or off (off: no group traffic at all; local
     /// adjusts are still recorded and spread once sync is back on).
     Sync {
@@ -135,16 +149,46 @@ fn load_config(path: Option<&Path>) -> Result<Config> {
     Ok(config)
 }
 
-fn init_logging(default_filter: &str) {
+type FilterHandle = reload::Handle<EnvFilter, Registry>;
+
+/// Switches `sync=debug` on and off on top of the configured filter.
+struct ReloadLogControl {
+    base: String,
+    handle: FilterHandle,
+}
+
+impl LogControl for ReloadLogControl {
+    fn set_sync_debug(&self, enabled: bool) -> Result<(), String> {
+        let directives = if enabled {
+            format!("{},sync=debug", self.base)
+        } else {
+            format!("{},sync=info", self.base)
+        };
+        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        self.handle.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+/// Installs the global subscriber: plain lines without colour when stderr is not a terminal
+/// (journald). Returns a handle that switches SYNC debug lines at run time.
+fn init_logging(default_filter: &str) -> Option<Arc<dyn LogControl>> {
     // RUST_LOG, when set, overrides the config so one run can be debugged without editing it.
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(default_filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    let base = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| EnvFilter::try_new(v).is_ok())
+        .unwrap_or_else(|| default_filter.to_string());
+    let filter = EnvFilter::try_new(&base).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let installed = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .try_init()
+        .is_ok();
+    installed.then(|| Arc::new(ReloadLogControl { base, handle }) as Arc<dyn LogControl>)
 }
 
 /// Runs one parsed command line.
@@ -152,14 +196,20 @@ pub fn run(cli: Cli) -> Result<()> {
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Run => {
-            init_logging(&config.log.level);
+            let log_control = init_logging(&config.log.level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
             runtime
-                .block_on(daemon::run_until_signal(config, DaemonOptions::default()))
+                .block_on(daemon::run_until_signal(
+                    config,
+                    DaemonOptions {
+                        log_control,
+                        ..DaemonOptions::default()
+                    },
+                ))
                 .context("daemon failed")?;
             Ok(())
         }
@@ -221,6 +271,26 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Peers { json } => {
+            init_logging("warn");
+            let value = request(&config, Request::Status {})?;
+            let status: StatusResult = serde_json::from_value(value)?;
+            if json {
+                println!("{}", serde_json::to_string(&status.peers)?);
+            } else if status.peers.is_empty() {
+                println!("no peers heard");
+            } else {
+                print_peers(&status.peers);
+            }
+            Ok(())
+        }
+        Command::Debug { state } => {
+            init_logging("warn");
+            let enabled = state == OnOff::On;
+            request(&config, Request::Debug { enabled })?;
+            println!("SYNC debug logging {}", if enabled { "on" } else { "off" });
+            Ok(())
+        }
         Command::Sync { state } => {
             init_logging("warn");
             let enabled = state == OnOff::On;
@@ -239,7 +309,10 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
         Err(ControlError::NotRunning { .. }) => {}
         Err(err) => return Err(err.into()),
     }
-    if matches!(request, Request::Status {} | Request::Sync { .. }) {
+    if matches!(
+        request,
+        Request::Status {} | Request::Sync { .. } | Request::Debug { .. }
+    ) {
         bail!(
             "no daemon is running on {} (nothing listens on {}); start one with `lootsync run`",
             config.state_dir.display(),
@@ -319,6 +392,18 @@ fn print_history(rows: &[HistoryRow]) {
     }
 }
 
+fn print_peers(peers: &[PeerStatus]) {
+    for peer in peers {
+        println!(
+            "  {:<16} {:<22} heard {:>6} ms ago  {}",
+            peer.name.as_deref().unwrap_or("?"),
+            peer.address,
+            peer.last_heard_ms_ago,
+            if peer.in_sync { "in sync" } else { "differs" }
+        );
+    }
+}
+
 fn print_status(status: &StatusResult) {
     println!("node:        {}", status.node);
     println!("group:       {}", status.group);
@@ -329,15 +414,7 @@ fn print_status(status: &StatusResult) {
     println!("entries:     {}", status.entries);
     println!("fingerprint: {}", status.fingerprint);
     println!("peers:       {}", status.peers.len());
-    for peer in &status.peers {
-        println!(
-            "  {:<16} {:<22} heard {:>6} ms ago  {}",
-            peer.name.as_deref().unwrap_or("?"),
-            peer.address,
-            peer.last_heard_ms_ago,
-            if peer.in_sync { "in sync" } else { "differs" }
-        );
-    }
+    print_peers(&status.peers);
     println!("counters:");
     for (name, value) in &status.counters {
         println!("  {name:<24} {value}");

@@ -57,6 +57,11 @@ pub enum Request {
         /// The new state.
         enabled: bool,
     },
+    /// Switch SYNC debug logging on or off at run time (the seed's `/sfdebug`).
+    Debug {
+        /// The new state.
+        enabled: bool,
+    },
 }
 
 /// The reply to one request.

@@ -70,9 +70,18 @@ impl Clock for OffsetClock {
     }
 }
 
+/// Switches the `sync` target's debug logging at run time (the CLI installs one backed by a
+/// tracing reload handle; tests can install their own).
+pub trait LogControl: Send + Sync + 'static {
+    /// Turns SYNC debug lines on or off.
+    fn set_sync_debug(&self, enabled: bool) -> Result<(), String>;
+}
+
 /// How a daemon is run beyond its config: hooks for tests and tools.
 #[derive(Clone)]
 pub struct DaemonOptions {
+    /// Run-time control of debug logging; `None` when logging is not ours to change.
+    pub log_control: Option<Arc<dyn LogControl>>,
     /// Wall clock for entry timestamps.
     pub clock: Arc<dyn Clock>,
     /// Fraction of received datagrams to drop on purpose (test hook for lossy networks).
@@ -84,6 +93,7 @@ pub struct DaemonOptions {
 impl Default for DaemonOptions {
     fn default() -> DaemonOptions {
         DaemonOptions {
+            log_control: None,
             clock: Arc::new(SystemClock),
             receive_drop_rate: 0.0,
             seed: None,
@@ -463,6 +473,19 @@ impl Driver {
                 Reply::ok(&serde_json::json!({ "sync_enabled": enabled }))
             }
             Request::Status {} => Reply::ok(&self.status(now)),
+            Request::Debug { enabled } => match &self.options.log_control {
+                Some(control) => match control.set_sync_debug(enabled) {
+                    Ok(()) => {
+                        info!(
+                            "SYNC debug logging switched {}",
+                            if enabled { "on" } else { "off" }
+                        );
+                        Reply::ok(&serde_json::json!({ "sync_debug": enabled }))
+                    }
+                    Err(err) => Reply::error(format!("cannot switch debug logging: {err}")),
+                },
+                None => Reply::error("this daemon's logging cannot be switched at run time"),
+            },
             other => Reply::error(format!("unsupported request {other:?}")),
         }
     }

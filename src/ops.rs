@@ -160,6 +160,6 @@ pub fn apply(
         }
         Request::Points {} => Reply::ok(peer.ledger().totals()),
         Request::History { player } => Reply::ok(&peer.ledger().history(player.as_deref())),
-        Request::Status {} | Request::Sync { .. } => return None,
+        Request::Status {} | Request::Sync { .. } | Request::Debug { .. } => return None,
     })
 }

@@ -49,14 +49,19 @@ fn points(config: &Path) -> BTreeMap<String, i64> {
 }
 
 /// Starts `lootsync run`; the caller kills and waits for the child.
-#[allow(clippy::zombie_processes)]
 fn spawn_daemon(config: &Path) -> Child {
+    spawn_daemon_logging(config, Stdio::null())
+}
+
+/// Starts `lootsync run` with its stderr (the log) going to `stderr`.
+#[allow(clippy::zombie_processes)]
+fn spawn_daemon_logging(config: &Path, stderr: Stdio) -> Child {
     let mut child = Command::new(BIN)
         .arg("--config")
         .arg(config)
         .arg("run")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn daemon");
     // Poll until the daemon answers on its control socket.
@@ -203,4 +208,58 @@ fn damage_before_intact_records_is_refused_naming_file_and_offset() {
     );
     // Nothing was cut: the damaged file is left for inspection.
     assert_eq!(std::fs::read(&log).unwrap(), bytes);
+}
+
+fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn debug_on_off_switches_sync_lines_at_run_time_and_peers_lists_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 47724);
+    let log_path = dir.path().join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut daemon = spawn_daemon_logging(&config, Stdio::from(log));
+    let sync_lines = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap()
+            .matches("SYNC send HELLO")
+            .count()
+    };
+    // Config level is "info": several 200 ms heartbeats pass without a SYNC debug line.
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(sync_lines(), 0, "no debug lines at level info");
+
+    let out = cli(&config, &["debug", "on"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "SYNC debug lines after `debug on`",
+        || sync_lines() >= 2,
+    );
+
+    let out = cli(&config, &["debug", "off"]);
+    assert!(out.status.success());
+    let after_off = sync_lines();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        sync_lines() <= after_off + 1,
+        "debug lines stop after `debug off`"
+    );
+
+    let out = cli(&config, &["peers", "--json"]);
+    assert!(out.status.success());
+    let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(peers, serde_json::json!([]), "a lone daemon hears no peers");
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
 }
