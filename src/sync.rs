@@ -514,6 +514,23 @@ impl Peer {
                 true
             }
             None => {
+                // One process per whisper address: a new node id there is a restart. Forget
+                // the old incarnation now, not after peer_timeout; else a session with it
+                // drops every answer from the new one as stale, and the new one will not
+                // start its own session with us while we keep asking it.
+                let restarted: Vec<NodeId> = self
+                    .peers
+                    .values()
+                    .filter(|p| p.whisper == whisper)
+                    .map(|p| p.node)
+                    .collect();
+                for old in restarted {
+                    self.peers.remove(&old);
+                    self.serving.remove(&old);
+                    if self.session.as_ref().is_some_and(|s| s.partner == old) {
+                        self.abort_session("partner restarted");
+                    }
+                }
                 self.peers.insert(
                     node,
                     PeerInfo {
@@ -726,7 +743,12 @@ impl Peer {
             .peers
             .values()
             .filter(|p| self.live(p, now) && p.fingerprint == Some(target_fp))
-            .filter(|p| !self.serving.contains_key(&p.node))
+            // Check the age here: expired hold-offs are only pruned when a timer runs.
+            .filter(|p| {
+                self.serving
+                    .get(&p.node)
+                    .is_none_or(|at| *at + self.cfg.tuning.serving_holdoff_ms <= now.mono_ms)
+            })
             .map(|p| (p.node, p.whisper, p.label()))
             .collect();
         if candidates.is_empty() {
@@ -1114,10 +1136,14 @@ impl Peer {
                     }
                 }
             }
-            Mode::Ids(theirs) => {
-                let theirs: HashSet<EntryId> = theirs.iter().copied().collect();
-                for id in &theirs {
-                    if !self.ledger.contains_id(id) {
+            Mode::Ids(listed) => {
+                let theirs: HashSet<EntryId> = listed.iter().copied().collect();
+                // Walk the request's list, not the set: a HashSet's order differs from
+                // process to process, which would make the sans-IO core non-deterministic
+                // (a simulator seed would not replay).
+                let mut asked = HashSet::new();
+                for id in listed {
+                    if !self.ledger.contains_id(id) && asked.insert(*id) {
                         b.want(*id);
                     }
                 }
@@ -1535,6 +1561,40 @@ mod tests {
         let actions = a.drain_actions();
         assert!(matches!(actions.as_slice(), [Action::SendGroup(_)]));
         assert_eq!(a.ledger().total("Bob"), 7);
+    }
+
+    #[test]
+    fn serving_holdoff_ends_on_time_even_before_a_timer_runs() {
+        let mut a = Peer::new(config("a"), vec![entry(1, "P")], SeededRng::new(3), now(0));
+        a.start(now(0));
+        let from: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        let datagram = |body| {
+            wire::encode(&Envelope {
+                group: "raid".into(),
+                from: 42,
+                whisper_port: 1002,
+                body,
+            })
+            .unwrap()
+        };
+        let request = RangesRequest {
+            request_id: 1,
+            runs: vec![],
+            want: vec![],
+        };
+        let request = datagram(Body::SyncRequest(SyncRequest::Ranges(request)));
+        a.handle_datagram(now(100), Channel::Whisper, from, &request);
+        let hello = datagram(Body::Hello(Hello {
+            name: "b".into(),
+            fingerprint: Fingerprint { count: 2, sum: 5 },
+            newest: None,
+        }));
+        a.handle_datagram(now(600), Channel::Group, from, &hello);
+        assert!(!a.in_session(), "b is asking us: held off");
+        // The hold-off is over; no timer has run since.
+        let after = 100 + Tuning::default().serving_holdoff_ms;
+        a.handle_datagram(now(after), Channel::Group, from, &hello);
+        assert!(a.in_session(), "hold-off over: b is a partner again");
     }
 
     #[test]
