@@ -504,6 +504,7 @@ impl Driver {
         counters.insert("sessions_completed".to_string(), stats.sessions_completed);
         counters.insert("sessions_aborted".to_string(), stats.sessions_aborted);
         counters.insert("send_errors".to_string(), self.send_errors);
+        counters.insert("encode_failures".to_string(), stats.encode_failures);
         if self.hook_drops > 0 {
             // Only a test hook drops on purpose; keep the counter out of normal status.
             counters.insert("dropped_by_test_hook".to_string(), self.hook_drops);

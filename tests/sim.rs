@@ -1052,6 +1052,12 @@ fn run_seed(seed: u64, verbose: bool, trace: bool) -> Result<SeedReport, String>
         if *peer.ledger().totals() != ref_totals {
             return Err(fail(&world, format!("n{i}'s totals differ from n0's")));
         }
+        if peer.stats().encode_failures > 0 {
+            return Err(fail(
+                &world,
+                format!("n{i} built a message over the datagram limit"),
+            ));
+        }
         // Totals are the replayed sums of deltas.
         let mut sums: BTreeMap<String, i64> = BTreeMap::new();
         for e in peer.ledger().iter() {
