@@ -166,6 +166,43 @@ fn reconciliation_figures(total: usize) {
     }
 }
 
+/// The protocol's own CPU cost of a late joiner's catch-up: both sans-IO peers in one
+/// thread, no sockets, beside the cost of decoding the same datagrams alone.
+fn catchup_cpu_figure(total: usize) {
+    let entries = make_entries(total, 3);
+    let mut a = Peer::new(
+        peer_config("a", 2_000),
+        entries.clone(),
+        SeededRng::new(1),
+        now(0),
+    );
+    let mut b = Peer::new(
+        peer_config("b", 2_000),
+        Vec::new(),
+        SeededRng::new(2),
+        now(0),
+    );
+    let started = Instant::now();
+    let (round_trips, bytes, datagrams) = reconcile(&mut a, &mut b);
+    let ours = started.elapsed();
+    let packed = wire::pack_log_entries("raid", 1, 1, &entries);
+    let started = Instant::now();
+    let mut decoded = 0;
+    for (_, datagram) in &packed {
+        decoded += wire::decode(datagram)
+            .map(|e| e.body.entry_count())
+            .unwrap_or(0);
+    }
+    let baseline = started.elapsed();
+    assert_eq!(decoded, total);
+    println!(
+        "catch-up cpu (sans-IO, both peers) for {total} entries: {ours:?} ({round_trips} round \
+         trips, {datagrams} datagrams, {bytes} bytes) vs baseline decoding the same entries \
+         {baseline:?} = {:.1}x (reported)",
+        ours.as_secs_f64() / baseline.as_secs_f64()
+    );
+}
+
 fn udp_rcvbuf_errors() -> u64 {
     let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
     let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
@@ -366,12 +403,26 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return;
     }
+    if std::env::var_os("RUST_LOG").is_some() {
+        // Profiling aid: `RUST_LOG=sync=info cargo bench --bench sync` shows session summaries.
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_ansi(false)
+            .init();
+    }
     let full = full_mode();
+    // `LOOTSYNC_BENCH_ONLY=catchup-cpu|late-joiner` runs one figure (for a profiler).
+    match std::env::var("LOOTSYNC_BENCH_ONLY").as_deref() {
+        Ok("catchup-cpu") => return catchup_cpu_figure(if full { 100_000 } else { 20_000 }),
+        Ok("late-joiner") => return late_joiner_figure(if full { 100_000 } else { 20_000 }, 47790),
+        _ => {}
+    }
     println!(
         "lootsync sync benchmarks ({} mode; LOOTSYNC_BENCH_FULL=1 for published sizes)",
         if full { "full" } else { "quick" }
     );
     reconciliation_figures(if full { 1_000_000 } else { 100_000 });
+    catchup_cpu_figure(if full { 100_000 } else { 20_000 });
     late_joiner_figure(if full { 100_000 } else { 20_000 }, 47790);
     idle_figure();
 }

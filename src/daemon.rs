@@ -232,6 +232,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         sockets,
         started,
         flush_at: None,
+        flushing: None,
         send_errors: 0,
         drop_rng,
         hook_drops: 0,
@@ -341,6 +342,8 @@ struct Driver {
     sockets: Sockets,
     started: Instant,
     flush_at: Option<Instant>,
+    /// A group commit running on a blocking thread, so a slow fdatasync never stalls sync.
+    flushing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     send_errors: u64,
     drop_rng: SeededRng,
     hook_drops: u64,
@@ -352,7 +355,20 @@ enum Event {
     Control(Request, oneshot::Sender<Reply>),
     Timer,
     Flush,
+    Flushed(std::io::Result<()>),
     Stop,
+}
+
+/// Waits for the group commit in flight, if any (never resolves when there is none).
+async fn wait_flushed(
+    flushing: &mut Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+) -> std::io::Result<()> {
+    match flushing {
+        Some(handle) => handle
+            .await
+            .unwrap_or_else(|err| Err(std::io::Error::other(err))),
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_some(at: Option<Instant>) {
@@ -396,7 +412,9 @@ impl Driver {
                 },
                 Some((request, reply)) = control_rx.recv() => Event::Control(request, reply),
                 _ = sleep_until_some(timer) => Event::Timer,
-                _ = sleep_until_some(self.flush_at) => Event::Flush,
+                // One group commit at a time; a due one waits for the one in flight.
+                _ = sleep_until_some(self.flush_at), if self.flushing.is_none() => Event::Flush,
+                outcome = wait_flushed(&mut self.flushing) => Event::Flushed(outcome),
                 _ = &mut stop_rx => Event::Stop,
             };
             let now = self.now();
@@ -419,20 +437,50 @@ impl Driver {
                     let _ = reply.send(answer);
                 }
                 Event::Timer => self.peer.handle_timeout(now),
-                Event::Flush => self.flush(),
+                Event::Flush => self.start_flush(),
+                Event::Flushed(outcome) => {
+                    self.flushing = None;
+                    self.finish_flush(outcome);
+                }
                 Event::Stop => break,
             }
         }
         self.execute_actions().await;
+        if let Some(handle) = self.flushing.take() {
+            // Let the group commit in flight finish before the final synchronous one.
+            let outcome = handle
+                .await
+                .unwrap_or_else(|err| Err(std::io::Error::other(err)));
+            self.finish_flush(outcome);
+        }
         self.flush();
         let _ = std::fs::remove_file(&self.control_path);
         info!("stopped; log flushed");
     }
 
+    /// Synchronous flush, for shutdown.
     fn flush(&mut self) {
         self.flush_at = None;
         if let Err(err) = self.store.sync() {
             error!("cannot flush log: {err:#}");
+        }
+    }
+
+    fn finish_flush(&mut self, outcome: std::io::Result<()>) {
+        if let Err(err) = self.store.finish_background_sync(outcome) {
+            error!("cannot flush log: {err:#}");
+        }
+    }
+
+    /// Starts a group commit of merged remote entries on a blocking thread.
+    fn start_flush(&mut self) {
+        self.flush_at = None;
+        match self.store.begin_background_sync() {
+            Ok(Some(pending)) => {
+                self.flushing = Some(tokio::task::spawn_blocking(move || pending.run()));
+            }
+            Ok(None) => {}
+            Err(err) => error!("cannot flush log: {err:#}"),
         }
     }
 

@@ -184,6 +184,20 @@ pub struct LogStore {
     sync_failed: bool,
 }
 
+/// A sync handed to another thread: run [`PendingSync::run`] there (it blocks).
+#[derive(Debug)]
+pub struct PendingSync {
+    /// A second handle to the log file (fdatasync on it covers writes made through any).
+    file: File,
+}
+
+impl PendingSync {
+    /// Blocks until everything appended before the sync began is on disk.
+    pub fn run(self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
 /// Why a record could not be read, when that might still be an unfinished append.
 #[derive(Clone, Copy, Debug)]
 enum Torn {
@@ -658,6 +672,41 @@ impl LogStore {
         }
         self.unsynced = false;
         Ok(())
+    }
+
+    /// Starts a sync that can run on another thread while appends go on: returns a second
+    /// handle to the file, or `None` when nothing is unsynced. Pass the outcome to [`LogStore::finish_background_sync`]. Merged remote
+    /// entries use this, so a slow fdatasync (tens of ms on some disks) never stalls sync.
+    pub fn begin_background_sync(&mut self) -> Result<Option<PendingSync>, StoreError> {
+        if self.sync_failed || !self.unsynced {
+            // A failed store reports its failure through the next plain `sync`.
+            return Ok(None);
+        }
+        let file = self
+            .file
+            .try_clone()
+            .map_err(io_err(&self.path, "opening a second handle to"))?;
+        // Everything up to here will be covered; later appends need a later sync.
+        self.unsynced = false;
+        Ok(Some(PendingSync { file }))
+    }
+
+    /// Records the outcome of a background sync started by
+    /// [`LogStore::begin_background_sync`].
+    pub fn finish_background_sync(&mut self, outcome: io::Result<()>) -> Result<(), StoreError> {
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(source) => {
+                // See `sync_failed`: a retry could falsely succeed, so never claim durability
+                // again.
+                self.sync_failed = true;
+                Err(StoreError::Io {
+                    path: self.path.clone(),
+                    action: "syncing",
+                    source,
+                })
+            }
+        }
     }
 
     /// Path of the log file.

@@ -64,7 +64,7 @@ impl Default for Tuning {
         Tuning {
             request_timeout_ms: 300,
             max_silent_requests: 8,
-            response_budget: 16,
+            response_budget: 32,
             window: 2,
             split_parts: 16,
             id_list_threshold: 32,
@@ -756,6 +756,14 @@ impl Peer {
         };
         if my_holders > target_holders {
             // We hold the majority view: the minority will come to us.
+            return;
+        }
+        if my_holders == target_holders && (mine.count, mine.sum) > (target_fp.count, target_fp.sum)
+        {
+            // No majority either way (two peers, say): the smaller set pulls, so a late
+            // joiner fetches the log over whisper, paced by its own requests, instead of us
+            // multicasting all of it. Both sides compare the same two fingerprints, so
+            // exactly one of them starts.
             return;
         }
         let candidates: Vec<(NodeId, SocketAddr, String)> = self
@@ -1548,6 +1556,29 @@ mod tests {
         assert_eq!(b.ledger().len(), 5000);
         assert_eq!(b.ledger().fingerprint(), a.ledger().fingerprint());
         assert_eq!(b.stats().sessions_completed, 1);
+    }
+
+    #[test]
+    fn with_no_majority_the_smaller_set_pulls_and_nothing_is_multicast() {
+        // Two peers: neither view is a majority. Whichever hears the other first, only the
+        // joiner starts a session, and the big log travels over whisper, not the group.
+        for a_starts_first in [true, false] {
+            let entries: Vec<Entry> = (0..2000).map(|i| entry(i, "P")).collect();
+            let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+            let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+            if a_starts_first {
+                a.start(now(0));
+                b.start(now(0));
+            } else {
+                b.start(now(0));
+                a.start(now(0));
+            }
+            exchange(&mut a, &mut b, 0);
+            assert_eq!(b.ledger().len(), 2000);
+            assert_eq!(a.stats().sessions_started, 0);
+            assert_eq!(b.stats().sessions_started, 1);
+            assert_eq!(a.stats().entries_pushed + b.stats().entries_pushed, 0);
+        }
     }
 
     #[test]

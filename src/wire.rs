@@ -222,9 +222,8 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
 
 /// Size in bytes that `value` takes inside a postcard message (used to pack datagrams).
 pub fn encoded_len<T: Serialize>(value: &T) -> usize {
-    postcard::to_stdvec(value)
-        .map(|v| v.len())
-        .unwrap_or(usize::MAX / 4)
+    // Counts bytes without building them: the packers call this for every entry they send.
+    postcard::experimental::serialized_size(value).unwrap_or(usize::MAX / 4)
 }
 
 /// Decodes and validates one datagram.
