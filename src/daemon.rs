@@ -177,19 +177,12 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     let control_path = control::socket_path(&config.state_dir);
     // We hold the state-directory lock, so a socket file left here is from a dead daemon.
     let _ = std::fs::remove_file(&control_path);
-    let listener = UnixListener::bind(&control_path).map_err(|source| DaemonError::Control {
-        path: control_path.clone(),
-        source,
-    })?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| DaemonError::Control {
-                path: control_path.clone(),
-                source,
-            },
-        )?;
-    }
+    let listener = control::bind(&control_path, config.control.group.as_deref())
+        .and_then(UnixListener::from_std)
+        .map_err(|source| DaemonError::Control {
+            path: control_path.clone(),
+            source,
+        })?;
     let rng = match options.seed {
         Some(seed) => SeededRng::new(seed),
         None => SeededRng::from_os(),
@@ -236,6 +229,8 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         drop_rng,
         hook_drops: 0,
         control_path: control_path.clone(),
+        // `net::open` joined the group; `run` leaves it at once if sync starts off.
+        group_member: true,
     };
     let task = tokio::spawn(driver.run(control_rx, stop_rx).instrument(span));
     Ok(RunningDaemon {
@@ -249,10 +244,23 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
 /// Runs a daemon until SIGINT or SIGTERM, then shuts it down gracefully.
 pub async fn run_until_signal(config: Config, options: DaemonOptions) -> Result<(), DaemonError> {
     let daemon = start(config, options).await?;
+    // `start` returns once the log is replayed and every socket is bound: that is ready.
+    notify_systemd("READY=1\nSTATUS=log replayed, sockets up");
     wait_for_signal().await;
     info!("shutting down");
+    notify_systemd("STOPPING=1");
     daemon.stop().await;
     Ok(())
+}
+
+/// Tells systemd about a state change; a failure only costs the notification, so it is
+/// logged rather than stopping the daemon.
+fn notify_systemd(state: &str) {
+    match crate::notify::notify(state) {
+        Ok(true) => debug!("notified systemd: {}", state.replace('\n', " ")),
+        Ok(false) => {}
+        Err(err) => warn!("{err}"),
+    }
 }
 
 async fn wait_for_signal() {
@@ -345,6 +353,8 @@ struct Driver {
     drop_rng: SeededRng,
     hook_drops: u64,
     control_path: PathBuf,
+    /// Whether the group socket is a member of the multicast group (not while sync is off).
+    group_member: bool,
 }
 
 enum Event {
@@ -377,6 +387,7 @@ impl Driver {
     ) {
         let now = self.now();
         self.peer.start(now);
+        self.set_group_membership(self.peer.sync_enabled());
         let mut group_buf = vec![0u8; RECV_BUFFER];
         let mut whisper_buf = vec![0u8; RECV_BUFFER];
         loop {
@@ -469,7 +480,15 @@ impl Driver {
         };
         match request {
             Request::Sync { enabled } => {
+                // Join before the peer's rejoin HELLO and SYNC_REQUEST go out, so the
+                // answers are heard; leave only after the peer has stopped sending.
+                if enabled {
+                    self.set_group_membership(true);
+                }
                 self.peer.set_sync_enabled(now, enabled);
+                if !enabled {
+                    self.set_group_membership(false);
+                }
                 Reply::ok(&serde_json::json!({ "sync_enabled": enabled }))
             }
             Request::Status {} => Reply::ok(&self.status(now)),
@@ -487,6 +506,33 @@ impl Driver {
                 None => Reply::error("this daemon's logging cannot be switched at run time"),
             },
             other => Reply::error(format!("unsupported request {other:?}")),
+        }
+    }
+
+    /// Leaves the multicast group while sync is off, so not even group datagrams reach
+    /// this host's socket for us (the peer sends none either); joins again when it is on.
+    fn set_group_membership(&mut self, member: bool) {
+        if member == self.group_member {
+            return;
+        }
+        let (group, interface) = (self.config.group.address, self.config.group.interface);
+        let result = if member {
+            self.sockets.group.join_multicast_v4(group, interface)
+        } else {
+            self.sockets.group.leave_multicast_v4(group, interface)
+        };
+        match result {
+            Ok(()) => {
+                self.group_member = member;
+                info!(
+                    "{} multicast group {group} on {interface}",
+                    if member { "joined" } else { "left" }
+                );
+            }
+            Err(err) => warn!(
+                "cannot {} multicast group {group} on {interface}: {err}",
+                if member { "join" } else { "leave" }
+            ),
         }
     }
 
