@@ -23,6 +23,8 @@ use tracing::{debug, error, info, warn, Instrument};
 
 /// Remote entries are group-committed: fsynced at most this long after being appended.
 const GROUP_COMMIT: Duration = Duration::from_millis(50);
+/// A control connection that sends no complete request for this long is closed.
+const CONTROL_IDLE: Duration = Duration::from_secs(60);
 /// Largest datagram we read; anything longer is cut and then rejected by the codec.
 const RECV_BUFFER: usize = 2048;
 
@@ -300,23 +302,37 @@ async fn serve_control(stream: tokio::net::UnixStream, tx: mpsc::Sender<ControlM
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let mut line = String::new();
-        // Bounded read: a client cannot make us buffer an endless line.
+        let mut bytes = Vec::new();
+        // Bounded read: a client cannot make us buffer an endless line, nor hold a
+        // connection open forever without sending one.
         let limit = control::MAX_REQUEST_BYTES as u64 + 1;
-        match (&mut reader).take(limit).read_line(&mut line).await {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(err) => {
+        let mut bounded = (&mut reader).take(limit);
+        let read = bounded.read_until(b'\n', &mut bytes);
+        match tokio::time::timeout(CONTROL_IDLE, read).await {
+            Ok(Ok(0)) => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
                 debug!("control connection read failed: {err}");
                 return;
             }
+            Err(_) => {
+                debug!("control connection idle for {CONTROL_IDLE:?}; closed");
+                return;
+            }
         }
-        let too_long = line.len() > control::MAX_REQUEST_BYTES;
-        let reply = match control::parse_request(&line) {
-            _ if too_long => Reply::error(format!(
+        let too_long = bytes.len() > control::MAX_REQUEST_BYTES;
+        let parsed = if too_long {
+            Err(format!(
                 "request longer than {} bytes",
                 control::MAX_REQUEST_BYTES
-            )),
+            ))
+        } else {
+            match String::from_utf8(bytes) {
+                Ok(line) => control::parse_request(&line),
+                Err(_) => Err("bad request: not UTF-8".to_string()),
+            }
+        };
+        let reply = match parsed {
             Err(message) => {
                 debug!("control request rejected: {message}");
                 Reply::error(message)
@@ -335,6 +351,8 @@ async fn serve_control(stream: tokio::net::UnixStream, tx: mpsc::Sender<ControlM
         let mut out = serde_json::to_string(&reply)
             .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode reply"}"#.into());
         out.push('\n');
+        // After an over-long line the rest of it is still unread: close rather than parse
+        // its tail as a new request.
         if write.write_all(out.as_bytes()).await.is_err() || too_long {
             return;
         }
