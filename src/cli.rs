@@ -180,12 +180,27 @@ pub enum OnOff {
 /// Parses arguments, runs the command, and maps errors to an exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run | Command::Demo { .. }) {
+        stop_quietly_when_stdout_closes();
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("lootsync: error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores the default SIGPIPE action, so `lootsync export | head` ends quietly like any
+/// Unix tool instead of panicking in `println!` (Rust ignores SIGPIPE). Not for `run` and
+/// `demo`: a daemon must survive a client that hangs up. The control client sends with
+/// MSG_NOSIGNAL, so a daemon vanishing mid-request is still an error message.
+fn stop_quietly_when_stdout_closes() {
+    // SAFETY: setting a signal disposition to SIG_DFL installs no handler code; this runs
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -8,7 +8,7 @@ use crate::entry::Entry;
 use crate::ledger::HistoryRow;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -266,7 +266,7 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
         path: path.to_path_buf(),
         source,
     };
-    let mut stream = match UnixStream::connect(path) {
+    let stream = match UnixStream::connect(path) {
         Ok(stream) => stream,
         Err(err)
             if matches!(
@@ -288,7 +288,7 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
         message: e.to_string(),
     })?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io_err)?;
+    send_all(&stream, line.as_bytes()).map_err(io_err)?;
     let mut reply = String::new();
     BufReader::new(stream.take(MAX_REPLY_BYTES))
         .read_line(&mut reply)
@@ -304,6 +304,21 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
             reply.error.unwrap_or_else(|| "request failed".into()),
         ))
     }
+}
+
+/// Writes all of `bytes` with MSG_NOSIGNAL: a daemon that hangs up mid-request is an error
+/// here, never a SIGPIPE (the CLI restores SIGPIPE's default action for its stdout).
+fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    while !bytes.is_empty() {
+        match socket.send_with_flags(bytes, libc::MSG_NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(sent) => bytes = &bytes[sent..],
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -300,6 +300,24 @@ fn config_tools_completions_and_man_pages() {
             "{shell}"
         );
     }
+    // A reader that goes away (`lootsync completions bash | head -0`) ends the command
+    // quietly by SIGPIPE, like any Unix tool: no panic message.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{out:?}");
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     let out = Command::new(BIN).arg("man").output().unwrap();
     assert!(out.status.success());
     let page = String::from_utf8_lossy(&out.stdout);
