@@ -223,6 +223,7 @@ pub struct StatusResult {
 
 /// Parses one request line.
 pub fn parse_request(line: &str) -> Result<Request, String> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
     if line.len() > MAX_REQUEST_BYTES {
         return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
     }
@@ -341,6 +342,14 @@ mod tests {
         assert!(parse_request(r#"{"cmd":"explode"}"#).is_err());
         assert!(parse_request("not json").is_err());
         assert!(parse_request(&"x".repeat(MAX_REQUEST_BYTES + 1)).is_err());
+        // The limit is on the request, not its newline: a padded request of exactly the
+        // limit is accepted.
+        let padded = format!(
+            "{:<width$}\n",
+            r#"{"cmd":"points"}"#,
+            width = MAX_REQUEST_BYTES
+        );
+        assert_eq!(parse_request(&padded), Ok(Request::Points {}));
     }
 
     #[test]

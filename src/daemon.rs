@@ -320,7 +320,10 @@ async fn serve_control(stream: tokio::net::UnixStream, tx: mpsc::Sender<ControlM
                 return;
             }
         }
-        let too_long = bytes.len() > control::MAX_REQUEST_BYTES;
+        // The read stops one byte past the limit, so a longer line shows as limit + 1 bytes
+        // without its newline.
+        let content = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let too_long = content.len() > control::MAX_REQUEST_BYTES;
         let parsed = if too_long {
             Err(format!(
                 "request longer than {} bytes",

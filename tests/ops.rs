@@ -379,6 +379,14 @@ async fn malformed_control_requests_get_error_replies_and_change_nothing() {
         // The same connection still serves a valid request.
         let reply = converse(&mut stream, b"{\"cmd\":\"points\"}\n").unwrap();
         assert_eq!(reply["result"], serde_json::json!({"Aria": 5}));
+        // A request of exactly the size limit (padded with spaces) is still served.
+        let padded = format!(
+            "{:<width$}\n",
+            r#"{"cmd":"points"}"#,
+            width = control::MAX_REQUEST_BYTES
+        );
+        let reply = converse(&mut stream, padded.as_bytes()).unwrap();
+        assert_eq!(reply["ok"], true, "{reply}");
 
         // An over-long line gets an error reply, then the connection is closed.
         let mut long = vec![b'x'; control::MAX_REQUEST_BYTES + 100];
