@@ -239,6 +239,15 @@ pub enum ControlError {
         /// The socket path.
         path: PathBuf,
     },
+    /// The socket exists but this user may not use it.
+    #[error(
+        "permission denied on {path}: run the command as the daemon's user, or set \
+         `control.group` in the daemon's config to a group you are in"
+    )]
+    PermissionDenied {
+        /// The socket path.
+        path: PathBuf,
+    },
     /// The conversation failed part-way.
     #[error("control socket {path}: {source}")]
     Io {
@@ -276,6 +285,11 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
             ) =>
         {
             return Err(ControlError::NotRunning {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(ControlError::PermissionDenied {
                 path: path.to_path_buf(),
             })
         }
