@@ -219,6 +219,8 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     let (stop_tx, stop_rx) = oneshot::channel();
     let whisper_addr = sockets.whisper_addr;
     let drop_rng = SeededRng::new(options.seed.unwrap_or(0) ^ 0x5eed);
+    // `net::open` joins the group only when sync starts on.
+    let group_member = config.sync.enabled;
     let driver = Driver {
         config,
         options,
@@ -231,8 +233,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         drop_rng,
         hook_drops: 0,
         control_path: control_path.clone(),
-        // `net::open` joined the group; `run` leaves it at once if sync starts off.
-        group_member: true,
+        group_member,
     };
     let task = tokio::spawn(driver.run(control_rx, stop_rx).instrument(span));
     Ok(RunningDaemon {
@@ -408,7 +409,6 @@ impl Driver {
     ) {
         let now = self.now();
         self.peer.start(now);
-        self.set_group_membership(self.peer.sync_enabled());
         let mut group_buf = vec![0u8; RECV_BUFFER];
         let mut whisper_buf = vec![0u8; RECV_BUFFER];
         loop {

@@ -482,6 +482,10 @@ async fn sync_off_stops_all_group_traffic_and_on_rejoins() {
     let port = 47743;
     let a = start(&config(dir.path(), "alice", port), DaemonOptions::default()).await;
     let b = start(&config(dir.path(), "bob", port), DaemonOptions::default()).await;
+    // Carol starts with sync off in her config: she never joins the group at all.
+    let mut cfg_c = config(dir.path(), "carol", port);
+    cfg_c.sync.enabled = false;
+    let c = start(&cfg_c, DaemonOptions::default()).await;
     common::adjust(&a, "Aria", 1, "before").await;
     wait_until(Duration::from_secs(10), "a and b in sync", || async {
         let (sa, sb) = (common::status(&a).await, common::status(&b).await);
@@ -527,6 +531,15 @@ async fn sync_off_stops_all_group_traffic_and_on_rejoins() {
     );
     assert_eq!(common::points(&a).await["Aria"], 11);
     assert_eq!(common::points(&b).await["Aria"], 1, "bob has not heard");
+    let carol = common::status(&c).await;
+    assert!(!carol.sync_enabled);
+    assert_eq!(carol.counters["datagrams_sent"], 0, "{:?}", carol.counters);
+    assert_eq!(
+        carol.counters["datagrams_received"], 0,
+        "{:?}",
+        carol.counters
+    );
+    c.stop().await;
 
     // On: alice rejoins with a SYNC_REQUEST, and bob gets the entry made while off.
     a.request(Request::Sync { enabled: true }).await.unwrap();
