@@ -7,10 +7,11 @@
 use crate::config::Config;
 use crate::control::{self, AdjustResult, ControlError, PeerStatus, Request, StatusResult};
 use crate::daemon::{self, DaemonOptions, LogControl};
+use crate::export::{self, ExportFormat};
 use crate::ledger::HistoryRow;
-use crate::ops;
 use crate::store::StoreError;
 use crate::sync::Now;
+use crate::{cli_docs, demo, init, ops};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
@@ -104,6 +105,57 @@ pub enum Command {
         /// on or off.
         state: OnOff,
     },
+    /// Export the standings, or with --history the full audit trail, to stdout.
+    Export {
+        /// csv (RFC 4180, header line) or json (one array).
+        #[arg(long, value_enum, default_value = "csv")]
+        format: ExportFormat,
+        /// The full audit trail in replay order with running totals, instead of standings.
+        #[arg(long)]
+        history: bool,
+    },
+    /// Play the seed's scenarios with three peers in this process, on loopback, and print
+    /// their final standings side by side (exit status 0 only if they are identical).
+    Demo {
+        /// Multicast group port (on 127.0.0.1, TTL 1).
+        #[arg(long, default_value_t = demo::DEFAULT_PORT, value_name = "PORT")]
+        port: u16,
+        /// Also show the HELLO heartbeat lines.
+        #[arg(long)]
+        verbose: bool,
+    },
+    /// Configuration file tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Write a commented starter config (lootsync.toml) into DIR; never overwrites.
+    Init {
+        /// Directory to write into (created if missing).
+        #[arg(default_value = ".", value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the shell completion script for SHELL.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the lootsync(1) man page (roff), or write every page into a directory.
+    Man {
+        /// Write lootsync.1 and one page per subcommand into this directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `lootsync config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate FILE and print the effective configuration (defaults filled in); errors
+    /// name the key, and syntax errors the line and column.
+    Check {
+        /// The config file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 fn parse_delta(text: &str) -> Result<i64, String> {
@@ -128,12 +180,27 @@ pub enum OnOff {
 /// Parses arguments, runs the command, and maps errors to an exit code.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run | Command::Demo { .. }) {
+        stop_quietly_when_stdout_closes();
+    }
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("lootsync: error: {err:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Restores the default SIGPIPE action, so `lootsync export | head` ends quietly like any
+/// Unix tool instead of panicking in `println!` (Rust ignores SIGPIPE). Not for `run` and
+/// `demo`: a daemon must survive a client that hangs up. The control client sends with
+/// MSG_NOSIGNAL, so a daemon vanishing mid-request is still an error message.
+fn stop_quietly_when_stdout_closes() {
+    // SAFETY: setting a signal disposition to SIG_DFL installs no handler code; this runs
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -191,10 +258,60 @@ fn init_logging(default_filter: &str) -> Option<Arc<dyn LogControl>> {
     installed.then(|| Arc::new(ReloadLogControl { base, handle }) as Arc<dyn LogControl>)
 }
 
+/// Runs the commands that need no config file; gives the others back.
+fn run_standalone(command: Command) -> Result<Option<Command>> {
+    match command {
+        Command::Demo { port, verbose } => {
+            if demo::run(&demo::DemoOptions { port, verbose })? {
+                Ok(None)
+            } else {
+                bail!("the three peers ended with different standings")
+            }
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let config = Config::load(&file)?;
+            eprintln!("{}: valid", file.display());
+            print!("{}", config.to_toml_string());
+            Ok(None)
+        }
+        Command::Init { dir } => {
+            let path = init::write_starter(&dir)?;
+            println!("wrote {}", path.display());
+            println!(
+                "edit node, state_dir and [group] interface, then check it with \
+                 `lootsync config check {}`",
+                path.display()
+            );
+            Ok(None)
+        }
+        Command::Completions { shell } => {
+            cli_docs::completions(shell, &mut std::io::stdout());
+            Ok(None)
+        }
+        Command::Man { dir } => {
+            match dir {
+                Some(dir) => {
+                    for path in cli_docs::write_man_pages(&dir)
+                        .with_context(|| format!("cannot write man pages to {}", dir.display()))?
+                    {
+                        println!("{}", path.display());
+                    }
+                }
+                None => cli_docs::man_page(&mut std::io::stdout())?,
+            }
+            Ok(None)
+        }
+        other => Ok(Some(other)),
+    }
+}
+
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    let Some(command) = run_standalone(cli.command)? else {
+        return Ok(());
+    };
     let config = load_config(cli.config.as_deref())?;
-    match cli.command {
+    match command {
         Command::Run => {
             let log_control = init_logging(&config.log.level);
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -253,7 +370,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let value = request(&config, Request::History { player })?;
             let rows: Vec<HistoryRow> = serde_json::from_value(value)?;
             if json {
-                let flat: Vec<serde_json::Value> = rows.iter().map(history_json).collect();
+                let flat: Vec<serde_json::Value> = rows.iter().map(export::history_json).collect();
                 println!("{}", serde_json::to_string(&flat)?);
             } else {
                 print_history(&rows);
@@ -298,6 +415,25 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("sync {}", if enabled { "on" } else { "off" });
             Ok(())
         }
+        Command::Export { format, history } => {
+            init_logging("warn");
+            let text = if history {
+                let value = request(&config, Request::History { player: None })?;
+                let rows: Vec<HistoryRow> = serde_json::from_value(value)?;
+                export::history(&rows, format)
+            } else {
+                let value = request(&config, Request::Points {})?;
+                let totals: BTreeMap<String, i64> = serde_json::from_value(value)?;
+                export::standings(&totals, format)
+            };
+            print!("{text}");
+            Ok(())
+        }
+        Command::Demo { .. }
+        | Command::Config(_)
+        | Command::Init { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => unreachable!("handled by run_standalone"),
     }
 }
 
@@ -349,8 +485,7 @@ fn print_points(totals: &BTreeMap<String, i64>) {
         println!("no adjustments recorded yet");
         return;
     }
-    let mut rows: Vec<(&String, &i64)> = totals.iter().collect();
-    rows.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let rows = export::ranked(totals);
     let width = rows
         .iter()
         .map(|(name, _)| name.chars().count())
@@ -361,21 +496,6 @@ fn print_points(totals: &BTreeMap<String, i64>) {
     for (name, total) in rows {
         println!("{name:<width$}  {total:>8}");
     }
-}
-
-fn history_json(row: &HistoryRow) -> serde_json::Value {
-    let e = &row.entry;
-    serde_json::json!({
-        "id": e.id,
-        "at": e.at.0,
-        "time": e.at.to_string(),
-        "actor": e.actor,
-        "player": e.target,
-        "delta": e.delta,
-        "new_total_as_authored": e.new_total,
-        "total": row.total,
-        "reason": e.reason,
-    })
 }
 
 fn print_history(rows: &[HistoryRow]) {

@@ -50,6 +50,8 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Diagnostic output (`[log]`).
     pub log: LogConfig,
+    /// Who may use the control socket (`[control]`).
+    pub control: ControlConfig,
 }
 
 /// The multicast group shared by all peers of one ledger (`[group]`).
@@ -115,6 +117,21 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// Access to the control socket (`[control]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Unix group allowed to use the control socket. Unset: the socket is mode 0600, so
+    /// only the daemon's own user (and root) can run `lootsync adjust` and friends. Set:
+    /// the socket is mode 0660 and owned by this group, so officers in the group can too
+    /// (the daemon's user must be a member, and the state directory must let the group in).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// Longest Unix group name accepted for `control.group` (the shadow-utils limit).
+pub const MAX_UNIX_GROUP_LEN: usize = 32;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -124,6 +141,7 @@ impl Default for Config {
             whisper: WhisperConfig::default(),
             sync: SyncConfig::default(),
             log: LogConfig::default(),
+            control: ControlConfig::default(),
         }
     }
 }
@@ -332,6 +350,10 @@ impl Config {
             ));
         }
 
+        if let Some(group) = &self.control.group {
+            validate_unix_group(group).map_err(|m| invalid("control.group", m))?;
+        }
+
         let level = &self.log.level;
         if level.trim().is_empty() {
             return Err(invalid(
@@ -388,6 +410,22 @@ fn validate_group_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_GROUP_NAME_LEN || !ok_chars {
         return Err(format!(
             "{name:?} must be 1 to {MAX_GROUP_NAME_LEN} characters of A-Z, a-z, 0-9, '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a Unix group name the way `groupadd` does: 1 to 32 characters of
+/// `A-Z a-z 0-9 _ . -`, not starting with `-`. Whether the group exists is checked when the
+/// daemon starts, on the machine that runs it.
+fn validate_unix_group(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if name.is_empty() || name.len() > MAX_UNIX_GROUP_LEN || !ok_chars || name.starts_with('-') {
+        return Err(format!(
+            "{name:?} is not a Unix group name (1 to {MAX_UNIX_GROUP_LEN} characters of A-Z, \
+             a-z, 0-9, '_', '.' and '-', not starting with '-'); leave it unset for mode 0600"
         ));
     }
     Ok(())
@@ -574,6 +612,7 @@ mod tests {
             log: LogConfig {
                 level: "info".to_owned(),
             },
+            control: ControlConfig { group: None },
         };
         assert_eq!(c, expected);
         // Apart from the node name, the example documents exactly the defaults.
@@ -665,6 +704,13 @@ mod tests {
         assert_invalid("[sync]\npeer_timeout = \"2days\"", "sync.peer_timeout");
         assert_invalid("[sync]\nmax_clock_drift = \"8d\"", "sync.max_clock_drift");
         assert_invalid("[log]\nlevel = \"\"", "log.level");
+        assert_invalid("[control]\ngroup = \"\"", "control.group");
+        assert_invalid("[control]\ngroup = \"-officers\"", "control.group");
+        assert_invalid("[control]\ngroup = \"raid officers\"", "control.group");
+        assert_invalid(
+            &format!("[control]\ngroup = \"{}\"", "g".repeat(33)),
+            "control.group",
+        );
         assert_invalid("[log]\nlevel = \"info,sync=loud\"", "log.level");
     }
 
@@ -692,6 +738,10 @@ mod tests {
         parse("[sync]\nmax_clock_drift = \"7d\"").unwrap();
         parse("[log]\nlevel = \"info,sync=debug\"").unwrap();
         parse("[whisper]\nbind = \"0.0.0.0:4000\"").unwrap();
+        let c = parse("[control]\ngroup = \"raid-officers\"").unwrap();
+        assert_eq!(c.control.group.as_deref(), Some("raid-officers"));
+        let printed = c.to_toml_string();
+        assert_eq!(Config::from_toml_str(&printed, "<printed>").unwrap(), c);
     }
 
     #[test]

@@ -1,15 +1,15 @@
 //! The control socket: how the CLI talks to a running daemon.
 //!
-//! A Unix domain socket in the state directory (mode 0600), one JSON object per line each
-//! way. Requests are bounded in size and parsed strictly; a bad request gets an error reply
+//! A Unix domain socket in the state directory (mode 0600, or 0660 for the group named by
+//! `control.group`), one JSON object per line each way. Requests are bounded in size and parsed strictly; a bad request gets an error reply
 //! and never disturbs the daemon.
 
 use crate::entry::Entry;
 use crate::ledger::HistoryRow;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use thiserror::Error;
@@ -24,6 +24,81 @@ pub const MAX_REPLY_BYTES: u64 = 512 * 1024 * 1024;
 /// Path of the control socket for a state directory.
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join(SOCKET_NAME)
+}
+
+/// Creates the control socket at `path`: mode 0600, or mode 0660 owned by the Unix group
+/// `group`. It is bound under a temporary name and renamed into place only once its owner
+/// and mode are set, so no client can connect while it is open to more users than intended.
+/// The listener is non-blocking, ready for tokio.
+pub fn bind(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let staging = path.with_extension("sock.new");
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging)?;
+    let placed = (|| {
+        let mode = match group {
+            None => 0o600,
+            Some(name) => {
+                let gid = group_id(name)?;
+                std::os::unix::fs::chown(&staging, None, Some(gid)).map_err(|err| {
+                    io::Error::new(
+                        err.kind(),
+                        format!(
+                            "cannot hand the socket to control.group {name:?} ({err}); the \
+                             daemon's user must be a member of that group"
+                        ),
+                    )
+                })?;
+                0o660
+            }
+        };
+        std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(mode))?;
+        std::fs::rename(&staging, path)
+    })();
+    if let Err(err) = placed {
+        let _ = std::fs::remove_file(&staging);
+        return Err(err);
+    }
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Looks up a Unix group's id by name.
+fn group_id(name: &str) -> io::Result<u32> {
+    let not_found = || {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("control.group {name:?}: no such Unix group on this machine"),
+        )
+    };
+    let c_name = std::ffi::CString::new(name).map_err(|_| not_found())?;
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: all-zero bytes are a valid `libc::group` (null pointers, zero gid).
+        let mut group: libc::group = unsafe { std::mem::zeroed() };
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer refers to live memory of the stated size for the call.
+        let rc = unsafe {
+            libc::getgrnam_r(
+                c_name.as_ptr(),
+                &mut group,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut found,
+            )
+        };
+        if rc == libc::ERANGE && buf.len() < (1 << 20) {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        if found.is_null() {
+            return Err(not_found());
+        }
+        return Ok(group.gr_gid);
+    }
 }
 
 /// A request from the CLI.
@@ -148,6 +223,7 @@ pub struct StatusResult {
 
 /// Parses one request line.
 pub fn parse_request(line: &str) -> Result<Request, String> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
     if line.len() > MAX_REQUEST_BYTES {
         return Err(format!("request longer than {MAX_REQUEST_BYTES} bytes"));
     }
@@ -160,6 +236,15 @@ pub enum ControlError {
     /// No daemon is listening (no socket, or connection refused).
     #[error("no daemon is listening on {path}")]
     NotRunning {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The socket exists but this user may not use it.
+    #[error(
+        "permission denied on {path}: run the command as the daemon's user, or set \
+         `control.group` in the daemon's config to a group you are in"
+    )]
+    PermissionDenied {
         /// The socket path.
         path: PathBuf,
     },
@@ -191,7 +276,7 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
         path: path.to_path_buf(),
         source,
     };
-    let mut stream = match UnixStream::connect(path) {
+    let stream = match UnixStream::connect(path) {
         Ok(stream) => stream,
         Err(err)
             if matches!(
@@ -200,6 +285,11 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
             ) =>
         {
             return Err(ControlError::NotRunning {
+                path: path.to_path_buf(),
+            })
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(ControlError::PermissionDenied {
                 path: path.to_path_buf(),
             })
         }
@@ -213,7 +303,7 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
         message: e.to_string(),
     })?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(io_err)?;
+    send_all(&stream, line.as_bytes()).map_err(io_err)?;
     let mut reply = String::new();
     BufReader::new(stream.take(MAX_REPLY_BYTES))
         .read_line(&mut reply)
@@ -229,6 +319,21 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
             reply.error.unwrap_or_else(|| "request failed".into()),
         ))
     }
+}
+
+/// Writes all of `bytes` with MSG_NOSIGNAL: a daemon that hangs up mid-request is an error
+/// here, never a SIGPIPE (the CLI restores SIGPIPE's default action for its stdout).
+fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    let socket = socket2::SockRef::from(stream);
+    while !bytes.is_empty() {
+        match socket.send_with_flags(bytes, libc::MSG_NOSIGNAL) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(sent) => bytes = &bytes[sent..],
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -251,6 +356,54 @@ mod tests {
         assert!(parse_request(r#"{"cmd":"explode"}"#).is_err());
         assert!(parse_request("not json").is_err());
         assert!(parse_request(&"x".repeat(MAX_REQUEST_BYTES + 1)).is_err());
+        // The limit is on the request, not its newline: a padded request of exactly the
+        // limit is accepted.
+        let padded = format!(
+            "{:<width$}\n",
+            r#"{"cmd":"points"}"#,
+            width = MAX_REQUEST_BYTES
+        );
+        assert_eq!(parse_request(&padded), Ok(Request::Points {}));
+    }
+
+    #[test]
+    fn socket_is_private_by_default_and_group_shared_when_configured() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path());
+        let listener = bind(&path, None).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert!(!path.with_extension("sock.new").exists());
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+
+        // Our own primary group is one we may always hand the socket to.
+        // SAFETY: getegid cannot fail; getgrgid returns a pointer into static storage, read
+        // at once before any other call could overwrite it.
+        let name = unsafe {
+            let gid = libc::getegid();
+            let group = libc::getgrgid(gid);
+            assert!(!group.is_null(), "our group has a name");
+            std::ffi::CStr::from_ptr((*group).gr_name)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let _listener = bind(&path, Some(&name)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o660);
+        // SAFETY: getegid cannot fail.
+        assert_eq!(meta.gid(), unsafe { libc::getegid() });
+    }
+
+    #[test]
+    fn unknown_group_is_refused_and_leaves_no_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path());
+        let err = bind(&path, Some("no-such-group-lootsync")).unwrap_err();
+        assert!(err.to_string().contains("control.group"), "{err}");
+        assert!(!path.exists());
+        assert!(!path.with_extension("sock.new").exists());
     }
 
     #[test]

@@ -23,6 +23,8 @@ use tracing::{debug, error, info, warn, Instrument};
 
 /// Remote entries are group-committed: fsynced at most this long after being appended.
 const GROUP_COMMIT: Duration = Duration::from_millis(50);
+/// A control connection that sends no complete request for this long is closed.
+const CONTROL_IDLE: Duration = Duration::from_secs(60);
 /// Largest datagram we read; anything longer is cut and then rejected by the codec.
 const RECV_BUFFER: usize = 2048;
 
@@ -177,19 +179,12 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     let control_path = control::socket_path(&config.state_dir);
     // We hold the state-directory lock, so a socket file left here is from a dead daemon.
     let _ = std::fs::remove_file(&control_path);
-    let listener = UnixListener::bind(&control_path).map_err(|source| DaemonError::Control {
-        path: control_path.clone(),
-        source,
-    })?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |source| DaemonError::Control {
-                path: control_path.clone(),
-                source,
-            },
-        )?;
-    }
+    let listener = control::bind(&control_path, config.control.group.as_deref())
+        .and_then(UnixListener::from_std)
+        .map_err(|source| DaemonError::Control {
+            path: control_path.clone(),
+            source,
+        })?;
     let rng = match options.seed {
         Some(seed) => SeededRng::new(seed),
         None => SeededRng::from_os(),
@@ -224,6 +219,8 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     let (stop_tx, stop_rx) = oneshot::channel();
     let whisper_addr = sockets.whisper_addr;
     let drop_rng = SeededRng::new(options.seed.unwrap_or(0) ^ 0x5eed);
+    // `net::open` joins the group only when sync starts on.
+    let group_member = config.sync.enabled;
     let driver = Driver {
         config,
         options,
@@ -237,6 +234,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         drop_rng,
         hook_drops: 0,
         control_path: control_path.clone(),
+        group_member,
     };
     let task = tokio::spawn(driver.run(control_rx, stop_rx).instrument(span));
     Ok(RunningDaemon {
@@ -250,10 +248,23 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
 /// Runs a daemon until SIGINT or SIGTERM, then shuts it down gracefully.
 pub async fn run_until_signal(config: Config, options: DaemonOptions) -> Result<(), DaemonError> {
     let daemon = start(config, options).await?;
+    // `start` returns once the log is replayed and every socket is bound: that is ready.
+    notify_systemd("READY=1\nSTATUS=log replayed, sockets up");
     wait_for_signal().await;
     info!("shutting down");
+    notify_systemd("STOPPING=1");
     daemon.stop().await;
     Ok(())
+}
+
+/// Tells systemd about a state change; a failure only costs the notification, so it is
+/// logged rather than stopping the daemon.
+fn notify_systemd(state: &str) {
+    match crate::notify::notify(state) {
+        Ok(true) => debug!("notified systemd: {}", state.replace('\n', " ")),
+        Ok(false) => {}
+        Err(err) => warn!("{err}"),
+    }
 }
 
 async fn wait_for_signal() {
@@ -293,23 +304,40 @@ async fn serve_control(stream: tokio::net::UnixStream, tx: mpsc::Sender<ControlM
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     loop {
-        let mut line = String::new();
-        // Bounded read: a client cannot make us buffer an endless line.
+        let mut bytes = Vec::new();
+        // Bounded read: a client cannot make us buffer an endless line, nor hold a
+        // connection open forever without sending one.
         let limit = control::MAX_REQUEST_BYTES as u64 + 1;
-        match (&mut reader).take(limit).read_line(&mut line).await {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(err) => {
+        let mut bounded = (&mut reader).take(limit);
+        let read = bounded.read_until(b'\n', &mut bytes);
+        match tokio::time::timeout(CONTROL_IDLE, read).await {
+            Ok(Ok(0)) => return,
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => {
                 debug!("control connection read failed: {err}");
                 return;
             }
+            Err(_) => {
+                debug!("control connection idle for {CONTROL_IDLE:?}; closed");
+                return;
+            }
         }
-        let too_long = line.len() > control::MAX_REQUEST_BYTES;
-        let reply = match control::parse_request(&line) {
-            _ if too_long => Reply::error(format!(
+        // The read stops one byte past the limit, so a longer line shows as limit + 1 bytes
+        // without its newline.
+        let content = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+        let too_long = content.len() > control::MAX_REQUEST_BYTES;
+        let parsed = if too_long {
+            Err(format!(
                 "request longer than {} bytes",
                 control::MAX_REQUEST_BYTES
-            )),
+            ))
+        } else {
+            match String::from_utf8(bytes) {
+                Ok(line) => control::parse_request(&line),
+                Err(_) => Err("bad request: not UTF-8".to_string()),
+            }
+        };
+        let reply = match parsed {
             Err(message) => {
                 debug!("control request rejected: {message}");
                 Reply::error(message)
@@ -328,6 +356,8 @@ async fn serve_control(stream: tokio::net::UnixStream, tx: mpsc::Sender<ControlM
         let mut out = serde_json::to_string(&reply)
             .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode reply"}"#.into());
         out.push('\n');
+        // After an over-long line the rest of it is still unread: close rather than parse
+        // its tail as a new request.
         if write.write_all(out.as_bytes()).await.is_err() || too_long {
             return;
         }
@@ -348,6 +378,8 @@ struct Driver {
     drop_rng: SeededRng,
     hook_drops: u64,
     control_path: PathBuf,
+    /// Whether the group socket is a member of the multicast group (not while sync is off).
+    group_member: bool,
 }
 
 enum Event {
@@ -517,7 +549,15 @@ impl Driver {
         };
         match request {
             Request::Sync { enabled } => {
+                // Join before the peer's rejoin HELLO and SYNC_REQUEST go out, so the
+                // answers are heard; leave only after the peer has stopped sending.
+                if enabled {
+                    self.set_group_membership(true);
+                }
                 self.peer.set_sync_enabled(now, enabled);
+                if !enabled {
+                    self.set_group_membership(false);
+                }
                 Reply::ok(&serde_json::json!({ "sync_enabled": enabled }))
             }
             Request::Status {} => Reply::ok(&self.status(now)),
@@ -535,6 +575,33 @@ impl Driver {
                 None => Reply::error("this daemon's logging cannot be switched at run time"),
             },
             other => Reply::error(format!("unsupported request {other:?}")),
+        }
+    }
+
+    /// Leaves the multicast group while sync is off, so not even group datagrams reach
+    /// this host's socket for us (the peer sends none either); joins again when it is on.
+    fn set_group_membership(&mut self, member: bool) {
+        if member == self.group_member {
+            return;
+        }
+        let (group, interface) = (self.config.group.address, self.config.group.interface);
+        let result = if member {
+            self.sockets.group.join_multicast_v4(group, interface)
+        } else {
+            self.sockets.group.leave_multicast_v4(group, interface)
+        };
+        match result {
+            Ok(()) => {
+                self.group_member = member;
+                info!(
+                    "{} multicast group {group} on {interface}",
+                    if member { "joined" } else { "left" }
+                );
+            }
+            Err(err) => warn!(
+                "cannot {} multicast group {group} on {interface}: {err}",
+                if member { "join" } else { "leave" }
+            ),
         }
     }
 

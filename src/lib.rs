@@ -8,18 +8,28 @@
 //! - [`sync`]: the sans-IO protocol state machine (`(now, input) -> actions`).
 //! - [`rng`]: the seeded RNG the sync core draws from.
 //! - [`net`]: the multicast group and whisper sockets (socket2 + tokio).
+//! - [`notify`]: systemd readiness notification (`READY=1`, `STOPPING=1`).
 //! - [`control`]: the control-socket protocol (JSON lines) and its client.
 //! - [`ops`]: ledger operations shared by the daemon and the offline CLI.
 //! - [`config`]: the TOML configuration.
 //! - [`daemon`]: the tokio driver wiring it all together.
+//! - [`export`]: standings and audit trail as CSV or JSON.
+//! - [`init`]: the commented starter config `lootsync init` writes.
+//! - [`demo`]: three in-process peers playing the seed's scenarios.
+//! - [`cli_docs`]: shell completions and man pages generated from the CLI definition.
 //! - [`cli`]: the `lootsync` command line.
 pub mod cli;
+pub mod cli_docs;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod demo;
 pub mod entry;
+pub mod export;
+pub mod init;
 pub mod ledger;
 pub mod net;
+pub mod notify;
 pub mod ops;
 pub mod rng;
 pub mod store;

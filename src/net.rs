@@ -71,8 +71,12 @@ pub fn open(config: &Config) -> Result<Sockets, NetError> {
     // Bound to the group address (not 0.0.0.0), so unicast to this port is never heard here.
     g.bind(&SocketAddr::V4(group).into())
         .map_err(fail("bind group socket"))?;
-    g.join_multicast_v4(&config.group.address, &interface)
-        .map_err(fail("join multicast group"))?;
+    // With sync off from the start the group is not joined at all (the daemon joins when
+    // `lootsync sync on` switches it on), so not one group datagram is received meanwhile.
+    if config.sync.enabled {
+        g.join_multicast_v4(&config.group.address, &interface)
+            .map_err(fail("join multicast group"))?;
+    }
     g.set_nonblocking(true).map_err(fail("set non-blocking"))?;
 
     let w = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
