@@ -4,8 +4,10 @@
 //! - [`entry`]: the immutable log entry, its (at, id) key and the hybrid logical clock.
 //! - [`ledger`]: replay into totals and history; set fingerprints for sync.
 //! - [`store`]: the append-only, checksummed log file and the state-directory lock.
+//! - [`verify`]: full log check (`lootsync verify`) and repair (`lootsync repair`).
 //! - [`wire`]: the datagram codec (version byte + postcard).
 //! - [`sync`]: the sans-IO protocol state machine (`(now, input) -> actions`).
+//! - [`progress`]: terminal progress bars for long log scans.
 //! - [`rng`]: the seeded RNG the sync core draws from.
 //! - [`net`]: the multicast group and whisper sockets (socket2 + tokio).
 //! - [`control`]: the control-socket protocol (JSON lines) and its client.
@@ -21,7 +23,9 @@ pub mod entry;
 pub mod ledger;
 pub mod net;
 pub mod ops;
+pub mod progress;
 pub mod rng;
 pub mod store;
 pub mod sync;
+pub mod verify;
 pub mod wire;

@@ -61,7 +61,21 @@ pub fn open_log(
     lock_wait: Duration,
 ) -> Result<(LogStore, Vec<crate::entry::Entry>, OpenReport), StoreError> {
     let lock = acquire_lock(config, lock_wait)?;
-    let (store, entries, report) = LogStore::open(lock, &config.group.name)?;
+    let path = LogStore::log_path(&config.state_dir, &config.group.name);
+    let large =
+        std::fs::metadata(&path).is_ok_and(|m| m.len() >= crate::progress::STARTUP_BAR_MIN_BYTES);
+    let bar = if large {
+        crate::progress::bytes_bar("replaying log")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let opened = LogStore::open_with_progress(
+        lock,
+        &config.group.name,
+        &mut crate::progress::reporter(&bar),
+    );
+    bar.finish_and_clear();
+    let (store, entries, report) = opened?;
     if report.truncated_bytes > 0 {
         warn!(
             "{}: cut a torn final record ({} bytes) left by an interrupted write; {} whole entries kept",
@@ -110,6 +124,34 @@ fn user_words(err: &EntryError) -> String {
     }
 }
 
+/// Explains a failed durable append to whoever asked for the adjust: the OS error, the
+/// likely cause when it is a full disk, and what state the log is in.
+fn write_failure_message(err: &StoreError, store: &LogStore) -> String {
+    let mut message = format!("adjustment not recorded: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    if let StoreError::Io { source, .. } = err {
+        if matches!(
+            source.raw_os_error(),
+            Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
+        ) {
+            message.push_str(" (the disk is full or a file size limit was reached)");
+        }
+    }
+    if store.rollback_pending() {
+        message.push_str(
+            "; part of the record could not be removed yet and is cut before the next write \
+             or when the log is next opened; every earlier entry is intact",
+        );
+    } else {
+        message.push_str("; the log is unchanged");
+    }
+    message
+}
+
 /// Runs a ledger request (adjust, points, history). Returns `None` for requests that need
 /// a running daemon (status, sync).
 pub fn apply(
@@ -148,11 +190,8 @@ pub fn apply(
                 }
             };
             // Durable before success is reported: append, then fdatasync, then apply.
-            let durable = store
-                .append(std::slice::from_ref(&entry))
-                .and_then(|()| store.sync());
-            if let Err(err) = durable {
-                return Some(Reply::error(format!("adjustment not recorded: {err}")));
+            if let Err(err) = store.append_durable(std::slice::from_ref(&entry)) {
+                return Some(Reply::error(write_failure_message(&err, store)));
             }
             peer.commit_local(now, entry.clone());
             let total = peer.ledger().total(&entry.target);

@@ -25,19 +25,21 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// Magic bytes at the start of every log file.
-const MAGIC: [u8; 8] = *b"LOOTLOG\0";
+pub(crate) const MAGIC: [u8; 8] = *b"LOOTLOG\0";
 /// The only format version this build reads and writes.
-const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 1;
 /// Size of the file header in bytes.
-const HEADER_LEN: u64 = 16;
+pub(crate) const HEADER_LEN: u64 = 16;
 /// Size of a record's length + checksum prefix in bytes.
-const RECORD_HEADER_LEN: usize = 8;
+pub(crate) const RECORD_HEADER_LEN: usize = 8;
 /// Largest payload a record may carry. A valid entry encodes to well under 600 bytes; the
 /// bound keeps a damaged length field from making the reader allocate or skip megabytes.
 const MAX_RECORD_BYTES: usize = 2048;
 /// Read buffer for scanning: large enough that a 150 MB log is read in a few hundred
 /// syscalls rather than one or two per record.
-const SCAN_BUFFER_BYTES: usize = 1 << 20;
+pub(crate) const SCAN_BUFFER_BYTES: usize = 1 << 20;
+/// How often (in bytes scanned) a long scan reports progress.
+pub(crate) const PROGRESS_STEP_BYTES: u64 = 1 << 20;
 /// Name of the lock file inside the state directory.
 const LOCK_FILE_NAME: &str = "lootsync.lock";
 /// Extension of per-group log files.
@@ -95,7 +97,10 @@ pub enum StoreError {
 }
 
 /// Builds a [`StoreError::Io`] mapper for `?`.
-fn io_err<'a>(path: &'a Path, action: &'static str) -> impl Fn(io::Error) -> StoreError + 'a {
+pub(crate) fn io_err<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl Fn(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         path: path.to_path_buf(),
         action,
@@ -186,7 +191,7 @@ pub struct LogStore {
 
 /// Why a record could not be read, when that might still be an unfinished append.
 #[derive(Clone, Copy, Debug)]
-enum Torn {
+pub(crate) enum Torn {
     ShortHeader,
     BadLength(u32),
     ShortPayload(u32),
@@ -194,7 +199,7 @@ enum Torn {
 }
 
 impl Torn {
-    fn describe(self) -> String {
+    pub(crate) fn describe(self) -> String {
         match self {
             Torn::ShortHeader => "record header cut short".to_string(),
             Torn::BadLength(len) => {
@@ -207,7 +212,7 @@ impl Torn {
 }
 
 /// Frames `entry` as a record and appends it to `out`.
-fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), String> {
+pub(crate) fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), String> {
     entry
         .validate()
         .map_err(|e| format!("invalid entry {}: {e}", entry.id))?;
@@ -228,7 +233,7 @@ fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), String> {
 }
 
 /// Decodes a checksummed payload into a valid entry, or says why it is not one.
-fn decode_payload(payload: &[u8]) -> Result<Entry, String> {
+pub(crate) fn decode_payload(payload: &[u8]) -> Result<Entry, String> {
     let (entry, rest) = postcard::take_from_bytes::<Entry>(payload)
         .map_err(|e| format!("record does not decode as an entry ({e})"))?;
     if !rest.is_empty() {
@@ -244,7 +249,7 @@ fn decode_payload(payload: &[u8]) -> Result<Entry, String> {
 }
 
 /// Splits a record's 8-byte prefix into (length, checksum).
-fn split_record_header(header: [u8; RECORD_HEADER_LEN]) -> (u32, u32) {
+pub(crate) fn split_record_header(header: [u8; RECORD_HEADER_LEN]) -> (u32, u32) {
     let [l0, l1, l2, l3, c0, c1, c2, c3] = header;
     (
         u32::from_le_bytes([l0, l1, l2, l3]),
@@ -252,11 +257,11 @@ fn split_record_header(header: [u8; RECORD_HEADER_LEN]) -> (u32, u32) {
     )
 }
 
-fn record_crc(len: u32, payload: &[u8]) -> u32 {
+pub(crate) fn record_crc(len: u32, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload)
 }
 
-fn length_is_valid(len: u32) -> bool {
+pub(crate) fn length_is_valid(len: u32) -> bool {
     len != 0 && len as usize <= MAX_RECORD_BYTES
 }
 
@@ -279,7 +284,7 @@ fn is_intact_record(buf: &[u8]) -> bool {
 /// Reads until `buf` is full or the reader is exhausted; returns how many bytes were read.
 /// Unlike `read_exact`, a short read at end of file is reported, not an error, because
 /// a short record is exactly what a torn tail looks like.
-fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
@@ -295,7 +300,10 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 /// Looks for an intact record starting at any byte offset from `from` on. Reads in large
 /// chunks with an overlap of one maximal record, so a record straddling two chunks is still
 /// seen and memory stays bounded however long the damaged region is.
-fn find_intact_record(file: &mut File, from: u64) -> io::Result<Option<u64>> {
+pub(crate) fn find_intact_record(
+    file: &mut (impl Read + Seek),
+    from: u64,
+) -> io::Result<Option<u64>> {
     const OVERLAP: usize = RECORD_HEADER_LEN + MAX_RECORD_BYTES;
     file.seek(SeekFrom::Start(from))?;
     let mut window = vec![0u8; SCAN_BUFFER_BYTES + OVERLAP];
@@ -323,7 +331,7 @@ fn find_intact_record(file: &mut File, from: u64) -> io::Result<Option<u64>> {
 }
 
 /// What was found when checking the first bytes of a log.
-enum HeaderState {
+pub(crate) enum HeaderState {
     /// A complete, supported header.
     Valid,
     /// Empty, or a prefix of a valid header: the file was created but its header never
@@ -331,7 +339,11 @@ enum HeaderState {
     Unwritten,
 }
 
-fn check_header(path: &Path, file: &mut File, file_len: u64) -> Result<HeaderState, StoreError> {
+pub(crate) fn check_header(
+    path: &Path,
+    file: &mut File,
+    file_len: u64,
+) -> Result<HeaderState, StoreError> {
     let mut expected = [0u8; HEADER_LEN as usize];
     expected[..8].copy_from_slice(&MAGIC);
     expected[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -372,7 +384,7 @@ fn check_header(path: &Path, file: &mut File, file_len: u64) -> Result<HeaderSta
 
 /// Starts an empty log: header written and synced, and the directory entry synced so the
 /// file itself survives a crash.
-fn write_fresh_header(path: &Path, file: &mut File) -> Result<(), StoreError> {
+pub(crate) fn write_fresh_header(path: &Path, file: &mut File) -> Result<(), StoreError> {
     let mut header = [0u8; HEADER_LEN as usize];
     header[..8].copy_from_slice(&MAGIC);
     header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -382,6 +394,11 @@ fn write_fresh_header(path: &Path, file: &mut File) -> Result<(), StoreError> {
         .map_err(io_err(path, action))?;
     file.write_all(&header).map_err(io_err(path, action))?;
     file.sync_all().map_err(io_err(path, "syncing"))?;
+    sync_parent_dir(path)
+}
+
+/// Syncs the directory holding `path`, so a file created or renamed there survives a crash.
+pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent() {
         File::open(dir)
             .and_then(|d| d.sync_all())
@@ -391,7 +408,7 @@ fn write_fresh_header(path: &Path, file: &mut File) -> Result<(), StoreError> {
 }
 
 /// Rejects group names that would put the log outside the state directory or hide it.
-fn check_group_name(state_dir: &Path, group: &str) -> Result<(), StoreError> {
+pub(crate) fn check_group_name(state_dir: &Path, group: &str) -> Result<(), StoreError> {
     let plain = !group.is_empty()
         && !group.starts_with('.')
         && !group.contains(['/', '\\', '\0'])
@@ -423,7 +440,12 @@ struct Scan {
 /// Reads records from just after the header until end of file or the first record that
 /// cannot be read. Entries whose content is bad despite a good checksum are reported as
 /// corruption immediately: a torn write cannot produce a matching checksum.
-fn scan_records(path: &Path, file: &File) -> Result<Scan, StoreError> {
+fn scan_records(
+    path: &Path,
+    file: &File,
+    file_len: u64,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<Scan, StoreError> {
     let read_err = io_err(path, "reading log");
     let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, file);
     reader
@@ -434,7 +456,12 @@ fn scan_records(path: &Path, file: &File) -> Result<Scan, StoreError> {
     let mut duplicates_skipped = 0;
     let mut offset = HEADER_LEN;
     let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
+    let mut next_report = 0;
     let torn = loop {
+        if offset >= next_report {
+            progress(offset, file_len);
+            next_report = offset + PROGRESS_STEP_BYTES;
+        }
         let mut header = [0u8; RECORD_HEADER_LEN];
         let got = match read_up_to(&mut reader, &mut header) {
             Ok(got) => got,
@@ -496,6 +523,16 @@ impl LogStore {
         lock: StateLock,
         group: &str,
     ) -> Result<(LogStore, Vec<Entry>, OpenReport), StoreError> {
+        Self::open_with_progress(lock, group, &mut |_, _| {})
+    }
+
+    /// [`LogStore::open`], calling `progress(bytes_scanned, file_bytes)` every megabyte or
+    /// so while replaying, so a caller can show a progress bar for a large log.
+    pub fn open_with_progress(
+        lock: StateLock,
+        group: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(LogStore, Vec<Entry>, OpenReport), StoreError> {
         check_group_name(lock.state_dir(), group)?;
         let path = Self::log_path(lock.state_dir(), group);
         let mut file = OpenOptions::new()
@@ -519,7 +556,7 @@ impl LogStore {
                 };
                 (Vec::new(), report)
             }
-            HeaderState::Valid => Self::load(&path, &mut file, file_len)?,
+            HeaderState::Valid => Self::load(&path, &mut file, file_len, progress)?,
         };
 
         let store = LogStore {
@@ -539,8 +576,10 @@ impl LogStore {
         path: &Path,
         file: &mut File,
         file_len: u64,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(Vec<Entry>, OpenReport), StoreError> {
-        let scan = scan_records(path, file)?;
+        let scan = scan_records(path, file, file_len, progress)?;
+        progress(scan.valid_end, file_len);
         let mut truncated_bytes = 0;
         if let Some(torn) = scan.torn {
             let bad_at = scan.valid_end;
@@ -629,6 +668,28 @@ impl LogStore {
         self.len += buf.len() as u64;
         self.unsynced = true;
         Ok(())
+    }
+
+    /// Appends `entries` and makes them durable before returning, as a local adjust needs.
+    /// On any failure the bytes just appended are cut back off, so the entries are not in
+    /// the log and cannot reappear after a restart; the error says what failed.
+    pub fn append_durable(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        let before = self.len;
+        self.append(entries)?;
+        if let Err(err) = self.sync() {
+            self.len = before;
+            if self.file.set_len(before).is_err() {
+                self.rollback_pending = true;
+            }
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    /// Whether a failed write left bytes past the valid end that could not be cut off yet.
+    /// They are cut before the next append, or by the next open (as a torn tail).
+    pub fn rollback_pending(&self) -> bool {
+        self.rollback_pending
     }
 
     /// Makes everything appended so far durable (fdatasync), if anything was appended since
