@@ -1,7 +1,7 @@
 //! The daemon: wires the sans-IO [`Peer`] to real sockets, the log file, the control socket
 //! and time. This module only moves bytes and time; every protocol decision is the peer's.
 
-use crate::config::Config;
+use crate::config::{Config, FsyncPolicy};
 use crate::control::{self, PeerStatus, Reply, Request, StatusResult};
 use crate::net::{self, NetError, Sockets};
 use crate::ops;
@@ -21,8 +21,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
-/// Remote entries are group-committed: fsynced at most this long after being appended.
-const GROUP_COMMIT: Duration = Duration::from_millis(50);
 /// Largest datagram we read; anything longer is cut and then rejected by the codec.
 const RECV_BUFFER: usize = 2048;
 
@@ -448,8 +446,14 @@ impl Driver {
                             entries.len()
                         );
                     }
-                    self.flush_at
-                        .get_or_insert_with(|| Instant::now() + GROUP_COMMIT);
+                    match self.config.storage.fsync {
+                        FsyncPolicy::Always => self.flush(),
+                        FsyncPolicy::Batch => {
+                            let interval = self.config.storage.batch_interval;
+                            self.flush_at
+                                .get_or_insert_with(|| Instant::now() + interval);
+                        }
+                    }
                     continue;
                 }
             };
