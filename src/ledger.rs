@@ -90,8 +90,13 @@ impl Ledger {
         // Wrapping addition is associative and commutative, so totals are identical on every
         // peer whatever order entries arrive in (deltas are bounded, so it never wraps in
         // practice).
-        let total = self.totals.entry(entry.target.clone()).or_insert(0);
-        *total = total.wrapping_add(entry.delta);
+        // Looked up before inserting so the name is only cloned for a new player.
+        match self.totals.get_mut(&entry.target) {
+            Some(total) => *total = total.wrapping_add(entry.delta),
+            None => {
+                self.totals.insert(entry.target.clone(), entry.delta);
+            }
+        }
         self.fingerprint.add(digest);
         self.ids.insert(entry.id, key);
         self.entries.insert(key, Stored { entry, digest });

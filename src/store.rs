@@ -451,8 +451,11 @@ fn scan_records(
     reader
         .seek(SeekFrom::Start(HEADER_LEN))
         .map_err(io_err(path, "reading log"))?;
-    let mut entries = Vec::new();
-    let mut seen: HashSet<EntryId> = HashSet::new();
+    // Sized from the file (records are rarely under 56 bytes) so a large replay does not
+    // spend its time regrowing and rehashing; capped so a huge file cannot reserve gigabytes.
+    let expected = (file_len / 56).min(1 << 22) as usize;
+    let mut entries = Vec::with_capacity(expected);
+    let mut seen: HashSet<EntryId> = HashSet::with_capacity(expected);
     let mut duplicates_skipped = 0;
     let mut offset = HEADER_LEN;
     let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
