@@ -5,13 +5,13 @@
 //! 300 durable adjusts, 100,000 merged entries); `LOOTSYNC_BENCH_FULL=1 cargo bench --bench
 //! store` runs the published sizes (1,000,000 entries, 2,000 adjusts).
 //!
-//! - Cold start: open + check + replay into the daemon's in-memory ledger, against one pass
+//! - Cold start: open + check + replay into the daemon's index-only ledger, against one pass
 //!   that reads the same file and computes its CRC32C. Goal ≤ 2×.
 //! - Durable adjusts per second through the adjust path (`ops::apply`: stamp, append,
 //!   fdatasync, apply), against a raw write + fdatasync loop of records the same size.
 //!   Goal ≥ 0.9×.
-//! - Merging synced entries with `storage.fsync = "batch"` (append per datagram, ledger
-//!   insert, group commit every 50 ms), against one raw sequential write of the same bytes
+//! - Merging synced entries with `storage.fsync = "batch"` (per datagram: ledger insert,
+//!   append, index points at the file; group commit every 50 ms), against one raw sequential write of the same bytes
 //!   plus one fdatasync. Goal ≥ 0.5×.
 //! - Resident memory per entry of a daemon's state at N entries above the same process with
 //!   an empty log, measured from /proc/self/status in a fresh child process. Goal ≤ 100 B.
@@ -19,7 +19,6 @@
 use loot_sync::config::Config;
 use loot_sync::control::Request;
 use loot_sync::entry::{new_entry_id, Entry, Hlc};
-use loot_sync::ledger::Ledger;
 use loot_sync::ops;
 use loot_sync::rng::SeededRng;
 use loot_sync::store::{LogStore, StateLock};
@@ -81,11 +80,16 @@ fn now() -> Now {
     }
 }
 
-/// What the daemon does at start-up: lock, open (scan, check every record), replay.
+/// What the daemon does at start-up: lock, open (scan, check every record), build the
+/// index-only ledger, start the peer.
 fn cold_start(state: &Path) -> (LogStore, Peer) {
-    let lock = StateLock::acquire(state).expect("lock");
-    let (store, entries, _) = LogStore::open(lock, GROUP).expect("open");
-    let peer = Peer::new(peer_config(), entries, SeededRng::new(1), now());
+    let config = Config {
+        node: "bench".into(),
+        state_dir: state.to_path_buf(),
+        ..Config::default()
+    };
+    let (store, ledger, _) = ops::open_log_indexed(&config, Duration::ZERO).expect("open");
+    let peer = Peer::with_ledger(peer_config(), ledger, SeededRng::new(1), now());
     (store, peer)
 }
 
@@ -259,9 +263,8 @@ fn merge_figure(count: usize, root: &Path) {
     let state = root.join("merge");
     let entries = make_entries(count, 2);
     let lock = StateLock::acquire(&state).unwrap();
-    let (mut store, _, _) = LogStore::open(lock, GROUP).unwrap();
+    let (mut store, mut ledger, _) = LogStore::open_indexed(lock, GROUP, &mut |_, _| {}).unwrap();
     let start_len = store.len_bytes();
-    let mut ledger = Ledger::new();
     let started = Instant::now();
     let mut unsynced_since: Option<Instant> = None;
     let mut syncs = 0;
@@ -271,7 +274,10 @@ fn merge_figure(count: usize, root: &Path) {
         for entry in chunk {
             ledger.insert(entry.clone());
         }
-        store.append(chunk).unwrap();
+        let offsets = store.append_located(chunk).unwrap();
+        for (entry, offset) in chunk.iter().zip(offsets) {
+            ledger.mark_stored(&entry.id, offset);
+        }
         let since = *unsynced_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= BATCH_INTERVAL {
             store.sync().unwrap();

@@ -167,9 +167,9 @@ impl RunningDaemon {
 /// set-up are returned here; once running, the daemon only stops when told to.
 pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaemon, DaemonError> {
     let span = tracing::info_span!("node", name = %config.node);
-    let (store, entries, report) = {
+    let (store, ledger, report) = {
         let _enter = span.enter();
-        ops::open_log(&config, ops::DAEMON_LOCK_WAIT)?
+        ops::open_log_indexed(&config, ops::DAEMON_LOCK_WAIT)?
     };
     let sockets = net::open(&config)?;
     let control_path = control::socket_path(&config.state_dir);
@@ -197,9 +197,9 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         mono_ms: 0,
         unix_ms: options.clock.unix_ms(),
     };
-    let peer = Peer::new(
+    let peer = Peer::with_ledger(
         ops::peer_config(&config, sockets.whisper_addr.port()),
-        entries,
+        ledger,
         rng,
         now,
     );
@@ -440,11 +440,16 @@ impl Driver {
                 Action::SendGroup(bytes) => (bytes, self.sockets.group_addr),
                 Action::SendTo(addr, bytes) => (bytes, addr),
                 Action::Persist(entries) => {
-                    if let Err(err) = self.store.append(&entries) {
-                        error!(
+                    match self.store.append_located(&entries) {
+                        Ok(offsets) => {
+                            for (entry, offset) in entries.iter().zip(offsets) {
+                                self.peer.mark_stored(&entry.id, offset);
+                            }
+                        }
+                        Err(err) => error!(
                             "cannot store {} entries learned from peers (they will be fetched again after a restart): {err:#}",
                             entries.len()
-                        );
+                        ),
                     }
                     match self.config.storage.fsync {
                         FsyncPolicy::Always => self.flush(),

@@ -7,6 +7,7 @@
 use crate::config::Config;
 use crate::control::{AdjustResult, Reply, Request};
 use crate::entry::{AdjustRequest, EntryError};
+use crate::ledger::Ledger;
 use crate::rng::SeededRng;
 use crate::store::{LogStore, OpenReport, StateLock, StoreError};
 use crate::sync::{Now, Peer, PeerConfig, Tuning};
@@ -60,6 +61,39 @@ pub fn open_log(
     config: &Config,
     lock_wait: Duration,
 ) -> Result<(LogStore, Vec<crate::entry::Entry>, OpenReport), StoreError> {
+    open_log_with(config, lock_wait, LogStore::open_with_progress)
+}
+
+/// Like [`open_log`], but keeps only the ledger's compact index in memory (entry bodies are
+/// read back from the log when needed): what the daemon uses.
+pub fn open_log_indexed(
+    config: &Config,
+    lock_wait: Duration,
+) -> Result<(LogStore, Ledger, OpenReport), StoreError> {
+    let opened = open_log_with(config, lock_wait, LogStore::open_indexed)?;
+    release_freed_memory();
+    Ok(opened)
+}
+
+/// Hands memory freed after a large replay (the scan's buffers, the index's growth) back
+/// to the operating system. glibc keeps freed blocks below its mmap threshold in the heap,
+/// so without this a daemon's resident size stays at its start-up peak.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+type Opener<T> =
+    fn(StateLock, &str, &mut dyn FnMut(u64, u64)) -> Result<(LogStore, T, OpenReport), StoreError>;
+
+fn open_log_with<T>(
+    config: &Config,
+    lock_wait: Duration,
+    opener: Opener<T>,
+) -> Result<(LogStore, T, OpenReport), StoreError> {
     let lock = acquire_lock(config, lock_wait)?;
     let path = LogStore::log_path(&config.state_dir, &config.group.name);
     let large =
@@ -69,7 +103,7 @@ pub fn open_log(
     } else {
         indicatif::ProgressBar::hidden()
     };
-    let opened = LogStore::open_with_progress(
+    let opened = opener(
         lock,
         &config.group.name,
         &mut crate::progress::reporter(&bar),
@@ -190,10 +224,14 @@ pub fn apply(
                 }
             };
             // Durable before success is reported: append, then fdatasync, then apply.
-            if let Err(err) = store.append_durable(std::slice::from_ref(&entry)) {
-                return Some(Reply::error(write_failure_message(&err, store)));
-            }
+            let offsets = match store.append_durable(std::slice::from_ref(&entry)) {
+                Ok(offsets) => offsets,
+                Err(err) => return Some(Reply::error(write_failure_message(&err, store))),
+            };
             peer.commit_local(now, entry.clone());
+            for offset in offsets {
+                peer.mark_stored(&entry.id, offset);
+            }
             let total = peer.ledger().total(&entry.target);
             Reply::ok(&AdjustResult { entry, total })
         }

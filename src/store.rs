@@ -18,10 +18,12 @@
 //! log and opening fails with [`StoreError::Corrupt`] rather than throwing away history.
 
 use crate::entry::{Entry, EntryId};
+use crate::ledger::{EntryReader, Ledger, LedgerBuilder};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Magic bytes at the start of every log file.
@@ -429,13 +431,18 @@ pub(crate) fn check_group_name(state_dir: &Path, group: &str) -> Result<(), Stor
 
 /// Result of the sequential scan over the records.
 struct Scan {
-    entries: Vec<Entry>,
+    /// Records the visitor took as new entries.
+    entries: usize,
     duplicates_skipped: usize,
     /// End of the last whole, valid record.
     valid_end: u64,
     /// The first unreadable record, if the scan stopped before end of file.
     torn: Option<Torn>,
 }
+
+/// Receives each whole, valid record's entry and offset during a scan; returns false when
+/// the entry repeats an earlier id (it is then counted as a duplicate).
+type Visitor<'a> = &'a mut dyn FnMut(Entry, u64) -> bool;
 
 /// Reads records from just after the header until end of file or the first record that
 /// cannot be read. Entries whose content is bad despite a good checksum are reported as
@@ -445,17 +452,14 @@ fn scan_records(
     file: &File,
     file_len: u64,
     progress: &mut dyn FnMut(u64, u64),
+    visit: Visitor<'_>,
 ) -> Result<Scan, StoreError> {
     let read_err = io_err(path, "reading log");
     let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, file);
     reader
         .seek(SeekFrom::Start(HEADER_LEN))
         .map_err(io_err(path, "reading log"))?;
-    // Sized from the file (records are rarely under 56 bytes) so a large replay does not
-    // spend its time regrowing and rehashing; capped so a huge file cannot reserve gigabytes.
-    let expected = (file_len / 56).min(1 << 22) as usize;
-    let mut entries = Vec::with_capacity(expected);
-    let mut seen: HashSet<EntryId> = HashSet::with_capacity(expected);
+    let mut entries = 0;
     let mut duplicates_skipped = 0;
     let mut offset = HEADER_LEN;
     let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
@@ -496,8 +500,8 @@ fn scan_records(
             offset,
             reason: format!("{reason}, though its checksum matches"),
         })?;
-        if seen.insert(entry.id) {
-            entries.push(entry);
+        if visit(entry, offset) {
+            entries += 1;
         } else {
             duplicates_skipped += 1;
         }
@@ -536,6 +540,41 @@ impl LogStore {
         group: &str,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(LogStore, Vec<Entry>, OpenReport), StoreError> {
+        let mut entries = Vec::new();
+        let mut seen: HashSet<EntryId> = HashSet::new();
+        let (store, report) = Self::open_visiting(lock, group, progress, &mut |entry, _| {
+            let new = seen.insert(entry.id);
+            if new {
+                entries.push(entry);
+            }
+            new
+        })?;
+        Ok((store, entries, report))
+    }
+
+    /// Opens like [`LogStore::open_with_progress`] but keeps only a compact index of the log
+    /// in memory: the returned ledger holds each entry's key, digest and offset, and reads
+    /// bodies back from the file through a [`LogReader`] when history or sync need them.
+    pub fn open_indexed(
+        lock: StateLock,
+        group: &str,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(LogStore, Ledger, OpenReport), StoreError> {
+        let mut builder = LedgerBuilder::new();
+        let (store, report) = Self::open_visiting(lock, group, progress, &mut |entry, offset| {
+            builder.push(&entry, offset)
+        })?;
+        let reader = LogReader::open(store.path())?;
+        let (ledger, _duplicates) = builder.finish(Arc::new(reader));
+        Ok((store, ledger, report))
+    }
+
+    fn open_visiting(
+        lock: StateLock,
+        group: &str,
+        progress: &mut dyn FnMut(u64, u64),
+        visit: Visitor<'_>,
+    ) -> Result<(LogStore, OpenReport), StoreError> {
         check_group_name(lock.state_dir(), group)?;
         let path = Self::log_path(lock.state_dir(), group);
         let mut file = OpenOptions::new()
@@ -550,16 +589,15 @@ impl LogStore {
             .map_err(io_err(&path, "reading metadata of"))?
             .len();
 
-        let (entries, report) = match check_header(&path, &mut file, file_len)? {
+        let report = match check_header(&path, &mut file, file_len)? {
             HeaderState::Unwritten => {
                 write_fresh_header(&path, &mut file)?;
-                let report = OpenReport {
+                OpenReport {
                     file_bytes: HEADER_LEN,
                     ..OpenReport::default()
-                };
-                (Vec::new(), report)
+                }
             }
-            HeaderState::Valid => Self::load(&path, &mut file, file_len, progress)?,
+            HeaderState::Valid => Self::load(&path, &mut file, file_len, progress, visit)?,
         };
 
         let store = LogStore {
@@ -571,7 +609,7 @@ impl LogStore {
             rollback_pending: false,
             sync_failed: false,
         };
-        Ok((store, entries, report))
+        Ok((store, report))
     }
 
     /// Scans a log with a valid header, repairing a torn tail.
@@ -580,8 +618,9 @@ impl LogStore {
         file: &mut File,
         file_len: u64,
         progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<(Vec<Entry>, OpenReport), StoreError> {
-        let scan = scan_records(path, file, file_len, progress)?;
+        visit: Visitor<'_>,
+    ) -> Result<OpenReport, StoreError> {
+        let scan = scan_records(path, file, file_len, progress, visit)?;
         progress(scan.valid_end, file_len);
         let mut truncated_bytes = 0;
         if let Some(torn) = scan.torn {
@@ -621,12 +660,12 @@ impl LogStore {
             );
         }
         let report = OpenReport {
-            entries: scan.entries.len(),
+            entries: scan.entries,
             file_bytes: scan.valid_end,
             truncated_bytes,
             duplicates_skipped: scan.duplicates_skipped,
         };
-        Ok((scan.entries, report))
+        Ok(report)
     }
 
     /// Appends records for `entries` in one write (not synced; see [`LogStore::sync`]).
@@ -635,11 +674,19 @@ impl LogStore {
     /// caller's concern. On a write error the file is truncated back to its previous length
     /// so the log stays valid, and the error is returned.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+        self.append_located(entries).map(drop)
+    }
+
+    /// [`LogStore::append`], returning the byte offset of each entry's record (what a
+    /// [`LogReader`] reads it back from).
+    pub fn append_located(&mut self, entries: &[Entry]) -> Result<Vec<u64>, StoreError> {
         if entries.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut buf = Vec::with_capacity(entries.len() * 256);
+        let mut offsets = Vec::with_capacity(entries.len());
         for entry in entries {
+            offsets.push(self.len + buf.len() as u64);
             encode_record(entry, &mut buf).map_err(|msg| StoreError::Io {
                 path: self.path.clone(),
                 action: "appending to",
@@ -670,15 +717,16 @@ impl LogStore {
         }
         self.len += buf.len() as u64;
         self.unsynced = true;
-        Ok(())
+        Ok(offsets)
     }
 
     /// Appends `entries` and makes them durable before returning, as a local adjust needs.
     /// On any failure the bytes just appended are cut back off, so the entries are not in
     /// the log and cannot reappear after a restart; the error says what failed.
-    pub fn append_durable(&mut self, entries: &[Entry]) -> Result<(), StoreError> {
+    /// Returns the offset of each entry's record.
+    pub fn append_durable(&mut self, entries: &[Entry]) -> Result<Vec<u64>, StoreError> {
         let before = self.len;
-        self.append(entries)?;
+        let offsets = self.append_located(entries)?;
         if let Err(err) = self.sync() {
             self.len = before;
             if self.file.set_len(before).is_err() {
@@ -686,7 +734,7 @@ impl LogStore {
             }
             return Err(err);
         }
-        Ok(())
+        Ok(offsets)
     }
 
     /// Whether a failed write left bytes past the valid end that could not be cut off yet.
@@ -732,6 +780,48 @@ impl LogStore {
     /// Length of the log file in bytes (header included).
     pub fn len_bytes(&self) -> u64 {
         self.len
+    }
+}
+
+/// Reads entries back from a log by record offset (positional reads, so it never disturbs
+/// the appending handle). Every read checks the record's length and checksum and decodes and
+/// validates the entry, exactly as opening the log does.
+#[derive(Debug)]
+pub struct LogReader {
+    file: File,
+    path: PathBuf,
+}
+
+impl LogReader {
+    /// Opens `path` for reading.
+    pub fn open(path: &Path) -> Result<LogReader, StoreError> {
+        let file = File::open(path).map_err(io_err(path, "opening log for reading"))?;
+        Ok(LogReader {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl EntryReader for LogReader {
+    fn read_at(&self, offset: u64) -> Result<Entry, String> {
+        use std::os::unix::fs::FileExt;
+        let mut prefix = [0u8; RECORD_HEADER_LEN];
+        self.file
+            .read_exact_at(&mut prefix, offset)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        let (len, crc) = split_record_header(prefix);
+        if !length_is_valid(len) {
+            return Err(Torn::BadLength(len).describe());
+        }
+        let mut payload = vec![0u8; len as usize];
+        self.file
+            .read_exact_at(&mut payload, offset + RECORD_HEADER_LEN as u64)
+            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+        if record_crc(len, &payload) != crc {
+            return Err(Torn::ChecksumMismatch.describe());
+        }
+        decode_payload(&payload)
     }
 }
 
@@ -1167,5 +1257,66 @@ mod tests {
         let lock = StateLock::acquire(dir.path()).unwrap();
         let (store, _, _) = LogStore::open(lock, "Raid Team 1").unwrap();
         assert_eq!(store.path(), dir.path().join("Raid Team 1.lootlog"));
+    }
+
+    #[test]
+    fn indexed_open_reads_bodies_back_from_the_file() {
+        let dir = TempDir::new().unwrap();
+        let mut all: Vec<Entry> = entries(0..20);
+        {
+            let (mut store, _, _) = open_in(dir.path()).unwrap();
+            // Out of key order on disk, plus a duplicate id, plus a torn tail below.
+            let mut shuffled = all.clone();
+            shuffled.reverse();
+            shuffled.push(all[4].clone());
+            store.append(&shuffled).unwrap();
+            store.sync().unwrap();
+        }
+        let log = log_file(dir.path());
+        let len = fs::metadata(&log).unwrap().len();
+        let mut bytes = fs::read(&log).unwrap();
+        bytes.extend_from_slice(&encode(&entry(77))[..9]);
+        fs::write(&log, &bytes).unwrap();
+
+        let lock = StateLock::acquire(dir.path()).unwrap();
+        let (mut store, mut ledger, report) =
+            LogStore::open_indexed(lock, GROUP, &mut |_, _| {}).unwrap();
+        assert_eq!(report.entries, 20);
+        assert_eq!(report.duplicates_skipped, 1);
+        assert_eq!(report.truncated_bytes, 9);
+        assert_eq!(store.len_bytes(), len);
+        assert_eq!(ledger.resident_len(), 0);
+        all.sort_by_key(Entry::key);
+        assert_eq!(ledger.iter().collect::<Vec<_>>(), all);
+        assert_eq!(ledger.get_by_id(&all[7].id).as_ref(), Some(&all[7]));
+
+        // A new entry: appended, inserted, marked stored, then read back from the file.
+        let extra = entry(50);
+        let offsets = store.append_located(std::slice::from_ref(&extra)).unwrap();
+        assert_eq!(offsets, [len]);
+        assert!(ledger.insert(extra.clone()));
+        ledger.mark_stored(&extra.id, offsets[0]);
+        assert_eq!(ledger.resident_len(), 0);
+        assert_eq!(ledger.get_by_id(&extra.id), Some(extra));
+    }
+
+    #[test]
+    fn log_reader_checks_what_it_reads() {
+        let dir = TempDir::new().unwrap();
+        let all = entries(0..3);
+        let (bytes, ends) = log_bytes(&all);
+        let path = dir.path().join("log");
+        fs::write(&path, &bytes).unwrap();
+        let reader = LogReader::open(&path).unwrap();
+        assert_eq!(reader.read_at(HEADER_LEN).unwrap(), all[0]);
+        assert_eq!(reader.read_at(ends[1]).unwrap(), all[2]);
+        assert!(reader.read_at(ends[1] + 1).is_err(), "not a record start");
+        assert!(reader.read_at(ends[2]).is_err(), "past the end");
+        let mut damaged = bytes.clone();
+        damaged[ends[0] as usize + 12] ^= 1;
+        fs::write(&path, &damaged).unwrap();
+        let reader = LogReader::open(&path).unwrap();
+        let err = reader.read_at(ends[0]).unwrap_err();
+        assert!(err.contains("checksum"), "{err}");
     }
 }

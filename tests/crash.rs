@@ -116,6 +116,40 @@ fn sigkill_keeps_every_acknowledged_adjust() {
     }
     // A second daemon on the same state directory is refused while one runs.
     let mut daemon = spawn_daemon(&config);
+    // The daemon keeps only an index in memory: history reads every entry back from the log.
+    let out = cli(&config, &["history", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 30);
+    let mut from_history: BTreeMap<String, i64> = BTreeMap::new();
+    for row in &rows {
+        let player = row["player"].as_str().unwrap().to_string();
+        *from_history.entry(player).or_insert(0) += row["delta"].as_i64().unwrap();
+    }
+    assert_eq!(from_history, expected, "history read back from the log");
+    // A new adjust through the daemon is readable right away, too.
+    let out = cli(
+        &config,
+        &[
+            "adjust",
+            "--player",
+            "p0",
+            "--delta",
+            "100",
+            "--reason",
+            "after restart",
+        ],
+    );
+    assert!(out.status.success());
+    let out = cli(&config, &["history", "--player", "p0", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let last = rows.last().unwrap();
+    assert_eq!(last["reason"], "after restart");
+    assert_eq!(last["total"].as_i64().unwrap(), expected["p0"] + 100);
     let second = cli(&config, &["run"]);
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
