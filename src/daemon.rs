@@ -230,6 +230,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         sockets,
         started,
         flush_at: None,
+        remote_appends: 0,
         send_errors: 0,
         drop_rng,
         hook_drops: 0,
@@ -339,6 +340,8 @@ struct Driver {
     sockets: Sockets,
     started: Instant,
     flush_at: Option<Instant>,
+    /// Batches of entries merged from peers appended to the log.
+    remote_appends: u64,
     send_errors: u64,
     drop_rng: SeededRng,
     hook_drops: u64,
@@ -442,6 +445,7 @@ impl Driver {
                 Action::Persist(entries) => {
                     match self.store.append_located(&entries) {
                         Ok(offsets) => {
+                            self.remote_appends += 1;
                             for (entry, offset) in entries.iter().zip(offsets) {
                                 self.peer.mark_stored(&entry.id, offset);
                             }
@@ -513,6 +517,8 @@ impl Driver {
         counters.insert("sessions_completed".to_string(), stats.sessions_completed);
         counters.insert("sessions_aborted".to_string(), stats.sessions_aborted);
         counters.insert("send_errors".to_string(), self.send_errors);
+        counters.insert("log_fsyncs".to_string(), self.store.fsyncs());
+        counters.insert("log_remote_appends".to_string(), self.remote_appends);
         counters.insert("encode_failures".to_string(), stats.encode_failures);
         if self.hook_drops > 0 {
             // Only a test hook drops on purpose; keep the counter out of normal status.

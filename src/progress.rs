@@ -35,3 +35,20 @@ pub fn reporter(bar: &ProgressBar) -> impl FnMut(u64, u64) + '_ {
         bar.set_position(done);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reporter_tracks_length_and_position_even_when_hidden() {
+        let bar = ProgressBar::hidden();
+        {
+            let mut report = reporter(&bar);
+            report(10, 100);
+            report(60, 100);
+        }
+        assert_eq!(bar.length(), Some(100));
+        assert_eq!(bar.position(), 60);
+    }
+}

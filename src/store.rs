@@ -185,6 +185,8 @@ pub struct LogStore {
     /// An append failed and truncating back to `len` also failed, so bytes past `len` may be
     /// a partial batch; the truncation is retried before the next append.
     rollback_pending: bool,
+    /// fdatasync calls that made appended records durable (for status and tests).
+    fsyncs: u64,
     /// A sync failed. After a failed fsync the kernel may have dropped the dirty pages and a
     /// retry can report success without the data being on disk, so every later sync fails
     /// too rather than claim durability.
@@ -607,6 +609,7 @@ impl LogStore {
             len: report.file_bytes,
             unsynced: false,
             rollback_pending: false,
+            fsyncs: 0,
             sync_failed: false,
         };
         Ok((store, report))
@@ -769,7 +772,13 @@ impl LogStore {
             });
         }
         self.unsynced = false;
+        self.fsyncs += 1;
         Ok(())
+    }
+
+    /// How many fdatasync calls made appended records durable since the log was opened.
+    pub fn fsyncs(&self) -> u64 {
+        self.fsyncs
     }
 
     /// Path of the log file.
