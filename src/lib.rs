@@ -2,8 +2,8 @@
 //!
 //! Layout, one module per concept:
 //! - [`entry`]: the immutable log entry, its (at, id) key and the hybrid logical clock.
-//! - [`ledger`]: replay into totals and history; set fingerprints for sync.
-//! - [`store`]: the append-only, checksummed log file and the state-directory lock.
+//! - [`ledger`]: compact sorted index of the log (key, digest, offset), totals, fingerprints.
+//! - [`store`]: the append-only, checksummed log file, its reader and the state-directory lock.
 //! - [`verify`]: full log check (`lootsync verify`) and repair (`lootsync repair`).
 //! - [`wire`]: the datagram codec (version byte + postcard).
 //! - [`sync`]: the sans-IO protocol state machine (`(now, input) -> actions`).
