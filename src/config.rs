@@ -29,6 +29,10 @@ pub const MAX_PEER_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 /// Largest allowed `sync.max_clock_drift`; beyond a week a broken peer clock could push
 /// every timestamp in the group far into the future.
 pub const MAX_CLOCK_DRIFT_LIMIT: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+/// Shortest allowed `storage.batch_interval`; use `fsync = "always"` for no batching.
+pub const MIN_BATCH_INTERVAL: Duration = Duration::from_millis(1);
+/// Longest allowed `storage.batch_interval`: merged entries must reach the disk soon.
+pub const MAX_BATCH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Whole daemon configuration (one TOML file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +56,33 @@ pub struct Config {
     pub log: LogConfig,
     /// Who may use the control socket (`[control]`).
     pub control: ControlConfig,
+    /// How the log reaches the disk (`[storage]`).
+    pub storage: StorageConfig,
+}
+
+/// When the daemon fsyncs entries merged from peers. A local adjust is durable before it
+/// reports success under either policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncPolicy {
+    /// Every batch of merged entries (one datagram's worth) is fsynced as it is appended.
+    Always,
+    /// Merged entries are group-committed: one fsync at most `batch_interval` after the
+    /// first unsynced append.
+    Batch,
+}
+
+/// How the log reaches the disk (`[storage]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `"always"` or `"batch"`: when entries merged from peers are fsynced. `"batch"` makes
+    /// a big catch-up far faster; a crash may then lose up to `batch_interval` of merged
+    /// entries, which peers send again. Local adjusts are always durable before success.
+    pub fsync: FsyncPolicy,
+    /// Under `fsync = "batch"`, the longest a merged entry waits for its fsync (1ms to 10s).
+    #[serde(with = "duration_str")]
+    pub batch_interval: Duration,
 }
 
 /// The multicast group shared by all peers of one ledger (`[group]`).
@@ -142,6 +173,16 @@ impl Default for Config {
             sync: SyncConfig::default(),
             log: LogConfig::default(),
             control: ControlConfig::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            fsync: FsyncPolicy::Batch,
+            batch_interval: Duration::from_millis(50),
         }
     }
 }
@@ -352,6 +393,20 @@ impl Config {
 
         if let Some(group) = &self.control.group {
             validate_unix_group(group).map_err(|m| invalid("control.group", m))?;
+        }
+
+        let interval = self.storage.batch_interval;
+        if !(MIN_BATCH_INTERVAL..=MAX_BATCH_INTERVAL).contains(&interval) {
+            return Err(invalid(
+                "storage.batch_interval",
+                format!(
+                    "{} is out of range {}..={} (for no batching at all, set \
+                     storage.fsync = \"always\")",
+                    humantime::format_duration(interval),
+                    humantime::format_duration(MIN_BATCH_INTERVAL),
+                    humantime::format_duration(MAX_BATCH_INTERVAL),
+                ),
+            ));
         }
 
         let level = &self.log.level;
@@ -613,6 +668,10 @@ mod tests {
                 level: "info".to_owned(),
             },
             control: ControlConfig { group: None },
+            storage: StorageConfig {
+                fsync: FsyncPolicy::Batch,
+                batch_interval: Duration::from_millis(50),
+            },
         };
         assert_eq!(c, expected);
         // Apart from the node name, the example documents exactly the defaults.
@@ -669,6 +728,18 @@ mod tests {
     }
 
     #[test]
+    fn fsync_policy_parses_and_rejects_unknown_values() {
+        let c = parse("[storage]\nfsync = \"always\"\nbatch_interval = \"10s\"").unwrap();
+        assert_eq!(c.storage.fsync, FsyncPolicy::Always);
+        assert_eq!(c.storage.batch_interval, Duration::from_secs(10));
+        let c = parse("[storage]\nfsync = \"batch\"\nbatch_interval = \"1ms\"").unwrap();
+        assert_eq!(c.storage.fsync, FsyncPolicy::Batch);
+        let msg = assert_parse_error("[storage]\nfsync = \"sometimes\"\n", "sometimes", 2);
+        assert!(msg.contains("always") && msg.contains("batch"), "{msg}");
+        assert_parse_error("[storage]\nfsync = \"batch\"\nflush = 1\n", "flush", 3);
+    }
+
+    #[test]
     fn unparsable_duration_names_key_and_position() {
         let msg = assert_parse_error("[sync]\nheartbeat = \"2 parsecs\"\n", "heartbeat", 2);
         assert!(msg.contains("2 parsecs"), "{msg}");
@@ -703,6 +774,14 @@ mod tests {
         assert_invalid("[sync]\npeer_timeout = \"1s\"", "sync.peer_timeout");
         assert_invalid("[sync]\npeer_timeout = \"2days\"", "sync.peer_timeout");
         assert_invalid("[sync]\nmax_clock_drift = \"8d\"", "sync.max_clock_drift");
+        assert_invalid(
+            "[storage]\nbatch_interval = \"0s\"",
+            "storage.batch_interval",
+        );
+        assert_invalid(
+            "[storage]\nbatch_interval = \"11s\"",
+            "storage.batch_interval",
+        );
         assert_invalid("[log]\nlevel = \"\"", "log.level");
         assert_invalid("[control]\ngroup = \"\"", "control.group");
         assert_invalid("[control]\ngroup = \"-officers\"", "control.group");

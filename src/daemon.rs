@@ -1,7 +1,7 @@
 //! The daemon: wires the sans-IO [`Peer`] to real sockets, the log file, the control socket
 //! and time. This module only moves bytes and time; every protocol decision is the peer's.
 
-use crate::config::Config;
+use crate::config::{Config, FsyncPolicy};
 use crate::control::{self, PeerStatus, Reply, Request, StatusResult};
 use crate::net::{self, NetError, Sockets};
 use crate::ops;
@@ -21,8 +21,6 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn, Instrument};
 
-/// Remote entries are group-committed: fsynced at most this long after being appended.
-const GROUP_COMMIT: Duration = Duration::from_millis(50);
 /// A control connection that sends no complete request for this long is closed.
 const CONTROL_IDLE: Duration = Duration::from_secs(60);
 /// Largest datagram we read; anything longer is cut and then rejected by the codec.
@@ -171,9 +169,9 @@ impl RunningDaemon {
 /// set-up are returned here; once running, the daemon only stops when told to.
 pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaemon, DaemonError> {
     let span = tracing::info_span!("node", name = %config.node);
-    let (store, entries, report) = {
+    let (store, ledger, report) = {
         let _enter = span.enter();
-        ops::open_log(&config, ops::DAEMON_LOCK_WAIT)?
+        ops::open_log_indexed(&config, ops::DAEMON_LOCK_WAIT)?
     };
     let sockets = net::open(&config)?;
     let control_path = control::socket_path(&config.state_dir);
@@ -194,9 +192,9 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         mono_ms: 0,
         unix_ms: options.clock.unix_ms(),
     };
-    let peer = Peer::new(
+    let peer = Peer::with_ledger(
         ops::peer_config(&config, sockets.whisper_addr.port()),
-        entries,
+        ledger,
         rng,
         now,
     );
@@ -230,6 +228,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         started,
         flush_at: None,
         flushing: None,
+        remote_appends: 0,
         send_errors: 0,
         drop_rng,
         hook_drops: 0,
@@ -374,6 +373,8 @@ struct Driver {
     flush_at: Option<Instant>,
     /// A group commit running on a blocking thread, so a slow fdatasync never stalls sync.
     flushing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    /// Batches of entries merged from peers appended to the log.
+    remote_appends: u64,
     send_errors: u64,
     drop_rng: SeededRng,
     hook_drops: u64,
@@ -522,14 +523,26 @@ impl Driver {
                 Action::SendGroup(bytes) => (bytes, self.sockets.group_addr),
                 Action::SendTo(addr, bytes) => (bytes, addr),
                 Action::Persist(entries) => {
-                    if let Err(err) = self.store.append(&entries) {
-                        error!(
+                    match self.store.append_located(&entries) {
+                        Ok(offsets) => {
+                            self.remote_appends += 1;
+                            for (entry, offset) in entries.iter().zip(offsets) {
+                                self.peer.mark_stored(&entry.id, offset);
+                            }
+                        }
+                        Err(err) => error!(
                             "cannot store {} entries learned from peers (they will be fetched again after a restart): {err:#}",
                             entries.len()
-                        );
+                        ),
                     }
-                    self.flush_at
-                        .get_or_insert_with(|| Instant::now() + GROUP_COMMIT);
+                    match self.config.storage.fsync {
+                        FsyncPolicy::Always => self.flush(),
+                        FsyncPolicy::Batch => {
+                            let interval = self.config.storage.batch_interval;
+                            self.flush_at
+                                .get_or_insert_with(|| Instant::now() + interval);
+                        }
+                    }
                     continue;
                 }
             };
@@ -619,6 +632,8 @@ impl Driver {
         counters.insert("sessions_completed".to_string(), stats.sessions_completed);
         counters.insert("sessions_aborted".to_string(), stats.sessions_aborted);
         counters.insert("send_errors".to_string(), self.send_errors);
+        counters.insert("log_fsyncs".to_string(), self.store.fsyncs());
+        counters.insert("log_remote_appends".to_string(), self.remote_appends);
         counters.insert("encode_failures".to_string(), stats.encode_failures);
         if self.hook_drops > 0 {
             // Only a test hook drops on purpose; keep the counter out of normal status.

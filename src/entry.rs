@@ -201,8 +201,16 @@ impl Entry {
     /// content (not just the id) means two peers holding different bodies under one id never
     /// look "in sync".
     pub fn digest(&self) -> u128 {
-        let bytes = postcard::to_stdvec(self).expect("entries always serialize");
-        xxhash_rust::xxh3::xxh3_128(&bytes)
+        // A stack buffer avoids an allocation per entry on replay and merge; every valid
+        // entry fits, and an oversized (invalid) one still gets the same digest via the heap.
+        let mut buf = [0u8; 1024];
+        match postcard::to_slice(self, &mut buf) {
+            Ok(bytes) => xxhash_rust::xxh3::xxh3_128(bytes),
+            Err(_) => {
+                let bytes = postcard::to_stdvec(self).expect("entries always serialize");
+                xxhash_rust::xxh3::xxh3_128(&bytes)
+            }
+        }
     }
 }
 

@@ -1,13 +1,21 @@
 //! The replayed ledger: every entry in (at, id) order, the totals they sum to, and the set
 //! fingerprints that sync compares.
 //!
+//! The ledger keeps a compact index in memory: per entry its key, digest and where its body
+//! is. A body is either held in memory (entries just made or merged, and every entry when no
+//! reader is injected, as in the simulator) or read back on demand through an injected
+//! [`EntryReader`] (the daemon's reads the log file). The sans-IO core never touches a file
+//! itself; it only calls the reader it was given.
+//!
 //! Totals are sums of deltas, so they never depend on arrival order; history views (running
 //! totals) do depend on order, which is why everything iterates in [`Key`] order.
 
-use crate::entry::{Entry, EntryId, Key};
+use crate::entry::{Entry, EntryId, Hlc, Key};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::ops::Bound;
+use std::sync::Arc;
 
 /// A summary of a set of entries: how many there are and the sum of their 128-bit digests
 /// (mod 2^128). Sums subtract and add, so fingerprints of adjacent ranges combine, and two
@@ -33,12 +41,100 @@ impl Fingerprint {
     }
 }
 
-/// One entry kept in memory with its digest (cached because fingerprints are recomputed
-/// over ranges during every reconciliation).
-#[derive(Clone, Debug)]
-struct Stored {
-    entry: Entry,
-    digest: u128,
+/// Reads entry bodies back from wherever the log keeps them. The daemon injects one backed
+/// by the log file, so a million-entry ledger does not hold every entry in memory.
+pub trait EntryReader: Send + Sync {
+    /// The entry whose record starts at byte `offset` of the log, or why it cannot be read.
+    fn read_at(&self, offset: u64) -> Result<Entry, String>;
+}
+
+/// `Slot::offset` of an entry whose body is in [`Ledger`]'s `resident` map.
+const RESIDENT: u64 = u64::MAX;
+
+/// What the index keeps per entry: 24 bytes. The digest is cached because fingerprints are
+/// recomputed over ranges during every reconciliation; it is split into two u64 so the slot
+/// needs only 8-byte alignment.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    digest: [u64; 2],
+    /// Byte offset of the entry's record in the log, or [`RESIDENT`].
+    offset: u64,
+}
+
+impl Slot {
+    fn new(digest: u128, offset: u64) -> Slot {
+        Slot {
+            digest: [(digest >> 64) as u64, digest as u64],
+            offset,
+        }
+    }
+
+    fn digest(&self) -> u128 {
+        (u128::from(self.digest[0]) << 64) | u128::from(self.digest[1])
+    }
+}
+
+/// Finds an entry's timestamp (and so its key) by id. Most ids sit in a sorted vector (24
+/// bytes each, no hash-table slack); new ids go to a small hash map that is merged into the
+/// vector when it grows past an eighth of it, so inserts stay cheap on average.
+#[derive(Clone, Debug, Default)]
+struct IdIndex {
+    sorted: Vec<(EntryId, Hlc)>,
+    recent: HashMap<EntryId, Hlc>,
+}
+
+impl IdIndex {
+    /// Below this many recent ids a merge is not worth its sort.
+    const MIN_RECENT: usize = 4096;
+
+    fn get(&self, id: &EntryId) -> Option<Hlc> {
+        if let Some(at) = self.recent.get(id) {
+            return Some(*at);
+        }
+        self.sorted
+            .binary_search_by(|(probe, _)| probe.cmp(id))
+            .ok()
+            .map(|i| self.sorted[i].1)
+    }
+
+    fn contains(&self, id: &EntryId) -> bool {
+        self.get(id).is_some()
+    }
+
+    /// Adds `id` unless present; returns whether it was new. With `merge_when_large`, the
+    /// recent map is folded into the vector once it passes an eighth of it; a bulk load
+    /// passes false and merges once at the end.
+    fn insert(&mut self, id: EntryId, at: Hlc, merge_when_large: bool) -> bool {
+        if !self.sorted.is_empty()
+            && self
+                .sorted
+                .binary_search_by(|(probe, _)| probe.cmp(&id))
+                .is_ok()
+        {
+            return false;
+        }
+        match self.recent.entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => return false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(at);
+            }
+        }
+        if merge_when_large && self.recent.len() > Self::MIN_RECENT.max(self.sorted.len() / 8) {
+            self.merge();
+        }
+        true
+    }
+
+    fn merge(&mut self) {
+        let mut recent: Vec<(EntryId, Hlc)> = self.recent.drain().collect();
+        recent.sort_unstable_by_key(|(id, _)| *id);
+        self.recent = HashMap::new();
+        // Exact reservation: a doubling Vec would waste up to half of a million-entry index.
+        self.sorted.reserve_exact(recent.len());
+        self.sorted.extend(recent);
+        // Two sorted runs: the stable sort detects them and merges in linear time.
+        self.sorted.sort_by_key(|(id, _)| *id);
+    }
 }
 
 /// One line of a player's (or the whole log's) history: the entry plus the total that
@@ -52,13 +148,74 @@ pub struct HistoryRow {
     pub total: i64,
 }
 
-/// The replayed log: entries by key, an id index for duplicate detection, and totals.
-#[derive(Clone, Debug, Default)]
+/// The replayed log: a sorted index of every entry (key, digest, location), an id index for
+/// duplicate detection, running totals and the set fingerprint.
+#[derive(Clone, Default)]
 pub struct Ledger {
-    entries: BTreeMap<Key, Stored>,
-    ids: HashMap<EntryId, Key>,
+    index: BTreeMap<Key, Slot>,
+    ids: IdIndex,
+    /// Bodies not readable through the reader (yet): entries inserted in memory.
+    resident: HashMap<Key, Entry>,
+    reader: Option<Arc<dyn EntryReader>>,
     totals: BTreeMap<String, i64>,
     fingerprint: Fingerprint,
+}
+
+/// Builds an index-only ledger while a log is scanned, one record at a time, so start-up
+/// never holds every entry in memory at once.
+#[derive(Default)]
+pub struct LedgerBuilder {
+    ledger: Ledger,
+    slots: Vec<(Key, Slot)>,
+    duplicates: usize,
+}
+
+impl LedgerBuilder {
+    /// An empty builder.
+    pub fn new() -> LedgerBuilder {
+        LedgerBuilder {
+            ledger: Ledger::default(),
+            slots: Vec::new(),
+            duplicates: 0,
+        }
+    }
+
+    /// Adds the entry whose record is at `offset`; only its key, digest and offset are kept.
+    /// Returns false for a repeated id (the first record of an id wins).
+    pub fn push(&mut self, entry: &Entry, offset: u64) -> bool {
+        // Merged once in `finish`, not as the map grows.
+        if !self.ledger.ids.insert(entry.id, entry.at, false) {
+            self.duplicates += 1;
+            return false;
+        }
+        let digest = entry.digest();
+        self.ledger.account(entry, digest);
+        self.slots.push((entry.key(), Slot::new(digest, offset)));
+        true
+    }
+
+    /// The ledger, reading bodies through `reader`, and how many records repeated an
+    /// earlier id.
+    pub fn finish(mut self, reader: Arc<dyn EntryReader>) -> (Ledger, usize) {
+        self.ledger.reader = Some(reader);
+        // Sorted and bulk-built: a B-tree built from sorted input has full nodes, about half
+        // the memory of one grown by inserting in order.
+        self.slots.sort_unstable_by_key(|(key, _)| *key);
+        self.ledger.index = self.slots.into_iter().collect();
+        self.ledger.ids.merge();
+        (self.ledger, self.duplicates)
+    }
+}
+
+impl fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ledger")
+            .field("entries", &self.index.len())
+            .field("resident", &self.resident.len())
+            .field("reader", &self.reader.is_some())
+            .field("fingerprint", &self.fingerprint)
+            .finish()
+    }
 }
 
 impl Ledger {
@@ -80,17 +237,31 @@ impl Ledger {
         (ledger, duplicates)
     }
 
-    /// Adds an entry if its id is new. Returns false (and changes nothing) for a duplicate.
+    /// Sets the reader that entry bodies marked with [`Ledger::mark_stored`] are read through.
+    pub fn set_reader(&mut self, reader: Arc<dyn EntryReader>) {
+        self.reader = Some(reader);
+    }
+
+    /// Adds an entry if its id is new, holding its body in memory until
+    /// [`Ledger::mark_stored`] says where the log has it. Returns false (and changes
+    /// nothing) for a duplicate.
     pub fn insert(&mut self, entry: Entry) -> bool {
-        if self.ids.contains_key(&entry.id) {
+        if !self.ids.insert(entry.id, entry.at, true) {
             return false;
         }
         let key = entry.key();
         let digest = entry.digest();
+        self.account(&entry, digest);
+        self.index.insert(key, Slot::new(digest, RESIDENT));
+        self.resident.insert(key, entry);
+        true
+    }
+
+    /// Totals and fingerprint for a new entry (its id is already in the id index).
+    fn account(&mut self, entry: &Entry, digest: u128) {
         // Wrapping addition is associative and commutative, so totals are identical on every
         // peer whatever order entries arrive in (deltas are bounded, so it never wraps in
-        // practice).
-        // Look up before inserting: cloning the name for every entry was a hot spot.
+        // practice). Looked up before inserting so the name is only cloned for a new player.
         match self.totals.get_mut(&entry.target) {
             Some(total) => *total = total.wrapping_add(entry.delta),
             None => {
@@ -98,32 +269,81 @@ impl Ledger {
             }
         }
         self.fingerprint.add(digest);
-        self.ids.insert(entry.id, key);
-        self.entries.insert(key, Stored { entry, digest });
-        true
+    }
+
+    /// Records that the entry `id` is in the log at `offset`: with a reader injected, its
+    /// body leaves memory and is read back from there when needed. Without a reader (or for
+    /// an unknown id) nothing changes.
+    pub fn mark_stored(&mut self, id: &EntryId, offset: u64) {
+        if self.reader.is_none() || offset == RESIDENT {
+            return;
+        }
+        let Some(at) = self.ids.get(id) else {
+            return;
+        };
+        let key = Key { at, id: *id };
+        if let Some(slot) = self.index.get_mut(&key) {
+            if self.resident.remove(&key).is_some() {
+                slot.offset = offset;
+            }
+        }
+    }
+
+    /// Entries whose bodies are held in memory (not yet marked as stored in the log).
+    pub fn resident_len(&self) -> usize {
+        self.resident.len()
+    }
+
+    /// The body of the entry at `key`, from memory or through the reader. A read failure is
+    /// logged and the entry treated as unavailable: the caller (sync) sends what it can.
+    fn body(&self, key: &Key, slot: &Slot) -> Option<Entry> {
+        if slot.offset == RESIDENT {
+            return self.resident.get(key).cloned();
+        }
+        let reader = self.reader.as_ref()?;
+        match reader.read_at(slot.offset) {
+            Ok(entry) if entry.key() == *key => Some(entry),
+            Ok(entry) => {
+                tracing::warn!(
+                    "log record at offset {} holds entry {}, not the indexed {}",
+                    slot.offset,
+                    entry.id,
+                    key.id
+                );
+                None
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "cannot read entry {} back from the log at offset {}: {err}",
+                    key.id,
+                    slot.offset
+                );
+                None
+            }
+        }
     }
 
     /// Whether an entry with this id is present.
     pub fn contains_id(&self, id: &EntryId) -> bool {
-        self.ids.contains_key(id)
+        self.ids.contains(id)
     }
 
-    /// The entry with this id, if present.
-    pub fn get_by_id(&self, id: &EntryId) -> Option<&Entry> {
-        self.ids
-            .get(id)
-            .and_then(|key| self.entries.get(key))
-            .map(|s| &s.entry)
+    /// The entry with this id, if present (and readable).
+    pub fn get_by_id(&self, id: &EntryId) -> Option<Entry> {
+        let at = self.ids.get(id)?;
+        let key = Key { at, id: *id };
+        let slot = self.index.get(&key)?;
+        self.body(&key, slot)
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     /// Whether the ledger holds no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
     }
 
     /// Fingerprint of the whole set (kept up to date on insert).
@@ -133,19 +353,18 @@ impl Ledger {
 
     /// The largest key present.
     pub fn newest(&self) -> Option<Key> {
-        self.entries.keys().next_back().copied()
+        self.index.keys().next_back().copied()
     }
 
-    fn range_iter(&self, lower: Key, upper: Key) -> impl Iterator<Item = &Stored> + '_ {
+    fn range_iter(&self, lower: Key, upper: Key) -> impl Iterator<Item = (&Key, &Slot)> + '_ {
         // An inverted range is treated as empty rather than panicking: ranges come from peers.
         let (lower, upper) = if lower <= upper {
             (lower, upper)
         } else {
             (upper, upper)
         };
-        self.entries
+        self.index
             .range((Bound::Included(lower), Bound::Excluded(upper)))
-            .map(|(_, s)| s)
     }
 
     /// Fingerprint of the entries with `lower <= key < upper`.
@@ -154,15 +373,35 @@ impl Ledger {
             return self.fingerprint;
         }
         let mut fp = Fingerprint::default();
-        for stored in self.range_iter(lower, upper) {
-            fp.add(stored.digest);
+        for (_, slot) in self.range_iter(lower, upper) {
+            fp.add(slot.digest());
         }
         fp
     }
 
-    /// Entries with `lower <= key < upper`, in key order.
-    pub fn range(&self, lower: Key, upper: Key) -> impl Iterator<Item = &Entry> + '_ {
-        self.range_iter(lower, upper).map(|s| &s.entry)
+    /// Keys of the entries with `lower <= key < upper`, in key order (no body is read).
+    pub fn range_keys(&self, lower: Key, upper: Key) -> impl Iterator<Item = Key> + '_ {
+        self.range_iter(lower, upper).map(|(key, _)| *key)
+    }
+
+    /// Entries with `lower <= key < upper`, in key order, read lazily: a caller that stops
+    /// early reads no more bodies than it used.
+    pub fn range(&self, lower: Key, upper: Key) -> impl Iterator<Item = Entry> + '_ {
+        self.range_iter(lower, upper)
+            .filter_map(|(key, slot)| self.body(key, slot))
+    }
+
+    /// Entries with `lower <= key < upper` whose key passes `keep`, in key order; bodies are
+    /// read only for the entries kept.
+    pub fn range_where<'a>(
+        &'a self,
+        lower: Key,
+        upper: Key,
+        mut keep: impl FnMut(&Key) -> bool + 'a,
+    ) -> impl Iterator<Item = Entry> + 'a {
+        self.range_iter(lower, upper)
+            .filter(move |(key, _)| keep(key))
+            .filter_map(|(key, slot)| self.body(key, slot))
     }
 
     /// Splits `[lower, upper)` into at most `parts` sub-ranges holding about equal numbers
@@ -173,11 +412,7 @@ impl Ledger {
         let mut bounds = Vec::with_capacity(parts);
         let mut start = lower;
         if parts > 1 {
-            for (index, (key, _)) in self
-                .entries
-                .range((Bound::Included(lower), Bound::Excluded(upper)))
-                .enumerate()
-            {
+            for (index, (key, _)) in self.range_iter(lower, upper).enumerate() {
                 // Cut in front of the item at each (i * count / parts) position.
                 let next_cut = (bounds.len() + 1) * count / parts;
                 if index == next_cut && index > 0 && *key > start {
@@ -203,25 +438,25 @@ impl Ledger {
         self.totals.get(player).copied().unwrap_or(0)
     }
 
-    /// All entries in replay order.
-    pub fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.entries.values().map(|s| &s.entry)
+    /// All entries in replay order, read lazily.
+    pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
+        self.range(Key::MIN, Key::MAX)
     }
 
     /// History in replay order with the running total of each entry's target, optionally
     /// for one player only.
     pub fn history(&self, player: Option<&str>) -> Vec<HistoryRow> {
-        let mut running: HashMap<&str, i64> = HashMap::new();
+        let mut running: HashMap<String, i64> = HashMap::new();
         let mut rows = Vec::new();
-        for stored in self.entries.values() {
-            let e = &stored.entry;
-            let total = running.entry(e.target.as_str()).or_insert(0);
+        for e in self.iter() {
+            let total = match running.get_mut(&e.target) {
+                Some(total) => total,
+                None => running.entry(e.target.clone()).or_insert(0),
+            };
             *total = total.wrapping_add(e.delta);
             if player.is_none_or(|p| p == e.target) {
-                rows.push(HistoryRow {
-                    entry: e.clone(),
-                    total: *total,
-                });
+                let total = *total;
+                rows.push(HistoryRow { entry: e, total });
             }
         }
         rows
@@ -320,5 +555,165 @@ mod tests {
         let (ledger, _) = Ledger::from_entries((1..=3).map(|i| entry(i, i as u8, "P", 1)));
         assert_eq!(ledger.range_fingerprint(Key::MAX, Key::MIN).count, 0);
         assert_eq!(ledger.range(Key::MAX, Key::MIN).count(), 0);
+    }
+
+    /// An in-memory stand-in for the log file: offset -> entry, counting reads.
+    #[derive(Default)]
+    struct MemoryReader {
+        records: std::sync::Mutex<HashMap<u64, Entry>>,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl MemoryReader {
+        fn put(&self, offset: u64, entry: Entry) {
+            self.records.lock().unwrap().insert(offset, entry);
+        }
+    }
+
+    impl EntryReader for MemoryReader {
+        fn read_at(&self, offset: u64) -> Result<Entry, String> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.records
+                .lock()
+                .unwrap()
+                .get(&offset)
+                .cloned()
+                .ok_or_else(|| format!("no record at {offset}"))
+        }
+    }
+
+    fn mixed_entries() -> Vec<Entry> {
+        (1..=60)
+            .map(|i| {
+                entry(
+                    i * 7 % 61,
+                    i as u8,
+                    ["Ann", "Bo", "Cy"][i as usize % 3],
+                    i as i64,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn index_only_ledger_answers_like_the_in_memory_one() {
+        let entries = mixed_entries();
+        let (memory, _) = Ledger::from_entries(entries.clone());
+        let reader = Arc::new(MemoryReader::default());
+        let mut builder = LedgerBuilder::new();
+        for (i, e) in entries.iter().enumerate() {
+            let offset = 1000 + i as u64 * 100;
+            reader.put(offset, e.clone());
+            assert!(builder.push(e, offset));
+        }
+        assert!(
+            !builder.push(&entries[3], 99),
+            "a repeated id is a duplicate"
+        );
+        let (indexed, duplicates) = builder.finish(reader.clone());
+        assert_eq!(duplicates, 1);
+        assert_eq!(indexed.resident_len(), 0, "no body is held in memory");
+        assert_eq!(reader.reads.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+        assert_eq!(indexed.len(), memory.len());
+        assert_eq!(indexed.fingerprint(), memory.fingerprint());
+        assert_eq!(indexed.totals(), memory.totals());
+        assert_eq!(indexed.newest(), memory.newest());
+        assert_eq!(
+            indexed.iter().collect::<Vec<_>>(),
+            memory.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(indexed.history(Some("Bo")), memory.history(Some("Bo")));
+        assert_eq!(indexed.history(None), memory.history(None));
+        let parts = indexed.split(Key::MIN, Key::MAX, 4);
+        assert_eq!(parts, memory.split(Key::MIN, Key::MAX, 4));
+        for (lo, hi) in parts {
+            assert_eq!(
+                indexed.range_fingerprint(lo, hi),
+                memory.range_fingerprint(lo, hi)
+            );
+            assert_eq!(
+                indexed.range_keys(lo, hi).collect::<Vec<_>>(),
+                memory.range_keys(lo, hi).collect::<Vec<_>>()
+            );
+        }
+        let e = &entries[10];
+        assert_eq!(indexed.get_by_id(&e.id).as_ref(), Some(e));
+
+        // Stopping early reads no more bodies than were used.
+        let before = reader.reads.load(std::sync::atomic::Ordering::Relaxed);
+        let first_two: Vec<Entry> = indexed.range(Key::MIN, Key::MAX).take(2).collect();
+        assert_eq!(first_two.len(), 2);
+        assert_eq!(
+            reader.reads.load(std::sync::atomic::Ordering::Relaxed) - before,
+            2
+        );
+    }
+
+    #[test]
+    fn new_entries_stay_in_memory_until_marked_stored() {
+        let reader = Arc::new(MemoryReader::default());
+        let (mut ledger, _) = LedgerBuilder::new().finish(reader.clone());
+        let a = entry(5, 1, "Ann", 3);
+        let b = entry(6, 2, "Ann", 4);
+        assert!(ledger.insert(a.clone()));
+        assert!(ledger.insert(b.clone()));
+        assert_eq!(ledger.resident_len(), 2);
+        reader.put(16, a.clone());
+        ledger.mark_stored(&a.id, 16);
+        assert_eq!(ledger.resident_len(), 1);
+        assert_eq!(ledger.get_by_id(&a.id), Some(a.clone()));
+        assert_eq!(ledger.get_by_id(&b.id), Some(b.clone()));
+        assert_eq!(ledger.total("Ann"), 7);
+
+        // Without a reader, marking changes nothing: everything stays in memory.
+        let (mut plain, _) = Ledger::from_entries([a.clone()]);
+        plain.mark_stored(&a.id, 16);
+        assert_eq!(plain.resident_len(), 1);
+        assert_eq!(plain.get_by_id(&a.id), Some(a));
+    }
+
+    #[test]
+    fn unreadable_or_mismatched_bodies_are_skipped_not_a_panic() {
+        let reader = Arc::new(MemoryReader::default());
+        let a = entry(1, 1, "Ann", 1);
+        let b = entry(2, 2, "Bo", 2);
+        let mut builder = LedgerBuilder::new();
+        builder.push(&a, 100);
+        builder.push(&b, 200);
+        // Offset 100 holds a different entry; offset 200 holds nothing.
+        reader.put(100, entry(9, 9, "Zed", 9));
+        let (ledger, _) = builder.finish(reader);
+        assert_eq!(ledger.get_by_id(&a.id), None);
+        assert_eq!(ledger.get_by_id(&b.id), None);
+        assert_eq!(ledger.iter().count(), 0);
+        // The index still counts them: fingerprints and totals do not depend on reads.
+        assert_eq!(ledger.len(), 2);
+        assert_eq!(ledger.total("Bo"), 2);
+    }
+
+    #[test]
+    fn id_index_finds_every_id_across_merges() {
+        let mut index = IdIndex::default();
+        let ids: Vec<EntryId> = (0..20_000u64)
+            .map(|i| {
+                new_entry_id(
+                    i.wrapping_mul(0x9e37_79b9) % 1_000_000,
+                    [(i % 251) as u8; 10],
+                )
+            })
+            .collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert!(!index.contains(id), "{i}");
+            assert!(index.insert(*id, Hlc(i as u64), true));
+            assert!(!index.insert(*id, Hlc(0), true), "{i} again");
+        }
+        assert!(index.sorted.len() > 15_000, "merged along the way");
+        assert!(index.recent.len() <= IdIndex::MIN_RECENT.max(index.sorted.len() / 8));
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(index.get(id), Some(Hlc(i as u64)));
+        }
+        assert!(!index.contains(&new_entry_id(2_000_000, [1; 10])));
     }
 }

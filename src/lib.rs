@@ -2,10 +2,12 @@
 //!
 //! Layout, one module per concept:
 //! - [`entry`]: the immutable log entry, its (at, id) key and the hybrid logical clock.
-//! - [`ledger`]: replay into totals and history; set fingerprints for sync.
-//! - [`store`]: the append-only, checksummed log file and the state-directory lock.
+//! - [`ledger`]: compact sorted index of the log (key, digest, offset), totals, fingerprints.
+//! - [`store`]: the append-only, checksummed log file, its reader and the state-directory lock.
+//! - [`verify`]: full log check (`lootsync verify`) and repair (`lootsync repair`).
 //! - [`wire`]: the datagram codec (version byte + postcard).
 //! - [`sync`]: the sans-IO protocol state machine (`(now, input) -> actions`).
+//! - [`progress`]: terminal progress bars for long log scans.
 //! - [`rng`]: the seeded RNG the sync core draws from.
 //! - [`net`]: the multicast group and whisper sockets (socket2 + tokio).
 //! - [`notify`]: systemd readiness notification (`READY=1`, `STOPPING=1`).
@@ -31,7 +33,9 @@ pub mod ledger;
 pub mod net;
 pub mod notify;
 pub mod ops;
+pub mod progress;
 pub mod rng;
 pub mod store;
 pub mod sync;
+pub mod verify;
 pub mod wire;

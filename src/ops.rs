@@ -7,6 +7,7 @@
 use crate::config::Config;
 use crate::control::{AdjustResult, Reply, Request};
 use crate::entry::{AdjustRequest, EntryError};
+use crate::ledger::Ledger;
 use crate::rng::SeededRng;
 use crate::store::{LogStore, OpenReport, StateLock, StoreError};
 use crate::sync::{Now, Peer, PeerConfig, Tuning};
@@ -60,8 +61,55 @@ pub fn open_log(
     config: &Config,
     lock_wait: Duration,
 ) -> Result<(LogStore, Vec<crate::entry::Entry>, OpenReport), StoreError> {
+    open_log_with(config, lock_wait, LogStore::open_with_progress)
+}
+
+/// Like [`open_log`], but keeps only the ledger's compact index in memory (entry bodies are
+/// read back from the log when needed): what the daemon uses.
+pub fn open_log_indexed(
+    config: &Config,
+    lock_wait: Duration,
+) -> Result<(LogStore, Ledger, OpenReport), StoreError> {
+    let opened = open_log_with(config, lock_wait, LogStore::open_indexed)?;
+    release_freed_memory();
+    Ok(opened)
+}
+
+/// Hands memory freed after a large replay (the scan's buffers, the index's growth) back
+/// to the operating system. glibc keeps freed blocks below its mmap threshold in the heap,
+/// so without this a daemon's resident size stays at its start-up peak.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+type Opener<T> =
+    fn(StateLock, &str, &mut dyn FnMut(u64, u64)) -> Result<(LogStore, T, OpenReport), StoreError>;
+
+fn open_log_with<T>(
+    config: &Config,
+    lock_wait: Duration,
+    opener: Opener<T>,
+) -> Result<(LogStore, T, OpenReport), StoreError> {
     let lock = acquire_lock(config, lock_wait)?;
-    let (store, entries, report) = LogStore::open(lock, &config.group.name)?;
+    let path = LogStore::log_path(&config.state_dir, &config.group.name);
+    let large =
+        std::fs::metadata(&path).is_ok_and(|m| m.len() >= crate::progress::STARTUP_BAR_MIN_BYTES);
+    let bar = if large {
+        crate::progress::bytes_bar("replaying log")
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let opened = opener(
+        lock,
+        &config.group.name,
+        &mut crate::progress::reporter(&bar),
+    );
+    bar.finish_and_clear();
+    let (store, entries, report) = opened?;
     if report.truncated_bytes > 0 {
         warn!(
             "{}: cut a torn final record ({} bytes) left by an interrupted write; {} whole entries kept",
@@ -110,6 +158,34 @@ fn user_words(err: &EntryError) -> String {
     }
 }
 
+/// Explains a failed durable append to whoever asked for the adjust: the OS error, the
+/// likely cause when it is a full disk, and what state the log is in.
+fn write_failure_message(err: &StoreError, store: &LogStore) -> String {
+    let mut message = format!("adjustment not recorded: {err}");
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    if let StoreError::Io { source, .. } = err {
+        if matches!(
+            source.raw_os_error(),
+            Some(libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
+        ) {
+            message.push_str(" (the disk is full or a file size limit was reached)");
+        }
+    }
+    if store.rollback_pending() {
+        message.push_str(
+            "; part of the record could not be removed yet and is cut before the next write \
+             or when the log is next opened; every earlier entry is intact",
+        );
+    } else {
+        message.push_str("; the log is unchanged");
+    }
+    message
+}
+
 /// Runs a ledger request (adjust, points, history). Returns `None` for requests that need
 /// a running daemon (status, sync).
 pub fn apply(
@@ -148,13 +224,14 @@ pub fn apply(
                 }
             };
             // Durable before success is reported: append, then fdatasync, then apply.
-            let durable = store
-                .append(std::slice::from_ref(&entry))
-                .and_then(|()| store.sync());
-            if let Err(err) = durable {
-                return Some(Reply::error(format!("adjustment not recorded: {err}")));
-            }
+            let offsets = match store.append_durable(std::slice::from_ref(&entry)) {
+                Ok(offsets) => offsets,
+                Err(err) => return Some(Reply::error(write_failure_message(&err, store))),
+            };
             peer.commit_local(now, entry.clone());
+            for offset in offsets {
+                peer.mark_stored(&entry.id, offset);
+            }
             let total = peer.ledger().total(&entry.target);
             Reply::ok(&AdjustResult { entry, total })
         }

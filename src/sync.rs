@@ -251,8 +251,13 @@ fn kind_of(body: &Body) -> &'static str {
 impl Peer {
     /// A peer holding `entries` (from the log, any order). Entry timestamps seed the HLC, so
     /// a restart or a clock stepped back never stamps a new entry before ones already seen.
-    pub fn new(cfg: PeerConfig, entries: Vec<Entry>, mut rng: SeededRng, now: Now) -> Peer {
+    pub fn new(cfg: PeerConfig, entries: Vec<Entry>, rng: SeededRng, now: Now) -> Peer {
         let (ledger, _duplicates) = Ledger::from_entries(entries);
+        Peer::with_ledger(cfg, ledger, rng, now)
+    }
+
+    /// A peer over an already built ledger (the daemon's index-only ledger over the log).
+    pub fn with_ledger(cfg: PeerConfig, ledger: Ledger, mut rng: SeededRng, now: Now) -> Peer {
         let mut clock = HlcClock::new(cfg.max_clock_drift_ms);
         if let Some(newest) = ledger.newest() {
             clock.observe(newest.at, now.unix_ms);
@@ -282,6 +287,13 @@ impl Peer {
     /// This process's node id.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Tells the ledger that the entry `id` is in the log at byte `offset`, so it can drop
+    /// the body from memory and read it back when needed (the driver calls this after
+    /// appending what a [`Action::Persist`] or a local adjust asked for).
+    pub fn mark_stored(&mut self, id: &EntryId, offset: u64) {
+        self.ledger.mark_stored(id, offset);
     }
 
     /// The replayed ledger.
@@ -714,12 +726,12 @@ impl Peer {
                 self.push_queued.remove(&id);
                 continue;
             };
-            let size = wire::encoded_len(entry);
+            let size = wire::encoded_len(&entry);
             if !batch.is_empty() && used + size > budget {
                 break;
             }
             used += size;
-            batch.push(entry.clone());
+            batch.push(entry);
             self.push_queue.pop_front();
             self.push_queued.remove(&id);
         }
@@ -837,7 +849,12 @@ impl Peer {
                 }
             }
             SpanKind::Fingerprint => {
-                if self.ledger.range(span.lower, span.upper).next().is_none() {
+                if self
+                    .ledger
+                    .range_keys(span.lower, span.upper)
+                    .next()
+                    .is_none()
+                {
                     Mode::Fingerprint(Fingerprint::default())
                 } else {
                     Mode::Fingerprint(self.ledger.range_fingerprint(span.lower, span.upper))
@@ -1128,7 +1145,7 @@ impl Peer {
         // Explicit wants first: they are small and the requester is waiting on them.
         for id in &request.want {
             if let Some(entry) = self.ledger.get_by_id(id) {
-                if !builder.entry(entry) {
+                if !builder.entry(&entry) {
                     break;
                 }
             }
@@ -1171,7 +1188,7 @@ impl Peer {
                 if mine == *theirs {
                     b.item(lo, hi, Mode::Done);
                 } else if mine.count as usize <= tuning.id_list_threshold.min(MAX_IDS) {
-                    let ids = self.ledger.range(lo, hi).map(|e| e.id).collect();
+                    let ids = self.ledger.range_keys(lo, hi).map(|k| k.id).collect();
                     b.item(lo, hi, Mode::Ids(ids));
                 } else {
                     for (a, c) in self.ledger.split(lo, hi, tuning.split_parts) {
@@ -1197,8 +1214,7 @@ impl Peer {
                     lo,
                     hi,
                     self.ledger
-                        .range(lo, hi)
-                        .filter(|e| !theirs.contains(&e.id)),
+                        .range_where(lo, hi, |key| !theirs.contains(&key.id)),
                 );
             }
         }
@@ -1373,13 +1389,13 @@ impl ResponseBuilder {
     /// When a datagram fills, the part answered so far is closed in it, so every datagram
     /// covers exactly the entries it carries; when the budget runs out, the rest of the span
     /// stays unanswered and the requester asks for it again.
-    fn entries_covering<'a>(&mut self, lo: Key, hi: Key, entries: impl Iterator<Item = &'a Entry>) {
+    fn entries_covering(&mut self, lo: Key, hi: Key, entries: impl Iterator<Item = Entry>) {
         let mut cursor = lo;
         for entry in entries {
             if self.exhausted {
                 return;
             }
-            let cost = wire::encoded_len(entry);
+            let cost = wire::encoded_len(&entry);
             if !self.fits(cost + RESERVE) {
                 let key = entry.key();
                 if cursor < key {
@@ -1396,7 +1412,7 @@ impl ResponseBuilder {
                 }
             }
             self.size += cost;
-            self.current.entries.push(entry.clone());
+            self.current.entries.push(entry);
         }
         self.item(cursor, hi, Mode::Done);
     }

@@ -7,26 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_lootsync");
 
 fn write_config(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("lootsync.toml");
-    let text = format!(
-        r#"node = "crashy"
-state_dir = "{}"
-[group]
-port = {port}
-interface = "127.0.0.1"
-ttl = 1
-[whisper]
-bind = "127.0.0.1:0"
-[sync]
-heartbeat = "200ms"
-"#,
-        dir.join("state").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    common::write_config_file(dir, "crashy", port)
 }
 
 fn cli(config: &Path, args: &[&str]) -> Output {
@@ -116,6 +102,40 @@ fn sigkill_keeps_every_acknowledged_adjust() {
     }
     // A second daemon on the same state directory is refused while one runs.
     let mut daemon = spawn_daemon(&config);
+    // The daemon keeps only an index in memory: history reads every entry back from the log.
+    let out = cli(&config, &["history", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(rows.len(), 30);
+    let mut from_history: BTreeMap<String, i64> = BTreeMap::new();
+    for row in &rows {
+        let player = row["player"].as_str().unwrap().to_string();
+        *from_history.entry(player).or_insert(0) += row["delta"].as_i64().unwrap();
+    }
+    assert_eq!(from_history, expected, "history read back from the log");
+    // A new adjust through the daemon is readable right away, too.
+    let out = cli(
+        &config,
+        &[
+            "adjust",
+            "--player",
+            "p0",
+            "--delta",
+            "100",
+            "--reason",
+            "after restart",
+        ],
+    );
+    assert!(out.status.success());
+    let out = cli(&config, &["history", "--player", "p0", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let last = rows.last().unwrap();
+    assert_eq!(last["reason"], "after restart");
+    assert_eq!(last["total"].as_i64().unwrap(), expected["p0"] + 100);
     let second = cli(&config, &["run"]);
     assert!(!second.status.success());
     let stderr = String::from_utf8_lossy(&second.stderr);
@@ -150,7 +170,10 @@ fn torn_last_record_is_cut_with_a_warning_and_only_it_is_lost() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let log = dir.path().join("state").join("raid.lootlog");
+    let log = dir
+        .path()
+        .join("state")
+        .join(format!("{}.lootlog", common::group_name(47722)));
     let len = std::fs::metadata(&log).unwrap().len();
     // A crash in the middle of writing the last record.
     let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
@@ -195,7 +218,10 @@ fn damage_before_intact_records_is_refused_naming_file_and_offset() {
         .status
         .success());
     }
-    let log = dir.path().join("state").join("raid.lootlog");
+    let log = dir
+        .path()
+        .join("state")
+        .join(format!("{}.lootlog", common::group_name(47723)));
     let mut bytes = std::fs::read(&log).unwrap();
     bytes[16 + 8 + 3] ^= 0xff; // inside the first record's payload
     std::fs::write(&log, &bytes).unwrap();
@@ -203,7 +229,8 @@ fn damage_before_intact_records_is_refused_naming_file_and_offset() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("raid.lootlog") && stderr.contains("offset 16"),
+        stderr.contains(&format!("{}.lootlog", common::group_name(47723)))
+            && stderr.contains("offset 16"),
         "{stderr}"
     );
     // Nothing was cut: the damaged file is left for inspection.
@@ -262,4 +289,195 @@ fn debug_on_off_switches_sync_lines_at_run_time_and_peers_lists_peers() {
     assert_eq!(peers, serde_json::json!([]), "a lone daemon hears no peers");
     daemon.kill().unwrap();
     daemon.wait().unwrap();
+}
+
+fn adjust(config: &Path, player: &str, delta: i64) -> Output {
+    cli(
+        config,
+        &[
+            "adjust",
+            "--player",
+            player,
+            "--delta",
+            &delta.to_string(),
+            "--reason",
+            "r",
+        ],
+    )
+}
+
+#[test]
+fn verify_reports_damage_and_repair_keeps_every_intact_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 47751);
+    for delta in [1, 2, 4, 8, 16] {
+        let out = adjust(&config, "Jo", delta);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    adjust(&config, "Kim", 3);
+    let out = cli(&config, &["verify"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in ["entries:  6", "players:  2", "status:   ok"] {
+        assert!(stdout.contains(line), "{line:?} missing in:\n{stdout}");
+    }
+
+    // Damage the second record (delta 2): its checksum no longer matches.
+    let log = dir
+        .path()
+        .join("state")
+        .join(format!("{}.lootlog", common::group_name(47751)));
+    let mut bytes = std::fs::read(&log).unwrap();
+    let first_len = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
+    let second = 16 + 8 + first_len;
+    bytes[second + 12] ^= 0x55;
+    std::fs::write(&log, &bytes).unwrap();
+
+    let out = cli(&config, &["verify"]);
+    assert!(!out.status.success(), "verify must fail on damage");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("at offset {second}")), "{stdout}");
+    assert!(
+        stdout.contains("entries:  5") && stdout.contains("DAMAGED"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lootsync repair"));
+
+    // Repair is refused while a daemon holds the state directory (the daemon itself refuses
+    // the damaged log, so hold the lock the way a daemon does: through a running command).
+    let lock_holder = loot_sync::store::StateLock::acquire(&dir.path().join("state")).unwrap();
+    let out = cli(&config, &["repair"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stop the daemon"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        bytes,
+        "refused repair touched nothing"
+    );
+    drop(lock_holder);
+
+    let out = cli(&config, &["repair"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("5 intact entries"), "{stdout}");
+    let aside: Vec<PathBuf> = std::fs::read_dir(dir.path().join("state"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.to_string_lossy()
+                .contains(&format!("{}.lootlog.damaged-", common::group_name(47751)))
+        })
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        std::fs::read(&aside[0]).unwrap(),
+        bytes,
+        "damaged file kept as it was"
+    );
+    assert_eq!(points(&config)["Jo"], 1 + 4 + 8 + 16);
+    assert_eq!(points(&config)["Kim"], 3);
+    let out = cli(&config, &["verify"]);
+    assert!(out.status.success());
+
+    // A running daemon also makes verify and repair refuse.
+    let mut daemon = spawn_daemon(&config);
+    for command in ["verify", "repair"] {
+        let out = cli(&config, &[command]);
+        assert!(!out.status.success(), "{command} while a daemon runs");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("locked by a running lootsync daemon"),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+}
+
+/// Runs `lootsync adjust` with the file size limit set so the log cannot grow past
+/// `max_file_bytes`, the way a full disk stops a write part-way. SIGXFSZ is ignored so the
+/// write returns EFBIG instead of killing the process.
+fn adjust_with_file_size_limit(config: &Path, max_file_bytes: u64, delta: i64) -> Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(BIN);
+    command.arg("--config").arg(config).args([
+        "adjust",
+        "--player",
+        "Lee",
+        "--delta",
+        &delta.to_string(),
+        "--reason",
+        "a reason long enough that the record is cut part-way",
+    ]);
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: max_file_bytes as libc::rlim_t,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().expect("run lootsync")
+}
+
+#[test]
+fn full_disk_fails_the_adjust_clearly_and_leaves_a_valid_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 47752);
+    for delta in [10, 20] {
+        assert!(adjust(&config, "Lee", delta).status.success());
+    }
+    let log = dir
+        .path()
+        .join("state")
+        .join(format!("{}.lootlog", common::group_name(47752)));
+    let before = std::fs::read(&log).unwrap();
+    // Room for a few bytes of the record, not all of it; and then for none at all.
+    for room in [30u64, 0] {
+        let out = adjust_with_file_size_limit(&config, before.len() as u64 + room, 5);
+        assert!(
+            !out.status.success(),
+            "adjust must fail when the write fails"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("adjustment not recorded") && stderr.contains("File too large"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("the log is unchanged"), "{stderr}");
+        // The partial record was cut back: the file is byte for byte what it was.
+        assert_eq!(std::fs::read(&log).unwrap(), before, "room {room}");
+    }
+    let out = cli(&config, &["verify"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(points(&config)["Lee"], 30, "nothing acknowledged lost");
+    // With space again, adjusts work and land after the intact records.
+    assert!(adjust(&config, "Lee", 1).status.success());
+    assert_eq!(points(&config)["Lee"], 31);
 }

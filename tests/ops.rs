@@ -20,23 +20,7 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_lootsync");
 
 fn write_config(dir: &Path, port: u16) -> PathBuf {
-    let path = dir.join("lootsync.toml");
-    let text = format!(
-        r#"node = "opsnode"
-state_dir = "{}"
-[group]
-port = {port}
-interface = "127.0.0.1"
-ttl = 1
-[whisper]
-bind = "127.0.0.1:0"
-[sync]
-heartbeat = "200ms"
-"#,
-        dir.join("state").display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
+    common::write_config_file(dir, "opsnode", port)
 }
 
 fn cli(config: &Path, args: &[&str]) -> Output {

@@ -184,7 +184,7 @@ async fn same_log_entry_datagram_twice_is_stored_once() {
     let port = 47714;
     let a = start(&config(dir.path(), "alice", port), DaemonOptions::default()).await;
     let datagram = wire::encode(&Envelope {
-        group: "raid".into(),
+        group: common::group_name(port),
         from: 0xfeed,
         whisper_port: 9,
         body: Body::LogEntry(vec![sample_entry()]),
@@ -217,7 +217,7 @@ async fn garbage_on_the_group_port_is_dropped_and_sync_continues() {
     let group = SocketAddr::from((GROUP, port));
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
     let mut valid_prefix = wire::encode(&Envelope {
-        group: "raid".into(),
+        group: common::group_name(port),
         from: 7,
         whisper_port: 9,
         body: Body::LogEntry(vec![sample_entry()]),

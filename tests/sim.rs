@@ -1,7 +1,7 @@
 //! Deterministic network simulator for the sans-IO sync core.
 //!
 //! N [`Peer`]s (2..=12, chosen by the seed) run on a simulated network in virtual time,
-//! driven exactly the way `src/daemon.rs` drives one: `Peer::new` + `start`, datagrams
+//! driven exactly the way `src/daemon.rs` drives one: `Peer::with_ledger` + `start`, datagrams
 //! through `handle_datagram`, timers through `poll_timeout`/`handle_timeout`, local adjusts
 //! as `prepare_adjust` -> durable append -> `commit_local`, and `drain_actions` after every
 //! call. Everything random comes from `SeededRng` streams derived from the run seed, so a
@@ -28,6 +28,7 @@
 #![allow(clippy::needless_range_loop)]
 
 use loot_sync::entry::{new_entry_id, AdjustRequest, Entry, EntryId, Hlc};
+use loot_sync::ledger::{EntryReader, LedgerBuilder};
 use loot_sync::rng::SeededRng;
 use loot_sync::sync::{Action, Channel, Now, Peer, PeerConfig, Tuning};
 use loot_sync::wire;
@@ -37,7 +38,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 // ---- protocol configuration -----------------------------------------------------------------
 
@@ -108,8 +109,39 @@ struct Delivery {
     bytes: Rc<Vec<u8>>,
 }
 
+/// What one daemon incarnation's log file holds, in append order; a record's "offset" is its
+/// index. Peers read entry bodies back from it through [`EntryReader`], as the daemon reads
+/// its log file, so the simulator runs the index-only ledger the daemon runs.
+#[derive(Default)]
+struct SimFile {
+    records: Mutex<Vec<Entry>>,
+}
+
+impl SimFile {
+    /// Appends records; returns the offset of the first.
+    fn append(&self, entries: &[Entry]) -> u64 {
+        let mut records = self.records.lock().unwrap();
+        let first = records.len() as u64;
+        records.extend_from_slice(entries);
+        first
+    }
+}
+
+impl EntryReader for SimFile {
+    fn read_at(&self, offset: u64) -> Result<Entry, String> {
+        self.records
+            .lock()
+            .unwrap()
+            .get(offset as usize)
+            .cloned()
+            .ok_or_else(|| format!("no record at {offset}"))
+    }
+}
+
 /// One simulated machine: its daemon (when running), disk, clock and receive socket.
 struct Node {
+    /// The running incarnation's log as its ledger reads it back.
+    file: Arc<SimFile>,
     skew_ms: i64,
     /// The running daemon; `None` while crashed or not started yet.
     peer: Option<Peer>,
@@ -136,6 +168,7 @@ struct Node {
 impl Node {
     fn new(skew_ms: i64, log: Vec<Entry>) -> Node {
         Node {
+            file: Arc::default(),
             skew_ms,
             peer: None,
             started_at: 0,
@@ -255,12 +288,17 @@ impl World {
         node.sync_off = false;
         node.rx.clear();
         node.rx_bytes = 0;
-        let mut peer = Peer::new(
-            peer_config(i),
-            node.durable.clone(),
-            SeededRng::new(rng_seed),
-            now,
-        );
+        // What `lootsync run` does: scan the log into an index-only ledger that reads
+        // bodies back from the file.
+        let file = Arc::new(SimFile::default());
+        file.append(&node.durable);
+        let mut builder = LedgerBuilder::new();
+        for (offset, entry) in node.durable.iter().enumerate() {
+            builder.push(entry, offset as u64);
+        }
+        let (ledger, _duplicates) = builder.finish(file.clone());
+        node.file = file;
+        let mut peer = Peer::with_ledger(peer_config(i), ledger, SeededRng::new(rng_seed), now);
         peer.start(now);
         node.peer = Some(peer);
         self.dispatch(i);
@@ -295,7 +333,9 @@ impl World {
         node.durable.extend(earlier);
         node.flush_at = None;
         node.durable.push(entry.clone());
+        let offset = node.file.append(std::slice::from_ref(&entry));
         peer.commit_local(now, entry.clone());
+        peer.mark_stored(&entry.id, offset);
         self.dispatch(i);
         entry
     }
@@ -348,6 +388,12 @@ impl World {
                 Action::Persist(entries) => {
                     self.counters.persisted += entries.len() as u64;
                     let node = &mut self.nodes[i];
+                    let first = node.file.append(&entries);
+                    if let Some(peer) = node.peer.as_mut() {
+                        for (k, entry) in entries.iter().enumerate() {
+                            peer.mark_stored(&entry.id, first + k as u64);
+                        }
+                    }
                     node.unsynced.extend(entries);
                     node.flush_at.get_or_insert(self.now + GROUP_COMMIT_MS);
                 }
@@ -1056,6 +1102,23 @@ fn run_seed(seed: u64, verbose: bool, trace: bool) -> Result<SeedReport, String>
             return Err(fail(
                 &world,
                 format!("n{i} built a message over the datagram limit"),
+            ));
+        }
+        // Every entry's body was handed to the log and is read back from it: the ledger
+        // holds none in memory, and reading them all back gives every entry.
+        if peer.ledger().resident_len() != 0 {
+            return Err(fail(
+                &world,
+                format!(
+                    "n{i} still holds {} entry bodies in memory",
+                    peer.ledger().resident_len()
+                ),
+            ));
+        }
+        if peer.ledger().iter().count() != peer.ledger().len() {
+            return Err(fail(
+                &world,
+                format!("n{i} cannot read every indexed entry back from its log"),
             ));
         }
         // Totals are the replayed sums of deltas.

@@ -7,7 +7,7 @@ use loot_sync::daemon::{self, DaemonOptions, RunningDaemon};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Loopback only: tests never put multicast on a real interface.
@@ -23,6 +23,13 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// A group name of this test run's own. Ports keep the tests of one run apart; the name
+/// keeps runs apart (two checkouts testing at once on one machine use the same ports, and
+/// peers of different group names ignore each other).
+pub fn group_name(port: u16) -> String {
+    format!("t{port}-{}", std::process::id())
+}
+
 /// A fast-heartbeat loopback config for one node of a test group on `port`.
 pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
     let mut config = Config {
@@ -30,6 +37,7 @@ pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
         state_dir: state_dir.join(node),
         ..Config::default()
     };
+    config.group.name = group_name(port);
     config.group.address = GROUP;
     config.group.port = port;
     config.group.interface = LOOPBACK;
@@ -39,6 +47,30 @@ pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
     config.sync.peer_timeout = Duration::from_millis(1500);
     config.validate().expect("test config is valid");
     config
+}
+
+/// Writes a loopback config file for the real binary (node `node`, state in `dir/state`)
+/// and returns its path.
+pub fn write_config_file(dir: &Path, node: &str, port: u16) -> PathBuf {
+    let path = dir.join("lootsync.toml");
+    let text = format!(
+        r#"node = "{node}"
+state_dir = "{}"
+[group]
+name = "{}"
+port = {port}
+interface = "127.0.0.1"
+ttl = 1
+[whisper]
+bind = "127.0.0.1:0"
+[sync]
+heartbeat = "200ms"
+"#,
+        dir.join("state").display(),
+        group_name(port)
+    );
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
 /// Starts an in-process daemon.
