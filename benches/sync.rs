@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{format_value, full_mode, percentile, Figure};
+use common::{full_mode, percentile, Figure};
 use loot_sync::config::Config;
 use loot_sync::control::Request;
 use loot_sync::daemon::{self, DaemonOptions, LedgerObserver, RunningDaemon};
@@ -394,6 +394,9 @@ struct CatchUp {
     payload_bytes: usize,
     ours: Duration,
     raw: Duration,
+    /// Runs the medians are taken over.
+    runs: usize,
+    /// Raw-transfer datagrams that arrived, summed over the runs.
     raw_arrived: usize,
     raw_sent: usize,
     kernel_drops: u64,
@@ -465,6 +468,7 @@ fn catch_up_point(count: usize, runs: usize) -> CatchUp {
         payload_bytes,
         ours: median_duration(ours),
         raw: median_duration(raw),
+        runs,
         raw_arrived,
         raw_sent,
         kernel_drops,
@@ -490,13 +494,14 @@ fn catch_up_figures(sizes: &[usize], goal_size: usize, runs_below_1m: usize) -> 
         .collect();
     let dir = common::output_dir();
     let mut csv = String::from(
-        "missing_entries,payload_bytes,lootsync_ms,raw_udp_ms,ratio,raw_datagrams_arrived,raw_datagrams_sent,kernel_drops\n",
+        "missing_entries,payload_bytes,runs,lootsync_ms,raw_udp_ms,ratio,raw_datagrams_arrived,raw_datagrams_sent,kernel_drops\n",
     );
     for p in &points {
         csv.push_str(&format!(
-            "{},{},{:.3},{:.3},{:.3},{},{},{}\n",
+            "{},{},{},{:.3},{:.3},{:.3},{},{},{}\n",
             p.entries,
             p.payload_bytes,
+            p.runs,
             ms(p.ours),
             ms(p.raw),
             ms(p.ours) / ms(p.raw),
@@ -543,7 +548,7 @@ fn catch_up_svg(points: &[CatchUp]) -> String {
     let xs: Vec<f64> = points.iter().map(|p| (p.entries as f64).log10()).collect();
     let ys: Vec<f64> = points
         .iter()
-        .flat_map(|p| [ms(p.ours), ms(p.raw)])
+        .flat_map(|p| [ms(p.ours), ms(p.raw), 3.0 * ms(p.raw)])
         .map(|v| v.max(0.01).log10())
         .collect();
     let (x0, x1) = (
@@ -574,7 +579,7 @@ fn catch_up_svg(points: &[CatchUp]) -> String {
              y=\"{}\" text-anchor=\"middle\">{}</text>\n",
             height - bottom,
             height - bottom + 18.0,
-            format_value(10f64.powf(decade))
+            axis_label(10f64.powf(decade))
         ));
         decade += 1.0;
     }
@@ -587,7 +592,7 @@ fn catch_up_svg(points: &[CatchUp]) -> String {
             width - right,
             left - 6.0,
             y + 4.0,
-            format_value(10f64.powf(decade))
+            axis_label(10f64.powf(decade))
         ));
         decade += 1.0;
     }
@@ -597,8 +602,9 @@ fn catch_up_svg(points: &[CatchUp]) -> String {
         height - 18.0
     ));
     type Series = (&'static str, &'static str, fn(&CatchUp) -> Duration);
-    let series: [Series; 2] = [
+    let series: [Series; 3] = [
         ("lootsync late joiner (2 daemons)", "#c0392b", |p| p.ours),
+        ("goal: 3x raw UDP", "#7f8c8d", |p| p.raw * 3),
         ("raw UDP, same bytes, 1200-byte datagrams", "#2471a3", |p| {
             p.raw
         }),
@@ -615,27 +621,55 @@ fn catch_up_svg(points: &[CatchUp]) -> String {
             })
             .collect();
         svg.push_str(&format!(
-            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>\n",
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"{} points=\"{}\"/>\n",
+            if label.starts_with("goal") {
+                " stroke-dasharray=\"6 4\""
+            } else {
+                ""
+            },
             path.join(" ")
         ));
-        for point in &path {
+        for point in path.iter().filter(|_| !label.starts_with("goal")) {
             let (x, y) = point.split_once(',').unwrap();
             svg.push_str(&format!(
                 "<circle cx=\"{x}\" cy=\"{y}\" r=\"3.5\" fill=\"{colour}\"/>\n"
             ));
         }
-        let ly = top + 12.0 + 18.0 * i as f64;
+        // The legend sits bottom right, under the lines (which rise to the right).
+        let (lx, ly) = (
+            width - right - 290.0,
+            height - bottom - 62.0 + 18.0 * i as f64,
+        );
         svg.push_str(&format!(
-            "<line x1=\"{}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{colour}\" \
+            "<line x1=\"{lx}\" y1=\"{ly}\" x2=\"{}\" y2=\"{ly}\" stroke=\"{colour}\" \
              stroke-width=\"2\"/>\n<text x=\"{}\" y=\"{}\">{label}</text>\n",
-            left + 10.0,
-            left + 34.0,
-            left + 40.0,
+            lx + 24.0,
+            lx + 30.0,
             ly + 4.0
+        ));
+    }
+    // Each lootsync point labelled with its ratio to the raw line.
+    for p in points {
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" fill=\"#c0392b\">{:.1}x</text>\n",
+            px((p.entries as f64).log10()),
+            py(ms(p.ours).max(0.01).log10()) - 9.0,
+            ms(p.ours) / ms(p.raw)
         ));
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// A decade's axis label: 100 µs as "0.1", 1,000 as "1k", 1,000,000 as "1M".
+fn axis_label(value: f64) -> String {
+    if value >= 1e6 {
+        format!("{}M", value / 1e6)
+    } else if value >= 1e3 {
+        format!("{}k", value / 1e3)
+    } else {
+        format!("{value}")
+    }
 }
 
 /// What a propagation observer saw, stamped the moment the daemon saw it.
@@ -1061,59 +1095,47 @@ fn main() {
             .init();
     }
     let full = full_mode();
+    let mode = if full { "full" } else { "quick" };
+    let reconcile_size = if full { 1_000_000 } else { 100_000 };
+    // The late-joiner goal applies to this size; the sweep gives the chart its points, each
+    // the median of `runs` runs (1,000,000 entries: one run).
     let catch_up_goal_size = if full { 100_000 } else { 20_000 };
-    // `LOOTSYNC_BENCH_ONLY=<figure>` runs one figure (for a profiler).
-    match std::env::var("LOOTSYNC_BENCH_ONLY").as_deref() {
-        Ok("catchup-cpu") => {
-            catchup_cpu_figure(catch_up_goal_size);
-            return;
-        }
-        Ok("late-joiner") => {
-            catch_up_point(catch_up_goal_size, 1);
-            return;
-        }
-        Ok("propagation") => {
-            common::print_table("sync", &propagation_figures(if full { 1000 } else { 100 }));
-            return;
-        }
-        Ok("idle") => {
-            common::print_table("sync", &idle_daemons_figures(if full { 30 } else { 5 }));
-            return;
-        }
-        Ok(other) => panic!(
-            "LOOTSYNC_BENCH_ONLY={other}: expected catchup-cpu, late-joiner, propagation or idle"
-        ),
-        Err(_) => {}
-    }
-    println!(
-        "lootsync sync benchmarks ({} mode; LOOTSYNC_BENCH_FULL=1 for published sizes)",
-        if full { "full" } else { "quick" }
-    );
-    let mut figures = Vec::new();
-    figures.extend(reconciliation_figures(if full {
-        1_000_000
-    } else {
-        100_000
-    }));
-    figures.push(catchup_cpu_figure(catch_up_goal_size));
     let sizes: &[usize] = if full {
         &[1_000, 10_000, 100_000, 1_000_000]
     } else {
         &[1_000, 10_000, 20_000]
     };
-    figures.extend(catch_up_figures(
-        sizes,
-        catch_up_goal_size,
-        if full { 3 } else { 1 },
-    ));
-    figures.extend(propagation_figures(if full { 1000 } else { 100 }));
-    figures.extend(idle_daemons_figures(if full { 30 } else { 5 }));
-    figures.extend(idle_figure());
-    common::print_table(
-        &format!(
-            "sync figures ({} mode; storage figures: cargo bench --bench store)",
-            if full { "full" } else { "quick" }
+    let runs = if full { 3 } else { 1 };
+    let adjusts = if full { 1_000 } else { 100 };
+    let idle_seconds = if full { 30 } else { 5 };
+    // `LOOTSYNC_BENCH_ONLY=<figure>` runs one figure (for a profiler).
+    let only = std::env::var("LOOTSYNC_BENCH_ONLY").ok();
+    let figures = match only.as_deref() {
+        Some("catchup-cpu") => vec![catchup_cpu_figure(catch_up_goal_size)],
+        // Five runs of one size: enough samples for `perf record`.
+        Some("late-joiner") => catch_up_figures(&[catch_up_goal_size], catch_up_goal_size, 5),
+        Some("catchup-sweep") => catch_up_figures(sizes, catch_up_goal_size, runs),
+        Some("propagation") => propagation_figures(adjusts),
+        Some("idle") => idle_daemons_figures(idle_seconds),
+        Some(other) => panic!(
+            "LOOTSYNC_BENCH_ONLY={other}: expected catchup-cpu, late-joiner, catchup-sweep, \
+             propagation or idle"
         ),
+        None => {
+            println!(
+                "lootsync sync benchmarks ({mode} mode; LOOTSYNC_BENCH_FULL=1 for published sizes)"
+            );
+            let mut figures = reconciliation_figures(reconcile_size);
+            figures.push(catchup_cpu_figure(catch_up_goal_size));
+            figures.extend(catch_up_figures(sizes, catch_up_goal_size, runs));
+            figures.extend(propagation_figures(adjusts));
+            figures.extend(idle_daemons_figures(idle_seconds));
+            figures.extend(idle_figure());
+            figures
+        }
+    };
+    common::print_table(
+        &format!("sync figures ({mode} mode; storage figures: cargo bench --bench store)"),
         &figures,
     );
 }
