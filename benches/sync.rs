@@ -393,6 +393,9 @@ struct CatchUp {
     entries: usize,
     payload_bytes: usize,
     ours: Duration,
+    /// CPU time (user + system, both daemons) during the catch-up, sampled a little after
+    /// it finished, so slightly more than the catch-up itself used.
+    cpu: Duration,
     raw: Duration,
     /// Runs the medians are taken over.
     runs: usize,
@@ -402,7 +405,19 @@ struct CatchUp {
     kernel_drops: u64,
 }
 
-fn late_joiner_once(entries: &[Entry]) -> (Duration, u64) {
+/// CPU time (user + system) this process has used so far: both daemons run in it, and the
+/// bench's own thread only waits meanwhile.
+fn process_cpu() -> Duration {
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes into the struct we own.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    assert_eq!(rc, 0, "getrusage");
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+/// One catch-up: (wall time, CPU time of the process meanwhile, kernel receive drops).
+fn late_joiner_once(entries: &[Entry]) -> (Duration, Duration, u64) {
     let dir = tempfile::tempdir().unwrap();
     let config_a = bench_config(dir.path(), "catchup-a", "bench-catchup", CATCHUP_PORT);
     let config_b = bench_config(dir.path(), "catchup-b", "bench-catchup", CATCHUP_PORT);
@@ -423,18 +438,20 @@ fn late_joiner_once(entries: &[Entry]) -> (Duration, u64) {
             observer: Some(observer.clone()),
             ..DaemonOptions::default()
         };
+        let cpu_before = process_cpu();
         let started = Instant::now();
         let b = daemon::start(config_b, options).await.unwrap();
         tokio::time::timeout(Duration::from_secs(600), observer.done.notified())
             .await
             .expect("catch-up finished within 10 minutes");
         let done_at = observer.done_at.lock().unwrap().expect("done");
+        let cpu = process_cpu() - cpu_before;
         let drops = udp_rcvbuf_errors() - drops_before;
         let entries_b = b.request(Request::Status {}).await.unwrap()["entries"].as_u64();
         assert_eq!(entries_b, Some(entries.len() as u64), "B holds every entry");
         a.stop().await;
         b.stop().await;
-        (done_at - started, drops)
+        (done_at - started, cpu, drops)
     })
 }
 
@@ -447,11 +464,12 @@ fn median_duration(mut samples: Vec<Duration>) -> Duration {
 fn catch_up_point(count: usize, runs: usize) -> CatchUp {
     let entries = make_entries(count, 3);
     let payload_bytes: usize = entries.iter().map(wire::encoded_len).sum();
-    let mut ours = Vec::new();
+    let (mut ours, mut cpu) = (Vec::new(), Vec::new());
     let mut kernel_drops = 0;
     for _ in 0..runs {
-        let (elapsed, drops) = late_joiner_once(&entries);
+        let (elapsed, cpu_time, drops) = late_joiner_once(&entries);
         ours.push(elapsed);
+        cpu.push(cpu_time);
         kernel_drops += drops;
     }
     drop(entries);
@@ -467,6 +485,7 @@ fn catch_up_point(count: usize, runs: usize) -> CatchUp {
         entries: count,
         payload_bytes,
         ours: median_duration(ours),
+        cpu: median_duration(cpu),
         raw: median_duration(raw),
         runs,
         raw_arrived,
@@ -476,11 +495,14 @@ fn catch_up_point(count: usize, runs: usize) -> CatchUp {
     println!(
         "late joiner missing {count} entries ({payload_bytes} bytes), median of {runs}: {:?} vs \
          baseline raw UDP of the same bytes in 1200-byte datagrams {:?} ({raw_arrived}/{raw_sent} \
-         datagrams arrived) = {:.2}x; kernel UDP receive-buffer drops during catch-up: \
-         {kernel_drops}; entries lost: 0",
+         datagrams arrived) = {:.2}x; CPU time of both daemons meanwhile {:?} ({:.2} of the 2 \
+         cores busy); kernel UDP receive-buffer drops during catch-up: {kernel_drops}; entries \
+         lost: 0",
         point.ours,
         point.raw,
         point.ours.as_secs_f64() / point.raw.as_secs_f64(),
+        point.cpu,
+        point.cpu.as_secs_f64() / point.ours.as_secs_f64(),
     );
     point
 }
@@ -494,17 +516,18 @@ fn catch_up_figures(sizes: &[usize], goal_size: usize, runs_below_1m: usize) -> 
         .collect();
     let dir = common::output_dir();
     let mut csv = String::from(
-        "missing_entries,payload_bytes,runs,lootsync_ms,raw_udp_ms,ratio,raw_datagrams_arrived,raw_datagrams_sent,kernel_drops\n",
+        "missing_entries,payload_bytes,runs,lootsync_ms,raw_udp_ms,ratio,lootsync_cpu_ms,raw_datagrams_arrived,raw_datagrams_sent,kernel_drops\n",
     );
     for p in &points {
         csv.push_str(&format!(
-            "{},{},{},{:.3},{:.3},{:.3},{},{},{}\n",
+            "{},{},{},{:.3},{:.3},{:.3},{:.3},{},{},{}\n",
             p.entries,
             p.payload_bytes,
             p.runs,
             ms(p.ours),
             ms(p.raw),
             ms(p.ours) / ms(p.raw),
+            ms(p.cpu),
             p.raw_arrived,
             p.raw_sent,
             p.kernel_drops
@@ -524,6 +547,15 @@ fn catch_up_figures(sizes: &[usize], goal_size: usize, runs_below_1m: usize) -> 
         );
         if p.entries == goal_size {
             figures.push(Figure::ratio_goal(name, ms(p.ours), ms(p.raw), "ms", 3.0));
+            figures.push(Figure::reported(
+                format!(
+                    "late joiner missing {}: CPU time of both daemons (baseline: wall time)",
+                    count_words(p.entries)
+                ),
+                ms(p.cpu),
+                Some(ms(p.ours)),
+                "ms",
+            ));
             figures.push(Figure::at_most(
                 format!(
                     "late joiner missing {}: datagrams lost (kernel receive-buffer drops)",
