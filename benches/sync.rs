@@ -620,11 +620,11 @@ fn catch_up_svg(points: &[CatchUp]) -> String {
         let y = py(decade);
         svg.push_str(&format!(
             "<line x1=\"{left}\" y1=\"{y}\" x2=\"{}\" y2=\"{y}\" stroke=\"#ddd\"/>\n<text x=\"{}\" \
-             y=\"{}\" text-anchor=\"end\">{} ms</text>\n",
+             y=\"{}\" text-anchor=\"end\">{}</text>\n",
             width - right,
             left - 6.0,
             y + 4.0,
-            axis_label(10f64.powf(decade))
+            ms_label(10f64.powf(decade))
         ));
         decade += 1.0;
     }
@@ -701,6 +701,15 @@ fn axis_label(value: f64) -> String {
         format!("{}k", value / 1e3)
     } else {
         format!("{value}")
+    }
+}
+
+/// A decade of milliseconds: "0.1 ms", "100 ms", "1 s", "10 s".
+fn ms_label(value: f64) -> String {
+    if value >= 1e3 {
+        format!("{} s", value / 1e3)
+    } else {
+        format!("{value} ms")
     }
 }
 
