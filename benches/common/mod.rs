@@ -161,8 +161,9 @@ pub fn full_mode() -> bool {
     std::env::var_os("LOOTSYNC_BENCH_FULL").is_some()
 }
 
-/// `cargo test --benches` and `cargo bench -- --list` pass these flags: a bench target then
-/// does nothing, so CI never runs the heavy parts.
+/// `cargo bench -- --list` (and test listers such as nextest) pass `--list`, and `--test`
+/// asks a bench binary for a test run: a bench target then does nothing. (`cargo test` builds
+/// no bench target at all; `cargo test --benches` runs the quick mode, in a debug build.)
 pub fn invoked_as_test_or_list() -> bool {
     std::env::args().any(|a| a == "--list" || a == "--test")
 }
