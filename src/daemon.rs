@@ -2,7 +2,8 @@
 //! and time. This module only moves bytes and time; every protocol decision is the peer's.
 
 use crate::config::{Config, FsyncPolicy};
-use crate::control::{self, PeerStatus, Reply, Request, StatusResult};
+use crate::control::{self, AdjustResult, PeerStatus, Reply, Request, StatusResult};
+use crate::entry::Entry;
 use crate::net::{self, NetError, Sockets};
 use crate::ops;
 use crate::rng::SeededRng;
@@ -77,6 +78,16 @@ pub trait LogControl: Send + Sync + 'static {
     fn set_sync_debug(&self, enabled: bool) -> Result<(), String>;
 }
 
+/// Sees entries enter a daemon's ledger the moment they do (a measurement hook: the
+/// benchmarks time propagation with it, where polling the control socket would add
+/// its own round trip and quantisation). Called on the daemon's task, so keep it quick.
+pub trait LedgerObserver: Send + Sync + 'static {
+    /// A local adjust is durable and applied; called just before its success reply is sent.
+    fn acknowledged(&self, _entry: &Entry) {}
+    /// Entries learned from peers were applied to the ledger and appended to the log.
+    fn merged(&self, _entries: &[Entry]) {}
+}
+
 /// How a daemon is run beyond its config: hooks for tests and tools.
 #[derive(Clone)]
 pub struct DaemonOptions {
@@ -88,6 +99,8 @@ pub struct DaemonOptions {
     pub receive_drop_rate: f64,
     /// Seed for the peer's RNG; random when `None`.
     pub seed: Option<u64>,
+    /// Told about every entry entering the ledger; `None` in normal runs.
+    pub observer: Option<Arc<dyn LedgerObserver>>,
 }
 
 impl Default for DaemonOptions {
@@ -97,6 +110,7 @@ impl Default for DaemonOptions {
             clock: Arc::new(SystemClock),
             receive_drop_rate: 0.0,
             seed: None,
+            observer: None,
         }
     }
 }
@@ -466,7 +480,11 @@ impl Driver {
                     self.peer.handle_datagram(now, channel, from, buf);
                 }
                 Event::Control(request, reply) => {
+                    let is_adjust = matches!(request, Request::Adjust { .. });
                     let answer = self.handle_control(now, request);
+                    if is_adjust {
+                        self.observe_acknowledged(&answer);
+                    }
                     let _ = reply.send(answer);
                 }
                 Event::Timer => self.peer.handle_timeout(now),
@@ -543,6 +561,9 @@ impl Driver {
                                 .get_or_insert_with(|| Instant::now() + interval);
                         }
                     }
+                    if let Some(observer) = &self.options.observer {
+                        observer.merged(&entries);
+                    }
                     continue;
                 }
             };
@@ -550,6 +571,21 @@ impl Driver {
                 self.send_errors += 1;
                 debug!(target: "sync", "SYNC send to {to} failed: {err}");
             }
+        }
+    }
+
+    /// Tells the observer, if any, about the entry a successful adjust reply carries.
+    fn observe_acknowledged(&self, answer: &Reply) {
+        let Some(observer) = &self.options.observer else {
+            return;
+        };
+        let adjusted = answer
+            .result
+            .as_ref()
+            .filter(|_| answer.ok)
+            .and_then(|value| serde_json::from_value::<AdjustResult>(value.clone()).ok());
+        if let Some(adjusted) = adjusted {
+            observer.acknowledged(&adjusted.entry);
         }
     }
 
