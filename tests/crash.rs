@@ -16,12 +16,7 @@ fn write_config(dir: &Path, port: u16) -> PathBuf {
 }
 
 fn cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run lootsync")
+    common::run_cli(config, args)
 }
 
 fn points(config: &Path) -> BTreeMap<String, i64> {

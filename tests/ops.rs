@@ -24,12 +24,7 @@ fn write_config(dir: &Path, port: u16) -> PathBuf {
 }
 
 fn cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .args(args)
-        .output()
-        .expect("run lootsync")
+    common::run_cli(config, args)
 }
 
 /// Runs a command that must succeed; returns its stdout.

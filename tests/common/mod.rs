@@ -73,6 +73,16 @@ heartbeat = "200ms"
     path
 }
 
+/// Runs the real `lootsync` binary with `--config config` and `args`; waits for it.
+pub fn run_cli(config: &Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lootsync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run lootsync")
+}
+
 /// Starts an in-process daemon.
 pub async fn start(config: &Config, options: DaemonOptions) -> RunningDaemon {
     daemon::start(config.clone(), options)
