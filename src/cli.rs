@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -213,15 +213,10 @@ fn stop_quietly_when_stdout_closes() {
     }
 }
 
-fn load_config(path: Option<&Path>) -> Result<Config> {
-    let config = match path {
-        Some(path) => Config::load(path)?,
-        None => {
-            let config = Config::default();
-            config.validate().context("embedded default config")?;
-            config
-        }
-    };
+/// The embedded defaults, used when no `--config` is given.
+fn default_config() -> Result<Config> {
+    let config = Config::default();
+    config.validate().context("embedded default config")?;
     Ok(config)
 }
 
@@ -279,6 +274,10 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
         }
         Command::Config(ConfigCommand::Check { file }) => {
             let config = Config::load(&file)?;
+            if let Some(group) = &config.control.group {
+                // Valid syntax is not enough: the daemon needs the group on this machine.
+                control::group_id(group)?;
+            }
             eprintln!("{}: valid", file.display());
             print!("{}", config.to_toml_string());
             Ok(None)
@@ -287,7 +286,7 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
             let path = init::write_starter(&dir)?;
             println!("wrote {}", path.display());
             println!(
-                "edit node, state_dir and [group] interface, then check it with \
+                "edit node, state_dir, [group] interface and [whisper] bind, then check it with \
                  `lootsync config check {}`",
                 path.display()
             );
@@ -316,10 +315,19 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // Loaded before anything runs, so even a command that does not use the file (demo,
+    // init, ...) never hides a broken `--config`.
+    let loaded = match &cli.config {
+        Some(path) if !matches!(cli.command, Command::Config(_)) => Some(Config::load(path)?),
+        _ => None,
+    };
     let Some(command) = run_standalone(cli.command)? else {
         return Ok(());
     };
-    let config = load_config(cli.config.as_deref())?;
+    let config = match loaded {
+        Some(config) => config,
+        None => default_config()?,
+    };
     match command {
         Command::Run => {
             let log_control = init_logging(&config.log.level);
@@ -358,8 +366,15 @@ pub fn run(cli: Cli) -> Result<()> {
             let result: AdjustResult = serde_json::from_value(value)?;
             let e = &result.entry;
             println!(
-                "recorded {:+} for {} by {} ({}); {} now has {} points [{}]",
-                e.delta, e.target, e.actor, e.reason, e.target, result.total, e.id
+                "recorded {:+} for {} by {} ({}); {} now has {} point{} [{}]",
+                e.delta,
+                e.target,
+                e.actor,
+                e.reason,
+                e.target,
+                result.total,
+                if result.total.abs() == 1 { "" } else { "s" },
+                e.id
             );
             Ok(())
         }
@@ -376,13 +391,18 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::History { player, json } => {
             init_logging("warn");
-            let value = request(&config, Request::History { player })?;
+            let value = request(
+                &config,
+                Request::History {
+                    player: player.clone(),
+                },
+            )?;
             let rows: Vec<HistoryRow> = serde_json::from_value(value)?;
             if json {
                 let flat: Vec<serde_json::Value> = rows.iter().map(export::history_json).collect();
                 println!("{}", serde_json::to_string(&flat)?);
             } else {
-                print_history(&rows);
+                print_history(&rows, player.as_deref());
             }
             Ok(())
         }
@@ -517,6 +537,19 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
             socket.display()
         );
     }
+    let log = crate::store::LogStore::log_path(&config.state_dir, &config.group.name);
+    let log = std::path::absolute(&log).unwrap_or(log);
+    let is_adjust = matches!(request, Request::Adjust { .. });
+    let new_ledger = !log.exists();
+    if new_ledger && !is_adjust {
+        // Reading an empty ledger into existence would hide a wrong directory or config.
+        bail!(
+            "no ledger here: no daemon answers on {} and there is no log at {}; run this \
+             where your state directory is, or pass --config FILE",
+            socket.display(),
+            log.display()
+        );
+    }
     let unix_ms = ops::system_unix_ms();
     let (mut peer, mut store) = match ops::open_offline(config, unix_ms) {
         Ok(opened) => opened,
@@ -534,6 +567,15 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
     let reply = ops::apply(&mut peer, &mut store, &config.node, now, request)
         .ok_or_else(|| anyhow!("this command needs a running daemon"))?;
     if reply.ok {
+        if is_adjust {
+            // Say where it went: an officer in the wrong directory must not split the ledger
+            // unnoticed.
+            eprintln!(
+                "no daemon running: recorded directly in {}{}",
+                log.display(),
+                if new_ledger { " (a new ledger)" } else { "" }
+            );
+        }
         Ok(reply.result.unwrap_or(serde_json::Value::Null))
     } else {
         Err(anyhow!(reply
@@ -609,9 +651,12 @@ fn print_points(totals: &BTreeMap<String, i64>) {
     }
 }
 
-fn print_history(rows: &[HistoryRow]) {
+fn print_history(rows: &[HistoryRow], player: Option<&str>) {
     if rows.is_empty() {
-        println!("no adjustments recorded yet");
+        match player {
+            Some(player) => println!("no adjustments recorded for {player}"),
+            None => println!("no adjustments recorded yet"),
+        }
         return;
     }
     for row in rows {

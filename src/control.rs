@@ -63,8 +63,9 @@ pub fn bind(path: &Path, group: Option<&str>) -> io::Result<UnixListener> {
     Ok(listener)
 }
 
-/// Looks up a Unix group's id by name.
-fn group_id(name: &str) -> io::Result<u32> {
+/// Looks up a Unix group's id by name (also used by `config check`, so a name that only
+/// this machine can resolve is caught before the daemon starts).
+pub fn group_id(name: &str) -> io::Result<u32> {
     let not_found = || {
         io::Error::new(
             io::ErrorKind::NotFound,
@@ -249,7 +250,7 @@ pub enum ControlError {
         path: PathBuf,
     },
     /// The conversation failed part-way.
-    #[error("control socket {path}: {source}")]
+    #[error("control socket {path}")]
     Io {
         /// The socket path.
         path: PathBuf,

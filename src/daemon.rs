@@ -125,7 +125,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Net(#[from] NetError),
     /// The control socket could not be created.
-    #[error("cannot create control socket {path}: {source}")]
+    #[error("cannot create control socket {path}")]
     Control {
         /// Socket path.
         path: PathBuf,

@@ -24,7 +24,7 @@ pub enum InitError {
         path: PathBuf,
     },
     /// Writing failed.
-    #[error("cannot write {}: {source}", path.display())]
+    #[error("cannot write {}", path.display())]
     Io {
         /// The file or directory.
         path: PathBuf,

@@ -22,7 +22,7 @@ const RECV_BUFFER_BYTES: usize = 4 << 20;
 
 /// A socket could not be set up.
 #[derive(Debug, Error)]
-#[error("cannot {action} (group {group}, interface {interface}): {source}")]
+#[error("cannot {action} (group {group}, interface {interface})")]
 pub struct NetError {
     /// What was being done, e.g. "join multicast group".
     pub action: &'static str,

@@ -22,6 +22,7 @@ use crate::ledger::{EntryReader, Ledger, LedgerBuilder};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
@@ -598,6 +599,7 @@ impl LogStore {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600) // the raid's history is nobody else's business
             .open(&path)
             .map_err(io_err(&path, "opening log"))?;
         let file_len = file
@@ -661,7 +663,8 @@ impl LogStore {
             file.set_len(bad_at)
                 .map_err(io_err(path, "truncating torn tail of"))?;
             file.sync_all().map_err(io_err(path, "syncing"))?;
-            tracing::warn!(
+            // The caller warns, from `OpenReport::truncated_bytes`; this is the detail.
+            tracing::debug!(
                 path = %path.display(),
                 offset = bad_at,
                 bytes_cut = truncated_bytes,
@@ -993,6 +996,11 @@ mod tests {
             assert_eq!(report.file_bytes, HEADER_LEN);
             assert_eq!(store.len_bytes(), HEADER_LEN);
             assert_eq!(store.path(), log_file(dir.path()));
+            // Private whatever the umask: the ledger is the raid's business only.
+            let mode = std::os::unix::fs::PermissionsExt::mode(
+                &fs::metadata(store.path()).unwrap().permissions(),
+            );
+            assert_eq!(mode & 0o777, 0o600);
             store.append(&all[..3]).unwrap();
             store.sync().unwrap();
             store.append(&all[3..]).unwrap();

@@ -19,6 +19,7 @@ use crate::store::{
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A stretch of the log that holds no intact record.
@@ -122,6 +123,7 @@ pub fn repair(
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600) // the raid's history is nobody else's business
         .open(&tmp_path)
         .map_err(io_err(&tmp_path, "creating"))?;
     let mut out = BufWriter::with_capacity(SCAN_BUFFER_BYTES, tmp);

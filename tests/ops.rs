@@ -62,8 +62,14 @@ impl Drop for KillOnDrop {
 fn every_subcommand_end_to_end_under_systemd_notify() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 47741);
+    // No daemon and no log yet: reading refuses rather than show an empty ledger (a wrong
+    // directory or config must not look like a fresh start), and creates nothing.
+    let out = cli(&config, &["points"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no ledger here"));
+    assert!(!dir.path().join("state").exists());
     // Recorded offline before the daemon starts: READY=1 must come after it is replayed.
-    ok(
+    let out = cli(
         &config,
         &[
             "adjust",
@@ -74,6 +80,13 @@ fn every_subcommand_end_to_end_under_systemd_notify() {
             "--reason",
             "attendance",
         ],
+    );
+    assert!(out.status.success());
+    // An offline adjust says which log it wrote.
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("recorded directly in") && said.contains("(a new ledger)"),
+        "{said}"
     );
 
     let notify_path = dir.path().join("notify.sock");
@@ -266,6 +279,25 @@ fn config_tools_completions_and_man_pages() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("`control.group`"));
+    // Well-formed but unknown on this machine: caught before the daemon would fail on it.
+    std::fs::write(&bad, "[control]\ngroup = \"no-such-group-lootsync\"\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["config", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such Unix group"));
+    // A broken --config is an error even for a command that does not use it.
+    std::fs::write(&bad, "nonsense_key = 1\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&bad)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nonsense_key"));
 
     for shell in ["bash", "zsh", "fish"] {
         let out = Command::new(BIN)
@@ -413,7 +445,14 @@ async fn malformed_control_requests_get_error_replies_and_change_nothing() {
         .await
         .err()
         .expect("start fails");
-    assert!(format!("{err:#}").contains("control.group"), "{err:#}");
+    // The cause is in the error's source chain, as the CLI prints it.
+    let message = format!("{:#}", anyhow::Error::from(err));
+    assert!(message.contains("control.group"), "{message}");
+    assert_eq!(
+        message.matches("no such Unix group").count(),
+        1,
+        "{message}"
+    );
 }
 
 /// A loopback listener on the test group that reports which whisper port sent each
