@@ -243,6 +243,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         flush_at: None,
         flushing: None,
         remote_appends: 0,
+        append_failures: 0,
         send_errors: 0,
         drop_rng,
         hook_drops: 0,
@@ -389,6 +390,8 @@ struct Driver {
     flushing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     /// Batches of entries merged from peers appended to the log.
     remote_appends: u64,
+    /// Appends of merged entries that failed (the entries wait in memory for the next).
+    append_failures: u64,
     send_errors: u64,
     drop_rng: SeededRng,
     hook_drops: u64,
@@ -541,17 +544,30 @@ impl Driver {
                 Action::SendGroup(bytes) => (bytes, self.sockets.group_addr),
                 Action::SendTo(addr, bytes) => (bytes, addr),
                 Action::Persist(entries) => {
-                    match self.store.append_located(&entries) {
+                    // Everything not yet in the log: this batch, plus any batch whose append
+                    // failed before. Those are already counted in our fingerprint, so peers
+                    // will not send them again: they must reach the disk from here.
+                    let pending = self.peer.ledger().unstored().unwrap_or(entries);
+                    if pending.is_empty() {
+                        continue;
+                    }
+                    match self.store.append_located(&pending) {
                         Ok(offsets) => {
                             self.remote_appends += 1;
-                            for (entry, offset) in entries.iter().zip(offsets) {
+                            for (entry, offset) in pending.iter().zip(offsets) {
                                 self.peer.mark_stored(&entry.id, offset);
                             }
+                            if let Some(observer) = &self.options.observer {
+                                observer.merged(&pending);
+                            }
                         }
-                        Err(err) => error!(
-                            "cannot store {} entries learned from peers (they will be fetched again after a restart): {err:#}",
-                            entries.len()
-                        ),
+                        Err(err) => {
+                            self.append_failures += 1;
+                            error!(
+                                "cannot store {} entries learned from peers (kept in memory and retried with the next batch): {err:#}",
+                                pending.len()
+                            );
+                        }
                     }
                     match self.config.storage.fsync {
                         FsyncPolicy::Always => self.flush(),
@@ -560,9 +576,6 @@ impl Driver {
                             self.flush_at
                                 .get_or_insert_with(|| Instant::now() + interval);
                         }
-                    }
-                    if let Some(observer) = &self.options.observer {
-                        observer.merged(&entries);
                     }
                     continue;
                 }
@@ -670,6 +683,13 @@ impl Driver {
         counters.insert("send_errors".to_string(), self.send_errors);
         counters.insert("log_fsyncs".to_string(), self.store.fsyncs());
         counters.insert("log_remote_appends".to_string(), self.remote_appends);
+        if self.append_failures > 0 {
+            counters.insert("log_append_failures".to_string(), self.append_failures);
+        }
+        counters.insert(
+            "log_unstored".to_string(),
+            self.peer.ledger().resident_len() as u64,
+        );
         counters.insert("encode_failures".to_string(), stats.encode_failures);
         if self.hook_drops > 0 {
             // Only a test hook drops on purpose; keep the counter out of normal status.

@@ -289,6 +289,16 @@ impl Ledger {
         }
     }
 
+    /// With a reader injected: the entries not yet stored in the log (merged, but their
+    /// append has not happened or failed), in key order. `None` without a reader, where
+    /// every body is held in memory and residence says nothing about the log.
+    pub fn unstored(&self) -> Option<Vec<Entry>> {
+        self.reader.as_ref()?;
+        let mut pending: Vec<(&Key, &Entry)> = self.resident.iter().collect();
+        pending.sort_unstable_by_key(|(key, _)| **key);
+        Some(pending.into_iter().map(|(_, e)| e.clone()).collect())
+    }
+
     /// Entries whose bodies are held in memory (not yet marked as stored in the log).
     pub fn resident_len(&self) -> usize {
         self.resident.len()
@@ -660,9 +670,12 @@ mod tests {
         assert!(ledger.insert(a.clone()));
         assert!(ledger.insert(b.clone()));
         assert_eq!(ledger.resident_len(), 2);
+        // Not stored yet (an append that failed leaves them so): the daemon appends these.
+        assert_eq!(ledger.unstored(), Some(vec![a.clone(), b.clone()]));
         reader.put(16, a.clone());
         ledger.mark_stored(&a.id, 16);
         assert_eq!(ledger.resident_len(), 1);
+        assert_eq!(ledger.unstored(), Some(vec![b.clone()]));
         assert_eq!(ledger.get_by_id(&a.id), Some(a.clone()));
         assert_eq!(ledger.get_by_id(&b.id), Some(b.clone()));
         assert_eq!(ledger.total("Ann"), 7);
@@ -671,6 +684,7 @@ mod tests {
         let (mut plain, _) = Ledger::from_entries([a.clone()]);
         plain.mark_stored(&a.id, 16);
         assert_eq!(plain.resident_len(), 1);
+        assert_eq!(plain.unstored(), None);
         assert_eq!(plain.get_by_id(&a.id), Some(a));
     }
 

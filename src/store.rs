@@ -797,13 +797,19 @@ impl LogStore {
     /// handle to the file, or `None` when nothing is unsynced. Pass the outcome to [`LogStore::finish_background_sync`]. Merged remote
     /// entries use this, so a slow fdatasync (tens of ms on some disks) never stalls sync.
     pub fn begin_background_sync(&mut self) -> Result<Option<PendingSync>, StoreError> {
-        if self.sync_failed || !self.unsynced {
-            // A failed store reports its failure through the next plain `sync`.
+        if self.sync_failed {
+            // Say so at every group commit: merged entries are no longer made durable.
+            return self.sync().map(|()| None);
+        }
+        if !self.unsynced {
             return Ok(None);
         }
-        let file = self
-            .file
-            .try_clone()
+        // A new open file description, not a `dup`: a writeback error is reported once per
+        // description, so a shared one could hand a local adjust's error to this sync and
+        // let the adjust's own fdatasync succeed.
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
             .map_err(io_err(&self.path, "opening a second handle to"))?;
         // Everything up to here will be covered; later appends need a later sync.
         self.unsynced = false;
@@ -984,6 +990,42 @@ mod tests {
             Err(other) => panic!("expected Corrupt, got {other}"),
             Ok((_, es, report)) => panic!("expected Corrupt, opened {} {report:?}", es.len()),
         }
+    }
+
+    #[test]
+    fn background_sync_covers_what_came_before_and_a_failure_poisons_the_log() {
+        let dir = TempDir::new().unwrap();
+        let all = entries(0..4);
+        let (mut store, _, _) = open_in(dir.path()).unwrap();
+        assert!(
+            store.begin_background_sync().unwrap().is_none(),
+            "nothing to sync"
+        );
+        store.append(&all[..2]).unwrap();
+        let pending = store
+            .begin_background_sync()
+            .unwrap()
+            .expect("a sync to run");
+        // Appended while the sync runs: needs a sync of its own.
+        store.append(&all[2..]).unwrap();
+        pending.run().unwrap();
+        store.finish_background_sync(Ok(())).unwrap();
+        assert_eq!(store.fsyncs(), 1);
+        store.sync().unwrap();
+        assert_eq!(store.fsyncs(), 2, "the later append was still unsynced");
+        store.sync().unwrap();
+        assert_eq!(store.fsyncs(), 2, "nothing new");
+
+        // A failed background sync: never claim durability again, in either path.
+        store.append(&all[..1]).unwrap();
+        let _pending = store
+            .begin_background_sync()
+            .unwrap()
+            .expect("a sync to run");
+        let failed = store.finish_background_sync(Err(io::Error::other("EIO from the disk")));
+        assert!(matches!(failed, Err(StoreError::Io { .. })));
+        assert!(store.sync().is_err());
+        assert!(store.begin_background_sync().is_err());
     }
 
     #[test]

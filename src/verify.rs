@@ -126,6 +126,15 @@ pub fn repair(
         .mode(0o600) // the raid's history is nobody else's business
         .open(&tmp_path)
         .map_err(io_err(&tmp_path, "creating"))?;
+    // Same owner as the log it replaces: `sudo lootsync repair` must not leave a log the
+    // service user cannot open.
+    let original = fs::metadata(&path).map_err(io_err(&path, "reading the owner of"))?;
+    std::os::unix::fs::fchown(
+        &tmp,
+        Some(std::os::unix::fs::MetadataExt::uid(&original)),
+        Some(std::os::unix::fs::MetadataExt::gid(&original)),
+    )
+    .map_err(io_err(&tmp_path, "giving the log's owner"))?;
     let mut out = BufWriter::with_capacity(SCAN_BUFFER_BYTES, tmp);
     let mut header = [0u8; HEADER_LEN as usize];
     header[..8].copy_from_slice(&MAGIC);
@@ -213,11 +222,18 @@ fn scan(
             progress(offset, file_len);
             next_report = offset + PROGRESS_STEP_BYTES;
         }
+        // A record whose checksum matches but whose entry is bad was written whole: it is
+        // damage, not an unfinished append, even at the very end (opening the log refuses
+        // it too, so verify must not call it a torn tail).
+        let mut written_whole = false;
         let problem = match read_record(&mut reader, &mut record).map_err(&read_err)? {
             None => break,
             Some(Err(torn)) => torn.describe(),
             Some(Ok(())) => match decode_payload(&record[RECORD_HEADER_LEN..]) {
-                Err(reason) => format!("{reason}, though its checksum matches"),
+                Err(reason) => {
+                    written_whole = true;
+                    format!("{reason}, though its checksum matches")
+                }
                 Ok(entry) => {
                     let digest = entry.digest();
                     match seen.get(&entry.id) {
@@ -243,6 +259,10 @@ fn scan(
         // No intact record at `offset`: find where intact records resume, if anywhere.
         let resume = find_intact_record(reader.get_mut(), offset + 1)
             .map_err(io_err(path, "scanning past a damaged record in"))?;
+        let resume = match resume {
+            None if written_whole => Some((offset + record.len() as u64).min(file_len)),
+            other => other,
+        };
         match resume {
             Some(next) => {
                 report.damaged.push(DamagedRegion {
@@ -414,8 +434,20 @@ mod tests {
         let tail = report.torn_tail.clone().unwrap();
         assert_eq!(tail.offset, starts[11]);
 
+        // Owned by another user (as the service user's log is when root repairs it): the
+        // new log keeps that owner. Only root can give files away, so only then.
+        let log = LogStore::log_path(dir.path(), GROUP);
+        let owner = (unsafe { libc::geteuid() } == 0).then(|| {
+            std::os::unix::fs::chown(&log, Some(4242), Some(4243)).unwrap();
+            (4242, 4243)
+        });
         let lock = StateLock::acquire(dir.path()).unwrap();
         let outcome = repair(&lock, GROUP, 42, &mut |_, _| {}).unwrap();
+        if let Some(owner) = owner {
+            use std::os::unix::fs::MetadataExt;
+            let meta = fs::metadata(&log).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), owner);
+        }
         let RepairOutcome::Repaired {
             kept_aside,
             new_bytes,
@@ -498,6 +530,34 @@ mod tests {
             fs::read(LogStore::log_path(dir.path(), GROUP)).unwrap(),
             wrong
         );
+    }
+
+    #[test]
+    fn checksummed_garbage_as_the_last_record_is_damage_like_open_says() {
+        // Opening the log refuses such a tail (a torn write cannot match its checksum), so
+        // verify must not call it clean.
+        let (mut bytes, _) = log_of(2);
+        let payload = vec![0xffu8; 12];
+        let len = payload.len() as u32;
+        let bad_at = bytes.len() as u64;
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(&record_crc(len, &payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let dir = dir_with(&bytes);
+        let report = verify_in(dir.path());
+        assert!(!report.is_clean(), "{report:?}");
+        assert!(report.torn_tail.is_none(), "{report:?}");
+        assert_eq!(report.damaged.len(), 1, "{report:?}");
+        assert_eq!(report.damaged[0].offset, bad_at);
+        assert_eq!(report.damaged[0].bytes, bytes.len() as u64 - bad_at);
+        assert_eq!(report.entries, 2);
+        {
+            let lock = StateLock::acquire(dir.path()).unwrap();
+            assert!(matches!(
+                LogStore::open(lock, GROUP),
+                Err(StoreError::Corrupt { .. })
+            ));
+        }
     }
 
     #[test]
