@@ -81,6 +81,25 @@ impl Figure {
         }
     }
 
+    /// A figure with a goal on the ratio ours / baseline from below (throughput: higher is
+    /// better).
+    pub fn ratio_at_least(
+        name: impl Into<String>,
+        ours: f64,
+        baseline: f64,
+        unit: &'static str,
+        min_ratio: f64,
+    ) -> Figure {
+        Figure {
+            name: name.into(),
+            ours,
+            baseline: Some(baseline),
+            unit,
+            goal: format!("ratio >= {min_ratio}"),
+            met: Some(ours >= min_ratio * baseline),
+        }
+    }
+
     /// ours / baseline, when there is a non-zero baseline.
     pub fn ratio(&self) -> Option<f64> {
         self.baseline.filter(|b| *b > 0.0).map(|b| self.ours / b)
