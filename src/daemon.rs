@@ -547,7 +547,12 @@ impl Driver {
                     // Everything not yet in the log: this batch, plus any batch whose append
                     // failed before. Those are already counted in our fingerprint, so peers
                     // will not send them again: they must reach the disk from here.
-                    let pending = self.peer.ledger().unstored().unwrap_or(entries);
+                    let earlier_failed = self.peer.ledger().resident_len() > entries.len();
+                    let pending = match earlier_failed {
+                        true => self.peer.ledger().unstored().unwrap_or(entries),
+                        // The common case: only this batch is waiting (no copy needed).
+                        false => entries,
+                    };
                     if pending.is_empty() {
                         continue;
                     }
