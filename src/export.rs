@@ -148,8 +148,11 @@ mod tests {
                 delta,
                 new_total: total,
                 reason: reason.into(),
+                kind: crate::entry::EntryKind::Points,
+                seal: None,
             },
             total,
+            rejected: None,
         }
     }
 

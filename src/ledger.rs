@@ -10,7 +10,8 @@
 //! Totals are sums of deltas, so they never depend on arrival order; history views (running
 //! totals) do depend on order, which is why everything iterates in [`Key`] order.
 
-use crate::entry::{Entry, EntryId, Hlc, Key};
+use crate::entry::{Entry, EntryId, EntryKind, Hlc, Key};
+use crate::officer::{PublicKey, Roster, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -146,6 +147,10 @@ pub struct HistoryRow {
     /// The target's replayed total after this entry (may differ from `entry.new_total`,
     /// which is what the author saw when offline edits had not yet merged).
     pub total: i64,
+    /// Why the entry counts for nothing (e.g. "rejected: signer not an officer"), or `None`
+    /// when it counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
 }
 
 /// The replayed log: a sorted index of every entry (key, digest, location), an id index for
@@ -159,6 +164,13 @@ pub struct Ledger {
     reader: Option<Arc<dyn EntryReader>>,
     totals: BTreeMap<String, i64>,
     fingerprint: Fingerprint,
+    /// The group's root key; `None` is an open roster (every point entry counts).
+    root: Option<PublicKey>,
+    /// Every roster entry (valid or not), by key: they are rare, and judging a point entry
+    /// needs the roster as of its place in the order.
+    roster: BTreeMap<Key, Entry>,
+    /// Entries that count for nothing (see [`Verdict`]).
+    rejected: u64,
 }
 
 /// Builds an index-only ledger while a log is scanned, one record at a time, so start-up
@@ -189,6 +201,8 @@ impl LedgerBuilder {
             return false;
         }
         let digest = entry.digest();
+        // The builder's ledger has no root key yet, so judging needs no key order here;
+        // setting the root afterwards replays in order.
         self.ledger.account(entry, digest);
         self.slots.push((entry.key(), Slot::new(digest, offset)));
         true
@@ -251,24 +265,88 @@ impl Ledger {
         }
         let key = entry.key();
         let digest = entry.digest();
-        self.account(&entry, digest);
+        let replay = self.account(&entry, digest);
         self.index.insert(key, Slot::new(digest, RESIDENT));
         self.resident.insert(key, entry);
+        if replay {
+            self.recompute();
+        }
         true
     }
 
-    /// Totals and fingerprint for a new entry (its id is already in the id index).
-    fn account(&mut self, entry: &Entry, digest: u128) {
-        // Wrapping addition is associative and commutative, so totals are identical on every
-        // peer whatever order entries arrive in (deltas are bounded, so it never wraps in
-        // practice). Looked up before inserting so the name is only cloned for a new player.
-        match self.totals.get_mut(&entry.target) {
-            Some(total) => *total = total.wrapping_add(entry.delta),
-            None => {
-                self.totals.insert(entry.target.clone(), entry.delta);
+    /// Totals and fingerprint for a new entry (its id is already in the id index). Returns
+    /// true when the entry is a valid roster change, which may change the verdict on any
+    /// later entry: the caller must then replay ([`Ledger::recompute`]).
+    fn account(&mut self, entry: &Entry, digest: u128) -> bool {
+        self.fingerprint.add(digest);
+        if entry.kind != EntryKind::Points {
+            self.roster.insert(entry.key(), entry.clone());
+            if Roster::is_valid_roster_change(self.root, entry) {
+                return true;
+            }
+            self.rejected += 1;
+            return false;
+        }
+        if self.root.is_some() && self.roster_before(&entry.key()).judge(entry) != Verdict::Counts {
+            self.rejected += 1;
+            return false;
+        }
+        add_points(&mut self.totals, entry);
+        false
+    }
+
+    /// The roster as of just before `key` in the replay order.
+    fn roster_before(&self, key: &Key) -> Roster {
+        let mut roster = Roster::new(self.root);
+        for change in self.roster.range(..*key).map(|(_, e)| e) {
+            roster.judge(change);
+        }
+        roster
+    }
+
+    /// Sets the group's root key (`None`: open roster) and, if it changed, replays every
+    /// entry to judge it again.
+    pub fn set_root(&mut self, root: Option<PublicKey>) {
+        if self.root != root {
+            self.root = root;
+            self.recompute();
+        }
+    }
+
+    /// The group's root key, if any.
+    pub fn root(&self) -> Option<PublicKey> {
+        self.root
+    }
+
+    /// Rebuilds totals and the rejected count by replaying every entry in key order. Reads
+    /// every body back (through the reader): only done when the root key is set or a valid
+    /// roster change arrives, both rare.
+    fn recompute(&mut self) {
+        let mut roster = Roster::new(self.root);
+        let mut totals = BTreeMap::new();
+        let mut rejected = 0;
+        for entry in self.iter() {
+            match roster.judge(&entry) {
+                Verdict::Counts if entry.kind == EntryKind::Points => {
+                    add_points(&mut totals, &entry)
+                }
+                Verdict::Counts => {}
+                Verdict::Rejected(_) => rejected += 1,
             }
         }
-        self.fingerprint.add(digest);
+        self.totals = totals;
+        self.rejected = rejected;
+    }
+
+    /// How many entries count for nothing (unsigned, signed by a non-officer, or roster
+    /// changes not signed by the root key).
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// The officers after replaying the whole log, by name.
+    pub fn officers(&self) -> BTreeMap<String, PublicKey> {
+        self.roster_before(&Key::MAX).officers().clone()
     }
 
     /// Records that the entry `id` is in the log at `offset`: with a reader injected, its
@@ -447,19 +525,40 @@ impl Ledger {
     /// for one player only.
     pub fn history(&self, player: Option<&str>) -> Vec<HistoryRow> {
         let mut running: HashMap<String, i64> = HashMap::new();
+        let mut roster = Roster::new(self.root);
         let mut rows = Vec::new();
         for e in self.iter() {
+            let verdict = roster.judge(&e);
             let total = match running.get_mut(&e.target) {
                 Some(total) => total,
                 None => running.entry(e.target.clone()).or_insert(0),
             };
-            *total = total.wrapping_add(e.delta);
+            if verdict == Verdict::Counts && e.kind == EntryKind::Points {
+                *total = total.wrapping_add(e.delta);
+            }
             if player.is_none_or(|p| p == e.target) {
                 let total = *total;
-                rows.push(HistoryRow { entry: e, total });
+                rows.push(HistoryRow {
+                    entry: e,
+                    total,
+                    rejected: verdict.rejection().map(str::to_string),
+                });
             }
         }
         rows
+    }
+}
+
+/// Adds a counting point entry's delta to its target's total.
+fn add_points(totals: &mut BTreeMap<String, i64>, entry: &Entry) {
+    // Wrapping addition is associative and commutative, so totals are identical on every
+    // peer whatever order entries arrive in (deltas are bounded, so it never wraps in
+    // practice). Looked up before inserting so the name is only cloned for a new player.
+    match totals.get_mut(&entry.target) {
+        Some(total) => *total = total.wrapping_add(entry.delta),
+        None => {
+            totals.insert(entry.target.clone(), entry.delta);
+        }
     }
 }
 
@@ -477,6 +576,8 @@ mod tests {
             delta,
             new_total: 0,
             reason: String::new(),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         }
     }
 

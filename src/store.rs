@@ -29,7 +29,7 @@ use thiserror::Error;
 /// Magic bytes at the start of every log file.
 pub(crate) const MAGIC: [u8; 8] = *b"LOOTLOG\0";
 /// The only format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 /// Size of the file header in bytes.
 pub(crate) const HEADER_LEN: u64 = 16;
 /// Size of a record's length + checksum prefix in bytes.
@@ -904,6 +904,8 @@ mod tests {
             delta: i as i64 + 1,
             new_total: 10 * (i as i64 + 1),
             reason: format!("raid night {i}"),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         }
     }
 

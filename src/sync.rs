@@ -26,6 +26,7 @@
 
 use crate::entry::{new_entry_id, AdjustRequest, Entry, EntryError, EntryId, HlcClock, Key};
 use crate::ledger::{Fingerprint, Ledger};
+use crate::officer::{PublicKey, SecretKey};
 use crate::rng::SeededRng;
 use crate::wire::{
     self, Body, Envelope, Hello, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run,
@@ -33,6 +34,7 @@ use crate::wire::{
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 /// Protocol knobs that users rarely touch; the simulator tightens them for speed.
@@ -242,6 +244,8 @@ pub struct Peer {
     next_request_id: u64,
     stats: Stats,
     out: Vec<Action>,
+    /// This machine's officer key: local adjusts are signed with it.
+    officer_key: Option<Arc<SecretKey>>,
 }
 
 fn kind_of(body: &Body) -> &'static str {
@@ -281,7 +285,16 @@ impl Peer {
             next_request_id: 1,
             stats: Stats::default(),
             out: Vec::new(),
+            officer_key: None,
         }
+    }
+
+    /// Sets the group's root key (`None`: open roster, any peer may author) and this
+    /// machine's officer key. With a root key, local adjusts need the officer key, entries
+    /// from peers must be signed, and only officers' entries count.
+    pub fn set_security(&mut self, root: Option<PublicKey>, officer_key: Option<Arc<SecretKey>>) {
+        self.ledger.set_root(root);
+        self.officer_key = officer_key;
     }
 
     /// This process's node id.
@@ -368,7 +381,7 @@ impl Peer {
         request: &AdjustRequest,
     ) -> Result<Entry, EntryError> {
         let at = self.clock.tick(now.unix_ms);
-        let entry = Entry {
+        let mut entry = Entry {
             id: new_entry_id(at.unix_ms(), self.rng.bytes()),
             at,
             actor: request.actor.clone(),
@@ -379,13 +392,23 @@ impl Peer {
                 .total(&request.target)
                 .wrapping_add(request.delta),
             reason: request.reason.clone(),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         };
         entry.validate()?;
+        match &self.officer_key {
+            Some(key) => key.sign(&mut entry),
+            None if self.ledger.root().is_some() => return Err(EntryError::NoOfficerKey),
+            None => {}
+        }
         Ok(entry)
     }
 
     /// Applies a local entry that is now durable, and multicasts it at once.
     pub fn commit_local(&mut self, now: Now, entry: Entry) {
+        // A roster change made by the CLI carries its own stamp: later local entries must
+        // sort after it.
+        self.clock.observe(entry.at, now.unix_ms);
         if !self.ledger.insert(entry.clone()) {
             return;
         }
@@ -689,6 +712,19 @@ impl Peer {
         let mut fresh = Vec::new();
         for entry in entries {
             if self.ledger.contains_id(&entry.id) {
+                continue;
+            }
+            // A forged or damaged signature is dropped before it can enter the set; with a
+            // root key an unsigned entry could never count, so it is not kept either. Every
+            // peer of the group judges both the same way, so sets still converge.
+            if let Err(err) = crate::officer::verify(&entry) {
+                debug!(target: "sync", "SYNC dropped entry {}: {err}", entry.id);
+                *self.stats.dropped.entry("bad_signature").or_insert(0) += 1;
+                continue;
+            }
+            if entry.seal.is_none() && self.ledger.root().is_some() {
+                debug!(target: "sync", "SYNC dropped unsigned entry {}", entry.id);
+                *self.stats.dropped.entry("unsigned_entry").or_insert(0) += 1;
                 continue;
             }
             self.clock.observe(entry.at, now.unix_ms);
@@ -1467,6 +1503,8 @@ mod tests {
             delta: 1,
             new_total: 0,
             reason: format!("entry {i}"),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         }
     }
 

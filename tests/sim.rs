@@ -655,6 +655,8 @@ fn old_entry(rng: &mut SeededRng, unix_ms: u64, actor: &str, target: &str, i: us
         delta: if rng.chance(0.3) { -delta } else { delta },
         new_total: 0,
         reason: reason(rng, &format!("old {i}")),
+        kind: loot_sync::entry::EntryKind::Points,
+        seal: None,
     }
 }
 
