@@ -817,4 +817,221 @@ mod tests {
         }
         assert!(!index.contains(&new_entry_id(2_000_000, [1; 10])));
     }
+
+    mod roster {
+        use super::*;
+        use crate::entry::EntryKind;
+        use crate::officer::SecretKey;
+        use crate::rng::SeededRng;
+
+        fn root() -> SecretKey {
+            SecretKey::from_seed([100; 32])
+        }
+        fn officer(n: u8) -> SecretKey {
+            SecretKey::from_seed([n; 32])
+        }
+
+        fn signed(mut e: Entry, key: &SecretKey) -> Entry {
+            key.sign(&mut e);
+            e
+        }
+
+        fn points(ms: u64, seed: u8, target: &str, delta: i64, key: Option<&SecretKey>) -> Entry {
+            let e = entry(ms, seed, target, delta);
+            match key {
+                Some(key) => signed(e, key),
+                None => e,
+            }
+        }
+
+        fn change(ms: u64, seed: u8, name: &str, kind: EntryKind, key: &SecretKey) -> Entry {
+            let mut e = entry(ms, seed, name, 1);
+            e.delta = 0;
+            e.kind = kind;
+            signed(e, key)
+        }
+
+        fn add(ms: u64, seed: u8, name: &str, who: &SecretKey, key: &SecretKey) -> Entry {
+            change(
+                ms,
+                seed,
+                name,
+                EntryKind::OfficerAdd {
+                    public_key: who.public(),
+                },
+                key,
+            )
+        }
+
+        fn remove(ms: u64, seed: u8, name: &str, key: &SecretKey) -> Entry {
+            change(ms, seed, name, EntryKind::OfficerRemove, key)
+        }
+
+        fn secured(entries: impl IntoIterator<Item = Entry>) -> Ledger {
+            let mut ledger = Ledger::new();
+            ledger.set_root(Some(root().public()));
+            for e in entries {
+                assert!(ledger.insert(e));
+            }
+            ledger
+        }
+
+        fn rejection(ledger: &Ledger, id: &EntryId) -> Option<String> {
+            ledger
+                .history(None)
+                .into_iter()
+                .find(|row| row.entry.id == *id)
+                .expect("entry in history")
+                .rejected
+        }
+
+        #[test]
+        fn entries_count_only_while_their_signer_is_an_officer() {
+            let (a, b) = (officer(1), officer(2));
+            let before_add = points(5, 1, "Ann", 100, Some(&a));
+            let while_officer = points(15, 2, "Ann", 10, Some(&a));
+            let after_remove = points(35, 3, "Ann", 1000, Some(&a));
+            let never_officer = points(16, 4, "Ann", 7, Some(&b));
+            let unsigned = points(17, 5, "Ann", 9, None);
+            let ledger = secured([
+                add(10, 10, "alice", &a, &root()),
+                remove(30, 11, "alice", &root()),
+                before_add.clone(),
+                while_officer.clone(),
+                after_remove.clone(),
+                never_officer.clone(),
+                unsigned.clone(),
+            ]);
+            assert_eq!(ledger.total("Ann"), 10);
+            assert_eq!(ledger.rejected(), 4);
+            assert_eq!(rejection(&ledger, &while_officer.id), None);
+            for e in [&before_add, &after_remove, &never_officer] {
+                assert_eq!(
+                    rejection(&ledger, &e.id).as_deref(),
+                    Some("rejected: signer not an officer")
+                );
+            }
+            assert_eq!(
+                rejection(&ledger, &unsigned.id).as_deref(),
+                Some("rejected: unsigned")
+            );
+            // History's running totals skip rejected entries.
+            let rows = ledger.history(Some("Ann"));
+            assert_eq!(rows.last().unwrap().total, 10);
+            assert!(ledger.officers().is_empty());
+        }
+
+        #[test]
+        fn roster_changes_count_only_when_signed_by_the_root_key() {
+            let (a, b) = (officer(1), officer(2));
+            // Officer a tries to appoint b: not the root, so b stays a non-officer.
+            let forged_add = add(20, 1, "bob", &b, &a);
+            let ledger = secured([
+                add(10, 2, "alice", &a, &root()),
+                forged_add.clone(),
+                points(30, 3, "Ann", 5, Some(&b)),
+                points(31, 4, "Ann", 6, Some(&a)),
+            ]);
+            assert_eq!(ledger.total("Ann"), 6);
+            assert_eq!(
+                rejection(&ledger, &forged_add.id).as_deref(),
+                Some("rejected: roster change not signed by the root key")
+            );
+            assert_eq!(
+                ledger.officers().into_iter().collect::<Vec<_>>(),
+                vec![("alice".to_string(), a.public())]
+            );
+        }
+
+        #[test]
+        fn open_roster_counts_every_point_entry() {
+            let a = officer(1);
+            let (ledger, _) = Ledger::from_entries([
+                points(1, 1, "Ann", 5, None),
+                points(2, 2, "Ann", 6, Some(&a)),
+                remove(3, 3, "alice", &root()),
+            ]);
+            assert_eq!(ledger.total("Ann"), 11);
+            assert_eq!(ledger.rejected(), 1, "the roster change counts for nothing");
+        }
+
+        #[test]
+        fn a_late_roster_entry_recomputes_totals() {
+            let a = officer(1);
+            let mut ledger = secured([points(20, 1, "Ann", 5, Some(&a))]);
+            assert_eq!(ledger.total("Ann"), 0);
+            // The add arrives late but sorts before the entry: it now counts.
+            ledger.insert(add(10, 2, "alice", &a, &root()));
+            assert_eq!(ledger.total("Ann"), 5);
+            assert_eq!(ledger.rejected(), 0);
+            // A late remove ordered before it takes it away again.
+            ledger.insert(remove(15, 3, "alice", &root()));
+            assert_eq!(ledger.total("Ann"), 0);
+            assert_eq!(ledger.rejected(), 1);
+        }
+
+        /// Adds, removes and a same-millisecond add/remove race, with point entries around
+        /// them; every shuffled arrival order must give identical results.
+        fn race_log() -> Vec<Entry> {
+            let (a, b, c) = (officer(1), officer(2), officer(3));
+            let r = root();
+            vec![
+                add(10, 1, "alice", &a, &r),
+                add(10, 2, "bob", &b, &r),
+                points(11, 3, "Ann", 1, Some(&a)),
+                points(12, 4, "Ann", 2, Some(&b)),
+                points(12, 5, "Ann", 4, Some(&c)),
+                // The race: the same instant, ordered by id only.
+                add(20, 6, "carol", &c, &r),
+                remove(20, 7, "carol", &r),
+                remove(20, 8, "bob", &r),
+                add(20, 9, "bob", &b, &r),
+                points(21, 10, "Ann", 8, Some(&c)),
+                points(21, 11, "Ann", 16, Some(&b)),
+                points(22, 12, "Ann", 32, Some(&a)),
+                remove(30, 13, "alice", &r),
+                points(31, 14, "Ann", 64, Some(&a)),
+                points(31, 15, "Ann", 128, None),
+                add(40, 16, "dave", &a, &a),
+                points(41, 17, "Ann", 256, Some(&a)),
+            ]
+        }
+
+        #[test]
+        fn a_roster_race_resolves_identically_in_every_arrival_order() {
+            let reference = secured(race_log());
+            // Carol is removed (seed 7 sorts after seed 6), bob re-added: 1+2+16+32.
+            assert_eq!(reference.total("Ann"), 51);
+            let history = reference.history(None);
+            for seed in 0..200u64 {
+                let mut rng = SeededRng::new(seed);
+                let mut log = race_log();
+                for i in (1..log.len()).rev() {
+                    log.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                let ledger = secured(log);
+                assert_eq!(ledger.totals(), reference.totals(), "seed {seed}");
+                assert_eq!(ledger.rejected(), reference.rejected(), "seed {seed}");
+                assert_eq!(ledger.fingerprint(), reference.fingerprint(), "seed {seed}");
+                assert_eq!(ledger.history(None), history, "seed {seed}");
+                assert_eq!(ledger.officers(), reference.officers(), "seed {seed}");
+            }
+        }
+
+        #[test]
+        fn index_only_ledger_judges_like_the_in_memory_one() {
+            let reader = Arc::new(MemoryReader::default());
+            let mut builder = LedgerBuilder::new();
+            for (i, e) in race_log().into_iter().enumerate() {
+                reader.put(i as u64 * 10, e.clone());
+                builder.push(&e, i as u64 * 10);
+            }
+            let (mut indexed, _) = builder.finish(reader);
+            indexed.set_root(Some(root().public()));
+            let reference = secured(race_log());
+            assert_eq!(indexed.totals(), reference.totals());
+            assert_eq!(indexed.rejected(), reference.rejected());
+            assert_eq!(indexed.history(None), reference.history(None));
+        }
+    }
 }

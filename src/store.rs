@@ -1221,12 +1221,12 @@ mod tests {
         let mut wrong_magic = header();
         wrong_magic[0] = b'X';
         let mut wrong_version = header();
-        wrong_version[8] = 2;
+        wrong_version[8] = 9;
         let mut records_without_magic = wrong_magic.clone();
         records_without_magic.extend_from_slice(&encode(&entry(1)));
         let cases: [(&[u8], &str); 5] = [
             (&wrong_magic, "magic"),
-            (&wrong_version, "version 2"),
+            (&wrong_version, "version 9"),
             (&records_without_magic, "magic"),
             (b"hello", "shorter than"),
             (
