@@ -1789,4 +1789,133 @@ mod tests {
             "HELLO + probe on switching on"
         );
     }
+
+    mod officers {
+        use super::*;
+        use crate::entry::EntryKind;
+        use crate::officer::SecretKey;
+
+        fn root() -> SecretKey {
+            SecretKey::from_seed([100; 32])
+        }
+
+        fn roster_change(ms: u64, seed: u8, name: &str, kind: EntryKind) -> Entry {
+            let mut e = entry(0, name);
+            e.id = new_entry_id(ms, [seed; 10]);
+            e.at = Hlc::new(ms, 0);
+            e.delta = 0;
+            e.kind = kind;
+            root().sign(&mut e);
+            e
+        }
+
+        fn secured_peer(name: &str, seed: u64, officer: Option<SecretKey>) -> Peer {
+            let mut peer = Peer::new(config(name), Vec::new(), SeededRng::new(seed), now(0));
+            peer.set_security(Some(root().public()), officer.map(Arc::new));
+            peer
+        }
+
+        fn log_entry_datagram(entries: Vec<Entry>) -> Vec<u8> {
+            wire::encode(&Envelope {
+                group: "raid".into(),
+                from: 0xbad,
+                whisper_port: 9,
+                body: Body::LogEntry(entries),
+            })
+            .unwrap()
+        }
+
+        #[test]
+        fn adjust_without_an_officer_key_fails_once_a_root_key_is_set() {
+            let mut peer = secured_peer("a", 1, None);
+            let request = AdjustRequest {
+                actor: "a".into(),
+                target: "Ann".into(),
+                delta: 5,
+                reason: "raid".into(),
+            };
+            assert_eq!(
+                peer.prepare_adjust(now(1), &request),
+                Err(EntryError::NoOfficerKey)
+            );
+            let mut open = Peer::new(config("b"), Vec::new(), SeededRng::new(2), now(0));
+            let entry = open.prepare_adjust(now(1), &request).unwrap();
+            assert_eq!(entry.seal, None, "an open roster signs nothing");
+        }
+
+        #[test]
+        fn forged_and_unsigned_entries_are_dropped_and_counted() {
+            let officer = SecretKey::from_seed([1; 32]);
+            let mut peer = secured_peer("a", 1, None);
+            let mut forged = entry(1, "Ann");
+            officer.sign(&mut forged);
+            forged.delta = 1_000; // changed after signing
+            let unsigned = entry(2, "Ann");
+            let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            peer.handle_datagram(
+                now(1),
+                Channel::Group,
+                from,
+                &log_entry_datagram(vec![forged, unsigned]),
+            );
+            assert_eq!(peer.stats().dropped.get("bad_signature"), Some(&1));
+            assert_eq!(peer.stats().dropped.get("unsigned_entry"), Some(&1));
+            assert!(peer.ledger().is_empty(), "nothing forged is stored");
+        }
+
+        /// Alice is an officer; the root removes her on peer A while she keeps adjusting on
+        /// peer B, partitioned. Once they sync, both agree exactly which of her entries count,
+        /// whichever way the timestamps fall.
+        #[test]
+        fn a_removal_racing_with_adjusts_resolves_identically_on_both_peers() {
+            let alice = SecretKey::from_seed([1; 32]);
+            let add = roster_change(
+                1_700_000_000_000,
+                1,
+                "alice",
+                EntryKind::OfficerAdd {
+                    public_key: alice.public(),
+                },
+            );
+            let mut a = secured_peer("a", 1, None);
+            let mut b = secured_peer("b", 2, Some(SecretKey::from_seed([1; 32])));
+            a.commit_local(now(1), add.clone());
+            b.commit_local(now(1), add);
+            a.drain_actions();
+            b.drain_actions();
+            // B adjusts before and after the moment of the removal (its HLC follows now()).
+            let request = |delta| AdjustRequest {
+                actor: "alice".into(),
+                target: "Ann".into(),
+                delta,
+                reason: "raid".into(),
+            };
+            let before = b.prepare_adjust(now(10), &request(1)).unwrap();
+            b.commit_local(now(10), before);
+            let remove =
+                roster_change(1_700_000_000_000 + 50, 2, "alice", EntryKind::OfficerRemove);
+            a.commit_local(now(50), remove);
+            let after = b.prepare_adjust(now(100), &request(10)).unwrap();
+            b.commit_local(now(100), after);
+            assert_eq!(
+                b.ledger().total("Ann"),
+                11,
+                "B has not heard of the removal"
+            );
+            a.drain_actions();
+            b.drain_actions();
+            a.start(now(200));
+            b.start(now(200));
+            exchange(&mut a, &mut b, 200);
+            assert_eq!(a.ledger().fingerprint(), b.ledger().fingerprint());
+            assert_eq!(
+                a.ledger().total("Ann"),
+                1,
+                "only the entry before the removal counts"
+            );
+            assert_eq!(b.ledger().totals(), a.ledger().totals());
+            assert_eq!(b.ledger().rejected(), 1);
+            assert_eq!(a.ledger().history(None), b.ledger().history(None));
+        }
+    }
 }
