@@ -624,7 +624,7 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
     request(
         config,
         Request::Append {
-            entry: entry.clone(),
+            entry: Box::new(entry.clone()),
         },
     )?;
     println!("{} officer {} [{}]", entry.reason, entry.target, entry.id);

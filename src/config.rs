@@ -824,6 +824,18 @@ mod tests {
         );
         assert_invalid("[group]\naddress = \"10.0.0.1\"", "group.address");
         assert_invalid("[group]\nport = 0", "group.port");
+        assert_invalid(
+            "[security]\nroot_public_key = \"not-a-key\"",
+            "security.root_public_key",
+        );
+        assert_invalid(
+            &format!("[security]\nroot_public_key = \"{}\"", "g".repeat(64)),
+            "security.root_public_key",
+        );
+        assert_invalid(
+            "[security]\nofficer_key_file = \"\"",
+            "security.officer_key_file",
+        );
         assert_invalid("[group]\ninterface = \"0.0.0.0\"", "group.interface");
         assert_invalid("[group]\ninterface = \"239.1.2.3\"", "group.interface");
         assert_invalid("[group]\nttl = 256", "group.ttl");

@@ -121,7 +121,7 @@ pub enum Request {
     /// root key, which the daemon does not hold). Its seal is checked first.
     Append {
         /// The signed entry.
-        entry: crate::entry::Entry,
+        entry: Box<crate::entry::Entry>,
     },
     /// Current totals. (Struct variants, so unknown fields are rejected.)
     Points {},

@@ -242,6 +242,7 @@ pub fn apply(
             Reply::ok(&AdjustResult { entry, total })
         }
         Request::Append { entry } => {
+            let entry = *entry;
             if let Err(err) = entry.validate() {
                 return Some(Reply::error(format!("invalid entry: {err}")));
             }

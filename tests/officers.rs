@@ -59,7 +59,11 @@ fn roster_change(root: &SecretKey, name: &str, kind: EntryKind) -> Entry {
 }
 
 async fn append(d: &RunningDaemon, entry: Entry) {
-    d.request(Request::Append { entry }).await.expect("append");
+    d.request(Request::Append {
+        entry: Box::new(entry),
+    })
+    .await
+    .expect("append");
 }
 
 async fn adjust(d: &RunningDaemon, player: &str, delta: i64) -> Result<serde_json::Value, String> {
