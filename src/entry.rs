@@ -173,6 +173,13 @@ pub enum EntryError {
          and added with `lootsync officer add`)"
     )]
     NoOfficerKey,
+    /// This machine's officer key is not on the roster as far as this peer knows, so the
+    /// entry would count for nothing.
+    #[error(
+        "this machine's officer key {0} is not on the officer roster (as far as this peer \
+         has heard): ask the root key holder to run `lootsync officer add NAME {0}`"
+    )]
+    NotAnOfficer(String),
     /// The timestamp is the reserved maximum.
     #[error("timestamp {0} is out of range")]
     BadTimestamp(u64),

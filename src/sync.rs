@@ -397,6 +397,15 @@ impl Peer {
         };
         entry.validate()?;
         match &self.officer_key {
+            // The new entry sorts after everything this peer has seen, so the roster at the
+            // end of the log is the one that judges it (unless an older roster change is
+            // still on its way, which is rare; then the entry is kept and judged again).
+            Some(key)
+                if self.ledger.root().is_some()
+                    && !self.ledger.officers().values().any(|k| *k == key.public()) =>
+            {
+                return Err(EntryError::NotAnOfficer(key.public().to_string()))
+            }
             Some(key) => key.sign(&mut entry),
             None if self.ledger.root().is_some() => return Err(EntryError::NoOfficerKey),
             None => {}
@@ -1916,6 +1925,11 @@ mod tests {
             assert_eq!(b.ledger().totals(), a.ledger().totals());
             assert_eq!(b.ledger().rejected(), 1);
             assert_eq!(a.ledger().history(None), b.ledger().history(None));
+            // Now that B has heard of the removal, it refuses to sign for alice at all.
+            assert!(matches!(
+                b.prepare_adjust(now(5_000), &request(3)),
+                Err(EntryError::NotAnOfficer(_))
+            ));
         }
     }
 }

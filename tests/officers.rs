@@ -164,8 +164,19 @@ async fn only_officers_entries_count_on_every_peer() {
         assert_eq!(points(d).await.get("Ann"), Some(&30));
     }
 
-    // Mallory signs with her own key: stored and synced everywhere, counted nowhere.
-    adjust(&mallory, "Ann", 1_000).await.unwrap();
+    // Mallory's own key is not on the roster, so her daemon refuses to adjust; with a
+    // modified client she appends an entry signed by it anyway: stored and synced
+    // everywhere, counted nowhere.
+    let refused = adjust(&mallory, "Ann", 1_000).await.unwrap_err();
+    assert!(refused.contains("not on the officer roster"), "{refused}");
+    let mallory_key = SecretKey::load(&mallory_path).unwrap();
+    let mut forged = roster_change(&mallory_key, "Ann", EntryKind::Points);
+    forged.seal = None;
+    forged.actor = "alice".into();
+    forged.delta = 1_000;
+    forged.new_total = 1_030;
+    mallory_key.sign(&mut forged);
+    append(&mallory, forged).await;
     all_hold(&everyone, "every peer holds mallory's entry", 5).await;
     for d in everyone {
         assert_eq!(points(d).await.get("Ann"), Some(&30));
@@ -218,14 +229,27 @@ async fn only_officers_entries_count_on_every_peer() {
         assert_eq!(points(d).await.get("Ann"), Some(&30));
     }
 
-    // Bob is removed; his later entries count nowhere, alice's still do.
+    // Bob is removed while his daemon is cut off from the group, so it still signs his
+    // adjust; once it rejoins, that entry counts nowhere, and alice's still do.
+    bob.request(Request::Sync { enabled: false }).await.unwrap();
     append(
         &carol,
         roster_change(&root, "bob", EntryKind::OfficerRemove),
     )
     .await;
-    all_hold(&everyone, "every peer holds the removal", 6).await;
+    all_hold(
+        &[&alice, &mallory, &carol],
+        "the others hold the removal",
+        6,
+    )
+    .await;
     adjust(&bob, "Ann", 300).await.unwrap();
+    assert_eq!(
+        points(&bob).await.get("Ann"),
+        Some(&330),
+        "bob has not heard"
+    );
+    bob.request(Request::Sync { enabled: true }).await.unwrap();
     adjust(&alice, "Ann", 1).await.unwrap();
     all_hold(&everyone, "every peer holds the later entries", 8).await;
     let fingerprint = status(&alice).await.fingerprint;
