@@ -268,7 +268,14 @@ impl Ledger {
         let replay = self.account(&entry, digest);
         self.index.insert(key, Slot::new(digest, RESIDENT));
         self.resident.insert(key, entry);
-        if replay {
+        // A roster change after every entry held (the usual case: one just made) changes
+        // no verdict, so only an earlier-sorting one costs a replay.
+        let later_entries = self
+            .index
+            .range((Bound::Excluded(key), Bound::Unbounded))
+            .next()
+            .is_some();
+        if replay && later_entries {
             self.recompute();
         }
         true
