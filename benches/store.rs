@@ -56,6 +56,8 @@ fn make_entries(count: usize, seed: u64) -> Vec<Entry> {
                 delta: (i % 50) as i64 + 1,
                 new_total: 0,
                 reason: "raid attendance".into(),
+                kind: loot_sync::entry::EntryKind::Points,
+                seal: None,
             }
         })
         .collect()

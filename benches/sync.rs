@@ -50,6 +50,8 @@ fn make_entries(count: usize, seed: u64) -> Vec<Entry> {
                 delta: (i % 50) as i64 + 1,
                 new_total: 0,
                 reason: "raid attendance".into(),
+                kind: loot_sync::entry::EntryKind::Points,
+                seal: None,
             }
         })
         .collect()
@@ -268,6 +270,70 @@ fn catchup_cpu_figure(total: usize) -> Figure {
     Figure::reported(
         format!(
             "catch-up CPU, sans-IO, {} (baseline: decoding them)",
+            count_words(total)
+        ),
+        ms(ours),
+        Some(ms(baseline)),
+        "ms",
+    )
+}
+
+/// Catch-up CPU with a root key and every entry officer-signed (each merged entry's
+/// signature is verified), beside the same catch-up with an open roster in the same run.
+fn signed_catchup_cpu_figure(total: usize) -> Figure {
+    use loot_sync::entry::EntryKind;
+    use loot_sync::officer::SecretKey;
+    let root = SecretKey::from_seed([7; 32]);
+    let officer = SecretKey::from_seed([8; 32]);
+    let run = |entries: &[Entry], secured: bool| {
+        let mut a = Peer::new(
+            peer_config("a", 2_000),
+            entries.to_vec(),
+            SeededRng::new(1),
+            now(0),
+        );
+        let mut b = Peer::new(
+            peer_config("b", 2_000),
+            Vec::new(),
+            SeededRng::new(2),
+            now(0),
+        );
+        if secured {
+            a.set_security(Some(root.public()), None);
+            b.set_security(Some(root.public()), None);
+        }
+        let started = Instant::now();
+        reconcile(&mut a, &mut b);
+        let elapsed = started.elapsed();
+        assert_eq!(b.ledger().len(), entries.len());
+        (elapsed, b.ledger().rejected())
+    };
+    let plain = make_entries(total, 3);
+    let mut signed = plain.clone();
+    let mut add = signed[0].clone();
+    add.id = new_entry_id(BASE_MS - 1, [1; 10]);
+    add.at = Hlc::new(BASE_MS - 1, 0);
+    add.delta = 0;
+    add.kind = EntryKind::OfficerAdd {
+        public_key: officer.public(),
+    };
+    root.sign(&mut add);
+    for entry in &mut signed {
+        officer.sign(entry);
+    }
+    signed.push(add);
+    let (baseline, _) = run(&plain, false);
+    let (ours, rejected) = run(&signed, true);
+    assert_eq!(rejected, 0, "every signed entry counts");
+    println!(
+        "signed catch-up cpu (sans-IO, both peers, every signature verified) for {total} \
+         entries: {ours:?} vs baseline unsigned open-roster catch-up {baseline:?} = {:.1}x \
+         (reported)",
+        ours.as_secs_f64() / baseline.as_secs_f64()
+    );
+    Figure::reported(
+        format!(
+            "signed catch-up CPU, sans-IO, {} (baseline: unsigned)",
             count_words(total)
         ),
         ms(ours),
@@ -1153,14 +1219,15 @@ fn main() {
     let only = std::env::var("LOOTSYNC_BENCH_ONLY").ok();
     let figures = match only.as_deref() {
         Some("catchup-cpu") => vec![catchup_cpu_figure(catch_up_goal_size)],
+        Some("signed-catchup-cpu") => vec![signed_catchup_cpu_figure(catch_up_goal_size)],
         // Five runs of one size: enough samples for `perf record`.
         Some("late-joiner") => catch_up_figures(&[catch_up_goal_size], catch_up_goal_size, 5),
         Some("catchup-sweep") => catch_up_figures(sizes, catch_up_goal_size, runs),
         Some("propagation") => propagation_figures(adjusts),
         Some("idle") => idle_daemons_figures(idle_seconds),
         Some(other) => panic!(
-            "LOOTSYNC_BENCH_ONLY={other}: expected catchup-cpu, late-joiner, catchup-sweep, \
-             propagation or idle"
+            "LOOTSYNC_BENCH_ONLY={other}: expected catchup-cpu, signed-catchup-cpu, \
+             late-joiner, catchup-sweep, propagation or idle"
         ),
         None => {
             println!(
@@ -1168,6 +1235,7 @@ fn main() {
             );
             let mut figures = reconciliation_figures(reconcile_size);
             figures.push(catchup_cpu_figure(catch_up_goal_size));
+            figures.push(signed_catchup_cpu_figure(catch_up_goal_size));
             figures.extend(catch_up_figures(sizes, catch_up_goal_size, runs));
             figures.extend(propagation_figures(adjusts));
             figures.extend(idle_daemons_figures(idle_seconds));

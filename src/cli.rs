@@ -46,6 +46,39 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which kind of key `keygen` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum KeyKind {
+    /// An officer's signing key (`security.officer_key_file`).
+    Officer,
+    /// The group's root key, which signs roster changes (`security.root_key_file`).
+    Root,
+}
+
+/// `lootsync officer ...`
+#[derive(Debug, Subcommand)]
+pub enum OfficerCommand {
+    /// Make NAME an officer whose entries are signed by PUBKEY.
+    Add {
+        /// The officer's name.
+        name: String,
+        /// The officer's public key, as printed by `lootsync keygen officer`.
+        #[arg(value_name = "PUBKEY")]
+        public_key: String,
+        /// The root secret key file (default: security.root_key_file).
+        #[arg(long, value_name = "FILE")]
+        root_key: Option<PathBuf>,
+    },
+    /// Remove the officer NAME: their later entries count for nothing.
+    Remove {
+        /// The officer's name.
+        name: String,
+        /// The root secret key file (default: security.root_key_file).
+        #[arg(long, value_name = "FILE")]
+        root_key: Option<PathBuf>,
+    },
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -136,6 +169,17 @@ pub enum Command {
     /// Configuration file tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Write a new secret key to FILE (mode 0600, never overwriting) and print its public
+    /// key. An officer key signs adjusts; the root key (`keygen root`) signs roster changes.
+    Keygen {
+        /// Which key: `officer` or `root` (both are ed25519 keypairs).
+        kind: KeyKind,
+        /// Where to write the secret key.
+        file: PathBuf,
+    },
+    /// Change the officer roster (appends an entry signed by the group's root key).
+    #[command(subcommand)]
+    Officer(OfficerCommand),
     /// Write a commented starter config (lootsync.toml) into DIR; never overwrites.
     Init {
         /// Directory to write into (created if missing).
@@ -282,6 +326,19 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
             print!("{}", config.to_toml_string());
             Ok(None)
         }
+        Command::Keygen { kind, file } => {
+            let key = crate::officer::SecretKey::create_file(&file)?;
+            eprintln!(
+                "wrote {} key {} (mode 0600); its public key:",
+                match kind {
+                    KeyKind::Officer => "officer",
+                    KeyKind::Root => "root",
+                },
+                file.display()
+            );
+            println!("{}", key.public());
+            Ok(None)
+        }
         Command::Init { dir } => {
             let path = init::write_starter(&dir)?;
             println!("wrote {}", path.display());
@@ -377,6 +434,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 e.id
             );
             Ok(())
+        }
+        Command::Officer(command) => {
+            init_logging("warn");
+            officer_change(&config, command)
         }
         Command::Points { json } => {
             init_logging("warn");
@@ -514,9 +575,80 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo { .. }
         | Command::Config(_)
         | Command::Init { .. }
+        | Command::Keygen { .. }
         | Command::Completions { .. }
         | Command::Man { .. } => unreachable!("handled by run_standalone"),
     }
+}
+
+/// Builds a roster change signed by the root key (from `--root-key` or
+/// `security.root_key_file`) and appends it through the daemon, or offline.
+fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
+    let (root_key, name, kind) = match command {
+        OfficerCommand::Add {
+            name,
+            public_key,
+            root_key,
+        } => {
+            let public_key: crate::officer::PublicKey = public_key
+                .parse()
+                .with_context(|| format!("PUBKEY {public_key:?}"))?;
+            (
+                root_key,
+                name,
+                crate::entry::EntryKind::OfficerAdd { public_key },
+            )
+        }
+        OfficerCommand::Remove { name, root_key } => {
+            (root_key, name, crate::entry::EntryKind::OfficerRemove)
+        }
+    };
+    let Some(root_path) = root_key.or_else(|| config.security.root_key_file.clone()) else {
+        bail!("officer changes are signed by the group's root key: pass --root-key FILE or set security.root_key_file");
+    };
+    let root = crate::officer::SecretKey::load(&root_path).context("cannot load the root key")?;
+    if config
+        .root_public_key()
+        .is_some_and(|configured| configured != root.public())
+    {
+        bail!(
+            "{} is not the root key configured in security.root_public_key; peers would ignore this change",
+            root_path.display()
+        );
+    }
+    let unix_ms = ops::system_unix_ms();
+    let mut random = [0u8; 10];
+    getrandom::fill(&mut random).map_err(|e| anyhow!("cannot get random bytes: {e}"))?;
+    let at = crate::entry::Hlc::new(unix_ms, 0);
+    let mut entry = crate::entry::Entry {
+        id: crate::entry::new_entry_id(unix_ms, random),
+        at,
+        actor: "root".into(),
+        target: name.trim().to_string(),
+        delta: 0,
+        new_total: 0,
+        reason: match &kind {
+            crate::entry::EntryKind::OfficerAdd { .. } => "officer added".into(),
+            _ => "officer removed".into(),
+        },
+        kind,
+        seal: None,
+    };
+    entry.validate().map_err(|e| {
+        anyhow!(
+            "invalid officer name: {}",
+            e.to_string().replace("target", "NAME")
+        )
+    })?;
+    root.sign(&mut entry);
+    request(
+        config,
+        Request::Append {
+            entry: Box::new(entry.clone()),
+        },
+    )?;
+    println!("{} officer {} [{}]", entry.reason, entry.target, entry.id);
+    Ok(())
 }
 
 /// Sends a request to the running daemon, or runs it on the log directly when none runs.
@@ -661,9 +793,19 @@ fn print_history(rows: &[HistoryRow], player: Option<&str>) {
     }
     for row in rows {
         let e = &row.entry;
+        let what = match &e.kind {
+            crate::entry::EntryKind::Points => format!("{:>+6} -> {:>6}", e.delta, row.total),
+            crate::entry::EntryKind::OfficerAdd { .. } => format!("{:<16}", "officer added"),
+            crate::entry::EntryKind::OfficerRemove => format!("{:<16}", "officer removed"),
+        };
+        let rejected = row
+            .rejected
+            .as_deref()
+            .map(|why| format!("  [{why}]"))
+            .unwrap_or_default();
         println!(
-            "{}  {:<12} {:<12} {:>+6} -> {:>6}  {}",
-            e.at, e.actor, e.target, e.delta, row.total, e.reason
+            "{}  {:<12} {:<12} {what}  {}{rejected}",
+            e.at, e.actor, e.target, e.reason
         );
     }
 }

@@ -58,6 +58,27 @@ pub struct Config {
     pub control: ControlConfig,
     /// How the log reaches the disk (`[storage]`).
     pub storage: StorageConfig,
+    /// Who may write entries that count (`[security]`).
+    pub security: SecurityConfig,
+}
+
+/// Officer signatures (`[security]`). With no root key the roster is open: any peer may
+/// author entries, unsigned (the loopback quick start).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// The group's root public key (64 hex digits, as printed by `lootsync keygen`). Only
+    /// roster changes signed by it count, and only officers' signed entries count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_public_key: Option<String>,
+    /// This machine's officer secret key (mode 0600), used to sign local adjusts. Needed to
+    /// adjust once a root key is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub officer_key_file: Option<PathBuf>,
+    /// The root secret key, for `lootsync officer add/remove` (`--root-key` overrides it).
+    /// Best kept off the daemon's machines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root_key_file: Option<PathBuf>,
 }
 
 /// When the daemon fsyncs entries merged from peers. A local adjust is durable before it
@@ -174,6 +195,7 @@ impl Default for Config {
             log: LogConfig::default(),
             control: ControlConfig::default(),
             storage: StorageConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -409,6 +431,27 @@ impl Config {
             ));
         }
 
+        if let Some(text) = &self.security.root_public_key {
+            text.parse::<crate::officer::PublicKey>()
+                .map_err(|e| invalid("security.root_public_key", e.to_string()))?;
+        }
+        if self
+            .security
+            .officer_key_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid("security.officer_key_file", "must not be empty"));
+        }
+        if self
+            .security
+            .root_key_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid("security.root_key_file", "must not be empty"));
+        }
+
         let level = &self.log.level;
         if level.trim().is_empty() {
             return Err(invalid(
@@ -426,6 +469,26 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The group's root public key, if configured (already checked by `validate`).
+    pub fn root_public_key(&self) -> Option<crate::officer::PublicKey> {
+        self.security
+            .root_public_key
+            .as_deref()
+            .and_then(|text| text.parse().ok())
+    }
+
+    /// Loads this machine's officer key, if one is configured (refusing a file others can
+    /// read).
+    pub fn officer_key(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::officer::SecretKey>>, crate::officer::KeyError> {
+        self.security
+            .officer_key_file
+            .as_deref()
+            .map(|path| crate::officer::SecretKey::load(path).map(std::sync::Arc::new))
+            .transpose()
     }
 
     /// The effective configuration as TOML, in the same format the file is read in.
@@ -672,6 +735,7 @@ mod tests {
                 fsync: FsyncPolicy::Batch,
                 batch_interval: Duration::from_millis(50),
             },
+            security: SecurityConfig::default(),
         };
         assert_eq!(c, expected);
         // Apart from the node name, the example documents exactly the defaults.
@@ -760,6 +824,18 @@ mod tests {
         );
         assert_invalid("[group]\naddress = \"10.0.0.1\"", "group.address");
         assert_invalid("[group]\nport = 0", "group.port");
+        assert_invalid(
+            "[security]\nroot_public_key = \"not-a-key\"",
+            "security.root_public_key",
+        );
+        assert_invalid(
+            &format!("[security]\nroot_public_key = \"{}\"", "g".repeat(64)),
+            "security.root_public_key",
+        );
+        assert_invalid(
+            "[security]\nofficer_key_file = \"\"",
+            "security.officer_key_file",
+        );
         assert_invalid("[group]\ninterface = \"0.0.0.0\"", "group.interface");
         assert_invalid("[group]\ninterface = \"239.1.2.3\"", "group.interface");
         assert_invalid("[group]\nttl = 256", "group.ttl");

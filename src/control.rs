@@ -118,6 +118,12 @@ pub enum Request {
         #[serde(default)]
         actor: Option<String>,
     },
+    /// Append an entry made and signed elsewhere (an officer roster change signed by the
+    /// root key, which the daemon does not hold). Its seal is checked first.
+    Append {
+        /// The signed entry.
+        entry: Box<crate::entry::Entry>,
+    },
     /// Current totals. (Struct variants, so unknown fields are rejected.)
     Points {},
     /// History with running totals, optionally for one player.

@@ -124,6 +124,9 @@ pub enum DaemonError {
     /// The sockets could not be set up.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// The officer key file is missing, unreadable, malformed or readable by others.
+    #[error("security.officer_key_file: {0}")]
+    OfficerKey(#[from] crate::officer::KeyError),
     /// The control socket could not be created.
     #[error("cannot create control socket {path}")]
     Control {
@@ -183,6 +186,7 @@ impl RunningDaemon {
 /// set-up are returned here; once running, the daemon only stops when told to.
 pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaemon, DaemonError> {
     let span = tracing::info_span!("node", name = %config.node);
+    let officer_key = config.officer_key()?;
     let (store, ledger, report) = {
         let _enter = span.enter();
         ops::open_log_indexed(&config, ops::DAEMON_LOCK_WAIT)?
@@ -206,14 +210,26 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         mono_ms: 0,
         unix_ms: options.clock.unix_ms(),
     };
-    let peer = Peer::with_ledger(
+    let mut peer = Peer::with_ledger(
         ops::peer_config(&config, sockets.whisper_addr.port()),
         ledger,
         rng,
         now,
     );
+    peer.set_security(config.root_public_key(), officer_key);
     {
         let _enter = span.enter();
+        match config.root_public_key() {
+            None => warn!(
+                "OPEN ROSTER: no security.root_public_key configured, so ANY peer may write \
+                 entries that count; set a root key (lootsync keygen officer) for a real group"
+            ),
+            Some(root) => info!(
+                "officer roster: root key {root}, {} officers, {} entries rejected",
+                peer.ledger().officers().len(),
+                peer.ledger().rejected()
+            ),
+        }
         info!(
             "lootsync {} node {} group {} on {} (whisper {}): {} entries, {} players, log {}",
             env!("CARGO_PKG_VERSION"),
@@ -696,6 +712,10 @@ impl Driver {
             self.peer.ledger().resident_len() as u64,
         );
         counters.insert("encode_failures".to_string(), stats.encode_failures);
+        counters.insert(
+            "entries_rejected".to_string(),
+            self.peer.ledger().rejected(),
+        );
         if self.hook_drops > 0 {
             // Only a test hook drops on purpose; keep the counter out of normal status.
             counters.insert("dropped_by_test_hook".to_string(), self.hook_drops);

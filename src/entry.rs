@@ -102,6 +102,28 @@ pub struct Entry {
     pub new_total: i64,
     /// Why the change was made (free text, bounded).
     pub reason: String,
+    /// What the entry does: a point adjustment, or a change to the officer roster (then
+    /// `target` names the officer and `delta` is 0).
+    pub kind: EntryKind,
+    /// The author's signature, when signed (required for an entry to count once the group
+    /// has a root key; see `officer.rs`).
+    pub seal: Option<crate::officer::Seal>,
+}
+
+/// What an entry does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EntryKind {
+    /// Adds `delta` points to `target`.
+    #[default]
+    Points,
+    /// Makes `target` an officer whose entries are signed by `public_key` (replacing any
+    /// earlier key of that officer). Counts only when signed by the group's root key.
+    OfficerAdd {
+        /// The officer's public key.
+        public_key: crate::officer::PublicKey,
+    },
+    /// Removes the officer `target`: their entries after this one count for nothing.
+    OfficerRemove,
 }
 
 /// Why an entry is not acceptable.
@@ -141,6 +163,23 @@ pub enum EntryError {
         /// The rejected delta.
         delta: i64,
     },
+    /// A roster change carries a delta or total.
+    #[error("an officer roster change must not carry points")]
+    RosterWithPoints,
+    /// The group has a root key, so entries must be signed, and no officer key is set.
+    #[error(
+        "this machine has no officer key: the group has a root key, so only officers may \
+         adjust (set security.officer_key_file to a key made by `lootsync keygen officer` \
+         and added with `lootsync officer add`)"
+    )]
+    NoOfficerKey,
+    /// This machine's officer key is not on the roster as far as this peer knows, so the
+    /// entry would count for nothing.
+    #[error(
+        "this machine's officer key {0} is not on the officer roster (as far as this peer \
+         has heard): ask the root key holder to run `lootsync officer add NAME {0}`"
+    )]
+    NotAnOfficer(String),
     /// The timestamp is the reserved maximum.
     #[error("timestamp {0} is out of range")]
     BadTimestamp(u64),
@@ -188,8 +227,18 @@ impl Entry {
                 max: MAX_REASON_BYTES,
             });
         }
-        if self.delta == 0 || self.delta.unsigned_abs() > MAX_ABS_DELTA as u64 {
-            return Err(EntryError::BadDelta { delta: self.delta });
+        match self.kind {
+            EntryKind::Points => {
+                if self.delta == 0 || self.delta.unsigned_abs() > MAX_ABS_DELTA as u64 {
+                    return Err(EntryError::BadDelta { delta: self.delta });
+                }
+            }
+            // A roster change moves no points; a non-zero delta would be a forged hybrid.
+            EntryKind::OfficerAdd { .. } | EntryKind::OfficerRemove => {
+                if self.delta != 0 || self.new_total != 0 {
+                    return Err(EntryError::RosterWithPoints);
+                }
+            }
         }
         if self.at.0 > MAX_AT {
             return Err(EntryError::BadTimestamp(self.at.0));
@@ -291,6 +340,8 @@ mod tests {
             delta: 10,
             new_total: 10,
             reason: "raid attendance".into(),
+            kind: EntryKind::Points,
+            seal: None,
         }
     }
 
@@ -407,6 +458,12 @@ mod tests {
         e.delta = -MAX_ABS_DELTA;
         e.new_total = i64::MIN;
         e.at = Hlc(MAX_AT);
-        assert!(postcard::to_stdvec(&e).unwrap().len() < 600);
+        crate::officer::SecretKey::from_seed([1; 32]).sign(&mut e);
+        // One max-sized signed entry plus the envelope stays well inside one datagram.
+        assert!(postcard::to_stdvec(&e).unwrap().len() < 700);
+        e.kind = EntryKind::OfficerAdd {
+            public_key: crate::officer::SecretKey::from_seed([2; 32]).public(),
+        };
+        assert!(postcard::to_stdvec(&e).unwrap().len() < 740);
     }
 }

@@ -18,7 +18,7 @@ pub enum ExportFormat {
 }
 
 /// Column names of a history export, in order; the JSON objects use the same keys.
-pub const HISTORY_COLUMNS: [&str; 9] = [
+pub const HISTORY_COLUMNS: [&str; 12] = [
     "id",
     "at",
     "time",
@@ -28,7 +28,27 @@ pub const HISTORY_COLUMNS: [&str; 9] = [
     "new_total_as_authored",
     "total",
     "reason",
+    "kind",
+    "signer",
+    "rejected",
 ];
+
+/// The `kind` column: what an entry does.
+fn kind_name(kind: &crate::entry::EntryKind) -> &'static str {
+    match kind {
+        crate::entry::EntryKind::Points => "points",
+        crate::entry::EntryKind::OfficerAdd { .. } => "officer_add",
+        crate::entry::EntryKind::OfficerRemove => "officer_remove",
+    }
+}
+
+/// The `signer` column: the signer's public key in hex, empty for an unsigned entry.
+fn signer_text(entry: &crate::entry::Entry) -> String {
+    entry
+        .seal
+        .map(|seal| seal.signer.to_string())
+        .unwrap_or_default()
+}
 
 /// Standings in display order: highest total first, ties by name, so an export reads like
 /// `lootsync points`.
@@ -79,6 +99,9 @@ pub fn history(rows: &[HistoryRow], format: ExportFormat) -> String {
                         &e.new_total.to_string(),
                         &row.total.to_string(),
                         &e.reason,
+                        kind_name(&e.kind),
+                        &signer_text(e),
+                        row.rejected.as_deref().unwrap_or(""),
                     ],
                 );
             }
@@ -105,6 +128,9 @@ pub fn history_json(row: &HistoryRow) -> serde_json::Value {
         "new_total_as_authored": e.new_total,
         "total": row.total,
         "reason": e.reason,
+        "kind": kind_name(&e.kind),
+        "signer": signer_text(e),
+        "rejected": row.rejected,
     })
 }
 
@@ -148,8 +174,11 @@ mod tests {
                 delta,
                 new_total: total,
                 reason: reason.into(),
+                kind: crate::entry::EntryKind::Points,
+                seal: None,
             },
             total,
+            rejected: None,
         }
     }
 
@@ -210,6 +239,7 @@ mod tests {
         assert_eq!(records[1][4], "Bob, Jr.");
         assert_eq!(records[1][5], "-5");
         assert_eq!(records[1][8], reason);
+        assert_eq!(records[1][9..], ["points", "", ""], "unsigned, counted");
         assert_eq!(records[1][1], (1_700_000_000_000u64 << 16).to_string());
     }
 

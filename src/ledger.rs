@@ -10,7 +10,8 @@
 //! Totals are sums of deltas, so they never depend on arrival order; history views (running
 //! totals) do depend on order, which is why everything iterates in [`Key`] order.
 
-use crate::entry::{Entry, EntryId, Hlc, Key};
+use crate::entry::{Entry, EntryId, EntryKind, Hlc, Key};
+use crate::officer::{PublicKey, Roster, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -146,6 +147,10 @@ pub struct HistoryRow {
     /// The target's replayed total after this entry (may differ from `entry.new_total`,
     /// which is what the author saw when offline edits had not yet merged).
     pub total: i64,
+    /// Why the entry counts for nothing (e.g. "rejected: signer not an officer"), or `None`
+    /// when it counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
 }
 
 /// The replayed log: a sorted index of every entry (key, digest, location), an id index for
@@ -159,6 +164,13 @@ pub struct Ledger {
     reader: Option<Arc<dyn EntryReader>>,
     totals: BTreeMap<String, i64>,
     fingerprint: Fingerprint,
+    /// The group's root key; `None` is an open roster (every point entry counts).
+    root: Option<PublicKey>,
+    /// Every roster entry (valid or not), by key: they are rare, and judging a point entry
+    /// needs the roster as of its place in the order.
+    roster: BTreeMap<Key, Entry>,
+    /// Entries that count for nothing (see [`Verdict`]).
+    rejected: u64,
 }
 
 /// Builds an index-only ledger while a log is scanned, one record at a time, so start-up
@@ -189,6 +201,8 @@ impl LedgerBuilder {
             return false;
         }
         let digest = entry.digest();
+        // The builder's ledger has no root key yet, so judging needs no key order here;
+        // setting the root afterwards replays in order.
         self.ledger.account(entry, digest);
         self.slots.push((entry.key(), Slot::new(digest, offset)));
         true
@@ -251,24 +265,95 @@ impl Ledger {
         }
         let key = entry.key();
         let digest = entry.digest();
-        self.account(&entry, digest);
+        let replay = self.account(&entry, digest);
         self.index.insert(key, Slot::new(digest, RESIDENT));
         self.resident.insert(key, entry);
+        // A roster change after every entry held (the usual case: one just made) changes
+        // no verdict, so only an earlier-sorting one costs a replay.
+        let later_entries = self
+            .index
+            .range((Bound::Excluded(key), Bound::Unbounded))
+            .next()
+            .is_some();
+        if replay && later_entries {
+            self.recompute();
+        }
         true
     }
 
-    /// Totals and fingerprint for a new entry (its id is already in the id index).
-    fn account(&mut self, entry: &Entry, digest: u128) {
-        // Wrapping addition is associative and commutative, so totals are identical on every
-        // peer whatever order entries arrive in (deltas are bounded, so it never wraps in
-        // practice). Looked up before inserting so the name is only cloned for a new player.
-        match self.totals.get_mut(&entry.target) {
-            Some(total) => *total = total.wrapping_add(entry.delta),
-            None => {
-                self.totals.insert(entry.target.clone(), entry.delta);
+    /// Totals and fingerprint for a new entry (its id is already in the id index). Returns
+    /// true when the entry is a valid roster change, which may change the verdict on any
+    /// later entry: the caller must then replay ([`Ledger::recompute`]).
+    fn account(&mut self, entry: &Entry, digest: u128) -> bool {
+        self.fingerprint.add(digest);
+        if entry.kind != EntryKind::Points {
+            self.roster.insert(entry.key(), entry.clone());
+            if Roster::is_valid_roster_change(self.root, entry) {
+                return true;
+            }
+            self.rejected += 1;
+            return false;
+        }
+        if self.root.is_some() && self.roster_before(&entry.key()).judge(entry) != Verdict::Counts {
+            self.rejected += 1;
+            return false;
+        }
+        add_points(&mut self.totals, entry);
+        false
+    }
+
+    /// The roster as of just before `key` in the replay order.
+    fn roster_before(&self, key: &Key) -> Roster {
+        let mut roster = Roster::new(self.root);
+        for change in self.roster.range(..*key).map(|(_, e)| e) {
+            roster.judge(change);
+        }
+        roster
+    }
+
+    /// Sets the group's root key (`None`: open roster) and, if it changed, replays every
+    /// entry to judge it again.
+    pub fn set_root(&mut self, root: Option<PublicKey>) {
+        if self.root != root {
+            self.root = root;
+            self.recompute();
+        }
+    }
+
+    /// The group's root key, if any.
+    pub fn root(&self) -> Option<PublicKey> {
+        self.root
+    }
+
+    /// Rebuilds totals and the rejected count by replaying every entry in key order. Reads
+    /// every body back (through the reader): only done when the root key is set or a valid
+    /// roster change arrives, both rare.
+    fn recompute(&mut self) {
+        let mut roster = Roster::new(self.root);
+        let mut totals = BTreeMap::new();
+        let mut rejected = 0;
+        for entry in self.iter() {
+            match roster.judge(&entry) {
+                Verdict::Counts if entry.kind == EntryKind::Points => {
+                    add_points(&mut totals, &entry)
+                }
+                Verdict::Counts => {}
+                Verdict::Rejected(_) => rejected += 1,
             }
         }
-        self.fingerprint.add(digest);
+        self.totals = totals;
+        self.rejected = rejected;
+    }
+
+    /// How many entries count for nothing (unsigned, signed by a non-officer, or roster
+    /// changes not signed by the root key).
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// The officers after replaying the whole log, by name.
+    pub fn officers(&self) -> BTreeMap<String, PublicKey> {
+        self.roster_before(&Key::MAX).officers().clone()
     }
 
     /// Records that the entry `id` is in the log at `offset`: with a reader injected, its
@@ -457,19 +542,40 @@ impl Ledger {
     /// for one player only.
     pub fn history(&self, player: Option<&str>) -> Vec<HistoryRow> {
         let mut running: HashMap<String, i64> = HashMap::new();
+        let mut roster = Roster::new(self.root);
         let mut rows = Vec::new();
         for e in self.iter() {
+            let verdict = roster.judge(&e);
             let total = match running.get_mut(&e.target) {
                 Some(total) => total,
                 None => running.entry(e.target.clone()).or_insert(0),
             };
-            *total = total.wrapping_add(e.delta);
+            if verdict == Verdict::Counts && e.kind == EntryKind::Points {
+                *total = total.wrapping_add(e.delta);
+            }
             if player.is_none_or(|p| p == e.target) {
                 let total = *total;
-                rows.push(HistoryRow { entry: e, total });
+                rows.push(HistoryRow {
+                    entry: e,
+                    total,
+                    rejected: verdict.rejection().map(str::to_string),
+                });
             }
         }
         rows
+    }
+}
+
+/// Adds a counting point entry's delta to its target's total.
+fn add_points(totals: &mut BTreeMap<String, i64>, entry: &Entry) {
+    // Wrapping addition is associative and commutative, so totals are identical on every
+    // peer whatever order entries arrive in (deltas are bounded, so it never wraps in
+    // practice). Looked up before inserting so the name is only cloned for a new player.
+    match totals.get_mut(&entry.target) {
+        Some(total) => *total = total.wrapping_add(entry.delta),
+        None => {
+            totals.insert(entry.target.clone(), entry.delta);
+        }
     }
 }
 
@@ -487,6 +593,8 @@ mod tests {
             delta,
             new_total: 0,
             reason: String::new(),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         }
     }
 
@@ -729,5 +837,222 @@ mod tests {
             assert_eq!(index.get(id), Some(Hlc(i as u64)));
         }
         assert!(!index.contains(&new_entry_id(2_000_000, [1; 10])));
+    }
+
+    mod roster {
+        use super::*;
+        use crate::entry::EntryKind;
+        use crate::officer::SecretKey;
+        use crate::rng::SeededRng;
+
+        fn root() -> SecretKey {
+            SecretKey::from_seed([100; 32])
+        }
+        fn officer(n: u8) -> SecretKey {
+            SecretKey::from_seed([n; 32])
+        }
+
+        fn signed(mut e: Entry, key: &SecretKey) -> Entry {
+            key.sign(&mut e);
+            e
+        }
+
+        fn points(ms: u64, seed: u8, target: &str, delta: i64, key: Option<&SecretKey>) -> Entry {
+            let e = entry(ms, seed, target, delta);
+            match key {
+                Some(key) => signed(e, key),
+                None => e,
+            }
+        }
+
+        fn change(ms: u64, seed: u8, name: &str, kind: EntryKind, key: &SecretKey) -> Entry {
+            let mut e = entry(ms, seed, name, 1);
+            e.delta = 0;
+            e.kind = kind;
+            signed(e, key)
+        }
+
+        fn add(ms: u64, seed: u8, name: &str, who: &SecretKey, key: &SecretKey) -> Entry {
+            change(
+                ms,
+                seed,
+                name,
+                EntryKind::OfficerAdd {
+                    public_key: who.public(),
+                },
+                key,
+            )
+        }
+
+        fn remove(ms: u64, seed: u8, name: &str, key: &SecretKey) -> Entry {
+            change(ms, seed, name, EntryKind::OfficerRemove, key)
+        }
+
+        fn secured(entries: impl IntoIterator<Item = Entry>) -> Ledger {
+            let mut ledger = Ledger::new();
+            ledger.set_root(Some(root().public()));
+            for e in entries {
+                assert!(ledger.insert(e));
+            }
+            ledger
+        }
+
+        fn rejection(ledger: &Ledger, id: &EntryId) -> Option<String> {
+            ledger
+                .history(None)
+                .into_iter()
+                .find(|row| row.entry.id == *id)
+                .expect("entry in history")
+                .rejected
+        }
+
+        #[test]
+        fn entries_count_only_while_their_signer_is_an_officer() {
+            let (a, b) = (officer(1), officer(2));
+            let before_add = points(5, 1, "Ann", 100, Some(&a));
+            let while_officer = points(15, 2, "Ann", 10, Some(&a));
+            let after_remove = points(35, 3, "Ann", 1000, Some(&a));
+            let never_officer = points(16, 4, "Ann", 7, Some(&b));
+            let unsigned = points(17, 5, "Ann", 9, None);
+            let ledger = secured([
+                add(10, 10, "alice", &a, &root()),
+                remove(30, 11, "alice", &root()),
+                before_add.clone(),
+                while_officer.clone(),
+                after_remove.clone(),
+                never_officer.clone(),
+                unsigned.clone(),
+            ]);
+            assert_eq!(ledger.total("Ann"), 10);
+            assert_eq!(ledger.rejected(), 4);
+            assert_eq!(rejection(&ledger, &while_officer.id), None);
+            for e in [&before_add, &after_remove, &never_officer] {
+                assert_eq!(
+                    rejection(&ledger, &e.id).as_deref(),
+                    Some("rejected: signer not an officer")
+                );
+            }
+            assert_eq!(
+                rejection(&ledger, &unsigned.id).as_deref(),
+                Some("rejected: unsigned")
+            );
+            // History's running totals skip rejected entries.
+            let rows = ledger.history(Some("Ann"));
+            assert_eq!(rows.last().unwrap().total, 10);
+            assert!(ledger.officers().is_empty());
+        }
+
+        #[test]
+        fn roster_changes_count_only_when_signed_by_the_root_key() {
+            let (a, b) = (officer(1), officer(2));
+            // Officer a tries to appoint b: not the root, so b stays a non-officer.
+            let forged_add = add(20, 1, "bob", &b, &a);
+            let ledger = secured([
+                add(10, 2, "alice", &a, &root()),
+                forged_add.clone(),
+                points(30, 3, "Ann", 5, Some(&b)),
+                points(31, 4, "Ann", 6, Some(&a)),
+            ]);
+            assert_eq!(ledger.total("Ann"), 6);
+            assert_eq!(
+                rejection(&ledger, &forged_add.id).as_deref(),
+                Some("rejected: roster change not signed by the root key")
+            );
+            assert_eq!(
+                ledger.officers().into_iter().collect::<Vec<_>>(),
+                vec![("alice".to_string(), a.public())]
+            );
+        }
+
+        #[test]
+        fn open_roster_counts_every_point_entry() {
+            let a = officer(1);
+            let (ledger, _) = Ledger::from_entries([
+                points(1, 1, "Ann", 5, None),
+                points(2, 2, "Ann", 6, Some(&a)),
+                remove(3, 3, "alice", &root()),
+            ]);
+            assert_eq!(ledger.total("Ann"), 11);
+            assert_eq!(ledger.rejected(), 1, "the roster change counts for nothing");
+        }
+
+        #[test]
+        fn a_late_roster_entry_recomputes_totals() {
+            let a = officer(1);
+            let mut ledger = secured([points(20, 1, "Ann", 5, Some(&a))]);
+            assert_eq!(ledger.total("Ann"), 0);
+            // The add arrives late but sorts before the entry: it now counts.
+            ledger.insert(add(10, 2, "alice", &a, &root()));
+            assert_eq!(ledger.total("Ann"), 5);
+            assert_eq!(ledger.rejected(), 0);
+            // A late remove ordered before it takes it away again.
+            ledger.insert(remove(15, 3, "alice", &root()));
+            assert_eq!(ledger.total("Ann"), 0);
+            assert_eq!(ledger.rejected(), 1);
+        }
+
+        /// Adds, removes and a same-millisecond add/remove race, with point entries around
+        /// them; every shuffled arrival order must give identical results.
+        fn race_log() -> Vec<Entry> {
+            let (a, b, c) = (officer(1), officer(2), officer(3));
+            let r = root();
+            vec![
+                add(10, 1, "alice", &a, &r),
+                add(10, 2, "bob", &b, &r),
+                points(11, 3, "Ann", 1, Some(&a)),
+                points(12, 4, "Ann", 2, Some(&b)),
+                points(12, 5, "Ann", 4, Some(&c)),
+                // The race: the same instant, ordered by id only.
+                add(20, 6, "carol", &c, &r),
+                remove(20, 7, "carol", &r),
+                remove(20, 8, "bob", &r),
+                add(20, 9, "bob", &b, &r),
+                points(21, 10, "Ann", 8, Some(&c)),
+                points(21, 11, "Ann", 16, Some(&b)),
+                points(22, 12, "Ann", 32, Some(&a)),
+                remove(30, 13, "alice", &r),
+                points(31, 14, "Ann", 64, Some(&a)),
+                points(31, 15, "Ann", 128, None),
+                add(40, 16, "dave", &a, &a),
+                points(41, 17, "Ann", 256, Some(&a)),
+            ]
+        }
+
+        #[test]
+        fn a_roster_race_resolves_identically_in_every_arrival_order() {
+            let reference = secured(race_log());
+            // Carol is removed (seed 7 sorts after seed 6), bob re-added: 1+2+16+32.
+            assert_eq!(reference.total("Ann"), 51);
+            let history = reference.history(None);
+            for seed in 0..200u64 {
+                let mut rng = SeededRng::new(seed);
+                let mut log = race_log();
+                for i in (1..log.len()).rev() {
+                    log.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                let ledger = secured(log);
+                assert_eq!(ledger.totals(), reference.totals(), "seed {seed}");
+                assert_eq!(ledger.rejected(), reference.rejected(), "seed {seed}");
+                assert_eq!(ledger.fingerprint(), reference.fingerprint(), "seed {seed}");
+                assert_eq!(ledger.history(None), history, "seed {seed}");
+                assert_eq!(ledger.officers(), reference.officers(), "seed {seed}");
+            }
+        }
+
+        #[test]
+        fn index_only_ledger_judges_like_the_in_memory_one() {
+            let reader = Arc::new(MemoryReader::default());
+            let mut builder = LedgerBuilder::new();
+            for (i, e) in race_log().into_iter().enumerate() {
+                reader.put(i as u64 * 10, e.clone());
+                builder.push(&e, i as u64 * 10);
+            }
+            let (mut indexed, _) = builder.finish(reader);
+            indexed.set_root(Some(root().public()));
+            let reference = secured(race_log());
+            assert_eq!(indexed.totals(), reference.totals());
+            assert_eq!(indexed.rejected(), reference.rejected());
+            assert_eq!(indexed.history(None), reference.history(None));
+        }
     }
 }

@@ -32,6 +32,7 @@ pub mod init;
 pub mod ledger;
 pub mod net;
 pub mod notify;
+pub mod officer;
 pub mod ops;
 pub mod progress;
 pub mod rng;

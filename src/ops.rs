@@ -130,7 +130,13 @@ pub fn open_offline(config: &Config, unix_ms: u64) -> Result<(Peer, LogStore), S
         mono_ms: 0,
         unix_ms,
     };
-    let peer = Peer::new(cfg, entries, SeededRng::from_os(), now);
+    let mut peer = Peer::new(cfg, entries, SeededRng::from_os(), now);
+    // A missing or unreadable officer key only matters to adjust, which then says so.
+    let officer_key = config.officer_key().unwrap_or_else(|err| {
+        warn!("officer key not loaded: {err}");
+        None
+    });
+    peer.set_security(config.root_public_key(), officer_key);
     Ok((peer, store))
 }
 
@@ -234,6 +240,26 @@ pub fn apply(
             }
             let total = peer.ledger().total(&entry.target);
             Reply::ok(&AdjustResult { entry, total })
+        }
+        Request::Append { entry } => {
+            let entry = *entry;
+            if let Err(err) = entry.validate() {
+                return Some(Reply::error(format!("invalid entry: {err}")));
+            }
+            if let Err(err) = crate::officer::verify(&entry) {
+                return Some(Reply::error(format!("entry not accepted: {err}")));
+            }
+            if !peer.ledger().contains_id(&entry.id) {
+                let offsets = match store.append_durable(std::slice::from_ref(&entry)) {
+                    Ok(offsets) => offsets,
+                    Err(err) => return Some(Reply::error(write_failure_message(&err, store))),
+                };
+                peer.commit_local(now, entry.clone());
+                for offset in offsets {
+                    peer.mark_stored(&entry.id, offset);
+                }
+            }
+            Reply::ok(&entry)
         }
         Request::Points {} => Reply::ok(peer.ledger().totals()),
         Request::History { player } => Reply::ok(&peer.ledger().history(player.as_deref())),

@@ -9,6 +9,9 @@
 //! length means a damaged length field is caught by the checksum instead of silently
 //! re-framing the rest of the file.
 //!
+//! Version 2 added an entry's `kind` and `seal` (officer signatures); a version 1 log is
+//! rewritten as version 2 the first time it is opened.
+//!
 //! # Crash recovery
 //!
 //! Appends are not synced individually, so a crash can leave a partly written record at the
@@ -30,7 +33,7 @@ use thiserror::Error;
 /// Magic bytes at the start of every log file.
 pub(crate) const MAGIC: [u8; 8] = *b"LOOTLOG\0";
 /// The only format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+pub(crate) const FORMAT_VERSION: u16 = 2;
 /// Size of the file header in bytes.
 pub(crate) const HEADER_LEN: u64 = 16;
 /// Size of a record's length + checksum prefix in bytes.
@@ -401,6 +404,95 @@ pub(crate) fn check_header(
     Ok(HeaderState::Valid)
 }
 
+/// The format before officer signatures: the same records, but an entry payload ends after
+/// `reason` (no `kind`, no `seal`).
+const FORMAT_VERSION_V1: u16 = 1;
+
+/// Rewrites a version 1 log (from before officer signatures) as the current version, once,
+/// the first time this build opens it. A v1 entry is an unsigned point adjustment: its
+/// payload followed by the two zero bytes of `kind = Points` and `seal = None` is exactly its
+/// current encoding, so every peer that upgrades computes the same digests. The old file is
+/// kept as `<group>.lootlog.v1-<pid>` and the new one renamed into place only when complete
+/// and synced. A damaged v1 log is refused: repair it with the previous release first.
+fn upgrade_v1_log(path: &Path) -> Result<(), StoreError> {
+    // Only the header is read unless the log really is version 1.
+    let mut header = [0u8; HEADER_LEN as usize];
+    let is_v1 = File::open(path)
+        .and_then(|mut file| file.read_exact(&mut header))
+        .is_ok()
+        && header[..8] == MAGIC
+        && u16::from_le_bytes([header[8], header[9]]) == FORMAT_VERSION_V1;
+    if !is_v1 {
+        return Ok(()); // missing, short or current: the normal open path handles it
+    }
+    let bytes = fs::read(path).map_err(io_err(path, "reading version 1 log"))?;
+    let mut out = bytes[..HEADER_LEN as usize].to_vec();
+    out[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    let mut offset = HEADER_LEN as usize;
+    let mut entries = 0usize;
+    while offset < bytes.len() {
+        let Some((entry, next)) = v1_record_at(&bytes, offset) else {
+            // As on a normal open: bad bytes with no intact record after them can only be
+            // an append cut short by a crash, and are dropped; anything else is damage.
+            if (offset + 1..bytes.len()).any(|o| v1_record_at(&bytes, o).is_some()) {
+                return Err(StoreError::BadHeader {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "version 1 log cannot be upgraded: damaged record at offset {offset}; \
+                         run `lootsync repair` with the previous release first"
+                    ),
+                });
+            }
+            tracing::warn!(
+                "{}: dropping a torn final record ({} bytes) while upgrading",
+                path.display(),
+                bytes.len() - offset
+            );
+            break;
+        };
+        encode_record(&entry, &mut out).map_err(|reason| StoreError::BadHeader {
+            path: path.to_path_buf(),
+            reason: format!("version 1 log cannot be upgraded: {reason}"),
+        })?;
+        offset = next;
+        entries += 1;
+    }
+    let tmp_path = path.with_extension("lootlog.upgrade-tmp");
+    let aside = path.with_extension(format!("lootlog.v1-{}", std::process::id()));
+    let mut tmp = File::create(&tmp_path).map_err(io_err(&tmp_path, "creating"))?;
+    tmp.write_all(&out).map_err(io_err(&tmp_path, "writing"))?;
+    tmp.sync_all().map_err(io_err(&tmp_path, "syncing"))?;
+    drop(tmp);
+    fs::hard_link(path, &aside).map_err(io_err(&aside, "keeping the version 1 log as"))?;
+    fs::rename(&tmp_path, path).map_err(io_err(path, "replacing"))?;
+    sync_parent_dir(path)?;
+    tracing::warn!(
+        "{}: upgraded from log format version 1 ({entries} entries, unsigned); the old file \
+         is kept as {}",
+        path.display(),
+        aside.display()
+    );
+    Ok(())
+}
+
+/// The intact version 1 record at `offset`, as a current entry, and where the next starts.
+fn v1_record_at(bytes: &[u8], offset: usize) -> Option<(Entry, usize)> {
+    let head = bytes.get(offset..offset.checked_add(RECORD_HEADER_LEN)?)?;
+    let (len, crc) = split_record_header(head.try_into().ok()?);
+    if len as usize > MAX_RECORD_BYTES {
+        return None;
+    }
+    let start = offset + RECORD_HEADER_LEN;
+    let payload = bytes.get(start..start + len as usize)?;
+    if crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload) != crc {
+        return None;
+    }
+    let mut upgraded = payload.to_vec();
+    upgraded.extend_from_slice(&[0, 0]);
+    let entry = decode_payload(&upgraded).ok()?;
+    Some((entry, start + len as usize))
+}
+
 /// Starts an empty log: header written and synced, and the directory entry synced so the
 /// file itself survives a crash.
 pub(crate) fn write_fresh_header(path: &Path, file: &mut File) -> Result<(), StoreError> {
@@ -594,6 +686,7 @@ impl LogStore {
     ) -> Result<(LogStore, OpenReport), StoreError> {
         check_group_name(lock.state_dir(), group)?;
         let path = Self::log_path(lock.state_dir(), group);
+        upgrade_v1_log(&path)?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -913,6 +1006,8 @@ mod tests {
             delta: i as i64 + 1,
             new_total: 10 * (i as i64 + 1),
             reason: format!("raid night {i}"),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         }
     }
 
@@ -1269,12 +1364,12 @@ mod tests {
         let mut wrong_magic = header();
         wrong_magic[0] = b'X';
         let mut wrong_version = header();
-        wrong_version[8] = 2;
+        wrong_version[8] = 9;
         let mut records_without_magic = wrong_magic.clone();
         records_without_magic.extend_from_slice(&encode(&entry(1)));
         let cases: [(&[u8], &str); 5] = [
             (&wrong_magic, "magic"),
-            (&wrong_version, "version 2"),
+            (&wrong_version, "version 9"),
             (&records_without_magic, "magic"),
             (b"hello", "shorter than"),
             (
@@ -1429,5 +1524,52 @@ mod tests {
         let reader = LogReader::open(&path).unwrap();
         let err = reader.read_at(ends[0]).unwrap_err();
         assert!(err.contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn a_version_1_log_is_upgraded_once_and_its_entries_kept() {
+        // A v1 record is today's payload without the trailing kind and seal bytes.
+        let es: Vec<Entry> = (1..=5).map(entry).collect();
+        let mut bytes = header();
+        bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+        for e in &es {
+            let mut payload = postcard::to_stdvec(e).unwrap();
+            assert_eq!(payload.split_off(payload.len() - 2), [0, 0]);
+            let len = (payload.len() as u32).to_le_bytes();
+            bytes.extend_from_slice(&len);
+            bytes.extend_from_slice(
+                &crc32c::crc32c_append(crc32c::crc32c(&len), &payload).to_le_bytes(),
+            );
+            bytes.extend_from_slice(&payload);
+        }
+        let dir = dir_with_log(&bytes);
+        let (_, read, _) = open_in(dir.path()).unwrap();
+        assert_eq!(read, es, "same entries, same digests");
+        let upgraded = fs::read(log_file(dir.path())).unwrap();
+        assert_eq!(
+            u16::from_le_bytes([upgraded[8], upgraded[9]]),
+            FORMAT_VERSION
+        );
+        let kept: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name.contains(".v1-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "the old file is kept");
+        assert_eq!(fs::read(dir.path().join(&kept[0])).unwrap(), bytes);
+
+        // A torn final record is dropped, as on a normal open.
+        let torn = &bytes[..bytes.len() - 3];
+        let dir = dir_with_log(torn);
+        let (_, read, _) = open_in(dir.path()).unwrap();
+        assert_eq!(read, es[..4]);
+
+        // Damage with intact records after it is refused and the file left alone.
+        let mut damaged = bytes.clone();
+        damaged[HEADER_LEN as usize + 12] ^= 0xff;
+        let dir = dir_with_log(&damaged);
+        let err = open_in(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("version 1 log cannot be upgraded"), "{err}");
+        assert_eq!(fs::read(log_file(dir.path())).unwrap(), damaged);
     }
 }

@@ -26,6 +26,7 @@
 
 use crate::entry::{new_entry_id, AdjustRequest, Entry, EntryError, EntryId, HlcClock, Key};
 use crate::ledger::{Fingerprint, Ledger};
+use crate::officer::{PublicKey, SecretKey};
 use crate::rng::SeededRng;
 use crate::wire::{
     self, Body, Envelope, Hello, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run,
@@ -33,6 +34,7 @@ use crate::wire::{
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use tracing::{debug, info, warn};
 
 /// Protocol knobs that users rarely touch; the simulator tightens them for speed.
@@ -242,6 +244,8 @@ pub struct Peer {
     next_request_id: u64,
     stats: Stats,
     out: Vec<Action>,
+    /// This machine's officer key: local adjusts are signed with it.
+    officer_key: Option<Arc<SecretKey>>,
 }
 
 fn kind_of(body: &Body) -> &'static str {
@@ -281,7 +285,16 @@ impl Peer {
             next_request_id: 1,
             stats: Stats::default(),
             out: Vec::new(),
+            officer_key: None,
         }
+    }
+
+    /// Sets the group's root key (`None`: open roster, any peer may author) and this
+    /// machine's officer key. With a root key, local adjusts need the officer key, entries
+    /// from peers must be signed, and only officers' entries count.
+    pub fn set_security(&mut self, root: Option<PublicKey>, officer_key: Option<Arc<SecretKey>>) {
+        self.ledger.set_root(root);
+        self.officer_key = officer_key;
     }
 
     /// This process's node id.
@@ -368,7 +381,7 @@ impl Peer {
         request: &AdjustRequest,
     ) -> Result<Entry, EntryError> {
         let at = self.clock.tick(now.unix_ms);
-        let entry = Entry {
+        let mut entry = Entry {
             id: new_entry_id(at.unix_ms(), self.rng.bytes()),
             at,
             actor: request.actor.clone(),
@@ -379,13 +392,32 @@ impl Peer {
                 .total(&request.target)
                 .wrapping_add(request.delta),
             reason: request.reason.clone(),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         };
         entry.validate()?;
+        match &self.officer_key {
+            // The new entry sorts after everything this peer has seen, so the roster at the
+            // end of the log is the one that judges it (unless an older roster change is
+            // still on its way, which is rare; then the entry is kept and judged again).
+            Some(key)
+                if self.ledger.root().is_some()
+                    && !self.ledger.officers().values().any(|k| *k == key.public()) =>
+            {
+                return Err(EntryError::NotAnOfficer(key.public().to_string()))
+            }
+            Some(key) => key.sign(&mut entry),
+            None if self.ledger.root().is_some() => return Err(EntryError::NoOfficerKey),
+            None => {}
+        }
         Ok(entry)
     }
 
     /// Applies a local entry that is now durable, and multicasts it at once.
     pub fn commit_local(&mut self, now: Now, entry: Entry) {
+        // A roster change made by the CLI carries its own stamp: later local entries must
+        // sort after it.
+        self.clock.observe(entry.at, now.unix_ms);
         if !self.ledger.insert(entry.clone()) {
             return;
         }
@@ -689,6 +721,19 @@ impl Peer {
         let mut fresh = Vec::new();
         for entry in entries {
             if self.ledger.contains_id(&entry.id) {
+                continue;
+            }
+            // A forged or damaged signature is dropped before it can enter the set; with a
+            // root key an unsigned entry could never count, so it is not kept either. Every
+            // peer of the group judges both the same way, so sets still converge.
+            if let Err(err) = crate::officer::verify(&entry) {
+                debug!(target: "sync", "SYNC dropped entry {}: {err}", entry.id);
+                *self.stats.dropped.entry("bad_signature").or_insert(0) += 1;
+                continue;
+            }
+            if entry.seal.is_none() && self.ledger.root().is_some() {
+                debug!(target: "sync", "SYNC dropped unsigned entry {}", entry.id);
+                *self.stats.dropped.entry("unsigned_entry").or_insert(0) += 1;
                 continue;
             }
             self.clock.observe(entry.at, now.unix_ms);
@@ -1467,6 +1512,8 @@ mod tests {
             delta: 1,
             new_total: 0,
             reason: format!("entry {i}"),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         }
     }
 
@@ -1750,5 +1797,139 @@ mod tests {
             !a.drain_actions().is_empty(),
             "HELLO + probe on switching on"
         );
+    }
+
+    mod officers {
+        use super::*;
+        use crate::entry::EntryKind;
+        use crate::officer::SecretKey;
+
+        fn root() -> SecretKey {
+            SecretKey::from_seed([100; 32])
+        }
+
+        fn roster_change(ms: u64, seed: u8, name: &str, kind: EntryKind) -> Entry {
+            let mut e = entry(0, name);
+            e.id = new_entry_id(ms, [seed; 10]);
+            e.at = Hlc::new(ms, 0);
+            e.delta = 0;
+            e.kind = kind;
+            root().sign(&mut e);
+            e
+        }
+
+        fn secured_peer(name: &str, seed: u64, officer: Option<SecretKey>) -> Peer {
+            let mut peer = Peer::new(config(name), Vec::new(), SeededRng::new(seed), now(0));
+            peer.set_security(Some(root().public()), officer.map(Arc::new));
+            peer
+        }
+
+        fn log_entry_datagram(entries: Vec<Entry>) -> Vec<u8> {
+            wire::encode(&Envelope {
+                group: "raid".into(),
+                from: 0xbad,
+                whisper_port: 9,
+                body: Body::LogEntry(entries),
+            })
+            .unwrap()
+        }
+
+        #[test]
+        fn adjust_without_an_officer_key_fails_once_a_root_key_is_set() {
+            let mut peer = secured_peer("a", 1, None);
+            let request = AdjustRequest {
+                actor: "a".into(),
+                target: "Ann".into(),
+                delta: 5,
+                reason: "raid".into(),
+            };
+            assert_eq!(
+                peer.prepare_adjust(now(1), &request),
+                Err(EntryError::NoOfficerKey)
+            );
+            let mut open = Peer::new(config("b"), Vec::new(), SeededRng::new(2), now(0));
+            let entry = open.prepare_adjust(now(1), &request).unwrap();
+            assert_eq!(entry.seal, None, "an open roster signs nothing");
+        }
+
+        #[test]
+        fn forged_and_unsigned_entries_are_dropped_and_counted() {
+            let officer = SecretKey::from_seed([1; 32]);
+            let mut peer = secured_peer("a", 1, None);
+            let mut forged = entry(1, "Ann");
+            officer.sign(&mut forged);
+            forged.delta = 1_000; // changed after signing
+            let unsigned = entry(2, "Ann");
+            let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            peer.handle_datagram(
+                now(1),
+                Channel::Group,
+                from,
+                &log_entry_datagram(vec![forged, unsigned]),
+            );
+            assert_eq!(peer.stats().dropped.get("bad_signature"), Some(&1));
+            assert_eq!(peer.stats().dropped.get("unsigned_entry"), Some(&1));
+            assert!(peer.ledger().is_empty(), "nothing forged is stored");
+        }
+
+        /// Alice is an officer; the root removes her on peer A while she keeps adjusting on
+        /// peer B, partitioned. Once they sync, both agree exactly which of her entries count,
+        /// whichever way the timestamps fall.
+        #[test]
+        fn a_removal_racing_with_adjusts_resolves_identically_on_both_peers() {
+            let alice = SecretKey::from_seed([1; 32]);
+            let add = roster_change(
+                1_700_000_000_000,
+                1,
+                "alice",
+                EntryKind::OfficerAdd {
+                    public_key: alice.public(),
+                },
+            );
+            let mut a = secured_peer("a", 1, None);
+            let mut b = secured_peer("b", 2, Some(SecretKey::from_seed([1; 32])));
+            a.commit_local(now(1), add.clone());
+            b.commit_local(now(1), add);
+            a.drain_actions();
+            b.drain_actions();
+            // B adjusts before and after the moment of the removal (its HLC follows now()).
+            let request = |delta| AdjustRequest {
+                actor: "alice".into(),
+                target: "Ann".into(),
+                delta,
+                reason: "raid".into(),
+            };
+            let before = b.prepare_adjust(now(10), &request(1)).unwrap();
+            b.commit_local(now(10), before);
+            let remove =
+                roster_change(1_700_000_000_000 + 50, 2, "alice", EntryKind::OfficerRemove);
+            a.commit_local(now(50), remove);
+            let after = b.prepare_adjust(now(100), &request(10)).unwrap();
+            b.commit_local(now(100), after);
+            assert_eq!(
+                b.ledger().total("Ann"),
+                11,
+                "B has not heard of the removal"
+            );
+            a.drain_actions();
+            b.drain_actions();
+            a.start(now(200));
+            b.start(now(200));
+            exchange(&mut a, &mut b, 200);
+            assert_eq!(a.ledger().fingerprint(), b.ledger().fingerprint());
+            assert_eq!(
+                a.ledger().total("Ann"),
+                1,
+                "only the entry before the removal counts"
+            );
+            assert_eq!(b.ledger().totals(), a.ledger().totals());
+            assert_eq!(b.ledger().rejected(), 1);
+            assert_eq!(a.ledger().history(None), b.ledger().history(None));
+            // Now that B has heard of the removal, it refuses to sign for alice at all.
+            assert!(matches!(
+                b.prepare_adjust(now(5_000), &request(3)),
+                Err(EntryError::NotAnOfficer(_))
+            ));
+        }
     }
 }

@@ -340,6 +340,8 @@ mod tests {
             delta: i as i64 + 1,
             new_total: 0,
             reason: format!("raid night {i}"),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         }
     }
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Version byte that leads every datagram. Bump on any incompatible change.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 /// Largest datagram we send or accept: small enough to never fragment on a 1280+ MTU path.
 pub const MAX_DATAGRAM: usize = 1200;
 /// Longest group name carried in an envelope.
@@ -356,6 +356,8 @@ mod tests {
             delta: 5,
             new_total: 5,
             reason: "r".repeat(MAX_REASON_BYTES),
+            kind: crate::entry::EntryKind::Points,
+            seal: None,
         }
     }
 

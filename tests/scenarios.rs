@@ -165,6 +165,8 @@ fn sample_entry() -> Entry {
         delta: 9,
         new_total: 9,
         reason: "duplicated datagram".into(),
+        kind: loot_sync::entry::EntryKind::Points,
+        seal: None,
     }
 }
 

@@ -27,8 +27,9 @@
 // loops read more plainly here than iterator chains over several parallel tables.
 #![allow(clippy::needless_range_loop)]
 
-use loot_sync::entry::{new_entry_id, AdjustRequest, Entry, EntryId, Hlc};
-use loot_sync::ledger::{EntryReader, LedgerBuilder};
+use loot_sync::entry::{new_entry_id, AdjustRequest, Entry, EntryId, EntryKind, Hlc};
+use loot_sync::ledger::{EntryReader, Ledger, LedgerBuilder};
+use loot_sync::officer::{PublicKey, SecretKey};
 use loot_sync::rng::SeededRng;
 use loot_sync::sync::{Action, Channel, Now, Peer, PeerConfig, Tuning};
 use loot_sync::wire;
@@ -163,6 +164,8 @@ struct Node {
     /// An old copy of `durable`, for the restore-from-backup event.
     backup: Option<(u64, Vec<Entry>)>,
     incarnations: u32,
+    /// The group's root key and this node's officer key (`None`, `None`: open roster).
+    security: (Option<PublicKey>, Option<Arc<SecretKey>>),
 }
 
 impl Node {
@@ -183,6 +186,7 @@ impl Node {
             sync_off: false,
             backup: None,
             incarnations: 0,
+            security: (None, None),
         }
     }
 
@@ -299,6 +303,7 @@ impl World {
         let (ledger, _duplicates) = builder.finish(file.clone());
         node.file = file;
         let mut peer = Peer::with_ledger(peer_config(i), ledger, SeededRng::new(rng_seed), now);
+        peer.set_security(node.security.0, node.security.1.clone());
         peer.start(now);
         node.peer = Some(peer);
         self.dispatch(i);
@@ -329,6 +334,16 @@ impl World {
         let entry = peer
             .prepare_adjust(now, request)
             .expect("sim adjust requests are valid");
+        self.append_local(i, entry)
+    }
+
+    /// Appends an entry made on node `i` (an adjust, or a roster change signed elsewhere)
+    /// the way the daemon does: durable, then applied and multicast.
+    fn append_local(&mut self, i: usize, entry: Entry) -> Entry {
+        let now = self.now_of(i);
+        let _span = self.span(i);
+        let node = &mut self.nodes[i];
+        let peer = node.peer.as_mut().expect("append on a running node");
         let earlier: Vec<Entry> = node.unsynced.drain(..).collect();
         node.durable.extend(earlier);
         node.flush_at = None;
@@ -655,6 +670,8 @@ fn old_entry(rng: &mut SeededRng, unix_ms: u64, actor: &str, target: &str, i: us
         delta: if rng.chance(0.3) { -delta } else { delta },
         new_total: 0,
         reason: reason(rng, &format!("old {i}")),
+        kind: loot_sync::entry::EntryKind::Points,
+        seal: None,
     }
 }
 
@@ -1567,4 +1584,165 @@ fn peer_restarted_on_the_same_address_is_not_shadowed_by_its_old_incarnation() {
     // 20 took ~1.1 s (a session with the dead id until it gave up on silence), and worse
     // runs wait for the old incarnation to time out.
     assert!(slowest < 500, "converged {slowest} ms after the restart");
+}
+
+/// A roster change signed by `root`, stamped `unix_ms`.
+fn roster_change(
+    rng: &mut SeededRng,
+    root: &SecretKey,
+    unix_ms: u64,
+    name: &str,
+    kind: EntryKind,
+) -> Entry {
+    let mut entry = Entry {
+        id: new_entry_id(unix_ms, rng.bytes()),
+        at: Hlc::new(unix_ms, 0),
+        actor: "root".into(),
+        target: name.into(),
+        delta: 0,
+        new_total: 0,
+        reason: "roster".into(),
+        kind,
+        seal: None,
+    };
+    root.sign(&mut entry);
+    entry
+}
+
+/// A roster race in the simulator: with a root key, four officers adjust on four nodes split
+/// into two partitions; meanwhile one side removes officer 3 and the other removes officer 0
+/// and re-adds officer 3 under a new key. After healing (with loss), every node must hold the
+/// same set and the same totals, rejected count and history, and those must be what a single
+/// ledger holding the union computes.
+#[test]
+fn roster_race_across_a_partition_resolves_identically_everywhere() {
+    let root = SecretKey::from_seed([200; 32]);
+    let mut outcomes = BTreeSet::new();
+    for seed in 0..8u64 {
+        let mut rng = SeededRng::new(seed ^ 0x0ff1ce);
+        let officers: Vec<SecretKey> = (0..4)
+            .map(|i| SecretKey::from_seed([i as u8 + 1; 32]))
+            .collect();
+        let log: Vec<Entry> = officers
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                roster_change(
+                    &mut rng,
+                    &root,
+                    BASE_UNIX_MS - 10_000,
+                    &format!("officer{i}"),
+                    EntryKind::OfficerAdd {
+                        public_key: key.public(),
+                    },
+                )
+            })
+            .collect();
+        let nodes: Vec<Node> = (0..4)
+            .map(|i| {
+                let mut node = Node::new(rng.below(2_000) as i64 - 1_000, log.clone());
+                node.security = (
+                    Some(root.public()),
+                    Some(Arc::new(SecretKey::from_seed([i as u8 + 1; 32]))),
+                );
+                node
+            })
+            .collect();
+        let loss = vec![vec![0.1; 4]; 4];
+        let mut world = World::new(nodes, SeededRng::new(rng.next_u64()), loss, 0.02);
+        for i in 0..4 {
+            world.start_node(i, 100 * seed + i as u64);
+        }
+        world.run_until(1_000);
+        // Partition {0, 1} | {2, 3}.
+        for i in 0..4 {
+            for j in 0..4 {
+                world.blocked[i][j] = (i < 2) != (j < 2);
+            }
+        }
+        let request = |i: usize, k: usize| AdjustRequest {
+            actor: format!("officer{i}"),
+            target: format!("P{}", k % 3),
+            delta: 1 + k as i64,
+            reason: format!("r{k}"),
+        };
+        let mut k = 0;
+        let mut readd_wins = false;
+        for round in 0..6 {
+            for i in 0..4 {
+                // An officer whose own node has heard of their removal cannot adjust there.
+                let now = world.now_of(i);
+                if let Ok(entry) = world.nodes[i]
+                    .peer
+                    .as_mut()
+                    .unwrap()
+                    .prepare_adjust(now, &request(i, k))
+                {
+                    world.append_local(i, entry);
+                }
+                k += 1;
+            }
+            if round == 2 {
+                let t = world.now_of(1).unix_ms;
+                let remove3 =
+                    roster_change(&mut rng, &root, t, "officer3", EntryKind::OfficerRemove);
+                let remove3_key = remove3.key();
+                world.append_local(1, remove3);
+                let t = world.now_of(2).unix_ms;
+                let remove0 =
+                    roster_change(&mut rng, &root, t, "officer0", EntryKind::OfficerRemove);
+                world.append_local(2, remove0);
+                let new3 = SecretKey::from_seed([50; 32]);
+                let readd3 = roster_change(
+                    &mut rng,
+                    &root,
+                    t + 1,
+                    "officer3",
+                    EntryKind::OfficerAdd {
+                        public_key: new3.public(),
+                    },
+                );
+                // Which of the racing changes to officer3 wins depends only on their keys.
+                readd_wins = readd3.key() > remove3_key;
+                world.append_local(2, readd3);
+            }
+            let until = world.now + 200 + rng.below(300);
+            world.run_until(until);
+        }
+        world.blocked = vec![vec![false; 4]; 4];
+        world
+            .run_until_converged(HEAL_LIMIT_MS, 10)
+            .unwrap_or_else(|| panic!("seed {seed}: no convergence\n{}", world.describe_nodes()));
+        let mut union = Ledger::from_entries(world.nodes[0].peer().ledger().iter()).0;
+        union.set_root(Some(root.public()));
+        assert!(
+            union.rejected() > 0,
+            "seed {seed}: the race rejected something"
+        );
+        for i in 0..4 {
+            let ledger = world.nodes[i].peer().ledger();
+            assert_eq!(ledger.totals(), union.totals(), "seed {seed} node {i}");
+            assert_eq!(ledger.rejected(), union.rejected(), "seed {seed} node {i}");
+            assert_eq!(ledger.officers(), union.officers(), "seed {seed} node {i}");
+            assert_eq!(
+                ledger.history(None),
+                union.history(None),
+                "seed {seed} node {i}"
+            );
+        }
+        // Officer 0 was removed; officer 3 is back (with the new key) only if the re-add
+        // sorts after the concurrent removal.
+        let names: Vec<String> = union.officers().into_keys().collect();
+        let mut expected = vec!["officer1", "officer2"];
+        if readd_wins {
+            expected.push("officer3");
+        }
+        assert_eq!(names, expected, "seed {seed}");
+        outcomes.insert(readd_wins);
+    }
+    assert_eq!(
+        outcomes.len(),
+        2,
+        "the seeds cover both winners of the race"
+    );
 }

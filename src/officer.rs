@@ -1,0 +1,421 @@
+//! Officer keys, entry signatures and the officer roster kept in the log.
+//!
+//! Every entry may carry a [`Seal`]: the signer's ed25519 public key and a signature over a
+//! canonical encoding of every other field (postcard of [`SignedFields`] after a domain
+//! separation prefix). A seal is checked once, when an entry arrives from a peer; the log on
+//! disk is trusted (checksummed, written by us), so a million-entry replay does no crypto.
+//!
+//! Which signed entries *count* is a pure function of the set of entries: replay them in
+//! (at, id) order; a roster change counts only if signed by the group's root key, and a point
+//! entry only if its signer is an officer at that point of the order ([`Roster::judge`]).
+//! Every peer holding the same set therefore computes the same totals, whatever order the
+//! entries arrived in.
+
+use crate::entry::{Entry, EntryId, EntryKind, Hlc};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use thiserror::Error;
+
+/// Prefix of every signed message, so a signature made for an entry can never be replayed
+/// as a signature over anything else signed with the same key.
+const SIGNING_DOMAIN: &[u8] = b"lootsync entry v1\0";
+
+/// An ed25519 public key. Its one text form, used in config, commands and output, is 64
+/// lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PublicKey(pub [u8; 32]);
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = KeyError;
+
+    fn from_str(text: &str) -> Result<PublicKey, KeyError> {
+        let text = text.trim();
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(KeyError::BadPublicKey(
+                "expected 64 hex digits (as printed by `lootsync keygen officer`)".into(),
+            ));
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16)
+                .map_err(|e| KeyError::BadPublicKey(e.to_string()))?;
+        }
+        VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| KeyError::BadPublicKey("not a valid ed25519 point".into()))?;
+        Ok(PublicKey(bytes))
+    }
+}
+
+/// The signature part of an entry: who signed it and the ed25519 signature (R and s halves,
+/// 32 bytes each, so serde needs no big-array support).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Seal {
+    /// The signer's public key.
+    pub signer: PublicKey,
+    /// First half of the signature (the point R).
+    pub r: [u8; 32],
+    /// Second half of the signature (the scalar s).
+    pub s: [u8; 32],
+}
+
+/// Everything an entry's signature covers: every field except the signature itself, with
+/// the signer's key included so a signature cannot be re-attributed.
+#[derive(Serialize)]
+struct SignedFields<'a> {
+    id: &'a EntryId,
+    at: Hlc,
+    actor: &'a str,
+    target: &'a str,
+    delta: i64,
+    new_total: i64,
+    reason: &'a str,
+    kind: &'a EntryKind,
+    signer: &'a PublicKey,
+}
+
+fn signed_message(entry: &Entry, signer: &PublicKey) -> Vec<u8> {
+    let fields = SignedFields {
+        id: &entry.id,
+        at: entry.at,
+        actor: &entry.actor,
+        target: &entry.target,
+        delta: entry.delta,
+        new_total: entry.new_total,
+        reason: &entry.reason,
+        kind: &entry.kind,
+        signer,
+    };
+    let mut message = SIGNING_DOMAIN.to_vec();
+    message.extend(postcard::to_stdvec(&fields).expect("signed fields always serialize"));
+    message
+}
+
+/// Why a key, key file or signature is not acceptable.
+#[derive(Debug, Error)]
+pub enum KeyError {
+    /// A public key in text form does not parse.
+    #[error("bad public key: {0}")]
+    BadPublicKey(String),
+    /// A key file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A key file holds something other than a 32-byte secret key.
+    #[error("{path}: not a lootsync secret key (expected 32 bytes, found {len})")]
+    BadKeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+    },
+    /// A secret key file is readable or writable by others.
+    #[error("{path}: mode {mode:o} lets other users read the secret key; run chmod 600 on it")]
+    TooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// `keygen` would overwrite an existing file.
+    #[error("{0}: already exists; not overwriting a key")]
+    Exists(PathBuf),
+    /// The OS random source failed.
+    #[error("cannot get random bytes: {0}")]
+    Random(String),
+}
+
+/// Why an entry's seal does not verify.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SealError {
+    /// The signer field is not a valid ed25519 key.
+    #[error("signer is not a valid public key")]
+    BadSigner,
+    /// The signature does not match the entry.
+    #[error("signature does not match the entry")]
+    BadSignature,
+}
+
+/// A secret signing key (an officer's, or the group's root key: both are plain ed25519
+/// keypairs), loaded from or written to a 32-byte key file with mode 0600.
+pub struct SecretKey(SigningKey);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey(public {})", self.public())
+    }
+}
+
+impl SecretKey {
+    /// A key from 32 secret bytes (tests and the simulator use fixed seeds).
+    pub fn from_seed(seed: [u8; 32]) -> SecretKey {
+        SecretKey(SigningKey::from_bytes(&seed))
+    }
+
+    /// A fresh random key from the OS.
+    pub fn generate() -> Result<SecretKey, KeyError> {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        Ok(SecretKey::from_seed(seed))
+    }
+
+    /// Writes a new random key to `path` (mode 0600, never overwriting) and returns it.
+    pub fn create_file(path: &Path) -> Result<SecretKey, KeyError> {
+        let key = SecretKey::generate()?;
+        let io = |source: std::io::Error| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    KeyError::Exists(path.to_path_buf())
+                } else {
+                    io(e)
+                }
+            })?;
+        file.write_all(&key.0.to_bytes()).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        Ok(key)
+    }
+
+    /// Loads a key file, refusing one that other users may read.
+    pub fn load(path: &Path) -> Result<SecretKey, KeyError> {
+        let io = |source: std::io::Error| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::TooOpen {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
+        let seed: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyError::BadKeyFile {
+                path: path.to_path_buf(),
+                len: bytes.len() as u64,
+            })?;
+        Ok(SecretKey::from_seed(seed))
+    }
+
+    /// The matching public key.
+    pub fn public(&self) -> PublicKey {
+        PublicKey(self.0.verifying_key().to_bytes())
+    }
+
+    /// Signs `entry` in place (replacing any earlier seal).
+    pub fn sign(&self, entry: &mut Entry) {
+        let signer = self.public();
+        let signature = self.0.sign(&signed_message(entry, &signer)).to_bytes();
+        let mut r = [0u8; 32];
+        let mut s = [0u8; 32];
+        r.copy_from_slice(&signature[..32]);
+        s.copy_from_slice(&signature[32..]);
+        entry.seal = Some(Seal { signer, r, s });
+    }
+}
+
+/// Checks an entry's seal, if it has one. An unsigned entry passes (whether it *counts* is
+/// the roster's decision).
+pub fn verify(entry: &Entry) -> Result<(), SealError> {
+    let Some(seal) = &entry.seal else {
+        return Ok(());
+    };
+    let key = VerifyingKey::from_bytes(&seal.signer.0).map_err(|_| SealError::BadSigner)?;
+    let mut bytes = [0u8; 64];
+    bytes[..32].copy_from_slice(&seal.r);
+    bytes[32..].copy_from_slice(&seal.s);
+    let signature = ed25519_dalek::Signature::from_bytes(&bytes);
+    key.verify_strict(&signed_message(entry, &seal.signer), &signature)
+        .map_err(|_| SealError::BadSignature)
+}
+
+/// Whether an entry counts, and if not, why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The entry counts (a point entry adds its delta; a roster entry changes the roster).
+    Counts,
+    /// The entry is kept in the log (so every peer holds the same set) but counts for
+    /// nothing; the text says why, for history.
+    Rejected(&'static str),
+}
+
+impl Verdict {
+    /// The reason, when rejected.
+    pub fn rejection(self) -> Option<&'static str> {
+        match self {
+            Verdict::Counts => None,
+            Verdict::Rejected(why) => Some(why),
+        }
+    }
+}
+
+/// The officer roster during a replay in (at, id) order. With no root key the roster is
+/// open: every point entry counts and roster entries change nothing.
+#[derive(Clone, Debug, Default)]
+pub struct Roster {
+    root: Option<PublicKey>,
+    officers: BTreeMap<String, PublicKey>,
+}
+
+impl Roster {
+    /// An empty roster for the group with this root key (`None`: open roster).
+    pub fn new(root: Option<PublicKey>) -> Roster {
+        Roster {
+            root,
+            officers: BTreeMap::new(),
+        }
+    }
+
+    /// The current officers, by name.
+    pub fn officers(&self) -> &BTreeMap<String, PublicKey> {
+        &self.officers
+    }
+
+    /// Whether a roster entry is signed by the root key. Depends on the entry alone, so a
+    /// ledger can tell at insertion whether a late roster entry changes anything.
+    pub fn is_valid_roster_change(root: Option<PublicKey>, entry: &Entry) -> bool {
+        root.is_some() && entry.seal.map(|s| s.signer) == root
+    }
+
+    /// Judges the next entry of the replay and, if it is a valid roster change, applies it.
+    pub fn judge(&mut self, entry: &Entry) -> Verdict {
+        let Some(root) = self.root else {
+            return match entry.kind {
+                EntryKind::Points => Verdict::Counts,
+                _ => Verdict::Rejected("roster change ignored: no root key configured"),
+            };
+        };
+        let signer = entry.seal.map(|s| s.signer);
+        match &entry.kind {
+            EntryKind::Points => match signer {
+                None => Verdict::Rejected("rejected: unsigned"),
+                Some(key) if self.officers.values().any(|k| *k == key) => Verdict::Counts,
+                Some(_) => Verdict::Rejected("rejected: signer not an officer"),
+            },
+            kind => {
+                if signer != Some(root) {
+                    return Verdict::Rejected("rejected: roster change not signed by the root key");
+                }
+                match kind {
+                    EntryKind::OfficerAdd { public_key } => {
+                        self.officers.insert(entry.target.clone(), *public_key);
+                    }
+                    EntryKind::OfficerRemove => {
+                        self.officers.remove(&entry.target);
+                    }
+                    EntryKind::Points => unreachable!("handled above"),
+                }
+                Verdict::Counts
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::new_entry_id;
+
+    fn points(ms: u64) -> Entry {
+        Entry {
+            id: new_entry_id(ms, [3; 10]),
+            at: Hlc::new(ms, 0),
+            actor: "alice".into(),
+            target: "Bob".into(),
+            delta: 5,
+            new_total: 5,
+            reason: "raid".into(),
+            kind: EntryKind::Points,
+            seal: None,
+        }
+    }
+
+    #[test]
+    fn public_key_text_round_trips_and_bad_text_is_named() {
+        let key = SecretKey::from_seed([9; 32]).public();
+        let text = key.to_string();
+        assert_eq!(text.len(), 64);
+        assert_eq!(text.parse::<PublicKey>().unwrap(), key);
+        assert!("abc".parse::<PublicKey>().is_err());
+        assert!("zz".repeat(32).parse::<PublicKey>().is_err());
+    }
+
+    #[test]
+    fn signature_verifies_and_any_change_breaks_it() {
+        let key = SecretKey::from_seed([1; 32]);
+        let mut e = points(1_000);
+        key.sign(&mut e);
+        assert_eq!(verify(&e), Ok(()));
+        let mut changed = e.clone();
+        changed.delta = 500;
+        assert_eq!(verify(&changed), Err(SealError::BadSignature));
+        let mut reattributed = e.clone();
+        reattributed.seal.as_mut().unwrap().signer = SecretKey::from_seed([2; 32]).public();
+        assert_eq!(verify(&reattributed), Err(SealError::BadSignature));
+        let mut flipped = e.clone();
+        flipped.seal.as_mut().unwrap().s[0] ^= 1;
+        assert!(verify(&flipped).is_err());
+        assert_eq!(verify(&points(5)), Ok(()), "unsigned passes the seal check");
+    }
+
+    #[test]
+    fn key_files_are_private_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("officer.key");
+        let key = SecretKey::create_file(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(SecretKey::load(&path).unwrap().public(), key.public());
+        assert!(matches!(
+            SecretKey::create_file(&path),
+            Err(KeyError::Exists(_))
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            SecretKey::load(&path),
+            Err(KeyError::TooOpen { .. })
+        ));
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, b"xyz").unwrap();
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            SecretKey::load(&short),
+            Err(KeyError::BadKeyFile { len: 3, .. })
+        ));
+    }
+}

@@ -1,0 +1,349 @@
+//! Officer signatures with real daemons on loopback: only officers' entries count; forged
+//! and unsigned entries injected as datagrams are dropped and counted by every peer; a
+//! non-officer's signed entries are kept but count for nothing; a removed officer's later
+//! entries are rejected everywhere. Plus the `keygen` / `officer` / `adjust` command line.
+
+mod common;
+
+use common::{config, init_tracing, points, run_cli, start, status, wait_until};
+use loot_sync::config::Config;
+use loot_sync::control::Request;
+use loot_sync::daemon::{DaemonOptions, RunningDaemon};
+use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::officer::{PublicKey, SecretKey};
+use loot_sync::wire::{self, Body, Envelope};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn secured_config(
+    dir: &Path,
+    node: &str,
+    port: u16,
+    root: PublicKey,
+    key: Option<&Path>,
+) -> Config {
+    let mut config = config(dir, node, port);
+    config.security.root_public_key = Some(root.to_string());
+    config.security.officer_key_file = key.map(Path::to_path_buf);
+    config.validate().unwrap();
+    config
+}
+
+/// A roster change signed by `root`, as `lootsync officer add/remove` makes it.
+fn roster_change(root: &SecretKey, name: &str, kind: EntryKind) -> Entry {
+    let ms = unix_ms();
+    let mut random = [0u8; 10];
+    getrandom::fill(&mut random).unwrap();
+    let mut entry = Entry {
+        id: new_entry_id(ms, random),
+        at: Hlc::new(ms, 0),
+        actor: "root".into(),
+        target: name.into(),
+        delta: 0,
+        new_total: 0,
+        reason: "roster".into(),
+        kind,
+        seal: None,
+    };
+    root.sign(&mut entry);
+    entry
+}
+
+async fn append(d: &RunningDaemon, entry: Entry) {
+    d.request(Request::Append {
+        entry: Box::new(entry),
+    })
+    .await
+    .expect("append");
+}
+
+async fn adjust(d: &RunningDaemon, player: &str, delta: i64) -> Result<serde_json::Value, String> {
+    d.request(Request::Adjust {
+        player: player.into(),
+        delta,
+        reason: "raid".into(),
+        actor: None,
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn counter(d: &RunningDaemon, name: &str) -> u64 {
+    status(d).await.counters.get(name).copied().unwrap_or(0)
+}
+
+async fn all_hold(daemons: &[&RunningDaemon], what: &str, entries: usize) {
+    wait_until(LIMIT, what, || async {
+        for d in daemons {
+            if status(d).await.entries != entries {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_officers_entries_count_on_every_peer() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let port = 47871;
+    let key = |name: &str| {
+        let path = dir.path().join(format!("{name}.key"));
+        (SecretKey::create_file(&path).unwrap(), path)
+    };
+    let (root, _) = key("root");
+    let (alice_key, alice_path) = key("alice");
+    let (bob_key, bob_path) = key("bob");
+    // Mallory is a member with a key of her own making, never added to the roster.
+    let (_, mallory_path) = key("mallory");
+    let root_pub = root.public();
+    let alice = start(
+        &secured_config(dir.path(), "alice", port, root_pub, Some(&alice_path)),
+        DaemonOptions::default(),
+    )
+    .await;
+    let bob = start(
+        &secured_config(dir.path(), "bob", port, root_pub, Some(&bob_path)),
+        DaemonOptions::default(),
+    )
+    .await;
+    let mallory = start(
+        &secured_config(dir.path(), "mallory", port, root_pub, Some(&mallory_path)),
+        DaemonOptions::default(),
+    )
+    .await;
+    let carol = start(
+        &secured_config(dir.path(), "carol", port, root_pub, None),
+        DaemonOptions::default(),
+    )
+    .await;
+    let everyone = [&alice, &bob, &mallory, &carol];
+
+    // A member without an officer key cannot adjust at all.
+    let refused = adjust(&carol, "Ann", 5).await.unwrap_err();
+    assert!(refused.contains("no officer key"), "{refused}");
+
+    append(
+        &alice,
+        roster_change(
+            &root,
+            "alice",
+            EntryKind::OfficerAdd {
+                public_key: alice_key.public(),
+            },
+        ),
+    )
+    .await;
+    append(
+        &alice,
+        roster_change(
+            &root,
+            "bob",
+            EntryKind::OfficerAdd {
+                public_key: bob_key.public(),
+            },
+        ),
+    )
+    .await;
+    all_hold(&everyone, "every peer holds the roster", 2).await;
+    adjust(&alice, "Ann", 10).await.unwrap();
+    adjust(&bob, "Ann", 20).await.unwrap();
+    all_hold(&everyone, "every peer holds the officers' entries", 4).await;
+    for d in everyone {
+        assert_eq!(points(d).await.get("Ann"), Some(&30));
+    }
+
+    // Mallory's own key is not on the roster, so her daemon refuses to adjust; with a
+    // modified client she appends an entry signed by it anyway: stored and synced
+    // everywhere, counted nowhere.
+    let refused = adjust(&mallory, "Ann", 1_000).await.unwrap_err();
+    assert!(refused.contains("not on the officer roster"), "{refused}");
+    let mallory_key = SecretKey::load(&mallory_path).unwrap();
+    let mut forged = roster_change(&mallory_key, "Ann", EntryKind::Points);
+    forged.seal = None;
+    forged.actor = "alice".into();
+    forged.delta = 1_000;
+    forged.new_total = 1_030;
+    mallory_key.sign(&mut forged);
+    append(&mallory, forged).await;
+    all_hold(&everyone, "every peer holds mallory's entry", 5).await;
+    for d in everyone {
+        assert_eq!(points(d).await.get("Ann"), Some(&30));
+        assert_eq!(counter(d, "entries_rejected").await, 1);
+    }
+    let history = mallory
+        .request(Request::History {
+            player: Some("Ann".into()),
+        })
+        .await
+        .unwrap();
+    let marked: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|row| row["rejected"].as_str())
+        .collect();
+    assert_eq!(marked, vec!["rejected: signer not an officer"]);
+
+    // Forged datagrams: alice's entry with the delta changed after signing, and an
+    // unsigned entry. Sent straight to every peer's whisper socket (loopback unicast).
+    let mut tampered = roster_change(&root, "x", EntryKind::OfficerRemove);
+    tampered.kind = EntryKind::Points;
+    tampered.target = "Ann".into();
+    tampered.delta = 500;
+    tampered.seal = None;
+    alice_key.sign(&mut tampered);
+    tampered.delta = 5_000;
+    let mut unsigned = tampered.clone();
+    unsigned.id = new_entry_id(unix_ms(), [42; 10]);
+    unsigned.seal = None;
+    let datagram = wire::encode(&Envelope {
+        group: common::group_name(port),
+        from: 0xf0f0,
+        whisper_port: 9,
+        body: Body::LogEntry(vec![tampered, unsigned]),
+    })
+    .unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in everyone {
+        socket.send_to(&datagram, d.whisper_addr).unwrap();
+    }
+    for d in everyone {
+        wait_until(LIMIT, "the forgery is counted", || async {
+            counter(d, "dropped_bad_signature").await == 1
+                && counter(d, "dropped_unsigned_entry").await == 1
+        })
+        .await;
+        assert_eq!(status(d).await.entries, 5, "nothing forged is stored");
+        assert_eq!(points(d).await.get("Ann"), Some(&30));
+    }
+
+    // Bob is removed while his daemon is cut off from the group, so it still signs his
+    // adjust; once it rejoins, that entry counts nowhere, and alice's still do.
+    bob.request(Request::Sync { enabled: false }).await.unwrap();
+    append(
+        &carol,
+        roster_change(&root, "bob", EntryKind::OfficerRemove),
+    )
+    .await;
+    all_hold(
+        &[&alice, &mallory, &carol],
+        "the others hold the removal",
+        6,
+    )
+    .await;
+    adjust(&bob, "Ann", 300).await.unwrap();
+    assert_eq!(
+        points(&bob).await.get("Ann"),
+        Some(&330),
+        "bob has not heard"
+    );
+    bob.request(Request::Sync { enabled: true }).await.unwrap();
+    adjust(&alice, "Ann", 1).await.unwrap();
+    all_hold(&everyone, "every peer holds the later entries", 8).await;
+    let fingerprint = status(&alice).await.fingerprint;
+    for d in everyone {
+        assert_eq!(points(d).await.get("Ann"), Some(&31));
+        assert_eq!(counter(d, "entries_rejected").await, 2);
+        assert_eq!(status(d).await.fingerprint, fingerprint);
+    }
+    for d in [alice, bob, mallory, carol] {
+        d.stop().await;
+    }
+}
+
+/// The command line end to end, offline (no daemon): keygen, officer add, adjust.
+#[test]
+fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config_file(dir.path(), "alice", 47872);
+    let keygen = |kind: &str, file: &str| {
+        run_cli(
+            &config,
+            &["keygen", kind, &dir.path().join(file).to_string_lossy()],
+        )
+    };
+    let root = keygen("root", "root.key");
+    assert!(root.status.success(), "{root:?}");
+    let root_pub = String::from_utf8(root.stdout).unwrap().trim().to_string();
+    assert!(root_pub.parse::<PublicKey>().is_ok(), "{root_pub}");
+    let again = keygen("root", "root.key");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let officer = keygen("officer", "alice.key");
+    let officer_pub = String::from_utf8(officer.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("[security]\nroot_public_key = \"{root_pub}\"\n"));
+    std::fs::write(&config, &text).unwrap();
+    let adjust = || {
+        run_cli(
+            &config,
+            &[
+                "adjust", "--player", "Ann", "--delta", "7", "--reason", "raid",
+            ],
+        )
+    };
+    let refused = adjust();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no officer key"),
+        "{refused:?}"
+    );
+
+    let root_key = dir.path().join("root.key");
+    let added = run_cli(
+        &config,
+        &[
+            "officer",
+            "add",
+            "alice",
+            &officer_pub,
+            "--root-key",
+            &root_key.to_string_lossy(),
+        ],
+    );
+    assert!(added.status.success(), "{added:?}");
+    text.push_str(&format!(
+        "officer_key_file = \"{}\"\n",
+        dir.path().join("alice.key").display()
+    ));
+    std::fs::write(&config, &text).unwrap();
+    let done = adjust();
+    assert!(done.status.success(), "{done:?}");
+    let shown = run_cli(&config, &["points", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout).trim(),
+        r#"{"Ann":7}"#
+    );
+
+    // A root key that is not the configured one is refused before anything is written.
+    let other = keygen("root", "other.key");
+    assert!(other.status.success());
+    let wrong = run_cli(
+        &config,
+        &[
+            "officer",
+            "remove",
+            "alice",
+            "--root-key",
+            &dir.path().join("other.key").to_string_lossy(),
+        ],
+    );
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not the root key"));
+}
