@@ -104,6 +104,23 @@ pub enum Command {
         /// on or off.
         state: OnOff,
     },
+    /// Make a new key file.
+    Keygen {
+        /// Which key.
+        #[command(subcommand)]
+        key: KeygenCommand,
+    },
+}
+
+/// The keys `lootsync keygen` makes.
+#[derive(Debug, Subcommand)]
+pub enum KeygenCommand {
+    /// A 32-byte random group key (mode 0600; never overwrites). Copy it to every member
+    /// over a trusted channel and name it in `[security] group_key_file`.
+    Group {
+        /// Where to write the key.
+        file: PathBuf,
+    },
 }
 
 fn parse_delta(text: &str) -> Result<i64, String> {
@@ -193,6 +210,19 @@ fn init_logging(default_filter: &str) -> Option<Arc<dyn LogControl>> {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
+    // Making a key needs no config (the config may name the key that does not exist yet).
+    if let Command::Keygen {
+        key: KeygenCommand::Group { file },
+    } = &cli.command
+    {
+        let id = crate::seal::generate_key_file(file)?;
+        println!(
+            "wrote group key {id} to {} (mode 0600); copy it to every member and set \
+             [security] group_key_file",
+            file.display()
+        );
+        return Ok(());
+    }
     let config = load_config(cli.config.as_deref())?;
     match cli.command {
         Command::Run => {
@@ -298,6 +328,7 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("sync {}", if enabled { "on" } else { "off" });
             Ok(())
         }
+        Command::Keygen { .. } => unreachable!("handled before the config is loaded"),
     }
 }
 

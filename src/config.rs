@@ -50,6 +50,24 @@ pub struct Config {
     pub sync: SyncConfig,
     /// Diagnostic output (`[log]`).
     pub log: LogConfig,
+    /// The group key (`[security]`).
+    pub security: SecurityConfig,
+}
+
+/// The group key that seals every datagram (`[security]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// File holding the 32-byte group key (`lootsync keygen group FILE`, mode 0600). Every
+    /// datagram is sealed with it; peers without it hear nothing and are not heard. Unset:
+    /// datagrams travel in the clear and the daemon warns at start-up (fine for a loopback
+    /// trial, never for a LAN). Relative paths are taken from the working directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_key_file: Option<PathBuf>,
+    /// Older key files still accepted when receiving (never used to send), so keys rotate
+    /// without downtime: add the new key here everywhere, then make it `group_key_file`
+    /// everywhere, then remove the old one.
+    pub previous_key_files: Vec<PathBuf>,
 }
 
 /// The multicast group shared by all peers of one ledger (`[group]`).
@@ -124,6 +142,7 @@ impl Default for Config {
             whisper: WhisperConfig::default(),
             sync: SyncConfig::default(),
             log: LogConfig::default(),
+            security: SecurityConfig::default(),
         }
     }
 }
@@ -330,6 +349,28 @@ impl Config {
                     humantime::format_duration(MAX_CLOCK_DRIFT_LIMIT),
                 ),
             ));
+        }
+
+        let security = &self.security;
+        if security.group_key_file.is_none() && !security.previous_key_files.is_empty() {
+            return Err(invalid(
+                "security.previous_key_files",
+                "needs security.group_key_file: previous keys only make sense beside a current one",
+            ));
+        }
+        for path in security
+            .group_key_file
+            .iter()
+            .chain(&security.previous_key_files)
+        {
+            if path.as_os_str().is_empty() || path.to_str().is_none() {
+                let key = if Some(path) == security.group_key_file.as_ref() {
+                    "security.group_key_file"
+                } else {
+                    "security.previous_key_files"
+                };
+                return Err(invalid(key, "must be a non-empty UTF-8 path"));
+            }
         }
 
         let level = &self.log.level;
@@ -574,6 +615,7 @@ mod tests {
             log: LogConfig {
                 level: "info".to_owned(),
             },
+            security: SecurityConfig::default(),
         };
         assert_eq!(c, expected);
         // Apart from the node name, the example documents exactly the defaults.
@@ -705,6 +747,34 @@ mod tests {
         assert!(printed.contains("peer_timeout = \"1h 30m\""), "{printed}");
         let back = Config::from_toml_str(&printed, "<printed>").unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn security_keys_parse_validate_and_round_trip() {
+        let c = parse(
+            "[security]\ngroup_key_file = \"/etc/lootsync/group.key\"\n\
+             previous_key_files = [\"/etc/lootsync/old.key\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.security.group_key_file,
+            Some(PathBuf::from("/etc/lootsync/group.key"))
+        );
+        assert_eq!(c.security.previous_key_files.len(), 1);
+        let back = Config::from_toml_str(&c.to_toml_string(), "<printed>").unwrap();
+        assert_eq!(back, c);
+        assert_invalid(
+            "[security]\nprevious_key_files = [\"/old.key\"]\n",
+            "security.previous_key_files",
+        );
+        assert_invalid(
+            "[security]\ngroup_key_file = \"\"\n",
+            "security.group_key_file",
+        );
+        assert!(
+            parse("[security]\nkey = \"x\"\n").is_err(),
+            "unknown key accepted"
+        );
     }
 
     #[test]

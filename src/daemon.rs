@@ -6,6 +6,7 @@ use crate::control::{self, PeerStatus, Reply, Request, StatusResult};
 use crate::net::{self, NetError, Sockets};
 use crate::ops;
 use crate::rng::SeededRng;
+use crate::seal::{KeyError, Keyring, NoncePrefix, Sealer};
 use crate::store::{LogStore, StoreError};
 use crate::sync::{Action, Channel, Now, Peer};
 use std::collections::BTreeMap;
@@ -110,6 +111,9 @@ pub enum DaemonError {
     /// The sockets could not be set up.
     #[error(transparent)]
     Net(#[from] NetError),
+    /// A group key file is missing, malformed or readable by others.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// The control socket could not be created.
     #[error("cannot create control socket {path}: {source}")]
     Control {
@@ -169,6 +173,11 @@ impl RunningDaemon {
 /// set-up are returned here; once running, the daemon only stops when told to.
 pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaemon, DaemonError> {
     let span = tracing::info_span!("node", name = %config.node);
+    // Keys first: a key file others can read must stop the daemon before it touches anything.
+    let sealer = {
+        let _enter = span.enter();
+        security(&config)?
+    };
     let (store, entries, report) = {
         let _enter = span.enter();
         ops::open_log(&config, ops::DAEMON_LOCK_WAIT)?
@@ -199,12 +208,16 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         mono_ms: 0,
         unix_ms: options.clock.unix_ms(),
     };
-    let peer = Peer::new(
+    let mut peer = Peer::new(
         ops::peer_config(&config, sockets.whisper_addr.port()),
         entries,
         rng,
         now,
     );
+    // OS entropy, not the peer's seeded RNG (whose state its broadcast node id reveals).
+    let mut cookie_key = [0u8; 32];
+    getrandom::fill(&mut cookie_key).map_err(|e| KeyError::Entropy(e.to_string()))?;
+    peer.set_security(sealer, cookie_key);
     {
         let _enter = span.enter();
         info!(
@@ -244,6 +257,27 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Loads the group key(s) named in `[security]`, or warns loudly that traffic is in the clear.
+fn security(config: &Config) -> Result<Sealer, KeyError> {
+    let Some(current) = &config.security.group_key_file else {
+        warn!(
+            "NO GROUP KEY: datagrams are sent in the clear and anyone who can reach group {}:{} \
+             can read the ledger and add entries. Fine for a loopback trial; on a LAN set \
+             [security] group_key_file (make one with `lootsync keygen group FILE`)",
+            config.group.address, config.group.port
+        );
+        return Ok(Sealer::clear());
+    };
+    let keyring = Keyring::load(current, &config.security.previous_key_files)?;
+    info!(
+        "group key {} from {} ({} previous key(s) accepted)",
+        keyring.current_id(),
+        current.display(),
+        config.security.previous_key_files.len()
+    );
+    Ok(Sealer::new(keyring, NoncePrefix::from_os()?))
 }
 
 /// Runs a daemon until SIGINT or SIGTERM, then shuts it down gracefully.
@@ -505,6 +539,8 @@ impl Driver {
         counters.insert("sessions_aborted".to_string(), stats.sessions_aborted);
         counters.insert("send_errors".to_string(), self.send_errors);
         counters.insert("encode_failures".to_string(), stats.encode_failures);
+        counters.insert("peers_evicted".to_string(), stats.peers_evicted);
+        counters.insert("answers_limited".to_string(), stats.answers_limited);
         if self.hook_drops > 0 {
             // Only a test hook drops on purpose; keep the counter out of normal status.
             counters.insert("dropped_by_test_hook".to_string(), self.hook_drops);

@@ -7,6 +7,7 @@
 //! - [`wire`]: the datagram codec (version byte + postcard).
 //! - [`sync`]: the sans-IO protocol state machine (`(now, input) -> actions`).
 //! - [`rng`]: the seeded RNG the sync core draws from.
+//! - [`seal`]: the group key: sealing and opening datagrams (XChaCha20-Poly1305).
 //! - [`net`]: the multicast group and whisper sockets (socket2 + tokio).
 //! - [`control`]: the control-socket protocol (JSON lines) and its client.
 //! - [`ops`]: ledger operations shared by the daemon and the offline CLI.
@@ -22,6 +23,7 @@ pub mod ledger;
 pub mod net;
 pub mod ops;
 pub mod rng;
+pub mod seal;
 pub mod store;
 pub mod sync;
 pub mod wire;

@@ -27,10 +27,13 @@
 use crate::entry::{new_entry_id, AdjustRequest, Entry, EntryError, EntryId, HlcClock, Key};
 use crate::ledger::{Fingerprint, Ledger};
 use crate::rng::SeededRng;
+use crate::seal::Sealer;
 use crate::wire::{
-    self, Body, Envelope, Hello, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run,
-    SyncRequest, SyncResponse, MAX_DATAGRAM, MAX_IDS,
+    self, Body, Cookie, Envelope, Hello, Mode, NodeId, RangeItem, RangesRequest, RangesResponse,
+    Run, SyncRequest, SyncResponse, MAX_DATAGRAM, MAX_IDS, MAX_MESSAGE,
 };
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use tracing::{debug, info, warn};
@@ -57,6 +60,21 @@ pub struct Tuning {
     /// A peer that recently sent us a request is not picked as a partner for this long
     /// (it is already reconciling with us).
     pub serving_holdoff_ms: u64,
+    /// Token bucket per source address for SYNC_REQUESTs: sustained requests per second.
+    pub request_rate_per_s: u32,
+    /// Token bucket size: requests a source may send in a burst.
+    pub request_burst: u32,
+    /// Until a source echoes our cookie (proving it receives at its address), we send it
+    /// at most this many times the bytes it sent us (anti-amplification).
+    pub amplification_factor: u64,
+    /// Most peers tracked; a new one beyond this evicts the longest-silent peer.
+    pub max_peers: usize,
+    /// Most source addresses tracked for rate limits; beyond this the oldest half is
+    /// forgotten (a forgotten source starts again with no allowance).
+    pub max_sources: usize,
+    /// Most spans and most wanted ids a session keeps queued; the rest wait for the next
+    /// session (the fingerprints still differ, so one starts).
+    pub max_session_queue: usize,
 }
 
 impl Default for Tuning {
@@ -71,6 +89,14 @@ impl Default for Tuning {
             push_burst: 16,
             push_interval_ms: 2,
             serving_holdoff_ms: 1_000,
+            // An honest catch-up sends at most `window` requests per round trip; on a LAN
+            // that stays far below this. A flood beyond it is dropped.
+            request_rate_per_s: 1_000,
+            request_burst: 200,
+            amplification_factor: 3,
+            max_peers: 256,
+            max_sources: 1_024,
+            max_session_queue: 1 << 16,
         }
     }
 }
@@ -152,9 +178,13 @@ pub struct Stats {
     pub sessions_aborted: u64,
     /// Range requests sent.
     pub requests_sent: u64,
-    /// Messages that could not be encoded (over [`MAX_DATAGRAM`]: a packing bug, so the
+    /// Messages that could not be encoded (over [`MAX_MESSAGE`]: a packing bug, so the
     /// tests require this to stay 0).
     pub encode_failures: u64,
+    /// Peers forgotten early because the peer table was full.
+    pub peers_evicted: u64,
+    /// Answers cut short (or reduced to a cookie) by the anti-amplification limit.
+    pub answers_limited: u64,
 }
 
 /// What we know about another peer.
@@ -170,6 +200,8 @@ pub struct PeerInfo {
     pub fingerprint: Option<Fingerprint>,
     /// When we last heard anything from it (monotonic ms).
     pub last_heard_ms: u64,
+    /// The address-validation cookie it gave us, echoed in our requests to it.
+    pub cookie: Option<Cookie>,
 }
 
 impl PeerInfo {
@@ -242,6 +274,20 @@ pub struct Peer {
     next_request_id: u64,
     stats: Stats,
     out: Vec<Action>,
+    sealer: Sealer,
+    cookie_key: [u8; 32],
+    sources: HashMap<SocketAddr, Source>,
+}
+
+/// Rate-limit state for one requester address (where our answers would go).
+#[derive(Clone, Debug)]
+struct Source {
+    tokens: f64,
+    refilled_ms: u64,
+    /// Bytes of requests received from this address.
+    received: u64,
+    /// Bytes answered to it while it was unproven.
+    sent_unproven: u64,
 }
 
 fn kind_of(body: &Body) -> &'static str {
@@ -258,6 +304,9 @@ impl Peer {
             clock.observe(newest.at, now.unix_ms);
         }
         let node_id = rng.next_u64();
+        // A stand-in cookie secret for simulations, derived without drawing from `rng` (so
+        // seeds replay as before). The daemon installs an OS-random one: see set_security.
+        let cookie_key = SeededRng::new(node_id ^ 0xc00c_1e5e_c2e7_0000).bytes();
         Peer {
             sync_enabled: cfg.sync_enabled,
             cfg,
@@ -276,7 +325,25 @@ impl Peer {
             next_request_id: 1,
             stats: Stats::default(),
             out: Vec::new(),
+            sealer: Sealer::clear(),
+            cookie_key,
+            sources: HashMap::new(),
         }
+    }
+
+    /// Installs the group key and the cookie secret. Both come from the driver, not from
+    /// the seeded RNG: that generator's state is revealed by the node id it broadcasts, so
+    /// secrets drawn from it would be predictable. The daemon uses OS entropy; tests and
+    /// the simulator may pass seeded bytes.
+    pub fn set_security(&mut self, sealer: Sealer, cookie_key: [u8; 32]) {
+        self.sealer = sealer;
+        self.cookie_key = cookie_key;
+    }
+
+    /// Number of source addresses tracked for rate limiting (bounded by
+    /// [`Tuning::max_sources`]).
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
     }
 
     /// This process's node id.
@@ -427,7 +494,15 @@ impl Peer {
             self.drop_datagram("sync_off");
             return;
         }
-        let envelope = match wire::decode(bytes) {
+        let clear = match self.sealer.open(bytes) {
+            Ok(clear) => clear,
+            Err(err) => {
+                debug!(target: "sync", "SYNC dropped datagram from {from} on {channel:?}: {err}");
+                self.drop_datagram(err.label());
+                return;
+            }
+        };
+        let envelope = match wire::decode(&clear) {
             Ok(envelope) => envelope,
             Err(err) => {
                 debug!(target: "sync", "SYNC dropped datagram from {from} on {channel:?}: {err}");
@@ -470,30 +545,50 @@ impl Peer {
             Body::LogEntry(entries) => {
                 self.merge(now, entries);
             }
-            Body::SyncRequest(SyncRequest::Probe { fingerprint }) => {
-                if let Some(peer) = self.peers.get_mut(&sender) {
-                    peer.fingerprint = Some(fingerprint);
+            Body::SyncRequest(request) => {
+                if !self.admit_request(now, whisper, bytes.len()) {
+                    debug!(target: "sync", "SYNC rate-limited SYNC_REQUEST from {whisper}");
+                    self.drop_datagram("rate_limited");
+                    return;
                 }
-                if fingerprint != self.ledger.fingerprint() {
-                    let body = Body::SyncResponse(SyncResponse::Summary {
-                        name: self.cfg.node_name.clone(),
-                        fingerprint: self.ledger.fingerprint(),
-                    });
-                    self.send_to(sender, whisper, body);
+                match request {
+                    SyncRequest::Probe { fingerprint } => {
+                        if let Some(peer) = self.peers.get_mut(&sender) {
+                            peer.fingerprint = Some(fingerprint);
+                        }
+                        if fingerprint != self.ledger.fingerprint() {
+                            let body = Body::SyncResponse(SyncResponse::Summary {
+                                name: self.cfg.node_name.clone(),
+                                fingerprint: self.ledger.fingerprint(),
+                                cookie: Some(self.cookie_for(whisper)),
+                            });
+                            // A probe proves nothing about its source: within the 3x limit.
+                            let allowance = self.allowance(whisper);
+                            self.send_limited(sender, whisper, body, allowance);
+                        }
+                    }
+                    SyncRequest::Ranges(request) => {
+                        self.serving.insert(sender, now.mono_ms);
+                        self.answer(sender, whisper, request);
+                    }
                 }
             }
-            Body::SyncRequest(SyncRequest::Ranges(request)) => {
-                self.serving.insert(sender, now.mono_ms);
-                self.answer(sender, whisper, request);
-            }
-            Body::SyncResponse(SyncResponse::Summary { name, fingerprint }) => {
+            Body::SyncResponse(SyncResponse::Summary {
+                name,
+                fingerprint,
+                cookie,
+            }) => {
                 if let Some(peer) = self.peers.get_mut(&sender) {
                     peer.name = Some(name);
                     peer.fingerprint = Some(fingerprint);
+                    peer.cookie = cookie.or(peer.cookie);
                 }
                 self.maybe_start_session(now);
             }
             Body::SyncResponse(SyncResponse::Ranges(response)) => {
+                if let (Some(cookie), Some(peer)) = (response.cookie, self.peers.get_mut(&sender)) {
+                    peer.cookie = Some(cookie);
+                }
                 self.handle_response(now, sender, response);
             }
         }
@@ -540,6 +635,9 @@ impl Peer {
                         self.abort_session("partner restarted");
                     }
                 }
+                if self.peers.len() >= self.cfg.tuning.max_peers.max(1) {
+                    self.evict_stalest_peer();
+                }
                 self.peers.insert(
                     node,
                     PeerInfo {
@@ -548,6 +646,7 @@ impl Peer {
                         whisper,
                         fingerprint: None,
                         last_heard_ms: now.mono_ms,
+                        cookie: None,
                     },
                 );
                 false
@@ -559,6 +658,117 @@ impl Peer {
                 // Solo -> grouped is the seed's "group join": ask who differs.
                 self.send_probe(now);
             }
+        }
+    }
+
+    /// Makes room in a full peer table (a flood of made-up node ids must not grow memory):
+    /// forgets the peer heard from longest ago, never the current session partner.
+    fn evict_stalest_peer(&mut self) {
+        let partner = self.session.as_ref().map(|s| s.partner);
+        let stalest = self
+            .peers
+            .values()
+            .filter(|p| Some(p.node) != partner)
+            .min_by_key(|p| (p.last_heard_ms, p.node))
+            .map(|p| p.node);
+        if let Some(node) = stalest {
+            self.peers.remove(&node);
+            self.serving.remove(&node);
+            self.stats.peers_evicted += 1;
+            debug!(target: "sync", "SYNC peer table full: forgot {node:016x}");
+        }
+    }
+
+    // ---- abuse limits -----------------------------------------------------------------------
+
+    /// The cookie for requester address `addr`: a keyed hash with our per-process secret, so
+    /// only someone receiving at `addr` can learn it, and we keep no state per address.
+    fn cookie_for(&self, addr: SocketAddr) -> Cookie {
+        let mac = self.cookie_mac(addr);
+        let mut cookie = [0u8; 8];
+        cookie.copy_from_slice(&mac.finalize().into_bytes()[..8]);
+        cookie
+    }
+
+    fn cookie_mac(&self, addr: SocketAddr) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cookie_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(b"lootsync cookie v1\0");
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => mac.update(&ip.octets()),
+            std::net::IpAddr::V6(ip) => mac.update(&ip.octets()),
+        }
+        mac.update(&addr.port().to_be_bytes());
+        mac
+    }
+
+    /// Whether `cookie` is the one we give `addr` (constant-time comparison).
+    fn cookie_valid(&self, addr: SocketAddr, cookie: Option<Cookie>) -> bool {
+        cookie.is_some_and(|c| self.cookie_mac(addr).verify_truncated_left(&c).is_ok())
+    }
+
+    /// Counts a SYNC_REQUEST of `len` bytes from `addr` and takes a token from its bucket;
+    /// false when the bucket is empty (the request is dropped).
+    fn admit_request(&mut self, now: Now, addr: SocketAddr, len: usize) -> bool {
+        let tuning = &self.cfg.tuning;
+        let (rate, burst) = (
+            f64::from(tuning.request_rate_per_s),
+            f64::from(tuning.request_burst.max(1)),
+        );
+        if !self.sources.contains_key(&addr) && self.sources.len() >= tuning.max_sources.max(2) {
+            // Forget the older half at once (amortised O(1) per new source under a flood).
+            let mut ages: Vec<u64> = self.sources.values().map(|s| s.refilled_ms).collect();
+            let mid = ages.len() / 2;
+            let (_, median, _) = ages.select_nth_unstable(mid);
+            let median = *median;
+            self.sources.retain(|_, s| s.refilled_ms > median);
+        }
+        let source = self.sources.entry(addr).or_insert(Source {
+            tokens: burst,
+            refilled_ms: now.mono_ms,
+            received: 0,
+            sent_unproven: 0,
+        });
+        let elapsed = now.mono_ms.saturating_sub(source.refilled_ms) as f64;
+        source.tokens = (source.tokens + elapsed * rate / 1000.0).min(burst);
+        source.refilled_ms = now.mono_ms;
+        source.received = source.received.saturating_add(len as u64);
+        if source.tokens < 1.0 {
+            return false;
+        }
+        source.tokens -= 1.0;
+        true
+    }
+
+    /// Bytes we may still send to the unproven address `addr`.
+    fn allowance(&self, addr: SocketAddr) -> u64 {
+        self.sources.get(&addr).map_or(0, |s| {
+            s.received
+                .saturating_mul(self.cfg.tuning.amplification_factor)
+                .saturating_sub(s.sent_unproven)
+        })
+    }
+
+    /// Sends to an unproven address only if the sealed datagram fits in `limit` bytes, and
+    /// charges it to the address's allowance.
+    fn send_limited(&mut self, node: NodeId, addr: SocketAddr, body: Body, limit: u64) {
+        let kind = kind_of(&body);
+        let Some(bytes) = self.encode_body(body) else {
+            return;
+        };
+        if (bytes.len() + self.sealer.overhead()) as u64 > limit {
+            self.stats.answers_limited += 1;
+            debug!(target: "sync", "SYNC {kind} to unproven {addr} withheld: over the 3x limit");
+            return;
+        }
+        debug!(target: "sync", "SYNC send {kind} to {} ({addr})", self.peer_label(node));
+        let sent = self.emit(Action::SendTo(addr, bytes));
+        self.charge(addr, sent);
+    }
+
+    fn charge(&mut self, addr: SocketAddr, bytes: usize) {
+        if let Some(source) = self.sources.get_mut(&addr) {
+            source.sent_unproven = source.sent_unproven.saturating_add(bytes as u64);
         }
     }
 
@@ -589,12 +799,34 @@ impl Peer {
         }
     }
 
-    fn emit(&mut self, action: Action) {
+    /// Seals and queues a datagram (entries to persist pass through); returns the bytes
+    /// that go on the wire.
+    fn emit(&mut self, action: Action) -> usize {
+        let action = match action {
+            Action::SendGroup(bytes) => match self.sealer.seal(bytes) {
+                Ok(sealed) => Action::SendGroup(sealed),
+                Err(err) => return self.seal_failed(err),
+            },
+            Action::SendTo(addr, bytes) => match self.sealer.seal(bytes) {
+                Ok(sealed) => Action::SendTo(addr, sealed),
+                Err(err) => return self.seal_failed(err),
+            },
+            persist => persist,
+        };
+        let mut len = 0;
         if let Action::SendGroup(bytes) | Action::SendTo(_, bytes) = &action {
+            len = bytes.len();
             self.stats.datagrams_sent += 1;
-            self.stats.bytes_sent += bytes.len() as u64;
+            self.stats.bytes_sent += len as u64;
         }
         self.out.push(action);
+        len
+    }
+
+    fn seal_failed(&mut self, err: crate::seal::SealError) -> usize {
+        self.stats.encode_failures += 1;
+        warn!(target: "sync", "SYNC could not seal a datagram: {err}");
+        0
     }
 
     /// Encodes a message in our envelope; a failure is counted and logged, never sent.
@@ -619,16 +851,20 @@ impl Peer {
         }
     }
 
-    fn send_to(&mut self, node: NodeId, addr: SocketAddr, body: Body) {
+    /// Sends one message over whisper; returns the bytes put on the wire (0 if none).
+    fn send_to(&mut self, node: NodeId, addr: SocketAddr, body: Body) -> usize {
         let kind = kind_of(&body);
         let count = body.entry_count();
-        if let Some(bytes) = self.encode_body(body) {
-            debug!(
-                target: "sync",
-                "SYNC send {kind} to {} ({addr}) entries={count}",
-                self.peer_label(node)
-            );
-            self.emit(Action::SendTo(addr, bytes));
+        match self.encode_body(body) {
+            Some(bytes) => {
+                debug!(
+                    target: "sync",
+                    "SYNC send {kind} to {} ({addr}) entries={count}",
+                    self.peer_label(node)
+                );
+                self.emit(Action::SendTo(addr, bytes))
+            }
+            None => 0,
         }
     }
 
@@ -705,7 +941,7 @@ impl Peer {
     }
 
     fn push_some(&mut self, now: Now) {
-        let budget = self.cfg.tuning.push_burst.max(1) * (MAX_DATAGRAM - 100);
+        let budget = self.cfg.tuning.push_burst.max(1) * (MAX_MESSAGE - 100);
         let mut used = 0;
         let mut batch = Vec::new();
         while let Some(id) = self.push_queue.front().copied() {
@@ -853,6 +1089,7 @@ impl Peer {
                 request_id: u64::MAX,
                 runs: Vec::new(),
                 want: Vec::new(),
+                cookie: Some([u8::MAX; 8]),
             })),
         };
         wire::encoded_len(&empty)
@@ -872,7 +1109,7 @@ impl Peer {
             let (partner, addr) = (session.partner, session.addr);
             // Room left after the version byte and the envelope (which grows with the group
             // name); 4 more bytes for the list lengths, whose varints grow as lists fill.
-            let limit = MAX_DATAGRAM - 1 - self.request_overhead() - 4;
+            let limit = MAX_MESSAGE - 1 - self.request_overhead() - 4;
             let mut size = 0;
             let mut spans = Vec::new();
             let mut runs: Vec<Run> = Vec::new();
@@ -928,10 +1165,12 @@ impl Peer {
                 },
             );
             self.stats.requests_sent += 1;
+            let cookie = self.peers.get(&partner).and_then(|p| p.cookie);
             let body = Body::SyncRequest(SyncRequest::Ranges(RangesRequest {
                 request_id,
                 runs,
                 want,
+                cookie,
             }));
             self.send_to(partner, addr, body);
         }
@@ -1028,8 +1267,15 @@ impl Peer {
         };
         session.received += received as u64;
         session.silent_requests = 0;
-        session.todo.extend(follow_up);
-        session.want.extend(lacking);
+        let cap = self.cfg.tuning.max_session_queue.max(1);
+        let room = cap.saturating_sub(session.todo.len());
+        session.todo.extend(follow_up.into_iter().take(room));
+        for id in lacking {
+            if session.want.len() >= cap {
+                break;
+            }
+            session.want.insert(id);
+        }
         let complete = match session.inflight.get_mut(&response.request_id) {
             Some(inflight) => {
                 inflight.covered.extend(covered);
@@ -1116,7 +1362,29 @@ impl Peer {
 
     fn answer(&mut self, sender: NodeId, to: SocketAddr, request: RangesRequest) {
         let tuning = self.cfg.tuning.clone();
-        let mut builder = ResponseBuilder::new(request.request_id, tuning.response_budget);
+        let proven = self.cookie_valid(to, request.cookie);
+        let mut budget = tuning.response_budget;
+        let mut cookie = None;
+        if !proven {
+            // Unproven source (maybe spoofed): at most `amplification_factor` times what it
+            // sent, counting every datagram at full size, and hand it a cookie to echo.
+            let allowance = self.allowance(to);
+            budget = budget.min((allowance / MAX_DATAGRAM as u64) as usize);
+            cookie = Some(self.cookie_for(to));
+            if budget < tuning.response_budget {
+                self.stats.answers_limited += 1;
+            }
+            if budget == 0 {
+                // Not even one full datagram: answer with just the cookie (covers nothing,
+                // so the requester asks again, this time proving its address).
+                let mut part = ResponseBuilder::blank(request.request_id);
+                part.cookie = cookie;
+                let body = Body::SyncResponse(SyncResponse::Ranges(part));
+                self.send_limited(sender, to, body, allowance);
+                return;
+            }
+        }
+        let mut builder = ResponseBuilder::new(request.request_id, budget);
         // Explicit wants first: they are small and the requester is waiting on them.
         for id in &request.want {
             if let Some(entry) = self.ledger.get_by_id(id) {
@@ -1136,8 +1404,15 @@ impl Peer {
                 self.answer_range(&mut builder, lo, hi, &item.mode, &tuning);
             }
         }
-        for part in builder.finish() {
-            self.send_to(sender, to, Body::SyncResponse(SyncResponse::Ranges(part)));
+        for mut part in builder.finish() {
+            part.cookie = cookie;
+            let body = Body::SyncResponse(SyncResponse::Ranges(part));
+            if proven {
+                self.send_to(sender, to, body);
+            } else {
+                let allowance = self.allowance(to);
+                self.send_limited(sender, to, body, allowance);
+            }
         }
     }
 
@@ -1242,8 +1517,9 @@ struct ResponseBuilder {
 
 /// Room for a closing `Done` item plus a new run header.
 const RESERVE: usize = 64;
-/// Payload limit for the variable parts of one response datagram.
-const RESPONSE_LIMIT: usize = MAX_DATAGRAM - 1 - 64 - 16;
+/// Payload limit for the variable parts of one response datagram: room for the version
+/// byte, the envelope, the cookie (9) and slack, inside the room sealing leaves.
+const RESPONSE_LIMIT: usize = MAX_MESSAGE - 1 - 64 - 16 - 9;
 
 impl ResponseBuilder {
     fn new(request_id: u64, budget: usize) -> ResponseBuilder {
@@ -1265,6 +1541,7 @@ impl ResponseBuilder {
             runs: Vec::new(),
             entries: Vec::new(),
             want: Vec::new(),
+            cookie: None,
         }
     }
 
@@ -1564,8 +1841,14 @@ mod tests {
                 }],
             }],
             want: vec![],
+            cookie: None,
         };
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        // A proven requester (it echoes our cookie) gets the full budget.
+        let request = RangesRequest {
+            cookie: Some(a.cookie_for(to)),
+            ..request
+        };
         a.answer(77, to, request);
         let actions = a.drain_actions();
         assert_eq!(actions.len(), Tuning::default().response_budget);
@@ -1575,7 +1858,7 @@ mod tests {
             let Action::SendTo(_, bytes) = action else {
                 panic!("expected unicast")
             };
-            assert!(bytes.len() <= MAX_DATAGRAM, "{}", bytes.len());
+            assert!(bytes.len() <= MAX_MESSAGE, "{}", bytes.len());
             let Body::SyncResponse(SyncResponse::Ranges(r)) = wire::decode(&bytes).unwrap().body
             else {
                 panic!("expected ranges response")
@@ -1655,6 +1938,7 @@ mod tests {
             request_id: 1,
             runs: vec![],
             want: vec![],
+            cookie: None,
         };
         let request = datagram(Body::SyncRequest(SyncRequest::Ranges(request)));
         a.handle_datagram(now(100), Channel::Whisper, from, &request);
@@ -1703,5 +1987,307 @@ mod tests {
             !a.drain_actions().is_empty(),
             "HELLO + probe on switching on"
         );
+    }
+
+    // ---- security: sealing and abuse limits ------------------------------------------------
+
+    fn sealed(peer: &mut Peer, key: u8, seed: u8) {
+        use crate::seal::{GroupKey, Keyring, NoncePrefix};
+        let keyring = Keyring::new(GroupKey::from_bytes(&[key; 32]), vec![]);
+        peer.set_security(Sealer::new(keyring, NoncePrefix([seed; 16])), [seed; 32]);
+    }
+
+    /// A datagram from a (possibly hostile) member holding group key `key`.
+    fn forged(key: u8, from: NodeId, whisper_port: u16, body: Body) -> Vec<u8> {
+        use crate::seal::{GroupKey, Keyring, NoncePrefix};
+        let keyring = Keyring::new(GroupKey::from_bytes(&[key; 32]), vec![]);
+        let mut sealer = Sealer::new(keyring, NoncePrefix([0xee; 16]));
+        let clear = wire::encode(&Envelope {
+            group: "raid".into(),
+            from,
+            whisper_port,
+            body,
+        })
+        .unwrap();
+        sealer.seal(clear).unwrap()
+    }
+
+    fn full_range_request(request_id: u64, cookie: Option<Cookie>) -> Body {
+        Body::SyncRequest(SyncRequest::Ranges(RangesRequest {
+            request_id,
+            runs: vec![Run {
+                lower: Key::MIN,
+                items: vec![RangeItem {
+                    upper: Key::MAX,
+                    mode: Mode::Fingerprint(Fingerprint::default()),
+                }],
+            }],
+            want: vec![],
+            cookie,
+        }))
+    }
+
+    #[test]
+    fn sealed_peers_converge_and_other_keys_or_clear_text_are_dropped() {
+        let entries: Vec<Entry> = (0..2000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+        sealed(&mut a, 7, 1);
+        sealed(&mut b, 7, 2);
+        a.start(now(0));
+        b.start(now(0));
+        exchange(&mut a, &mut b, 0);
+        assert_eq!(b.ledger().fingerprint(), a.ledger().fingerprint());
+        assert_eq!(a.stats().encode_failures + b.stats().encode_failures, 0);
+        // Outsiders: another key, and no key at all. Each sends everything it would.
+        let mut other_key = Peer::new(
+            config("x"),
+            vec![entry(99_999, "X")],
+            SeededRng::new(3),
+            now(0),
+        );
+        sealed(&mut other_key, 8, 3);
+        let mut clear = Peer::new(
+            config("y"),
+            vec![entry(88_888, "Y")],
+            SeededRng::new(4),
+            now(0),
+        );
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let before = a.ledger().fingerprint();
+        for outsider in [&mut other_key, &mut clear] {
+            outsider.start(now(10));
+            outsider.commit_local(now(10), entry(77_777, "Z"));
+            for action in outsider.drain_actions() {
+                if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
+                    a.handle_datagram(now(20), Channel::Group, from, &d);
+                }
+            }
+        }
+        assert_eq!(a.ledger().fingerprint(), before);
+        assert_eq!(a.peers().count(), 1, "only b is known");
+        assert!(a.stats().dropped.get("unknown_key").copied().unwrap_or(0) >= 3);
+        assert!(a.stats().dropped.get("unsealed").copied().unwrap_or(0) >= 3);
+        // And what a sealed peer sends teaches an outsider nothing.
+        a.commit_local(now(30), entry(66_666, "Secret"));
+        for action in a.drain_actions() {
+            if let Action::SendGroup(d) = action {
+                assert!(
+                    !d.windows(6).any(|w| w == b"Secret"),
+                    "plaintext on the wire"
+                );
+                clear.handle_datagram(now(30), Channel::Group, from, &d);
+                other_key.handle_datagram(now(30), Channel::Group, from, &d);
+            }
+        }
+        assert_eq!(clear.ledger().len(), 2);
+        assert_eq!(other_key.ledger().len(), 2);
+        assert_eq!(clear.stats().dropped.get("sealed_no_key"), Some(&1));
+        assert_eq!(other_key.stats().dropped.get("unknown_key"), Some(&1));
+    }
+
+    #[test]
+    fn replayed_datagrams_change_nothing() {
+        let a_entries: Vec<Entry> = (0..300).map(|i| entry(i, "A")).collect();
+        let b_entries: Vec<Entry> = (300..400).map(|i| entry(i, "B")).collect();
+        let mut a = Peer::new(config("a"), a_entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), b_entries, SeededRng::new(2), now(0));
+        sealed(&mut a, 7, 1);
+        sealed(&mut b, 7, 2);
+        a.start(now(0));
+        b.start(now(0));
+        // Record every datagram of a whole reconciliation, as an eavesdropper would.
+        let addr: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let mut recorded: Vec<Vec<u8>> = Vec::new();
+        let mut t = 0;
+        for _ in 0..10_000 {
+            let mut quiet = true;
+            for (from_a, actions) in [(true, a.drain_actions()), (false, b.drain_actions())] {
+                for action in actions {
+                    if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
+                        quiet = false;
+                        recorded.push(d.clone());
+                        let to = if from_a { &mut b } else { &mut a };
+                        to.handle_datagram(now(t), Channel::Whisper, addr, &d);
+                    }
+                }
+            }
+            if quiet && !a.pushing() && !b.pushing() {
+                break;
+            }
+            t += 5;
+            a.handle_timeout(now(t));
+            b.handle_timeout(now(t));
+        }
+        assert_eq!(a.ledger().len(), 400);
+        assert_eq!(a.ledger().fingerprint(), b.ledger().fingerprint());
+        assert!(recorded.len() > 10);
+        let (fa, fb) = (a.ledger().fingerprint(), b.ledger().fingerprint());
+        let (ma, mb) = (a.stats().entries_merged, b.stats().entries_merged);
+        // Replay all of it, twice, at both peers, much later.
+        for round in 0..2 {
+            for d in &recorded {
+                a.handle_datagram(now(t + 60_000 + round), Channel::Whisper, addr, d);
+                b.handle_datagram(now(t + 60_000 + round), Channel::Whisper, addr, d);
+            }
+        }
+        assert_eq!(
+            (a.ledger().fingerprint(), b.ledger().fingerprint()),
+            (fa, fb)
+        );
+        assert_eq!(
+            (a.stats().entries_merged, b.stats().entries_merged),
+            (ma, mb)
+        );
+        let persisted = a
+            .drain_actions()
+            .into_iter()
+            .chain(b.drain_actions())
+            .filter(|x| matches!(x, Action::Persist(_)))
+            .count();
+        assert_eq!(persisted, 0, "a replay stored something");
+    }
+
+    #[test]
+    fn spoofed_request_flood_gets_answers_within_3x_budget() {
+        let entries: Vec<Entry> = (0..3000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        sealed(&mut a, 7, 1);
+        // A member spoofs requests "from" 40 victims (same victims again and again) and
+        // from fresh addresses, with no cookie or a made-up one.
+        let mut received: HashMap<SocketAddr, u64> = HashMap::new();
+        let mut sent: HashMap<SocketAddr, u64> = HashMap::new();
+        let mut rng = SeededRng::new(99);
+        for i in 0..5_000u64 {
+            let victim = if i % 2 == 0 {
+                format!("10.0.0.{}", i % 40).parse().unwrap()
+            } else {
+                std::net::IpAddr::from((i as u32).to_be_bytes())
+            };
+            let port = 2000 + (i % 3) as u16;
+            let cookie = (i % 3 == 0).then(|| rng.bytes::<8>());
+            let body = if i % 5 == 0 {
+                Body::SyncRequest(SyncRequest::Probe {
+                    fingerprint: Fingerprint::default(),
+                })
+            } else {
+                full_range_request(i, cookie)
+            };
+            let d = forged(7, 1_000_000 + i, port, body);
+            let reply_to = SocketAddr::new(victim, port);
+            *received.entry(reply_to).or_insert(0) += d.len() as u64;
+            a.handle_datagram(now(i), Channel::Whisper, SocketAddr::new(victim, 9), &d);
+            for action in a.drain_actions() {
+                if let Action::SendTo(to, bytes) = action {
+                    *sent.entry(to).or_insert(0) += bytes.len() as u64;
+                }
+            }
+        }
+        assert!(
+            !sent.is_empty(),
+            "unproven requesters still get a cookie back"
+        );
+        for (to, bytes) in &sent {
+            let got = received.get(to).copied().unwrap_or(0);
+            assert!(*bytes <= 3 * got, "{to}: sent {bytes} for {got} received");
+        }
+        let total_sent: u64 = sent.values().sum();
+        let total_received: u64 = received.values().sum();
+        assert!(total_sent <= 3 * total_received);
+        assert!(a.stats().answers_limited > 0);
+        assert!(a.tracked_sources() <= Tuning::default().max_sources);
+        assert!(a.peers().count() <= Tuning::default().max_peers);
+    }
+
+    #[test]
+    fn request_token_bucket_limits_one_source() {
+        let mut a = Peer::new(config("a"), vec![entry(1, "P")], SeededRng::new(1), now(0));
+        let from: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let burst = Tuning::default().request_burst as u64;
+        // A burst at one instant: the bucket's size gets through, the rest is dropped.
+        for i in 0..burst + 50 {
+            let d = wire::encode(&Envelope {
+                group: "raid".into(),
+                from: 5,
+                whisper_port: 1001,
+                body: full_range_request(i, None),
+            })
+            .unwrap();
+            a.handle_datagram(now(10), Channel::Whisper, from, &d);
+        }
+        assert_eq!(a.stats().dropped.get("rate_limited"), Some(&50));
+        // Tokens come back with time.
+        let d = wire::encode(&Envelope {
+            group: "raid".into(),
+            from: 5,
+            whisper_port: 1001,
+            body: full_range_request(9999, None),
+        })
+        .unwrap();
+        a.handle_datagram(now(1_010), Channel::Whisper, from, &d);
+        assert_eq!(a.stats().dropped.get("rate_limited"), Some(&50));
+    }
+
+    #[test]
+    fn honest_requester_proves_its_address_once_and_gets_the_full_budget() {
+        let entries: Vec<Entry> = (0..5000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+        sealed(&mut a, 7, 1);
+        sealed(&mut b, 7, 2);
+        a.start(now(0));
+        b.start(now(0));
+        exchange(&mut a, &mut b, 0);
+        assert_eq!(b.ledger().fingerprint(), a.ledger().fingerprint());
+        // b learnt a's cookie from its summary or first answer; from then on every answer
+        // was full size, so at most one answer was ever cut.
+        assert!(a.stats().answers_limited <= 1, "{:?}", a.stats());
+        assert!(b.peers().all(|p| p.cookie.is_some()));
+        assert_eq!(b.stats().sessions_completed, 1);
+        assert!(b.stats().requests_sent <= 80, "{}", b.stats().requests_sent);
+    }
+
+    #[test]
+    fn peer_and_source_tables_stay_bounded_under_fake_node_id_flood() {
+        let entries: Vec<Entry> = (0..500).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries.clone(), SeededRng::new(1), now(0));
+        sealed(&mut a, 7, 1);
+        let tuning = Tuning::default();
+        let flood = 20_000u64;
+        for i in 0..flood {
+            let ip = std::net::IpAddr::from((0x0a00_0000u32 + i as u32).to_be_bytes());
+            let body = if i % 2 == 0 {
+                Body::Hello(Hello {
+                    name: format!("fake{i}"),
+                    fingerprint: Fingerprint {
+                        count: i,
+                        sum: i as u128,
+                    },
+                    newest: None,
+                })
+            } else {
+                Body::SyncRequest(SyncRequest::Probe {
+                    fingerprint: Fingerprint { count: i, sum: 1 },
+                })
+            };
+            let d = forged(7, i + 10, 3000, body);
+            a.handle_datagram(now(i / 10), Channel::Group, SocketAddr::new(ip, 3000), &d);
+            a.drain_actions();
+            assert!(a.peers().count() <= tuning.max_peers);
+            assert!(a.tracked_sources() <= tuning.max_sources);
+        }
+        assert!(a.stats().peers_evicted >= flood - tuning.max_peers as u64);
+        // An honest peer still reconciles afterwards.
+        let mut b = Peer::new(
+            config("b"),
+            entries[..100].to_vec(),
+            SeededRng::new(2),
+            now(0),
+        );
+        sealed(&mut b, 7, 2);
+        let t = flood;
+        b.start(now(t));
+        exchange(&mut a, &mut b, t);
+        assert_eq!(b.ledger().fingerprint(), a.ledger().fingerprint());
     }
 }
