@@ -2,9 +2,13 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use loot_sync::store::{LogStore, StateLock};
+use std::sync::OnceLock;
+
+/// One state directory for the whole run (a fresh one per input costs most of the time).
+static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("temp dir"));
     std::fs::write(LogStore::log_path(dir.path(), "raid"), data).expect("write log");
     let lock = StateLock::acquire(dir.path()).expect("lock");
     if let Ok((store, entries, report)) = LogStore::open(lock, "raid") {
