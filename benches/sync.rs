@@ -216,13 +216,18 @@ fn raw_udp_transfer(total_bytes: usize) -> (Duration, usize, usize) {
     (last.duration_since(start), got, count)
 }
 
-fn late_joiner_figure(entries_count: usize, port: u16) {
+fn late_joiner_figure(entries_count: usize, port: u16, sealed: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut config_a = Config {
         node: "bench-a".into(),
         state_dir: dir.path().join("a"),
         ..Config::default()
     };
+    if sealed {
+        let key = dir.path().join("group.key");
+        loot_sync::seal::generate_key_file(&key).unwrap();
+        config_a.security.group_key_file = Some(key);
+    }
     config_a.group.port = port;
     config_a.group.interface = std::net::Ipv4Addr::LOCALHOST;
     config_a.group.ttl = 1;
@@ -244,7 +249,7 @@ fn late_joiner_figure(entries_count: usize, port: u16) {
         .enable_all()
         .build()
         .unwrap();
-    let (elapsed, drops) = runtime.block_on(async {
+    let (elapsed, drops, limits) = runtime.block_on(async {
         let a = daemon::start(config_a, DaemonOptions::default())
             .await
             .unwrap();
@@ -270,19 +275,30 @@ fn late_joiner_figure(entries_count: usize, port: u16) {
         }
         let elapsed = started.elapsed();
         let drops = udp_rcvbuf_errors() - drops_before;
+        // What the abuse limits did to this honest catch-up, from the responder's counters.
+        let status = a
+            .request(loot_sync::control::Request::Status {})
+            .await
+            .unwrap();
+        let counter = |name: &str| status["counters"][name].as_u64().unwrap_or(0);
+        let limits = (counter("dropped_rate_limited"), counter("answers_limited"));
         a.stop().await;
         b.stop().await;
-        (elapsed, drops)
+        (elapsed, drops, limits)
     });
     let (raw, got, sent) = raw_udp_transfer(payload);
     println!(
-        "late joiner missing {entries_count} entries ({payload} bytes): {:?} vs baseline raw UDP \
+        "late joiner missing {entries_count} entries ({payload} bytes), {}: {:?} vs baseline raw UDP \
          of the same bytes in 1200-byte datagrams {:?} ({got}/{sent} datagrams arrived) = {:.2}x \
-         (goal <= 3x: {}); kernel UDP receive-buffer drops during catch-up: {drops}; entries lost: 0",
+         (goal <= 3x: {}); kernel UDP receive-buffer drops during catch-up: {drops}; entries lost: 0; \
+         requests rate-limited: {}, answers cut by the 3x rule: {}",
+        if sealed { "sealed with a group key" } else { "no key (clear)" },
         elapsed,
         raw,
         elapsed.as_secs_f64() / raw.as_secs_f64(),
         if elapsed.as_secs_f64() <= 3.0 * raw.as_secs_f64() { "met" } else { "MISSED" },
+        limits.0,
+        limits.1,
     );
 }
 
@@ -372,6 +388,8 @@ fn main() {
         if full { "full" } else { "quick" }
     );
     reconciliation_figures(if full { 1_000_000 } else { 100_000 });
-    late_joiner_figure(if full { 100_000 } else { 20_000 }, 47790);
+    let joiner = if full { 100_000 } else { 20_000 };
+    late_joiner_figure(joiner, 47790, false);
+    late_joiner_figure(joiner, 47790, true);
     idle_figure();
 }

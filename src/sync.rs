@@ -60,10 +60,16 @@ pub struct Tuning {
     /// A peer that recently sent us a request is not picked as a partner for this long
     /// (it is already reconciling with us).
     pub serving_holdoff_ms: u64,
-    /// Token bucket per source address for SYNC_REQUESTs: sustained requests per second.
+    /// Token bucket per source address for SYNC_REQUESTs that do not echo a valid cookie
+    /// (probes, a requester's first request, spoofed sources): requests per second.
     pub request_rate_per_s: u32,
-    /// Token bucket size: requests a source may send in a burst.
+    /// Size of that bucket: such requests a source may send in a burst.
     pub request_burst: u32,
+    /// A second bucket per source for requests that echo a valid cookie (a proven address):
+    /// requests per second. Generous, so an honest catch-up is never throttled.
+    pub proven_request_rate_per_s: u32,
+    /// Size of the proven bucket.
+    pub proven_request_burst: u32,
     /// Until a source echoes our cookie (proving it receives at its address), we send it
     /// at most this many times the bytes it sent us (anti-amplification).
     pub amplification_factor: u64,
@@ -89,10 +95,14 @@ impl Default for Tuning {
             push_burst: 16,
             push_interval_ms: 2,
             serving_holdoff_ms: 1_000,
-            // An honest catch-up sends at most `window` requests per round trip; on a LAN
-            // that stays far below this. A flood beyond it is dropped.
-            request_rate_per_s: 1_000,
-            request_burst: 200,
+            // An honest peer sends one unproven request per partner (then echoes the cookie)
+            // plus a probe per heartbeat; a flood beyond this is dropped.
+            request_rate_per_s: 100,
+            request_burst: 50,
+            // An honest catch-up sends `window` requests per round trip: about 900 per
+            // second on loopback today. 10x headroom, still a cap on what one source costs.
+            proven_request_rate_per_s: 10_000,
+            proven_request_burst: 1_000,
             amplification_factor: 3,
             max_peers: 256,
             max_sources: 1_024,
@@ -283,6 +293,7 @@ pub struct Peer {
 #[derive(Clone, Debug)]
 struct Source {
     tokens: f64,
+    proven_tokens: f64,
     refilled_ms: u64,
     /// Bytes of requests received from this address.
     received: u64,
@@ -546,7 +557,11 @@ impl Peer {
                 self.merge(now, entries);
             }
             Body::SyncRequest(request) => {
-                if !self.admit_request(now, whisper, bytes.len()) {
+                let proven = match &request {
+                    SyncRequest::Ranges(r) => self.cookie_valid(whisper, r.cookie),
+                    SyncRequest::Probe { .. } => false,
+                };
+                if !self.admit_request(now, whisper, bytes.len(), proven) {
                     debug!(target: "sync", "SYNC rate-limited SYNC_REQUEST from {whisper}");
                     self.drop_datagram("rate_limited");
                     return;
@@ -569,7 +584,7 @@ impl Peer {
                     }
                     SyncRequest::Ranges(request) => {
                         self.serving.insert(sender, now.mono_ms);
-                        self.answer(sender, whisper, request);
+                        self.answer(sender, whisper, request, proven);
                     }
                 }
             }
@@ -707,13 +722,18 @@ impl Peer {
         cookie.is_some_and(|c| self.cookie_mac(addr).verify_truncated_left(&c).is_ok())
     }
 
-    /// Counts a SYNC_REQUEST of `len` bytes from `addr` and takes a token from its bucket;
-    /// false when the bucket is empty (the request is dropped).
-    fn admit_request(&mut self, now: Now, addr: SocketAddr, len: usize) -> bool {
+    /// Counts a SYNC_REQUEST of `len` bytes from `addr` and takes a token from its bucket
+    /// (the proven one when it echoed a valid cookie); false when that bucket is empty (the
+    /// request is dropped).
+    fn admit_request(&mut self, now: Now, addr: SocketAddr, len: usize, proven: bool) -> bool {
         let tuning = &self.cfg.tuning;
         let (rate, burst) = (
             f64::from(tuning.request_rate_per_s),
             f64::from(tuning.request_burst.max(1)),
+        );
+        let (proven_rate, proven_burst) = (
+            f64::from(tuning.proven_request_rate_per_s),
+            f64::from(tuning.proven_request_burst.max(1)),
         );
         if !self.sources.contains_key(&addr) && self.sources.len() >= tuning.max_sources.max(2) {
             // Forget the older half at once (amortised O(1) per new source under a flood).
@@ -725,18 +745,26 @@ impl Peer {
         }
         let source = self.sources.entry(addr).or_insert(Source {
             tokens: burst,
+            proven_tokens: proven_burst,
             refilled_ms: now.mono_ms,
             received: 0,
             sent_unproven: 0,
         });
         let elapsed = now.mono_ms.saturating_sub(source.refilled_ms) as f64;
         source.tokens = (source.tokens + elapsed * rate / 1000.0).min(burst);
+        source.proven_tokens =
+            (source.proven_tokens + elapsed * proven_rate / 1000.0).min(proven_burst);
         source.refilled_ms = now.mono_ms;
         source.received = source.received.saturating_add(len as u64);
-        if source.tokens < 1.0 {
+        let tokens = if proven {
+            &mut source.proven_tokens
+        } else {
+            &mut source.tokens
+        };
+        if *tokens < 1.0 {
             return false;
         }
-        source.tokens -= 1.0;
+        *tokens -= 1.0;
         true
     }
 
@@ -1360,9 +1388,8 @@ impl Peer {
 
     // ---- responder (stateless) ------------------------------------------------------------
 
-    fn answer(&mut self, sender: NodeId, to: SocketAddr, request: RangesRequest) {
+    fn answer(&mut self, sender: NodeId, to: SocketAddr, request: RangesRequest, proven: bool) {
         let tuning = self.cfg.tuning.clone();
-        let proven = self.cookie_valid(to, request.cookie);
         let mut budget = tuning.response_budget;
         let mut cookie = None;
         if !proven {
@@ -1849,7 +1876,7 @@ mod tests {
             cookie: Some(a.cookie_for(to)),
             ..request
         };
-        a.answer(77, to, request);
+        a.answer(77, to, request, true);
         let actions = a.drain_actions();
         assert_eq!(actions.len(), Tuning::default().response_budget);
         let mut last_upper = Key::MIN;
@@ -2226,6 +2253,23 @@ mod tests {
         .unwrap();
         a.handle_datagram(now(1_010), Channel::Whisper, from, &d);
         assert_eq!(a.stats().dropped.get("rate_limited"), Some(&50));
+        // A proven source draws from its own, bigger bucket: the empty unproven one does
+        // not hold it back.
+        let whisper: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let cookie = Some(a.cookie_for(whisper));
+        let proven_burst = Tuning::default().proven_request_burst as u64;
+        for i in 0..proven_burst + 7 {
+            let d = wire::encode(&Envelope {
+                group: "raid".into(),
+                from: 5,
+                whisper_port: 1001,
+                body: full_range_request(10_000 + i, cookie),
+            })
+            .unwrap();
+            a.handle_datagram(now(1_010), Channel::Whisper, from, &d);
+        }
+        // The proven bucket admits its burst and drops the rest.
+        assert_eq!(a.stats().dropped.get("rate_limited"), Some(&(50 + 7)));
     }
 
     #[test]
