@@ -1118,6 +1118,7 @@ impl Peer {
                 runs: Vec::new(),
                 want: Vec::new(),
                 cookie: Some([u8::MAX; 8]),
+                padding: Vec::new(),
             })),
         };
         wire::encoded_len(&empty)
@@ -1194,13 +1195,26 @@ impl Peer {
             );
             self.stats.requests_sent += 1;
             let cookie = self.peers.get(&partner).and_then(|p| p.cookie);
-            let body = Body::SyncRequest(SyncRequest::Ranges(RangesRequest {
+            let mut request = RangesRequest {
                 request_id,
                 runs,
                 want,
                 cookie,
-            }));
-            self.send_to(partner, addr, body);
+                padding: Vec::new(),
+            };
+            if cookie.is_none() {
+                // Unproven with this partner: fill the datagram, so its 3x allowance pays
+                // for a first answer of several datagrams (which bring us the cookie).
+                let used = wire::encoded_len(
+                    &self.envelope(Body::SyncRequest(SyncRequest::Ranges(request.clone()))),
+                );
+                request.padding = vec![0; (MAX_MESSAGE - 1).saturating_sub(used + 2)];
+            }
+            self.send_to(
+                partner,
+                addr,
+                Body::SyncRequest(SyncRequest::Ranges(request)),
+            );
         }
         self.finish_session_if_done(now);
     }
@@ -1869,6 +1883,7 @@ mod tests {
             }],
             want: vec![],
             cookie: None,
+            padding: vec![],
         };
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
         // A proven requester (it echoes our cookie) gets the full budget.
@@ -1966,6 +1981,7 @@ mod tests {
             runs: vec![],
             want: vec![],
             cookie: None,
+            padding: vec![],
         };
         let request = datagram(Body::SyncRequest(SyncRequest::Ranges(request)));
         a.handle_datagram(now(100), Channel::Whisper, from, &request);
@@ -2051,6 +2067,7 @@ mod tests {
             }],
             want: vec![],
             cookie,
+            padding: vec![],
         }))
     }
 

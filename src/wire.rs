@@ -116,6 +116,10 @@ pub struct RangesRequest {
     pub want: Vec<EntryId>,
     /// The cookie the responder last gave us, echoed to prove our address.
     pub cookie: Option<Cookie>,
+    /// Zero bytes filling a request that carries no cookie up to a full datagram, so the
+    /// responder's 3x allowance already covers a useful first answer (as QUIC pads its
+    /// first packet). Empty otherwise.
+    pub padding: Vec<u8>,
 }
 
 /// A response.
@@ -416,6 +420,7 @@ mod tests {
                 }],
                 want: vec![entry(3).id],
                 cookie: Some([9; 8]),
+                padding: vec![0; 3],
             })),
             Body::SyncResponse(SyncResponse::Summary {
                 name: "bob".into(),
