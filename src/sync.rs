@@ -2351,4 +2351,77 @@ mod tests {
         exchange(&mut a, &mut b, t);
         assert_eq!(b.ledger().fingerprint(), a.ledger().fingerprint());
     }
+
+    #[test]
+    fn key_rotation_keeps_peers_talking_at_every_step() {
+        use crate::seal::{GroupKey, Keyring, NoncePrefix};
+        let (old, new) = (
+            GroupKey::from_bytes(&[1; 32]),
+            GroupKey::from_bytes(&[2; 32]),
+        );
+        let install = |peer: &mut Peer, current: &GroupKey, previous: &[&GroupKey], seed: u8| {
+            let keyring = Keyring::new(
+                current.clone(),
+                previous.iter().map(|k| (*k).clone()).collect(),
+            );
+            peer.set_security(Sealer::new(keyring, NoncePrefix([seed; 16])), [seed; 32]);
+        };
+        let mut a = Peer::new(config("a"), vec![], SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+        a.start(now(0));
+        b.start(now(0));
+        // Each step reconfigures one side at a time (a rolling restart) and both must still
+        // exchange a new entry each way.
+        let steps: [(&GroupKey, &[&GroupKey], &GroupKey, &[&GroupKey]); 4] = [
+            (&old, &[], &old, &[]),
+            (&old, &[&new], &old, &[]),     // a learns the new key first
+            (&old, &[&new], &old, &[&new]), // then everyone does
+            (&new, &[&old], &old, &[&new]), // a sends with the new key before b switches
+        ];
+        let mut t = 0;
+        for (step, (a_cur, a_prev, b_cur, b_prev)) in steps.iter().enumerate() {
+            install(&mut a, a_cur, a_prev, 10 + step as u8);
+            install(&mut b, b_cur, b_prev, 20 + step as u8);
+            let i = step as u64 * 2;
+            let e = a.prepare_adjust(
+                now(t),
+                &AdjustRequest {
+                    actor: "a".into(),
+                    target: "P".into(),
+                    delta: 1,
+                    reason: format!("step {step}"),
+                },
+            );
+            a.commit_local(now(t), e.unwrap());
+            let e = b.prepare_adjust(
+                now(t),
+                &AdjustRequest {
+                    actor: "b".into(),
+                    target: "Q".into(),
+                    delta: 1,
+                    reason: format!("step {step}"),
+                },
+            );
+            b.commit_local(now(t), e.unwrap());
+            t = exchange(&mut a, &mut b, t).1 + 10;
+            assert_eq!(a.ledger().len() as u64, i + 2, "step {step}");
+            assert_eq!(
+                a.ledger().fingerprint(),
+                b.ledger().fingerprint(),
+                "step {step}"
+            );
+        }
+        let dropped = |p: &Peer| {
+            p.stats()
+                .dropped
+                .keys()
+                .filter(|k| k.contains("key"))
+                .count()
+        };
+        assert_eq!(
+            dropped(&a) + dropped(&b),
+            0,
+            "no datagram lost to the rotation"
+        );
+    }
 }
