@@ -239,6 +239,9 @@ pub enum SealError {
     /// Too short to hold the sealed header and tag.
     #[error("sealed datagram of {0} bytes is too short")]
     Short(usize),
+    /// Longer than any datagram a peer sends (rejected before spending a decryption).
+    #[error("sealed datagram of {0} bytes exceeds the 1200-byte limit")]
+    TooLarge(usize),
     /// Sealed with a key id we do not hold.
     #[error("sealed with unknown key id {0}")]
     UnknownKey(KeyId),
@@ -257,6 +260,7 @@ impl SealError {
             SealError::Unsealed => "unsealed",
             SealError::NoKey => "sealed_no_key",
             SealError::Short(_) | SealError::BadTag(_) => "bad_key",
+            SealError::TooLarge(_) => "too_large",
             SealError::UnknownKey(_) => "unknown_key",
             SealError::Seal => "seal_failed",
         }
@@ -366,6 +370,9 @@ pub fn open_with<'a>(
     if datagram.len() < SEAL_OVERHEAD {
         return Err(SealError::Short(datagram.len()));
     }
+    if datagram.len() > crate::wire::MAX_DATAGRAM {
+        return Err(SealError::TooLarge(datagram.len()));
+    }
     let (aad, rest) = datagram.split_at(1 + KEY_ID_BYTES);
     let mut id = [0u8; KEY_ID_BYTES];
     id.copy_from_slice(&aad[1..]);
@@ -428,6 +435,8 @@ mod tests {
             assert!(a.open(&sealed[..cut]).is_err(), "cut at {cut} accepted");
         }
         assert_eq!(a.open(b"\x01clear"), Err(SealError::Unsealed));
+        let huge = a.seal(vec![1; crate::wire::MAX_DATAGRAM]).unwrap();
+        assert_eq!(a.open(&huge), Err(SealError::TooLarge(huge.len())));
         assert_eq!(Sealer::clear().open(&sealed), Err(SealError::NoKey));
         assert_eq!(
             Sealer::clear().open(b"\x01clear").unwrap().as_ref(),
