@@ -2424,4 +2424,62 @@ mod tests {
             "no datagram lost to the rotation"
         );
     }
+
+    #[test]
+    fn first_request_without_a_cookie_is_padded_and_its_answer_carries_entries() {
+        let entries: Vec<Entry> = (0..5000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+        sealed(&mut a, 7, 1);
+        sealed(&mut b, 7, 2);
+        let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        // b hears a's HELLO (no probe, so no summary cookie) and starts reconciling.
+        a.start(now(0));
+        for action in a.drain_actions() {
+            if let Action::SendGroup(d) = action {
+                let clear = a.sealer.open(&d).unwrap().into_owned();
+                if matches!(wire::decode(&clear).unwrap().body, Body::Hello(_)) {
+                    b.handle_datagram(now(1), Channel::Group, addr, &d);
+                }
+            }
+        }
+        assert!(b.in_session());
+        let requests: Vec<Vec<u8>> = b
+            .drain_actions()
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::SendTo(_, d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(requests.len(), 1);
+        assert!(
+            requests[0].len() > MAX_DATAGRAM - 8 && requests[0].len() <= MAX_DATAGRAM,
+            "padded to a full datagram: {}",
+            requests[0].len()
+        );
+        a.handle_datagram(now(2), Channel::Whisper, addr, &requests[0]);
+        let answers: Vec<Vec<u8>> = a
+            .drain_actions()
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::SendTo(_, d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        let sent: usize = answers.iter().map(Vec::len).sum();
+        assert!(
+            answers.len() >= 2 && sent <= 3 * requests[0].len(),
+            "{sent}"
+        );
+        for d in &answers {
+            b.handle_datagram(now(3), Channel::Whisper, addr, d);
+        }
+        assert!(
+            b.ledger().len() >= 10,
+            "first answer carried {}",
+            b.ledger().len()
+        );
+        assert!(b.peers().all(|p| p.cookie.is_some()), "cookie learnt");
+    }
 }
