@@ -210,8 +210,6 @@ pub struct PeerInfo {
     pub fingerprint: Option<Fingerprint>,
     /// When we last heard anything from it (monotonic ms).
     pub last_heard_ms: u64,
-    /// The address-validation cookie it gave us, echoed in our requests to it.
-    pub cookie: Option<Cookie>,
 }
 
 impl PeerInfo {
@@ -287,6 +285,9 @@ pub struct Peer {
     sealer: Sealer,
     cookie_key: [u8; 32],
     sources: HashMap<SocketAddr, Source>,
+    /// Cookies peers gave us, by their whisper address, echoed in our requests to them.
+    /// Kept apart from the peer table so they survive sync off/on.
+    cookies: HashMap<SocketAddr, Cookie>,
 }
 
 /// Rate-limit state for one requester address (where our answers would go).
@@ -339,6 +340,7 @@ impl Peer {
             sealer: Sealer::clear(),
             cookie_key,
             sources: HashMap::new(),
+            cookies: HashMap::new(),
         }
     }
 
@@ -596,14 +598,12 @@ impl Peer {
                 if let Some(peer) = self.peers.get_mut(&sender) {
                     peer.name = Some(name);
                     peer.fingerprint = Some(fingerprint);
-                    peer.cookie = cookie.or(peer.cookie);
                 }
+                self.remember_cookie(whisper, cookie);
                 self.maybe_start_session(now);
             }
             Body::SyncResponse(SyncResponse::Ranges(response)) => {
-                if let (Some(cookie), Some(peer)) = (response.cookie, self.peers.get_mut(&sender)) {
-                    peer.cookie = Some(cookie);
-                }
+                self.remember_cookie(whisper, response.cookie);
                 self.handle_response(now, sender, response);
             }
         }
@@ -661,7 +661,6 @@ impl Peer {
                         whisper,
                         fingerprint: None,
                         last_heard_ms: now.mono_ms,
-                        cookie: None,
                     },
                 );
                 false
@@ -715,6 +714,18 @@ impl Peer {
         }
         mac.update(&addr.port().to_be_bytes());
         mac
+    }
+
+    /// Keeps the cookie a peer at `addr` gave us (bounded: a flood of answers from made-up
+    /// addresses only makes honest peers prove themselves once more).
+    fn remember_cookie(&mut self, addr: SocketAddr, cookie: Option<Cookie>) {
+        let Some(cookie) = cookie else {
+            return;
+        };
+        if !self.cookies.contains_key(&addr) && self.cookies.len() >= self.cfg.tuning.max_peers {
+            self.cookies.clear();
+        }
+        self.cookies.insert(addr, cookie);
     }
 
     /// Whether `cookie` is the one we give `addr` (constant-time comparison).
@@ -1194,7 +1205,7 @@ impl Peer {
                 },
             );
             self.stats.requests_sent += 1;
-            let cookie = self.peers.get(&partner).and_then(|p| p.cookie);
+            let cookie = self.cookies.get(&addr).copied();
             let mut request = RangesRequest {
                 request_id,
                 runs,
@@ -2303,7 +2314,7 @@ mod tests {
         // b learnt a's cookie from its summary or first answer; from then on every answer
         // was full size, so at most one answer was ever cut.
         assert!(a.stats().answers_limited <= 1, "{:?}", a.stats());
-        assert!(b.peers().all(|p| p.cookie.is_some()));
+        assert!(b.peers().all(|p| b.cookies.contains_key(&p.whisper)));
         assert_eq!(b.stats().sessions_completed, 1);
         assert!(b.stats().requests_sent <= 80, "{}", b.stats().requests_sent);
     }
@@ -2480,6 +2491,9 @@ mod tests {
             "first answer carried {}",
             b.ledger().len()
         );
-        assert!(b.peers().all(|p| p.cookie.is_some()), "cookie learnt");
+        assert!(
+            b.peers().all(|p| b.cookies.contains_key(&p.whisper)),
+            "cookie learnt"
+        );
     }
 }
