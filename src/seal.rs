@@ -444,6 +444,41 @@ mod tests {
         );
     }
 
+    /// Regression for fuzz finding `fuzz/regressions/sealed_datagram/crash-6101f2c8…`: a
+    /// 1202-byte clear message sealed by a peer is 1247 bytes, over the datagram limit. It
+    /// must be refused as too large without decrypting, and a keyed peer counts the drop.
+    #[test]
+    fn fuzz_regression_sealed_datagram_over_the_limit() {
+        use crate::rng::SeededRng;
+        use crate::sync::{Channel, Now, Peer, PeerConfig, Tuning};
+        let mut message = vec![0x7a, 0x01, 0x03, 0x00, 0x01, 0x03, 0x01];
+        message.resize(1202, 0x16);
+        let mut sender = Sealer::new(keyring(7), NoncePrefix([2; 16]));
+        let sealed = sender.seal(message).unwrap();
+        assert_eq!(sealed.len(), 1247);
+        assert_eq!(sender.open(&sealed), Err(SealError::TooLarge(1247)));
+        let now = Now {
+            mono_ms: 0,
+            unix_ms: 1_700_000_000_000,
+        };
+        let cfg = PeerConfig {
+            node_name: "a".into(),
+            group: "raid".into(),
+            whisper_port: 1000,
+            sync_enabled: true,
+            heartbeat_ms: 1000,
+            peer_timeout_ms: 5000,
+            max_clock_drift_ms: 0,
+            tuning: Tuning::default(),
+        };
+        let mut peer = Peer::new(cfg, vec![], SeededRng::new(1), now);
+        peer.set_security(Sealer::new(keyring(7), NoncePrefix([1; 16])), [1; 32]);
+        let from = "127.0.0.1:2000".parse().unwrap();
+        peer.handle_datagram(now, Channel::Whisper, from, &sealed);
+        assert_eq!(peer.stats().dropped.get("too_large"), Some(&1));
+        assert!(peer.drain_actions().is_empty());
+    }
+
     #[test]
     fn previous_keys_still_open_while_current_seals() {
         let old = GroupKey::from_bytes(&[1; KEY_BYTES]);
