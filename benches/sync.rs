@@ -299,8 +299,8 @@ fn signed_catchup_cpu_figure(total: usize) -> Figure {
             now(0),
         );
         if secured {
-            a.set_security(Some(root.public()), None);
-            b.set_security(Some(root.public()), None);
+            a.set_roster(Some(root.public()), None);
+            b.set_roster(Some(root.public()), None);
         }
         let started = Instant::now();
         reconcile(&mut a, &mut b);

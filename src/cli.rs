@@ -49,6 +49,9 @@ pub struct Cli {
 /// Which kind of key `keygen` writes.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum KeyKind {
+    /// The 32-byte group key that seals every datagram (`security.group_key_file`). Copy it
+    /// to every member over a trusted channel.
+    Group,
     /// An officer's signing key (`security.officer_key_file`).
     Officer,
     /// The group's root key, which signs roster changes (`security.root_key_file`).
@@ -170,9 +173,10 @@ pub enum Command {
     #[command(subcommand)]
     Config(ConfigCommand),
     /// Write a new secret key to FILE (mode 0600, never overwriting) and print its public
-    /// key. An officer key signs adjusts; the root key (`keygen root`) signs roster changes.
+    /// key (officer, root). The group key (`keygen group`) seals every datagram; an officer
+    /// key signs adjusts; the root key (`keygen root`) signs roster changes.
     Keygen {
-        /// Which key: `officer` or `root` (both are ed25519 keypairs).
+        /// Which key: `group`, `officer` or `root` (the last two are ed25519 keypairs).
         kind: KeyKind,
         /// Where to write the secret key.
         file: PathBuf,
@@ -326,13 +330,25 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
             print!("{}", config.to_toml_string());
             Ok(None)
         }
+        Command::Keygen {
+            kind: KeyKind::Group,
+            file,
+        } => {
+            let id = crate::seal::generate_key_file(&file)?;
+            println!(
+                "wrote group key {id} to {} (mode 0600); copy it to every member and set \
+                 [security] group_key_file",
+                file.display()
+            );
+            Ok(None)
+        }
         Command::Keygen { kind, file } => {
             let key = crate::officer::SecretKey::create_file(&file)?;
             eprintln!(
                 "wrote {} key {} (mode 0600); its public key:",
                 match kind {
-                    KeyKind::Officer => "officer",
                     KeyKind::Root => "root",
+                    _ => "officer",
                 },
                 file.display()
             );

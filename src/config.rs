@@ -58,15 +58,26 @@ pub struct Config {
     pub control: ControlConfig,
     /// How the log reaches the disk (`[storage]`).
     pub storage: StorageConfig,
-    /// Who may write entries that count (`[security]`).
+    /// Keys: the group key and officer signatures (`[security]`).
     pub security: SecurityConfig,
 }
 
-/// Officer signatures (`[security]`). With no root key the roster is open: any peer may
-/// author entries, unsigned (the loopback quick start).
+/// Keys (`[security]`): the group key that seals every datagram (no key: clear text, loud
+/// warning), and officer signatures (no root key: open roster, any peer may author entries,
+/// unsigned; the loopback quick start).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecurityConfig {
+    /// File holding the 32-byte group key (`lootsync keygen group FILE`, mode 0600). Every
+    /// datagram is sealed with it; peers without it hear nothing and are not heard. Unset:
+    /// datagrams travel in the clear and the daemon warns at start-up (fine for a loopback
+    /// trial, never for a LAN). Relative paths are taken from the working directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_key_file: Option<PathBuf>,
+    /// Older key files still accepted when receiving (never used to send), so keys rotate
+    /// without downtime: add the new key here everywhere, then make it `group_key_file`
+    /// everywhere, then remove the old one.
+    pub previous_key_files: Vec<PathBuf>,
     /// The group's root public key (64 hex digits, as printed by `lootsync keygen`). Only
     /// roster changes signed by it count, and only officers' signed entries count.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -450,6 +461,28 @@ impl Config {
             .is_some_and(|p| p.as_os_str().is_empty())
         {
             return Err(invalid("security.root_key_file", "must not be empty"));
+        }
+
+        let security = &self.security;
+        if security.group_key_file.is_none() && !security.previous_key_files.is_empty() {
+            return Err(invalid(
+                "security.previous_key_files",
+                "needs security.group_key_file: previous keys only make sense beside a current one",
+            ));
+        }
+        for path in security
+            .group_key_file
+            .iter()
+            .chain(&security.previous_key_files)
+        {
+            if path.as_os_str().is_empty() || path.to_str().is_none() {
+                let key = if Some(path) == security.group_key_file.as_ref() {
+                    "security.group_key_file"
+                } else {
+                    "security.previous_key_files"
+                };
+                return Err(invalid(key, "must be a non-empty UTF-8 path"));
+            }
         }
 
         let level = &self.log.level;
@@ -910,6 +943,34 @@ mod tests {
         assert!(printed.contains("peer_timeout = \"1h 30m\""), "{printed}");
         let back = Config::from_toml_str(&printed, "<printed>").unwrap();
         assert_eq!(back, c);
+    }
+
+    #[test]
+    fn security_keys_parse_validate_and_round_trip() {
+        let c = parse(
+            "[security]\ngroup_key_file = \"/etc/lootsync/group.key\"\n\
+             previous_key_files = [\"/etc/lootsync/old.key\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.security.group_key_file,
+            Some(PathBuf::from("/etc/lootsync/group.key"))
+        );
+        assert_eq!(c.security.previous_key_files.len(), 1);
+        let back = Config::from_toml_str(&c.to_toml_string(), "<printed>").unwrap();
+        assert_eq!(back, c);
+        assert_invalid(
+            "[security]\nprevious_key_files = [\"/old.key\"]\n",
+            "security.previous_key_files",
+        );
+        assert_invalid(
+            "[security]\ngroup_key_file = \"\"\n",
+            "security.group_key_file",
+        );
+        assert!(
+            parse("[security]\nkey = \"x\"\n").is_err(),
+            "unknown key accepted"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use crate::entry::Entry;
 use crate::net::{self, NetError, Sockets};
 use crate::ops;
 use crate::rng::SeededRng;
+use crate::seal::{KeyError, Keyring, NoncePrefix, Sealer};
 use crate::store::{LogStore, StoreError};
 use crate::sync::{Action, Channel, Now, Peer};
 use std::collections::BTreeMap;
@@ -127,6 +128,9 @@ pub enum DaemonError {
     /// The officer key file is missing, unreadable, malformed or readable by others.
     #[error("security.officer_key_file: {0}")]
     OfficerKey(#[from] crate::officer::KeyError),
+    /// A group key file is missing, malformed or readable by others.
+    #[error(transparent)]
+    Key(#[from] KeyError),
     /// The control socket could not be created.
     #[error("cannot create control socket {path}")]
     Control {
@@ -186,6 +190,11 @@ impl RunningDaemon {
 /// set-up are returned here; once running, the daemon only stops when told to.
 pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaemon, DaemonError> {
     let span = tracing::info_span!("node", name = %config.node);
+    // Keys first: a key file others can read must stop the daemon before it touches anything.
+    let sealer = {
+        let _enter = span.enter();
+        security(&config)?
+    };
     let officer_key = config.officer_key()?;
     let (store, ledger, report) = {
         let _enter = span.enter();
@@ -216,7 +225,11 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         rng,
         now,
     );
-    peer.set_security(config.root_public_key(), officer_key);
+    peer.set_roster(config.root_public_key(), officer_key);
+    // OS entropy, not the peer's seeded RNG (whose state its broadcast node id reveals).
+    let mut cookie_key = [0u8; 32];
+    getrandom::fill(&mut cookie_key).map_err(|e| KeyError::Entropy(e.to_string()))?;
+    peer.set_group_key(sealer, cookie_key);
     {
         let _enter = span.enter();
         match config.root_public_key() {
@@ -273,6 +286,27 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         stop: Some(stop_tx),
         task,
     })
+}
+
+/// Loads the group key(s) named in `[security]`, or warns loudly that traffic is in the clear.
+fn security(config: &Config) -> Result<Sealer, KeyError> {
+    let Some(current) = &config.security.group_key_file else {
+        warn!(
+            "NO GROUP KEY: datagrams are sent in the clear and anyone who can reach group {}:{} \
+             can read the ledger and add entries. Fine for a loopback trial; on a LAN set \
+             [security] group_key_file (make one with `lootsync keygen group FILE`)",
+            config.group.address, config.group.port
+        );
+        return Ok(Sealer::clear());
+    };
+    let keyring = Keyring::load(current, &config.security.previous_key_files)?;
+    info!(
+        "group key {} from {} ({} previous key(s) accepted)",
+        keyring.current_id(),
+        current.display(),
+        config.security.previous_key_files.len()
+    );
+    Ok(Sealer::new(keyring, NoncePrefix::from_os()?))
 }
 
 /// Runs a daemon until SIGINT or SIGTERM, then shuts it down gracefully.
@@ -716,6 +750,8 @@ impl Driver {
             "entries_rejected".to_string(),
             self.peer.ledger().rejected(),
         );
+        counters.insert("peers_evicted".to_string(), stats.peers_evicted);
+        counters.insert("answers_limited".to_string(), stats.answers_limited);
         if self.hook_drops > 0 {
             // Only a test hook drops on purpose; keep the counter out of normal status.
             counters.insert("dropped_by_test_hook".to_string(), self.hook_drops);

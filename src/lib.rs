@@ -9,6 +9,7 @@
 //! - [`sync`]: the sans-IO protocol state machine (`(now, input) -> actions`).
 //! - [`progress`]: terminal progress bars for long log scans.
 //! - [`rng`]: the seeded RNG the sync core draws from.
+//! - [`seal`]: the group key: sealing and opening datagrams (XChaCha20-Poly1305).
 //! - [`net`]: the multicast group and whisper sockets (socket2 + tokio).
 //! - [`notify`]: systemd readiness notification (`READY=1`, `STOPPING=1`).
 //! - [`control`]: the control-socket protocol (JSON lines) and its client.
@@ -36,6 +37,7 @@ pub mod officer;
 pub mod ops;
 pub mod progress;
 pub mod rng;
+pub mod seal;
 pub mod store;
 pub mod sync;
 pub mod verify;

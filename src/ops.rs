@@ -136,7 +136,7 @@ pub fn open_offline(config: &Config, unix_ms: u64) -> Result<(Peer, LogStore), S
         warn!("officer key not loaded: {err}");
         None
     });
-    peer.set_security(config.root_public_key(), officer_key);
+    peer.set_roster(config.root_public_key(), officer_key);
     Ok((peer, store))
 }
 

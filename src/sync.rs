@@ -28,10 +28,13 @@ use crate::entry::{new_entry_id, AdjustRequest, Entry, EntryError, EntryId, HlcC
 use crate::ledger::{Fingerprint, Ledger};
 use crate::officer::{PublicKey, SecretKey};
 use crate::rng::SeededRng;
+use crate::seal::Sealer;
 use crate::wire::{
-    self, Body, Envelope, Hello, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run,
-    SyncRequest, SyncResponse, MAX_DATAGRAM, MAX_IDS,
+    self, Body, Cookie, Envelope, Hello, Mode, NodeId, RangeItem, RangesRequest, RangesResponse,
+    Run, SyncRequest, SyncResponse, MAX_DATAGRAM, MAX_IDS, MAX_MESSAGE,
 };
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +62,27 @@ pub struct Tuning {
     /// A peer that recently sent us a request is not picked as a partner for this long
     /// (it is already reconciling with us).
     pub serving_holdoff_ms: u64,
+    /// Token bucket per source address for SYNC_REQUESTs that do not echo a valid cookie
+    /// (probes, a requester's first request, spoofed sources): requests per second.
+    pub request_rate_per_s: u32,
+    /// Size of that bucket: such requests a source may send in a burst.
+    pub request_burst: u32,
+    /// A second bucket per source for requests that echo a valid cookie (a proven address):
+    /// requests per second. Generous, so an honest catch-up is never throttled.
+    pub proven_request_rate_per_s: u32,
+    /// Size of the proven bucket.
+    pub proven_request_burst: u32,
+    /// Until a source echoes our cookie (proving it receives at its address), we send it
+    /// at most this many times the bytes it sent us (anti-amplification).
+    pub amplification_factor: u64,
+    /// Most peers tracked; a new one beyond this evicts the longest-silent peer.
+    pub max_peers: usize,
+    /// Most source addresses tracked for rate limits; beyond this the oldest half is
+    /// forgotten (a forgotten source starts again with no allowance).
+    pub max_sources: usize,
+    /// Most spans and most wanted ids a session keeps queued; the rest wait for the next
+    /// session (the fingerprints still differ, so one starts).
+    pub max_session_queue: usize,
 }
 
 impl Default for Tuning {
@@ -73,6 +97,18 @@ impl Default for Tuning {
             push_burst: 16,
             push_interval_ms: 2,
             serving_holdoff_ms: 1_000,
+            // An honest peer sends one unproven request per partner (then echoes the cookie)
+            // plus a probe per heartbeat; a flood beyond this is dropped.
+            request_rate_per_s: 100,
+            request_burst: 50,
+            // An honest catch-up sends `window` requests per round trip: about 900 per
+            // second on loopback today. 10x headroom, still a cap on what one source costs.
+            proven_request_rate_per_s: 10_000,
+            proven_request_burst: 1_000,
+            amplification_factor: 3,
+            max_peers: 256,
+            max_sources: 1_024,
+            max_session_queue: 1 << 16,
         }
     }
 }
@@ -154,9 +190,13 @@ pub struct Stats {
     pub sessions_aborted: u64,
     /// Range requests sent.
     pub requests_sent: u64,
-    /// Messages that could not be encoded (over [`MAX_DATAGRAM`]: a packing bug, so the
+    /// Messages that could not be encoded (over [`MAX_MESSAGE`]: a packing bug, so the
     /// tests require this to stay 0).
     pub encode_failures: u64,
+    /// Peers forgotten early because the peer table was full.
+    pub peers_evicted: u64,
+    /// Answers cut short (or reduced to a cookie) by the anti-amplification limit.
+    pub answers_limited: u64,
 }
 
 /// What we know about another peer.
@@ -246,6 +286,24 @@ pub struct Peer {
     out: Vec<Action>,
     /// This machine's officer key: local adjusts are signed with it.
     officer_key: Option<Arc<SecretKey>>,
+    sealer: Sealer,
+    cookie_key: [u8; 32],
+    sources: HashMap<SocketAddr, Source>,
+    /// Cookies peers gave us, by their whisper address, echoed in our requests to them.
+    /// Kept apart from the peer table so they survive sync off/on.
+    cookies: HashMap<SocketAddr, Cookie>,
+}
+
+/// Rate-limit state for one requester address (where our answers would go).
+#[derive(Clone, Debug)]
+struct Source {
+    tokens: f64,
+    proven_tokens: f64,
+    refilled_ms: u64,
+    /// Bytes of requests received from this address.
+    received: u64,
+    /// Bytes answered to it while it was unproven.
+    sent_unproven: u64,
 }
 
 fn kind_of(body: &Body) -> &'static str {
@@ -267,6 +325,9 @@ impl Peer {
             clock.observe(newest.at, now.unix_ms);
         }
         let node_id = rng.next_u64();
+        // A stand-in cookie secret for simulations, derived without drawing from `rng` (so
+        // seeds replay as before). The daemon installs an OS-random one: see set_group_key.
+        let cookie_key = SeededRng::new(node_id ^ 0xc00c_1e5e_c2e7_0000).bytes();
         Peer {
             sync_enabled: cfg.sync_enabled,
             cfg,
@@ -286,13 +347,32 @@ impl Peer {
             stats: Stats::default(),
             out: Vec::new(),
             officer_key: None,
+            sealer: Sealer::clear(),
+            cookie_key,
+            sources: HashMap::new(),
+            cookies: HashMap::new(),
         }
+    }
+
+    /// Installs the group key and the cookie secret. Both come from the driver, not from
+    /// the seeded RNG: that generator's state is revealed by the node id it broadcasts, so
+    /// secrets drawn from it would be predictable. The daemon uses OS entropy; tests and
+    /// the simulator may pass seeded bytes.
+    pub fn set_group_key(&mut self, sealer: Sealer, cookie_key: [u8; 32]) {
+        self.sealer = sealer;
+        self.cookie_key = cookie_key;
+    }
+
+    /// Number of source addresses tracked for rate limiting (bounded by
+    /// [`Tuning::max_sources`]).
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
     }
 
     /// Sets the group's root key (`None`: open roster, any peer may author) and this
     /// machine's officer key. With a root key, local adjusts need the officer key, entries
     /// from peers must be signed, and only officers' entries count.
-    pub fn set_security(&mut self, root: Option<PublicKey>, officer_key: Option<Arc<SecretKey>>) {
+    pub fn set_roster(&mut self, root: Option<PublicKey>, officer_key: Option<Arc<SecretKey>>) {
         self.ledger.set_root(root);
         self.officer_key = officer_key;
     }
@@ -471,7 +551,15 @@ impl Peer {
             self.drop_datagram("sync_off");
             return;
         }
-        let envelope = match wire::decode(bytes) {
+        let clear = match self.sealer.open(bytes) {
+            Ok(clear) => clear,
+            Err(err) => {
+                debug!(target: "sync", "SYNC dropped datagram from {from} on {channel:?}: {err}");
+                self.drop_datagram(err.label());
+                return;
+            }
+        };
+        let envelope = match wire::decode(&clear) {
             Ok(envelope) => envelope,
             Err(err) => {
                 debug!(target: "sync", "SYNC dropped datagram from {from} on {channel:?}: {err}");
@@ -514,30 +602,52 @@ impl Peer {
             Body::LogEntry(entries) => {
                 self.merge(now, entries);
             }
-            Body::SyncRequest(SyncRequest::Probe { fingerprint }) => {
-                if let Some(peer) = self.peers.get_mut(&sender) {
-                    peer.fingerprint = Some(fingerprint);
+            Body::SyncRequest(request) => {
+                let proven = match &request {
+                    SyncRequest::Ranges(r) => self.cookie_valid(whisper, r.cookie),
+                    SyncRequest::Probe { .. } => false,
+                };
+                if !self.admit_request(now, whisper, bytes.len(), proven) {
+                    debug!(target: "sync", "SYNC rate-limited SYNC_REQUEST from {whisper}");
+                    self.drop_datagram("rate_limited");
+                    return;
                 }
-                if fingerprint != self.ledger.fingerprint() {
-                    let body = Body::SyncResponse(SyncResponse::Summary {
-                        name: self.cfg.node_name.clone(),
-                        fingerprint: self.ledger.fingerprint(),
-                    });
-                    self.send_to(sender, whisper, body);
+                match request {
+                    SyncRequest::Probe { fingerprint } => {
+                        if let Some(peer) = self.peers.get_mut(&sender) {
+                            peer.fingerprint = Some(fingerprint);
+                        }
+                        if fingerprint != self.ledger.fingerprint() {
+                            let body = Body::SyncResponse(SyncResponse::Summary {
+                                name: self.cfg.node_name.clone(),
+                                fingerprint: self.ledger.fingerprint(),
+                                cookie: Some(self.cookie_for(whisper)),
+                            });
+                            // A probe proves nothing about its source: within the 3x limit.
+                            let allowance = self.allowance(whisper);
+                            self.send_limited(sender, whisper, body, allowance);
+                        }
+                    }
+                    SyncRequest::Ranges(request) => {
+                        self.serving.insert(sender, now.mono_ms);
+                        self.answer(sender, whisper, request, proven);
+                    }
                 }
             }
-            Body::SyncRequest(SyncRequest::Ranges(request)) => {
-                self.serving.insert(sender, now.mono_ms);
-                self.answer(sender, whisper, request);
-            }
-            Body::SyncResponse(SyncResponse::Summary { name, fingerprint }) => {
+            Body::SyncResponse(SyncResponse::Summary {
+                name,
+                fingerprint,
+                cookie,
+            }) => {
                 if let Some(peer) = self.peers.get_mut(&sender) {
                     peer.name = Some(name);
                     peer.fingerprint = Some(fingerprint);
                 }
+                self.remember_cookie(whisper, cookie);
                 self.maybe_start_session(now);
             }
             Body::SyncResponse(SyncResponse::Ranges(response)) => {
+                self.remember_cookie(whisper, response.cookie);
                 self.handle_response(now, sender, response);
             }
         }
@@ -584,6 +694,9 @@ impl Peer {
                         self.abort_session("partner restarted");
                     }
                 }
+                if self.peers.len() >= self.cfg.tuning.max_peers.max(1) {
+                    self.evict_stalest_peer();
+                }
                 self.peers.insert(
                     node,
                     PeerInfo {
@@ -603,6 +716,142 @@ impl Peer {
                 // Solo -> grouped is the seed's "group join": ask who differs.
                 self.send_probe(now);
             }
+        }
+    }
+
+    /// Makes room in a full peer table (a flood of made-up node ids must not grow memory):
+    /// forgets the peer heard from longest ago, never the current session partner.
+    fn evict_stalest_peer(&mut self) {
+        let partner = self.session.as_ref().map(|s| s.partner);
+        let stalest = self
+            .peers
+            .values()
+            .filter(|p| Some(p.node) != partner)
+            .min_by_key(|p| (p.last_heard_ms, p.node))
+            .map(|p| p.node);
+        if let Some(node) = stalest {
+            self.peers.remove(&node);
+            self.serving.remove(&node);
+            self.stats.peers_evicted += 1;
+            debug!(target: "sync", "SYNC peer table full: forgot {node:016x}");
+        }
+    }
+
+    // ---- abuse limits -----------------------------------------------------------------------
+
+    /// The cookie for requester address `addr`: a keyed hash with our per-process secret, so
+    /// only someone receiving at `addr` can learn it, and we keep no state per address.
+    fn cookie_for(&self, addr: SocketAddr) -> Cookie {
+        let mac = self.cookie_mac(addr);
+        let mut cookie = [0u8; 8];
+        cookie.copy_from_slice(&mac.finalize().into_bytes()[..8]);
+        cookie
+    }
+
+    fn cookie_mac(&self, addr: SocketAddr) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.cookie_key)
+            .expect("HMAC takes keys of any length");
+        mac.update(b"lootsync cookie v1\0");
+        match addr.ip() {
+            std::net::IpAddr::V4(ip) => mac.update(&ip.octets()),
+            std::net::IpAddr::V6(ip) => mac.update(&ip.octets()),
+        }
+        mac.update(&addr.port().to_be_bytes());
+        mac
+    }
+
+    /// Keeps the cookie a peer at `addr` gave us (bounded: a flood of answers from made-up
+    /// addresses only makes honest peers prove themselves once more).
+    fn remember_cookie(&mut self, addr: SocketAddr, cookie: Option<Cookie>) {
+        let Some(cookie) = cookie else {
+            return;
+        };
+        if !self.cookies.contains_key(&addr) && self.cookies.len() >= self.cfg.tuning.max_peers {
+            self.cookies.clear();
+        }
+        self.cookies.insert(addr, cookie);
+    }
+
+    /// Whether `cookie` is the one we give `addr` (constant-time comparison).
+    fn cookie_valid(&self, addr: SocketAddr, cookie: Option<Cookie>) -> bool {
+        cookie.is_some_and(|c| self.cookie_mac(addr).verify_truncated_left(&c).is_ok())
+    }
+
+    /// Counts a SYNC_REQUEST of `len` bytes from `addr` and takes a token from its bucket
+    /// (the proven one when it echoed a valid cookie); false when that bucket is empty (the
+    /// request is dropped).
+    fn admit_request(&mut self, now: Now, addr: SocketAddr, len: usize, proven: bool) -> bool {
+        let tuning = &self.cfg.tuning;
+        let (rate, burst) = (
+            f64::from(tuning.request_rate_per_s),
+            f64::from(tuning.request_burst.max(1)),
+        );
+        let (proven_rate, proven_burst) = (
+            f64::from(tuning.proven_request_rate_per_s),
+            f64::from(tuning.proven_request_burst.max(1)),
+        );
+        if !self.sources.contains_key(&addr) && self.sources.len() >= tuning.max_sources.max(2) {
+            // Forget the older half at once (amortised O(1) per new source under a flood).
+            let mut ages: Vec<u64> = self.sources.values().map(|s| s.refilled_ms).collect();
+            let mid = ages.len() / 2;
+            let (_, median, _) = ages.select_nth_unstable(mid);
+            let median = *median;
+            self.sources.retain(|_, s| s.refilled_ms > median);
+        }
+        let source = self.sources.entry(addr).or_insert(Source {
+            tokens: burst,
+            proven_tokens: proven_burst,
+            refilled_ms: now.mono_ms,
+            received: 0,
+            sent_unproven: 0,
+        });
+        let elapsed = now.mono_ms.saturating_sub(source.refilled_ms) as f64;
+        source.tokens = (source.tokens + elapsed * rate / 1000.0).min(burst);
+        source.proven_tokens =
+            (source.proven_tokens + elapsed * proven_rate / 1000.0).min(proven_burst);
+        source.refilled_ms = now.mono_ms;
+        source.received = source.received.saturating_add(len as u64);
+        let tokens = if proven {
+            &mut source.proven_tokens
+        } else {
+            &mut source.tokens
+        };
+        if *tokens < 1.0 {
+            return false;
+        }
+        *tokens -= 1.0;
+        true
+    }
+
+    /// Bytes we may still send to the unproven address `addr`.
+    fn allowance(&self, addr: SocketAddr) -> u64 {
+        self.sources.get(&addr).map_or(0, |s| {
+            s.received
+                .saturating_mul(self.cfg.tuning.amplification_factor)
+                .saturating_sub(s.sent_unproven)
+        })
+    }
+
+    /// Sends to an unproven address only if the sealed datagram fits in `limit` bytes, and
+    /// charges it to the address's allowance.
+    fn send_limited(&mut self, node: NodeId, addr: SocketAddr, body: Body, limit: u64) {
+        let kind = kind_of(&body);
+        let Some(bytes) = self.encode_body(body) else {
+            return;
+        };
+        if (bytes.len() + self.sealer.overhead()) as u64 > limit {
+            self.stats.answers_limited += 1;
+            debug!(target: "sync", "SYNC {kind} to unproven {addr} withheld: over the 3x limit");
+            return;
+        }
+        debug!(target: "sync", "SYNC send {kind} to {} ({addr})", self.peer_label(node));
+        let sent = self.emit(Action::SendTo(addr, bytes));
+        self.charge(addr, sent);
+    }
+
+    fn charge(&mut self, addr: SocketAddr, bytes: usize) {
+        if let Some(source) = self.sources.get_mut(&addr) {
+            source.sent_unproven = source.sent_unproven.saturating_add(bytes as u64);
         }
     }
 
@@ -633,12 +882,34 @@ impl Peer {
         }
     }
 
-    fn emit(&mut self, action: Action) {
+    /// Seals and queues a datagram (entries to persist pass through); returns the bytes
+    /// that go on the wire.
+    fn emit(&mut self, action: Action) -> usize {
+        let action = match action {
+            Action::SendGroup(bytes) => match self.sealer.seal(bytes) {
+                Ok(sealed) => Action::SendGroup(sealed),
+                Err(err) => return self.seal_failed(err),
+            },
+            Action::SendTo(addr, bytes) => match self.sealer.seal(bytes) {
+                Ok(sealed) => Action::SendTo(addr, sealed),
+                Err(err) => return self.seal_failed(err),
+            },
+            persist => persist,
+        };
+        let mut len = 0;
         if let Action::SendGroup(bytes) | Action::SendTo(_, bytes) = &action {
+            len = bytes.len();
             self.stats.datagrams_sent += 1;
-            self.stats.bytes_sent += bytes.len() as u64;
+            self.stats.bytes_sent += len as u64;
         }
         self.out.push(action);
+        len
+    }
+
+    fn seal_failed(&mut self, err: crate::seal::SealError) -> usize {
+        self.stats.encode_failures += 1;
+        warn!(target: "sync", "SYNC could not seal a datagram: {err}");
+        0
     }
 
     /// Encodes a message in our envelope; a failure is counted and logged, never sent.
@@ -663,16 +934,20 @@ impl Peer {
         }
     }
 
-    fn send_to(&mut self, node: NodeId, addr: SocketAddr, body: Body) {
+    /// Sends one message over whisper; returns the bytes put on the wire (0 if none).
+    fn send_to(&mut self, node: NodeId, addr: SocketAddr, body: Body) -> usize {
         let kind = kind_of(&body);
         let count = body.entry_count();
-        if let Some(bytes) = self.encode_body(body) {
-            debug!(
-                target: "sync",
-                "SYNC send {kind} to {} ({addr}) entries={count}",
-                self.peer_label(node)
-            );
-            self.emit(Action::SendTo(addr, bytes));
+        match self.encode_body(body) {
+            Some(bytes) => {
+                debug!(
+                    target: "sync",
+                    "SYNC send {kind} to {} ({addr}) entries={count}",
+                    self.peer_label(node)
+                );
+                self.emit(Action::SendTo(addr, bytes))
+            }
+            None => 0,
         }
     }
 
@@ -762,7 +1037,7 @@ impl Peer {
     }
 
     fn push_some(&mut self, now: Now) {
-        let budget = self.cfg.tuning.push_burst.max(1) * (MAX_DATAGRAM - 100);
+        let budget = self.cfg.tuning.push_burst.max(1) * (MAX_MESSAGE - 100);
         let mut used = 0;
         let mut batch = Vec::new();
         while let Some(id) = self.push_queue.front().copied() {
@@ -923,6 +1198,8 @@ impl Peer {
                 request_id: u64::MAX,
                 runs: Vec::new(),
                 want: Vec::new(),
+                cookie: Some([u8::MAX; 8]),
+                padding: Vec::new(),
             })),
         };
         wire::encoded_len(&empty)
@@ -942,7 +1219,7 @@ impl Peer {
             let (partner, addr) = (session.partner, session.addr);
             // Room left after the version byte and the envelope (which grows with the group
             // name); 4 more bytes for the list lengths, whose varints grow as lists fill.
-            let limit = MAX_DATAGRAM - 1 - self.request_overhead() - 4;
+            let limit = MAX_MESSAGE - 1 - self.request_overhead() - 4;
             let mut size = 0;
             let mut spans = Vec::new();
             let mut runs: Vec<Run> = Vec::new();
@@ -998,12 +1275,27 @@ impl Peer {
                 },
             );
             self.stats.requests_sent += 1;
-            let body = Body::SyncRequest(SyncRequest::Ranges(RangesRequest {
+            let cookie = self.cookies.get(&addr).copied();
+            let mut request = RangesRequest {
                 request_id,
                 runs,
                 want,
-            }));
-            self.send_to(partner, addr, body);
+                cookie,
+                padding: Vec::new(),
+            };
+            if cookie.is_none() {
+                // Unproven with this partner: fill the datagram, so its 3x allowance pays
+                // for a first answer of several datagrams (which bring us the cookie).
+                let used = wire::encoded_len(
+                    &self.envelope(Body::SyncRequest(SyncRequest::Ranges(request.clone()))),
+                );
+                request.padding = vec![0; (MAX_MESSAGE - 1).saturating_sub(used + 2)];
+            }
+            self.send_to(
+                partner,
+                addr,
+                Body::SyncRequest(SyncRequest::Ranges(request)),
+            );
         }
         self.finish_session_if_done(now);
     }
@@ -1098,8 +1390,15 @@ impl Peer {
         };
         session.received += received as u64;
         session.silent_requests = 0;
-        session.todo.extend(follow_up);
-        session.want.extend(lacking);
+        let cap = self.cfg.tuning.max_session_queue.max(1);
+        let room = cap.saturating_sub(session.todo.len());
+        session.todo.extend(follow_up.into_iter().take(room));
+        for id in lacking {
+            if session.want.len() >= cap {
+                break;
+            }
+            session.want.insert(id);
+        }
         let complete = match session.inflight.get_mut(&response.request_id) {
             Some(inflight) => {
                 inflight.covered.extend(covered);
@@ -1184,9 +1483,30 @@ impl Peer {
 
     // ---- responder (stateless) ------------------------------------------------------------
 
-    fn answer(&mut self, sender: NodeId, to: SocketAddr, request: RangesRequest) {
+    fn answer(&mut self, sender: NodeId, to: SocketAddr, request: RangesRequest, proven: bool) {
         let tuning = self.cfg.tuning.clone();
-        let mut builder = ResponseBuilder::new(request.request_id, tuning.response_budget);
+        let mut budget = tuning.response_budget;
+        let mut cookie = None;
+        if !proven {
+            // Unproven source (maybe spoofed): at most `amplification_factor` times what it
+            // sent, counting every datagram at full size, and hand it a cookie to echo.
+            let allowance = self.allowance(to);
+            budget = budget.min((allowance / MAX_DATAGRAM as u64) as usize);
+            cookie = Some(self.cookie_for(to));
+            if budget < tuning.response_budget {
+                self.stats.answers_limited += 1;
+            }
+            if budget == 0 {
+                // Not even one full datagram: answer with just the cookie (covers nothing,
+                // so the requester asks again, this time proving its address).
+                let mut part = ResponseBuilder::blank(request.request_id);
+                part.cookie = cookie;
+                let body = Body::SyncResponse(SyncResponse::Ranges(part));
+                self.send_limited(sender, to, body, allowance);
+                return;
+            }
+        }
+        let mut builder = ResponseBuilder::new(request.request_id, budget);
         // Explicit wants first: they are small and the requester is waiting on them.
         for id in &request.want {
             if let Some(entry) = self.ledger.get_by_id(id) {
@@ -1206,8 +1526,15 @@ impl Peer {
                 self.answer_range(&mut builder, lo, hi, &item.mode, &tuning);
             }
         }
-        for part in builder.finish() {
-            self.send_to(sender, to, Body::SyncResponse(SyncResponse::Ranges(part)));
+        for mut part in builder.finish() {
+            part.cookie = cookie;
+            let body = Body::SyncResponse(SyncResponse::Ranges(part));
+            if proven {
+                self.send_to(sender, to, body);
+            } else {
+                let allowance = self.allowance(to);
+                self.send_limited(sender, to, body, allowance);
+            }
         }
     }
 
@@ -1311,8 +1638,9 @@ struct ResponseBuilder {
 
 /// Room for a closing `Done` item plus a new run header.
 const RESERVE: usize = 64;
-/// Payload limit for the variable parts of one response datagram.
-const RESPONSE_LIMIT: usize = MAX_DATAGRAM - 1 - 64 - 16;
+/// Payload limit for the variable parts of one response datagram: room for the version
+/// byte, the envelope, the cookie (9) and slack, inside the room sealing leaves.
+const RESPONSE_LIMIT: usize = MAX_MESSAGE - 1 - 64 - 16 - 9;
 
 impl ResponseBuilder {
     fn new(request_id: u64, budget: usize) -> ResponseBuilder {
@@ -1334,6 +1662,7 @@ impl ResponseBuilder {
             runs: Vec::new(),
             entries: Vec::new(),
             want: Vec::new(),
+            cookie: None,
         }
     }
 
@@ -1658,9 +1987,16 @@ mod tests {
                 }],
             }],
             want: vec![],
+            cookie: None,
+            padding: vec![],
         };
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        a.answer(77, to, request);
+        // A proven requester (it echoes our cookie) gets the full budget.
+        let request = RangesRequest {
+            cookie: Some(a.cookie_for(to)),
+            ..request
+        };
+        a.answer(77, to, request, true);
         let actions = a.drain_actions();
         assert_eq!(actions.len(), Tuning::default().response_budget);
         let mut last_upper = Key::MIN;
@@ -1669,7 +2005,7 @@ mod tests {
             let Action::SendTo(_, bytes) = action else {
                 panic!("expected unicast")
             };
-            assert!(bytes.len() <= MAX_DATAGRAM, "{}", bytes.len());
+            assert!(bytes.len() <= MAX_MESSAGE, "{}", bytes.len());
             let Body::SyncResponse(SyncResponse::Ranges(r)) = wire::decode(&bytes).unwrap().body
             else {
                 panic!("expected ranges response")
@@ -1749,6 +2085,8 @@ mod tests {
             request_id: 1,
             runs: vec![],
             want: vec![],
+            cookie: None,
+            padding: vec![],
         };
         let request = datagram(Body::SyncRequest(SyncRequest::Ranges(request)));
         a.handle_datagram(now(100), Channel::Whisper, from, &request);
@@ -1820,7 +2158,7 @@ mod tests {
 
         fn secured_peer(name: &str, seed: u64, officer: Option<SecretKey>) -> Peer {
             let mut peer = Peer::new(config(name), Vec::new(), SeededRng::new(seed), now(0));
-            peer.set_security(Some(root().public()), officer.map(Arc::new));
+            peer.set_roster(Some(root().public()), officer.map(Arc::new));
             peer
         }
 
@@ -1931,5 +2269,459 @@ mod tests {
                 Err(EntryError::NotAnOfficer(_))
             ));
         }
+    }
+
+    // ---- security: sealing and abuse limits ------------------------------------------------
+
+    fn sealed(peer: &mut Peer, key: u8, seed: u8) {
+        use crate::seal::{GroupKey, Keyring, NoncePrefix};
+        let keyring = Keyring::new(GroupKey::from_bytes(&[key; 32]), vec![]);
+        peer.set_group_key(Sealer::new(keyring, NoncePrefix([seed; 16])), [seed; 32]);
+    }
+
+    /// A datagram from a (possibly hostile) member holding group key `key`.
+    fn forged(key: u8, from: NodeId, whisper_port: u16, body: Body) -> Vec<u8> {
+        use crate::seal::{GroupKey, Keyring, NoncePrefix};
+        let keyring = Keyring::new(GroupKey::from_bytes(&[key; 32]), vec![]);
+        let mut sealer = Sealer::new(keyring, NoncePrefix([0xee; 16]));
+        let clear = wire::encode(&Envelope {
+            group: "raid".into(),
+            from,
+            whisper_port,
+            body,
+        })
+        .unwrap();
+        sealer.seal(clear).unwrap()
+    }
+
+    fn full_range_request(request_id: u64, cookie: Option<Cookie>) -> Body {
+        Body::SyncRequest(SyncRequest::Ranges(RangesRequest {
+            request_id,
+            runs: vec![Run {
+                lower: Key::MIN,
+                items: vec![RangeItem {
+                    upper: Key::MAX,
+                    mode: Mode::Fingerprint(Fingerprint::default()),
+                }],
+            }],
+            want: vec![],
+            cookie,
+            padding: vec![],
+        }))
+    }
+
+    #[test]
+    fn sealed_peers_converge_and_other_keys_or_clear_text_are_dropped() {
+        let entries: Vec<Entry> = (0..2000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+        sealed(&mut a, 7, 1);
+        sealed(&mut b, 7, 2);
+        a.start(now(0));
+        b.start(now(0));
+        exchange(&mut a, &mut b, 0);
+        assert_eq!(b.ledger().fingerprint(), a.ledger().fingerprint());
+        assert_eq!(a.stats().encode_failures + b.stats().encode_failures, 0);
+        // Outsiders: another key, and no key at all. Each sends everything it would.
+        let mut other_key = Peer::new(
+            config("x"),
+            vec![entry(99_999, "X")],
+            SeededRng::new(3),
+            now(0),
+        );
+        sealed(&mut other_key, 8, 3);
+        let mut clear = Peer::new(
+            config("y"),
+            vec![entry(88_888, "Y")],
+            SeededRng::new(4),
+            now(0),
+        );
+        let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        let before = a.ledger().fingerprint();
+        for outsider in [&mut other_key, &mut clear] {
+            outsider.start(now(10));
+            outsider.commit_local(now(10), entry(77_777, "Z"));
+            for action in outsider.drain_actions() {
+                if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
+                    a.handle_datagram(now(20), Channel::Group, from, &d);
+                }
+            }
+        }
+        assert_eq!(a.ledger().fingerprint(), before);
+        assert_eq!(a.peers().count(), 1, "only b is known");
+        assert!(a.stats().dropped.get("unknown_key").copied().unwrap_or(0) >= 3);
+        assert!(a.stats().dropped.get("unsealed").copied().unwrap_or(0) >= 3);
+        // And what a sealed peer sends teaches an outsider nothing.
+        a.commit_local(now(30), entry(66_666, "Secret"));
+        for action in a.drain_actions() {
+            if let Action::SendGroup(d) = action {
+                assert!(
+                    !d.windows(6).any(|w| w == b"Secret"),
+                    "plaintext on the wire"
+                );
+                clear.handle_datagram(now(30), Channel::Group, from, &d);
+                other_key.handle_datagram(now(30), Channel::Group, from, &d);
+            }
+        }
+        assert_eq!(clear.ledger().len(), 2);
+        assert_eq!(other_key.ledger().len(), 2);
+        assert_eq!(clear.stats().dropped.get("sealed_no_key"), Some(&1));
+        assert_eq!(other_key.stats().dropped.get("unknown_key"), Some(&1));
+    }
+
+    #[test]
+    fn replayed_datagrams_change_nothing() {
+        let a_entries: Vec<Entry> = (0..300).map(|i| entry(i, "A")).collect();
+        let b_entries: Vec<Entry> = (300..400).map(|i| entry(i, "B")).collect();
+        let mut a = Peer::new(config("a"), a_entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), b_entries, SeededRng::new(2), now(0));
+        sealed(&mut a, 7, 1);
+        sealed(&mut b, 7, 2);
+        a.start(now(0));
+        b.start(now(0));
+        // Record every datagram of a whole reconciliation, as an eavesdropper would.
+        let addr: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let mut recorded: Vec<Vec<u8>> = Vec::new();
+        let mut t = 0;
+        for _ in 0..10_000 {
+            let mut quiet = true;
+            for (from_a, actions) in [(true, a.drain_actions()), (false, b.drain_actions())] {
+                for action in actions {
+                    if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
+                        quiet = false;
+                        recorded.push(d.clone());
+                        let to = if from_a { &mut b } else { &mut a };
+                        to.handle_datagram(now(t), Channel::Whisper, addr, &d);
+                    }
+                }
+            }
+            if quiet && !a.pushing() && !b.pushing() {
+                break;
+            }
+            t += 5;
+            a.handle_timeout(now(t));
+            b.handle_timeout(now(t));
+        }
+        assert_eq!(a.ledger().len(), 400);
+        assert_eq!(a.ledger().fingerprint(), b.ledger().fingerprint());
+        assert!(recorded.len() > 10);
+        let (fa, fb) = (a.ledger().fingerprint(), b.ledger().fingerprint());
+        let (ma, mb) = (a.stats().entries_merged, b.stats().entries_merged);
+        // Replay all of it, twice, at both peers, much later.
+        for round in 0..2 {
+            for d in &recorded {
+                a.handle_datagram(now(t + 60_000 + round), Channel::Whisper, addr, d);
+                b.handle_datagram(now(t + 60_000 + round), Channel::Whisper, addr, d);
+            }
+        }
+        assert_eq!(
+            (a.ledger().fingerprint(), b.ledger().fingerprint()),
+            (fa, fb)
+        );
+        assert_eq!(
+            (a.stats().entries_merged, b.stats().entries_merged),
+            (ma, mb)
+        );
+        let persisted = a
+            .drain_actions()
+            .into_iter()
+            .chain(b.drain_actions())
+            .filter(|x| matches!(x, Action::Persist(_)))
+            .count();
+        assert_eq!(persisted, 0, "a replay stored something");
+    }
+
+    #[test]
+    fn spoofed_request_flood_gets_answers_within_3x_budget() {
+        let entries: Vec<Entry> = (0..3000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        sealed(&mut a, 7, 1);
+        // A member spoofs requests "from" 40 victims (same victims again and again) and
+        // from fresh addresses, with no cookie or a made-up one.
+        let mut received: HashMap<SocketAddr, u64> = HashMap::new();
+        let mut sent: HashMap<SocketAddr, u64> = HashMap::new();
+        let mut rng = SeededRng::new(99);
+        for i in 0..5_000u64 {
+            let victim = if i % 2 == 0 {
+                format!("10.0.0.{}", i % 40).parse().unwrap()
+            } else {
+                std::net::IpAddr::from((i as u32).to_be_bytes())
+            };
+            let port = 2000 + (i % 3) as u16;
+            let cookie = (i % 3 == 0).then(|| rng.bytes::<8>());
+            let body = if i % 5 == 0 {
+                Body::SyncRequest(SyncRequest::Probe {
+                    fingerprint: Fingerprint::default(),
+                })
+            } else {
+                full_range_request(i, cookie)
+            };
+            let d = forged(7, 1_000_000 + i, port, body);
+            let reply_to = SocketAddr::new(victim, port);
+            *received.entry(reply_to).or_insert(0) += d.len() as u64;
+            a.handle_datagram(now(i), Channel::Whisper, SocketAddr::new(victim, 9), &d);
+            for action in a.drain_actions() {
+                if let Action::SendTo(to, bytes) = action {
+                    *sent.entry(to).or_insert(0) += bytes.len() as u64;
+                }
+            }
+        }
+        assert!(
+            !sent.is_empty(),
+            "unproven requesters still get a cookie back"
+        );
+        for (to, bytes) in &sent {
+            let got = received.get(to).copied().unwrap_or(0);
+            assert!(*bytes <= 3 * got, "{to}: sent {bytes} for {got} received");
+        }
+        let total_sent: u64 = sent.values().sum();
+        let total_received: u64 = received.values().sum();
+        assert!(total_sent <= 3 * total_received);
+        assert!(a.stats().answers_limited > 0);
+        assert!(a.tracked_sources() <= Tuning::default().max_sources);
+        assert!(a.peers().count() <= Tuning::default().max_peers);
+    }
+
+    #[test]
+    fn request_token_bucket_limits_one_source() {
+        let mut a = Peer::new(config("a"), vec![entry(1, "P")], SeededRng::new(1), now(0));
+        let from: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let burst = Tuning::default().request_burst as u64;
+        // A burst at one instant: the bucket's size gets through, the rest is dropped.
+        for i in 0..burst + 50 {
+            let d = wire::encode(&Envelope {
+                group: "raid".into(),
+                from: 5,
+                whisper_port: 1001,
+                body: full_range_request(i, None),
+            })
+            .unwrap();
+            a.handle_datagram(now(10), Channel::Whisper, from, &d);
+        }
+        assert_eq!(a.stats().dropped.get("rate_limited"), Some(&50));
+        // Tokens come back with time.
+        let d = wire::encode(&Envelope {
+            group: "raid".into(),
+            from: 5,
+            whisper_port: 1001,
+            body: full_range_request(9999, None),
+        })
+        .unwrap();
+        a.handle_datagram(now(1_010), Channel::Whisper, from, &d);
+        assert_eq!(a.stats().dropped.get("rate_limited"), Some(&50));
+        // A proven source draws from its own, bigger bucket: the empty unproven one does
+        // not hold it back.
+        let whisper: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let cookie = Some(a.cookie_for(whisper));
+        let proven_burst = Tuning::default().proven_request_burst as u64;
+        for i in 0..proven_burst + 7 {
+            let d = wire::encode(&Envelope {
+                group: "raid".into(),
+                from: 5,
+                whisper_port: 1001,
+                body: full_range_request(10_000 + i, cookie),
+            })
+            .unwrap();
+            a.handle_datagram(now(1_010), Channel::Whisper, from, &d);
+        }
+        // The proven bucket admits its burst and drops the rest.
+        assert_eq!(a.stats().dropped.get("rate_limited"), Some(&(50 + 7)));
+    }
+
+    #[test]
+    fn honest_requester_proves_its_address_once_and_gets_the_full_budget() {
+        let entries: Vec<Entry> = (0..5000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+        sealed(&mut a, 7, 1);
+        sealed(&mut b, 7, 2);
+        a.start(now(0));
+        b.start(now(0));
+        exchange(&mut a, &mut b, 0);
+        assert_eq!(b.ledger().fingerprint(), a.ledger().fingerprint());
+        // b learnt a's cookie from its summary or first answer; from then on every answer
+        // was full size, so at most one answer was ever cut.
+        assert!(a.stats().answers_limited <= 1, "{:?}", a.stats());
+        assert!(b.peers().all(|p| b.cookies.contains_key(&p.whisper)));
+        assert_eq!(b.stats().sessions_completed, 1);
+        assert!(b.stats().requests_sent <= 80, "{}", b.stats().requests_sent);
+    }
+
+    #[test]
+    fn peer_and_source_tables_stay_bounded_under_fake_node_id_flood() {
+        let entries: Vec<Entry> = (0..500).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries.clone(), SeededRng::new(1), now(0));
+        sealed(&mut a, 7, 1);
+        let tuning = Tuning::default();
+        let flood = 20_000u64;
+        for i in 0..flood {
+            let ip = std::net::IpAddr::from((0x0a00_0000u32 + i as u32).to_be_bytes());
+            let body = if i % 2 == 0 {
+                Body::Hello(Hello {
+                    name: format!("fake{i}"),
+                    fingerprint: Fingerprint {
+                        count: i,
+                        sum: i as u128,
+                    },
+                    newest: None,
+                })
+            } else {
+                Body::SyncRequest(SyncRequest::Probe {
+                    fingerprint: Fingerprint { count: i, sum: 1 },
+                })
+            };
+            let d = forged(7, i + 10, 3000, body);
+            a.handle_datagram(now(i / 10), Channel::Group, SocketAddr::new(ip, 3000), &d);
+            a.drain_actions();
+            assert!(a.peers().count() <= tuning.max_peers);
+            assert!(a.tracked_sources() <= tuning.max_sources);
+        }
+        assert!(a.stats().peers_evicted >= flood - tuning.max_peers as u64);
+        // An honest peer still reconciles afterwards.
+        let mut b = Peer::new(
+            config("b"),
+            entries[..100].to_vec(),
+            SeededRng::new(2),
+            now(0),
+        );
+        sealed(&mut b, 7, 2);
+        let t = flood;
+        b.start(now(t));
+        exchange(&mut a, &mut b, t);
+        assert_eq!(b.ledger().fingerprint(), a.ledger().fingerprint());
+    }
+
+    #[test]
+    fn key_rotation_keeps_peers_talking_at_every_step() {
+        use crate::seal::{GroupKey, Keyring, NoncePrefix};
+        let (old, new) = (
+            GroupKey::from_bytes(&[1; 32]),
+            GroupKey::from_bytes(&[2; 32]),
+        );
+        let install = |peer: &mut Peer, current: &GroupKey, previous: &[&GroupKey], seed: u8| {
+            let keyring = Keyring::new(
+                current.clone(),
+                previous.iter().map(|k| (*k).clone()).collect(),
+            );
+            peer.set_group_key(Sealer::new(keyring, NoncePrefix([seed; 16])), [seed; 32]);
+        };
+        let mut a = Peer::new(config("a"), vec![], SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+        a.start(now(0));
+        b.start(now(0));
+        // Each step reconfigures one side at a time (a rolling restart) and both must still
+        // exchange a new entry each way.
+        let steps: [(&GroupKey, &[&GroupKey], &GroupKey, &[&GroupKey]); 4] = [
+            (&old, &[], &old, &[]),
+            (&old, &[&new], &old, &[]),     // a learns the new key first
+            (&old, &[&new], &old, &[&new]), // then everyone does
+            (&new, &[&old], &old, &[&new]), // a sends with the new key before b switches
+        ];
+        let mut t = 0;
+        for (step, (a_cur, a_prev, b_cur, b_prev)) in steps.iter().enumerate() {
+            install(&mut a, a_cur, a_prev, 10 + step as u8);
+            install(&mut b, b_cur, b_prev, 20 + step as u8);
+            let i = step as u64 * 2;
+            let e = a.prepare_adjust(
+                now(t),
+                &AdjustRequest {
+                    actor: "a".into(),
+                    target: "P".into(),
+                    delta: 1,
+                    reason: format!("step {step}"),
+                },
+            );
+            a.commit_local(now(t), e.unwrap());
+            let e = b.prepare_adjust(
+                now(t),
+                &AdjustRequest {
+                    actor: "b".into(),
+                    target: "Q".into(),
+                    delta: 1,
+                    reason: format!("step {step}"),
+                },
+            );
+            b.commit_local(now(t), e.unwrap());
+            t = exchange(&mut a, &mut b, t).1 + 10;
+            assert_eq!(a.ledger().len() as u64, i + 2, "step {step}");
+            assert_eq!(
+                a.ledger().fingerprint(),
+                b.ledger().fingerprint(),
+                "step {step}"
+            );
+        }
+        let dropped = |p: &Peer| {
+            p.stats()
+                .dropped
+                .keys()
+                .filter(|k| k.contains("key"))
+                .count()
+        };
+        assert_eq!(
+            dropped(&a) + dropped(&b),
+            0,
+            "no datagram lost to the rotation"
+        );
+    }
+
+    #[test]
+    fn first_request_without_a_cookie_is_padded_and_its_answer_carries_entries() {
+        let entries: Vec<Entry> = (0..5000).map(|i| entry(i, "P")).collect();
+        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
+        sealed(&mut a, 7, 1);
+        sealed(&mut b, 7, 2);
+        let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
+        // b hears a's HELLO (no probe, so no summary cookie) and starts reconciling.
+        a.start(now(0));
+        for action in a.drain_actions() {
+            if let Action::SendGroup(d) = action {
+                let clear = a.sealer.open(&d).unwrap().into_owned();
+                if matches!(wire::decode(&clear).unwrap().body, Body::Hello(_)) {
+                    b.handle_datagram(now(1), Channel::Group, addr, &d);
+                }
+            }
+        }
+        assert!(b.in_session());
+        let requests: Vec<Vec<u8>> = b
+            .drain_actions()
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::SendTo(_, d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(requests.len(), 1);
+        assert!(
+            requests[0].len() > MAX_DATAGRAM - 8 && requests[0].len() <= MAX_DATAGRAM,
+            "padded to a full datagram: {}",
+            requests[0].len()
+        );
+        a.handle_datagram(now(2), Channel::Whisper, addr, &requests[0]);
+        let answers: Vec<Vec<u8>> = a
+            .drain_actions()
+            .into_iter()
+            .filter_map(|x| match x {
+                Action::SendTo(_, d) => Some(d),
+                _ => None,
+            })
+            .collect();
+        let sent: usize = answers.iter().map(Vec::len).sum();
+        assert!(
+            answers.len() >= 2 && sent <= 3 * requests[0].len(),
+            "{sent}"
+        );
+        for d in &answers {
+            b.handle_datagram(now(3), Channel::Whisper, addr, d);
+        }
+        assert!(
+            b.ledger().len() >= 10,
+            "first answer carried {}",
+            b.ledger().len()
+        );
+        assert!(
+            b.peers().all(|p| b.cookies.contains_key(&p.whisper)),
+            "cookie learnt"
+        );
     }
 }

@@ -13,7 +13,12 @@ use thiserror::Error;
 /// Version byte that leads every datagram. Bump on any incompatible change.
 pub const WIRE_VERSION: u8 = 2;
 /// Largest datagram we send or accept: small enough to never fragment on a 1280+ MTU path.
+/// With a group key this bounds the *sealed* datagram.
 pub const MAX_DATAGRAM: usize = 1200;
+/// Largest clear datagram we build: room is left for the group-key seal, so a message that
+/// fits here fits [`MAX_DATAGRAM`] once sealed (with or without a key, so packing is the
+/// same either way).
+pub const MAX_MESSAGE: usize = MAX_DATAGRAM - crate::seal::SEAL_OVERHEAD;
 /// Longest group name carried in an envelope.
 pub const MAX_GROUP_BYTES: usize = 32;
 /// Most ids in one [`Mode::Ids`] list or want list (they must fit one datagram anyway).
@@ -21,6 +26,11 @@ pub const MAX_IDS: usize = 64;
 
 /// A random per-process node id; lets a daemon ignore its own looped-back multicast.
 pub type NodeId = u64;
+
+/// Address-validation cookie: a responder gives one to each requester address; a request
+/// echoing it proves the requester receives at that address (so it is not a spoofed
+/// source), which lifts the 3x answer limit.
+pub type Cookie = [u8; 8];
 
 /// What every datagram carries: who sent it, for which group, and the message.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,6 +114,12 @@ pub struct RangesRequest {
     pub runs: Vec<Run>,
     /// Ids the requester knows the responder has and wants sent.
     pub want: Vec<EntryId>,
+    /// The cookie the responder last gave us, echoed to prove our address.
+    pub cookie: Option<Cookie>,
+    /// Zero bytes filling a request that carries no cookie up to a full datagram, so the
+    /// responder's 3x allowance already covers a useful first answer (as QUIC pads its
+    /// first packet). Empty otherwise.
+    pub padding: Vec<u8>,
 }
 
 /// A response.
@@ -115,6 +131,8 @@ pub enum SyncResponse {
         name: String,
         /// Responder's whole-set fingerprint.
         fingerprint: Fingerprint,
+        /// Cookie for the prober to echo in its range requests.
+        cookie: Option<Cookie>,
     },
     /// One datagram of the answer to a [`RangesRequest`].
     Ranges(RangesResponse),
@@ -138,6 +156,8 @@ pub struct RangesResponse {
     /// Ids the requester listed that the responder lacks: the requester should multicast
     /// them (the group probably lacks them too).
     pub want: Vec<EntryId>,
+    /// Cookie for the requester to echo, when its request did not carry a valid one.
+    pub cookie: Option<Cookie>,
 }
 
 /// Contiguous ranges: the first starts at `lower`, each item ends at its `upper`
@@ -209,12 +229,12 @@ impl WireError {
     }
 }
 
-/// Encodes an envelope into a datagram; fails if it would exceed [`MAX_DATAGRAM`].
+/// Encodes an envelope into a clear datagram; fails if it would exceed [`MAX_MESSAGE`].
 pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
     let mut out = vec![WIRE_VERSION];
     let body = postcard::to_stdvec(envelope)?;
     out.extend_from_slice(&body);
-    if out.len() > MAX_DATAGRAM {
+    if out.len() > MAX_MESSAGE {
         return Err(WireError::TooLarge(out.len()));
     }
     Ok(out)
@@ -298,7 +318,7 @@ fn validate(envelope: &Envelope) -> Result<(), WireError> {
     Ok(())
 }
 
-/// Packs entries into as few LOG_ENTRY datagrams as fit under [`MAX_DATAGRAM`]; returns
+/// Packs entries into as few LOG_ENTRY datagrams as fit under [`MAX_MESSAGE`]; returns
 /// each datagram with the number of entries it carries.
 pub fn pack_log_entries(
     group: &str,
@@ -313,7 +333,7 @@ pub fn pack_log_entries(
         body: Body::LogEntry(Vec::new()),
     };
     // Room for the version byte, the envelope and a worst-case length prefix.
-    let budget = MAX_DATAGRAM - 1 - encoded_len(&base) - 4;
+    let budget = MAX_MESSAGE - 1 - encoded_len(&base) - 4;
     let mut datagrams = Vec::new();
     let mut batch: Vec<Entry> = Vec::new();
     let mut used = 0;
@@ -400,10 +420,13 @@ mod tests {
                     ],
                 }],
                 want: vec![entry(3).id],
+                cookie: Some([9; 8]),
+                padding: vec![0; 3],
             })),
             Body::SyncResponse(SyncResponse::Summary {
                 name: "bob".into(),
                 fingerprint: fp,
+                cookie: None,
             }),
             Body::SyncResponse(SyncResponse::Ranges(RangesResponse {
                 request_id: 7,
@@ -418,6 +441,7 @@ mod tests {
                 }],
                 entries: vec![entry(1)],
                 want: vec![entry(2).id],
+                cookie: Some([1; 8]),
             })),
         ];
         for body in bodies {
@@ -485,7 +509,7 @@ mod tests {
         assert!(datagrams.len() >= 15, "max-size entries: ~2-3 per datagram");
         let mut seen = Vec::new();
         for (count, d) in &datagrams {
-            assert!(d.len() <= MAX_DATAGRAM);
+            assert!(d.len() <= MAX_MESSAGE);
             match decode(d).unwrap().body {
                 Body::LogEntry(batch) => {
                     assert_eq!(batch.len(), *count);

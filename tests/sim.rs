@@ -303,7 +303,7 @@ impl World {
         let (ledger, _duplicates) = builder.finish(file.clone());
         node.file = file;
         let mut peer = Peer::with_ledger(peer_config(i), ledger, SeededRng::new(rng_seed), now);
-        peer.set_security(node.security.0, node.security.1.clone());
+        peer.set_roster(node.security.0, node.security.1.clone());
         peer.start(now);
         node.peer = Some(peer);
         self.dispatch(i);

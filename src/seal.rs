@@ -1,0 +1,527 @@
+//! The group key: sealing every datagram so only key holders can read or inject traffic.
+//!
+//! A sealed datagram is
+//! `[SEALED_VERSION][key id: 4][nonce: 24][XChaCha20-Poly1305(clear datagram) + tag: 16]`.
+//! The sealed plaintext is the whole clear datagram of [`crate::wire`] (its own version byte
+//! included), so [`crate::wire::decode`] runs unchanged after [`Sealer::open`]. The version
+//! byte and key id are authenticated as associated data. The whole sealed datagram stays
+//! within [`crate::wire::MAX_DATAGRAM`]: the packers fill clear datagrams only up to
+//! [`crate::wire::MAX_MESSAGE`], which leaves room for [`SEAL_OVERHEAD`].
+//!
+//! Key rotation without downtime: a [`Keyring`] seals with its current key and opens with
+//! the current key or any previous one, picked by the key id (a hash of the key, so it
+//! names a key without revealing it). Roll a new key out as `previous_key_files` first,
+//! then swap it to `group_key_file` everywhere, then drop the old one.
+//!
+//! Nonces: XChaCha20's 192-bit nonce is `[16-byte per-process random prefix][64-bit
+//! counter]`. The prefix comes from the operating system's entropy in the daemon (see
+//! [`NoncePrefix::from_os`]), never from the core's seeded SplitMix RNG: that generator's
+//! state is revealed by the node id it broadcasts, and a repeated nonce under one key would
+//! leak plaintext and allow forgeries. With a fresh 128-bit random prefix per process and a
+//! counter within it, two processes sharing a key repeat a nonce with probability ~2^-128
+//! per pair, and one process never does.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use sha2::{Digest, Sha256};
+use std::borrow::Cow;
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Leading byte of a sealed datagram (clear datagrams start with `wire::WIRE_VERSION`).
+pub const SEALED_VERSION: u8 = 0xA1;
+/// Bytes of a group key.
+pub const KEY_BYTES: usize = 32;
+/// Bytes of the key id in each sealed datagram.
+pub const KEY_ID_BYTES: usize = 4;
+/// Bytes of the XChaCha20-Poly1305 nonce.
+pub const NONCE_BYTES: usize = 24;
+/// Bytes of the Poly1305 tag.
+pub const TAG_BYTES: usize = 16;
+/// What sealing adds to a clear datagram.
+pub const SEAL_OVERHEAD: usize = 1 + KEY_ID_BYTES + NONCE_BYTES + TAG_BYTES;
+/// File permission bits that must be clear on a key file (group and others: nothing).
+const FORBIDDEN_MODE_BITS: u32 = 0o077;
+
+/// Names a key in sealed datagrams: the first bytes of a domain-separated SHA-256 of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KeyId(pub [u8; KEY_ID_BYTES]);
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A 32-byte group key. Its bytes never appear in `Debug` output.
+#[derive(Clone)]
+pub struct GroupKey {
+    cipher: XChaCha20Poly1305,
+    id: KeyId,
+}
+
+impl fmt::Debug for GroupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GroupKey({})", self.id)
+    }
+}
+
+impl GroupKey {
+    /// A key from its raw bytes.
+    pub fn from_bytes(bytes: &[u8; KEY_BYTES]) -> GroupKey {
+        let digest = Sha256::new()
+            .chain_update(b"lootsync group key id v1\0")
+            .chain_update(bytes)
+            .finalize();
+        let mut id = [0u8; KEY_ID_BYTES];
+        id.copy_from_slice(&digest[..KEY_ID_BYTES]);
+        GroupKey {
+            cipher: XChaCha20Poly1305::new(bytes.into()),
+            id: KeyId(id),
+        }
+    }
+
+    /// This key's id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// Reads a key file: exactly 32 bytes, and not readable by group or others.
+    pub fn load(path: &Path) -> Result<GroupKey, KeyError> {
+        use std::os::unix::fs::MetadataExt;
+        let io = |source| KeyError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let meta = std::fs::metadata(path).map_err(io)?;
+        let mode = meta.mode() & 0o7777;
+        if mode & FORBIDDEN_MODE_BITS != 0 {
+            return Err(KeyError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+        let bytes = std::fs::read(path).map_err(io)?;
+        let bytes: [u8; KEY_BYTES] = bytes.try_into().map_err(|b: Vec<u8>| KeyError::Length {
+            path: path.to_path_buf(),
+            len: b.len(),
+        })?;
+        Ok(GroupKey::from_bytes(&bytes))
+    }
+}
+
+/// Writes a new random group key to `path` with mode 0600; never overwrites a file.
+pub fn generate_key_file(path: &Path) -> Result<KeyId, KeyError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; KEY_BYTES];
+    getrandom::fill(&mut bytes).map_err(|e| KeyError::Entropy(e.to_string()))?;
+    let io = |source| KeyError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_path_buf()),
+            _ => io(source),
+        })?;
+    file.write_all(&bytes).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(GroupKey::from_bytes(&bytes).id())
+}
+
+/// A key file could not be read or written.
+#[derive(Debug, Error)]
+pub enum KeyError {
+    /// Reading or writing the file failed.
+    #[error("cannot access key file {}: {source}", path.display())]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is readable (or writable) by group or others.
+    #[error(
+        "key file {} has mode {mode:04o}: group or others may access it; \
+         run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    Permissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file does not hold exactly 32 bytes.
+    #[error("key file {} holds {len} bytes, expected exactly {KEY_BYTES} (make one with `lootsync keygen group FILE`)", path.display())]
+    Length {
+        /// The key file.
+        path: PathBuf,
+        /// Its length.
+        len: usize,
+    },
+    /// `keygen` refuses to overwrite an existing key.
+    #[error("{} already exists; refusing to overwrite a key", .0.display())]
+    Exists(PathBuf),
+    /// The operating system gave no randomness.
+    #[error("cannot get random bytes from the operating system: {0}")]
+    Entropy(String),
+}
+
+/// The keys a daemon accepts: the current one (also used to seal) and previous ones.
+#[derive(Clone, Debug)]
+pub struct Keyring {
+    current: GroupKey,
+    previous: Vec<GroupKey>,
+}
+
+impl Keyring {
+    /// A keyring sealing with `current` and also opening datagrams sealed with `previous`.
+    pub fn new(current: GroupKey, previous: Vec<GroupKey>) -> Keyring {
+        Keyring { current, previous }
+    }
+
+    /// Loads the current key file and the previous ones.
+    pub fn load(current: &Path, previous: &[PathBuf]) -> Result<Keyring, KeyError> {
+        let current = GroupKey::load(current)?;
+        let previous = previous
+            .iter()
+            .map(|p| GroupKey::load(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Keyring::new(current, previous))
+    }
+
+    /// Id of the key used for sealing.
+    pub fn current_id(&self) -> KeyId {
+        self.current.id()
+    }
+
+    fn find(&self, id: KeyId) -> Option<&GroupKey> {
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .find(|k| k.id == id)
+    }
+}
+
+/// The per-process random part of every nonce.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NoncePrefix(pub [u8; 16]);
+
+impl NoncePrefix {
+    /// 128 bits from the operating system (what the daemon uses).
+    pub fn from_os() -> Result<NoncePrefix, KeyError> {
+        let mut bytes = [0u8; 16];
+        getrandom::fill(&mut bytes).map_err(|e| KeyError::Entropy(e.to_string()))?;
+        Ok(NoncePrefix(bytes))
+    }
+}
+
+/// Why a datagram could not be opened.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SealError {
+    /// A clear datagram reached a daemon that has a group key.
+    #[error("unsealed datagram (this group requires the group key)")]
+    Unsealed,
+    /// A sealed datagram reached a daemon without a group key.
+    #[error("sealed datagram but no group key is configured")]
+    NoKey,
+    /// Too short to hold the sealed header and tag.
+    #[error("sealed datagram of {0} bytes is too short")]
+    Short(usize),
+    /// Longer than any datagram a peer sends (rejected before spending a decryption).
+    #[error("sealed datagram of {0} bytes exceeds the 1200-byte limit")]
+    TooLarge(usize),
+    /// Sealed with a key id we do not hold.
+    #[error("sealed with unknown key id {0}")]
+    UnknownKey(KeyId),
+    /// The tag did not verify: wrong key, tampered, or forged.
+    #[error("authentication failed for key id {0}")]
+    BadTag(KeyId),
+    /// Sealing itself failed (plaintext too long for the cipher; cannot happen below 1200).
+    #[error("cannot seal datagram")]
+    Seal,
+}
+
+impl SealError {
+    /// Short label for drop counters (`dropped_<label>`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            SealError::Unsealed => "unsealed",
+            SealError::NoKey => "sealed_no_key",
+            SealError::Short(_) | SealError::BadTag(_) => "bad_key",
+            SealError::TooLarge(_) => "too_large",
+            SealError::UnknownKey(_) => "unknown_key",
+            SealError::Seal => "seal_failed",
+        }
+    }
+}
+
+/// Seals outgoing and opens incoming datagrams; without a keyring it passes clear datagrams
+/// through (the loopback quick start).
+#[derive(Clone, Debug)]
+pub struct Sealer {
+    keyring: Option<Keyring>,
+    prefix: NoncePrefix,
+    counter: u64,
+}
+
+impl Default for Sealer {
+    fn default() -> Sealer {
+        Sealer::clear()
+    }
+}
+
+impl Sealer {
+    /// No key: datagrams travel in the clear.
+    pub fn clear() -> Sealer {
+        Sealer {
+            keyring: None,
+            prefix: NoncePrefix([0; 16]),
+            counter: 0,
+        }
+    }
+
+    /// Seals with `keyring`; nonces start from `prefix` (see the module docs).
+    pub fn new(keyring: Keyring, prefix: NoncePrefix) -> Sealer {
+        Sealer {
+            keyring: Some(keyring),
+            prefix,
+            counter: 0,
+        }
+    }
+
+    /// Whether a group key is configured.
+    pub fn is_keyed(&self) -> bool {
+        self.keyring.is_some()
+    }
+
+    /// Bytes this sealer adds to each datagram.
+    pub fn overhead(&self) -> usize {
+        if self.is_keyed() {
+            SEAL_OVERHEAD
+        } else {
+            0
+        }
+    }
+
+    /// Seals one clear datagram (returns it unchanged without a key).
+    pub fn seal(&mut self, clear: Vec<u8>) -> Result<Vec<u8>, SealError> {
+        let Some(keyring) = &self.keyring else {
+            return Ok(clear);
+        };
+        let mut nonce = [0u8; NONCE_BYTES];
+        nonce[..16].copy_from_slice(&self.prefix.0);
+        nonce[16..].copy_from_slice(&self.counter.to_le_bytes());
+        self.counter = self.counter.wrapping_add(1);
+        let key = &keyring.current;
+        let mut header = Vec::with_capacity(SEAL_OVERHEAD + clear.len());
+        header.push(SEALED_VERSION);
+        header.extend_from_slice(&key.id.0);
+        let aad_len = header.len();
+        let sealed = key
+            .cipher
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &clear,
+                    aad: &header[..aad_len],
+                },
+            )
+            .map_err(|_| SealError::Seal)?;
+        header.extend_from_slice(&nonce);
+        header.extend_from_slice(&sealed);
+        Ok(header)
+    }
+
+    /// Opens one received datagram, giving the clear datagram for `wire::decode`.
+    pub fn open<'a>(&self, datagram: &'a [u8]) -> Result<Cow<'a, [u8]>, SealError> {
+        open_with(self.keyring.as_ref(), datagram)
+    }
+}
+
+/// Opens a datagram with `keyring` (or expects a clear one without); shared by [`Sealer`] and
+/// the fuzz targets.
+pub fn open_with<'a>(
+    keyring: Option<&Keyring>,
+    datagram: &'a [u8],
+) -> Result<Cow<'a, [u8]>, SealError> {
+    let sealed = datagram.first() == Some(&SEALED_VERSION);
+    let Some(keyring) = keyring else {
+        return if sealed {
+            Err(SealError::NoKey)
+        } else {
+            Ok(Cow::Borrowed(datagram))
+        };
+    };
+    if !sealed {
+        return Err(SealError::Unsealed);
+    }
+    if datagram.len() < SEAL_OVERHEAD {
+        return Err(SealError::Short(datagram.len()));
+    }
+    if datagram.len() > crate::wire::MAX_DATAGRAM {
+        return Err(SealError::TooLarge(datagram.len()));
+    }
+    let (aad, rest) = datagram.split_at(1 + KEY_ID_BYTES);
+    let mut id = [0u8; KEY_ID_BYTES];
+    id.copy_from_slice(&aad[1..]);
+    let id = KeyId(id);
+    let key = keyring.find(id).ok_or(SealError::UnknownKey(id))?;
+    let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
+    key.cipher
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad,
+            },
+        )
+        .map(Cow::Owned)
+        .map_err(|_| SealError::BadTag(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyring(byte: u8) -> Keyring {
+        Keyring::new(GroupKey::from_bytes(&[byte; KEY_BYTES]), Vec::new())
+    }
+
+    #[test]
+    fn seal_open_round_trip_and_overhead() {
+        let mut sealer = Sealer::new(keyring(1), NoncePrefix([7; 16]));
+        let clear = b"\x01hello group".to_vec();
+        let sealed = sealer.seal(clear.clone()).unwrap();
+        assert_eq!(sealed.len(), clear.len() + SEAL_OVERHEAD);
+        assert_eq!(sealed[0], SEALED_VERSION);
+        assert!(
+            !sealed.windows(5).any(|w| w == b"hello"),
+            "plaintext leaked"
+        );
+        assert_eq!(sealer.open(&sealed).unwrap().as_ref(), clear.as_slice());
+        // Every datagram gets a fresh nonce.
+        let again = sealer.seal(clear.clone()).unwrap();
+        assert_ne!(again[5..29], sealed[5..29]);
+    }
+
+    #[test]
+    fn wrong_key_tamper_and_mode_mismatch_are_rejected() {
+        let mut a = Sealer::new(keyring(1), NoncePrefix([1; 16]));
+        let b = Sealer::new(keyring(2), NoncePrefix([2; 16]));
+        let sealed = a.seal(b"\x01secret".to_vec()).unwrap();
+        assert!(matches!(b.open(&sealed), Err(SealError::UnknownKey(_))));
+        // Same key id claimed, wrong key: the tag fails.
+        let mut forged = sealed.clone();
+        forged[1..5].copy_from_slice(&b.keyring.as_ref().unwrap().current_id().0);
+        assert!(matches!(b.open(&forged), Err(SealError::BadTag(_))));
+        for i in 0..sealed.len() {
+            let mut flipped = sealed.clone();
+            flipped[i] ^= 0x40;
+            assert!(a.open(&flipped).is_err(), "flip at {i} accepted");
+        }
+        for cut in 0..sealed.len() {
+            assert!(a.open(&sealed[..cut]).is_err(), "cut at {cut} accepted");
+        }
+        assert_eq!(a.open(b"\x01clear"), Err(SealError::Unsealed));
+        let huge = a.seal(vec![1; crate::wire::MAX_DATAGRAM]).unwrap();
+        assert_eq!(a.open(&huge), Err(SealError::TooLarge(huge.len())));
+        assert_eq!(Sealer::clear().open(&sealed), Err(SealError::NoKey));
+        assert_eq!(
+            Sealer::clear().open(b"\x01clear").unwrap().as_ref(),
+            b"\x01clear"
+        );
+    }
+
+    /// Regression for fuzz finding `fuzz/regressions/sealed_datagram/crash-6101f2c8…`: a
+    /// 1202-byte clear message sealed by a peer is 1247 bytes, over the datagram limit. It
+    /// must be refused as too large without decrypting, and a keyed peer counts the drop.
+    #[test]
+    fn fuzz_regression_sealed_datagram_over_the_limit() {
+        use crate::rng::SeededRng;
+        use crate::sync::{Channel, Now, Peer, PeerConfig, Tuning};
+        let mut message = vec![0x7a, 0x01, 0x03, 0x00, 0x01, 0x03, 0x01];
+        message.resize(1202, 0x16);
+        let mut sender = Sealer::new(keyring(7), NoncePrefix([2; 16]));
+        let sealed = sender.seal(message).unwrap();
+        assert_eq!(sealed.len(), 1247);
+        assert_eq!(sender.open(&sealed), Err(SealError::TooLarge(1247)));
+        let now = Now {
+            mono_ms: 0,
+            unix_ms: 1_700_000_000_000,
+        };
+        let cfg = PeerConfig {
+            node_name: "a".into(),
+            group: "raid".into(),
+            whisper_port: 1000,
+            sync_enabled: true,
+            heartbeat_ms: 1000,
+            peer_timeout_ms: 5000,
+            max_clock_drift_ms: 0,
+            tuning: Tuning::default(),
+        };
+        let mut peer = Peer::new(cfg, vec![], SeededRng::new(1), now);
+        peer.set_group_key(Sealer::new(keyring(7), NoncePrefix([1; 16])), [1; 32]);
+        let from = "127.0.0.1:2000".parse().unwrap();
+        peer.handle_datagram(now, Channel::Whisper, from, &sealed);
+        assert_eq!(peer.stats().dropped.get("too_large"), Some(&1));
+        assert!(peer.drain_actions().is_empty());
+    }
+
+    #[test]
+    fn previous_keys_still_open_while_current_seals() {
+        let old = GroupKey::from_bytes(&[1; KEY_BYTES]);
+        let new = GroupKey::from_bytes(&[2; KEY_BYTES]);
+        let mut old_peer = Sealer::new(Keyring::new(old.clone(), vec![]), NoncePrefix([1; 16]));
+        let mut rotated = Sealer::new(Keyring::new(new.clone(), vec![old]), NoncePrefix([2; 16]));
+        let from_old = old_peer.seal(b"\x01a".to_vec()).unwrap();
+        assert_eq!(rotated.open(&from_old).unwrap().as_ref(), b"\x01a");
+        let from_rotated = rotated.seal(b"\x01b".to_vec()).unwrap();
+        assert_eq!(&from_rotated[1..5], &new.id().0);
+        // The old-key-only peer cannot read the new key: rotation finishes by giving
+        // everyone the new key before it becomes current anywhere.
+        assert!(old_peer.open(&from_rotated).is_err());
+    }
+
+    #[test]
+    fn key_files_are_private_and_never_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("group.key");
+        let id = generate_key_file(&path).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_eq!(meta.len(), KEY_BYTES as u64);
+        assert_eq!(GroupKey::load(&path).unwrap().id(), id);
+        assert!(matches!(generate_key_file(&path), Err(KeyError::Exists(_))));
+        assert_eq!(GroupKey::load(&path).unwrap().id(), id, "key overwritten");
+
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = GroupKey::load(&path).unwrap_err();
+        assert!(matches!(err, KeyError::Permissions { mode: 0o644, .. }));
+        let message = err.to_string();
+        assert!(
+            message.contains("group.key") && message.contains("0644"),
+            "{message}"
+        );
+
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, [0u8; 31]).unwrap();
+        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(matches!(
+            GroupKey::load(&short),
+            Err(KeyError::Length { len: 31, .. })
+        ));
+    }
+}
