@@ -1,5 +1,5 @@
 // Shared set-up for the datagram targets: a small peer, as the daemon would hold one.
-use loot_sync::entry::{new_entry_id, Entry, Hlc};
+use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
 use loot_sync::rng::SeededRng;
 use loot_sync::sync::{Now, Peer, PeerConfig, Tuning};
 
@@ -18,6 +18,8 @@ pub fn peer() -> Peer {
             delta: 1,
             new_total: 0,
             reason: "fuzz".into(),
+            kind: EntryKind::Points,
+            seal: None,
         })
         .collect();
     let cfg = PeerConfig {
