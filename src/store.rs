@@ -953,7 +953,22 @@ impl LogStore {
 pub struct LogReader {
     file: File,
     path: PathBuf,
+    /// The file region read last. Sync and history read entries in key order, which is
+    /// mostly file order, so one read serves many records instead of two syscalls each.
+    window: std::sync::Mutex<ReadWindow>,
 }
+
+/// Bytes of the log starting at `start`, as read at some moment. The log only grows, so they
+/// stay valid, except a failed append's bytes that were cut off again: a record that does not
+/// check out from the window is therefore read again from the file before it is an error.
+#[derive(Debug, Default)]
+struct ReadWindow {
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+/// How much one read brings in: tens to hundreds of records.
+const READ_WINDOW_BYTES: usize = 32 * 1024;
 
 impl LogReader {
     /// Opens `path` for reading.
@@ -962,29 +977,91 @@ impl LogReader {
         Ok(LogReader {
             file,
             path: path.to_path_buf(),
+            window: std::sync::Mutex::new(ReadWindow::default()),
         })
+    }
+
+    /// Fills the window with the file from `offset` on (at least `need` bytes unless the
+    /// file ends first).
+    fn refill(&self, window: &mut ReadWindow, offset: u64, need: usize) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        window.start = offset;
+        window.bytes.resize(need.max(READ_WINDOW_BYTES), 0);
+        let mut filled = 0;
+        while filled < window.bytes.len() {
+            match self
+                .file
+                .read_at(&mut window.bytes[filled..], offset + filled as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    window.bytes.clear();
+                    return Err(format!("{}: {e}", self.path.display()));
+                }
+            }
+        }
+        window.bytes.truncate(filled);
+        Ok(())
+    }
+
+    /// Decodes the record at `offset` from the window, refilling it when the record is not
+    /// wholly inside.
+    fn record_from(&self, window: &mut ReadWindow, offset: u64) -> Result<Entry, String> {
+        let inside = |w: &ReadWindow, len: usize| {
+            offset >= w.start && offset + len as u64 <= w.start + w.bytes.len() as u64
+        };
+        if !inside(window, RECORD_HEADER_LEN) {
+            self.refill(window, offset, RECORD_HEADER_LEN)?;
+        }
+        if !inside(window, RECORD_HEADER_LEN) {
+            return Err(format!(
+                "{}: record at offset {offset} is past the end",
+                self.path.display()
+            ));
+        }
+        let at = (offset - window.start) as usize;
+        let prefix: [u8; RECORD_HEADER_LEN] = window.bytes[at..at + RECORD_HEADER_LEN]
+            .try_into()
+            .expect("slice of the header length");
+        let (len, crc) = split_record_header(prefix);
+        if !length_is_valid(len) {
+            return Err(Torn::BadLength(len).describe());
+        }
+        let total = RECORD_HEADER_LEN + len as usize;
+        if !inside(window, total) {
+            self.refill(window, offset, total)?;
+            if !inside(window, total) {
+                return Err(Torn::ShortPayload(len).describe());
+            }
+        }
+        let at = (offset - window.start) as usize;
+        let payload = &window.bytes[at + RECORD_HEADER_LEN..at + total];
+        if record_crc(len, payload) != crc {
+            return Err(Torn::ChecksumMismatch.describe());
+        }
+        decode_payload(payload)
     }
 }
 
 impl EntryReader for LogReader {
     fn read_at(&self, offset: u64) -> Result<Entry, String> {
-        use std::os::unix::fs::FileExt;
-        let mut prefix = [0u8; RECORD_HEADER_LEN];
-        self.file
-            .read_exact_at(&mut prefix, offset)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        let (len, crc) = split_record_header(prefix);
-        if !length_is_valid(len) {
-            return Err(Torn::BadLength(len).describe());
+        // A poisoned lock only means another reader panicked mid-read; the window is then
+        // merely stale, which the retry below handles.
+        let mut window = self
+            .window
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match self.record_from(&mut window, offset) {
+            Ok(entry) => Ok(entry),
+            Err(_) => {
+                // Perhaps a stale window (bytes of a failed append, since cut and rewritten):
+                // read afresh before calling it damage.
+                self.refill(&mut window, offset, RECORD_HEADER_LEN)?;
+                self.record_from(&mut window, offset)
+            }
         }
-        let mut payload = vec![0u8; len as usize];
-        self.file
-            .read_exact_at(&mut payload, offset + RECORD_HEADER_LEN as u64)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        if record_crc(len, &payload) != crc {
-            return Err(Torn::ChecksumMismatch.describe());
-        }
-        decode_payload(&payload)
     }
 }
 
@@ -1524,6 +1601,37 @@ mod tests {
         let reader = LogReader::open(&path).unwrap();
         let err = reader.read_at(ends[0]).unwrap_err();
         assert!(err.contains("checksum"), "{err}");
+    }
+
+    #[test]
+    fn log_reader_window_follows_a_growing_log_and_never_serves_stale_bytes() {
+        let dir = TempDir::new().unwrap();
+        let all = entries(0..4);
+        let (bytes, ends) = log_bytes(&all);
+        let path = dir.path().join("log");
+        // Two records, then half of a third (a failed append's leftovers).
+        fs::write(&path, &bytes[..ends[1] as usize + 5]).unwrap();
+        let reader = LogReader::open(&path).unwrap();
+        assert_eq!(reader.read_at(HEADER_LEN).unwrap(), all[0]);
+        assert!(reader.read_at(ends[1]).is_err(), "half a record");
+        // The leftovers are cut and other bytes written in their place: the window, which
+        // saw the old bytes, must not answer from them.
+        let mut other = bytes[..ends[1] as usize].to_vec();
+        let mut tail = Vec::new();
+        encode_record(&all[3], &mut tail).unwrap();
+        other.extend_from_slice(&tail);
+        fs::write(&path, &other).unwrap();
+        assert_eq!(reader.read_at(ends[1]).unwrap(), all[3]);
+        assert_eq!(reader.read_at(ends[0]).unwrap(), all[1]);
+        // Many records in one window: all read back, in any order.
+        let many = entries(0..500);
+        let (bytes, ends) = log_bytes(&many);
+        fs::write(&path, &bytes).unwrap();
+        let reader = LogReader::open(&path).unwrap();
+        for i in (0..500).rev().step_by(7).chain(0..500) {
+            let at = if i == 0 { HEADER_LEN } else { ends[i - 1] };
+            assert_eq!(reader.read_at(at).unwrap(), many[i]);
+        }
     }
 
     #[test]
