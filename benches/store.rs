@@ -110,6 +110,23 @@ fn fdatasync(file: &File) {
     file.sync_data().expect("fdatasync");
 }
 
+/// The cold-start baseline: one pass reading the file and computing its CRC32C; seconds.
+fn read_and_crc(path: &Path) -> f64 {
+    let started = Instant::now();
+    let mut file = File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut crc = 0u32;
+    loop {
+        let n = file.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+    }
+    std::hint::black_box(crc);
+    started.elapsed().as_secs_f64()
+}
+
 fn cold_start_figure(count: usize, root: &Path) -> Vec<Figure> {
     let state = root.join("cold");
     let entries = make_entries(count, 1);
@@ -125,19 +142,7 @@ fn cold_start_figure(count: usize, root: &Path) -> Vec<Figure> {
     let mut best_base = f64::MAX;
     let mut best_ours = f64::MAX;
     for _ in 0..3 {
-        let started = Instant::now();
-        let mut file = File::open(&path).unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut crc = 0u32;
-        loop {
-            let n = file.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-        }
-        std::hint::black_box(crc);
-        best_base = best_base.min(started.elapsed().as_secs_f64());
+        best_base = best_base.min(read_and_crc(&path));
 
         let started = Instant::now();
         let (store, peer) = cold_start(&state);
@@ -170,19 +175,7 @@ fn cold_start_figure(count: usize, root: &Path) -> Vec<Figure> {
         assert_eq!(rc, 0, "posix_fadvise");
     };
     evict();
-    let started = Instant::now();
-    let mut file = File::open(&path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut crc = 0u32;
-    loop {
-        let n = file.read(&mut buf).unwrap();
-        if n == 0 {
-            break;
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-    }
-    std::hint::black_box(crc);
-    let base = started.elapsed().as_secs_f64();
+    let base = read_and_crc(&path);
     evict();
     let started = Instant::now();
     let (store, peer) = cold_start(&state);

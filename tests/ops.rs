@@ -4,13 +4,13 @@
 
 mod common;
 
-use common::{config, start, wait_until, GROUP, LOOPBACK};
+use common::{config, start, wait_until};
 use loot_sync::control::{self, Request};
 use loot_sync::daemon::DaemonOptions;
 use loot_sync::wire::{self, Body};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixDatagram, UnixStream};
 use std::path::{Path, PathBuf};
@@ -455,24 +455,6 @@ async fn malformed_control_requests_get_error_replies_and_change_nothing() {
     );
 }
 
-/// A loopback listener on the test group that reports which whisper port sent each
-/// datagram and what it was.
-fn group_listener(port: u16) -> UdpSocket {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    socket.set_reuse_address(true).unwrap();
-    socket.set_reuse_port(true).unwrap();
-    socket.set_multicast_all_v4(false).unwrap();
-    socket
-        .bind(&SocketAddr::from((GROUP, port)).into())
-        .unwrap();
-    socket.join_multicast_v4(&GROUP, &LOOPBACK).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    socket.into()
-}
-
 /// Datagrams heard on the group until `until` says stop: (sender whisper port, body).
 fn listen(socket: &UdpSocket, limit: Duration, mut until: impl FnMut(u16, &Body) -> bool) {
     let start = Instant::now();
@@ -512,7 +494,7 @@ async fn sync_off_stops_all_group_traffic_and_on_rejoins() {
             && sb.peers.iter().any(|p| p.in_sync)
     })
     .await;
-    let listener = group_listener(port);
+    let listener = common::group_listener(port);
     let a_port = a.whisper_addr.port();
     let b_port = b.whisper_addr.port();
 

@@ -43,19 +43,7 @@ type Captured = Arc<Mutex<Vec<(SocketAddr, Vec<u8>)>>>;
 /// Joins the group on loopback and records every multicast datagram, as an eavesdropper on
 /// the LAN would.
 fn eavesdrop(port: u16) -> Captured {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
-    socket.set_reuse_address(true).unwrap();
-    socket.set_reuse_port(true).unwrap();
-    socket.set_multicast_all_v4(false).unwrap();
-    socket
-        .bind(&SocketAddr::from((GROUP, port)).into())
-        .unwrap();
-    socket.join_multicast_v4(&GROUP, &LOOPBACK).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let socket: UdpSocket = socket.into();
+    let socket = group_listener(port);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::downgrade(&seen);
     std::thread::spawn(move || {

@@ -83,6 +83,24 @@ pub fn run_cli(config: &Path, args: &[&str]) -> std::process::Output {
         .expect("run lootsync")
 }
 
+/// A socket that has joined the test group on `port`, on loopback only, as another member
+/// (or an eavesdropper) on the LAN would; reads time out after 100 ms.
+pub fn group_listener(port: u16) -> std::net::UdpSocket {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+    socket.set_reuse_address(true).unwrap();
+    socket.set_reuse_port(true).unwrap();
+    socket.set_multicast_all_v4(false).unwrap();
+    socket
+        .bind(&std::net::SocketAddr::from((GROUP, port)).into())
+        .unwrap();
+    socket.join_multicast_v4(&GROUP, &LOOPBACK).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    socket.into()
+}
+
 /// Starts an in-process daemon.
 pub async fn start(config: &Config, options: DaemonOptions) -> RunningDaemon {
     daemon::start(config.clone(), options)
