@@ -235,7 +235,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         match config.root_public_key() {
             None => warn!(
                 "OPEN ROSTER: no security.root_public_key configured, so ANY peer may write \
-                 entries that count; set a root key (lootsync keygen officer) for a real group"
+                 entries that count; set a root key (lootsync keygen root) for a real group"
             ),
             Some(root) => info!(
                 "officer roster: root key {root}, {} officers, {} entries rejected",

@@ -51,8 +51,15 @@ impl Hlc {
 
 impl fmt::Display for Hlc {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.unix_ms());
-        write!(f, "{}", humantime::format_rfc3339_millis(time))?;
+        // RFC 3339 ends at year 9999 (humantime panics past it), but a peer's entry may carry
+        // any timestamp up to MAX_AT: print those as raw milliseconds.
+        const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
+        if self.unix_ms() > LAST_RFC3339_MS {
+            write!(f, "@{}ms", self.unix_ms())?;
+        } else {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.unix_ms());
+            write!(f, "{}", humantime::format_rfc3339_millis(time))?;
+        }
         if self.counter() != 0 {
             write!(f, "+{}", self.counter())?;
         }
@@ -343,6 +350,21 @@ mod tests {
             kind: EntryKind::Points,
             seal: None,
         }
+    }
+
+    #[test]
+    fn any_valid_timestamp_prints_without_panicking() {
+        // A hostile peer may send timestamps far in the future; history must still print.
+        let far = Hlc(MAX_AT);
+        assert_eq!(
+            far.to_string(),
+            format!("@{}ms+{}", far.unix_ms(), far.counter())
+        );
+        assert_eq!(
+            Hlc::new(253_402_300_799_999, 0).to_string(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(Hlc::new(0, 2).to_string(), "1970-01-01T00:00:00.000Z+2");
     }
 
     #[test]

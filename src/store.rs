@@ -459,7 +459,14 @@ fn upgrade_v1_log(path: &Path) -> Result<(), StoreError> {
     }
     let tmp_path = path.with_extension("lootlog.upgrade-tmp");
     let aside = path.with_extension(format!("lootlog.v1-{}", std::process::id()));
-    let mut tmp = File::create(&tmp_path).map_err(io_err(&tmp_path, "creating"))?;
+    // Private like the log it replaces, whatever the umask.
+    let mut tmp = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp_path)
+        .map_err(io_err(&tmp_path, "creating"))?;
     tmp.write_all(&out).map_err(io_err(&tmp_path, "writing"))?;
     tmp.sync_all().map_err(io_err(&tmp_path, "syncing"))?;
     drop(tmp);

@@ -182,8 +182,8 @@ async fn daemon_refuses_a_key_file_others_can_read() {
         message.contains(&key.display().to_string()) && message.contains("0640"),
         "{message}"
     );
-    // Nothing was opened: no log file, no control socket.
-    assert!(!config.state_dir.join("raid.lootlog").exists());
+    // Nothing was opened: not even the state directory (log, lock, control socket) exists.
+    assert!(!config.state_dir.exists());
     // The same for a previous key.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let old = key_file(dir.path(), "old.key");
