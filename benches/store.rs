@@ -21,7 +21,7 @@ mod common;
 use common::Figure;
 use loot_sync::config::Config;
 use loot_sync::control::Request;
-use loot_sync::entry::{new_entry_id, Entry, Hlc};
+use loot_sync::entry::Entry;
 use loot_sync::ops;
 use loot_sync::rng::SeededRng;
 use loot_sync::store::{LogStore, StateLock};
@@ -33,7 +33,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BASE_MS: u64 = 1_750_000_000_000;
 const GROUP: &str = "raid";
 /// Room for the envelope (version, sender, group, message header) in a datagram; the rest
 /// carries entries.
@@ -42,26 +41,6 @@ const ENVELOPE_ALLOWANCE: usize = 100;
 const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// Set in the environment of the child that measures resident memory.
 const RSS_CHILD_ENV: &str = "LOOTSYNC_BENCH_RSS_STATE";
-
-fn make_entries(count: usize, seed: u64) -> Vec<Entry> {
-    let mut rng = SeededRng::new(seed);
-    (0..count)
-        .map(|i| {
-            let ms = BASE_MS + i as u64 * 3;
-            Entry {
-                id: new_entry_id(ms, rng.bytes()),
-                at: Hlc::new(ms, 0),
-                actor: format!("officer{}", i % 4),
-                target: format!("player{}", i % 40),
-                delta: (i % 50) as i64 + 1,
-                new_total: 0,
-                reason: "raid attendance".into(),
-                kind: loot_sync::entry::EntryKind::Points,
-                seal: None,
-            }
-        })
-        .collect()
-}
 
 fn peer_config() -> PeerConfig {
     PeerConfig {
@@ -129,7 +108,7 @@ fn read_and_crc(path: &Path) -> f64 {
 
 fn cold_start_figure(count: usize, root: &Path) -> Vec<Figure> {
     let state = root.join("cold");
-    let entries = make_entries(count, 1);
+    let entries = common::make_entries(count, 1);
     let bytes = write_log(&state, &entries);
     drop(entries);
     let path = LogStore::log_path(&state, GROUP);
@@ -303,7 +282,7 @@ fn merge_once(entries: &[Entry], state: &Path) -> (f64, u64, usize) {
 }
 
 fn merge_figure(count: usize, root: &Path) -> Figure {
-    let entries = make_entries(count, 2);
+    let entries = common::make_entries(count, 2);
     // Best of three for both sides: a single fdatasync's latency varies a lot with whatever
     // else the disk is doing.
     let (mut ours, mut base) = (f64::MAX, f64::MAX);

@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const BASE_MS: u64 = 1_750_000_000_000;
 /// The group address the bench daemons use (each figure has its own port and group name).
 const GROUP: Ipv4Addr = Ipv4Addr::new(239, 255, 76, 83);
 /// Late-joiner catch-up (one pair of daemons at a time).
@@ -36,26 +35,6 @@ const PROPAGATION_PORT: u16 = 47851;
 const RAW_MULTICAST_PORT: u16 = 47852;
 /// 20 idle daemons.
 const IDLE_PORT: u16 = 47853;
-
-fn make_entries(count: usize, seed: u64) -> Vec<Entry> {
-    let mut rng = SeededRng::new(seed);
-    (0..count)
-        .map(|i| {
-            let ms = BASE_MS + i as u64 * 3;
-            Entry {
-                id: new_entry_id(ms, rng.bytes()),
-                at: Hlc::new(ms, 0),
-                actor: format!("officer{}", i % 4),
-                target: format!("player{}", i % 40),
-                delta: (i % 50) as i64 + 1,
-                new_total: 0,
-                reason: "raid attendance".into(),
-                kind: loot_sync::entry::EntryKind::Points,
-                seal: None,
-            }
-        })
-        .collect()
-}
 
 fn peer_config(name: &str, heartbeat_ms: u64) -> PeerConfig {
     PeerConfig {
@@ -73,7 +52,7 @@ fn peer_config(name: &str, heartbeat_ms: u64) -> PeerConfig {
 fn now(ms: u64) -> Now {
     Now {
         mono_ms: ms,
-        unix_ms: BASE_MS + 10_000_000 + ms,
+        unix_ms: common::BASE_MS + 10_000_000 + ms,
     }
 }
 
@@ -133,7 +112,7 @@ fn reconcile(a: &mut Peer, b: &mut Peer) -> (u64, u64, u64) {
 }
 
 fn reconciliation_figures(total: usize) -> Vec<Figure> {
-    let entries = make_entries(total, 1);
+    let entries = common::make_entries(total, 1);
     let mut rng = SeededRng::new(7);
     let mut figures = Vec::new();
     for scattered in [false, true] {
@@ -235,7 +214,7 @@ fn count_words(count: usize) -> String {
 /// The protocol's own CPU cost of a late joiner's catch-up: both sans-IO peers in one
 /// thread, no sockets, beside the cost of decoding the same datagrams alone.
 fn catchup_cpu_figure(total: usize) -> Figure {
-    let entries = make_entries(total, 3);
+    let entries = common::make_entries(total, 3);
     let mut a = Peer::new(
         peer_config("a", 2_000),
         entries.clone(),
@@ -308,11 +287,11 @@ fn signed_catchup_cpu_figure(total: usize) -> Figure {
         assert_eq!(b.ledger().len(), entries.len());
         (elapsed, b.ledger().rejected())
     };
-    let plain = make_entries(total, 3);
+    let plain = common::make_entries(total, 3);
     let mut signed = plain.clone();
     let mut add = signed[0].clone();
-    add.id = new_entry_id(BASE_MS - 1, [1; 10]);
-    add.at = Hlc::new(BASE_MS - 1, 0);
+    add.id = new_entry_id(common::BASE_MS - 1, [1; 10]);
+    add.at = Hlc::new(common::BASE_MS - 1, 0);
     add.delta = 0;
     add.kind = EntryKind::OfficerAdd {
         public_key: officer.public(),
@@ -528,7 +507,7 @@ fn median_duration(mut samples: Vec<Duration>) -> Duration {
 
 /// Late joiner missing `count` entries vs raw UDP of the same bytes; the median of `runs`.
 fn catch_up_point(count: usize, runs: usize) -> CatchUp {
-    let entries = make_entries(count, 3);
+    let entries = common::make_entries(count, 3);
     let payload_bytes: usize = entries.iter().map(wire::encoded_len).sum();
     let (mut ours, mut cpu) = (Vec::new(), Vec::new());
     let mut kernel_drops = 0;
@@ -1015,7 +994,7 @@ fn idle_daemons_figures(seconds: u64) -> Vec<Figure> {
         .collect();
     let heartbeat = configs[0].sync.heartbeat;
     // In sync on a realistic log, so HELLOs carry a real fingerprint and newest key.
-    let entries = make_entries(1_000, 5);
+    let entries = common::make_entries(1_000, 5);
     for config in &configs {
         seed_log(config, &entries);
     }
@@ -1105,7 +1084,7 @@ fn hello_len(name: &str, group: &str, entries: Vec<Entry>) -> usize {
 fn idle_figure() -> Vec<Figure> {
     let peers_count = 20;
     let heartbeat_ms = 2_000;
-    let entries = make_entries(1_000, 5);
+    let entries = common::make_entries(1_000, 5);
     let mut peers: Vec<Peer> = (0..peers_count)
         .map(|i| {
             Peer::new(

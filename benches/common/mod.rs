@@ -4,6 +4,8 @@
 //! either.
 #![allow(dead_code)]
 
+use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::rng::SeededRng;
 use std::path::PathBuf;
 
 /// One measured figure beside the baseline measured in the same run.
@@ -193,4 +195,29 @@ pub fn percentile(samples: &mut [f64], p: f64) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
     let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
     samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// Where generated entries' timestamps start (Unix ms, June 2025).
+pub const BASE_MS: u64 = 1_750_000_000_000;
+
+/// `count` valid point entries, 3 ms apart from [`BASE_MS`], 4 officers and 40 players,
+/// ids from a generator seeded with `seed` (the same seed gives the same log).
+pub fn make_entries(count: usize, seed: u64) -> Vec<Entry> {
+    let mut rng = SeededRng::new(seed);
+    (0..count)
+        .map(|i| {
+            let ms = BASE_MS + i as u64 * 3;
+            Entry {
+                id: new_entry_id(ms, rng.bytes()),
+                at: Hlc::new(ms, 0),
+                actor: format!("officer{}", i % 4),
+                target: format!("player{}", i % 40),
+                delta: (i % 50) as i64 + 1,
+                new_total: 0,
+                reason: "raid attendance".into(),
+                kind: EntryKind::Points,
+                seal: None,
+            }
+        })
+        .collect()
 }
