@@ -578,18 +578,22 @@ impl Peer {
         }
         let whisper = SocketAddr::new(from.ip(), envelope.whisper_port);
         self.touch_peer(now, envelope.from, whisper);
-        let label = self.peer_label(envelope.from);
-        // `entries=` is what this datagram carries; a HELLO also says what the sender holds.
-        let holds = match &envelope.body {
-            Body::Hello(hello) => format!(" holds={}", hello.fingerprint.count),
-            _ => String::new(),
-        };
-        debug!(
-            target: "sync",
-            "SYNC recv {} from {label} ({whisper}) entries={}{holds}",
-            kind_of(&envelope.body),
-            envelope.body.entry_count()
-        );
+        // Built only when the line is wanted: this runs for every datagram.
+        if tracing::enabled!(target: "sync", tracing::Level::DEBUG) {
+            let label = self.peer_label(envelope.from);
+            // `entries=` is what this datagram carries; a HELLO also says what the sender
+            // holds.
+            let holds = match &envelope.body {
+                Body::Hello(hello) => format!(" holds={}", hello.fingerprint.count),
+                _ => String::new(),
+            };
+            debug!(
+                target: "sync",
+                "SYNC recv {} from {label} ({whisper}) entries={}{holds}",
+                kind_of(&envelope.body),
+                envelope.body.entry_count()
+            );
+        }
         let sender = envelope.from;
         match envelope.body {
             Body::Hello(hello) => {
@@ -2279,6 +2283,15 @@ mod tests {
         peer.set_group_key(Sealer::new(keyring, NoncePrefix([seed; 16])), [seed; 32]);
     }
 
+    /// Two peers holding group key 7: `a` with `a_entries`, `b` with `b_entries`.
+    fn sealed_pair(a_entries: Vec<Entry>, b_entries: Vec<Entry>) -> (Peer, Peer) {
+        let mut a = Peer::new(config("a"), a_entries, SeededRng::new(1), now(0));
+        let mut b = Peer::new(config("b"), b_entries, SeededRng::new(2), now(0));
+        sealed(&mut a, 7, 1);
+        sealed(&mut b, 7, 2);
+        (a, b)
+    }
+
     /// A datagram from a (possibly hostile) member holding group key `key`.
     fn forged(key: u8, from: NodeId, whisper_port: u16, body: Body) -> Vec<u8> {
         use crate::seal::{GroupKey, Keyring, NoncePrefix};
@@ -2313,10 +2326,7 @@ mod tests {
     #[test]
     fn sealed_peers_converge_and_other_keys_or_clear_text_are_dropped() {
         let entries: Vec<Entry> = (0..2000).map(|i| entry(i, "P")).collect();
-        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
-        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
-        sealed(&mut a, 7, 1);
-        sealed(&mut b, 7, 2);
+        let (mut a, mut b) = sealed_pair(entries, vec![]);
         a.start(now(0));
         b.start(now(0));
         exchange(&mut a, &mut b, 0);
@@ -2373,10 +2383,7 @@ mod tests {
     fn replayed_datagrams_change_nothing() {
         let a_entries: Vec<Entry> = (0..300).map(|i| entry(i, "A")).collect();
         let b_entries: Vec<Entry> = (300..400).map(|i| entry(i, "B")).collect();
-        let mut a = Peer::new(config("a"), a_entries, SeededRng::new(1), now(0));
-        let mut b = Peer::new(config("b"), b_entries, SeededRng::new(2), now(0));
-        sealed(&mut a, 7, 1);
-        sealed(&mut b, 7, 2);
+        let (mut a, mut b) = sealed_pair(a_entries, b_entries);
         a.start(now(0));
         b.start(now(0));
         // Record every datagram of a whole reconciliation, as an eavesdropper would.
@@ -2531,10 +2538,7 @@ mod tests {
     #[test]
     fn honest_requester_proves_its_address_once_and_gets_the_full_budget() {
         let entries: Vec<Entry> = (0..5000).map(|i| entry(i, "P")).collect();
-        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
-        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
-        sealed(&mut a, 7, 1);
-        sealed(&mut b, 7, 2);
+        let (mut a, mut b) = sealed_pair(entries, vec![]);
         a.start(now(0));
         b.start(now(0));
         exchange(&mut a, &mut b, 0);
@@ -2667,10 +2671,7 @@ mod tests {
     #[test]
     fn first_request_without_a_cookie_is_padded_and_its_answer_carries_entries() {
         let entries: Vec<Entry> = (0..5000).map(|i| entry(i, "P")).collect();
-        let mut a = Peer::new(config("a"), entries, SeededRng::new(1), now(0));
-        let mut b = Peer::new(config("b"), vec![], SeededRng::new(2), now(0));
-        sealed(&mut a, 7, 1);
-        sealed(&mut b, 7, 2);
+        let (mut a, mut b) = sealed_pair(entries, vec![]);
         let addr: SocketAddr = "127.0.0.1:1000".parse().unwrap();
         // b hears a's HELLO (no probe, so no summary cookie) and starts reconciling.
         a.start(now(0));

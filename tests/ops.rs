@@ -261,33 +261,24 @@ fn config_tools_completions_and_man_pages() {
     assert!(!again.status.success(), "init never overwrites");
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
 
+    // `config check` on a file with `text`: it must fail; returns what it said.
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "node = \"x\"\n[group]\nport = \"high\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let refused = |text: &str| {
+        std::fs::write(&bad, text).unwrap();
+        let out = Command::new(BIN)
+            .args(["config", "check"])
+            .arg(&bad)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{text:?} passed");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused("node = \"x\"\n[group]\nport = \"high\"\n");
     assert!(err.contains("line 3, column"), "{err}");
-    std::fs::write(&bad, "[control]\ngroup = \"-x\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`control.group`"));
+    assert!(refused("[control]\ngroup = \"-x\"\n").contains("`control.group`"));
     // Well-formed but unknown on this machine: caught before the daemon would fail on it.
-    std::fs::write(&bad, "[control]\ngroup = \"no-such-group-lootsync\"\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["config", "check"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no such Unix group"));
+    let err = refused("[control]\ngroup = \"no-such-group-lootsync\"\n");
+    assert!(err.contains("no such Unix group"), "{err}");
     // A broken --config is an error even for a command that does not use it.
     std::fs::write(&bad, "nonsense_key = 1\n").unwrap();
     let out = Command::new(BIN)
