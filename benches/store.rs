@@ -265,7 +265,7 @@ fn merge_once(entries: &[Entry], state: &Path) -> (f64, u64, usize) {
         }
         let offsets = store.append_located(chunk).unwrap();
         for (entry, offset) in chunk.iter().zip(offsets) {
-            ledger.mark_stored(&entry.id, offset);
+            ledger.mark_stored(&entry.key(), offset);
         }
         let since = *unsynced_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= BATCH_INTERVAL {

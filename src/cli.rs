@@ -72,10 +72,17 @@ pub enum OfficerCommand {
         #[arg(long, value_name = "FILE")]
         root_key: Option<PathBuf>,
     },
-    /// Remove the officer NAME: their later entries count for nothing.
+    /// Remove the officer NAME and revoke their key for good. Their entries that count on
+    /// this peer now keep counting (they are listed in the revocation); any other entry
+    /// signed by the key never counts, whatever date it carries. Sync first, so this peer
+    /// has heard of every entry of theirs you mean to keep.
     Remove {
         /// The officer's name.
         name: String,
+        /// Keep none of their entries (for a stolen key: everything it signed stops
+        /// counting).
+        #[arg(long)]
+        revoke_all: bool,
         /// The root secret key file (default: security.root_key_file).
         #[arg(long, value_name = "FILE")]
         root_key: Option<PathBuf>,
@@ -598,25 +605,13 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// Builds a roster change signed by the root key (from `--root-key` or
-/// `security.root_key_file`) and appends it through the daemon, or offline.
+/// `security.root_key_file`) and appends it through the daemon, or offline. A removal is a
+/// revocation that lists the officer's entries that count now, in as many entries as needed.
 fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
-    let (root_key, name, kind) = match command {
-        OfficerCommand::Add {
-            name,
-            public_key,
-            root_key,
-        } => {
-            let public_key: crate::officer::PublicKey = public_key
-                .parse()
-                .with_context(|| format!("PUBKEY {public_key:?}"))?;
-            (
-                root_key,
-                name,
-                crate::entry::EntryKind::OfficerAdd { public_key },
-            )
-        }
-        OfficerCommand::Remove { name, root_key } => {
-            (root_key, name, crate::entry::EntryKind::OfficerRemove)
+    let (root_key, name) = match &command {
+        OfficerCommand::Add { name, root_key, .. }
+        | OfficerCommand::Remove { name, root_key, .. } => {
+            (root_key.clone(), name.trim().to_string())
         }
     };
     let Some(root_path) = root_key.or_else(|| config.security.root_key_file.clone()) else {
@@ -633,38 +628,117 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
         );
     }
     let unix_ms = ops::system_unix_ms();
-    let mut random = [0u8; 10];
-    getrandom::fill(&mut random).map_err(|e| anyhow!("cannot get random bytes: {e}"))?;
-    let at = crate::entry::Hlc::new(unix_ms, 0);
-    let mut entry = crate::entry::Entry {
-        id: crate::entry::new_entry_id(unix_ms, random),
-        at,
-        actor: "root".into(),
-        target: name.trim().to_string(),
-        delta: 0,
-        new_total: 0,
-        reason: match &kind {
-            crate::entry::EntryKind::OfficerAdd { .. } => "officer added".into(),
-            _ => "officer removed".into(),
-        },
-        kind,
-        seal: None,
+    let changes: Vec<(crate::entry::Hlc, crate::entry::EntryKind)> = match command {
+        OfficerCommand::Add { public_key, .. } => {
+            let public_key: crate::officer::PublicKey = public_key
+                .parse()
+                .with_context(|| format!("PUBKEY {public_key:?}"))?;
+            vec![(
+                crate::entry::Hlc::new(unix_ms, 0),
+                crate::entry::EntryKind::OfficerAdd { public_key },
+            )]
+        }
+        OfficerCommand::Remove { revoke_all, .. } => {
+            revocations(config, &name, revoke_all, unix_ms)?
+        }
     };
-    entry.validate().map_err(|e| {
-        anyhow!(
-            "invalid officer name: {}",
-            e.to_string().replace("target", "NAME")
-        )
-    })?;
-    root.sign(&mut entry);
-    request(
-        config,
-        Request::Append {
-            entry: Box::new(entry.clone()),
-        },
-    )?;
-    println!("{} officer {} [{}]", entry.reason, entry.target, entry.id);
+    for (at, kind) in changes {
+        let mut random = [0u8; 10];
+        getrandom::fill(&mut random).map_err(|e| anyhow!("cannot get random bytes: {e}"))?;
+        let reason = match &kind {
+            crate::entry::EntryKind::OfficerAdd { .. } => "officer added".to_string(),
+            crate::entry::EntryKind::OfficerRevoke { keep, .. } => {
+                format!("officer removed, {} entries kept", keep.len())
+            }
+            _ => "officer removed".to_string(),
+        };
+        let mut entry = crate::entry::Entry {
+            id: crate::entry::new_entry_id(at.unix_ms(), random),
+            at,
+            actor: "root".into(),
+            target: name.clone(),
+            delta: 0,
+            new_total: 0,
+            reason,
+            kind,
+            seal: None,
+        };
+        entry.validate().map_err(|e| {
+            anyhow!(
+                "invalid officer name: {}",
+                e.to_string().replace("target", "NAME")
+            )
+        })?;
+        root.sign(&mut entry);
+        request(
+            config,
+            Request::Append {
+                entry: Box::new(entry.clone()),
+            },
+        )?;
+        println!("{} officer {} [{}]", entry.reason, entry.target, entry.id);
+    }
     Ok(())
+}
+
+/// The revocation entries that remove officer `name`: their key, and the digests of their
+/// entries that count on this peer now (none with `revoke_all`), [`MAX_KEEP`] per entry.
+/// Stamped after every entry this peer holds, so each kept entry sorts before the removal.
+///
+/// [`MAX_KEEP`]: crate::entry::MAX_KEEP
+fn revocations(
+    config: &Config,
+    name: &str,
+    revoke_all: bool,
+    unix_ms: u64,
+) -> Result<Vec<(crate::entry::Hlc, crate::entry::EntryKind)>> {
+    use crate::entry::{EntryKind, Hlc, MAX_KEEP};
+    let rows: Vec<crate::ledger::HistoryRow> =
+        serde_json::from_value(request(config, Request::History { player: None })?)
+            .context("cannot read the history to find the officer's entries")?;
+    // The officer's key: the last add of `name` that counts.
+    let Some(public_key) = rows.iter().rev().find_map(|row| match &row.entry.kind {
+        EntryKind::OfficerAdd { public_key }
+            if row.entry.target == name && row.rejected.is_none() =>
+        {
+            Some(*public_key)
+        }
+        _ => None,
+    }) else {
+        bail!("{name} is not an officer in this peer's log (see `lootsync history`)");
+    };
+    let kept: Vec<crate::entry::Digest> = match revoke_all {
+        true => Vec::new(),
+        false => rows
+            .iter()
+            .filter(|row| {
+                row.rejected.is_none()
+                    && row.entry.kind == EntryKind::Points
+                    && row.entry.seal.is_some_and(|seal| seal.signer == public_key)
+            })
+            .map(|row| row.entry.digest())
+            .collect(),
+    };
+    let newest = rows
+        .iter()
+        .map(|row| row.entry.at)
+        .max()
+        .unwrap_or_default();
+    let start = Hlc::new(unix_ms, 0).max(Hlc(newest.0 + 1));
+    let parts: Vec<Vec<crate::entry::Digest>> = match kept.is_empty() {
+        true => vec![Vec::new()],
+        false => kept.chunks(MAX_KEEP).map(<[_]>::to_vec).collect(),
+    };
+    Ok(parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, keep)| {
+            (
+                Hlc(start.0 + i as u64),
+                EntryKind::OfficerRevoke { public_key, keep },
+            )
+        })
+        .collect())
 }
 
 /// Sends a request to the running daemon, or runs it on the log directly when none runs.
@@ -772,9 +846,6 @@ fn print_verify(report: &VerifyReport) {
             region.bytes, region.offset, region.reason
         );
     }
-    for (offset, id) in &report.conflicting_duplicates {
-        println!("DAMAGE:   record at offset {offset} reuses entry id {id} with different content");
-    }
     println!(
         "status:   {}",
         if report.is_clean() { "ok" } else { "DAMAGED" }
@@ -813,6 +884,9 @@ fn print_history(rows: &[HistoryRow], player: Option<&str>) {
             crate::entry::EntryKind::Points => format!("{:>+6} -> {:>6}", e.delta, row.total),
             crate::entry::EntryKind::OfficerAdd { .. } => format!("{:<16}", "officer added"),
             crate::entry::EntryKind::OfficerRemove => format!("{:<16}", "officer removed"),
+            crate::entry::EntryKind::OfficerRevoke { keep, .. } => {
+                format!("{:<16}", format!("revoked, kept {}", keep.len()))
+            }
         };
         let rejected = row
             .rejected

@@ -610,7 +610,7 @@ impl Driver {
                         Ok(offsets) => {
                             self.remote_appends += 1;
                             for (entry, offset) in pending.iter().zip(offsets) {
-                                self.peer.mark_stored(&entry.id, offset);
+                                self.peer.mark_stored(&entry.key(), offset);
                             }
                             if let Some(observer) = &self.options.observer {
                                 observer.merged(&pending);

@@ -20,6 +20,9 @@ pub const MAX_ABS_DELTA: i64 = 1_000_000_000;
 /// Largest HLC value an entry may carry; `u64::MAX` is reserved as the open upper bound of
 /// the key space used by sync ranges.
 pub const MAX_AT: u64 = u64::MAX - 1;
+/// Most entry digests one [`EntryKind::OfficerRevoke`] may name, so the largest entry still
+/// fits in a datagram; a revocation that keeps more is split into several entries.
+pub const MAX_KEEP: usize = 24;
 
 /// Unique id of an entry: a UUID v7 (48-bit millisecond time + 74 random bits), so ids made
 /// on different machines never collide the way the original addon's per-client counters did.
@@ -67,27 +70,54 @@ impl fmt::Display for Hlc {
     }
 }
 
-/// The total order of the log: by HLC, ties broken by id. Every peer sorts by this key, so
-/// history views and sync ranges agree everywhere.
+/// An entry's identity: the first 128 bits of a SHA-256 over its whole encoding (signature
+/// included). Two different bodies can never share one, even if they carry the same `id`
+/// field, so no peer can suppress another's entry by racing a different body under its id.
+/// It orders entries that share a timestamp and is what sync asks for. Kept as big-endian
+/// bytes: 16 bytes on the wire, byte alignment in the index, and byte order is numeric order.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Digest(pub [u8; 16]);
+
+impl Digest {
+    /// The digest as a number, for fingerprint sums.
+    pub fn as_u128(self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+}
+
+impl fmt::Display for Digest {
+    /// The first 8 hex digits: enough to tell entries apart in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..4] {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The total order of the log: by HLC, ties broken by content digest. Every peer sorts by
+/// this key, so history views and sync ranges agree everywhere.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Key {
     /// When the entry was made (hybrid logical clock).
     pub at: Hlc,
-    /// The entry's unique id.
-    pub id: EntryId,
+    /// The entry's content digest (its identity).
+    pub digest: Digest,
 }
 
 impl Key {
     /// The smallest key: the inclusive lower bound of the whole key space.
     pub const MIN: Key = Key {
         at: Hlc(0),
-        id: Uuid::nil(),
+        digest: Digest([0; 16]),
     };
     /// The largest key: the exclusive upper bound of the whole key space (no entry has it,
     /// since [`MAX_AT`] is below it).
     pub const MAX: Key = Key {
         at: Hlc(u64::MAX),
-        id: Uuid::max(),
+        digest: Digest([0xff; 16]),
     };
 }
 
@@ -129,8 +159,22 @@ pub enum EntryKind {
         /// The officer's public key.
         public_key: crate::officer::PublicKey,
     },
-    /// Removes the officer `target`: their entries after this one count for nothing.
+    /// Removes the officer `target`: their entries after this one count for nothing. Kept
+    /// for logs written before [`EntryKind::OfficerRevoke`]; `lootsync officer remove` no
+    /// longer makes it, because the signer picks an entry's timestamp and a removed officer
+    /// could sign new entries dated before the removal.
     OfficerRemove,
+    /// Removes the officer `target` and revokes `public_key` for good: of the entries that
+    /// key signed, only those whose digests some revocation of the key lists in `keep` can
+    /// ever count, wherever they sort, so backdating new entries gains nothing. Made by
+    /// `lootsync officer remove`, listing the officer's entries that counted on the root
+    /// key holder's peer, split over several entries when more than [`MAX_KEEP`].
+    OfficerRevoke {
+        /// The revoked officer key.
+        public_key: crate::officer::PublicKey,
+        /// Digests of the key's entries that keep counting.
+        keep: Vec<Digest>,
+    },
 }
 
 /// Why an entry is not acceptable.
@@ -187,6 +231,9 @@ pub enum EntryError {
          has heard): ask the root key holder to run `lootsync officer add NAME {0}`"
     )]
     NotAnOfficer(String),
+    /// A revocation lists more entries than one entry may carry.
+    #[error("a revocation may keep at most {MAX_KEEP} entries, not {0}")]
+    TooManyKept(usize),
     /// The timestamp is the reserved maximum.
     #[error("timestamp {0} is out of range")]
     BadTimestamp(u64),
@@ -218,7 +265,7 @@ impl Entry {
     pub fn key(&self) -> Key {
         Key {
             at: self.at,
-            id: self.id,
+            digest: self.digest(),
         }
     }
 
@@ -241,9 +288,16 @@ impl Entry {
                 }
             }
             // A roster change moves no points; a non-zero delta would be a forged hybrid.
-            EntryKind::OfficerAdd { .. } | EntryKind::OfficerRemove => {
+            EntryKind::OfficerAdd { .. }
+            | EntryKind::OfficerRemove
+            | EntryKind::OfficerRevoke { .. } => {
                 if self.delta != 0 || self.new_total != 0 {
                     return Err(EntryError::RosterWithPoints);
+                }
+                if let EntryKind::OfficerRevoke { keep, .. } = &self.kind {
+                    if keep.len() > MAX_KEEP {
+                        return Err(EntryError::TooManyKept(keep.len()));
+                    }
                 }
             }
         }
@@ -253,22 +307,30 @@ impl Entry {
         Ok(())
     }
 
-    /// A 128-bit digest of the whole entry, used in set fingerprints. Hashing the full
-    /// content (not just the id) means two peers holding different bodies under one id never
-    /// look "in sync".
-    pub fn digest(&self) -> u128 {
+    /// The entry's identity ([`Digest`]): SHA-256 over a domain prefix and the entry's
+    /// encoding, cut to 128 bits. A cryptographic hash, because digests decide which entries
+    /// are the same and sum into set fingerprints: a peer must not be able to craft a body
+    /// that passes for another.
+    pub fn digest(&self) -> Digest {
+        use sha2::Digest as _;
         // A stack buffer avoids an allocation per entry on replay and merge; every valid
         // entry fits, and an oversized (invalid) one still gets the same digest via the heap.
         let mut buf = [0u8; 1024];
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(DIGEST_DOMAIN);
         match postcard::to_slice(self, &mut buf) {
-            Ok(bytes) => xxhash_rust::xxh3::xxh3_128(bytes),
-            Err(_) => {
-                let bytes = postcard::to_stdvec(self).expect("entries always serialize");
-                xxhash_rust::xxh3::xxh3_128(&bytes)
-            }
+            Ok(bytes) => hasher.update(bytes),
+            Err(_) => hasher.update(postcard::to_stdvec(self).expect("entries always serialize")),
         }
+        let hash = hasher.finalize();
+        let mut first = [0u8; 16];
+        first.copy_from_slice(&hash[..16]);
+        Digest(first)
     }
 }
+
+/// Prefix of every digest's hash input, so a digest can never equal a hash of anything else.
+const DIGEST_DOMAIN: &[u8] = b"lootsync entry digest v1\0";
 
 /// The hybrid logical clock of one node. New local entries are stamped after everything the
 /// node has seen; entries from peers advance the clock, but by at most `max_drift_ms` beyond

@@ -39,6 +39,7 @@ fn kind_name(kind: &crate::entry::EntryKind) -> &'static str {
         crate::entry::EntryKind::Points => "points",
         crate::entry::EntryKind::OfficerAdd { .. } => "officer_add",
         crate::entry::EntryKind::OfficerRemove => "officer_remove",
+        crate::entry::EntryKind::OfficerRevoke { .. } => "officer_revoke",
     }
 }
 

@@ -11,15 +11,16 @@
 //! Every peer holding the same set therefore computes the same totals, whatever order the
 //! entries arrived in.
 
-use crate::entry::{Entry, EntryId, EntryKind, Hlc};
+use crate::entry::{Digest, Entry, EntryId, EntryKind, Hlc};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Prefix of every signed message, so a signature made for an entry can never be replayed
@@ -284,21 +285,54 @@ impl Verdict {
     }
 }
 
-/// The officer roster during a replay in (at, id) order. With no root key the roster is
+/// Every key revoked by a valid [`EntryKind::OfficerRevoke`], with the union of the entry
+/// digests its revocations keep. Unlike the roster it does not depend on the replay position:
+/// a revocation judges the key's entries wherever they sort.
+pub type Revocations = BTreeMap<PublicKey, BTreeSet<Digest>>;
+
+/// The officer roster during a replay in (at, digest) order. With no root key the roster is
 /// open: every point entry counts and roster entries change nothing.
 #[derive(Clone, Debug, Default)]
 pub struct Roster {
     root: Option<PublicKey>,
     officers: BTreeMap<String, PublicKey>,
+    revoked: Arc<Revocations>,
 }
 
 impl Roster {
-    /// An empty roster for the group with this root key (`None`: open roster).
+    /// An empty roster for the group with this root key (`None`: open roster), and no key
+    /// revoked.
     pub fn new(root: Option<PublicKey>) -> Roster {
+        Roster::with_revocations(root, Arc::default())
+    }
+
+    /// An empty roster that judges entries of the `revoked` keys by their keep lists.
+    pub fn with_revocations(root: Option<PublicKey>, revoked: Arc<Revocations>) -> Roster {
         Roster {
             root,
             officers: BTreeMap::new(),
+            revoked,
         }
+    }
+
+    /// Adds `entry` to `revocations` if it is a valid revocation (signed by `root`); returns
+    /// whether it was.
+    pub fn note_revocation(
+        root: Option<PublicKey>,
+        entry: &Entry,
+        revocations: &mut Revocations,
+    ) -> bool {
+        let EntryKind::OfficerRevoke { public_key, keep } = &entry.kind else {
+            return false;
+        };
+        if !Roster::is_valid_roster_change(root, entry) {
+            return false;
+        }
+        revocations
+            .entry(*public_key)
+            .or_default()
+            .extend(keep.iter().copied());
+        true
     }
 
     /// The current officers, by name.
@@ -322,11 +356,25 @@ impl Roster {
         };
         let signer = entry.seal.map(|s| s.signer);
         match &entry.kind {
-            EntryKind::Points => match signer {
-                None => Verdict::Rejected("rejected: unsigned"),
-                Some(key) if self.officers.values().any(|k| *k == key) => Verdict::Counts,
-                Some(_) => Verdict::Rejected("rejected: signer not an officer"),
-            },
+            EntryKind::Points => {
+                let Some(key) = signer else {
+                    return Verdict::Rejected("rejected: unsigned");
+                };
+                if self.officers.get(&entry.actor) != Some(&key) {
+                    return if self.officers.values().any(|k| *k == key) {
+                        // Otherwise one officer could pass entries off as another's.
+                        Verdict::Rejected("rejected: actor is not the signer's officer name")
+                    } else {
+                        Verdict::Rejected("rejected: signer not an officer")
+                    };
+                }
+                match self.revoked.get(&key) {
+                    Some(keep) if !keep.contains(&entry.digest()) => {
+                        Verdict::Rejected("rejected: signed by a revoked key")
+                    }
+                    _ => Verdict::Counts,
+                }
+            }
             kind => {
                 if signer != Some(root) {
                     return Verdict::Rejected("rejected: roster change not signed by the root key");
@@ -337,6 +385,9 @@ impl Roster {
                     }
                     EntryKind::OfficerRemove => {
                         self.officers.remove(&entry.target);
+                    }
+                    EntryKind::OfficerRevoke { public_key, .. } => {
+                        self.officers.retain(|_, key| key != public_key);
                     }
                     EntryKind::Points => unreachable!("handled above"),
                 }

@@ -236,7 +236,7 @@ pub fn apply(
             };
             peer.commit_local(now, entry.clone());
             for offset in offsets {
-                peer.mark_stored(&entry.id, offset);
+                peer.mark_stored(&entry.key(), offset);
             }
             let total = peer.ledger().total(&entry.target);
             Reply::ok(&AdjustResult { entry, total })
@@ -249,14 +249,34 @@ pub fn apply(
             if let Err(err) = crate::officer::verify(&entry) {
                 return Some(Reply::error(format!("entry not accepted: {err}")));
             }
-            if !peer.ledger().contains_id(&entry.id) {
+            // Append exists for roster changes signed elsewhere (by the root key holder);
+            // anything else would be stored and count for nothing, so say so instead.
+            let root = peer.ledger().root();
+            if root.is_none() {
+                return Some(Reply::error(
+                    "this peer has no security.root_public_key: roster changes count only in \
+                     a group with a root key"
+                        .to_string(),
+                ));
+            }
+            if entry.kind == crate::entry::EntryKind::Points
+                || !crate::officer::Roster::is_valid_roster_change(root, &entry)
+            {
+                return Some(Reply::error(
+                    "entry not accepted: only roster changes signed by the group's root key \
+                     can be appended (use `adjust` for points)"
+                        .to_string(),
+                ));
+            }
+            let key = entry.key();
+            if !peer.ledger().contains(&key.digest) {
                 let offsets = match store.append_durable(std::slice::from_ref(&entry)) {
                     Ok(offsets) => offsets,
                     Err(err) => return Some(Reply::error(write_failure_message(&err, store))),
                 };
                 peer.commit_local(now, entry.clone());
                 for offset in offsets {
-                    peer.mark_stored(&entry.id, offset);
+                    peer.mark_stored(&key, offset);
                 }
             }
             Reply::ok(&entry)

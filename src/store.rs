@@ -20,7 +20,7 @@
 //! append and are cut off; if an intact record follows, something damaged the middle of the
 //! log and opening fails with [`StoreError::Corrupt`] rather than throwing away history.
 
-use crate::entry::{Entry, EntryId};
+use crate::entry::{Digest, Entry};
 use crate::ledger::{EntryReader, Ledger, LedgerBuilder};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
@@ -657,9 +657,9 @@ impl LogStore {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(LogStore, Vec<Entry>, OpenReport), StoreError> {
         let mut entries = Vec::new();
-        let mut seen: HashSet<EntryId> = HashSet::new();
+        let mut seen: HashSet<Digest> = HashSet::new();
         let (store, report) = Self::open_visiting(lock, group, progress, &mut |entry, _| {
-            let new = seen.insert(entry.id);
+            let new = seen.insert(entry.digest());
             if new {
                 entries.push(entry);
             }
@@ -1493,7 +1493,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_ids_are_skipped_and_counted_but_kept_on_disk() {
+    fn repeated_records_are_skipped_and_counted_but_kept_on_disk() {
         let (a, b, c) = (entry(1), entry(2), entry(3));
         let mut b_changed = b.clone();
         b_changed.reason = "same id, different body".into();
@@ -1501,15 +1501,23 @@ mod tests {
         {
             let (mut store, _, _) = open_in(dir.path()).unwrap();
             store
-                .append(&[a.clone(), b.clone(), a.clone(), c.clone(), b_changed])
+                .append(&[
+                    a.clone(),
+                    b.clone(),
+                    a.clone(),
+                    c.clone(),
+                    b_changed.clone(),
+                ])
                 .unwrap();
             store.sync().unwrap();
         }
         let size = fs::metadata(log_file(dir.path())).unwrap().len();
         let (_, loaded, report) = open_in(dir.path()).unwrap();
-        assert_eq!(loaded, [a, b, c]);
-        assert_eq!(report.entries, 3);
-        assert_eq!(report.duplicates_skipped, 2);
+        // A different body under a reused id is a different entry (identity is the content
+        // digest), so only the byte-identical repeats of a and b are skipped.
+        assert_eq!(loaded, [a, b, c, b_changed]);
+        assert_eq!(report.entries, 4);
+        assert_eq!(report.duplicates_skipped, 1);
         assert_eq!(report.truncated_bytes, 0);
         assert_eq!(report.file_bytes, size);
         assert_eq!(fs::metadata(log_file(dir.path())).unwrap().len(), size);
@@ -1578,16 +1586,16 @@ mod tests {
         assert_eq!(ledger.resident_len(), 0);
         all.sort_by_key(Entry::key);
         assert_eq!(ledger.iter().collect::<Vec<_>>(), all);
-        assert_eq!(ledger.get_by_id(&all[7].id).as_ref(), Some(&all[7]));
+        assert_eq!(ledger.get(&all[7].digest()).as_ref(), Some(&all[7]));
 
         // A new entry: appended, inserted, marked stored, then read back from the file.
         let extra = entry(50);
         let offsets = store.append_located(std::slice::from_ref(&extra)).unwrap();
         assert_eq!(offsets, [len]);
         assert!(ledger.insert(extra.clone()));
-        ledger.mark_stored(&extra.id, offsets[0]);
+        ledger.mark_stored(&extra.key(), offsets[0]);
         assert_eq!(ledger.resident_len(), 0);
-        assert_eq!(ledger.get_by_id(&extra.id), Some(extra));
+        assert_eq!(ledger.get(&extra.digest()), Some(extra));
     }
 
     #[test]

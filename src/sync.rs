@@ -24,7 +24,7 @@
 //! * Entries the requester holds and the responder lacks are multicast as `LOG_ENTRY` (the
 //!   rest of the group probably lacks them too: the seed's offline-officer flow).
 
-use crate::entry::{new_entry_id, AdjustRequest, Entry, EntryError, EntryId, HlcClock, Key};
+use crate::entry::{new_entry_id, AdjustRequest, Digest, Entry, EntryError, HlcClock, Key};
 use crate::ledger::{Fingerprint, Ledger};
 use crate::officer::{PublicKey, SecretKey};
 use crate::rng::SeededRng;
@@ -242,7 +242,7 @@ struct Span {
 struct Inflight {
     sent_ms: u64,
     spans: Vec<Span>,
-    want: Vec<EntryId>,
+    want: Vec<Digest>,
     covered: Vec<(Key, Key)>,
     parts_seen: BTreeSet<u16>,
     parts_total: Option<u16>,
@@ -255,7 +255,7 @@ struct Session {
     addr: SocketAddr,
     label: String,
     todo: VecDeque<Span>,
-    want: BTreeSet<EntryId>,
+    want: BTreeSet<Digest>,
     inflight: BTreeMap<u64, Inflight>,
     silent_requests: u32,
     started_ms: u64,
@@ -276,8 +276,8 @@ pub struct Peer {
     peers: BTreeMap<NodeId, PeerInfo>,
     serving: HashMap<NodeId, u64>,
     session: Option<Session>,
-    push_queue: VecDeque<EntryId>,
-    push_queued: HashSet<EntryId>,
+    push_queue: VecDeque<Digest>,
+    push_queued: HashSet<Digest>,
     next_hello_ms: u64,
     next_push_ms: u64,
     last_probe_ms: Option<u64>,
@@ -382,11 +382,11 @@ impl Peer {
         self.node_id
     }
 
-    /// Tells the ledger that the entry `id` is in the log at byte `offset`, so it can drop
-    /// the body from memory and read it back when needed (the driver calls this after
+    /// Tells the ledger that the entry at `key` is in the log at byte `offset`, so it can
+    /// drop the body from memory and read it back when needed (the driver calls this after
     /// appending what a [`Action::Persist`] or a local adjust asked for).
-    pub fn mark_stored(&mut self, id: &EntryId, offset: u64) {
-        self.ledger.mark_stored(id, offset);
+    pub fn mark_stored(&mut self, key: &Key, offset: u64) {
+        self.ledger.mark_stored(key, offset);
     }
 
     /// The replayed ledger.
@@ -480,11 +480,20 @@ impl Peer {
             // The new entry sorts after everything this peer has seen, so the roster at the
             // end of the log is the one that judges it (unless an older roster change is
             // still on its way, which is rare; then the entry is kept and judged again).
-            Some(key)
-                if self.ledger.root().is_some()
-                    && !self.ledger.officers().values().any(|k| *k == key.public()) =>
-            {
-                return Err(EntryError::NotAnOfficer(key.public().to_string()))
+            Some(key) if self.ledger.root().is_some() => {
+                let public = key.public();
+                let name = self
+                    .ledger
+                    .officers()
+                    .into_iter()
+                    .find_map(|(name, k)| (k == public).then_some(name));
+                match name {
+                    // An entry counts only under its signer's roster name, whatever name
+                    // this node goes by.
+                    Some(name) if !self.ledger.is_revoked(&public) => entry.actor = name,
+                    _ => return Err(EntryError::NotAnOfficer(public.to_string())),
+                }
+                key.sign(&mut entry);
             }
             Some(key) => key.sign(&mut entry),
             None if self.ledger.root().is_some() => return Err(EntryError::NoOfficerKey),
@@ -999,27 +1008,25 @@ impl Peer {
     fn merge(&mut self, now: Now, entries: Vec<Entry>) -> usize {
         let mut fresh = Vec::new();
         for entry in entries {
-            if self.ledger.contains_id(&entry.id) {
+            let key = entry.key();
+            if self.ledger.contains(&key.digest) {
                 continue;
             }
-            // A forged or damaged signature is dropped before it can enter the set; with a
-            // root key an unsigned entry could never count, so it is not kept either. Every
-            // peer of the group judges both the same way, so sets still converge.
+            // A forged or damaged signature is dropped before it can enter the set: that
+            // depends on the entry alone, so every peer drops the same ones. An unsigned entry
+            // (or one by a non-officer) is kept, counting for nothing while the group has a
+            // root key: a peer that holds it, say from before the root key was set, offers it
+            // to everyone, and refusing it would leave that range unreconciled forever.
             if let Err(err) = crate::officer::verify(&entry) {
                 debug!(target: "sync", "SYNC dropped entry {}: {err}", entry.id);
                 *self.stats.dropped.entry("bad_signature").or_insert(0) += 1;
                 continue;
             }
-            if entry.seal.is_none() && self.ledger.root().is_some() {
-                debug!(target: "sync", "SYNC dropped unsigned entry {}", entry.id);
-                *self.stats.dropped.entry("unsigned_entry").or_insert(0) += 1;
-                continue;
-            }
             self.clock.observe(entry.at, now.unix_ms);
             if let Some(session) = self.session.as_mut() {
-                session.want.remove(&entry.id);
+                session.want.remove(&key.digest);
             }
-            self.ledger.insert(entry.clone());
+            self.ledger.insert_keyed(key, entry.clone());
             fresh.push(entry);
         }
         let count = fresh.len();
@@ -1031,7 +1038,7 @@ impl Peer {
         count
     }
 
-    fn queue_push(&mut self, id: EntryId) {
+    fn queue_push(&mut self, id: Digest) {
         if self.push_queued.insert(id) {
             self.push_queue.push_back(id);
             if let Some(session) = self.session.as_mut() {
@@ -1045,7 +1052,7 @@ impl Peer {
         let mut used = 0;
         let mut batch = Vec::new();
         while let Some(id) = self.push_queue.front().copied() {
-            let Some(entry) = self.ledger.get_by_id(&id) else {
+            let Some(entry) = self.ledger.get(&id) else {
                 self.push_queue.pop_front();
                 self.push_queued.remove(&id);
                 continue;
@@ -1159,11 +1166,11 @@ impl Peer {
     fn range_item_for(&self, span: &Span) -> RangeItem {
         let mode = match span.kind {
             SpanKind::Ids => {
-                let ids: Vec<EntryId> = self
+                let ids: Vec<Digest> = self
                     .ledger
-                    .range(span.lower, span.upper)
+                    .range_keys(span.lower, span.upper)
                     .take(MAX_IDS + 1)
-                    .map(|e| e.id)
+                    .map(|key| key.digest)
                     .collect();
                 if ids.len() <= self.cfg.tuning.id_list_threshold.min(MAX_IDS) {
                     Mode::Ids(ids)
@@ -1342,7 +1349,7 @@ impl Peer {
             return;
         }
         let mut follow_up: Vec<Span> = Vec::new();
-        let mut lacking: Vec<EntryId> = Vec::new();
+        let mut lacking: Vec<Digest> = Vec::new();
         let mut covered: Vec<(Key, Key)> = Vec::new();
         let tuning = self.cfg.tuning.clone();
         for run in &response.runs {
@@ -1377,15 +1384,15 @@ impl Peer {
                         }
                     }
                     Mode::Ids(theirs) => {
-                        let theirs: HashSet<EntryId> = theirs.iter().copied().collect();
-                        lacking.extend(theirs.iter().filter(|id| !self.ledger.contains_id(id)));
+                        let theirs: HashSet<Digest> = theirs.iter().copied().collect();
+                        lacking.extend(theirs.iter().filter(|id| !self.ledger.contains(id)));
                         self.queue_range_push(lo, hi, &theirs);
                     }
                 }
             }
         }
         for id in &response.want {
-            if self.ledger.contains_id(id) {
+            if self.ledger.contains(id) {
                 self.queue_push(*id);
             }
         }
@@ -1422,12 +1429,12 @@ impl Peer {
     }
 
     /// Queues for multicast our entries in `[lo, hi)` whose ids are not in `theirs`.
-    fn queue_range_push(&mut self, lo: Key, hi: Key, theirs: &HashSet<EntryId>) {
-        let ids: Vec<EntryId> = self
+    fn queue_range_push(&mut self, lo: Key, hi: Key, theirs: &HashSet<Digest>) {
+        let ids: Vec<Digest> = self
             .ledger
-            .range(lo, hi)
-            .filter(|e| !theirs.contains(&e.id))
-            .map(|e| e.id)
+            .range_keys(lo, hi)
+            .map(|key| key.digest)
+            .filter(|digest| !theirs.contains(digest))
             .collect();
         for id in ids {
             self.queue_push(id);
@@ -1448,7 +1455,7 @@ impl Peer {
             session.todo.push_front(span);
         }
         for id in inflight.want {
-            if !self.ledger.contains_id(&id) {
+            if !self.ledger.contains(&id) {
                 session.want.insert(id);
             }
         }
@@ -1513,7 +1520,7 @@ impl Peer {
         let mut builder = ResponseBuilder::new(request.request_id, budget);
         // Explicit wants first: they are small and the requester is waiting on them.
         for id in &request.want {
-            if let Some(entry) = self.ledger.get_by_id(id) {
+            if let Some(entry) = self.ledger.get(id) {
                 if !builder.entry(&entry) {
                     break;
                 }
@@ -1564,7 +1571,7 @@ impl Peer {
                 if mine == *theirs {
                     b.item(lo, hi, Mode::Done);
                 } else if mine.count as usize <= tuning.id_list_threshold.min(MAX_IDS) {
-                    let ids = self.ledger.range_keys(lo, hi).map(|k| k.id).collect();
+                    let ids = self.ledger.range_keys(lo, hi).map(|k| k.digest).collect();
                     b.item(lo, hi, Mode::Ids(ids));
                 } else {
                     for (a, c) in self.ledger.split(lo, hi, tuning.split_parts) {
@@ -1576,13 +1583,13 @@ impl Peer {
                 }
             }
             Mode::Ids(listed) => {
-                let theirs: HashSet<EntryId> = listed.iter().copied().collect();
+                let theirs: HashSet<Digest> = listed.iter().copied().collect();
                 // Walk the request's list, not the set: a HashSet's order differs from
                 // process to process, which would make the sans-IO core non-deterministic
                 // (a simulator seed would not replay).
                 let mut asked = HashSet::new();
                 for id in listed {
-                    if !self.ledger.contains_id(id) && asked.insert(*id) {
+                    if !self.ledger.contains(id) && asked.insert(*id) {
                         b.want(*id);
                     }
                 }
@@ -1590,7 +1597,7 @@ impl Peer {
                     lo,
                     hi,
                     self.ledger
-                        .range_where(lo, hi, |key| !theirs.contains(&key.id)),
+                        .range_where(lo, hi, |key| !theirs.contains(&key.digest)),
                 );
             }
         }
@@ -1739,7 +1746,7 @@ impl ResponseBuilder {
         true
     }
 
-    fn want(&mut self, id: EntryId) {
+    fn want(&mut self, id: Digest) {
         if self.exhausted {
             return;
         }
@@ -2031,7 +2038,7 @@ mod tests {
     fn subtract_spans_leaves_gaps() {
         let k = |i: u64| Key {
             at: Hlc(i),
-            id: uuid::Uuid::nil(),
+            digest: Digest::default(),
         };
         let span = Span {
             lower: k(0),
@@ -2195,7 +2202,7 @@ mod tests {
         }
 
         #[test]
-        fn forged_and_unsigned_entries_are_dropped_and_counted() {
+        fn forged_entries_are_dropped_and_unsigned_ones_kept_but_rejected() {
             let officer = SecretKey::from_seed([1; 32]);
             let mut peer = secured_peer("a", 1, None);
             let mut forged = entry(1, "Ann");
@@ -2207,11 +2214,90 @@ mod tests {
                 now(1),
                 Channel::Group,
                 from,
-                &log_entry_datagram(vec![forged, unsigned]),
+                &log_entry_datagram(vec![forged, unsigned.clone()]),
             );
             assert_eq!(peer.stats().dropped.get("bad_signature"), Some(&1));
-            assert_eq!(peer.stats().dropped.get("unsigned_entry"), Some(&1));
-            assert!(peer.ledger().is_empty(), "nothing forged is stored");
+            assert_eq!(peer.ledger().len(), 1, "the forgery is not stored");
+            assert!(peer.ledger().contains(&unsigned.digest()));
+            assert_eq!(
+                peer.ledger().rejected(),
+                1,
+                "the unsigned entry counts for nothing"
+            );
+            assert_eq!(peer.ledger().total("Ann"), 0);
+        }
+
+        /// A peer that held unsigned entries before the group set a root key still
+        /// reconciles with one that never had them: they end up on both, counting nowhere.
+        #[test]
+        fn unsigned_entries_from_before_the_root_key_still_reconcile() {
+            let old: Vec<Entry> = (0..50).map(|i| entry(i, "Ann")).collect();
+            let mut a = Peer::new(config("a"), old, SeededRng::new(1), now(0));
+            a.set_roster(Some(root().public()), None);
+            let mut b = secured_peer("b", 2, None);
+            assert_eq!(a.ledger().total("Ann"), 0);
+            a.start(now(0));
+            b.start(now(0));
+            exchange(&mut a, &mut b, 0);
+            assert_eq!(a.ledger().fingerprint(), b.ledger().fingerprint());
+            assert_eq!(b.ledger().len(), 50);
+            assert_eq!(b.ledger().rejected(), 50);
+            assert_eq!(b.ledger().total("Ann"), 0);
+        }
+
+        /// A group member without an officer key copies an officer entry's id into a body of
+        /// its own and races it to one peer. Entries are identified by content, so both
+        /// bodies end up everywhere, the officer's counting and the copy rejected, instead of
+        /// the first one seen hiding the other for good.
+        #[test]
+        fn a_second_body_under_an_entrys_id_cannot_hide_the_first() {
+            let alice = SecretKey::from_seed([1; 32]);
+            let mallory = SecretKey::from_seed([66; 32]);
+            let add = roster_change(
+                1_700_000_000_000,
+                1,
+                "alice",
+                EntryKind::OfficerAdd {
+                    public_key: alice.public(),
+                },
+            );
+            let mut a = secured_peer("a", 1, None);
+            let mut b = secured_peer("b", 2, Some(SecretKey::from_seed([1; 32])));
+            a.commit_local(now(1), add.clone());
+            b.commit_local(now(1), add);
+            let request = AdjustRequest {
+                actor: "alice".into(),
+                target: "Ann".into(),
+                delta: 5,
+                reason: "raid".into(),
+            };
+            let legit = b.prepare_adjust(now(10), &request).unwrap();
+            b.commit_local(now(10), legit.clone());
+            let mut copy = legit.clone();
+            copy.delta = 1_000;
+            copy.target = "Mallory".into();
+            mallory.sign(&mut copy);
+            assert_eq!(copy.id, legit.id);
+            let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            a.handle_datagram(
+                now(11),
+                Channel::Group,
+                from,
+                &log_entry_datagram(vec![copy.clone()]),
+            );
+            a.drain_actions();
+            b.drain_actions();
+            a.start(now(200));
+            b.start(now(200));
+            exchange(&mut a, &mut b, 200);
+            for peer in [&a, &b] {
+                assert!(peer.ledger().contains(&legit.digest()));
+                assert!(peer.ledger().contains(&copy.digest()));
+                assert_eq!(peer.ledger().total("Ann"), 5);
+                assert_eq!(peer.ledger().total("Mallory"), 0);
+                assert_eq!(peer.ledger().rejected(), 1);
+            }
+            assert_eq!(a.ledger().fingerprint(), b.ledger().fingerprint());
         }
 
         /// Alice is an officer; the root removes her on peer A while she keeps adjusting on

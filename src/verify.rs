@@ -9,14 +9,14 @@
 //! damaged file under a new name. Entries lost in the damaged regions come back from peers
 //! through ordinary sync.
 
-use crate::entry::{EntryId, Hlc};
+use crate::entry::{Digest, Hlc};
 use crate::store::{
     check_header, decode_payload, find_intact_record, io_err, length_is_valid, read_up_to,
     record_crc, split_record_header, sync_parent_dir, HeaderState, LogStore, StateLock, StoreError,
     Torn, FORMAT_VERSION, HEADER_LEN, MAGIC, PROGRESS_STEP_BYTES, RECORD_HEADER_LEN,
     SCAN_BUFFER_BYTES,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -49,10 +49,9 @@ pub struct VerifyReport {
     /// Latest entry timestamp, if there is any entry.
     pub last_at: Option<Hlc>,
     /// Intact records repeating an earlier entry byte for byte: harmless (replay skips them).
+    /// (A different body under an earlier entry's `id` is a different entry, not a repeat:
+    /// entries are identified by their content digest.)
     pub identical_duplicates: usize,
-    /// Intact records reusing an earlier entry's id with a different body: the later one is
-    /// never replayed, so this counts as damage.
-    pub conflicting_duplicates: Vec<(u64, EntryId)>,
     /// Damage followed by intact records, in file order.
     pub damaged: Vec<DamagedRegion>,
     /// Unreadable bytes at the very end with no intact record after them: what an
@@ -61,11 +60,10 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// No damage: every record is intact and no id is reused for different content. A torn
-    /// tail does not count, because opening the log repairs it without losing an entry that
-    /// was ever acknowledged.
+    /// No damage: every record is intact. A torn tail does not count, because opening the
+    /// log repairs it without losing an entry that was ever acknowledged.
     pub fn is_clean(&self) -> bool {
-        self.damaged.is_empty() && self.conflicting_duplicates.is_empty()
+        self.damaged.is_empty()
     }
 
     /// Whether `repair` would change the file.
@@ -211,8 +209,8 @@ fn scan(
     reader
         .seek(SeekFrom::Start(HEADER_LEN))
         .map_err(&read_err)?;
-    // Digest per id: tells a byte-identical repeat from a conflicting reuse of the id.
-    let mut seen: HashMap<EntryId, u128> = HashMap::new();
+    // Entries are identified by content digest: a repeated digest is a byte-identical repeat.
+    let mut seen: HashSet<Digest> = HashSet::new();
     let mut players: HashSet<String> = HashSet::new();
     let mut offset = HEADER_LEN;
     let mut next_report = 0;
@@ -235,12 +233,9 @@ fn scan(
                     format!("{reason}, though its checksum matches")
                 }
                 Ok(entry) => {
-                    let digest = entry.digest();
-                    match seen.get(&entry.id) {
-                        Some(&earlier) if earlier == digest => report.identical_duplicates += 1,
-                        Some(_) => report.conflicting_duplicates.push((offset, entry.id)),
-                        None => {
-                            seen.insert(entry.id, digest);
+                    match seen.insert(entry.digest()) {
+                        false => report.identical_duplicates += 1,
+                        true => {
                             report.first_at =
                                 Some(report.first_at.map_or(entry.at, |a| a.min(entry.at)));
                             report.last_at =
@@ -475,7 +470,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicates_identical_are_harmless_conflicting_are_damage() {
+    fn identical_repeats_are_harmless_and_a_reused_id_is_another_entry() {
         let mut bytes = header();
         let a = entry(1);
         let mut a_changed = a.clone();
@@ -483,19 +478,18 @@ mod tests {
         bytes.extend_from_slice(&record(&a));
         bytes.extend_from_slice(&record(&entry(2)));
         bytes.extend_from_slice(&record(&a));
-        let conflict_at = bytes.len() as u64;
         bytes.extend_from_slice(&record(&a_changed));
         let dir = dir_with(&bytes);
         let report = verify_in(dir.path());
-        assert_eq!(report.entries, 2);
+        assert_eq!(report.entries, 3);
         assert_eq!(report.identical_duplicates, 1);
-        assert_eq!(report.conflicting_duplicates, [(conflict_at, a.id)]);
-        assert!(!report.is_clean());
+        assert!(report.is_clean());
+        assert!(report.needs_repair(), "repair drops the identical repeat");
 
         let lock = StateLock::acquire(dir.path()).unwrap();
         repair(&lock, GROUP, 7, &mut |_, _| {}).unwrap();
         let (_, loaded, report) = LogStore::open(lock, GROUP).unwrap();
-        assert_eq!(loaded, [a, entry(2)]);
+        assert_eq!(loaded, [a, entry(2), a_changed]);
         assert_eq!(report.duplicates_skipped, 0);
     }
 

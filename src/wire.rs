@@ -5,13 +5,13 @@
 //! [`MAX_DATAGRAM`] bytes), trailing bytes are rejected, and every decoded entry and list is
 //! checked against its bounds before the sync core sees it.
 
-use crate::entry::{Entry, EntryError, EntryId, Key};
+use crate::entry::{Digest, Entry, EntryError, Key};
 use crate::ledger::Fingerprint;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// Version byte that leads every datagram. Bump on any incompatible change.
-pub const WIRE_VERSION: u8 = 2;
+pub const WIRE_VERSION: u8 = 3;
 /// Largest datagram we send or accept: small enough to never fragment on a 1280+ MTU path.
 /// With a group key this bounds the *sealed* datagram.
 pub const MAX_DATAGRAM: usize = 1200;
@@ -112,8 +112,8 @@ pub struct RangesRequest {
     pub request_id: u64,
     /// Ranges, each with the requester's fingerprint or id list.
     pub runs: Vec<Run>,
-    /// Ids the requester knows the responder has and wants sent.
-    pub want: Vec<EntryId>,
+    /// Digests of entries the requester knows the responder has and wants sent.
+    pub want: Vec<Digest>,
     /// The cookie the responder last gave us, echoed to prove our address.
     pub cookie: Option<Cookie>,
     /// Zero bytes filling a request that carries no cookie up to a full datagram, so the
@@ -153,9 +153,9 @@ pub struct RangesResponse {
     pub runs: Vec<Run>,
     /// Entries the requester lacks (within the covered spans, or asked for by id).
     pub entries: Vec<Entry>,
-    /// Ids the requester listed that the responder lacks: the requester should multicast
-    /// them (the group probably lacks them too).
-    pub want: Vec<EntryId>,
+    /// Digests the requester listed that the responder lacks: the requester should
+    /// multicast those entries (the group probably lacks them too).
+    pub want: Vec<Digest>,
     /// Cookie for the requester to echo, when its request did not carry a valid one.
     pub cookie: Option<Cookie>,
 }
@@ -186,8 +186,9 @@ pub enum Mode {
     Done,
     /// The sender's fingerprint of the range.
     Fingerprint(Fingerprint),
-    /// Every id the sender holds in the range.
-    Ids(Vec<EntryId>),
+    /// The digest of every entry the sender holds in the range (entries are identified by
+    /// content, so two bodies under one `id` field are two items here).
+    Ids(Vec<Digest>),
 }
 
 /// Why a datagram was rejected or could not be built.
@@ -415,11 +416,11 @@ mod tests {
                         },
                         RangeItem {
                             upper: Key::MAX,
-                            mode: Mode::Ids(vec![entry(2).id]),
+                            mode: Mode::Ids(vec![entry(2).digest()]),
                         },
                     ],
                 }],
-                want: vec![entry(3).id],
+                want: vec![entry(3).digest()],
                 cookie: Some([9; 8]),
                 padding: vec![0; 3],
             })),
@@ -440,7 +441,7 @@ mod tests {
                     }],
                 }],
                 entries: vec![entry(1)],
-                want: vec![entry(2).id],
+                want: vec![entry(2).digest()],
                 cookie: Some([1; 8]),
             })),
         ];

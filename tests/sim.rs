@@ -350,7 +350,7 @@ impl World {
         node.durable.push(entry.clone());
         let offset = node.file.append(std::slice::from_ref(&entry));
         peer.commit_local(now, entry.clone());
-        peer.mark_stored(&entry.id, offset);
+        peer.mark_stored(&entry.key(), offset);
         self.dispatch(i);
         entry
     }
@@ -406,7 +406,7 @@ impl World {
                     let first = node.file.append(&entries);
                     if let Some(peer) = node.peer.as_mut() {
                         for (k, entry) in entries.iter().enumerate() {
-                            peer.mark_stored(&entry.id, first + k as u64);
+                            peer.mark_stored(&entry.key(), first + k as u64);
                         }
                     }
                     node.unsynced.extend(entries);
