@@ -707,6 +707,13 @@ fn revocations(
     }) else {
         bail!("{name} is not an officer in this peer's log (see `lootsync history`)");
     };
+    let already = rows.iter().any(|row| {
+        row.rejected.is_none()
+            && matches!(&row.entry.kind, EntryKind::OfficerRevoke { public_key: key, .. } if *key == public_key)
+    });
+    if already {
+        bail!("{name} is not an officer any more: their key {public_key} is already revoked");
+    }
     let kept: Vec<crate::entry::Digest> = match revoke_all {
         true => Vec::new(),
         false => rows

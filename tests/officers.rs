@@ -1,7 +1,8 @@
 //! Officer signatures with real daemons on loopback: only officers' entries count; forged
-//! and unsigned entries injected as datagrams are dropped and counted by every peer; a
-//! non-officer's signed entries are kept but count for nothing; a removed officer's later
-//! entries are rejected everywhere. Plus the `keygen` / `officer` / `adjust` command line.
+//! entries injected as datagrams are dropped and counted by every peer; unsigned entries
+//! and a non-officer's signed entries are kept but count for nothing; a removed officer's
+//! later and backdated entries are rejected everywhere. Plus the `keygen` / `officer` /
+//! `adjust` command line.
 
 mod common;
 
@@ -10,6 +11,7 @@ use loot_sync::config::Config;
 use loot_sync::control::Request;
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
 use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::ledger::HistoryRow;
 use loot_sync::officer::{PublicKey, SecretKey};
 use loot_sync::wire::{self, Body, Envelope};
 use std::path::Path;
@@ -64,6 +66,26 @@ async fn append(d: &RunningDaemon, entry: Entry) {
     })
     .await
     .expect("append");
+}
+
+/// Sends entries to every daemon's whisper socket as one LOG_ENTRY datagram, as a modified
+/// client of a group member could (loopback unicast).
+fn inject(port: u16, daemons: &[&RunningDaemon], entries: Vec<Entry>) {
+    let datagram = wire::encode(&Envelope {
+        group: common::group_name(port),
+        from: 0xf0f0,
+        whisper_port: 9,
+        body: Body::LogEntry(entries),
+    })
+    .unwrap();
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in daemons {
+        socket.send_to(&datagram, d.whisper_addr).unwrap();
+    }
+}
+
+async fn full_history(d: &RunningDaemon) -> Vec<HistoryRow> {
+    serde_json::from_value(d.request(Request::History { player: None }).await.unwrap()).unwrap()
 }
 
 async fn adjust(d: &RunningDaemon, player: &str, delta: i64) -> Result<serde_json::Value, String> {
@@ -164,9 +186,10 @@ async fn only_officers_entries_count_on_every_peer() {
         assert_eq!(points(d).await.get("Ann"), Some(&30));
     }
 
-    // Mallory's own key is not on the roster, so her daemon refuses to adjust; with a
-    // modified client she appends an entry signed by it anyway: stored and synced
-    // everywhere, counted nowhere.
+    // Mallory's own key is not on the roster, so her daemon refuses to adjust, and the
+    // control socket appends only roster changes signed by the root key. With a modified
+    // client she multicasts an entry signed by her key anyway: stored and synced everywhere,
+    // counted nowhere.
     let refused = adjust(&mallory, "Ann", 1_000).await.unwrap_err();
     assert!(refused.contains("not on the officer roster"), "{refused}");
     let mallory_key = SecretKey::load(&mallory_path).unwrap();
@@ -176,7 +199,15 @@ async fn only_officers_entries_count_on_every_peer() {
     forged.delta = 1_000;
     forged.new_total = 1_030;
     mallory_key.sign(&mut forged);
-    append(&mallory, forged).await;
+    let refused = mallory
+        .request(Request::Append {
+            entry: Box::new(forged.clone()),
+        })
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("only roster changes"), "{refused}");
+    inject(port, &[&mallory], vec![forged]);
     all_hold(&everyone, "every peer holds mallory's entry", 5).await;
     for d in everyone {
         assert_eq!(points(d).await.get("Ann"), Some(&30));
@@ -196,8 +227,8 @@ async fn only_officers_entries_count_on_every_peer() {
         .collect();
     assert_eq!(marked, vec!["rejected: signer not an officer"]);
 
-    // Forged datagrams: alice's entry with the delta changed after signing, and an
-    // unsigned entry. Sent straight to every peer's whisper socket (loopback unicast).
+    // Forged datagrams: alice's entry with the delta changed after signing (dropped), and an
+    // unsigned entry (kept, counting for nothing).
     let mut tampered = roster_change(&root, "x", EntryKind::OfficerRemove);
     tampered.kind = EntryKind::Points;
     tampered.target = "Ann".into();
@@ -208,39 +239,46 @@ async fn only_officers_entries_count_on_every_peer() {
     let mut unsigned = tampered.clone();
     unsigned.id = new_entry_id(unix_ms(), [42; 10]);
     unsigned.seal = None;
-    let datagram = wire::encode(&Envelope {
-        group: common::group_name(port),
-        from: 0xf0f0,
-        whisper_port: 9,
-        body: Body::LogEntry(vec![tampered, unsigned]),
-    })
-    .unwrap();
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for d in everyone {
-        socket.send_to(&datagram, d.whisper_addr).unwrap();
-    }
+    inject(port, &everyone, vec![tampered, unsigned]);
     for d in everyone {
         wait_until(LIMIT, "the forgery is counted", || async {
-            counter(d, "dropped_bad_signature").await == 1
-                && counter(d, "dropped_unsigned_entry").await == 1
+            counter(d, "dropped_bad_signature").await == 1 && status(d).await.entries == 6
         })
         .await;
-        assert_eq!(status(d).await.entries, 5, "nothing forged is stored");
+        assert_eq!(counter(d, "entries_rejected").await, 2);
         assert_eq!(points(d).await.get("Ann"), Some(&30));
     }
 
     // Bob is removed while his daemon is cut off from the group, so it still signs his
-    // adjust; once it rejoins, that entry counts nowhere, and alice's still do.
+    // adjust. The removal revokes his key, keeping the entry of his that counted (as
+    // `officer remove` builds it). Once he rejoins, his later entry counts nowhere, and
+    // neither does one he dates before the removal; alice's and his kept one still do.
     bob.request(Request::Sync { enabled: false }).await.unwrap();
-    append(
-        &carol,
-        roster_change(&root, "bob", EntryKind::OfficerRemove),
-    )
-    .await;
+    let kept: Vec<_> = full_history(&carol)
+        .await
+        .into_iter()
+        .filter(|row| {
+            row.rejected.is_none() && row.entry.seal.is_some_and(|s| s.signer == bob_key.public())
+        })
+        .map(|row| row.entry.digest())
+        .collect();
+    assert_eq!(kept.len(), 1, "bob's one adjust");
+    let mut revocation = roster_change(
+        &root,
+        "bob",
+        EntryKind::OfficerRevoke {
+            public_key: bob_key.public(),
+            keep: kept,
+        },
+    );
+    revocation.at = Hlc(revocation.at.0 + (1 << 16)); // after everything held
+    revocation.seal = None;
+    root.sign(&mut revocation);
+    append(&carol, revocation.clone()).await;
     all_hold(
         &[&alice, &mallory, &carol],
         "the others hold the removal",
-        6,
+        7,
     )
     .await;
     adjust(&bob, "Ann", 300).await.unwrap();
@@ -249,13 +287,20 @@ async fn only_officers_entries_count_on_every_peer() {
         Some(&330),
         "bob has not heard"
     );
+    let mut backdated = roster_change(&bob_key, "Ann", EntryKind::Points);
+    backdated.actor = "bob".into();
+    backdated.delta = 7_000;
+    backdated.at = Hlc(revocation.at.0 - (1 << 16));
+    backdated.seal = None;
+    bob_key.sign(&mut backdated);
     bob.request(Request::Sync { enabled: true }).await.unwrap();
+    inject(port, &[&bob], vec![backdated]);
     adjust(&alice, "Ann", 1).await.unwrap();
-    all_hold(&everyone, "every peer holds the later entries", 8).await;
+    all_hold(&everyone, "every peer holds the later entries", 10).await;
     let fingerprint = status(&alice).await.fingerprint;
     for d in everyone {
         assert_eq!(points(d).await.get("Ann"), Some(&31));
-        assert_eq!(counter(d, "entries_rejected").await, 2);
+        assert_eq!(counter(d, "entries_rejected").await, 4);
         assert_eq!(status(d).await.fingerprint, fingerprint);
     }
     for d in [alice, bob, mallory, carol] {
@@ -346,4 +391,48 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
     );
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not the root key"));
+
+    // Removing alice revokes her key but keeps the adjust of hers that counted; she can no
+    // longer sign anything that counts, so her adjust is refused.
+    let removed = run_cli(
+        &config,
+        &[
+            "officer",
+            "remove",
+            "alice",
+            "--root-key",
+            &root_key.to_string_lossy(),
+        ],
+    );
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(
+        String::from_utf8_lossy(&removed.stdout).contains("officer removed, 1 entries kept"),
+        "{removed:?}"
+    );
+    let shown = run_cli(&config, &["points", "--json"]);
+    assert_eq!(
+        String::from_utf8_lossy(&shown.stdout).trim(),
+        r#"{"Ann":7}"#
+    );
+    let refused = adjust();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not on the officer roster"),
+        "{refused:?}"
+    );
+    let again = run_cli(
+        &config,
+        &[
+            "officer",
+            "remove",
+            "alice",
+            "--root-key",
+            &root_key.to_string_lossy(),
+        ],
+    );
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("not an officer"),
+        "{again:?}"
+    );
 }
