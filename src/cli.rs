@@ -779,6 +779,11 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
             log.display()
         );
     }
+    if is_adjust {
+        // Offline the officer key is only loaded with a warning (reads need none), so an
+        // adjust says why the key cannot be used instead of "no officer key".
+        config.officer_key().context("security.officer_key_file")?;
+    }
     let unix_ms = ops::system_unix_ms();
     let (mut peer, mut store) = match ops::open_offline(config, unix_ms) {
         Ok(opened) => opened,

@@ -13,7 +13,7 @@
 use crate::entry::{Digest, Entry, EntryKind, Hlc, Key};
 use crate::officer::{PublicKey, Revocations, Roster, Verdict};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -157,8 +157,12 @@ pub struct Ledger {
     fingerprint: Fingerprint,
     /// The group's root key; `None` is an open roster (every point entry counts).
     root: Option<PublicKey>,
-    /// Every roster entry (valid or not), by key: they are rare, and judging a point entry
-    /// needs the roster as of its place in the order.
+    /// The key of every roster entry, valid or not, so a new root key can re-judge them
+    /// without reading the whole log twice. Keys only: anyone in the group can make
+    /// invalid ones.
+    roster_keys: BTreeSet<Key>,
+    /// The valid roster changes (signed by the root key), by key: only the root key holder
+    /// makes them, so they stay few, and judging a point entry replays those before it.
     roster: BTreeMap<Key, Entry>,
     /// The keys revoked by the valid revocations among `roster`.
     revocations: Arc<Revocations>,
@@ -291,9 +295,10 @@ impl Ledger {
     fn account(&mut self, entry: &Entry, key: Key) -> bool {
         self.fingerprint.add(key.digest.as_u128());
         if entry.kind != EntryKind::Points {
-            self.roster.insert(key, entry.clone());
-            Roster::note_revocation(self.root, entry, Arc::make_mut(&mut self.revocations));
+            self.roster_keys.insert(key);
             if Roster::is_valid_roster_change(self.root, entry) {
+                self.roster.insert(key, entry.clone());
+                Roster::note_revocation(self.root, entry, Arc::make_mut(&mut self.revocations));
                 return true;
             }
             self.rejected += 1;
@@ -334,10 +339,18 @@ impl Ledger {
     /// every body back (through the reader): only done when the root key is set or a valid
     /// roster change arrives, both rare.
     fn recompute(&mut self) {
+        let mut roster_changes = BTreeMap::new();
         let mut revocations = Revocations::new();
-        for change in self.roster.values() {
-            Roster::note_revocation(self.root, change, &mut revocations);
+        for key in &self.roster_keys {
+            let Some(change) = self.index.get(key).and_then(|slot| self.body(key, slot)) else {
+                continue;
+            };
+            if Roster::is_valid_roster_change(self.root, &change) {
+                Roster::note_revocation(self.root, &change, &mut revocations);
+                roster_changes.insert(*key, change);
+            }
         }
+        self.roster = roster_changes;
         self.revocations = Arc::new(revocations);
         let mut roster = Roster::with_revocations(self.root, self.revocations.clone());
         let mut totals = BTreeMap::new();
@@ -1021,6 +1034,23 @@ mod tests {
             let ledger = secured([add(10, 10, "alice", &a, &root()), kept_early, forged]);
             assert_eq!(ledger.total("Ann"), 1);
             assert!(!ledger.is_revoked(&a.public()));
+        }
+
+        /// Anyone in the group can make roster entries signed by their own key: they are
+        /// stored (sets must converge) but never join the roster that every point entry is
+        /// judged against, so a flood of them costs neither memory nor judging time there.
+        #[test]
+        fn invalid_roster_entries_stay_out_of_the_judging_roster() {
+            let (a, mallory) = (officer(1), officer(4));
+            let mut log = vec![add(10, 1, "alice", &a, &root())];
+            log.extend((0..500).map(|i| add(11 + i, 2, "mallory", &mallory, &mallory)));
+            log.push(points(600, 3, "Ann", 5, Some(&a)));
+            log.push(points(601, 4, "Ann", 50, Some(&mallory)));
+            let ledger = secured(log);
+            assert_eq!(ledger.roster.len(), 1);
+            assert_eq!(ledger.roster_keys.len(), 501);
+            assert_eq!(ledger.total("Ann"), 5);
+            assert_eq!(ledger.rejected(), 501);
         }
 
         #[test]

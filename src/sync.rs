@@ -286,6 +286,10 @@ pub struct Peer {
     out: Vec<Action>,
     /// This machine's officer key: local adjusts are signed with it.
     officer_key: Option<Arc<SecretKey>>,
+    /// Digests of entries whose seal failed to verify, most recent last, so a member
+    /// replaying the same forgery costs a hash lookup instead of a signature check each time.
+    bad_seals: VecDeque<Digest>,
+    bad_seal_set: HashSet<Digest>,
     sealer: Sealer,
     cookie_key: [u8; 32],
     sources: HashMap<SocketAddr, Source>,
@@ -347,6 +351,8 @@ impl Peer {
             stats: Stats::default(),
             out: Vec::new(),
             officer_key: None,
+            bad_seals: VecDeque::new(),
+            bad_seal_set: HashSet::new(),
             sealer: Sealer::clear(),
             cookie_key,
             sources: HashMap::new(),
@@ -1017,9 +1023,14 @@ impl Peer {
             // (or one by a non-officer) is kept, counting for nothing while the group has a
             // root key: a peer that holds it, say from before the root key was set, offers it
             // to everyone, and refusing it would leave that range unreconciled forever.
+            if self.bad_seal_set.contains(&key.digest) {
+                *self.stats.dropped.entry("bad_signature").or_insert(0) += 1;
+                continue;
+            }
             if let Err(err) = crate::officer::verify(&entry) {
                 debug!(target: "sync", "SYNC dropped entry {}: {err}", entry.id);
                 *self.stats.dropped.entry("bad_signature").or_insert(0) += 1;
+                self.remember_bad_seal(key.digest);
                 continue;
             }
             self.clock.observe(entry.at, now.unix_ms);
@@ -1036,6 +1047,17 @@ impl Peer {
             self.out.push(Action::Persist(fresh));
         }
         count
+    }
+
+    fn remember_bad_seal(&mut self, digest: Digest) {
+        if self.bad_seal_set.insert(digest) {
+            self.bad_seals.push_back(digest);
+            if self.bad_seals.len() > MAX_BAD_SEALS {
+                if let Some(oldest) = self.bad_seals.pop_front() {
+                    self.bad_seal_set.remove(&oldest);
+                }
+            }
+        }
     }
 
     fn queue_push(&mut self, id: Digest) {
@@ -1649,6 +1671,8 @@ struct ResponseBuilder {
 
 /// Room for a closing `Done` item plus a new run header.
 const RESERVE: usize = 64;
+/// How many forged entries' digests a peer remembers (16 bytes each, twice over).
+const MAX_BAD_SEALS: usize = 4096;
 /// Payload limit for the variable parts of one response datagram: room for the version
 /// byte, the envelope, the cookie (9) and slack, inside the room sealing leaves.
 const RESPONSE_LIMIT: usize = MAX_MESSAGE - 1 - 64 - 16 - 9;
@@ -2225,6 +2249,37 @@ mod tests {
                 "the unsigned entry counts for nothing"
             );
             assert_eq!(peer.ledger().total("Ann"), 0);
+        }
+
+        /// The same forgery arriving again is dropped from memory of it, without another
+        /// signature check; the memory is bounded.
+        #[test]
+        fn a_repeated_forgery_is_remembered_within_a_bound() {
+            let officer = SecretKey::from_seed([1; 32]);
+            let mut peer = secured_peer("a", 1, None);
+            let from: SocketAddr = "127.0.0.1:9".parse().unwrap();
+            let forgery = |i: u64| {
+                let mut e = entry(i, "Ann");
+                officer.sign(&mut e);
+                e.delta = 1_000;
+                e
+            };
+            for round in 0..3 {
+                peer.handle_datagram(
+                    now(round),
+                    Channel::Group,
+                    from,
+                    &log_entry_datagram(vec![forgery(1)]),
+                );
+            }
+            assert_eq!(peer.stats().dropped.get("bad_signature"), Some(&3));
+            assert_eq!(peer.bad_seals.len(), 1);
+            for i in 0..(MAX_BAD_SEALS as u64 + 10) {
+                peer.remember_bad_seal(forgery(i + 2).digest());
+            }
+            assert_eq!(peer.bad_seals.len(), MAX_BAD_SEALS);
+            assert_eq!(peer.bad_seal_set.len(), MAX_BAD_SEALS);
+            assert!(peer.ledger().is_empty());
         }
 
         /// A peer that held unsigned entries before the group set a root key still

@@ -1,8 +1,8 @@
-//! Officer signatures with real daemons on loopback: only officers' entries count; forged
-//! entries injected as datagrams are dropped and counted by every peer; unsigned entries
-//! and a non-officer's signed entries are kept but count for nothing; a removed officer's
-//! later and backdated entries are rejected everywhere. Plus the `keygen` / `officer` /
-//! `adjust` command line.
+//! Officer signatures with real daemons on loopback, every datagram also sealed with the
+//! group key: only officers' entries count; forged entries injected as datagrams are dropped
+//! and counted by every peer; unsigned entries and a non-officer's signed entries are kept
+//! but count for nothing; a removed officer's later and backdated entries are rejected
+//! everywhere. Plus the `keygen` / `officer` / `adjust` command line.
 
 mod common;
 
@@ -13,6 +13,7 @@ use loot_sync::daemon::{DaemonOptions, RunningDaemon};
 use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
 use loot_sync::ledger::HistoryRow;
 use loot_sync::officer::{PublicKey, SecretKey};
+use loot_sync::seal::{self, GroupKey, Keyring, NoncePrefix, Sealer};
 use loot_sync::wire::{self, Body, Envelope};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,7 @@ fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// A daemon's config with the group key, the root public key and its officer key, if any.
 fn secured_config(
     dir: &Path,
     node: &str,
@@ -34,6 +36,7 @@ fn secured_config(
     key: Option<&Path>,
 ) -> Config {
     let mut config = config(dir, node, port);
+    config.security.group_key_file = Some(dir.join("group.key"));
     config.security.root_public_key = Some(root.to_string());
     config.security.officer_key_file = key.map(Path::to_path_buf);
     config.validate().unwrap();
@@ -68,16 +71,21 @@ async fn append(d: &RunningDaemon, entry: Entry) {
     .expect("append");
 }
 
-/// Sends entries to every daemon's whisper socket as one LOG_ENTRY datagram, as a modified
-/// client of a group member could (loopback unicast).
-fn inject(port: u16, daemons: &[&RunningDaemon], entries: Vec<Entry>) {
-    let datagram = wire::encode(&Envelope {
+/// Sends entries to every daemon's whisper socket as one LOG_ENTRY datagram sealed with the
+/// group key in `dir`, as a modified client of a group member could (loopback unicast).
+fn inject(dir: &Path, port: u16, daemons: &[&RunningDaemon], entries: Vec<Entry>) {
+    let clear = wire::encode(&Envelope {
         group: common::group_name(port),
         from: 0xf0f0,
         whisper_port: 9,
         body: Body::LogEntry(entries),
     })
     .unwrap();
+    let key = GroupKey::load(&dir.join("group.key")).unwrap();
+    let mut prefix = [0u8; 16];
+    getrandom::fill(&mut prefix).unwrap();
+    let mut sealer = Sealer::new(Keyring::new(key, vec![]), NoncePrefix(prefix));
+    let datagram = sealer.seal(clear).unwrap();
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for d in daemons {
         socket.send_to(&datagram, d.whisper_addr).unwrap();
@@ -116,7 +124,7 @@ async fn all_hold(daemons: &[&RunningDaemon], what: &str, entries: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn only_officers_entries_count_on_every_peer() {
+async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
     let port = 47871;
@@ -130,6 +138,8 @@ async fn only_officers_entries_count_on_every_peer() {
     // Mallory is a member with a key of her own making, never added to the roster.
     let (_, mallory_path) = key("mallory");
     let root_pub = root.public();
+    // Both layers at once: every datagram sealed with the group key, every entry signed.
+    seal::generate_key_file(&dir.path().join("group.key")).unwrap();
     let alice = start(
         &secured_config(dir.path(), "alice", port, root_pub, Some(&alice_path)),
         DaemonOptions::default(),
@@ -207,7 +217,7 @@ async fn only_officers_entries_count_on_every_peer() {
         .unwrap_err()
         .to_string();
     assert!(refused.contains("only roster changes"), "{refused}");
-    inject(port, &[&mallory], vec![forged]);
+    inject(dir.path(), port, &[&mallory], vec![forged]);
     all_hold(&everyone, "every peer holds mallory's entry", 5).await;
     for d in everyone {
         assert_eq!(points(d).await.get("Ann"), Some(&30));
@@ -239,7 +249,7 @@ async fn only_officers_entries_count_on_every_peer() {
     let mut unsigned = tampered.clone();
     unsigned.id = new_entry_id(unix_ms(), [42; 10]);
     unsigned.seal = None;
-    inject(port, &everyone, vec![tampered, unsigned]);
+    inject(dir.path(), port, &everyone, vec![tampered, unsigned]);
     for d in everyone {
         wait_until(LIMIT, "the forgery is counted", || async {
             counter(d, "dropped_bad_signature").await == 1 && status(d).await.entries == 6
@@ -294,7 +304,7 @@ async fn only_officers_entries_count_on_every_peer() {
     backdated.seal = None;
     bob_key.sign(&mut backdated);
     bob.request(Request::Sync { enabled: true }).await.unwrap();
-    inject(port, &[&bob], vec![backdated]);
+    inject(dir.path(), port, &[&bob], vec![backdated]);
     adjust(&alice, "Ann", 1).await.unwrap();
     all_hold(&everyone, "every peer holds the later entries", 10).await;
     let fingerprint = status(&alice).await.fingerprint;
@@ -368,6 +378,17 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
         dir.path().join("alice.key").display()
     ));
     std::fs::write(&config, &text).unwrap();
+    // An officer key others can read is refused with the reason, not "no officer key".
+    use std::os::unix::fs::PermissionsExt;
+    let alice_key = dir.path().join("alice.key");
+    std::fs::set_permissions(&alice_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let too_open = adjust();
+    assert!(!too_open.status.success());
+    assert!(
+        String::from_utf8_lossy(&too_open.stderr).contains("chmod 600"),
+        "{too_open:?}"
+    );
+    std::fs::set_permissions(&alice_key, std::fs::Permissions::from_mode(0o600)).unwrap();
     let done = adjust();
     assert!(done.status.success(), "{done:?}");
     let shown = run_cli(&config, &["points", "--json"]);
