@@ -1668,6 +1668,7 @@ fn roster_race_across_a_partition_resolves_identically_everywhere() {
         };
         let mut k = 0;
         let mut readd_wins = false;
+        let mut kept0 = Vec::new();
         for round in 0..6 {
             for i in 0..4 {
                 // An officer whose own node has heard of their removal cannot adjust there.
@@ -1688,10 +1689,32 @@ fn roster_race_across_a_partition_resolves_identically_everywhere() {
                     roster_change(&mut rng, &root, t, "officer3", EntryKind::OfficerRemove);
                 let remove3_key = remove3.key();
                 world.append_local(1, remove3);
+                // Officer 0 is removed by revocation, keeping the entries of theirs that
+                // count on node 2; node 0, across the partition, keeps signing for them.
                 let t = world.now_of(2).unix_ms;
-                let remove0 =
-                    roster_change(&mut rng, &root, t, "officer0", EntryKind::OfficerRemove);
-                world.append_local(2, remove0);
+                kept0 = world.nodes[2]
+                    .peer()
+                    .ledger()
+                    .history(None)
+                    .into_iter()
+                    .filter(|row| {
+                        row.rejected.is_none()
+                            && row.entry.kind == EntryKind::Points
+                            && row.entry.seal.map(|s| s.signer) == Some(officers[0].public())
+                    })
+                    .map(|row| row.entry.digest())
+                    .collect();
+                let revoke0 = roster_change(
+                    &mut rng,
+                    &root,
+                    t,
+                    "officer0",
+                    EntryKind::OfficerRevoke {
+                        public_key: officers[0].public(),
+                        keep: kept0.clone(),
+                    },
+                );
+                world.append_local(2, revoke0);
                 let new3 = SecretKey::from_seed([50; 32]);
                 let readd3 = roster_change(
                     &mut rng,
@@ -1730,6 +1753,17 @@ fn roster_race_across_a_partition_resolves_identically_everywhere() {
                 "seed {seed} node {i}"
             );
         }
+        // Exactly the entries of officer 0 the revocation kept still count.
+        let counting0: Vec<_> = union
+            .history(None)
+            .into_iter()
+            .filter(|row| {
+                row.rejected.is_none()
+                    && row.entry.seal.map(|s| s.signer) == Some(officers[0].public())
+            })
+            .map(|row| row.entry.digest())
+            .collect();
+        assert_eq!(counting0, kept0, "seed {seed}");
         // Officer 0 was removed; officer 3 is back (with the new key) only if the re-add
         // sorts after the concurrent removal.
         let names: Vec<String> = union.officers().into_keys().collect();
