@@ -350,7 +350,11 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
             Ok(None)
         }
         Command::Keygen { kind, file } => {
-            let key = crate::officer::SecretKey::create_file(&file)?;
+            let stored_as = match kind {
+                KeyKind::Root => crate::keyfile::KeyKind::Root,
+                _ => crate::keyfile::KeyKind::Officer,
+            };
+            let key = crate::officer::SecretKey::create_file(&file, stored_as)?;
             eprintln!(
                 "wrote {} key {} (mode 0600); its public key:",
                 match kind {
@@ -617,7 +621,8 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
     let Some(root_path) = root_key.or_else(|| config.security.root_key_file.clone()) else {
         bail!("officer changes are signed by the group's root key: pass --root-key FILE or set security.root_key_file");
     };
-    let root = crate::officer::SecretKey::load(&root_path).context("cannot load the root key")?;
+    let root = crate::officer::SecretKey::load(&root_path, crate::keyfile::KeyKind::Root)
+        .context("cannot load the root key")?;
     if config
         .root_public_key()
         .is_some_and(|configured| configured != root.public())

@@ -520,7 +520,10 @@ impl Config {
         self.security
             .officer_key_file
             .as_deref()
-            .map(|path| crate::officer::SecretKey::load(path).map(std::sync::Arc::new))
+            .map(|path| {
+                crate::officer::SecretKey::load(path, crate::keyfile::KeyKind::Officer)
+                    .map(std::sync::Arc::new)
+            })
             .transpose()
     }
 

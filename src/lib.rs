@@ -1,8 +1,11 @@
 //! Loot Sync: a peer-to-peer loot-point ledger.
 //!
 //! Layout, one module per concept:
-//! - [`entry`]: the immutable log entry, its (at, id) key and the hybrid logical clock.
-//! - [`ledger`]: compact sorted index of the log (key, digest, offset), totals, fingerprints.
+//! - [`entry`]: the immutable log entry, its content digest, its (at, digest) key and the
+//!   hybrid logical clock.
+//! - [`ledger`]: compact sorted index of the log (key, offset), totals, fingerprints, roster.
+//! - [`officer`]: officer and root keys, entry signatures, the roster judge.
+//! - [`keyfile`]: the kind-tagged format of the three secret key files.
 //! - [`store`]: the append-only, checksummed log file, its reader and the state-directory lock.
 //! - [`verify`]: full log check (`lootsync verify`) and repair (`lootsync repair`).
 //! - [`wire`]: the datagram codec (version byte + postcard).
@@ -30,6 +33,7 @@ pub mod demo;
 pub mod entry;
 pub mod export;
 pub mod init;
+pub mod keyfile;
 pub mod ledger;
 pub mod net;
 pub mod notify;

@@ -12,6 +12,7 @@
 //! entries arrived in.
 
 use crate::entry::{Digest, Entry, EntryId, EntryKind, Hlc};
+pub use crate::keyfile::KeyKind;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -126,13 +127,13 @@ pub enum KeyError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A key file holds something other than a 32-byte secret key.
-    #[error("{path}: not a lootsync secret key (expected 32 bytes, found {len})")]
+    /// A key file does not hold a key of the expected kind.
+    #[error("{path}: {source}")]
     BadKeyFile {
         /// The key file.
         path: PathBuf,
-        /// Its length.
-        len: u64,
+        /// What it holds instead.
+        source: crate::keyfile::KeyFormatError,
     },
     /// A secret key file is readable or writable by others.
     #[error("{path}: mode {mode:o} lets other users read the secret key; run chmod 600 on it")]
@@ -162,7 +163,8 @@ pub enum SealError {
 }
 
 /// A secret signing key (an officer's, or the group's root key: both are plain ed25519
-/// keypairs), loaded from or written to a 32-byte key file with mode 0600.
+/// keypairs), loaded from or written to a kind-tagged key file ([`crate::keyfile`]) with
+/// mode 0600.
 pub struct SecretKey(SigningKey);
 
 impl fmt::Debug for SecretKey {
@@ -184,8 +186,9 @@ impl SecretKey {
         Ok(SecretKey::from_seed(seed))
     }
 
-    /// Writes a new random key to `path` (mode 0600, never overwriting) and returns it.
-    pub fn create_file(path: &Path) -> Result<SecretKey, KeyError> {
+    /// Writes a new random key of `kind` to `path` (mode 0600, never overwriting) and
+    /// returns it.
+    pub fn create_file(path: &Path, kind: KeyKind) -> Result<SecretKey, KeyError> {
         let key = SecretKey::generate()?;
         let io = |source: std::io::Error| KeyError::Io {
             path: path.to_path_buf(),
@@ -203,13 +206,15 @@ impl SecretKey {
                     io(e)
                 }
             })?;
-        file.write_all(&key.0.to_bytes()).map_err(io)?;
+        file.write_all(&crate::keyfile::encode(kind, &key.0.to_bytes()))
+            .map_err(io)?;
         file.sync_all().map_err(io)?;
         Ok(key)
     }
 
-    /// Loads a key file, refusing one that other users may read.
-    pub fn load(path: &Path) -> Result<SecretKey, KeyError> {
+    /// Loads a key file of `kind`, refusing one that other users may read or that holds
+    /// another kind of key.
+    pub fn load(path: &Path, kind: KeyKind) -> Result<SecretKey, KeyError> {
         let io = |source: std::io::Error| KeyError::Io {
             path: path.to_path_buf(),
             source,
@@ -223,13 +228,10 @@ impl SecretKey {
             });
         }
         let bytes = std::fs::read(path).map_err(io)?;
-        let seed: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeyError::BadKeyFile {
-                path: path.to_path_buf(),
-                len: bytes.len() as u64,
-            })?;
+        let seed = crate::keyfile::decode(kind, &bytes).map_err(|source| KeyError::BadKeyFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Ok(SecretKey::from_seed(seed))
     }
 
@@ -448,25 +450,42 @@ mod tests {
     fn key_files_are_private_and_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("officer.key");
-        let key = SecretKey::create_file(&path).unwrap();
+        let key = SecretKey::create_file(&path, KeyKind::Officer).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(SecretKey::load(&path).unwrap().public(), key.public());
+        let loaded = SecretKey::load(&path, KeyKind::Officer).unwrap();
+        assert_eq!(loaded.public(), key.public());
         assert!(matches!(
-            SecretKey::create_file(&path),
+            SecretKey::create_file(&path, KeyKind::Officer),
             Err(KeyError::Exists(_))
         ));
+        // An officer key given where the root key belongs is named as such.
+        let wrong = SecretKey::load(&path, KeyKind::Root)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            wrong.contains("holds an officer key, not the root key"),
+            "{wrong}"
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
-            SecretKey::load(&path),
+            SecretKey::load(&path, KeyKind::Officer),
             Err(KeyError::TooOpen { .. })
         ));
         let short = dir.path().join("short.key");
         std::fs::write(&short, b"xyz").unwrap();
         std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
-            SecretKey::load(&short),
-            Err(KeyError::BadKeyFile { len: 3, .. })
+            SecretKey::load(&short, KeyKind::Officer),
+            Err(KeyError::BadKeyFile { .. })
         ));
+        // A key written before kind tags (32 raw bytes) still loads.
+        let legacy = dir.path().join("legacy.key");
+        std::fs::write(&legacy, [5u8; 32]).unwrap();
+        std::fs::set_permissions(&legacy, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            SecretKey::load(&legacy, KeyKind::Root).unwrap().public(),
+            SecretKey::from_seed([5; 32]).public()
+        );
     }
 }

@@ -91,7 +91,7 @@ impl GroupKey {
         self.id
     }
 
-    /// Reads a key file: exactly 32 bytes, and not readable by group or others.
+    /// Reads a group key file (see [`crate::keyfile`]), not readable by group or others.
     pub fn load(path: &Path) -> Result<GroupKey, KeyError> {
         use std::os::unix::fs::MetadataExt;
         let io = |source| KeyError::Io {
@@ -107,11 +107,14 @@ impl GroupKey {
             });
         }
         let bytes = std::fs::read(path).map_err(io)?;
-        let bytes: [u8; KEY_BYTES] = bytes.try_into().map_err(|b: Vec<u8>| KeyError::Length {
-            path: path.to_path_buf(),
-            len: b.len(),
-        })?;
-        Ok(GroupKey::from_bytes(&bytes))
+        let secret =
+            crate::keyfile::decode(crate::keyfile::KeyKind::Group, &bytes).map_err(|source| {
+                KeyError::Format {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
+        Ok(GroupKey::from_bytes(&secret))
     }
 }
 
@@ -133,6 +136,8 @@ pub fn generate_key_file(path: &Path) -> Result<KeyId, KeyError> {
             std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_path_buf()),
             _ => io(source),
         })?;
+    // The group key file stays 32 raw bytes, the form other tools expect; the signing keys'
+    // files carry a kind tag (see `keyfile`), so one given as the group key is named.
     file.write_all(&bytes).map_err(io)?;
     file.sync_all().map_err(io)?;
     Ok(GroupKey::from_bytes(&bytes).id())
@@ -163,13 +168,13 @@ pub enum KeyError {
         /// Its permission bits.
         mode: u32,
     },
-    /// The file does not hold exactly 32 bytes.
-    #[error("key file {} holds {len} bytes, expected exactly {KEY_BYTES} (make one with `lootsync keygen group FILE`)", path.display())]
-    Length {
+    /// The file does not hold a group key.
+    #[error("key file {}: {source} (make one with `lootsync keygen group FILE`)", path.display())]
+    Format {
         /// The key file.
         path: PathBuf,
-        /// Its length.
-        len: usize,
+        /// What it holds instead.
+        source: crate::keyfile::KeyFormatError,
     },
     /// `keygen` refuses to overwrite an existing key.
     #[error("{} already exists; refusing to overwrite a key", .0.display())]
@@ -521,7 +526,15 @@ mod tests {
         std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
             GroupKey::load(&short),
-            Err(KeyError::Length { len: 31, .. })
+            Err(KeyError::Format { .. })
         ));
+        // An officer's signing key given as the group key is named for what it is.
+        let officer = dir.path().join("officer.key");
+        crate::officer::SecretKey::create_file(&officer, crate::keyfile::KeyKind::Officer).unwrap();
+        let message = GroupKey::load(&officer).unwrap_err().to_string();
+        assert!(
+            message.contains("holds an officer key, not a group key"),
+            "{message}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use loot_sync::control::Request;
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
 use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
 use loot_sync::ledger::HistoryRow;
-use loot_sync::officer::{PublicKey, SecretKey};
+use loot_sync::officer::{KeyKind, PublicKey, SecretKey};
 use loot_sync::seal::{self, GroupKey, Keyring, NoncePrefix, Sealer};
 use loot_sync::wire::{self, Body, Envelope};
 use std::path::Path;
@@ -130,7 +130,11 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     let port = 47871;
     let key = |name: &str| {
         let path = dir.path().join(format!("{name}.key"));
-        (SecretKey::create_file(&path).unwrap(), path)
+        let kind = match name {
+            "root" => KeyKind::Root,
+            _ => KeyKind::Officer,
+        };
+        (SecretKey::create_file(&path, kind).unwrap(), path)
     };
     let (root, _) = key("root");
     let (alice_key, alice_path) = key("alice");
@@ -202,7 +206,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     // counted nowhere.
     let refused = adjust(&mallory, "Ann", 1_000).await.unwrap_err();
     assert!(refused.contains("not on the officer roster"), "{refused}");
-    let mallory_key = SecretKey::load(&mallory_path).unwrap();
+    let mallory_key = SecretKey::load(&mallory_path, KeyKind::Officer).unwrap();
     let mut forged = roster_change(&mallory_key, "Ann", EntryKind::Points);
     forged.seal = None;
     forged.actor = "alice".into();
@@ -395,6 +399,23 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
     assert_eq!(
         String::from_utf8_lossy(&shown.stdout).trim(),
         r#"{"Ann":7}"#
+    );
+
+    // An officer key passed as the root key is named for what it is.
+    let mixed_up = run_cli(
+        &config,
+        &[
+            "officer",
+            "remove",
+            "alice",
+            "--root-key",
+            &dir.path().join("alice.key").to_string_lossy(),
+        ],
+    );
+    assert!(!mixed_up.status.success());
+    assert!(
+        String::from_utf8_lossy(&mixed_up.stderr).contains("an officer key, not the root key"),
+        "{mixed_up:?}"
     );
 
     // A root key that is not the configured one is refused before anything is written.
