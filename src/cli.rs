@@ -608,10 +608,11 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Builds a roster change signed by the root key (from `--root-key` or
-/// `security.root_key_file`) and appends it through the daemon, or offline. A removal is a
-/// revocation that lists the officer's entries that count now, in as many entries as needed.
+/// Builds roster changes signed by the root key (from `--root-key` or
+/// `security.root_key_file`) and appends them through the daemon, or offline. A removal, and
+/// an add that replaces an officer's key, revoke the old key: see [`revocation`].
 fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
+    use crate::entry::EntryKind;
     let (root_key, name) = match &command {
         OfficerCommand::Add { name, root_key, .. }
         | OfficerCommand::Remove { name, root_key, .. } => {
@@ -632,31 +633,44 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
             root_path.display()
         );
     }
-    let unix_ms = ops::system_unix_ms();
-    let changes: Vec<(crate::entry::Hlc, crate::entry::EntryKind)> = match command {
+    let ledger = roster_ledger(config, root.public())?;
+    let mut changes: Vec<(EntryKind, String)> = Vec::new();
+    match command {
         OfficerCommand::Add { public_key, .. } => {
             let public_key: crate::officer::PublicKey = public_key
                 .parse()
                 .with_context(|| format!("PUBKEY {public_key:?}"))?;
-            vec![(
-                crate::entry::Hlc::new(unix_ms, 0),
-                crate::entry::EntryKind::OfficerAdd { public_key },
-            )]
+            if ledger.is_revoked(&public_key) {
+                bail!(
+                    "key {public_key} is revoked for good; make a new one with `lootsync keygen officer`"
+                );
+            }
+            // Replacing a key revokes the old one, or its holder could still sign entries
+            // dated while it was valid.
+            if let Some(old) = ledger
+                .officers()
+                .get(&name)
+                .filter(|old| **old != public_key)
+            {
+                changes.extend(revocation(&ledger, &name, *old, false)?);
+            }
+            changes.push((EntryKind::OfficerAdd { public_key }, "officer added".into()));
         }
         OfficerCommand::Remove { revoke_all, .. } => {
-            revocations(config, &name, revoke_all, unix_ms)?
+            let keys = keys_of(&ledger, &name);
+            if keys.is_empty() {
+                bail!("{name} is not an officer in this peer's log (see `lootsync history`)");
+            }
+            for key in keys {
+                changes.extend(revocation(&ledger, &name, key, revoke_all)?);
+            }
         }
-    };
-    for (at, kind) in changes {
+    }
+    let first = crate::entry::Hlc::new(ops::system_unix_ms(), 0);
+    for (n, (kind, reason)) in changes.into_iter().enumerate() {
         let mut random = [0u8; 10];
         getrandom::fill(&mut random).map_err(|e| anyhow!("cannot get random bytes: {e}"))?;
-        let reason = match &kind {
-            crate::entry::EntryKind::OfficerAdd { .. } => "officer added".to_string(),
-            crate::entry::EntryKind::OfficerRevoke { keep, .. } => {
-                format!("officer removed, {} entries kept", keep.len())
-            }
-            _ => "officer removed".to_string(),
-        };
+        let at = crate::entry::Hlc(first.0.saturating_add(n as u64));
         let mut entry = crate::entry::Entry {
             id: crate::entry::new_entry_id(at.unix_ms(), random),
             at,
@@ -686,69 +700,105 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
     Ok(())
 }
 
-/// The revocation entries that remove officer `name`: their key, and the digests of their
-/// entries that count on this peer now (none with `revoke_all`), [`MAX_KEEP`] per entry.
-/// Stamped after every entry this peer holds, so each kept entry sorts before the removal.
+/// The whole log, judged under `root`, as this peer holds it (through the daemon, or from
+/// the log offline).
+fn roster_ledger(
+    config: &Config,
+    root: crate::officer::PublicKey,
+) -> Result<crate::ledger::Ledger> {
+    let rows: Vec<crate::ledger::HistoryRow> =
+        match request(config, Request::History { player: None }) {
+            Ok(value) => serde_json::from_value(value)
+                .context("cannot read the history to find the officer's entries")?,
+            // No log yet (the first `officer add` of a new group): nothing to revoke.
+            Err(err) if err.to_string().starts_with("no ledger here") => Vec::new(),
+            Err(err) => return Err(err),
+        };
+    let (mut ledger, _) =
+        crate::ledger::Ledger::from_entries(rows.into_iter().map(|row| row.entry));
+    ledger.set_root(Some(root));
+    Ok(ledger)
+}
+
+/// Every key `name` was ever made an officer with and that is not revoked yet.
+fn keys_of(ledger: &crate::ledger::Ledger, name: &str) -> Vec<crate::officer::PublicKey> {
+    let mut keys: Vec<crate::officer::PublicKey> = ledger
+        .history(None)
+        .into_iter()
+        .filter_map(|row| match row.entry.kind {
+            crate::entry::EntryKind::OfficerAdd { public_key }
+                if row.entry.target == name && row.rejected.is_none() =>
+            {
+                Some(public_key)
+            }
+            _ => None,
+        })
+        .filter(|key| !ledger.is_revoked(key))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The parts of a revocation of `key` (officer `name`): the digests of its entries that
+/// count on this peer now (none with `revoke_all`), [`MAX_KEEP`] per part. Nothing takes
+/// effect until every part is in the log, so an interrupted run can simply be repeated.
 ///
 /// [`MAX_KEEP`]: crate::entry::MAX_KEEP
-fn revocations(
-    config: &Config,
+fn revocation(
+    ledger: &crate::ledger::Ledger,
     name: &str,
+    key: crate::officer::PublicKey,
     revoke_all: bool,
-    unix_ms: u64,
-) -> Result<Vec<(crate::entry::Hlc, crate::entry::EntryKind)>> {
-    use crate::entry::{EntryKind, Hlc, MAX_KEEP};
-    let rows: Vec<crate::ledger::HistoryRow> =
-        serde_json::from_value(request(config, Request::History { player: None })?)
-            .context("cannot read the history to find the officer's entries")?;
-    // The officer's key: the last add of `name` that counts.
-    let Some(public_key) = rows.iter().rev().find_map(|row| match &row.entry.kind {
-        EntryKind::OfficerAdd { public_key }
-            if row.entry.target == name && row.rejected.is_none() =>
-        {
-            Some(*public_key)
-        }
-        _ => None,
-    }) else {
-        bail!("{name} is not an officer in this peer's log (see `lootsync history`)");
-    };
-    let already = rows.iter().any(|row| {
-        row.rejected.is_none()
-            && matches!(&row.entry.kind, EntryKind::OfficerRevoke { public_key: key, .. } if *key == public_key)
-    });
-    if already {
-        bail!("{name} is not an officer any more: their key {public_key} is already revoked");
-    }
+) -> Result<Vec<(crate::entry::EntryKind, String)>> {
+    use crate::entry::{EntryKind, MAX_KEEP, MAX_REVOKE_PARTS};
     let kept: Vec<crate::entry::Digest> = match revoke_all {
         true => Vec::new(),
-        false => rows
-            .iter()
+        false => ledger
+            .history(None)
+            .into_iter()
             .filter(|row| {
                 row.rejected.is_none()
                     && row.entry.kind == EntryKind::Points
-                    && row.entry.seal.is_some_and(|seal| seal.signer == public_key)
+                    && row.entry.seal.is_some_and(|seal| seal.signer == key)
             })
             .map(|row| row.entry.digest())
             .collect(),
     };
-    let newest = rows
-        .iter()
-        .map(|row| row.entry.at)
-        .max()
-        .unwrap_or_default();
-    let start = Hlc::new(unix_ms, 0).max(Hlc(newest.0 + 1));
-    let parts: Vec<Vec<crate::entry::Digest>> = match kept.is_empty() {
-        true => vec![Vec::new()],
-        false => kept.chunks(MAX_KEEP).map(<[_]>::to_vec).collect(),
+    let chunks: Vec<&[crate::entry::Digest]> = match kept.is_empty() {
+        true => vec![&[]],
+        false => kept.chunks(MAX_KEEP).collect(),
     };
-    Ok(parts
+    let parts = u16::try_from(chunks.len())
+        .ok()
+        .filter(|parts| *parts <= MAX_REVOKE_PARTS)
+        .ok_or_else(|| {
+            anyhow!(
+                "{name}'s key signed {} entries that count; one revocation keeps at most {}",
+                kept.len(),
+                MAX_KEEP * usize::from(MAX_REVOKE_PARTS)
+            )
+        })?;
+    let mut batch = [0u8; 8];
+    getrandom::fill(&mut batch).map_err(|e| anyhow!("cannot get random bytes: {e}"))?;
+    Ok(chunks
         .into_iter()
         .enumerate()
-        .map(|(i, keep)| {
-            (
-                Hlc(start.0 + i as u64),
-                EntryKind::OfficerRevoke { public_key, keep },
-            )
+        .map(|(part, keep)| {
+            let kind = EntryKind::OfficerRevoke {
+                public_key: key,
+                batch,
+                part: part as u16,
+                parts,
+                keep: keep.to_vec(),
+            };
+            let reason = format!(
+                "officer key revoked ({}/{parts}), {} of {} entries kept",
+                part + 1,
+                keep.len(),
+                kept.len()
+            );
+            (kind, reason)
         })
         .collect())
 }
@@ -902,7 +952,7 @@ fn print_history(rows: &[HistoryRow], player: Option<&str>) {
             crate::entry::EntryKind::OfficerAdd { .. } => format!("{:<16}", "officer added"),
             crate::entry::EntryKind::OfficerRemove => format!("{:<16}", "officer removed"),
             crate::entry::EntryKind::OfficerRevoke { keep, .. } => {
-                format!("{:<16}", format!("revoked, kept {}", keep.len()))
+                format!("{:<16}", format!("key revoked, {} kept", keep.len()))
             }
         };
         let rejected = row

@@ -20,9 +20,11 @@ pub const MAX_ABS_DELTA: i64 = 1_000_000_000;
 /// Largest HLC value an entry may carry; `u64::MAX` is reserved as the open upper bound of
 /// the key space used by sync ranges.
 pub const MAX_AT: u64 = u64::MAX - 1;
-/// Most entry digests one [`EntryKind::OfficerRevoke`] may name, so the largest entry still
-/// fits in a datagram; a revocation that keeps more is split into several entries.
+/// Most entry digests one [`EntryKind::OfficerRevoke`] part may name, so the largest entry
+/// still fits in a datagram; a revocation that keeps more is split into several parts.
 pub const MAX_KEEP: usize = 24;
+/// Most parts one revocation may have (up to 98,304 kept entries).
+pub const MAX_REVOKE_PARTS: u16 = 4096;
 
 /// Unique id of an entry: a UUID v7 (48-bit millisecond time + 74 random bits), so ids made
 /// on different machines never collide the way the original addon's per-client counters did.
@@ -164,14 +166,22 @@ pub enum EntryKind {
     /// longer makes it, because the signer picks an entry's timestamp and a removed officer
     /// could sign new entries dated before the removal.
     OfficerRemove,
-    /// Removes the officer `target` and revokes `public_key` for good: of the entries that
-    /// key signed, only those whose digests some revocation of the key lists in `keep` can
-    /// ever count, wherever they sort, so backdating new entries gains nothing. Made by
-    /// `lootsync officer remove`, listing the officer's entries that counted on the root
-    /// key holder's peer, split over several entries when more than [`MAX_KEEP`].
+    /// One part of a revocation of `public_key` (officer `target`). Once every part of the
+    /// revocation is present, the key is revoked for good: of the entries it signed, exactly
+    /// those whose digests the parts list in `keep` count, wherever they sort, so a removed
+    /// officer gains nothing by backdating. Until then the revocation has no effect, so an
+    /// interrupted `officer remove` can simply be run again. Made by `lootsync officer
+    /// remove` (and by `officer add` when it replaces a key), listing the key's entries that
+    /// count on the root key holder's peer, [`MAX_KEEP`] per part.
     OfficerRevoke {
         /// The revoked officer key.
         public_key: crate::officer::PublicKey,
+        /// Random id shared by the parts of one revocation.
+        batch: [u8; 8],
+        /// This part's index, from 0.
+        part: u16,
+        /// How many parts the revocation has.
+        parts: u16,
         /// Digests of the key's entries that keep counting.
         keep: Vec<Digest>,
     },
@@ -231,9 +241,19 @@ pub enum EntryError {
          has heard): ask the root key holder to run `lootsync officer add NAME {0}`"
     )]
     NotAnOfficer(String),
-    /// A revocation lists more entries than one entry may carry.
-    #[error("a revocation may keep at most {MAX_KEEP} entries, not {0}")]
-    TooManyKept(usize),
+    /// The actor is another officer's roster name, and an officer cannot sign as another.
+    #[error(
+        "{0:?} is another officer's name on the roster and this machine's officer key is not \
+         theirs: adjust under your own name (--actor, or node.name in the config)"
+    )]
+    AnotherOfficersName(String),
+    /// A revocation part lists more entries than one entry may carry, or its part numbers
+    /// are out of range.
+    #[error(
+        "a revocation part may keep at most {MAX_KEEP} entries and be one of at most \
+         {MAX_REVOKE_PARTS} parts"
+    )]
+    BadRevocation,
     /// The timestamp is the reserved maximum.
     #[error("timestamp {0} is out of range")]
     BadTimestamp(u64),
@@ -294,9 +314,12 @@ impl Entry {
                 if self.delta != 0 || self.new_total != 0 {
                     return Err(EntryError::RosterWithPoints);
                 }
-                if let EntryKind::OfficerRevoke { keep, .. } = &self.kind {
-                    if keep.len() > MAX_KEEP {
-                        return Err(EntryError::TooManyKept(keep.len()));
+                if let EntryKind::OfficerRevoke {
+                    keep, part, parts, ..
+                } = &self.kind
+                {
+                    if keep.len() > MAX_KEEP || part >= parts || *parts > MAX_REVOKE_PARTS {
+                        return Err(EntryError::BadRevocation);
                     }
                 }
             }

@@ -164,10 +164,30 @@ pub struct Ledger {
     /// The valid roster changes (signed by the root key), by key: only the root key holder
     /// makes them, so they stay few, and judging a point entry replays those before it.
     roster: BTreeMap<Key, Entry>,
-    /// The keys revoked by the valid revocations among `roster`.
+    /// The keys revoked by the complete revocations among `roster`.
     revocations: Arc<Revocations>,
+    /// The roster after every change in `roster`: judges the usual new entry, which sorts
+    /// after all of them, without a replay.
+    end_roster: Roster,
+    /// Every key a valid roster change ever added: an entry signed by any other key (or
+    /// unsigned) is rejected without consulting the roster, so junk costs no replay.
+    added_keys: BTreeSet<PublicKey>,
+    /// While true (during a merge of many entries), a roster change that needs a replay
+    /// only sets `replay_pending`; [`Ledger::end_batch`] replays once.
+    batching: bool,
+    replay_pending: bool,
     /// Entries that count for nothing (see [`Verdict`]).
     rejected: u64,
+}
+
+/// Whether a new entry may change the verdicts on others.
+enum Replay {
+    /// No: not a valid roster change (or a revocation still missing parts).
+    None,
+    /// Those sorting after it: a valid add or remove.
+    IfLaterEntries,
+    /// Any, wherever they sort: a revocation just completed.
+    Always,
 }
 
 /// Builds an index-only ledger while a log is scanned, one record at a time, so start-up
@@ -273,43 +293,102 @@ impl Ledger {
         }
         let replay = self.account(&entry, key);
         self.index.insert(key, Slot::new(RESIDENT));
-        // A roster change after every entry held (the usual case: one just made) changes
-        // no verdict, so only an earlier-sorting one costs a replay; a revocation judges
-        // the key's entries wherever they sort.
-        let revocation = matches!(entry.kind, EntryKind::OfficerRevoke { .. });
         self.resident.insert(key, entry);
-        let later_entries = self
-            .index
-            .range((Bound::Excluded(key), Bound::Unbounded))
-            .next()
-            .is_some();
-        if replay && (later_entries || revocation) {
-            self.recompute();
+        let needed = match replay {
+            Replay::None => false,
+            // A roster change after every entry held (the usual case: one just made)
+            // changes no verdict, so only an earlier-sorting one costs a replay.
+            Replay::IfLaterEntries => self
+                .index
+                .range((Bound::Excluded(key), Bound::Unbounded))
+                .next()
+                .is_some(),
+            Replay::Always => true,
+        };
+        if needed {
+            match self.batching {
+                true => self.replay_pending = true,
+                false => self.recompute(),
+            }
         }
         true
     }
 
+    /// Starts a batch of inserts (a merge): replays a roster change calls for wait for
+    /// [`Ledger::end_batch`], so a catch-up full of roster changes replays the log once,
+    /// not once per change. Totals and verdicts are stale until then.
+    pub(crate) fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Ends a batch of inserts, replaying the log if any of them called for it.
+    pub(crate) fn end_batch(&mut self) {
+        self.batching = false;
+        if std::mem::take(&mut self.replay_pending) {
+            self.recompute();
+        }
+    }
+
     /// Totals and fingerprint for a new entry at `key` (its digest is already in the digest
-    /// index). Returns true when the entry is a valid roster change, which may change the
-    /// verdict on any later entry: the caller must then replay ([`Ledger::recompute`]).
-    fn account(&mut self, entry: &Entry, key: Key) -> bool {
+    /// index), and whether the verdicts on other entries may have changed.
+    fn account(&mut self, entry: &Entry, key: Key) -> Replay {
         self.fingerprint.add(key.digest.as_u128());
         if entry.kind != EntryKind::Points {
             self.roster_keys.insert(key);
-            if Roster::is_valid_roster_change(self.root, entry) {
-                self.roster.insert(key, entry.clone());
-                Roster::note_revocation(self.root, entry, Arc::make_mut(&mut self.revocations));
-                return true;
+            if !Roster::is_valid_roster_change(self.root, entry) {
+                self.rejected += 1;
+                return Replay::None;
             }
-            self.rejected += 1;
-            return false;
+            self.roster.insert(key, entry.clone());
+            if !matches!(entry.kind, EntryKind::OfficerRevoke { .. }) {
+                self.refresh_roster_caches();
+                return Replay::IfLaterEntries;
+            }
+            // A revocation changes verdicts (wherever they sort) only once it is complete.
+            let revocations = Roster::revocations(self.root, self.roster.values());
+            if revocations == *self.revocations {
+                return Replay::None;
+            }
+            self.revocations = Arc::new(revocations);
+            self.refresh_roster_caches();
+            return Replay::Always;
         }
-        if self.root.is_some() && self.roster_before(&key).judge(entry) != Verdict::Counts {
+        if self.judge_points_at(entry, &key) != Verdict::Counts {
             self.rejected += 1;
-            return false;
+            return Replay::None;
         }
         add_points(&mut self.totals, entry);
-        false
+        Replay::None
+    }
+
+    /// The verdict on a point entry at `key`, from the caches when it can be.
+    fn judge_points_at(&self, entry: &Entry, key: &Key) -> Verdict {
+        if self.root.is_none() {
+            return Verdict::Counts;
+        }
+        let known = entry.seal.is_some_and(|seal| {
+            self.added_keys.contains(&seal.signer) || self.revocations.contains_key(&seal.signer)
+        });
+        let after_every_change = self.roster.keys().next_back().is_none_or(|last| last < key);
+        if !known || after_every_change {
+            // The end roster gives the same verdict as the roster at `key` for these: an
+            // unknown or missing signer is never an officer.
+            return self.end_roster.judge_points(entry);
+        }
+        self.roster_before(key).judge_points(entry)
+    }
+
+    /// Rebuilds `end_roster` and `added_keys` from `roster` and `revocations`.
+    fn refresh_roster_caches(&mut self) {
+        self.end_roster = self.roster_before(&Key::MAX);
+        self.added_keys = self
+            .roster
+            .values()
+            .filter_map(|change| match change.kind {
+                EntryKind::OfficerAdd { public_key } => Some(public_key),
+                _ => None,
+            })
+            .collect();
     }
 
     /// The roster as of just before `key` in the replay order.
@@ -340,18 +419,24 @@ impl Ledger {
     /// roster change arrives, both rare.
     fn recompute(&mut self) {
         let mut roster_changes = BTreeMap::new();
-        let mut revocations = Revocations::new();
         for key in &self.roster_keys {
             let Some(change) = self.index.get(key).and_then(|slot| self.body(key, slot)) else {
+                // Verdicts now depend on a body this peer cannot read: say so loudly (the
+                // read error itself was logged by `body`).
+                tracing::error!(
+                    "roster entry with digest {} is unreadable: verdicts on this peer may differ \
+                     from its peers' until the log is repaired",
+                    key.digest
+                );
                 continue;
             };
             if Roster::is_valid_roster_change(self.root, &change) {
-                Roster::note_revocation(self.root, &change, &mut revocations);
                 roster_changes.insert(*key, change);
             }
         }
         self.roster = roster_changes;
-        self.revocations = Arc::new(revocations);
+        self.revocations = Arc::new(Roster::revocations(self.root, self.roster.values()));
+        self.refresh_roster_caches();
         let mut roster = Roster::with_revocations(self.root, self.revocations.clone());
         let mut totals = BTreeMap::new();
         let mut rejected = 0;
@@ -379,9 +464,9 @@ impl Ledger {
         self.revocations.contains_key(key)
     }
 
-    /// The officers after replaying the whole log, by name.
+    /// The officers after replaying the whole log, by name (revoked keys left out).
     pub fn officers(&self) -> BTreeMap<String, PublicKey> {
-        self.roster_before(&Key::MAX).officers().clone()
+        self.end_roster.officers()
     }
 
     /// Records that the entry at `key` is in the log at `offset`: with a reader injected, its
@@ -975,22 +1060,34 @@ mod tests {
             assert!(ledger.officers().is_empty());
         }
 
-        fn revoke(ms: u64, seed: u8, name: &str, who: &SecretKey, keep: &[&Entry]) -> Entry {
+        /// Part `part` of `parts` of revocation `batch` of `who`'s key.
+        fn revoke(
+            ms: u64,
+            seed: u8,
+            who: &SecretKey,
+            (batch, part, parts): (u8, u16, u16),
+            keep: &[&Entry],
+        ) -> Entry {
             let kind = EntryKind::OfficerRevoke {
                 public_key: who.public(),
+                batch: [batch; 8],
+                part,
+                parts,
                 keep: keep.iter().map(|e| e.digest()).collect(),
             };
-            change(ms, seed, name, kind, &root())
+            change(ms, seed, &name_of(who), kind, &root())
         }
 
         /// A revoked key's entries count only if a revocation keeps them, wherever they sort:
-        /// an entry the removed officer dates before the removal gains nothing. The result
-        /// does not depend on the order the entries arrive in.
+        /// an entry the removed officer dates before the removal gains nothing, and a kept
+        /// one dated after it still counts. The result does not depend on the order the
+        /// entries arrive in.
         #[test]
         fn a_revoked_key_counts_only_for_kept_entries_wherever_they_sort() {
             let a = officer(1);
             let kept_early = points(15, 1, "Ann", 1, Some(&a));
-            let kept_late = points(20, 2, "Ann", 2, Some(&a));
+            // Dated far in the future by a skewed clock: kept all the same.
+            let kept_late = points(1_000, 2, "Ann", 2, Some(&a));
             let not_kept = points(22, 3, "Ann", 4, Some(&a));
             let backdated = points(12, 4, "Ann", 1_000, Some(&a));
             let after = points(40, 5, "Ann", 8, Some(&a));
@@ -999,9 +1096,9 @@ mod tests {
                 kept_early.clone(),
                 kept_late.clone(),
                 not_kept.clone(),
-                // Split over two entries, as `officer remove` does past MAX_KEEP.
-                revoke(30, 11, "alice", &a, &[&kept_early]),
-                revoke(30, 12, "alice", &a, &[&kept_late]),
+                // Split over two parts, as `officer remove` does past MAX_KEEP.
+                revoke(30, 11, &a, (1, 0, 2), &[&kept_early]),
+                revoke(30, 12, &a, (1, 1, 2), &[&kept_late]),
                 backdated.clone(),
                 after.clone(),
             ];
@@ -1016,24 +1113,65 @@ mod tests {
                 assert_eq!(ledger.rejected(), 3, "seed {seed}");
                 assert!(ledger.is_revoked(&a.public()));
                 assert!(ledger.officers().is_empty());
-                for e in [&not_kept, &backdated] {
+                for e in [&not_kept, &backdated, &after] {
                     assert_eq!(
                         rejection(&ledger, &e.id).as_deref(),
                         Some("rejected: signed by a revoked key"),
                         "seed {seed}"
                     );
                 }
-                assert_eq!(
-                    rejection(&ledger, &after.id).as_deref(),
-                    Some("rejected: signer not an officer")
-                );
             }
+            // Until every part is in, a revocation does nothing (so an interrupted
+            // `officer remove` is simply run again).
+            let partial = secured([
+                add(10, 10, "alice", &a, &root()),
+                kept_early.clone(),
+                not_kept.clone(),
+                revoke(30, 11, &a, (1, 0, 2), &[&kept_early]),
+            ]);
+            assert_eq!(partial.total("Ann"), 5);
+            assert!(!partial.is_revoked(&a.public()));
+            assert_eq!(partial.officers().len(), 1);
             // A revocation not signed by the root key revokes nothing.
-            let mut forged = revoke(30, 13, "alice", &a, &[]);
+            let mut forged = revoke(30, 13, &a, (2, 0, 1), &[]);
             officer(2).sign(&mut forged);
             let ledger = secured([add(10, 10, "alice", &a, &root()), kept_early, forged]);
             assert_eq!(ledger.total("Ann"), 1);
             assert!(!ledger.is_revoked(&a.public()));
+        }
+
+        /// An officer whose key was replaced: the old key, revoked when replaced (as
+        /// `officer add` does), cannot sign backdated entries into the time it was valid.
+        #[test]
+        fn a_replaced_key_revoked_cannot_backdate() {
+            let (old, new) = (officer(1), SecretKey::from_seed([9; 32]));
+            let before = points(15, 1, "Ann", 1, Some(&old));
+            let mut backdated = entry(16, 2, "Ann", 1_000);
+            backdated.actor = "alice".into();
+            let backdated = signed(backdated, &old);
+            let mut with_new = entry(30, 3, "Ann", 10);
+            with_new.actor = "alice".into();
+            let with_new = signed(with_new, &new);
+            let ledger = secured([
+                add(10, 4, "alice", &old, &root()),
+                before,
+                revoke(
+                    20,
+                    5,
+                    &old,
+                    (3, 0, 1),
+                    &[&points(15, 1, "Ann", 1, Some(&old))],
+                ),
+                add(20, 6, "alice", &new, &root()),
+                backdated.clone(),
+                with_new,
+            ]);
+            assert_eq!(ledger.total("Ann"), 11);
+            assert_eq!(
+                rejection(&ledger, &backdated.id).as_deref(),
+                Some("rejected: signed by a revoked key")
+            );
+            assert_eq!(ledger.officers().get("alice"), Some(&new.public()));
         }
 
         /// Anyone in the group can make roster entries signed by their own key: they are
@@ -1064,11 +1202,13 @@ mod tests {
                 add(10, 3, "bob", &b, &root()),
                 as_bob.clone(),
                 points(21, 4, "Ann", 1, Some(&a)),
+                // Any other label (a machine's name, say) is not an officer's: it counts.
+                signed(entry(22, 5, "Ann", 2), &a),
             ]);
-            assert_eq!(ledger.total("Ann"), 1);
+            assert_eq!(ledger.total("Ann"), 3);
             assert_eq!(
                 rejection(&ledger, &as_bob.id).as_deref(),
-                Some("rejected: actor is not the signer's officer name")
+                Some("rejected: signed as another officer")
             );
         }
 

@@ -287,9 +287,10 @@ impl Verdict {
     }
 }
 
-/// Every key revoked by a valid [`EntryKind::OfficerRevoke`], with the union of the entry
-/// digests its revocations keep. Unlike the roster it does not depend on the replay position:
-/// a revocation judges the key's entries wherever they sort.
+/// Every key revoked by a complete, valid revocation ([`EntryKind::OfficerRevoke`], all its
+/// parts present and signed by the root key), with the union of the entry digests they keep.
+/// Unlike the roster it does not depend on the replay position: a revocation judges the key's
+/// entries wherever they sort.
 pub type Revocations = BTreeMap<PublicKey, BTreeSet<Digest>>;
 
 /// The officer roster during a replay in (at, digest) order. With no root key the roster is
@@ -317,35 +318,89 @@ impl Roster {
         }
     }
 
-    /// Adds `entry` to `revocations` if it is a valid revocation (signed by `root`); returns
-    /// whether it was.
-    pub fn note_revocation(
+    /// The revocations that `changes` (roster entries, any order) complete: for each
+    /// revocation signed by `root` whose parts are all present, its key and kept digests.
+    pub fn revocations<'a>(
         root: Option<PublicKey>,
-        entry: &Entry,
-        revocations: &mut Revocations,
-    ) -> bool {
-        let EntryKind::OfficerRevoke { public_key, keep } = &entry.kind else {
-            return false;
-        };
-        if !Roster::is_valid_roster_change(root, entry) {
-            return false;
+        changes: impl IntoIterator<Item = &'a Entry>,
+    ) -> Revocations {
+        type Parts<'e> = BTreeMap<u16, &'e [Digest]>;
+        let mut batches: BTreeMap<(PublicKey, [u8; 8], u16), Parts<'a>> = BTreeMap::new();
+        for entry in changes {
+            if let EntryKind::OfficerRevoke {
+                public_key,
+                batch,
+                part,
+                parts,
+                keep,
+            } = &entry.kind
+            {
+                if Roster::is_valid_roster_change(root, entry) {
+                    batches
+                        .entry((*public_key, *batch, *parts))
+                        .or_default()
+                        .insert(*part, keep);
+                }
+            }
         }
-        revocations
-            .entry(*public_key)
-            .or_default()
-            .extend(keep.iter().copied());
-        true
+        let mut revoked = Revocations::new();
+        for ((key, _, parts), present) in batches {
+            if present.len() == usize::from(parts) {
+                let kept = revoked.entry(key).or_default();
+                for keep in present.values() {
+                    kept.extend(keep.iter().copied());
+                }
+            }
+        }
+        revoked
     }
 
-    /// The current officers, by name.
-    pub fn officers(&self) -> &BTreeMap<String, PublicKey> {
-        &self.officers
+    /// Whether `key` is revoked.
+    pub fn is_revoked(&self, key: &PublicKey) -> bool {
+        self.revoked.contains_key(key)
+    }
+
+    /// The current officers, by name (a name whose key is revoked is no officer).
+    pub fn officers(&self) -> BTreeMap<String, PublicKey> {
+        self.officers
+            .iter()
+            .filter(|(_, key)| !self.is_revoked(key))
+            .map(|(name, key)| (name.clone(), *key))
+            .collect()
     }
 
     /// Whether a roster entry is signed by the root key. Depends on the entry alone, so a
     /// ledger can tell at insertion whether a late roster entry changes anything.
     pub fn is_valid_roster_change(root: Option<PublicKey>, entry: &Entry) -> bool {
         root.is_some() && entry.seal.map(|s| s.signer) == root
+    }
+
+    /// Judges a point entry at this point of the replay (a point entry changes no roster).
+    pub fn judge_points(&self, entry: &Entry) -> Verdict {
+        let Some(_) = self.root else {
+            return Verdict::Counts;
+        };
+        let Some(key) = entry.seal.map(|s| s.signer) else {
+            return Verdict::Rejected("rejected: unsigned");
+        };
+        if let Some(keep) = self.revoked.get(&key) {
+            // The root key holder listed exactly the entries of this key that count.
+            return match keep.contains(&entry.digest()) {
+                true => Verdict::Counts,
+                false => Verdict::Rejected("rejected: signed by a revoked key"),
+            };
+        }
+        if !self.officers.values().any(|k| *k == key) {
+            return Verdict::Rejected("rejected: signer not an officer");
+        }
+        // `actor` is a free label (often the machine's name), but one officer must not pass
+        // an entry off as another officer's.
+        match self.officers.get(&entry.actor) {
+            Some(other) if *other != key => {
+                Verdict::Rejected("rejected: signed as another officer")
+            }
+            _ => Verdict::Counts,
+        }
     }
 
     /// Judges the next entry of the replay and, if it is a valid roster change, applies it.
@@ -358,25 +413,7 @@ impl Roster {
         };
         let signer = entry.seal.map(|s| s.signer);
         match &entry.kind {
-            EntryKind::Points => {
-                let Some(key) = signer else {
-                    return Verdict::Rejected("rejected: unsigned");
-                };
-                if self.officers.get(&entry.actor) != Some(&key) {
-                    return if self.officers.values().any(|k| *k == key) {
-                        // Otherwise one officer could pass entries off as another's.
-                        Verdict::Rejected("rejected: actor is not the signer's officer name")
-                    } else {
-                        Verdict::Rejected("rejected: signer not an officer")
-                    };
-                }
-                match self.revoked.get(&key) {
-                    Some(keep) if !keep.contains(&entry.digest()) => {
-                        Verdict::Rejected("rejected: signed by a revoked key")
-                    }
-                    _ => Verdict::Counts,
-                }
-            }
+            EntryKind::Points => self.judge_points(entry),
             kind => {
                 if signer != Some(root) {
                     return Verdict::Rejected("rejected: roster change not signed by the root key");
@@ -388,9 +425,8 @@ impl Roster {
                     EntryKind::OfficerRemove => {
                         self.officers.remove(&entry.target);
                     }
-                    EntryKind::OfficerRevoke { public_key, .. } => {
-                        self.officers.retain(|_, key| key != public_key);
-                    }
+                    // Takes effect through `revoked`, wherever it sorts, once complete.
+                    EntryKind::OfficerRevoke { .. } => {}
                     EntryKind::Points => unreachable!("handled above"),
                 }
                 Verdict::Counts

@@ -488,16 +488,13 @@ impl Peer {
             // still on its way, which is rare; then the entry is kept and judged again).
             Some(key) if self.ledger.root().is_some() => {
                 let public = key.public();
-                let name = self
-                    .ledger
-                    .officers()
-                    .into_iter()
-                    .find_map(|(name, k)| (k == public).then_some(name));
-                match name {
-                    // An entry counts only under its signer's roster name, whatever name
-                    // this node goes by.
-                    Some(name) if !self.ledger.is_revoked(&public) => entry.actor = name,
-                    _ => return Err(EntryError::NotAnOfficer(public.to_string())),
+                let officers = self.ledger.officers();
+                if !officers.values().any(|k| *k == public) {
+                    return Err(EntryError::NotAnOfficer(public.to_string()));
+                }
+                if officers.get(&entry.actor).is_some_and(|k| *k != public) {
+                    // It would count for nothing: one officer cannot sign as another.
+                    return Err(EntryError::AnotherOfficersName(entry.actor));
                 }
                 key.sign(&mut entry);
             }
@@ -1013,6 +1010,7 @@ impl Peer {
     /// Applies entries from a peer; returns how many were new.
     fn merge(&mut self, now: Now, entries: Vec<Entry>) -> usize {
         let mut fresh = Vec::new();
+        self.ledger.begin_batch();
         for entry in entries {
             let key = entry.key();
             if self.ledger.contains(&key.digest) {
@@ -1040,6 +1038,7 @@ impl Peer {
             self.ledger.insert_keyed(key, entry.clone());
             fresh.push(entry);
         }
+        self.ledger.end_batch();
         let count = fresh.len();
         if count > 0 {
             self.stats.entries_merged += count as u64;

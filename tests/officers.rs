@@ -282,6 +282,9 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
         "bob",
         EntryKind::OfficerRevoke {
             public_key: bob_key.public(),
+            batch: [7; 8],
+            part: 0,
+            parts: 1,
             keep: kept,
         },
     );
@@ -434,44 +437,57 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not the root key"));
 
-    // Removing alice revokes her key but keeps the adjust of hers that counted; she can no
-    // longer sign anything that counts, so her adjust is refused.
-    let removed = run_cli(
-        &config,
-        &[
-            "officer",
-            "remove",
-            "alice",
-            "--root-key",
-            &root_key.to_string_lossy(),
-        ],
-    );
-    assert!(removed.status.success(), "{removed:?}");
+    let officer_cmd = |args: &[&str]| {
+        let root = root_key.to_string_lossy().to_string();
+        let mut all = vec!["officer"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--root-key", &root]);
+        run_cli(&config, &all)
+    };
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).to_string();
+    let points_json = || {
+        let shown = run_cli(&config, &["points", "--json"]);
+        String::from_utf8_lossy(&shown.stdout).trim().to_string()
+    };
+
+    // Giving alice a new key revokes the old one, keeping the adjust it signed: the old key
+    // can no longer sign anything that counts, so her adjust with it is refused.
+    let new_key = keygen("officer", "alice-new.key");
+    let new_pub = String::from_utf8(new_key.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let replaced = officer_cmd(&["add", "alice", &new_pub]);
+    assert!(replaced.status.success(), "{replaced:?}");
     assert!(
-        String::from_utf8_lossy(&removed.stdout).contains("officer removed, 1 entries kept"),
-        "{removed:?}"
+        stdout(&replaced).contains("officer key revoked (1/1), 1 of 1 entries kept"),
+        "{replaced:?}"
     );
-    let shown = run_cli(&config, &["points", "--json"]);
-    assert_eq!(
-        String::from_utf8_lossy(&shown.stdout).trim(),
-        r#"{"Ann":7}"#
-    );
+    assert!(stdout(&replaced).contains("officer added"), "{replaced:?}");
+    assert_eq!(points_json(), r#"{"Ann":7}"#);
     let refused = adjust();
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("not on the officer roster"),
         "{refused:?}"
     );
-    let again = run_cli(
-        &config,
-        &[
-            "officer",
-            "remove",
-            "alice",
-            "--root-key",
-            &root_key.to_string_lossy(),
-        ],
+    // A revoked key cannot be added back.
+    let readd = officer_cmd(&["add", "alice", &officer_pub]);
+    assert!(!readd.status.success());
+    assert!(
+        String::from_utf8_lossy(&readd.stderr).contains("is revoked for good"),
+        "{readd:?}"
     );
+
+    // Removing alice revokes her new key too (it signed nothing); the kept adjust stays.
+    let removed = officer_cmd(&["remove", "alice"]);
+    assert!(removed.status.success(), "{removed:?}");
+    assert!(
+        stdout(&removed).contains("officer key revoked (1/1), 0 of 0 entries kept"),
+        "{removed:?}"
+    );
+    assert_eq!(points_json(), r#"{"Ann":7}"#);
+    let again = officer_cmd(&["remove", "alice"]);
     assert!(!again.status.success());
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("not an officer"),

@@ -1711,6 +1711,9 @@ fn roster_race_across_a_partition_resolves_identically_everywhere() {
                     "officer0",
                     EntryKind::OfficerRevoke {
                         public_key: officers[0].public(),
+                        batch: [seed as u8; 8],
+                        part: 0,
+                        parts: 1,
                         keep: kept0.clone(),
                     },
                 );
