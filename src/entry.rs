@@ -83,6 +83,12 @@ impl fmt::Display for Hlc {
 pub struct Digest(pub [u8; 16]);
 
 impl Digest {
+    /// All 32 hex digits: the entry's unique name in exports (two entries may share an `id`
+    /// field, never a digest).
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
     /// The digest as a number, for fingerprint sums.
     pub fn as_u128(self) -> u128 {
         u128::from_be_bytes(self.0)

@@ -18,7 +18,7 @@ pub enum ExportFormat {
 }
 
 /// Column names of a history export, in order; the JSON objects use the same keys.
-pub const HISTORY_COLUMNS: [&str; 12] = [
+pub const HISTORY_COLUMNS: [&str; 13] = [
     "id",
     "at",
     "time",
@@ -31,6 +31,7 @@ pub const HISTORY_COLUMNS: [&str; 12] = [
     "kind",
     "signer",
     "rejected",
+    "digest",
 ];
 
 /// The `kind` column: what an entry does.
@@ -103,6 +104,7 @@ pub fn history(rows: &[HistoryRow], format: ExportFormat) -> String {
                         kind_name(&e.kind),
                         &signer_text(e),
                         row.rejected.as_deref().unwrap_or(""),
+                        &e.digest().to_hex(),
                     ],
                 );
             }
@@ -121,6 +123,7 @@ pub fn history_json(row: &HistoryRow) -> serde_json::Value {
     let e = &row.entry;
     serde_json::json!({
         "id": e.id,
+        "digest": e.digest().to_hex(),
         "at": e.at.0,
         "time": e.at.to_string(),
         "actor": e.actor,
@@ -240,7 +243,8 @@ mod tests {
         assert_eq!(records[1][4], "Bob, Jr.");
         assert_eq!(records[1][5], "-5");
         assert_eq!(records[1][8], reason);
-        assert_eq!(records[1][9..], ["points", "", ""], "unsigned, counted");
+        assert_eq!(records[1][9..12], ["points", "", ""], "unsigned, counted");
+        assert_eq!(records[1][12].len(), 32, "the full digest");
         assert_eq!(records[1][1], (1_700_000_000_000u64 << 16).to_string());
     }
 

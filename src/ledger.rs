@@ -1,4 +1,4 @@
-//! The replayed ledger: every entry in (at, id) order, the totals they sum to, and the set
+//! The replayed ledger: every entry in (at, digest) order, the totals they sum to, and the set
 //! fingerprints that sync compares.
 //!
 //! The ledger keeps a compact index in memory: per entry its key, digest and where its body

@@ -6,7 +6,7 @@
 //! disk is trusted (checksummed, written by us), so a million-entry replay does no crypto.
 //!
 //! Which signed entries *count* is a pure function of the set of entries: replay them in
-//! (at, id) order; a roster change counts only if signed by the group's root key, and a point
+//! (at, digest) order; a roster change counts only if signed by the group's root key, and a point
 //! entry only if its signer is an officer at that point of the order ([`Roster::judge`]).
 //! Every peer holding the same set therefore computes the same totals, whatever order the
 //! entries arrived in.

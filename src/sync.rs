@@ -12,7 +12,7 @@
 //!   with one chosen peer over whisper, unless its own fingerprint is held by a strict
 //!   majority of the peers it hears (then the minority comes to it). So 40 raiders never all
 //!   stream at one joiner: the joiner (the minority) pulls from one of them.
-//! * A session is range-based set reconciliation: the key space (at, id) is cut into ranges;
+//! * A session is range-based set reconciliation: the key space (at, digest) is cut into ranges;
 //!   for each the two sides compare fingerprints, split the ones that differ, and swap id
 //!   lists once a range is small. Nothing depends on timestamps being right: offline edits
 //!   made with a wrong clock sit in some range whose fingerprint differs.

@@ -186,7 +186,7 @@ fn every_subcommand_end_to_end_under_systemd_notify() {
         "{trail_csv}"
     );
     assert!(
-        trail_csv.contains(",officer2,Brann,-5,-5,-5,\"loot, \"\"sword\"\"\",points,,\r\n"),
+        trail_csv.contains(",officer2,Brann,-5,-5,-5,\"loot, \"\"sword\"\"\",points,,,"),
         "{trail_csv}"
     );
     let trail_json = ok(&config, &["export", "--format", "json", "--history"]);
