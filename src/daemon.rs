@@ -593,15 +593,15 @@ impl Driver {
             let (bytes, to) = match action {
                 Action::SendGroup(bytes) => (bytes, self.sockets.group_addr),
                 Action::SendTo(addr, bytes) => (bytes, addr),
-                Action::Persist(entries) => {
+                Action::Persist { entries, keys } => {
                     // Everything not yet in the log: this batch, plus any batch whose append
                     // failed before. Those are already counted in our fingerprint, so peers
                     // will not send them again: they must reach the disk from here.
                     let earlier_failed = self.peer.ledger().resident_len() > entries.len();
-                    let pending = match earlier_failed {
-                        true => self.peer.ledger().unstored().unwrap_or(entries),
+                    let (pending, keys) = match earlier_failed {
+                        true => self.peer.ledger().unstored().unwrap_or((entries, keys)),
                         // The common case: only this batch is waiting (no copy needed).
-                        false => entries,
+                        false => (entries, keys),
                     };
                     if pending.is_empty() {
                         continue;
@@ -609,8 +609,8 @@ impl Driver {
                     match self.store.append_located(&pending) {
                         Ok(offsets) => {
                             self.remote_appends += 1;
-                            for (entry, offset) in pending.iter().zip(offsets) {
-                                self.peer.mark_stored(&entry.key(), offset);
+                            for (key, offset) in keys.iter().zip(offsets) {
+                                self.peer.mark_stored(key, offset);
                             }
                             if let Some(observer) = &self.options.observer {
                                 observer.merged(&pending);

@@ -77,10 +77,22 @@ impl fmt::Display for Hlc {
 /// field, so no peer can suppress another's entry by racing a different body under its id.
 /// It orders entries that share a timestamp and is what sync asks for. Kept as big-endian
 /// bytes: 16 bytes on the wire, byte alignment in the index, and byte order is numeric order.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 16]);
+
+impl Ord for Digest {
+    /// Numeric order of the big-endian bytes (the same as their byte order), compared as one
+    /// integer: the digest index binary-searches on this for every entry merged.
+    fn cmp(&self, other: &Digest) -> std::cmp::Ordering {
+        self.as_u128().cmp(&other.as_u128())
+    }
+}
+
+impl PartialOrd for Digest {
+    fn partial_cmp(&self, other: &Digest) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl Digest {
     /// All 32 hex digits: the entry's unique name in exports (two entries may share an `id`
@@ -551,6 +563,23 @@ mod tests {
         let b = new_entry_id(1_001, [0; 10]);
         assert_eq!(a.get_version_num(), 7);
         assert!(a < b);
+    }
+
+    #[test]
+    fn digest_order_is_byte_order() {
+        let mut digests: Vec<Digest> = (0..200u64)
+            .map(|i| {
+                let mut e = sample();
+                e.delta = i as i64 + 1;
+                e.digest()
+            })
+            .collect();
+        digests.push(Digest([0; 16]));
+        digests.push(Digest([0xff; 16]));
+        let mut by_bytes = digests.clone();
+        by_bytes.sort_by_key(|d| d.0);
+        digests.sort();
+        assert_eq!(digests, by_bytes);
     }
 
     #[test]

@@ -486,11 +486,11 @@ impl Ledger {
     /// With a reader injected: the entries not yet stored in the log (merged, but their
     /// append has not happened or failed), in key order. `None` without a reader, where
     /// every body is held in memory and residence says nothing about the log.
-    pub fn unstored(&self) -> Option<Vec<Entry>> {
+    pub fn unstored(&self) -> Option<(Vec<Entry>, Vec<Key>)> {
         self.reader.as_ref()?;
         let mut pending: Vec<(&Key, &Entry)> = self.resident.iter().collect();
         pending.sort_unstable_by_key(|(key, _)| **key);
-        Some(pending.into_iter().map(|(_, e)| e.clone()).collect())
+        Some(pending.into_iter().map(|(k, e)| (e.clone(), *k)).unzip())
     }
 
     /// Entries whose bodies are held in memory (not yet marked as stored in the log).
@@ -506,7 +506,13 @@ impl Ledger {
         }
         let reader = self.reader.as_ref()?;
         match reader.read_at(slot.offset) {
-            Ok(entry) if entry.key() == *key => Some(entry),
+            // The offset comes from our own index, so a wrong body means a bug or a changed
+            // file: the timestamp catches it without hashing every body read back (sync
+            // reads thousands per second); debug builds check the whole key.
+            Ok(entry) if entry.at == key.at => {
+                debug_assert_eq!(entry.key(), *key, "log record at offset {}", slot.offset);
+                Some(entry)
+            }
             Ok(entry) => {
                 tracing::warn!(
                     "log record at offset {} holds entry {}, not the indexed digest {}",
@@ -891,11 +897,14 @@ mod tests {
         assert!(ledger.insert(b.clone()));
         assert_eq!(ledger.resident_len(), 2);
         // Not stored yet (an append that failed leaves them so): the daemon appends these.
-        assert_eq!(ledger.unstored(), Some(vec![a.clone(), b.clone()]));
+        assert_eq!(
+            ledger.unstored(),
+            Some((vec![a.clone(), b.clone()], vec![a.key(), b.key()]))
+        );
         reader.put(16, a.clone());
         ledger.mark_stored(&a.key(), 16);
         assert_eq!(ledger.resident_len(), 1);
-        assert_eq!(ledger.unstored(), Some(vec![b.clone()]));
+        assert_eq!(ledger.unstored(), Some((vec![b.clone()], vec![b.key()])));
         assert_eq!(ledger.get(&a.digest()), Some(a.clone()));
         assert_eq!(ledger.get(&b.digest()), Some(b.clone()));
         assert_eq!(ledger.total("Ann"), 7);

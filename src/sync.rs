@@ -160,9 +160,15 @@ pub enum Action {
     SendGroup(Vec<u8>),
     /// Send this datagram to one peer's whisper socket.
     SendTo(SocketAddr, Vec<u8>),
-    /// Append these entries (learned from peers) to the log. They are already applied in
-    /// memory; the driver may group-commit them.
-    Persist(Vec<Entry>),
+    /// Append these entries (learned from peers) to the log, then tell [`Peer::mark_stored`]
+    /// where each went (their keys come along, so the driver need not hash them again). They
+    /// are already applied in memory; the driver may group-commit them.
+    Persist {
+        /// The entries, in merge order.
+        entries: Vec<Entry>,
+        /// `keys[i]` is `entries[i].key()`.
+        keys: Vec<Key>,
+    },
 }
 
 /// Counters, for status output, tests and benchmarks.
@@ -1010,6 +1016,7 @@ impl Peer {
     /// Applies entries from a peer; returns how many were new.
     fn merge(&mut self, now: Now, entries: Vec<Entry>) -> usize {
         let mut fresh = Vec::new();
+        let mut keys = Vec::new();
         self.ledger.begin_batch();
         for entry in entries {
             let key = entry.key();
@@ -1037,13 +1044,17 @@ impl Peer {
             }
             self.ledger.insert_keyed(key, entry.clone());
             fresh.push(entry);
+            keys.push(key);
         }
         self.ledger.end_batch();
         let count = fresh.len();
         if count > 0 {
             self.stats.entries_merged += count as u64;
             debug!(target: "sync", "SYNC merged {count} new entries; totals recalculated");
-            self.out.push(Action::Persist(fresh));
+            self.out.push(Action::Persist {
+                entries: fresh,
+                keys,
+            });
         }
         count
     }
@@ -2573,7 +2584,7 @@ mod tests {
             .drain_actions()
             .into_iter()
             .chain(b.drain_actions())
-            .filter(|x| matches!(x, Action::Persist(_)))
+            .filter(|x| matches!(x, Action::Persist { .. }))
             .count();
         assert_eq!(persisted, 0, "a replay stored something");
     }

@@ -400,13 +400,13 @@ impl World {
                     self.trace_send(i, j, &bytes);
                     self.transmit(i, j, false, &Rc::new(bytes));
                 }
-                Action::Persist(entries) => {
+                Action::Persist { entries, keys } => {
                     self.counters.persisted += entries.len() as u64;
                     let node = &mut self.nodes[i];
                     let first = node.file.append(&entries);
                     if let Some(peer) = node.peer.as_mut() {
-                        for (k, entry) in entries.iter().enumerate() {
-                            peer.mark_stored(&entry.key(), first + k as u64);
+                        for (k, key) in keys.iter().enumerate() {
+                            peer.mark_stored(key, first + k as u64);
                         }
                     }
                     node.unsynced.extend(entries);
