@@ -532,6 +532,20 @@ impl Driver {
                     };
                     self.peer.handle_datagram(now, channel, from, buf);
                 }
+                Event::Control(Request::History { player }, reply) => {
+                    // Reading a large log back takes a while: do it on a blocking thread from
+                    // a snapshot of the index, so sync carries on meanwhile.
+                    let source = self.peer.ledger().history_source();
+                    tokio::spawn(async move {
+                        let rows = tokio::task::spawn_blocking(move || {
+                            Reply::ok(&source.history(player.as_deref()))
+                        })
+                        .await;
+                        let _ = reply.send(rows.unwrap_or_else(|err| {
+                            Reply::error(format!("history failed: {err}"))
+                        }));
+                    });
+                }
                 Event::Control(request, reply) => {
                     let is_adjust = matches!(request, Request::Adjust { .. });
                     let answer = self.handle_control(now, request);

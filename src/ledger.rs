@@ -504,33 +504,7 @@ impl Ledger {
         if slot.offset == RESIDENT {
             return self.resident.get(key).cloned();
         }
-        let reader = self.reader.as_ref()?;
-        match reader.read_at(slot.offset) {
-            // The offset comes from our own index, so a wrong body means a bug or a changed
-            // file: the timestamp catches it without hashing every body read back (sync
-            // reads thousands per second); debug builds check the whole key.
-            Ok(entry) if entry.at == key.at => {
-                debug_assert_eq!(entry.key(), *key, "log record at offset {}", slot.offset);
-                Some(entry)
-            }
-            Ok(entry) => {
-                tracing::warn!(
-                    "log record at offset {} holds entry {}, not the indexed digest {}",
-                    slot.offset,
-                    entry.id,
-                    key.digest
-                );
-                None
-            }
-            Err(err) => {
-                tracing::warn!(
-                    "cannot read entry with digest {} back from the log at offset {}: {err}",
-                    key.digest,
-                    slot.offset
-                );
-                None
-            }
-        }
+        read_body(self.reader.as_deref()?, key, slot.offset)
     }
 
     /// Whether an entry with this digest is present.
@@ -659,29 +633,122 @@ impl Ledger {
     /// History in replay order with the running total of each entry's target, optionally
     /// for one player only.
     pub fn history(&self, player: Option<&str>) -> Vec<HistoryRow> {
-        let mut running: HashMap<String, i64> = HashMap::new();
-        let mut roster = Roster::with_revocations(self.root, self.revocations.clone());
-        let mut rows = Vec::new();
-        for e in self.iter() {
-            let verdict = roster.judge(&e);
-            let total = match running.get_mut(&e.target) {
-                Some(total) => total,
-                None => running.entry(e.target.clone()).or_insert(0),
-            };
-            if verdict == Verdict::Counts && e.kind == EntryKind::Points {
-                *total = total.wrapping_add(e.delta);
-            }
-            if player.is_none_or(|p| p == e.target) {
-                let total = *total;
-                rows.push(HistoryRow {
-                    entry: e,
-                    total,
-                    rejected: verdict.rejection().map(str::to_string),
-                });
-            }
-        }
-        rows
+        history_rows(self.root, self.revocations.clone(), self.iter(), player)
     }
+
+    /// What [`Ledger::history`] needs, detached from the ledger: the index in key order (a
+    /// copy of keys and offsets, plus the bodies not yet stored), the reader and the roster
+    /// keys. The daemon builds the history from it on a blocking thread, so reading a large
+    /// log back does not stall sync.
+    pub fn history_source(&self) -> HistorySource {
+        HistorySource {
+            root: self.root,
+            revocations: self.revocations.clone(),
+            reader: self.reader.clone(),
+            bodies: self
+                .index
+                .iter()
+                .map(|(key, slot)| match slot.offset {
+                    RESIDENT => (*key, StoredBody::Resident(self.resident.get(key).cloned())),
+                    offset => (*key, StoredBody::At(offset)),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where one entry's body is, in a [`HistorySource`].
+enum StoredBody {
+    /// In the log at this offset.
+    At(u64),
+    /// Held in memory (not yet stored).
+    Resident(Option<Entry>),
+}
+
+/// A snapshot of what a history needs ([`Ledger::history_source`]); `Send`, so it can go to
+/// another thread. The log only grows while the daemon holds it, so its offsets stay valid.
+pub struct HistorySource {
+    root: Option<PublicKey>,
+    revocations: Arc<Revocations>,
+    reader: Option<Arc<dyn EntryReader>>,
+    bodies: Vec<(Key, StoredBody)>,
+}
+
+impl HistorySource {
+    /// The history, exactly as [`Ledger::history`] gives it.
+    pub fn history(self, player: Option<&str>) -> Vec<HistoryRow> {
+        let reader = self.reader;
+        let entries = self
+            .bodies
+            .into_iter()
+            .filter_map(|(key, body)| match body {
+                StoredBody::Resident(entry) => entry,
+                StoredBody::At(offset) => read_body(reader.as_deref()?, &key, offset),
+            });
+        history_rows(self.root, self.revocations, entries, player)
+    }
+}
+
+/// Reads the body of the entry at `key` from the log at `offset`. A read failure or a
+/// different entry there is logged and treated as unavailable.
+fn read_body(reader: &dyn EntryReader, key: &Key, offset: u64) -> Option<Entry> {
+    match reader.read_at(offset) {
+        // The offset comes from our own index, so a wrong body means a bug or a changed
+        // file: the timestamp catches it without hashing every body read back (sync
+        // reads thousands per second); debug builds check the whole key.
+        Ok(entry) if entry.at == key.at => {
+            debug_assert_eq!(entry.key(), *key, "log record at offset {offset}");
+            Some(entry)
+        }
+        Ok(entry) => {
+            tracing::warn!(
+                "log record at offset {} holds entry {}, not the indexed digest {}",
+                offset,
+                entry.id,
+                key.digest
+            );
+            None
+        }
+        Err(err) => {
+            tracing::warn!(
+                "cannot read entry with digest {} back from the log at offset {}: {err}",
+                key.digest,
+                offset
+            );
+            None
+        }
+    }
+}
+
+/// History rows for `entries` (in key order), judged by a roster replayed along the way.
+fn history_rows(
+    root: Option<PublicKey>,
+    revocations: Arc<Revocations>,
+    entries: impl Iterator<Item = Entry>,
+    player: Option<&str>,
+) -> Vec<HistoryRow> {
+    let mut running: HashMap<String, i64> = HashMap::new();
+    let mut roster = Roster::with_revocations(root, revocations);
+    let mut rows = Vec::new();
+    for e in entries {
+        let verdict = roster.judge(&e);
+        let total = match running.get_mut(&e.target) {
+            Some(total) => total,
+            None => running.entry(e.target.clone()).or_insert(0),
+        };
+        if verdict == Verdict::Counts && e.kind == EntryKind::Points {
+            *total = total.wrapping_add(e.delta);
+        }
+        if player.is_none_or(|p| p == e.target) {
+            let total = *total;
+            rows.push(HistoryRow {
+                entry: e,
+                total,
+                rejected: verdict.rejection().map(str::to_string),
+            });
+        }
+    }
+    rows
 }
 
 /// Adds a counting point entry's delta to its target's total.
@@ -885,6 +952,31 @@ mod tests {
             reader.reads.load(std::sync::atomic::Ordering::Relaxed) - before,
             2
         );
+    }
+
+    /// The detached history source (what the daemon builds history from off its event
+    /// loop) gives exactly the ledger's history, stored and resident bodies alike.
+    #[test]
+    fn history_source_matches_the_ledger_history() {
+        let reader = Arc::new(MemoryReader::default());
+        let mut builder = LedgerBuilder::new();
+        let stored: Vec<Entry> = (0..20).map(|i| entry(i * 3, i as u8, "Ann", 1)).collect();
+        for (i, e) in stored.iter().enumerate() {
+            reader.put(100 + i as u64, e.clone());
+            builder.push(e, 100 + i as u64);
+        }
+        let (mut ledger, _) = builder.finish(reader);
+        ledger.insert(entry(7, 99, "Bo", 5));
+        ledger.insert(entry(70, 98, "Ann", -2));
+        assert_eq!(ledger.resident_len(), 2);
+        for player in [None, Some("Ann"), Some("Bo"), Some("nobody")] {
+            assert_eq!(
+                ledger.history_source().history(player),
+                ledger.history(player),
+                "{player:?}"
+            );
+        }
+        assert_eq!(ledger.history(None).len(), 22);
     }
 
     #[test]
