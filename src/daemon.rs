@@ -541,9 +541,10 @@ impl Driver {
                             Reply::ok(&source.history(player.as_deref()))
                         })
                         .await;
-                        let _ = reply.send(rows.unwrap_or_else(|err| {
-                            Reply::error(format!("history failed: {err}"))
-                        }));
+                        let _ =
+                            reply.send(rows.unwrap_or_else(|err| {
+                                Reply::error(format!("history failed: {err}"))
+                            }));
                     });
                 }
                 Event::Control(request, reply) => {

@@ -649,7 +649,10 @@ impl Ledger {
                 .index
                 .iter()
                 .map(|(key, slot)| match slot.offset {
-                    RESIDENT => (*key, StoredBody::Resident(self.resident.get(key).cloned())),
+                    RESIDENT => (
+                        *key,
+                        StoredBody::Resident(self.resident.get(key).cloned().map(Box::new)),
+                    ),
                     offset => (*key, StoredBody::At(offset)),
                 })
                 .collect(),
@@ -661,8 +664,8 @@ impl Ledger {
 enum StoredBody {
     /// In the log at this offset.
     At(u64),
-    /// Held in memory (not yet stored).
-    Resident(Option<Entry>),
+    /// Held in memory (not yet stored; boxed, as they are few and the offsets many).
+    Resident(Option<Box<Entry>>),
 }
 
 /// A snapshot of what a history needs ([`Ledger::history_source`]); `Send`, so it can go to
@@ -682,7 +685,7 @@ impl HistorySource {
             .bodies
             .into_iter()
             .filter_map(|(key, body)| match body {
-                StoredBody::Resident(entry) => entry,
+                StoredBody::Resident(entry) => entry.map(|entry| *entry),
                 StoredBody::At(offset) => read_body(reader.as_deref()?, &key, offset),
             });
         history_rows(self.root, self.revocations, entries, player)
