@@ -2207,6 +2207,24 @@ mod tests {
             peer
         }
 
+        /// Peers `a` (no officer key) and `b` (holding `alice`'s key), both knowing that
+        /// alice is an officer.
+        fn alice_officer_on_b(alice: &SecretKey) -> (Peer, Peer) {
+            let add = roster_change(
+                1_700_000_000_000,
+                1,
+                "alice",
+                EntryKind::OfficerAdd {
+                    public_key: alice.public(),
+                },
+            );
+            let mut a = secured_peer("a", 1, None);
+            let mut b = secured_peer("b", 2, Some(SecretKey::from_seed([1; 32])));
+            a.commit_local(now(1), add.clone());
+            b.commit_local(now(1), add);
+            (a, b)
+        }
+
         fn log_entry_datagram(entries: Vec<Entry>) -> Vec<u8> {
             wire::encode(&Envelope {
                 group: "raid".into(),
@@ -2318,18 +2336,7 @@ mod tests {
         fn a_second_body_under_an_entrys_id_cannot_hide_the_first() {
             let alice = SecretKey::from_seed([1; 32]);
             let mallory = SecretKey::from_seed([66; 32]);
-            let add = roster_change(
-                1_700_000_000_000,
-                1,
-                "alice",
-                EntryKind::OfficerAdd {
-                    public_key: alice.public(),
-                },
-            );
-            let mut a = secured_peer("a", 1, None);
-            let mut b = secured_peer("b", 2, Some(SecretKey::from_seed([1; 32])));
-            a.commit_local(now(1), add.clone());
-            b.commit_local(now(1), add);
+            let (mut a, mut b) = alice_officer_on_b(&alice);
             let request = AdjustRequest {
                 actor: "alice".into(),
                 target: "Ann".into(),
@@ -2371,18 +2378,7 @@ mod tests {
         #[test]
         fn a_removal_racing_with_adjusts_resolves_identically_on_both_peers() {
             let alice = SecretKey::from_seed([1; 32]);
-            let add = roster_change(
-                1_700_000_000_000,
-                1,
-                "alice",
-                EntryKind::OfficerAdd {
-                    public_key: alice.public(),
-                },
-            );
-            let mut a = secured_peer("a", 1, None);
-            let mut b = secured_peer("b", 2, Some(SecretKey::from_seed([1; 32])));
-            a.commit_local(now(1), add.clone());
-            b.commit_local(now(1), add);
+            let (mut a, mut b) = alice_officer_on_b(&alice);
             a.drain_actions();
             b.drain_actions();
             // B adjusts before and after the moment of the removal (its HLC follows now()).

@@ -404,17 +404,12 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
         r#"{"Ann":7}"#
     );
 
+    let remove_alice_signed_by = |key_file: &str| {
+        let key = dir.path().join(key_file).to_string_lossy().to_string();
+        run_cli(&config, &["officer", "remove", "alice", "--root-key", &key])
+    };
     // An officer key passed as the root key is named for what it is.
-    let mixed_up = run_cli(
-        &config,
-        &[
-            "officer",
-            "remove",
-            "alice",
-            "--root-key",
-            &dir.path().join("alice.key").to_string_lossy(),
-        ],
-    );
+    let mixed_up = remove_alice_signed_by("alice.key");
     assert!(!mixed_up.status.success());
     assert!(
         String::from_utf8_lossy(&mixed_up.stderr).contains("an officer key, not the root key"),
@@ -424,16 +419,7 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
     // A root key that is not the configured one is refused before anything is written.
     let other = keygen("root", "other.key");
     assert!(other.status.success());
-    let wrong = run_cli(
-        &config,
-        &[
-            "officer",
-            "remove",
-            "alice",
-            "--root-key",
-            &dir.path().join("other.key").to_string_lossy(),
-        ],
-    );
+    let wrong = remove_alice_signed_by("other.key");
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("not the root key"));
 
