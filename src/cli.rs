@@ -645,14 +645,12 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
                     "key {public_key} is revoked for good; make a new one with `lootsync keygen officer`"
                 );
             }
-            // Replacing a key revokes the old one, or its holder could still sign entries
-            // dated while it was valid.
-            if let Some(old) = ledger
-                .officers()
-                .get(&name)
-                .filter(|old| **old != public_key)
-            {
-                changes.extend(revocation(&ledger, &name, *old, false)?);
+            // Replacing a key revokes every earlier one of the name, or their holders could
+            // still sign entries dated while those keys were valid.
+            for old in keys_of(&ledger, &name) {
+                if old != public_key {
+                    changes.extend(revocation(&ledger, &name, old, false)?);
+                }
             }
             changes.push((EntryKind::OfficerAdd { public_key }, "officer added".into()));
         }
@@ -771,7 +769,6 @@ fn revocation(
     };
     let parts = u16::try_from(chunks.len())
         .ok()
-        .filter(|parts| *parts <= MAX_REVOKE_PARTS)
         .ok_or_else(|| {
             anyhow!(
                 "{name}'s key signed {} entries that count; one revocation keeps at most {}",
@@ -960,9 +957,14 @@ fn print_history(rows: &[HistoryRow], player: Option<&str>) {
             .as_deref()
             .map(|why| format!("  [{why}]"))
             .unwrap_or_default();
+        // Who really wrote it: the signer's roster name, when the free-text actor differs.
+        let author = match row.signed_by.as_deref() {
+            Some(officer) if officer != e.actor => format!("{} (key of {officer})", e.actor),
+            _ => e.actor.clone(),
+        };
         println!(
             "{}  {:<12} {:<12} {what}  {}{rejected}",
-            e.at, e.actor, e.target, e.reason
+            e.at, author, e.target, e.reason
         );
     }
 }

@@ -23,8 +23,9 @@ pub const MAX_AT: u64 = u64::MAX - 1;
 /// Most entry digests one [`EntryKind::OfficerRevoke`] part may name, so the largest entry
 /// still fits in a datagram; a revocation that keeps more is split into several parts.
 pub const MAX_KEEP: usize = 24;
-/// Most parts one revocation may have (up to 98,304 kept entries).
-pub const MAX_REVOKE_PARTS: u16 = 4096;
+/// Most parts one revocation may have (up to 1,572,840 kept entries: no officer's real
+/// history is that long, so padding one's history cannot make a removal impossible).
+pub const MAX_REVOKE_PARTS: u16 = u16::MAX;
 
 /// Unique id of an entry: a UUID v7 (48-bit millisecond time + 74 random bits), so ids made
 /// on different machines never collide the way the original addon's per-client counters did.
@@ -336,7 +337,8 @@ impl Entry {
                     keep, part, parts, ..
                 } = &self.kind
                 {
-                    if keep.len() > MAX_KEEP || part >= parts || *parts > MAX_REVOKE_PARTS {
+                    // `parts` is a u16, so at most MAX_REVOKE_PARTS by its type.
+                    if keep.len() > MAX_KEEP || part >= parts {
                         return Err(EntryError::BadRevocation);
                     }
                 }

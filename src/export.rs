@@ -18,7 +18,7 @@ pub enum ExportFormat {
 }
 
 /// Column names of a history export, in order; the JSON objects use the same keys.
-pub const HISTORY_COLUMNS: [&str; 13] = [
+pub const HISTORY_COLUMNS: [&str; 14] = [
     "id",
     "at",
     "time",
@@ -32,6 +32,7 @@ pub const HISTORY_COLUMNS: [&str; 13] = [
     "signer",
     "rejected",
     "digest",
+    "signed_by",
 ];
 
 /// The `kind` column: what an entry does.
@@ -105,6 +106,7 @@ pub fn history(rows: &[HistoryRow], format: ExportFormat) -> String {
                         &signer_text(e),
                         row.rejected.as_deref().unwrap_or(""),
                         &e.digest().to_hex(),
+                        row.signed_by.as_deref().unwrap_or(""),
                     ],
                 );
             }
@@ -124,6 +126,7 @@ pub fn history_json(row: &HistoryRow) -> serde_json::Value {
     serde_json::json!({
         "id": e.id,
         "digest": e.digest().to_hex(),
+        "signed_by": row.signed_by,
         "at": e.at.0,
         "time": e.at.to_string(),
         "actor": e.actor,
@@ -170,6 +173,7 @@ mod tests {
 
     fn row(target: &str, delta: i64, total: i64, reason: &str) -> HistoryRow {
         HistoryRow {
+            signed_by: None,
             entry: Entry {
                 id: uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
                 at: Hlc(1_700_000_000_000 << 16),

@@ -11,7 +11,7 @@
 //! totals) do depend on order, which is why everything iterates in [`Key`] order.
 
 use crate::entry::{Digest, Entry, EntryKind, Hlc, Key};
-use crate::officer::{PublicKey, Revocations, Roster, Verdict};
+use crate::officer::{PublicKey, RevocationTracker, Revocations, Roster, Verdict};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -142,6 +142,10 @@ pub struct HistoryRow {
     /// when it counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
+    /// The roster name of the officer whose key signed the entry, at its place in the
+    /// order: who really wrote it, whatever its free-text `actor` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
 }
 
 /// The replayed log: a sorted index of every entry (key and location), a digest index for
@@ -164,7 +168,9 @@ pub struct Ledger {
     /// The valid roster changes (signed by the root key), by key: only the root key holder
     /// makes them, so they stay few, and judging a point entry replays those before it.
     roster: BTreeMap<Key, Entry>,
-    /// The keys revoked by the complete revocations among `roster`.
+    /// The revocation parts among `roster`, and which revocations they complete.
+    revocation_parts: RevocationTracker,
+    /// The keys revoked by the complete revocations (a copy shared with rosters).
     revocations: Arc<Revocations>,
     /// The roster after every change in `roster`: judges the usual new entry, which sorts
     /// after all of them, without a replay.
@@ -345,11 +351,10 @@ impl Ledger {
                 return Replay::IfLaterEntries;
             }
             // A revocation changes verdicts (wherever they sort) only once it is complete.
-            let revocations = Roster::revocations(self.root, self.roster.values());
-            if revocations == *self.revocations {
+            if !self.revocation_parts.add(self.root, entry) {
                 return Replay::None;
             }
-            self.revocations = Arc::new(revocations);
+            self.revocations = Arc::new(self.revocation_parts.complete().clone());
             self.refresh_roster_caches();
             return Replay::Always;
         }
@@ -435,7 +440,8 @@ impl Ledger {
             }
         }
         self.roster = roster_changes;
-        self.revocations = Arc::new(Roster::revocations(self.root, self.roster.values()));
+        self.revocation_parts = RevocationTracker::from_changes(self.root, self.roster.values());
+        self.revocations = Arc::new(self.revocation_parts.complete().clone());
         self.refresh_roster_caches();
         let mut roster = Roster::with_revocations(self.root, self.revocations.clone());
         let mut totals = BTreeMap::new();
@@ -744,10 +750,17 @@ fn history_rows(
         }
         if player.is_none_or(|p| p == e.target) {
             let total = *total;
+            let signed_by = match e.kind {
+                EntryKind::Points => e
+                    .seal
+                    .and_then(|seal| roster.name_of(&seal.signer).map(str::to_string)),
+                _ => None,
+            };
             rows.push(HistoryRow {
                 entry: e,
                 total,
                 rejected: verdict.rejection().map(str::to_string),
+                signed_by,
             });
         }
     }
@@ -1313,6 +1326,27 @@ mod tests {
             assert_eq!(
                 rejection(&ledger, &as_bob.id).as_deref(),
                 Some("rejected: signed as another officer")
+            );
+            // History names the real author of the labelled entry.
+            let labelled = ledger.history(None).pop().unwrap();
+            assert_eq!(labelled.entry.actor, "officer");
+            assert_eq!(labelled.signed_by.as_deref(), Some("alice"));
+
+            // Once bob's key is revoked his name is no officer's: alice may use it as a
+            // label (as `adjust` allows), and history still shows her as the signer.
+            let mut as_old_bob = entry(40, 6, "Ann", 4);
+            as_old_bob.actor = "bob".into();
+            let as_old_bob = signed(as_old_bob, &a);
+            let ledger = secured([
+                add(10, 2, "alice", &a, &root()),
+                add(10, 3, "bob", &b, &root()),
+                revoke(30, 7, &b, (4, 0, 1), &[]),
+                as_old_bob,
+            ]);
+            assert_eq!(ledger.total("Ann"), 4);
+            assert_eq!(
+                ledger.history(None).pop().unwrap().signed_by.as_deref(),
+                Some("alice")
             );
         }
 

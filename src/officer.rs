@@ -293,6 +293,72 @@ impl Verdict {
 /// entries wherever they sort.
 pub type Revocations = BTreeMap<PublicKey, BTreeSet<Digest>>;
 
+/// Which revocation a part belongs to: the revoked key, the batch id and the part count.
+type RevocationId = (PublicKey, [u8; 8], u16);
+
+/// Collects revocation parts as they arrive, in any order, and knows which revocations are
+/// complete. Parts are unioned: a repeated part index adds its digests, so the result never
+/// depends on which copy came first.
+#[derive(Clone, Debug, Default)]
+pub struct RevocationTracker {
+    /// Per (key, batch, part count): the part indices present and the digests they keep.
+    groups: BTreeMap<RevocationId, (BTreeSet<u16>, BTreeSet<Digest>)>,
+    complete: Revocations,
+}
+
+impl RevocationTracker {
+    /// Every complete revocation among `changes` (roster entries, any order) signed by
+    /// `root`.
+    pub fn from_changes<'a>(
+        root: Option<PublicKey>,
+        changes: impl IntoIterator<Item = &'a Entry>,
+    ) -> RevocationTracker {
+        let mut tracker = RevocationTracker::default();
+        for change in changes {
+            tracker.add(root, change);
+        }
+        tracker
+    }
+
+    /// Notes `entry` if it is a revocation part signed by `root`; returns true when that
+    /// changed the complete revocations (its revocation is, or already was, complete).
+    pub fn add(&mut self, root: Option<PublicKey>, entry: &Entry) -> bool {
+        let EntryKind::OfficerRevoke {
+            public_key,
+            batch,
+            part,
+            parts,
+            keep,
+        } = &entry.kind
+        else {
+            return false;
+        };
+        if !Roster::is_valid_roster_change(root, entry) {
+            return false;
+        }
+        let (present, kept) = self
+            .groups
+            .entry((*public_key, *batch, *parts))
+            .or_default();
+        present.insert(*part);
+        kept.extend(keep.iter().copied());
+        if present.len() < usize::from(*parts) {
+            return false;
+        }
+        let revoked = self.complete.entry(*public_key).or_default();
+        let before = revoked.len();
+        revoked.extend(kept.iter().copied());
+        // Completing (even with nothing kept) revokes the key; a part repeated after that
+        // matters only if it keeps more.
+        present.len() == usize::from(*parts) && (before == 0 || revoked.len() > before)
+    }
+
+    /// The complete revocations: revoked keys and the digests they keep.
+    pub fn complete(&self) -> &Revocations {
+        &self.complete
+    }
+}
+
 /// The officer roster during a replay in (at, digest) order. With no root key the roster is
 /// open: every point entry counts and roster entries change nothing.
 #[derive(Clone, Debug, Default)]
@@ -318,41 +384,13 @@ impl Roster {
         }
     }
 
-    /// The revocations that `changes` (roster entries, any order) complete: for each
-    /// revocation signed by `root` whose parts are all present, its key and kept digests.
-    pub fn revocations<'a>(
-        root: Option<PublicKey>,
-        changes: impl IntoIterator<Item = &'a Entry>,
-    ) -> Revocations {
-        type Parts<'e> = BTreeMap<u16, &'e [Digest]>;
-        let mut batches: BTreeMap<(PublicKey, [u8; 8], u16), Parts<'a>> = BTreeMap::new();
-        for entry in changes {
-            if let EntryKind::OfficerRevoke {
-                public_key,
-                batch,
-                part,
-                parts,
-                keep,
-            } = &entry.kind
-            {
-                if Roster::is_valid_roster_change(root, entry) {
-                    batches
-                        .entry((*public_key, *batch, *parts))
-                        .or_default()
-                        .insert(*part, keep);
-                }
-            }
-        }
-        let mut revoked = Revocations::new();
-        for ((key, _, parts), present) in batches {
-            if present.len() == usize::from(parts) {
-                let kept = revoked.entry(key).or_default();
-                for keep in present.values() {
-                    kept.extend(keep.iter().copied());
-                }
-            }
-        }
-        revoked
+    /// The roster name `key` goes by at this point of the replay (revoked or not), for the
+    /// audit trail.
+    pub fn name_of(&self, key: &PublicKey) -> Option<&str> {
+        self.officers
+            .iter()
+            .find(|(_, k)| *k == key)
+            .map(|(name, _)| name.as_str())
     }
 
     /// Whether `key` is revoked.
@@ -396,7 +434,7 @@ impl Roster {
         // `actor` is a free label (often the machine's name), but one officer must not pass
         // an entry off as another officer's.
         match self.officers.get(&entry.actor) {
-            Some(other) if *other != key => {
+            Some(other) if *other != key && !self.is_revoked(other) => {
                 Verdict::Rejected("rejected: signed as another officer")
             }
             _ => Verdict::Counts,
@@ -480,6 +518,49 @@ mod tests {
         flipped.seal.as_mut().unwrap().s[0] ^= 1;
         assert!(verify(&flipped).is_err());
         assert_eq!(verify(&points(5)), Ok(()), "unsigned passes the seal check");
+    }
+
+    /// Parts complete a revocation in any order; a repeated part index adds its digests
+    /// (so the result never depends on which copy arrived first); a part not signed by the
+    /// root counts for nothing.
+    #[test]
+    fn revocation_parts_complete_in_any_order_and_union_their_digests() {
+        let root = SecretKey::from_seed([100; 32]);
+        let officer = SecretKey::from_seed([1; 32]).public();
+        let digest = |n: u8| Digest([n; 16]);
+        let part = |part: u16, keep: Vec<Digest>, signer: &SecretKey| {
+            let mut e = points(2_000 + u64::from(part));
+            e.delta = 0;
+            e.new_total = 0;
+            e.kind = EntryKind::OfficerRevoke {
+                public_key: officer,
+                batch: [5; 8],
+                part,
+                parts: 3,
+                keep,
+            };
+            signer.sign(&mut e);
+            e
+        };
+        let parts = [
+            part(2, vec![digest(3)], &root),
+            part(0, vec![digest(1)], &root),
+            part(0, vec![digest(9)], &root),
+            part(1, vec![], &SecretKey::from_seed([7; 32])),
+            part(1, vec![digest(2)], &root),
+        ];
+        let mut in_order = RevocationTracker::default();
+        let completed: Vec<bool> = parts
+            .iter()
+            .map(|p| in_order.add(Some(root.public()), p))
+            .collect();
+        assert_eq!(completed, [false, false, false, false, true]);
+        let kept: Vec<Digest> = in_order.complete()[&officer].iter().copied().collect();
+        assert_eq!(kept, [digest(1), digest(2), digest(3), digest(9)]);
+        let reversed = RevocationTracker::from_changes(Some(root.public()), parts.iter().rev());
+        assert_eq!(reversed.complete(), in_order.complete());
+        let missing_one = RevocationTracker::from_changes(Some(root.public()), parts[..4].iter());
+        assert!(missing_one.complete().is_empty());
     }
 
     #[test]
