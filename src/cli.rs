@@ -767,15 +767,13 @@ fn revocation(
         true => vec![&[]],
         false => kept.chunks(MAX_KEEP).collect(),
     };
-    let parts = u16::try_from(chunks.len())
-        .ok()
-        .ok_or_else(|| {
-            anyhow!(
-                "{name}'s key signed {} entries that count; one revocation keeps at most {}",
-                kept.len(),
-                MAX_KEEP * usize::from(MAX_REVOKE_PARTS)
-            )
-        })?;
+    let parts = u16::try_from(chunks.len()).ok().ok_or_else(|| {
+        anyhow!(
+            "{name}'s key signed {} entries that count; one revocation keeps at most {}",
+            kept.len(),
+            MAX_KEEP * usize::from(MAX_REVOKE_PARTS)
+        )
+    })?;
     let mut batch = [0u8; 8];
     getrandom::fill(&mut batch).map_err(|e| anyhow!("cannot get random bytes: {e}"))?;
     Ok(chunks

@@ -1291,6 +1291,81 @@ mod tests {
             assert_eq!(ledger.officers().get("alice"), Some(&new.public()));
         }
 
+        /// Every verdict is a function of the set alone: inserting a roster-heavy log in 300
+        /// random orders, with merges (deferred replays) of random sizes, gives the same
+        /// totals, rejections, officers and history as judging the whole set at once. Guards
+        /// the incremental paths (cached end roster, unknown-signer shortcut, revocation
+        /// parts, batches) against drifting from the full replay.
+        #[test]
+        fn verdicts_do_not_depend_on_arrival_order_or_batching() {
+            let keys: Vec<SecretKey> = (1..=4).map(officer).collect();
+            let names = ["alice", "bob", "carol", "dave"];
+            let mut rng = SeededRng::new(7);
+            let mut log = vec![
+                add(10, 1, "alice", &keys[0], &root()),
+                add(10, 2, "bob", &keys[1], &root()),
+                add(30, 3, "carol", &keys[2], &root()),
+                remove(50, 4, "carol", &root()),
+                // alice's key replaced by key 4 (named "dave" in `name_of`).
+                add(60, 5, "alice", &keys[3], &root()),
+                add(70, 6, "mallory", &keys[1], &keys[0]),
+            ];
+            let mut points_made = Vec::new();
+            for i in 0..48u64 {
+                let signer = rng.below(5) as usize;
+                let mut e = entry(5 + i * 2, 100 + i as u8, "Ann", 1 + i as i64);
+                e.actor = match rng.below(3) {
+                    0 => names[rng.below(4) as usize].into(),
+                    _ => "raidbox".into(),
+                };
+                let e = match signer {
+                    4 => e,
+                    k => signed(e, &keys[k]),
+                };
+                points_made.push(e.clone());
+                log.push(e);
+            }
+            let bobs: Vec<&Entry> = points_made
+                .iter()
+                .filter(|e| e.seal.is_some_and(|s| s.signer == keys[1].public()))
+                .take(3)
+                .collect();
+            log.push(revoke(80, 7, &keys[1], (1, 0, 2), &bobs[..2]));
+            log.push(revoke(80, 8, &keys[1], (1, 1, 2), &bobs[2..]));
+            log.push(revoke(81, 9, &keys[1], (1, 1, 2), &bobs[..1]));
+            log.push(revoke(82, 10, &keys[0], (2, 0, 3), &[]));
+            let (mut reference, _) = Ledger::from_entries(log.clone());
+            reference.set_root(Some(root().public()));
+            let history = reference.history(None);
+            assert!(reference.rejected() > 5 && reference.total("Ann") > 0);
+            assert!(reference.is_revoked(&keys[1].public()), "both parts are in");
+            assert!(!reference.is_revoked(&keys[0].public()), "one part of three");
+            for seed in 0..300u64 {
+                let mut rng = SeededRng::new(seed);
+                let mut shuffled = log.clone();
+                for i in (1..shuffled.len()).rev() {
+                    shuffled.swap(i, rng.below(i as u64 + 1) as usize);
+                }
+                let mut ledger = Ledger::new();
+                ledger.set_root(Some(root().public()));
+                let mut batch_left = 0;
+                for e in shuffled {
+                    if batch_left == 0 {
+                        ledger.end_batch();
+                        batch_left = 1 + rng.below(8);
+                        ledger.begin_batch();
+                    }
+                    batch_left -= 1;
+                    ledger.insert(e);
+                }
+                ledger.end_batch();
+                assert_eq!(ledger.totals(), reference.totals(), "seed {seed}");
+                assert_eq!(ledger.rejected(), reference.rejected(), "seed {seed}");
+                assert_eq!(ledger.officers(), reference.officers(), "seed {seed}");
+                assert_eq!(ledger.history(None), history, "seed {seed}");
+            }
+        }
+
         /// Anyone in the group can make roster entries signed by their own key: they are
         /// stored (sets must converge) but never join the roster that every point entry is
         /// judged against, so a flood of them costs neither memory nor judging time there.
