@@ -470,6 +470,12 @@ impl Ledger {
         self.revocations.contains_key(key)
     }
 
+    /// Whether an entry signed by `key` under the label `actor` would be rejected as signed
+    /// as another officer, at the end of the log (see [`Roster::impersonates`]).
+    pub fn impersonates(&self, actor: &str, key: &PublicKey) -> bool {
+        self.end_roster.impersonates(actor, key)
+    }
+
     /// The officers after replaying the whole log, by name (revoked keys left out).
     pub fn officers(&self) -> BTreeMap<String, PublicKey> {
         self.end_roster.officers()
@@ -1339,7 +1345,10 @@ mod tests {
             let history = reference.history(None);
             assert!(reference.rejected() > 5 && reference.total("Ann") > 0);
             assert!(reference.is_revoked(&keys[1].public()), "both parts are in");
-            assert!(!reference.is_revoked(&keys[0].public()), "one part of three");
+            assert!(
+                !reference.is_revoked(&keys[0].public()),
+                "one part of three"
+            );
             for seed in 0..300u64 {
                 let mut rng = SeededRng::new(seed);
                 let mut shuffled = log.clone();
@@ -1389,19 +1398,25 @@ mod tests {
             let mut as_bob = points(20, 1, "Ann", 5, Some(&a));
             as_bob.actor = "bob".into();
             let as_bob = signed(as_bob, &a);
+            let mut as_capital_bob = points(20, 9, "Ann", 50, Some(&a));
+            as_capital_bob.actor = "BoB".into();
+            let as_capital_bob = signed(as_capital_bob, &a);
             let ledger = secured([
                 add(10, 2, "alice", &a, &root()),
                 add(10, 3, "bob", &b, &root()),
                 as_bob.clone(),
+                as_capital_bob.clone(),
                 points(21, 4, "Ann", 1, Some(&a)),
                 // Any other label (a machine's name, say) is not an officer's: it counts.
                 signed(entry(22, 5, "Ann", 2), &a),
             ]);
             assert_eq!(ledger.total("Ann"), 3);
-            assert_eq!(
-                rejection(&ledger, &as_bob.id).as_deref(),
-                Some("rejected: signed as another officer")
-            );
+            for e in [&as_bob, &as_capital_bob] {
+                assert_eq!(
+                    rejection(&ledger, &e.id).as_deref(),
+                    Some("rejected: signed as another officer")
+                );
+            }
             // History names the real author of the labelled entry.
             let labelled = ledger.history(None).pop().unwrap();
             assert_eq!(labelled.entry.actor, "officer");

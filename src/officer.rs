@@ -55,7 +55,7 @@ impl FromStr for PublicKey {
         let text = text.trim();
         if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(KeyError::BadPublicKey(
-                "expected 64 hex digits (as printed by `lootsync keygen officer`)".into(),
+                "expected 64 hex digits (as printed by `lootsync keygen officer` or `lootsync keygen root`)".into(),
             ));
         }
         let mut bytes = [0u8; 32];
@@ -432,13 +432,20 @@ impl Roster {
             return Verdict::Rejected("rejected: signer not an officer");
         }
         // `actor` is a free label (often the machine's name), but one officer must not pass
-        // an entry off as another officer's.
-        match self.officers.get(&entry.actor) {
-            Some(other) if *other != key && !self.is_revoked(other) => {
-                Verdict::Rejected("rejected: signed as another officer")
-            }
-            _ => Verdict::Counts,
+        // an entry off as another officer's (not even with the name's case changed).
+        if self.impersonates(&entry.actor, &key) {
+            return Verdict::Rejected("rejected: signed as another officer");
         }
+        Verdict::Counts
+    }
+
+    /// Whether `actor`, in any letter case, is the name of an officer (with a key not
+    /// revoked) other than the holder of `key`.
+    pub fn impersonates(&self, actor: &str, key: &PublicKey) -> bool {
+        let actor = actor.to_lowercase();
+        self.officers.iter().any(|(name, other)| {
+            other != key && !self.is_revoked(other) && name.to_lowercase() == actor
+        })
     }
 
     /// Judges the next entry of the replay and, if it is a valid roster change, applies it.

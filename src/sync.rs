@@ -498,7 +498,7 @@ impl Peer {
                 if !officers.values().any(|k| *k == public) {
                     return Err(EntryError::NotAnOfficer(public.to_string()));
                 }
-                if officers.get(&entry.actor).is_some_and(|k| *k != public) {
+                if self.ledger.impersonates(&entry.actor, &public) {
                     // It would count for nothing: one officer cannot sign as another.
                     return Err(EntryError::AnotherOfficersName(entry.actor));
                 }
