@@ -640,16 +640,23 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
             let public_key: crate::officer::PublicKey = public_key
                 .parse()
                 .with_context(|| format!("PUBKEY {public_key:?}"))?;
+            if public_key == root.public() {
+                bail!("{public_key} is the group's root key, not an officer key (an officer's key comes from `lootsync keygen officer` on their machine)");
+            }
             if ledger.is_revoked(&public_key) {
                 bail!(
                     "key {public_key} is revoked for good; make a new one with `lootsync keygen officer`"
                 );
             }
+            if ledger.officers().get(&name) == Some(&public_key) {
+                println!("{name} is already an officer with this key; nothing to do");
+                return Ok(());
+            }
             // Replacing a key revokes every earlier one of the name, or their holders could
             // still sign entries dated while those keys were valid.
             for old in keys_of(&ledger, &name) {
                 if old != public_key {
-                    changes.extend(revocation(&ledger, &name, old, false)?);
+                    changes.extend(revocation(&ledger, &name, old, false, "key replaced")?);
                 }
             }
             changes.push((EntryKind::OfficerAdd { public_key }, "officer added".into()));
@@ -660,7 +667,13 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
                 bail!("{name} is not an officer in this peer's log (see `lootsync history`)");
             }
             for key in keys {
-                changes.extend(revocation(&ledger, &name, key, revoke_all)?);
+                changes.extend(revocation(
+                    &ledger,
+                    &name,
+                    key,
+                    revoke_all,
+                    "officer removed",
+                )?);
             }
         }
     }
@@ -693,7 +706,7 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
                 entry: Box::new(entry.clone()),
             },
         )?;
-        println!("{} officer {} [{}]", entry.reason, entry.target, entry.id);
+        println!("{}: {} [{}]", entry.reason, entry.target, entry.id);
     }
     Ok(())
 }
@@ -748,20 +761,22 @@ fn revocation(
     name: &str,
     key: crate::officer::PublicKey,
     revoke_all: bool,
+    why: &str,
 ) -> Result<Vec<(crate::entry::EntryKind, String)>> {
     use crate::entry::{EntryKind, MAX_KEEP, MAX_REVOKE_PARTS};
-    let kept: Vec<crate::entry::Digest> = match revoke_all {
+    let counted: Vec<crate::entry::Digest> = ledger
+        .history(None)
+        .into_iter()
+        .filter(|row| {
+            row.rejected.is_none()
+                && row.entry.kind == EntryKind::Points
+                && row.entry.seal.is_some_and(|seal| seal.signer == key)
+        })
+        .map(|row| row.entry.digest())
+        .collect();
+    let kept = match revoke_all {
         true => Vec::new(),
-        false => ledger
-            .history(None)
-            .into_iter()
-            .filter(|row| {
-                row.rejected.is_none()
-                    && row.entry.kind == EntryKind::Points
-                    && row.entry.seal.is_some_and(|seal| seal.signer == key)
-            })
-            .map(|row| row.entry.digest())
-            .collect(),
+        false => counted.clone(),
     };
     let chunks: Vec<&[crate::entry::Digest]> = match kept.is_empty() {
         true => vec![&[]],
@@ -788,10 +803,10 @@ fn revocation(
                 keep: keep.to_vec(),
             };
             let reason = format!(
-                "officer key revoked ({}/{parts}), {} of {} entries kept",
+                "{why}, key revoked (part {}/{parts}: {} of {} entries kept)",
                 part + 1,
                 keep.len(),
-                kept.len()
+                counted.len()
             );
             (kind, reason)
         })
@@ -819,8 +834,11 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
     let log = crate::store::LogStore::log_path(&config.state_dir, &config.group.name);
     let log = std::path::absolute(&log).unwrap_or(log);
     let is_adjust = matches!(request, Request::Adjust { .. });
+    // Writes may start a ledger (a group's first `officer add` happens before any daemon
+    // ran); reads may not.
+    let writes = is_adjust || matches!(request, Request::Append { .. });
     let new_ledger = !log.exists();
-    if new_ledger && !is_adjust {
+    if new_ledger && !writes {
         // Reading an empty ledger into existence would hide a wrong directory or config.
         bail!(
             "no ledger here: no daemon answers on {} and there is no log at {}; run this \
@@ -851,7 +869,7 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
     let reply = ops::apply(&mut peer, &mut store, &config.node, now, request)
         .ok_or_else(|| anyhow!("this command needs a running daemon"))?;
     if reply.ok {
-        if is_adjust {
+        if writes {
             // Say where it went: an officer in the wrong directory must not split the ledger
             // unnoticed.
             eprintln!(
@@ -916,7 +934,9 @@ fn print_verify(report: &VerifyReport) {
 
 fn print_points(totals: &BTreeMap<String, i64>) {
     if totals.is_empty() {
-        println!("no adjustments recorded yet");
+        println!(
+            "no adjustments count yet (entries that count for nothing are marked in `lootsync history`)"
+        );
         return;
     }
     let rows = export::ranked(totals);
@@ -944,11 +964,8 @@ fn print_history(rows: &[HistoryRow], player: Option<&str>) {
         let e = &row.entry;
         let what = match &e.kind {
             crate::entry::EntryKind::Points => format!("{:>+6} -> {:>6}", e.delta, row.total),
-            crate::entry::EntryKind::OfficerAdd { .. } => format!("{:<16}", "officer added"),
-            crate::entry::EntryKind::OfficerRemove => format!("{:<16}", "officer removed"),
-            crate::entry::EntryKind::OfficerRevoke { keep, .. } => {
-                format!("{:<16}", format!("key revoked, {} kept", keep.len()))
-            }
+            // The reason says what the roster change did.
+            _ => format!("{:<16}", "roster change"),
         };
         let rejected = row
             .rejected

@@ -3,14 +3,14 @@
 
 use crate::config::{Config, FsyncPolicy};
 use crate::control::{self, AdjustResult, PeerStatus, Reply, Request, StatusResult};
-use crate::entry::Entry;
+use crate::entry::{Entry, EntryKind};
 use crate::net::{self, NetError, Sockets};
 use crate::ops;
 use crate::rng::SeededRng;
 use crate::seal::{KeyError, Keyring, NoncePrefix, Sealer};
 use crate::store::{LogStore, StoreError};
 use crate::sync::{Action, Channel, Now, Peer};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -237,11 +237,14 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
                 "OPEN ROSTER: no security.root_public_key configured, so ANY peer may write \
                  entries that count; set a root key (lootsync keygen root) for a real group"
             ),
-            Some(root) => info!(
-                "officer roster: root key {root}, {} officers, {} entries rejected",
-                peer.ledger().officers().len(),
-                peer.ledger().rejected()
-            ),
+            Some(root) => {
+                info!(
+                    "officer roster: root key {root}, {} officers, {} entries rejected",
+                    peer.ledger().officers().len(),
+                    peer.ledger().rejected()
+                );
+                warn_if_no_valid_roster(peer.ledger(), root);
+            }
         }
         info!(
             "lootsync {} node {} group {} on {} (whisper {}): {} entries, {} players, log {}",
@@ -273,6 +276,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         flushing: None,
         remote_appends: 0,
         append_failures: 0,
+        foreign_roster_signers: HashSet::new(),
         send_errors: 0,
         drop_rng,
         hook_drops: 0,
@@ -442,6 +446,9 @@ struct Driver {
     remote_appends: u64,
     /// Appends of merged entries that failed (the entries wait in memory for the next).
     append_failures: u64,
+    /// Keys that signed roster changes this peer received but that are not its root key
+    /// (each warned about once: usually this peer's root key is misconfigured).
+    foreign_roster_signers: HashSet<crate::officer::PublicKey>,
     send_errors: u64,
     drop_rng: SeededRng,
     hook_drops: u64,
@@ -630,6 +637,7 @@ impl Driver {
                             if let Some(observer) = &self.options.observer {
                                 observer.merged(&pending);
                             }
+                            self.note_foreign_roster_signers(&pending);
                         }
                         Err(err) => {
                             self.append_failures += 1;
@@ -669,6 +677,29 @@ impl Driver {
             .and_then(|value| serde_json::from_value::<AdjustResult>(value.clone()).ok());
         if let Some(adjusted) = adjusted {
             observer.acknowledged(&adjusted.entry);
+        }
+    }
+
+    /// Warns (once per key) about roster changes signed by a key other than this peer's
+    /// root key: with a mistyped `root_public_key`, every roster change is rejected here
+    /// while the sets still match, and nothing else would say why.
+    fn note_foreign_roster_signers(&mut self, entries: &[Entry]) {
+        let Some(root) = self.peer.ledger().root() else {
+            return;
+        };
+        for entry in entries.iter().filter(|e| e.kind != EntryKind::Points) {
+            let Some(signer) = entry.seal.map(|seal| seal.signer) else {
+                continue;
+            };
+            if signer != root && self.foreign_roster_signers.insert(signer) {
+                warn!(
+                    "a peer sent a roster change ({} {}) signed by {signer}, not by this peer's \
+                     root key {root}; it counts for nothing here. If {signer} is your group's \
+                     root key, fix security.root_public_key",
+                    entry.reason, entry.target
+                );
+                warn_if_no_valid_roster(self.peer.ledger(), root);
+            }
         }
     }
 
@@ -792,5 +823,18 @@ impl Driver {
                 .collect(),
             counters,
         }
+    }
+}
+
+/// Warns loudly when the log holds roster changes but none signed by `root`: then nobody is
+/// an officer here, every entry counts for nothing, and the root key is probably mistyped.
+fn warn_if_no_valid_roster(ledger: &crate::ledger::Ledger, root: crate::officer::PublicKey) {
+    let (roster_entries, valid) = ledger.roster_entries();
+    if roster_entries > 0 && valid == 0 {
+        warn!(
+            "NO VALID ROSTER: the log holds {roster_entries} roster changes and none is signed \
+             by the configured root key {root}, so no entry counts on this peer: check \
+             security.root_public_key against the output of `lootsync keygen root`"
+        );
     }
 }

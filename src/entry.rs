@@ -55,17 +55,27 @@ impl Hlc {
     }
 }
 
-impl fmt::Display for Hlc {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Hlc {
+    /// The wall-clock part as an RFC 3339 time in UTC with milliseconds (a valid timestamp
+    /// for spreadsheets), or `@<ms>ms` past the year 9999.
+    pub fn wall_time(self) -> String {
         // RFC 3339 ends at year 9999 (humantime panics past it), but a peer's entry may carry
         // any timestamp up to MAX_AT: print those as raw milliseconds.
         const LAST_RFC3339_MS: u64 = 253_402_300_799_999;
         if self.unix_ms() > LAST_RFC3339_MS {
-            write!(f, "@{}ms", self.unix_ms())?;
+            format!("@{}ms", self.unix_ms())
         } else {
             let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.unix_ms());
-            write!(f, "{}", humantime::format_rfc3339_millis(time))?;
+            humantime::format_rfc3339_millis(time).to_string()
         }
+    }
+}
+
+impl fmt::Display for Hlc {
+    /// The wall time, then `+N` when the logical counter is not zero (entries made within
+    /// one millisecond, or after a clock stepped back).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.wall_time())?;
         if self.counter() != 0 {
             write!(f, "+{}", self.counter())?;
         }
@@ -260,6 +270,13 @@ pub enum EntryError {
          has heard): ask the root key holder to run `lootsync officer add NAME {0}`"
     )]
     NotAnOfficer(String),
+    /// This machine's officer key has been revoked (its officer removed or given a new key).
+    #[error(
+        "this machine's officer key {0} is revoked (its officer was removed or given a new \
+         key): make a new key with `lootsync keygen officer` and ask the root key holder to \
+         add it"
+    )]
+    RevokedOfficerKey(String),
     /// The actor is another officer's roster name, and an officer cannot sign as another.
     #[error(
         "{0:?} is another officer's name on the roster and this machine's officer key is not \

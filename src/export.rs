@@ -95,7 +95,7 @@ pub fn history(rows: &[HistoryRow], format: ExportFormat) -> String {
                     &[
                         &e.id.to_string(),
                         &e.at.0.to_string(),
-                        &e.at.to_string(),
+                        &e.at.wall_time(),
                         &e.actor,
                         &e.target,
                         &e.delta.to_string(),
@@ -128,7 +128,7 @@ pub fn history_json(row: &HistoryRow) -> serde_json::Value {
         "digest": e.digest().to_hex(),
         "signed_by": row.signed_by,
         "at": e.at.0,
-        "time": e.at.to_string(),
+        "time": e.at.wall_time(),
         "actor": e.actor,
         "player": e.target,
         "delta": e.delta,

@@ -465,6 +465,13 @@ impl Ledger {
         self.rejected
     }
 
+    /// How many roster entries the ledger holds, and how many of them are valid (signed by
+    /// the root key): many of the first and none of the second usually means this peer's
+    /// configured root key is not the group's.
+    pub fn roster_entries(&self) -> (usize, usize) {
+        (self.roster_keys.len(), self.roster.len())
+    }
+
     /// Whether a valid revocation names `key` (its entries then count only if kept).
     pub fn is_revoked(&self, key: &PublicKey) -> bool {
         self.revocations.contains_key(key)

@@ -128,12 +128,12 @@ pub enum KeyError {
         source: std::io::Error,
     },
     /// A key file does not hold a key of the expected kind.
-    #[error("{path}: {source}")]
+    #[error("{path}: {reason}")]
     BadKeyFile {
         /// The key file.
         path: PathBuf,
-        /// What it holds instead.
-        source: crate::keyfile::KeyFormatError,
+        /// What it holds instead (in the message, not a separate cause, so it is said once).
+        reason: crate::keyfile::KeyFormatError,
     },
     /// A secret key file is readable or writable by others.
     #[error("{path}: mode {mode:o} lets other users read the secret key; run chmod 600 on it")]
@@ -228,9 +228,9 @@ impl SecretKey {
             });
         }
         let bytes = std::fs::read(path).map_err(io)?;
-        let seed = crate::keyfile::decode(kind, &bytes).map_err(|source| KeyError::BadKeyFile {
+        let seed = crate::keyfile::decode(kind, &bytes).map_err(|reason| KeyError::BadKeyFile {
             path: path.to_path_buf(),
-            source,
+            reason,
         })?;
         Ok(SecretKey::from_seed(seed))
     }

@@ -108,10 +108,10 @@ impl GroupKey {
         }
         let bytes = std::fs::read(path).map_err(io)?;
         let secret =
-            crate::keyfile::decode(crate::keyfile::KeyKind::Group, &bytes).map_err(|source| {
+            crate::keyfile::decode(crate::keyfile::KeyKind::Group, &bytes).map_err(|reason| {
                 KeyError::Format {
                     path: path.to_path_buf(),
-                    source,
+                    reason,
                 }
             })?;
         Ok(GroupKey::from_bytes(&secret))
@@ -169,12 +169,12 @@ pub enum KeyError {
         mode: u32,
     },
     /// The file does not hold a group key.
-    #[error("key file {}: {source} (make one with `lootsync keygen group FILE`)", path.display())]
+    #[error("key file {}: {reason} (make one with `lootsync keygen group FILE`)", path.display())]
     Format {
         /// The key file.
         path: PathBuf,
-        /// What it holds instead.
-        source: crate::keyfile::KeyFormatError,
+        /// What it holds instead (in the message, not a separate cause, so it is said once).
+        reason: crate::keyfile::KeyFormatError,
     },
     /// `keygen` refuses to overwrite an existing key.
     #[error("{} already exists; refusing to overwrite a key", .0.display())]

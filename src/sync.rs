@@ -494,6 +494,9 @@ impl Peer {
             // still on its way, which is rare; then the entry is kept and judged again).
             Some(key) if self.ledger.root().is_some() => {
                 let public = key.public();
+                if self.ledger.is_revoked(&public) {
+                    return Err(EntryError::RevokedOfficerKey(public.to_string()));
+                }
                 let officers = self.ledger.officers();
                 if !officers.values().any(|k| *k == public) {
                     return Err(EntryError::NotAnOfficer(public.to_string()));

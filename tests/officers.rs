@@ -411,9 +411,12 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
     // An officer key passed as the root key is named for what it is.
     let mixed_up = remove_alice_signed_by("alice.key");
     assert!(!mixed_up.status.success());
-    assert!(
-        String::from_utf8_lossy(&mixed_up.stderr).contains("an officer key, not the root key"),
-        "{mixed_up:?}"
+    assert_eq!(
+        String::from_utf8_lossy(&mixed_up.stderr)
+            .matches("an officer key, not the root key")
+            .count(),
+        1,
+        "said once: {mixed_up:?}"
     );
 
     // A root key that is not the configured one is refused before anything is written.
@@ -446,7 +449,7 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
     let replaced = officer_cmd(&["add", "alice", &new_pub]);
     assert!(replaced.status.success(), "{replaced:?}");
     assert!(
-        stdout(&replaced).contains("officer key revoked (1/1), 1 of 1 entries kept"),
+        stdout(&replaced).contains("key replaced, key revoked (part 1/1: 1 of 1 entries kept)"),
         "{replaced:?}"
     );
     assert!(stdout(&replaced).contains("officer added"), "{replaced:?}");
@@ -454,7 +457,7 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
     let refused = adjust();
     assert!(!refused.status.success());
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("not on the officer roster"),
+        String::from_utf8_lossy(&refused.stderr).contains("is revoked"),
         "{refused:?}"
     );
     // A revoked key cannot be added back.
@@ -469,7 +472,7 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
     let removed = officer_cmd(&["remove", "alice"]);
     assert!(removed.status.success(), "{removed:?}");
     assert!(
-        stdout(&removed).contains("officer key revoked (1/1), 0 of 0 entries kept"),
+        stdout(&removed).contains("officer removed, key revoked (part 1/1: 0 of 0 entries kept)"),
         "{removed:?}"
     );
     assert_eq!(points_json(), r#"{"Ann":7}"#);
@@ -479,4 +482,82 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
         String::from_utf8_lossy(&again.stderr).contains("not an officer"),
         "{again:?}"
     );
+}
+
+/// A group's first roster change happens before any daemon ran: `officer add` starts the
+/// ledger, says so, and refuses the root key itself or a key the officer already has.
+#[test]
+fn the_first_officer_add_starts_the_ledger_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::write_config_file(dir.path(), "root-box", 47873);
+    let keygen = |kind: &str, file: &str| {
+        let out = run_cli(
+            &config,
+            &["keygen", kind, &dir.path().join(file).to_string_lossy()],
+        );
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let root_pub = keygen("root", "root.key");
+    let alice_pub = keygen("officer", "alice.key");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[security]\nroot_public_key = \"{root_pub}\"\nroot_key_file = \"{}\"\n",
+        dir.path().join("root.key").display()
+    ));
+    std::fs::write(&config, &text).unwrap();
+
+    let add = |key: &str| run_cli(&config, &["officer", "add", "alice", key]);
+    let refused = add(&root_pub);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is the group's root key"),
+        "{refused:?}"
+    );
+    let first = add(&alice_pub);
+    assert!(first.status.success(), "{first:?}");
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("(a new ledger)"),
+        "{first:?}"
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).starts_with("officer added: alice ["));
+    let again = add(&alice_pub);
+    assert!(again.status.success(), "{again:?}");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains("already an officer with this key"),
+        "{again:?}"
+    );
+    let history = run_cli(&config, &["history", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    assert_eq!(
+        rows.as_array().unwrap().len(),
+        1,
+        "one roster entry, not two"
+    );
+
+    // A daemon whose root_public_key is not the one that signed the roster says so loudly
+    // at start-up (otherwise nothing counts on it while its set matches everyone's).
+    let mistyped = text.replace(&root_pub, &alice_pub);
+    std::fs::write(&config, &mistyped).unwrap();
+    let log_path = dir.path().join("daemon.log");
+    let mut daemon = std::process::Command::new(env!("CARGO_BIN_EXE_lootsync"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.contains("NO VALID ROSTER") || started.elapsed() > Duration::from_secs(10) {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(log.contains("NO VALID ROSTER"), "{log}");
+    assert!(log.contains("security.root_public_key"), "{log}");
 }
