@@ -76,36 +76,36 @@ struct DigestIndex {
 }
 
 impl DigestIndex {
-    /// Below this many recent ids a merge is not worth its sort.
+    /// Below this many recent digests a merge is not worth its sort.
     const MIN_RECENT: usize = 4096;
 
-    fn get(&self, id: &Digest) -> Option<Hlc> {
-        if let Some(at) = self.recent.get(id) {
+    fn get(&self, digest: &Digest) -> Option<Hlc> {
+        if let Some(at) = self.recent.get(digest) {
             return Some(*at);
         }
         self.sorted
-            .binary_search_by(|(probe, _)| probe.cmp(id))
+            .binary_search_by(|(probe, _)| probe.cmp(digest))
             .ok()
             .map(|i| self.sorted[i].1)
     }
 
-    fn contains(&self, id: &Digest) -> bool {
-        self.get(id).is_some()
+    fn contains(&self, digest: &Digest) -> bool {
+        self.get(digest).is_some()
     }
 
-    /// Adds digest `id` unless present; returns whether it was new. With `merge_when_large`, the
-    /// recent map is folded into the vector once it passes an eighth of it; a bulk load
+    /// Adds `digest` unless present; returns whether it was new. With `merge_when_large`,
+    /// the recent map is folded into the vector once it passes an eighth of it; a bulk load
     /// passes false and merges once at the end.
-    fn insert(&mut self, id: Digest, at: Hlc, merge_when_large: bool) -> bool {
+    fn insert(&mut self, digest: Digest, at: Hlc, merge_when_large: bool) -> bool {
         if !self.sorted.is_empty()
             && self
                 .sorted
-                .binary_search_by(|(probe, _)| probe.cmp(&id))
+                .binary_search_by(|(probe, _)| probe.cmp(&digest))
                 .is_ok()
         {
             return false;
         }
-        match self.recent.entry(id) {
+        match self.recent.entry(digest) {
             std::collections::hash_map::Entry::Occupied(_) => return false,
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(at);
@@ -119,13 +119,13 @@ impl DigestIndex {
 
     fn merge(&mut self) {
         let mut recent: Vec<(Digest, Hlc)> = self.recent.drain().collect();
-        recent.sort_unstable_by_key(|(id, _)| *id);
+        recent.sort_unstable_by_key(|(digest, _)| *digest);
         self.recent = HashMap::new();
         // Exact reservation: a doubling Vec would waste up to half of a million-entry index.
         self.sorted.reserve_exact(recent.len());
         self.sorted.extend(recent);
         // Two sorted runs: the stable sort detects them and merges in linear time.
-        self.sorted.sort_by_key(|(id, _)| *id);
+        self.sorted.sort_by_key(|(digest, _)| *digest);
     }
 }
 
@@ -283,7 +283,7 @@ impl Ledger {
         self.reader = Some(reader);
     }
 
-    /// Adds an entry if its id is new, holding its body in memory until
+    /// Adds an entry if its digest is new, holding its body in memory until
     /// [`Ledger::mark_stored`] says where the log has it. Returns false (and changes
     /// nothing) for a duplicate.
     pub fn insert(&mut self, entry: Entry) -> bool {
@@ -941,7 +941,7 @@ mod tests {
         }
         assert!(
             !builder.push(&entries[3], 99),
-            "a repeated id is a duplicate"
+            "a repeated record is a duplicate"
         );
         let (indexed, duplicates) = builder.finish(reader.clone());
         assert_eq!(duplicates, 1);
@@ -1507,7 +1507,7 @@ mod tests {
                 points(11, 3, "Ann", 1, Some(&a)),
                 points(12, 4, "Ann", 2, Some(&b)),
                 points(12, 5, "Ann", 4, Some(&c)),
-                // The race: the same instant, ordered by id only.
+                // The race: the same instant, ordered by digest only.
                 add(20, 6, "carol", &c, &r),
                 remove(20, 7, "carol", &r),
                 remove(20, 8, "bob", &r),

@@ -53,7 +53,7 @@ pub struct Tuning {
     pub window: usize,
     /// How many sub-ranges a differing range is split into.
     pub split_parts: usize,
-    /// Ranges holding at most this many entries are exchanged as id lists.
+    /// Ranges holding at most this many entries are exchanged as lists of entry digests.
     pub id_list_threshold: usize,
     /// Most LOG_ENTRY datagrams multicast per push tick when pushing many entries.
     pub push_burst: usize,
@@ -80,7 +80,7 @@ pub struct Tuning {
     /// Most source addresses tracked for rate limits; beyond this the oldest half is
     /// forgotten (a forgotten source starts again with no allowance).
     pub max_sources: usize,
-    /// Most spans and most wanted ids a session keeps queued; the rest wait for the next
+    /// Most spans and most wanted digests a session keeps queued; the rest wait for the next
     /// session (the fingerprints still differ, so one starts).
     pub max_session_queue: usize,
 }
@@ -1463,7 +1463,7 @@ impl Peer {
         self.pump(now);
     }
 
-    /// Queues for multicast our entries in `[lo, hi)` whose ids are not in `theirs`.
+    /// Queues for multicast our entries in `[lo, hi)` whose digests are not in `theirs`.
     fn queue_range_push(&mut self, lo: Key, hi: Key, theirs: &HashSet<Digest>) {
         let ids: Vec<Digest> = self
             .ledger
@@ -1477,7 +1477,7 @@ impl Peer {
     }
 
     /// Retires a request: spans no datagram answered go back to the front of the queue, and
-    /// wanted ids that did not arrive are wanted again.
+    /// wanted digests that did not arrive are wanted again.
     fn complete_request(&mut self, request_id: u64) {
         let Some(session) = self.session.as_mut() else {
             return;

@@ -21,7 +21,7 @@ pub const MAX_DATAGRAM: usize = 1200;
 pub const MAX_MESSAGE: usize = MAX_DATAGRAM - crate::seal::SEAL_OVERHEAD;
 /// Longest group name carried in an envelope.
 pub const MAX_GROUP_BYTES: usize = 32;
-/// Most ids in one [`Mode::Ids`] list or want list (they must fit one datagram anyway).
+/// Most digests in one [`Mode::Ids`] list or want list (they must fit one datagram anyway).
 pub const MAX_IDS: usize = 64;
 
 /// A random per-process node id; lets a daemon ignore its own looped-back multicast.
