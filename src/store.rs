@@ -195,6 +195,11 @@ pub struct LogStore {
     /// retry can report success without the data being on disk, so every later sync fails
     /// too rather than claim durability.
     sync_failed: bool,
+    /// The log length a background sync started at covers, once it succeeds.
+    background_sync_len: Option<u64>,
+    /// Where the length covered by the last successful sync is recorded, so the next open
+    /// can tell unsynced damage (a power cut) from damage to durable records.
+    synced_mark: SyncedMark,
 }
 
 /// A sync handed to another thread: run [`PendingSync::run`] there (it blocks).
@@ -516,6 +521,91 @@ pub(crate) fn write_fresh_header(path: &Path, file: &mut File) -> Result<(), Sto
 }
 
 /// Syncs the directory holding `path`, so a file created or renamed there survives a crash.
+/// The file beside the log that records the log length the last successful fdatasync
+/// covered (`<group>.lootlog.synced`): 8 bytes little-endian and their CRC32C.
+pub fn synced_mark_path(log: &Path) -> PathBuf {
+    log.with_extension("lootlog.synced")
+}
+
+/// The open mark file of a log (see [`synced_mark_path`]).
+#[derive(Debug)]
+struct SyncedMark {
+    file: Option<File>,
+}
+
+impl SyncedMark {
+    /// Opens (or creates) the mark file of `log`; without one, marks are simply not kept.
+    fn open(log: &Path) -> SyncedMark {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(synced_mark_path(log));
+        if let Err(err) = &file {
+            tracing::debug!("cannot keep the synced length of {}: {err}", log.display());
+        }
+        SyncedMark { file: file.ok() }
+    }
+
+    /// Records that the first `len` bytes of the log are durable. Written after the log's
+    /// fdatasync returned and not synced itself: if a power cut loses this write, the mark
+    /// is only older (smaller), which makes the next open treat less as unsynced, never
+    /// more. Best effort: a failure only means the next open is as strict as without one.
+    fn record(&self, len: u64) {
+        let Some(file) = &self.file else {
+            return;
+        };
+        let mut bytes = [0u8; 12];
+        bytes[..8].copy_from_slice(&len.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..8]);
+        bytes[8..].copy_from_slice(&crc.to_le_bytes());
+        if let Err(err) = std::os::unix::fs::FileExt::write_all_at(file, &bytes, 0) {
+            tracing::debug!("cannot record the synced length of the log: {err}");
+        }
+    }
+}
+
+/// Where the unsynced end of the log (past its synced mark) has a damaged record followed by
+/// an intact one, if it has. Only that end is read, so this costs nothing after a clean stop.
+/// Without a mark (a log from before marks) nothing counts as unsynced.
+fn unsynced_hole(path: &Path, file: &mut File, file_len: u64) -> Result<Option<u64>, StoreError> {
+    let Some(mark) = synced_mark(path).filter(|mark| (HEADER_LEN..file_len).contains(mark)) else {
+        return Ok(None);
+    };
+    let read_err = io_err(path, "reading the unsynced end of");
+    let mut offset = mark;
+    file.seek(SeekFrom::Start(offset)).map_err(&read_err)?;
+    let mut reader = BufReader::new(&mut *file);
+    let mut payload = Vec::with_capacity(MAX_RECORD_BYTES);
+    while offset < file_len {
+        let mut header = [0u8; RECORD_HEADER_LEN];
+        let whole = read_up_to(&mut reader, &mut header).map_err(&read_err)? == RECORD_HEADER_LEN;
+        let (len, crc) = split_record_header(header);
+        let intact = whole && length_is_valid(len) && {
+            payload.resize(len as usize, 0);
+            read_up_to(&mut reader, &mut payload).map_err(&read_err)? == payload.len()
+                && record_crc(len, &payload) == crc
+        };
+        if !intact {
+            drop(reader);
+            let after = find_intact_record(file, offset + 1).map_err(&read_err)?;
+            return Ok(after.map(|_| offset));
+        }
+        offset += (RECORD_HEADER_LEN + payload.len()) as u64;
+    }
+    Ok(None)
+}
+
+/// The log length the last successful fdatasync covered, if a valid mark is on disk.
+pub fn synced_mark(log: &Path) -> Option<u64> {
+    let bytes = fs::read(synced_mark_path(log)).ok()?;
+    let bytes: [u8; 12] = bytes.try_into().ok()?;
+    let len = u64::from_le_bytes(bytes[..8].try_into().ok()?);
+    let crc = u32::from_le_bytes(bytes[8..].try_into().ok()?);
+    (crc32c::crc32c(&bytes[..8]) == crc).then_some(len)
+}
+
 pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), StoreError> {
     if let Some(dir) = path.parent() {
         File::open(dir)
@@ -715,8 +805,39 @@ impl LogStore {
                     ..OpenReport::default()
                 }
             }
-            HeaderState::Valid => Self::load(&path, &mut file, file_len, progress, visit)?,
+            HeaderState::Valid => {
+                if let Some(hole) = unsynced_hole(&path, &mut file, file_len)? {
+                    // Damage past the last length an fdatasync confirmed, with intact records
+                    // after it: a power cut while appends were unsynced (`storage.fsync =
+                    // "batch"`) writes pages out of order and can leave such holes. Nothing
+                    // acknowledged as durable lives there, so repair now (every intact record
+                    // kept, the damaged file kept aside) instead of refusing to start.
+                    drop(file);
+                    let unix_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let outcome = crate::verify::repair(&lock, group, unix_ms, &mut |_, _| {})?;
+                    if let crate::verify::RepairOutcome::Repaired { kept_aside, .. } = outcome {
+                        tracing::warn!(
+                            "{}: damage at offset {hole} lies past the last synced length, as \
+                             a power cut under batch fsync leaves it; repaired, keeping every \
+                             intact record (the damaged file is kept as {})",
+                            path.display(),
+                            kept_aside.display()
+                        );
+                    }
+                    // Gone in any case, so the reopen cannot come back here.
+                    let _ = fs::remove_file(synced_mark_path(&path));
+                    return Self::open_visiting(lock, group, progress, visit);
+                }
+                Self::load(&path, &mut file, file_len, progress, visit)?
+            }
         };
+        // What was read is durable from here on (an earlier process may have died with
+        // appends still in the page cache): sync once, then record the length.
+        file.sync_data().map_err(io_err(&path, "syncing"))?;
+        let synced_mark = SyncedMark::open(&path);
+        synced_mark.record(report.file_bytes);
 
         let store = LogStore {
             _lock: lock,
@@ -727,6 +848,8 @@ impl LogStore {
             rollback_pending: false,
             fsyncs: 0,
             sync_failed: false,
+            background_sync_len: None,
+            synced_mark,
         };
         Ok((store, report))
     }
@@ -890,6 +1013,7 @@ impl LogStore {
         }
         self.unsynced = false;
         self.fsyncs += 1;
+        self.synced_mark.record(self.len);
         Ok(())
     }
 
@@ -913,6 +1037,7 @@ impl LogStore {
             .map_err(io_err(&self.path, "opening a second handle to"))?;
         // Everything up to here will be covered; later appends need a later sync.
         self.unsynced = false;
+        self.background_sync_len = Some(self.len);
         Ok(Some(PendingSync { file }))
     }
 
@@ -922,6 +1047,9 @@ impl LogStore {
         match outcome {
             Ok(()) => {
                 self.fsyncs += 1;
+                if let Some(len) = self.background_sync_len.take() {
+                    self.synced_mark.record(len);
+                }
                 Ok(())
             }
             Err(source) => {
@@ -1128,6 +1256,72 @@ mod tests {
 
     fn log_file(dir: &Path) -> PathBuf {
         LogStore::log_path(dir, GROUP)
+    }
+
+    /// A power cut under batch fsync can leave a hole in the appends made since the last
+    /// fdatasync. The log's synced mark tells that from damage to durable records: the
+    /// first is repaired at open (every intact record kept, the damaged file kept aside),
+    /// the second still stops the open.
+    #[test]
+    fn a_hole_past_the_synced_length_is_repaired_at_open_and_one_before_it_refused() {
+        for (hole_in_synced_part, name) in [(false, "unsynced"), (true, "synced")] {
+            let dir = TempDir::new().unwrap();
+            let (synced_len, offsets) = {
+                let (mut store, _, _) = open_in(dir.path()).unwrap();
+                let mut offsets = store.append_located(&entries(0..10)).unwrap();
+                store.sync().unwrap();
+                let synced_len = store.len_bytes();
+                offsets.extend(store.append_located(&entries(10..15)).unwrap());
+                (synced_len, offsets)
+            };
+            assert_eq!(
+                synced_mark(&log_file(dir.path())),
+                Some(synced_len),
+                "{name}"
+            );
+            // A record's bytes lost: zeros where the power cut left them unwritten.
+            let victim = if hole_in_synced_part { 5 } else { 12 };
+            let mut bytes = fs::read(log_file(dir.path())).unwrap();
+            let at = offsets[victim] as usize;
+            bytes[at + 2..at + 20].fill(0);
+            fs::write(log_file(dir.path()), &bytes).unwrap();
+            let opened = open_in(dir.path());
+            if hole_in_synced_part {
+                assert!(
+                    matches!(opened, Err(StoreError::Corrupt { .. })),
+                    "damage to synced records is refused: {opened:?}"
+                );
+                continue;
+            }
+            let (_, loaded, _) = opened.unwrap();
+            let mut expected = entries(0..15);
+            expected.remove(victim);
+            assert_eq!(loaded, expected, "every intact record kept");
+            let kept_aside = fs::read_dir(dir.path())
+                .unwrap()
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().contains(".damaged-"));
+            assert!(kept_aside, "the damaged file is kept");
+            // The repaired log is clean, and marked as synced through its end.
+            let (store, again, report) = open_in(dir.path()).unwrap();
+            assert_eq!(again, expected);
+            assert_eq!(report.truncated_bytes, 0);
+            assert_eq!(synced_mark(&log_file(dir.path())), Some(store.len_bytes()));
+        }
+    }
+
+    /// A background sync (the daemon's group commit) moves the mark too, to the length it
+    /// began at.
+    #[test]
+    fn a_background_sync_records_the_length_it_covered() {
+        let dir = TempDir::new().unwrap();
+        let (mut store, _, _) = open_in(dir.path()).unwrap();
+        store.append(&entries(0..3)).unwrap();
+        let covered = store.len_bytes();
+        let pending = store.begin_background_sync().unwrap().unwrap();
+        store.append(&entries(3..4)).unwrap();
+        store.finish_background_sync(pending.run()).unwrap();
+        assert_eq!(synced_mark(&log_file(dir.path())), Some(covered));
     }
 
     /// Writes `bytes` as the group's log in a fresh directory.

@@ -165,6 +165,9 @@ pub fn repair(
     sync_parent_dir(&aside)?;
     fs::rename(&tmp_path, &path).map_err(io_err(&path, "replacing"))?;
     sync_parent_dir(&path)?;
+    // The old log's synced length means nothing for the new file (offsets moved); the next
+    // open records a fresh one.
+    let _ = fs::remove_file(crate::store::synced_mark_path(&path));
     Ok(RepairOutcome::Repaired {
         report,
         kept_aside: aside,
