@@ -648,8 +648,13 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
                     "key {public_key} is revoked for good; make a new one with `lootsync keygen officer`"
                 );
             }
-            if ledger.officers().get(&name) == Some(&public_key) {
-                println!("{name} is already an officer with this key; nothing to do");
+            let same_name = |officer: &String| officer.to_lowercase() == name.to_lowercase();
+            if let Some((officer, _)) = ledger
+                .officers()
+                .into_iter()
+                .find(|(officer, key)| same_name(officer) && *key == public_key)
+            {
+                println!("{officer} is already an officer with this key; nothing to do");
                 return Ok(());
             }
             // Replacing a key revokes every earlier one of the name, or their holders could
@@ -731,14 +736,16 @@ fn roster_ledger(
     Ok(ledger)
 }
 
-/// Every key `name` was ever made an officer with and that is not revoked yet.
+/// Every key `name` (in any letter case, as the impersonation rule compares names) was ever
+/// made an officer with and that is not revoked yet.
 fn keys_of(ledger: &crate::ledger::Ledger, name: &str) -> Vec<crate::officer::PublicKey> {
+    let name = name.to_lowercase();
     let mut keys: Vec<crate::officer::PublicKey> = ledger
         .history(None)
         .into_iter()
         .filter_map(|row| match row.entry.kind {
             crate::entry::EntryKind::OfficerAdd { public_key }
-                if row.entry.target == name && row.rejected.is_none() =>
+                if row.entry.target.to_lowercase() == name && row.rejected.is_none() =>
             {
                 Some(public_key)
             }
@@ -868,6 +875,13 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
     };
     let reply = ops::apply(&mut peer, &mut store, &config.node, now, request)
         .ok_or_else(|| anyhow!("this command needs a running daemon"))?;
+    if !reply.ok && new_ledger {
+        // A refused first write must not leave an empty ledger behind: the next read would
+        // then not say "no ledger here", and a wrong directory would go unnoticed.
+        drop(store);
+        let _ = std::fs::remove_file(crate::store::synced_mark_path(&log));
+        let _ = std::fs::remove_file(&log);
+    }
     if reply.ok {
         if writes {
             // Say where it went: an officer in the wrong directory must not split the ledger

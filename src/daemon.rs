@@ -10,7 +10,7 @@ use crate::rng::SeededRng;
 use crate::seal::{KeyError, Keyring, NoncePrefix, Sealer};
 use crate::store::{LogStore, StoreError};
 use crate::sync::{Action, Channel, Now, Peer};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -230,22 +230,26 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     let mut cookie_key = [0u8; 32];
     getrandom::fill(&mut cookie_key).map_err(|e| KeyError::Entropy(e.to_string()))?;
     peer.set_group_key(sealer, cookie_key);
-    {
+    let warned_no_valid_roster = {
         let _enter = span.enter();
-        match config.root_public_key() {
-            None => warn!(
-                "OPEN ROSTER: no security.root_public_key configured, so ANY peer may write \
-                 entries that count; set a root key (lootsync keygen root) for a real group"
-            ),
+        let warned = match config.root_public_key() {
+            None => {
+                warn!(
+                    "OPEN ROSTER: no security.root_public_key configured, so ANY peer may \
+                     write entries that count; set a root key (lootsync keygen root) for a \
+                     real group"
+                );
+                false
+            }
             Some(root) => {
                 info!(
                     "officer roster: root key {root}, {} officers, {} entries rejected",
                     peer.ledger().officers().len(),
                     peer.ledger().rejected()
                 );
-                warn_if_no_valid_roster(peer.ledger(), root);
+                warn_if_no_valid_roster(peer.ledger(), root)
             }
-        }
+        };
         info!(
             "lootsync {} node {} group {} on {} (whisper {}): {} entries, {} players, log {}",
             env!("CARGO_PKG_VERSION"),
@@ -257,7 +261,8 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
             peer.ledger().totals().len(),
             store.path().display()
         );
-    }
+        warned
+    };
     let (control_tx, control_rx) = mpsc::channel::<ControlMessage>(64);
     tokio::spawn(accept_control(listener, control_tx).instrument(span.clone()));
     let (stop_tx, stop_rx) = oneshot::channel();
@@ -276,7 +281,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         flushing: None,
         remote_appends: 0,
         append_failures: 0,
-        foreign_roster_signers: HashSet::new(),
+        warned_no_valid_roster,
         send_errors: 0,
         drop_rng,
         hook_drops: 0,
@@ -446,9 +451,9 @@ struct Driver {
     remote_appends: u64,
     /// Appends of merged entries that failed (the entries wait in memory for the next).
     append_failures: u64,
-    /// Keys that signed roster changes this peer received but that are not its root key
-    /// (each warned about once: usually this peer's root key is misconfigured).
-    foreign_roster_signers: HashSet<crate::officer::PublicKey>,
+    /// Whether merged roster changes, none signed by this peer's root key, were warned
+    /// about (once per run: usually this peer's root key is mistyped).
+    warned_no_valid_roster: bool,
     send_errors: u64,
     drop_rng: SeededRng,
     hook_drops: u64,
@@ -680,26 +685,16 @@ impl Driver {
         }
     }
 
-    /// Warns (once per key) about roster changes signed by a key other than this peer's
-    /// root key: with a mistyped `root_public_key`, every roster change is rejected here
-    /// while the sets still match, and nothing else would say why.
+    /// Warns, once, when merged roster changes leave this peer with no valid roster at all:
+    /// with a mistyped `root_public_key` every roster change is rejected here while the sets
+    /// still match, and nothing else would say why. (It names no key to adopt: anyone in the
+    /// group can sign roster changes with a key of their own.)
     fn note_foreign_roster_signers(&mut self, entries: &[Entry]) {
-        let Some(root) = self.peer.ledger().root() else {
+        if self.warned_no_valid_roster || entries.iter().all(|e| e.kind == EntryKind::Points) {
             return;
-        };
-        for entry in entries.iter().filter(|e| e.kind != EntryKind::Points) {
-            let Some(signer) = entry.seal.map(|seal| seal.signer) else {
-                continue;
-            };
-            if signer != root && self.foreign_roster_signers.insert(signer) {
-                warn!(
-                    "a peer sent a roster change ({} {}) signed by {signer}, not by this peer's \
-                     root key {root}; it counts for nothing here. If {signer} is your group's \
-                     root key, fix security.root_public_key",
-                    entry.reason, entry.target
-                );
-                warn_if_no_valid_roster(self.peer.ledger(), root);
-            }
+        }
+        if let Some(root) = self.peer.ledger().root() {
+            self.warned_no_valid_roster = warn_if_no_valid_roster(self.peer.ledger(), root);
         }
     }
 
@@ -828,13 +823,18 @@ impl Driver {
 
 /// Warns loudly when the log holds roster changes but none signed by `root`: then nobody is
 /// an officer here, every entry counts for nothing, and the root key is probably mistyped.
-fn warn_if_no_valid_roster(ledger: &crate::ledger::Ledger, root: crate::officer::PublicKey) {
+fn warn_if_no_valid_roster(
+    ledger: &crate::ledger::Ledger,
+    root: crate::officer::PublicKey,
+) -> bool {
     let (roster_entries, valid) = ledger.roster_entries();
-    if roster_entries > 0 && valid == 0 {
+    let none_valid = roster_entries > 0 && valid == 0;
+    if none_valid {
         warn!(
             "NO VALID ROSTER: the log holds {roster_entries} roster changes and none is signed \
              by the configured root key {root}, so no entry counts on this peer: check \
              security.root_public_key against the output of `lootsync keygen root`"
         );
     }
+    none_valid
 }

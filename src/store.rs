@@ -527,52 +527,100 @@ pub fn synced_mark_path(log: &Path) -> PathBuf {
     log.with_extension("lootlog.synced")
 }
 
-/// The open mark file of a log (see [`synced_mark_path`]).
+/// The open mark file of a log (see [`synced_mark_path`]): 8 bytes of length, 8 bytes of
+/// the log file's inode number (a mark describes one file: a repaired, upgraded or restored
+/// log is a new file, whose old mark is ignored) and a CRC32C of both.
 #[derive(Debug)]
 struct SyncedMark {
     file: Option<File>,
+    inode: u64,
+    /// The largest length recorded: a group commit that began before a later local sync
+    /// finishes after it, and the mark must not move back.
+    recorded: u64,
 }
 
 impl SyncedMark {
-    /// Opens (or creates) the mark file of `log`; without one, marks are simply not kept.
-    fn open(log: &Path) -> SyncedMark {
+    const LEN: usize = 20;
+
+    /// Opens (or creates) the mark file of the log at `log`, open as `log_file`; without
+    /// one, marks are simply not kept. It gets the log's owner, so a command run with sudo
+    /// does not leave a mark the daemon's user cannot update.
+    fn open(log: &Path, log_file: &File) -> SyncedMark {
+        use std::os::unix::fs::MetadataExt;
+        let meta = log_file.metadata().ok();
         let file = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(synced_mark_path(log));
+            .open(synced_mark_path(log))
+            .and_then(|file| {
+                if let Some(meta) = &meta {
+                    std::os::unix::fs::fchown(&file, Some(meta.uid()), Some(meta.gid()))?;
+                }
+                Ok(file)
+            });
         if let Err(err) = &file {
             tracing::debug!("cannot keep the synced length of {}: {err}", log.display());
         }
-        SyncedMark { file: file.ok() }
+        SyncedMark {
+            file: file.ok(),
+            inode: meta.map_or(0, |meta| meta.ino()),
+            recorded: 0,
+        }
     }
 
     /// Records that the first `len` bytes of the log are durable. Written after the log's
     /// fdatasync returned and not synced itself: if a power cut loses this write, the mark
-    /// is only older (smaller), which makes the next open treat less as unsynced, never
-    /// more. Best effort: a failure only means the next open is as strict as without one.
-    fn record(&self, len: u64) {
+    /// on disk is older (smaller), and the next open treats more of the log as unsynced, so
+    /// damage there is repaired (every intact record kept, the damaged file kept aside)
+    /// rather than refused. Best effort: a failure only means no mark.
+    fn record(&mut self, len: u64) {
         let Some(file) = &self.file else {
             return;
         };
-        let mut bytes = [0u8; 12];
+        if len <= self.recorded {
+            return;
+        }
+        self.recorded = len;
+        let mut bytes = [0u8; Self::LEN];
         bytes[..8].copy_from_slice(&len.to_le_bytes());
-        let crc = crc32c::crc32c(&bytes[..8]);
-        bytes[8..].copy_from_slice(&crc.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.inode.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..16]);
+        bytes[16..].copy_from_slice(&crc.to_le_bytes());
         if let Err(err) = std::os::unix::fs::FileExt::write_all_at(file, &bytes, 0) {
             tracing::debug!("cannot record the synced length of the log: {err}");
         }
     }
+
+    /// The length the last successful fdatasync of `log_file` covered, if a valid mark for
+    /// this very file is on disk.
+    fn read(log: &Path, log_file: &File) -> Option<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let bytes = fs::read(synced_mark_path(log)).ok()?;
+        let bytes: [u8; Self::LEN] = bytes.try_into().ok()?;
+        let crc = u32::from_le_bytes(bytes[16..].try_into().ok()?);
+        if crc32c::crc32c(&bytes[..16]) != crc {
+            return None;
+        }
+        let inode = u64::from_le_bytes(bytes[8..16].try_into().ok()?);
+        (inode == log_file.metadata().ok()?.ino())
+            .then(|| u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()))
+    }
 }
 
-/// Where the unsynced end of the log (past its synced mark) has a damaged record followed by
-/// an intact one, if it has. Only that end is read, so this costs nothing after a clean stop.
-/// Without a mark (a log from before marks) nothing counts as unsynced.
-fn unsynced_hole(path: &Path, file: &mut File, file_len: u64) -> Result<Option<u64>, StoreError> {
-    let Some(mark) = synced_mark(path).filter(|mark| (HEADER_LEN..file_len).contains(mark)) else {
+/// Where the unsynced end of the log (past its synced `mark`) has a damaged record followed
+/// by an intact one, if it has. Only that end is read, so this costs nothing after a clean
+/// stop.
+fn unsynced_hole(
+    path: &Path,
+    file: &mut File,
+    mark: u64,
+    file_len: u64,
+) -> Result<Option<u64>, StoreError> {
+    if !(HEADER_LEN..file_len).contains(&mark) {
         return Ok(None);
-    };
+    }
     let read_err = io_err(path, "reading the unsynced end of");
     let mut offset = mark;
     file.seek(SeekFrom::Start(offset)).map_err(&read_err)?;
@@ -597,13 +645,10 @@ fn unsynced_hole(path: &Path, file: &mut File, file_len: u64) -> Result<Option<u
     Ok(None)
 }
 
-/// The log length the last successful fdatasync covered, if a valid mark is on disk.
+/// The log length the last successful fdatasync of the log at `log` covered, if a valid
+/// mark for the file now at that path is on disk.
 pub fn synced_mark(log: &Path) -> Option<u64> {
-    let bytes = fs::read(synced_mark_path(log)).ok()?;
-    let bytes: [u8; 12] = bytes.try_into().ok()?;
-    let len = u64::from_le_bytes(bytes[..8].try_into().ok()?);
-    let crc = u32::from_le_bytes(bytes[8..].try_into().ok()?);
-    (crc32c::crc32c(&bytes[..8]) == crc).then_some(len)
+    SyncedMark::read(log, &File::open(log).ok()?)
 }
 
 pub(crate) fn sync_parent_dir(path: &Path) -> Result<(), StoreError> {
@@ -781,6 +826,18 @@ impl LogStore {
         progress: &mut dyn FnMut(u64, u64),
         visit: Visitor<'_>,
     ) -> Result<(LogStore, OpenReport), StoreError> {
+        Self::open_checked(lock, group, progress, visit, true)
+    }
+
+    /// [`LogStore::open_visiting`]; `repair_unsynced_holes` is false on the reopen after
+    /// such a repair, so it can never loop.
+    fn open_checked(
+        lock: StateLock,
+        group: &str,
+        progress: &mut dyn FnMut(u64, u64),
+        visit: Visitor<'_>,
+        repair_unsynced_holes: bool,
+    ) -> Result<(LogStore, OpenReport), StoreError> {
         check_group_name(lock.state_dir(), group)?;
         let path = Self::log_path(lock.state_dir(), group);
         upgrade_v1_log(&path)?;
@@ -806,29 +863,37 @@ impl LogStore {
                 }
             }
             HeaderState::Valid => {
-                if let Some(hole) = unsynced_hole(&path, &mut file, file_len)? {
+                let mark = SyncedMark::read(&path, &file).filter(|_| repair_unsynced_holes);
+                if let Some(hole) = mark
+                    .map(|mark| unsynced_hole(&path, &mut file, mark, file_len))
+                    .transpose()?
+                    .flatten()
+                {
                     // Damage past the last length an fdatasync confirmed, with intact records
                     // after it: a power cut while appends were unsynced (`storage.fsync =
-                    // "batch"`) writes pages out of order and can leave such holes. Nothing
-                    // acknowledged as durable lives there, so repair now (every intact record
-                    // kept, the damaged file kept aside) instead of refusing to start.
-                    drop(file);
-                    let unix_ms = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map_or(0, |d| d.as_millis() as u64);
-                    let outcome = crate::verify::repair(&lock, group, unix_ms, &mut |_, _| {})?;
-                    if let crate::verify::RepairOutcome::Repaired { kept_aside, .. } = outcome {
-                        tracing::warn!(
-                            "{}: damage at offset {hole} lies past the last synced length, as \
-                             a power cut under batch fsync leaves it; repaired, keeping every \
-                             intact record (the damaged file is kept as {})",
-                            path.display(),
-                            kept_aside.display()
-                        );
+                    // "batch"`) writes pages out of order and can leave such holes. If every
+                    // damaged region lies there, nothing acknowledged as durable was hit:
+                    // repair now (every intact record kept, the damaged file kept aside)
+                    // instead of refusing to start. Damage before the mark is refused below.
+                    let mark = mark.unwrap_or(u64::MAX);
+                    let report = crate::verify::verify(&lock, group, &mut |_, _| {})?;
+                    if report.damaged.iter().all(|region| region.offset >= mark) {
+                        drop(file);
+                        let unix_ms = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |d| d.as_millis() as u64);
+                        let outcome = crate::verify::repair(&lock, group, unix_ms, &mut |_, _| {})?;
+                        if let crate::verify::RepairOutcome::Repaired { kept_aside, .. } = outcome {
+                            tracing::warn!(
+                                "{}: damage at offset {hole} lies past the last synced length, \
+                                 as a power cut under batch fsync leaves it; repaired, keeping \
+                                 every intact record (the damaged file is kept as {})",
+                                path.display(),
+                                kept_aside.display()
+                            );
+                        }
+                        return Self::open_checked(lock, group, progress, visit, false);
                     }
-                    // Gone in any case, so the reopen cannot come back here.
-                    let _ = fs::remove_file(synced_mark_path(&path));
-                    return Self::open_visiting(lock, group, progress, visit);
                 }
                 Self::load(&path, &mut file, file_len, progress, visit)?
             }
@@ -836,7 +901,7 @@ impl LogStore {
         // What was read is durable from here on (an earlier process may have died with
         // appends still in the page cache): sync once, then record the length.
         file.sync_data().map_err(io_err(&path, "syncing"))?;
-        let synced_mark = SyncedMark::open(&path);
+        let mut synced_mark = SyncedMark::open(&path, &file);
         synced_mark.record(report.file_bytes);
 
         let store = LogStore {
@@ -1264,7 +1329,10 @@ mod tests {
     /// the second still stops the open.
     #[test]
     fn a_hole_past_the_synced_length_is_repaired_at_open_and_one_before_it_refused() {
-        for (hole_in_synced_part, name) in [(false, "unsynced"), (true, "synced")] {
+        // (victims, refused): a hole among the unsynced appends only; one among the synced
+        // records; one of each (the first still stops the open).
+        for (victims, refused) in [(&[12][..], false), (&[5][..], true), (&[3, 12][..], true)] {
+            let name = format!("{victims:?}");
             let dir = TempDir::new().unwrap();
             let (synced_len, offsets) = {
                 let (mut store, _, _) = open_in(dir.path()).unwrap();
@@ -1279,14 +1347,21 @@ mod tests {
                 Some(synced_len),
                 "{name}"
             );
-            // A record's bytes lost: zeros where the power cut left them unwritten.
-            let victim = if hole_in_synced_part { 5 } else { 12 };
+            // A record's bytes lost: zeros where the power cut left them unwritten. Written in
+            // place, so the log stays the same file (the mark names its inode).
             let mut bytes = fs::read(log_file(dir.path())).unwrap();
-            let at = offsets[victim] as usize;
-            bytes[at + 2..at + 20].fill(0);
-            fs::write(log_file(dir.path()), &bytes).unwrap();
+            for &victim in victims {
+                let at = offsets[victim] as usize;
+                bytes[at + 2..at + 20].fill(0);
+            }
+            let log = OpenOptions::new()
+                .write(true)
+                .open(log_file(dir.path()))
+                .unwrap();
+            std::os::unix::fs::FileExt::write_all_at(&log, &bytes, 0).unwrap();
+            drop(log);
             let opened = open_in(dir.path());
-            if hole_in_synced_part {
+            if refused {
                 assert!(
                     matches!(opened, Err(StoreError::Corrupt { .. })),
                     "damage to synced records is refused: {opened:?}"
@@ -1295,7 +1370,7 @@ mod tests {
             }
             let (_, loaded, _) = opened.unwrap();
             let mut expected = entries(0..15);
-            expected.remove(victim);
+            expected.remove(victims[0]);
             assert_eq!(loaded, expected, "every intact record kept");
             let kept_aside = fs::read_dir(dir.path())
                 .unwrap()
@@ -1311,9 +1386,9 @@ mod tests {
     }
 
     /// A background sync (the daemon's group commit) moves the mark too, to the length it
-    /// began at.
+    /// began at, but never back: a local adjust's sync may finish first and cover more.
     #[test]
-    fn a_background_sync_records_the_length_it_covered() {
+    fn a_background_sync_records_the_length_it_covered_and_the_mark_never_moves_back() {
         let dir = TempDir::new().unwrap();
         let (mut store, _, _) = open_in(dir.path()).unwrap();
         store.append(&entries(0..3)).unwrap();
@@ -1322,6 +1397,19 @@ mod tests {
         store.append(&entries(3..4)).unwrap();
         store.finish_background_sync(pending.run()).unwrap();
         assert_eq!(synced_mark(&log_file(dir.path())), Some(covered));
+
+        store.append(&entries(4..5)).unwrap();
+        let early = store.begin_background_sync().unwrap().unwrap();
+        store.append_durable(&entries(5..6)).unwrap();
+        let later = store.len_bytes();
+        store.finish_background_sync(early.run()).unwrap();
+        assert_eq!(synced_mark(&log_file(dir.path())), Some(later));
+        // A mark for another file (a restored or repaired log) is ignored.
+        drop(store);
+        let copy = dir.path().join("restored");
+        fs::copy(log_file(dir.path()), &copy).unwrap();
+        fs::rename(&copy, log_file(dir.path())).unwrap();
+        assert_eq!(synced_mark(&log_file(dir.path())), None);
     }
 
     /// Writes `bytes` as the group's log in a fresh directory.

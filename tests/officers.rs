@@ -507,6 +507,18 @@ fn the_first_officer_add_starts_the_ledger_offline() {
     ));
     std::fs::write(&config, &text).unwrap();
 
+    // A refused first write leaves no empty ledger behind.
+    let refused = run_cli(
+        &config,
+        &["adjust", "--player", "Ann", "--delta", "1", "--reason", "r"],
+    );
+    assert!(!refused.status.success(), "{refused:?}");
+    let points = run_cli(&config, &["points"]);
+    assert!(
+        String::from_utf8_lossy(&points.stderr).contains("no ledger here"),
+        "{points:?}"
+    );
+
     let add = |key: &str| run_cli(&config, &["officer", "add", "alice", key]);
     let refused = add(&root_pub);
     assert!(!refused.status.success());
@@ -533,6 +545,15 @@ fn the_first_officer_add_starts_the_ledger_offline() {
         rows.as_array().unwrap().len(),
         1,
         "one roster entry, not two"
+    );
+    // Names compare in any letter case, as the impersonation rule does: a new key for
+    // "ALICE" replaces (and revokes) alice's.
+    let new_pub = keygen("officer", "alice-2.key");
+    let replaced = run_cli(&config, &["officer", "add", "ALICE", &new_pub]);
+    assert!(replaced.status.success(), "{replaced:?}");
+    assert!(
+        String::from_utf8_lossy(&replaced.stdout).contains("key replaced, key revoked"),
+        "{replaced:?}"
     );
 
     // A daemon whose root_public_key is not the one that signed the roster says so loudly
