@@ -6,6 +6,9 @@
 //! from before the tag, are accepted as any kind.
 
 use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// Secret key length in bytes (the same for all three kinds).
@@ -26,6 +29,15 @@ pub enum KeyKind {
 
 impl KeyKind {
     const ALL: [KeyKind; 3] = [KeyKind::Group, KeyKind::Officer, KeyKind::Root];
+
+    /// The `lootsync keygen` command that makes a key of this kind.
+    fn command(self) -> &'static str {
+        match self {
+            KeyKind::Group => "group FILE",
+            KeyKind::Officer => "officer FILE",
+            KeyKind::Root => "root FILE",
+        }
+    }
 
     fn tag(self) -> &'static [u8; TAG_BYTES] {
         match self {
@@ -67,6 +79,87 @@ pub enum KeyFormatError {
         /// The file's length.
         len: usize,
     },
+}
+
+/// Why a secret key file could not be written or read: the one error of every key file
+/// (group, officer, root), whatever module uses the key.
+#[derive(Debug, Error)]
+pub enum KeyFileError {
+    /// Reading or writing the file failed.
+    #[error("cannot access key file {}: {source}", path.display())]
+    Io {
+        /// The key file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is readable (or writable) by group or others.
+    #[error(
+        "key file {} has mode {mode:04o}: group or others may access it; run `chmod 600 {}`",
+        path.display(),
+        path.display()
+    )]
+    TooOpen {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file does not hold a key of the expected kind.
+    #[error("key file {}: {reason} (make one with `lootsync keygen {}`)", path.display(), expected.command())]
+    Format {
+        /// The key file.
+        path: PathBuf,
+        /// The kind that was asked for.
+        expected: KeyKind,
+        /// What it holds instead (in the message, not a separate cause, so it is said once).
+        reason: KeyFormatError,
+    },
+    /// `keygen` refuses to overwrite an existing key.
+    #[error("{} already exists; refusing to overwrite a key", .0.display())]
+    Exists(PathBuf),
+}
+
+/// Writes `contents` to a new key file at `path`, mode 0600, synced; never overwrites.
+pub fn create_private(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::AlreadyExists => KeyFileError::Exists(path.to_path_buf()),
+            _ => io(source),
+        })?;
+    file.write_all(contents).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// The secret in the key file at `path`, refusing a file group or others may access, or one
+/// that holds another kind of key.
+pub fn read_private(path: &Path, kind: KeyKind) -> Result<[u8; SECRET_BYTES], KeyFileError> {
+    let io = |source| KeyFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(KeyFileError::TooOpen {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
+    decode(kind, &bytes).map_err(|reason| KeyFileError::Format {
+        path: path.to_path_buf(),
+        expected: kind,
+        reason,
+    })
 }
 
 /// The file contents for a new key of `kind`.

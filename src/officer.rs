@@ -17,9 +17,7 @@ use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use thiserror::Error;
@@ -119,33 +117,9 @@ pub enum KeyError {
     /// A public key in text form does not parse.
     #[error("bad public key: {0}")]
     BadPublicKey(String),
-    /// A key file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The key file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// A key file does not hold a key of the expected kind.
-    #[error("{path}: {reason}")]
-    BadKeyFile {
-        /// The key file.
-        path: PathBuf,
-        /// What it holds instead (in the message, not a separate cause, so it is said once).
-        reason: crate::keyfile::KeyFormatError,
-    },
-    /// A secret key file is readable or writable by others.
-    #[error("{path}: mode {mode:o} lets other users read the secret key; run chmod 600 on it")]
-    TooOpen {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// `keygen` would overwrite an existing file.
-    #[error("{0}: already exists; not overwriting a key")]
-    Exists(PathBuf),
+    /// A key file could not be written or read, or holds another kind of key.
+    #[error(transparent)]
+    File(#[from] crate::keyfile::KeyFileError),
     /// The OS random source failed.
     #[error("cannot get random bytes: {0}")]
     Random(String),
@@ -190,49 +164,16 @@ impl SecretKey {
     /// returns it.
     pub fn create_file(path: &Path, kind: KeyKind) -> Result<SecretKey, KeyError> {
         let key = SecretKey::generate()?;
-        let io = |source: std::io::Error| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    KeyError::Exists(path.to_path_buf())
-                } else {
-                    io(e)
-                }
-            })?;
-        file.write_all(&crate::keyfile::encode(kind, &key.0.to_bytes()))
-            .map_err(io)?;
-        file.sync_all().map_err(io)?;
+        crate::keyfile::create_private(path, &crate::keyfile::encode(kind, &key.0.to_bytes()))?;
         Ok(key)
     }
 
     /// Loads a key file of `kind`, refusing one that other users may read or that holds
     /// another kind of key.
     pub fn load(path: &Path, kind: KeyKind) -> Result<SecretKey, KeyError> {
-        let io = |source: std::io::Error| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(KeyError::TooOpen {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
-        let seed = crate::keyfile::decode(kind, &bytes).map_err(|reason| KeyError::BadKeyFile {
-            path: path.to_path_buf(),
-            reason,
-        })?;
-        Ok(SecretKey::from_seed(seed))
+        Ok(SecretKey::from_seed(crate::keyfile::read_private(
+            path, kind,
+        )?))
     }
 
     /// The matching public key.
@@ -484,6 +425,8 @@ impl Roster {
 mod tests {
     use super::*;
     use crate::entry::new_entry_id;
+    use crate::keyfile::KeyFileError;
+    use std::os::unix::fs::PermissionsExt;
 
     fn points(ms: u64) -> Entry {
         Entry {
@@ -581,7 +524,7 @@ mod tests {
         assert_eq!(loaded.public(), key.public());
         assert!(matches!(
             SecretKey::create_file(&path, KeyKind::Officer),
-            Err(KeyError::Exists(_))
+            Err(KeyError::File(KeyFileError::Exists(_)))
         ));
         // An officer key given where the root key belongs is named as such.
         let wrong = SecretKey::load(&path, KeyKind::Root)
@@ -594,14 +537,14 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         assert!(matches!(
             SecretKey::load(&path, KeyKind::Officer),
-            Err(KeyError::TooOpen { .. })
+            Err(KeyError::File(KeyFileError::TooOpen { .. }))
         ));
         let short = dir.path().join("short.key");
         std::fs::write(&short, b"xyz").unwrap();
         std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
             SecretKey::load(&short, KeyKind::Officer),
-            Err(KeyError::BadKeyFile { .. })
+            Err(KeyError::File(KeyFileError::Format { .. }))
         ));
         // A key written before kind tags (32 raw bytes) still loads.
         let legacy = dir.path().join("legacy.key");

@@ -26,7 +26,6 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -42,8 +41,6 @@ pub const NONCE_BYTES: usize = 24;
 pub const TAG_BYTES: usize = 16;
 /// What sealing adds to a clear datagram.
 pub const SEAL_OVERHEAD: usize = 1 + KEY_ID_BYTES + NONCE_BYTES + TAG_BYTES;
-/// File permission bits that must be clear on a key file (group and others: nothing).
-const FORBIDDEN_MODE_BITS: u32 = 0o077;
 
 /// Names a key in sealed datagrams: the first bytes of a domain-separated SHA-256 of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -93,92 +90,27 @@ impl GroupKey {
 
     /// Reads a group key file (see [`crate::keyfile`]), not readable by group or others.
     pub fn load(path: &Path) -> Result<GroupKey, KeyError> {
-        use std::os::unix::fs::MetadataExt;
-        let io = |source| KeyError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let meta = std::fs::metadata(path).map_err(io)?;
-        let mode = meta.mode() & 0o7777;
-        if mode & FORBIDDEN_MODE_BITS != 0 {
-            return Err(KeyError::Permissions {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
-        let secret =
-            crate::keyfile::decode(crate::keyfile::KeyKind::Group, &bytes).map_err(|reason| {
-                KeyError::Format {
-                    path: path.to_path_buf(),
-                    reason,
-                }
-            })?;
+        let secret = crate::keyfile::read_private(path, crate::keyfile::KeyKind::Group)?;
         Ok(GroupKey::from_bytes(&secret))
     }
 }
 
 /// Writes a new random group key to `path` with mode 0600; never overwrites a file.
 pub fn generate_key_file(path: &Path) -> Result<KeyId, KeyError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = [0u8; KEY_BYTES];
     getrandom::fill(&mut bytes).map_err(|e| KeyError::Entropy(e.to_string()))?;
-    let io = |source| KeyError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|source| match source.kind() {
-            std::io::ErrorKind::AlreadyExists => KeyError::Exists(path.to_path_buf()),
-            _ => io(source),
-        })?;
     // The group key file stays 32 raw bytes, the form other tools expect; the signing keys'
     // files carry a kind tag (see `keyfile`), so one given as the group key is named.
-    file.write_all(&bytes).map_err(io)?;
-    file.sync_all().map_err(io)?;
+    crate::keyfile::create_private(path, &bytes)?;
     Ok(GroupKey::from_bytes(&bytes).id())
 }
 
 /// A key file could not be read or written.
 #[derive(Debug, Error)]
 pub enum KeyError {
-    /// Reading or writing the file failed.
-    #[error("cannot access key file {}: {source}", path.display())]
-    Io {
-        /// The key file.
-        path: PathBuf,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is readable (or writable) by group or others.
-    #[error(
-        "key file {} has mode {mode:04o}: group or others may access it; \
-         run `chmod 600 {}`",
-        path.display(),
-        path.display()
-    )]
-    Permissions {
-        /// The key file.
-        path: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
-    /// The file does not hold a group key.
-    #[error("key file {}: {reason} (make one with `lootsync keygen group FILE`)", path.display())]
-    Format {
-        /// The key file.
-        path: PathBuf,
-        /// What it holds instead (in the message, not a separate cause, so it is said once).
-        reason: crate::keyfile::KeyFormatError,
-    },
-    /// `keygen` refuses to overwrite an existing key.
-    #[error("{} already exists; refusing to overwrite a key", .0.display())]
-    Exists(PathBuf),
+    /// The key file could not be written or read, or holds no group key.
+    #[error(transparent)]
+    File(#[from] crate::keyfile::KeyFileError),
     /// The operating system gave no randomness.
     #[error("cannot get random bytes from the operating system: {0}")]
     Entropy(String),
@@ -399,6 +331,7 @@ pub fn open_with<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::keyfile::KeyFileError;
 
     fn keyring(byte: u8) -> Keyring {
         Keyring::new(GroupKey::from_bytes(&[byte; KEY_BYTES]), Vec::new())
@@ -509,12 +442,18 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(meta.len(), KEY_BYTES as u64);
         assert_eq!(GroupKey::load(&path).unwrap().id(), id);
-        assert!(matches!(generate_key_file(&path), Err(KeyError::Exists(_))));
+        assert!(matches!(
+            generate_key_file(&path),
+            Err(KeyError::File(KeyFileError::Exists(_)))
+        ));
         assert_eq!(GroupKey::load(&path).unwrap().id(), id, "key overwritten");
 
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = GroupKey::load(&path).unwrap_err();
-        assert!(matches!(err, KeyError::Permissions { mode: 0o644, .. }));
+        assert!(matches!(
+            err,
+            KeyError::File(KeyFileError::TooOpen { mode: 0o644, .. })
+        ));
         let message = err.to_string();
         assert!(
             message.contains("group.key") && message.contains("0644"),
@@ -526,7 +465,7 @@ mod tests {
         std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(matches!(
             GroupKey::load(&short),
-            Err(KeyError::Format { .. })
+            Err(KeyError::File(KeyFileError::Format { .. }))
         ));
         // An officer's signing key given as the group key is named for what it is.
         let officer = dir.path().join("officer.key");

@@ -7,6 +7,7 @@ use common::*;
 use loot_sync::config::Config;
 use loot_sync::daemon::{self, DaemonError, DaemonOptions, RunningDaemon};
 use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::keyfile::KeyFileError;
 use loot_sync::seal::{self, GroupKey, KeyError, SEALED_VERSION};
 use loot_sync::wire::{self, Body, Envelope};
 use std::net::{SocketAddr, UdpSocket};
@@ -175,7 +176,7 @@ async fn daemon_refuses_a_key_file_others_can_read() {
     };
     assert!(matches!(
         err,
-        DaemonError::Key(KeyError::Permissions { mode: 0o640, .. })
+        DaemonError::Key(KeyError::File(KeyFileError::TooOpen { mode: 0o640, .. }))
     ));
     let message = err.to_string();
     assert!(
