@@ -633,7 +633,7 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
             root_path.display()
         );
     }
-    let ledger = roster_ledger(config, root.public())?;
+    let (ledger, rows) = roster_ledger(config, root.public())?;
     let mut changes: Vec<(EntryKind, String)> = Vec::new();
     match command {
         OfficerCommand::Add { public_key, .. } => {
@@ -659,21 +659,21 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
             }
             // Replacing a key revokes every earlier one of the name, or their holders could
             // still sign entries dated while those keys were valid.
-            for old in keys_of(&ledger, &name) {
+            for old in keys_of(&ledger, &rows, &name) {
                 if old != public_key {
-                    changes.extend(revocation(&ledger, &name, old, false, "key replaced")?);
+                    changes.extend(revocation(&rows, &name, old, false, "key replaced")?);
                 }
             }
             changes.push((EntryKind::OfficerAdd { public_key }, "officer added".into()));
         }
         OfficerCommand::Remove { revoke_all, .. } => {
-            let keys = keys_of(&ledger, &name);
+            let keys = keys_of(&ledger, &rows, &name);
             if keys.is_empty() {
                 bail!("{name} is not an officer in this peer's log (see `lootsync history`)");
             }
             for key in keys {
                 changes.extend(revocation(
-                    &ledger,
+                    &rows,
                     &name,
                     key,
                     revoke_all,
@@ -717,11 +717,11 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
 }
 
 /// The whole log, judged under `root`, as this peer holds it (through the daemon, or from
-/// the log offline).
+/// the log offline), and its history rows (judged once, for every question asked of them).
 fn roster_ledger(
     config: &Config,
     root: crate::officer::PublicKey,
-) -> Result<crate::ledger::Ledger> {
+) -> Result<(crate::ledger::Ledger, Vec<crate::ledger::HistoryRow>)> {
     let rows: Vec<crate::ledger::HistoryRow> =
         match request(config, Request::History { player: None }) {
             Ok(value) => serde_json::from_value(value)
@@ -733,16 +733,20 @@ fn roster_ledger(
     let (mut ledger, _) =
         crate::ledger::Ledger::from_entries(rows.into_iter().map(|row| row.entry));
     ledger.set_root(Some(root));
-    Ok(ledger)
+    let rows = ledger.history(None);
+    Ok((ledger, rows))
 }
 
 /// Every key `name` (in any letter case, as the impersonation rule compares names) was ever
 /// made an officer with and that is not revoked yet.
-fn keys_of(ledger: &crate::ledger::Ledger, name: &str) -> Vec<crate::officer::PublicKey> {
+fn keys_of(
+    ledger: &crate::ledger::Ledger,
+    rows: &[crate::ledger::HistoryRow],
+    name: &str,
+) -> Vec<crate::officer::PublicKey> {
     let name = name.to_lowercase();
-    let mut keys: Vec<crate::officer::PublicKey> = ledger
-        .history(None)
-        .into_iter()
+    let mut keys: Vec<crate::officer::PublicKey> = rows
+        .iter()
         .filter_map(|row| match row.entry.kind {
             crate::entry::EntryKind::OfficerAdd { public_key }
                 if row.entry.target.to_lowercase() == name && row.rejected.is_none() =>
@@ -764,16 +768,15 @@ fn keys_of(ledger: &crate::ledger::Ledger, name: &str) -> Vec<crate::officer::Pu
 ///
 /// [`MAX_KEEP`]: crate::entry::MAX_KEEP
 fn revocation(
-    ledger: &crate::ledger::Ledger,
+    rows: &[crate::ledger::HistoryRow],
     name: &str,
     key: crate::officer::PublicKey,
     revoke_all: bool,
     why: &str,
 ) -> Result<Vec<(crate::entry::EntryKind, String)>> {
     use crate::entry::{EntryKind, MAX_KEEP, MAX_REVOKE_PARTS};
-    let counted: Vec<crate::entry::Digest> = ledger
-        .history(None)
-        .into_iter()
+    let counted: Vec<crate::entry::Digest> = rows
+        .iter()
         .filter(|row| {
             row.rejected.is_none()
                 && row.entry.kind == EntryKind::Points

@@ -642,7 +642,7 @@ impl Driver {
                             if let Some(observer) = &self.options.observer {
                                 observer.merged(&pending);
                             }
-                            self.note_foreign_roster_signers(&pending);
+                            self.warn_once_if_no_valid_roster(&pending);
                         }
                         Err(err) => {
                             self.append_failures += 1;
@@ -689,7 +689,7 @@ impl Driver {
     /// with a mistyped `root_public_key` every roster change is rejected here while the sets
     /// still match, and nothing else would say why. (It names no key to adopt: anyone in the
     /// group can sign roster changes with a key of their own.)
-    fn note_foreign_roster_signers(&mut self, entries: &[Entry]) {
+    fn warn_once_if_no_valid_roster(&mut self, entries: &[Entry]) {
         if self.warned_no_valid_roster || entries.iter().all(|e| e.kind == EntryKind::Points) {
             return;
         }

@@ -646,8 +646,9 @@ fn unsynced_hole(
 }
 
 /// The log length the last successful fdatasync of the log at `log` covered, if a valid
-/// mark for the file now at that path is on disk.
-pub fn synced_mark(log: &Path) -> Option<u64> {
+/// mark for the file now at that path is on disk (for tests; opening reads it itself).
+#[cfg(test)]
+pub(crate) fn synced_mark(log: &Path) -> Option<u64> {
     SyncedMark::read(log, &File::open(log).ok()?)
 }
 
@@ -1265,6 +1266,17 @@ impl EntryReader for LogReader {
     }
 }
 
+/// A record with a correct checksum around an arbitrary payload, as a buggy or malicious
+/// writer could produce (for tests here and in `verify`).
+#[cfg(test)]
+pub(crate) fn raw_record(payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap();
+    let mut out = len.to_le_bytes().to_vec();
+    out.extend_from_slice(&record_crc(len, payload).to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1295,16 +1307,6 @@ mod tests {
     fn encode(e: &Entry) -> Vec<u8> {
         let mut out = Vec::new();
         encode_record(e, &mut out).unwrap();
-        out
-    }
-
-    /// A record with a correct checksum around an arbitrary payload, as a buggy or malicious
-    /// writer could produce.
-    fn raw_record(payload: &[u8]) -> Vec<u8> {
-        let len = u32::try_from(payload.len()).unwrap();
-        let mut out = len.to_le_bytes().to_vec();
-        out.extend_from_slice(&record_crc(len, payload).to_le_bytes());
-        out.extend_from_slice(payload);
         out
     }
 

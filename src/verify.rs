@@ -499,12 +499,8 @@ mod tests {
     #[test]
     fn checksummed_garbage_and_bad_headers_are_reported() {
         let (mut bytes, _) = log_of(2);
-        let payload = vec![0xffu8; 12];
-        let len = payload.len() as u32;
         let bad_at = bytes.len() as u64;
-        bytes.extend_from_slice(&len.to_le_bytes());
-        bytes.extend_from_slice(&record_crc(len, &payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&crate::store::raw_record(&[0xff; 12]));
         bytes.extend_from_slice(&record(&entry(5)));
         let dir = dir_with(&bytes);
         let report = verify_in(dir.path());
@@ -536,12 +532,8 @@ mod tests {
         // Opening the log refuses such a tail (a torn write cannot match its checksum), so
         // verify must not call it clean.
         let (mut bytes, _) = log_of(2);
-        let payload = vec![0xffu8; 12];
-        let len = payload.len() as u32;
         let bad_at = bytes.len() as u64;
-        bytes.extend_from_slice(&len.to_le_bytes());
-        bytes.extend_from_slice(&record_crc(len, &payload).to_le_bytes());
-        bytes.extend_from_slice(&payload);
+        bytes.extend_from_slice(&crate::store::raw_record(&[0xff; 12]));
         let dir = dir_with(&bytes);
         let report = verify_in(dir.path());
         assert!(!report.is_clean(), "{report:?}");
