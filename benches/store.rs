@@ -7,7 +7,7 @@
 //!
 //! - Cold start: open + check + replay into the daemon's index-only ledger, against one pass
 //!   that reads the same file and computes its CRC32C. Goal ≤ 2×.
-//! - Durable adjusts per second through the adjust path (`ops::apply`: stamp, append,
+//! - Durable adjusts per second through the adjust path (`node::apply`: stamp, append,
 //!   fdatasync, apply), against a raw write + fdatasync loop of records the same size.
 //!   Goal ≥ 0.9×.
 //! - Merging synced entries with `storage.fsync = "batch"` (per datagram: ledger insert,
@@ -21,12 +21,12 @@ mod common;
 use common::Figure;
 use loot_sync::config::Config;
 use loot_sync::control::Request;
-use loot_sync::entry::Entry;
-use loot_sync::ops;
-use loot_sync::rng::SeededRng;
+use loot_sync::core::rng::SeededRng;
+use loot_sync::core::sync::{Now, Peer, PeerConfig, Tuning};
+use loot_sync::node;
+use loot_sync::proto::entry::Entry;
+use loot_sync::proto::wire;
 use loot_sync::store::{LogStore, StateLock};
-use loot_sync::sync::{Now, Peer, PeerConfig, Tuning};
-use loot_sync::wire;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -58,7 +58,7 @@ fn peer_config() -> PeerConfig {
 fn now() -> Now {
     Now {
         mono_ms: 0,
-        unix_ms: ops::system_unix_ms(),
+        unix_ms: node::system_unix_ms(),
     }
 }
 
@@ -70,7 +70,7 @@ fn cold_start(state: &Path) -> (LogStore, Peer) {
         state_dir: state.to_path_buf(),
         ..Config::default()
     };
-    let (store, ledger, _) = ops::open_log_indexed(&config, Duration::ZERO).expect("open");
+    let (store, ledger, _) = node::open_log_indexed(&config, Duration::ZERO).expect("open");
     let peer = Peer::with_ledger(peer_config(), ledger, SeededRng::new(1), now());
     (store, peer)
 }
@@ -192,7 +192,7 @@ fn durable_adjust_figure(count: usize, root: &Path) -> Figure {
         state_dir: state.clone(),
         ..Config::default()
     };
-    let (mut peer, mut store) = ops::open_offline(&config, ops::system_unix_ms()).unwrap();
+    let (mut peer, mut store) = node::open_offline(&config, node::system_unix_ms()).unwrap();
     let raw_path = root.join("raw-adjust");
     let mut raw = OpenOptions::new()
         .create(true)
@@ -215,7 +215,7 @@ fn durable_adjust_figure(count: usize, root: &Path) -> Figure {
                 reason: "raid attendance".into(),
                 actor: None,
             };
-            let reply = ops::apply(&mut peer, &mut store, "bench", now(), request).unwrap();
+            let reply = node::apply(&mut peer, &mut store, "bench", now(), request).unwrap();
             assert!(reply.ok, "{:?}", reply.error);
         }
         ours_time += started.elapsed();
@@ -233,7 +233,7 @@ fn durable_adjust_figure(count: usize, root: &Path) -> Figure {
     let ours = done / ours_time.as_secs_f64();
     let base = done / raw_time.as_secs_f64();
     println!(
-        "durable adjusts ({done} through ops::apply, {record}-byte records): {ours:.1}/s vs raw write+fdatasync {base:.1}/s -> {:.2}x (goal >= 0.9x: {})",
+        "durable adjusts ({done} through node::apply, {record}-byte records): {ours:.1}/s vs raw write+fdatasync {base:.1}/s -> {:.2}x (goal >= 0.9x: {})",
         ours / base,
         if ours >= 0.9 * base { "met" } else { "MISSED" }
     );

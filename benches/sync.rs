@@ -13,12 +13,12 @@ mod common;
 use common::{full_mode, percentile, Figure};
 use loot_sync::config::Config;
 use loot_sync::control::Request;
+use loot_sync::core::rng::SeededRng;
+use loot_sync::core::sync::{Action, Channel, Now, Peer, PeerConfig, Tuning};
 use loot_sync::daemon::{self, DaemonOptions, LedgerObserver, RunningDaemon};
-use loot_sync::entry::{new_entry_id, Entry, EntryId, Hlc};
-use loot_sync::rng::SeededRng;
+use loot_sync::proto::entry::{new_entry_id, Entry, EntryId, Hlc};
+use loot_sync::proto::wire;
 use loot_sync::store::{LogStore, StateLock};
-use loot_sync::sync::{Action, Channel, Now, Peer, PeerConfig, Tuning};
-use loot_sync::wire;
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -260,8 +260,8 @@ fn catchup_cpu_figure(total: usize) -> Figure {
 /// Catch-up CPU with a root key and every entry officer-signed (each merged entry's
 /// signature is verified), beside the same catch-up with an open roster in the same run.
 fn signed_catchup_cpu_figure(total: usize) -> Figure {
-    use loot_sync::entry::EntryKind;
-    use loot_sync::officer::SecretKey;
+    use loot_sync::proto::entry::EntryKind;
+    use loot_sync::proto::signature::SecretKey;
     let root = SecretKey::from_seed([7; 32]);
     let officer = SecretKey::from_seed([8; 32]);
     let run = |entries: &[Entry], secured: bool| {

@@ -1,5 +1,8 @@
-//! `lootsync`: the peer daemon and its command line. All logic lives in the library.
+//! `lootsync`: the peer daemon and its command line. All protocol, storage and daemon logic
+//! lives in the library; this binary parses arguments and prints results.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    loot_sync::cli::main()
+    cli::main()
 }

@@ -5,7 +5,7 @@
 //! normally, it is the parent: it starts itself as a child writer, lets it run for a random
 //! few milliseconds, kills it with SIGKILL, then reopens the log and checks that every
 //! adjust the child acknowledged is there with the right content. The child runs the very
-//! adjust path the offline CLI runs (`ops::open_offline` + `ops::apply`), which appends,
+//! adjust path the offline CLI runs (`node::open_offline` + `node::apply`), which appends,
 //! fdatasyncs and only then reports success, and prints one line per acknowledged entry.
 //!
 //! `LOOTSYNC_KILL_ROUNDS=n` changes the number of kills (default 200); `LOOTSYNC_KILL_SEED=n`
@@ -13,9 +13,9 @@
 
 use loot_sync::config::Config;
 use loot_sync::control::{AdjustResult, Request};
-use loot_sync::ops;
+use loot_sync::core::sync::Now;
+use loot_sync::node;
 use loot_sync::store::{LogStore, StateLock};
-use loot_sync::sync::Now;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -73,8 +73,8 @@ fn config_for(state: &Path) -> Config {
 /// The child: adjusts forever, printing `id player delta` after each durable success.
 fn child_writer(state: &Path) -> ! {
     let config = config_for(state);
-    let unix_ms = ops::system_unix_ms();
-    let (mut peer, mut store) = match ops::open_offline(&config, unix_ms) {
+    let unix_ms = node::system_unix_ms();
+    let (mut peer, mut store) = match node::open_offline(&config, unix_ms) {
         Ok(opened) => opened,
         Err(err) => {
             eprintln!("child: cannot open log: {err}");
@@ -87,7 +87,7 @@ fn child_writer(state: &Path) -> ! {
         let delta = (i % 97) as i64 + 1;
         let now = Now {
             mono_ms: i,
-            unix_ms: ops::system_unix_ms(),
+            unix_ms: node::system_unix_ms(),
         };
         let request = Request::Adjust {
             player: player.clone(),
@@ -95,7 +95,7 @@ fn child_writer(state: &Path) -> ! {
             reason: format!("kill test {i}"),
             actor: None,
         };
-        let reply = ops::apply(&mut peer, &mut store, &config.node, now, request)
+        let reply = node::apply(&mut peer, &mut store, &config.node, now, request)
             .expect("adjust is a ledger request");
         if !reply.ok {
             eprintln!("child: adjust failed: {:?}", reply.error);
@@ -157,7 +157,7 @@ fn run_parent() -> Result<String, String> {
     let seed: u64 = std::env::var("LOOTSYNC_KILL_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| ops::system_unix_ms() | 1);
+        .unwrap_or_else(|| node::system_unix_ms() | 1);
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let root = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut delays = Delays(seed);

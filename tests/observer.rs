@@ -6,7 +6,7 @@ mod common;
 
 use common::{adjust, config, init_tracing, start, wait_until};
 use loot_sync::daemon::{DaemonOptions, LedgerObserver};
-use loot_sync::entry::{Entry, EntryId};
+use loot_sync::proto::entry::{Entry, EntryId};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -9,12 +9,12 @@ mod common;
 use common::{config, init_tracing, points, run_cli, start, status, wait_until};
 use loot_sync::config::Config;
 use loot_sync::control::Request;
+use loot_sync::core::ledger::HistoryRow;
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
-use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
-use loot_sync::ledger::HistoryRow;
-use loot_sync::officer::{KeyKind, PublicKey, SecretKey};
-use loot_sync::seal::{self, GroupKey, Keyring, NoncePrefix, Sealer};
-use loot_sync::wire::{self, Body, Envelope};
+use loot_sync::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::proto::seal::{self, GroupKey, Keyring, NoncePrefix, Sealer};
+use loot_sync::proto::signature::{KeyKind, PublicKey, SecretKey};
+use loot_sync::proto::wire::{self, Body, Envelope};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -7,7 +7,7 @@ mod common;
 use common::{config, start, wait_until};
 use loot_sync::control::{self, Request};
 use loot_sync::daemon::DaemonOptions;
-use loot_sync::wire::{self, Body};
+use loot_sync::proto::wire::{self, Body};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::UdpSocket;

@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use loot_sync::control::Request;
 use loot_sync::daemon::{DaemonOptions, OffsetClock};
-use loot_sync::entry::{new_entry_id, Entry, Hlc};
-use loot_sync::wire::{self, Body, Envelope};
+use loot_sync::proto::entry::{new_entry_id, Entry, Hlc};
+use loot_sync::proto::wire::{self, Body, Envelope};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,12 +64,12 @@ async fn offline_officer_edits_with_a_clock_an_hour_behind_reach_everyone() {
     b.stop().await;
     {
         let (mut peer, mut store) =
-            loot_sync::ops::open_offline(&cfg_b, loot_sync::ops::system_unix_ms()).unwrap();
-        let now = loot_sync::sync::Now {
+            loot_sync::node::open_offline(&cfg_b, loot_sync::node::system_unix_ms()).unwrap();
+        let now = loot_sync::core::sync::Now {
             mono_ms: 0,
-            unix_ms: loot_sync::ops::system_unix_ms(),
+            unix_ms: loot_sync::node::system_unix_ms(),
         };
-        let reply = loot_sync::ops::apply(
+        let reply = loot_sync::node::apply(
             &mut peer,
             &mut store,
             "bob",
@@ -156,7 +156,7 @@ async fn two_officers_adjusting_one_player_apart_both_count() {
 }
 
 fn sample_entry() -> Entry {
-    let ms = loot_sync::ops::system_unix_ms();
+    let ms = loot_sync::node::system_unix_ms();
     Entry {
         id: new_entry_id(ms, [42; 10]),
         at: Hlc::new(ms, 0),
@@ -165,7 +165,7 @@ fn sample_entry() -> Entry {
         delta: 9,
         new_total: 9,
         reason: "duplicated datagram".into(),
-        kind: loot_sync::entry::EntryKind::Points,
+        kind: loot_sync::proto::entry::EntryKind::Points,
         seal: None,
     }
 }

@@ -6,10 +6,10 @@ mod common;
 use common::*;
 use loot_sync::config::Config;
 use loot_sync::daemon::{self, DaemonError, DaemonOptions, RunningDaemon};
-use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
-use loot_sync::keyfile::KeyFileError;
-use loot_sync::seal::{self, GroupKey, KeyError, SEALED_VERSION};
-use loot_sync::wire::{self, Body, Envelope};
+use loot_sync::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::proto::seal::{self, GroupKey, KeyError, SEALED_VERSION};
+use loot_sync::proto::wire::{self, Body, Envelope};
+use loot_sync::store::keyfile::KeyFileError;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -64,7 +64,7 @@ fn counter(status: &loot_sync::control::StatusResult, name: &str) -> u64 {
 }
 
 fn entry(i: u64, player: &str) -> Entry {
-    let ms = loot_sync::ops::system_unix_ms();
+    let ms = loot_sync::node::system_unix_ms();
     Entry {
         id: new_entry_id(ms + i, [i as u8; 10]),
         at: Hlc::new(ms + i, 0),

@@ -27,12 +27,12 @@
 // loops read more plainly here than iterator chains over several parallel tables.
 #![allow(clippy::needless_range_loop)]
 
-use loot_sync::entry::{new_entry_id, AdjustRequest, Entry, EntryId, EntryKind, Hlc};
-use loot_sync::ledger::{EntryReader, Ledger, LedgerBuilder};
-use loot_sync::officer::{PublicKey, SecretKey};
-use loot_sync::rng::SeededRng;
-use loot_sync::sync::{Action, Channel, Now, Peer, PeerConfig, Tuning};
-use loot_sync::wire;
+use loot_sync::core::ledger::{EntryReader, Ledger, LedgerBuilder};
+use loot_sync::core::rng::SeededRng;
+use loot_sync::core::sync::{Action, Channel, Now, Peer, PeerConfig, Tuning};
+use loot_sync::proto::entry::{new_entry_id, AdjustRequest, Entry, EntryId, EntryKind, Hlc};
+use loot_sync::proto::signature::{PublicKey, SecretKey};
+use loot_sync::proto::wire;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashSet, VecDeque};
 use std::io::Write;
@@ -670,7 +670,7 @@ fn old_entry(rng: &mut SeededRng, unix_ms: u64, actor: &str, target: &str, i: us
         delta: if rng.chance(0.3) { -delta } else { delta },
         new_total: 0,
         reason: reason(rng, &format!("old {i}")),
-        kind: loot_sync::entry::EntryKind::Points,
+        kind: loot_sync::proto::entry::EntryKind::Points,
         seal: None,
     }
 }

@@ -4,8 +4,8 @@
 //! either.
 #![allow(dead_code)]
 
-use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
-use loot_sync::rng::SeededRng;
+use loot_sync::core::rng::SeededRng;
+use loot_sync::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
 use std::path::PathBuf;
 
 /// One measured figure beside the baseline measured in the same run.

@@ -1,7 +1,7 @@
 // Shared set-up for the datagram targets: a small peer, as the daemon would hold one.
-use loot_sync::entry::{new_entry_id, Entry, EntryKind, Hlc};
-use loot_sync::rng::SeededRng;
-use loot_sync::sync::{Now, Peer, PeerConfig, Tuning};
+use loot_sync::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::core::rng::SeededRng;
+use loot_sync::core::sync::{Now, Peer, PeerConfig, Tuning};
 
 pub const NOW: Now = Now {
     mono_ms: 10_000,
@@ -40,11 +40,11 @@ pub fn peer() -> Peer {
 
 /// Every datagram a peer sends stays within the limit.
 pub fn check_actions(peer: &mut Peer) {
-    use loot_sync::sync::Action;
+    use loot_sync::core::sync::Action;
     for action in peer.drain_actions() {
         if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
             assert!(
-                d.len() <= loot_sync::wire::MAX_DATAGRAM,
+                d.len() <= loot_sync::proto::wire::MAX_DATAGRAM,
                 "{} bytes",
                 d.len()
             );

@@ -1,8 +1,8 @@
 //! Clear datagrams (no group key): the wire codec, then the sync core behind it.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use loot_sync::sync::Channel;
-use loot_sync::wire;
+use loot_sync::core::sync::Channel;
+use loot_sync::proto::wire;
 
 mod common;
 

@@ -4,8 +4,8 @@
 //! key holder would.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use loot_sync::seal::{GroupKey, Keyring, NoncePrefix, Sealer};
-use loot_sync::sync::Channel;
+use loot_sync::proto::seal::{GroupKey, Keyring, NoncePrefix, Sealer};
+use loot_sync::core::sync::Channel;
 
 mod common;
 
@@ -33,10 +33,10 @@ fuzz_target!(|data: &[u8]| {
     if mode % 2 == 1 {
         // What we sealed opens again, unless it is longer than any datagram a peer sends
         // (refused before decrypting; found by this target once that check existed).
-        if datagram.len() <= loot_sync::wire::MAX_DATAGRAM {
+        if datagram.len() <= loot_sync::proto::wire::MAX_DATAGRAM {
             assert_eq!(opened.expect("own seal opens").as_ref(), rest);
         } else {
-            assert!(matches!(opened, Err(loot_sync::seal::SealError::TooLarge(_))));
+            assert!(matches!(opened, Err(loot_sync::proto::seal::SealError::TooLarge(_))));
         }
     }
     let mut peer = common::peer();

@@ -4,17 +4,24 @@
 //! socket; when none is running, `adjust`, `points` and `history` open the log directly
 //! under the same lock (that is how an officer edits offline).
 
-use crate::config::Config;
-use crate::control::{self, AdjustResult, ControlError, PeerStatus, Request, StatusResult};
-use crate::daemon::{self, DaemonOptions, LogControl};
-use crate::export::{self, ExportFormat};
-use crate::ledger::HistoryRow;
-use crate::store::StoreError;
-use crate::sync::Now;
-use crate::verify::{self, RepairOutcome, VerifyReport};
-use crate::{cli_docs, demo, init, ops, progress};
+pub mod demo;
+pub mod docs;
+pub mod export;
+
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use docs as cli_docs;
+use export::ExportFormat;
+use loot_sync::config::starter as init;
+use loot_sync::config::Config;
+use loot_sync::control::{self, AdjustResult, ControlError, PeerStatus, Request, StatusResult};
+use loot_sync::core::ledger::HistoryRow;
+use loot_sync::core::sync::Now;
+use loot_sync::daemon::{self, DaemonOptions, LogControl};
+use loot_sync::node as ops;
+use loot_sync::node::progress;
+use loot_sync::store::verify::{self, RepairOutcome, VerifyReport};
+use loot_sync::store::StoreError;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -223,7 +230,7 @@ pub enum ConfigCommand {
 }
 
 fn parse_delta(text: &str) -> Result<i64, String> {
-    let max = crate::entry::MAX_ABS_DELTA;
+    let max = loot_sync::proto::entry::MAX_ABS_DELTA;
     let out_of_range = || format!("must be a non-zero whole number from -{max} to {max}");
     let delta: i64 = text.trim().parse().map_err(|_| out_of_range())?;
     if delta == 0 || delta.abs() > max {
@@ -341,7 +348,7 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
             kind: KeyKind::Group,
             file,
         } => {
-            let id = crate::seal::generate_key_file(&file)?;
+            let id = loot_sync::proto::seal::generate_key_file(&file)?;
             println!(
                 "wrote group key {id} to {} (mode 0600); copy it to every member and set \
                  [security] group_key_file",
@@ -351,10 +358,10 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
         }
         Command::Keygen { kind, file } => {
             let stored_as = match kind {
-                KeyKind::Root => crate::keyfile::KeyKind::Root,
-                _ => crate::keyfile::KeyKind::Officer,
+                KeyKind::Root => loot_sync::store::keyfile::KeyKind::Root,
+                _ => loot_sync::store::keyfile::KeyKind::Officer,
             };
-            let key = crate::officer::SecretKey::create_file(&file, stored_as)?;
+            let key = loot_sync::proto::signature::SecretKey::create_file(&file, stored_as)?;
             eprintln!(
                 "wrote {} key {} (mode 0600); its public key:",
                 match kind {
@@ -612,7 +619,7 @@ pub fn run(cli: Cli) -> Result<()> {
 /// `security.root_key_file`) and appends them through the daemon, or offline. A removal, and
 /// an add that replaces an officer's key, revoke the old key: see [`revocation`].
 fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
-    use crate::entry::EntryKind;
+    use loot_sync::proto::entry::EntryKind;
     let (root_key, name) = match &command {
         OfficerCommand::Add { name, root_key, .. }
         | OfficerCommand::Remove { name, root_key, .. } => {
@@ -622,8 +629,11 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
     let Some(root_path) = root_key.or_else(|| config.security.root_key_file.clone()) else {
         bail!("officer changes are signed by the group's root key: pass --root-key FILE or set security.root_key_file");
     };
-    let root = crate::officer::SecretKey::load(&root_path, crate::keyfile::KeyKind::Root)
-        .context("cannot load the root key")?;
+    let root = loot_sync::proto::signature::SecretKey::load(
+        &root_path,
+        loot_sync::store::keyfile::KeyKind::Root,
+    )
+    .context("cannot load the root key")?;
     if config
         .root_public_key()
         .is_some_and(|configured| configured != root.public())
@@ -637,7 +647,7 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
     let mut changes: Vec<(EntryKind, String)> = Vec::new();
     match command {
         OfficerCommand::Add { public_key, .. } => {
-            let public_key: crate::officer::PublicKey = public_key
+            let public_key: loot_sync::proto::signature::PublicKey = public_key
                 .parse()
                 .with_context(|| format!("PUBKEY {public_key:?}"))?;
             if public_key == root.public() {
@@ -682,13 +692,13 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
             }
         }
     }
-    let first = crate::entry::Hlc::new(ops::system_unix_ms(), 0);
+    let first = loot_sync::proto::entry::Hlc::new(ops::system_unix_ms(), 0);
     for (n, (kind, reason)) in changes.into_iter().enumerate() {
         let mut random = [0u8; 10];
         getrandom::fill(&mut random).map_err(|e| anyhow!("cannot get random bytes: {e}"))?;
-        let at = crate::entry::Hlc(first.0.saturating_add(n as u64));
-        let mut entry = crate::entry::Entry {
-            id: crate::entry::new_entry_id(at.unix_ms(), random),
+        let at = loot_sync::proto::entry::Hlc(first.0.saturating_add(n as u64));
+        let mut entry = loot_sync::proto::entry::Entry {
+            id: loot_sync::proto::entry::new_entry_id(at.unix_ms(), random),
             at,
             actor: "root".into(),
             target: name.clone(),
@@ -720,9 +730,12 @@ fn officer_change(config: &Config, command: OfficerCommand) -> Result<()> {
 /// the log offline), and its history rows (judged once, for every question asked of them).
 fn roster_ledger(
     config: &Config,
-    root: crate::officer::PublicKey,
-) -> Result<(crate::ledger::Ledger, Vec<crate::ledger::HistoryRow>)> {
-    let rows: Vec<crate::ledger::HistoryRow> =
+    root: loot_sync::proto::signature::PublicKey,
+) -> Result<(
+    loot_sync::core::ledger::Ledger,
+    Vec<loot_sync::core::ledger::HistoryRow>,
+)> {
+    let rows: Vec<loot_sync::core::ledger::HistoryRow> =
         match request(config, Request::History { player: None }) {
             Ok(value) => serde_json::from_value(value)
                 .context("cannot read the history to find the officer's entries")?,
@@ -731,7 +744,7 @@ fn roster_ledger(
             Err(err) => return Err(err),
         };
     let (mut ledger, _) =
-        crate::ledger::Ledger::from_entries(rows.into_iter().map(|row| row.entry));
+        loot_sync::core::ledger::Ledger::from_entries(rows.into_iter().map(|row| row.entry));
     ledger.set_root(Some(root));
     let rows = ledger.history(None);
     Ok((ledger, rows))
@@ -740,15 +753,15 @@ fn roster_ledger(
 /// Every key `name` (in any letter case, as the impersonation rule compares names) was ever
 /// made an officer with and that is not revoked yet.
 fn keys_of(
-    ledger: &crate::ledger::Ledger,
-    rows: &[crate::ledger::HistoryRow],
+    ledger: &loot_sync::core::ledger::Ledger,
+    rows: &[loot_sync::core::ledger::HistoryRow],
     name: &str,
-) -> Vec<crate::officer::PublicKey> {
+) -> Vec<loot_sync::proto::signature::PublicKey> {
     let name = name.to_lowercase();
-    let mut keys: Vec<crate::officer::PublicKey> = rows
+    let mut keys: Vec<loot_sync::proto::signature::PublicKey> = rows
         .iter()
         .filter_map(|row| match row.entry.kind {
-            crate::entry::EntryKind::OfficerAdd { public_key }
+            loot_sync::proto::entry::EntryKind::OfficerAdd { public_key }
                 if row.entry.target.to_lowercase() == name && row.rejected.is_none() =>
             {
                 Some(public_key)
@@ -766,16 +779,16 @@ fn keys_of(
 /// count on this peer now (none with `revoke_all`), [`MAX_KEEP`] per part. Nothing takes
 /// effect until every part is in the log, so an interrupted run can simply be repeated.
 ///
-/// [`MAX_KEEP`]: crate::entry::MAX_KEEP
+/// [`MAX_KEEP`]: loot_sync::proto::entry::MAX_KEEP
 fn revocation(
-    rows: &[crate::ledger::HistoryRow],
+    rows: &[loot_sync::core::ledger::HistoryRow],
     name: &str,
-    key: crate::officer::PublicKey,
+    key: loot_sync::proto::signature::PublicKey,
     revoke_all: bool,
     why: &str,
-) -> Result<Vec<(crate::entry::EntryKind, String)>> {
-    use crate::entry::{EntryKind, MAX_KEEP, MAX_REVOKE_PARTS};
-    let counted: Vec<crate::entry::Digest> = rows
+) -> Result<Vec<(loot_sync::proto::entry::EntryKind, String)>> {
+    use loot_sync::proto::entry::{EntryKind, MAX_KEEP, MAX_REVOKE_PARTS};
+    let counted: Vec<loot_sync::proto::entry::Digest> = rows
         .iter()
         .filter(|row| {
             row.rejected.is_none()
@@ -788,7 +801,7 @@ fn revocation(
         true => Vec::new(),
         false => counted.clone(),
     };
-    let chunks: Vec<&[crate::entry::Digest]> = match kept.is_empty() {
+    let chunks: Vec<&[loot_sync::proto::entry::Digest]> = match kept.is_empty() {
         true => vec![&[]],
         false => kept.chunks(MAX_KEEP).collect(),
     };
@@ -841,7 +854,7 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
             socket.display()
         );
     }
-    let log = crate::store::LogStore::log_path(&config.state_dir, &config.group.name);
+    let log = loot_sync::store::LogStore::log_path(&config.state_dir, &config.group.name);
     let log = std::path::absolute(&log).unwrap_or(log);
     let is_adjust = matches!(request, Request::Adjust { .. });
     // Writes may start a ledger (a group's first `officer add` happens before any daemon
@@ -882,7 +895,7 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
         // A refused first write must not leave an empty ledger behind: the next read would
         // then not say "no ledger here", and a wrong directory would go unnoticed.
         drop(store);
-        let _ = std::fs::remove_file(crate::store::synced_mark_path(&log));
+        let _ = std::fs::remove_file(loot_sync::store::synced_mark_path(&log));
         let _ = std::fs::remove_file(&log);
     }
     if reply.ok {
@@ -904,7 +917,7 @@ fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
 }
 
 /// Takes the state-directory lock for verify/repair, which need the log to themselves.
-fn lock_for_maintenance(config: &Config, command: &str) -> Result<crate::store::StateLock> {
+fn lock_for_maintenance(config: &Config, command: &str) -> Result<loot_sync::store::StateLock> {
     match ops::acquire_lock(config, ops::OFFLINE_LOCK_WAIT) {
         Ok(lock) => Ok(lock),
         Err(StoreError::Locked { path }) => bail!(
@@ -917,7 +930,8 @@ fn lock_for_maintenance(config: &Config, command: &str) -> Result<crate::store::
 }
 
 fn print_verify(report: &VerifyReport) {
-    let time = |at: Option<crate::entry::Hlc>| at.map_or("-".to_string(), |at| at.to_string());
+    let time =
+        |at: Option<loot_sync::proto::entry::Hlc>| at.map_or("-".to_string(), |at| at.to_string());
     println!("log:      {}", report.path.display());
     println!("bytes:    {}", report.file_bytes);
     println!("entries:  {}", report.entries);
@@ -980,7 +994,9 @@ fn print_history(rows: &[HistoryRow], player: Option<&str>) {
     for row in rows {
         let e = &row.entry;
         let what = match &e.kind {
-            crate::entry::EntryKind::Points => format!("{:>+6} -> {:>6}", e.delta, row.total),
+            loot_sync::proto::entry::EntryKind::Points => {
+                format!("{:>+6} -> {:>6}", e.delta, row.total)
+            }
             // The reason says what the roster change did.
             _ => format!("{:<16}", "roster change"),
         };

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// The shipped, commented example config.
-pub const EXAMPLE_CONFIG: &str = include_str!("../config/lootsync.toml");
+pub const EXAMPLE_CONFIG: &str = include_str!("../../config/lootsync.toml");
 /// File name `init` writes.
 pub const CONFIG_FILE_NAME: &str = "lootsync.toml";
 /// The node line of the example, replaced by this machine's name.

@@ -4,8 +4,8 @@
 //! `control.group`), one JSON object per line each way. Requests are bounded in size and parsed strictly; a bad request gets an error reply
 //! and never disturbs the daemon.
 
-use crate::entry::Entry;
-use crate::ledger::HistoryRow;
+use crate::core::ledger::HistoryRow;
+use crate::proto::entry::Entry;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read};
@@ -122,7 +122,7 @@ pub enum Request {
     /// root key, which the daemon does not hold). Its seal is checked first.
     Append {
         /// The signed entry.
-        entry: Box<crate::entry::Entry>,
+        entry: Box<crate::proto::entry::Entry>,
     },
     /// Current totals. (Struct variants, so unknown fields are rejected.)
     Points {},

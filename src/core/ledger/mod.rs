@@ -10,8 +10,9 @@
 //! Totals are sums of deltas, so they never depend on arrival order; history views (running
 //! totals) do depend on order, which is why everything iterates in [`Key`] order.
 
-use crate::entry::{Digest, Entry, EntryKind, Hlc, Key};
-use crate::officer::{PublicKey, RevocationTracker, Revocations, Roster, Verdict};
+use crate::core::roster::{RevocationTracker, Revocations, Roster, Verdict};
+use crate::proto::entry::{Digest, Entry, EntryKind, Hlc, Key};
+use crate::proto::signature::PublicKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
@@ -796,7 +797,7 @@ fn add_points(totals: &mut BTreeMap<String, i64>, entry: &Entry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{new_entry_id, Hlc};
+    use crate::proto::entry::{new_entry_id, Hlc};
 
     fn entry(ms: u64, seed: u8, target: &str, delta: i64) -> Entry {
         Entry {
@@ -807,7 +808,7 @@ mod tests {
             delta,
             new_total: 0,
             reason: String::new(),
-            kind: crate::entry::EntryKind::Points,
+            kind: crate::proto::entry::EntryKind::Points,
             seal: None,
         }
     }
@@ -1078,9 +1079,9 @@ mod tests {
 
     mod roster {
         use super::*;
-        use crate::entry::EntryKind;
-        use crate::officer::SecretKey;
-        use crate::rng::SeededRng;
+        use crate::core::rng::SeededRng;
+        use crate::proto::entry::EntryKind;
+        use crate::proto::signature::SecretKey;
 
         fn root() -> SecretKey {
             SecretKey::from_seed([100; 32])
@@ -1145,7 +1146,7 @@ mod tests {
             ledger
         }
 
-        fn rejection(ledger: &Ledger, id: &crate::entry::EntryId) -> Option<String> {
+        fn rejection(ledger: &Ledger, id: &crate::proto::entry::EntryId) -> Option<String> {
             ledger
                 .history(None)
                 .into_iter()

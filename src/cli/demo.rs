@@ -6,12 +6,12 @@
 //! heartbeats only with `--verbose`), then each peer's final standings side by side. The
 //! demo succeeds only if the three standings are identical.
 
-use crate::config::Config;
-use crate::control::{Request, StatusResult};
-use crate::daemon::{self, DaemonOptions, RunningDaemon};
-use crate::ops;
-use crate::sync::Now;
 use anyhow::{anyhow, bail, Context, Result};
+use loot_sync::config::Config;
+use loot_sync::control::{Request, StatusResult};
+use loot_sync::core::sync::Now;
+use loot_sync::daemon::{self, DaemonOptions, RunningDaemon};
+use loot_sync::node;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -204,8 +204,8 @@ async fn adjust(
 
 /// Records an adjustment the way `lootsync adjust` does with no daemon running.
 fn offline_adjust(config: &Config, player: &str, delta: i64, reason: &str) -> Result<()> {
-    let unix_ms = ops::system_unix_ms();
-    let (mut peer, mut store) = ops::open_offline(config, unix_ms)?;
+    let unix_ms = node::system_unix_ms();
+    let (mut peer, mut store) = node::open_offline(config, unix_ms)?;
     let now = Now {
         mono_ms: 0,
         unix_ms,
@@ -216,7 +216,7 @@ fn offline_adjust(config: &Config, player: &str, delta: i64, reason: &str) -> Re
         reason: reason.into(),
         actor: None,
     };
-    let reply = ops::apply(&mut peer, &mut store, &config.node, now, request)
+    let reply = node::apply(&mut peer, &mut store, &config.node, now, request)
         .ok_or_else(|| anyhow!("adjust needs no daemon"))?;
     if !reply.ok {
         bail!(reply.error.unwrap_or_default());

@@ -5,8 +5,8 @@
 //! [`MAX_DATAGRAM`] bytes), trailing bytes are rejected, and every decoded entry and list is
 //! checked against its bounds before the sync core sees it.
 
-use crate::entry::{Digest, Entry, EntryError, Key};
-use crate::ledger::Fingerprint;
+use crate::core::ledger::Fingerprint;
+use crate::proto::entry::{Digest, Entry, EntryError, Key};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -18,7 +18,7 @@ pub const MAX_DATAGRAM: usize = 1200;
 /// Largest clear datagram we build: room is left for the group-key seal, so a message that
 /// fits here fits [`MAX_DATAGRAM`] once sealed (with or without a key, so packing is the
 /// same either way).
-pub const MAX_MESSAGE: usize = MAX_DATAGRAM - crate::seal::SEAL_OVERHEAD;
+pub const MAX_MESSAGE: usize = MAX_DATAGRAM - crate::proto::seal::SEAL_OVERHEAD;
 /// Longest group name carried in an envelope.
 pub const MAX_GROUP_BYTES: usize = 32;
 /// Most digests in one [`Mode::Ids`] list or want list (they must fit one datagram anyway).
@@ -291,7 +291,11 @@ fn validate_runs(runs: &[Run]) -> Result<(), WireError> {
 fn validate(envelope: &Envelope) -> Result<(), WireError> {
     check_len(envelope.group.len(), MAX_GROUP_BYTES, "group name")?;
     match &envelope.body {
-        Body::Hello(hello) => check_len(hello.name.len(), crate::entry::MAX_NAME_BYTES, "name")?,
+        Body::Hello(hello) => check_len(
+            hello.name.len(),
+            crate::proto::entry::MAX_NAME_BYTES,
+            "name",
+        )?,
         Body::LogEntry(entries) => {
             for entry in entries {
                 entry.validate()?;
@@ -303,7 +307,7 @@ fn validate(envelope: &Envelope) -> Result<(), WireError> {
             validate_runs(&request.runs)?;
         }
         Body::SyncResponse(SyncResponse::Summary { name, .. }) => {
-            check_len(name.len(), crate::entry::MAX_NAME_BYTES, "name")?
+            check_len(name.len(), crate::proto::entry::MAX_NAME_BYTES, "name")?
         }
         Body::SyncResponse(SyncResponse::Ranges(response)) => {
             check_len(response.want.len(), MAX_IDS, "want list")?;
@@ -366,7 +370,7 @@ pub fn pack_log_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{new_entry_id, Hlc, MAX_NAME_BYTES, MAX_REASON_BYTES};
+    use crate::proto::entry::{new_entry_id, Hlc, MAX_NAME_BYTES, MAX_REASON_BYTES};
 
     fn entry(i: u64) -> Entry {
         Entry {
@@ -377,7 +381,7 @@ mod tests {
             delta: 5,
             new_total: 5,
             reason: "r".repeat(MAX_REASON_BYTES),
-            kind: crate::entry::EntryKind::Points,
+            kind: crate::proto::entry::EntryKind::Points,
             seal: None,
         }
     }

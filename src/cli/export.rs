@@ -4,8 +4,8 @@
 //! The data comes from the same `points` and `history` requests the other commands use, so
 //! an export reads the running daemon's ledger, or the log itself when no daemon runs.
 
-use crate::ledger::HistoryRow;
 use clap::ValueEnum;
+use loot_sync::core::ledger::HistoryRow;
 use std::collections::BTreeMap;
 
 /// Output format of an export.
@@ -36,17 +36,17 @@ pub const HISTORY_COLUMNS: [&str; 14] = [
 ];
 
 /// The `kind` column: what an entry does.
-fn kind_name(kind: &crate::entry::EntryKind) -> &'static str {
+fn kind_name(kind: &loot_sync::proto::entry::EntryKind) -> &'static str {
     match kind {
-        crate::entry::EntryKind::Points => "points",
-        crate::entry::EntryKind::OfficerAdd { .. } => "officer_add",
-        crate::entry::EntryKind::OfficerRemove => "officer_remove",
-        crate::entry::EntryKind::OfficerRevoke { .. } => "officer_revoke",
+        loot_sync::proto::entry::EntryKind::Points => "points",
+        loot_sync::proto::entry::EntryKind::OfficerAdd { .. } => "officer_add",
+        loot_sync::proto::entry::EntryKind::OfficerRemove => "officer_remove",
+        loot_sync::proto::entry::EntryKind::OfficerRevoke { .. } => "officer_revoke",
     }
 }
 
 /// The `signer` column: the signer's public key in hex, empty for an unsigned entry.
-fn signer_text(entry: &crate::entry::Entry) -> String {
+fn signer_text(entry: &loot_sync::proto::entry::Entry) -> String {
     entry
         .seal
         .map(|seal| seal.signer.to_string())
@@ -169,7 +169,7 @@ fn push_csv_row(out: &mut String, fields: &[&str]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{Entry, Hlc};
+    use loot_sync::proto::entry::{Entry, Hlc};
 
     fn row(target: &str, delta: i64, total: i64, reason: &str) -> HistoryRow {
         HistoryRow {
@@ -182,7 +182,7 @@ mod tests {
                 delta,
                 new_total: total,
                 reason: reason.into(),
-                kind: crate::entry::EntryKind::Points,
+                kind: loot_sync::proto::entry::EntryKind::Points,
                 seal: None,
             },
             total,

@@ -7,6 +7,8 @@
 //! code. [`Config::to_toml_string`] prints the effective configuration back in the same
 //! format, durations included, so what a daemon is running with can be checked or saved.
 
+pub mod starter;
+
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
@@ -443,7 +445,7 @@ impl Config {
         }
 
         if let Some(text) = &self.security.root_public_key {
-            text.parse::<crate::officer::PublicKey>()
+            text.parse::<crate::proto::signature::PublicKey>()
                 .map_err(|e| invalid("security.root_public_key", e.to_string()))?;
         }
         if self
@@ -505,7 +507,7 @@ impl Config {
     }
 
     /// The group's root public key, if configured (already checked by `validate`).
-    pub fn root_public_key(&self) -> Option<crate::officer::PublicKey> {
+    pub fn root_public_key(&self) -> Option<crate::proto::signature::PublicKey> {
         self.security
             .root_public_key
             .as_deref()
@@ -516,13 +518,19 @@ impl Config {
     /// read).
     pub fn officer_key(
         &self,
-    ) -> Result<Option<std::sync::Arc<crate::officer::SecretKey>>, crate::officer::KeyError> {
+    ) -> Result<
+        Option<std::sync::Arc<crate::proto::signature::SecretKey>>,
+        crate::proto::signature::KeyError,
+    > {
         self.security
             .officer_key_file
             .as_deref()
             .map(|path| {
-                crate::officer::SecretKey::load(path, crate::keyfile::KeyKind::Officer)
-                    .map(std::sync::Arc::new)
+                crate::proto::signature::SecretKey::load(
+                    path,
+                    crate::store::keyfile::KeyKind::Officer,
+                )
+                .map(std::sync::Arc::new)
             })
             .transpose()
     }
@@ -661,7 +669,7 @@ mod duration_str {
 mod tests {
     use super::*;
 
-    const EXAMPLE: &str = include_str!("../config/lootsync.toml");
+    const EXAMPLE: &str = include_str!("../../config/lootsync.toml");
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml_str(text, "test.toml")

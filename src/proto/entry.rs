@@ -175,7 +175,7 @@ pub struct Entry {
     pub kind: EntryKind,
     /// The author's signature, when signed (required for an entry to count once the group
     /// has a root key; see `officer.rs`).
-    pub seal: Option<crate::officer::Seal>,
+    pub seal: Option<crate::proto::signature::Seal>,
 }
 
 /// What an entry does.
@@ -188,7 +188,7 @@ pub enum EntryKind {
     /// earlier key of that officer). Counts only when signed by the group's root key.
     OfficerAdd {
         /// The officer's public key.
-        public_key: crate::officer::PublicKey,
+        public_key: crate::proto::signature::PublicKey,
     },
     /// Removes the officer `target`: their entries after this one count for nothing. Kept
     /// for logs written before [`EntryKind::OfficerRevoke`]; `lootsync officer remove` no
@@ -204,7 +204,7 @@ pub enum EntryKind {
     /// count on the root key holder's peer, [`MAX_KEEP`] per part.
     OfficerRevoke {
         /// The revoked officer key.
-        public_key: crate::officer::PublicKey,
+        public_key: crate::proto::signature::PublicKey,
         /// Random id shared by the parts of one revocation.
         batch: [u8; 8],
         /// This part's index, from 0.
@@ -619,11 +619,11 @@ mod tests {
         e.delta = -MAX_ABS_DELTA;
         e.new_total = i64::MIN;
         e.at = Hlc(MAX_AT);
-        crate::officer::SecretKey::from_seed([1; 32]).sign(&mut e);
+        crate::proto::signature::SecretKey::from_seed([1; 32]).sign(&mut e);
         // One max-sized signed entry plus the envelope stays well inside one datagram.
         assert!(postcard::to_stdvec(&e).unwrap().len() < 700);
         e.kind = EntryKind::OfficerAdd {
-            public_key: crate::officer::SecretKey::from_seed([2; 32]).public(),
+            public_key: crate::proto::signature::SecretKey::from_seed([2; 32]).public(),
         };
         assert!(postcard::to_stdvec(&e).unwrap().len() < 740);
     }

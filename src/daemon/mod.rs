@@ -1,15 +1,18 @@
 //! The daemon: wires the sans-IO [`Peer`] to real sockets, the log file, the control socket
 //! and time. This module only moves bytes and time; every protocol decision is the peer's.
 
+pub mod net;
+pub mod notify;
+
 use crate::config::{Config, FsyncPolicy};
 use crate::control::{self, AdjustResult, PeerStatus, Reply, Request, StatusResult};
-use crate::entry::{Entry, EntryKind};
-use crate::net::{self, NetError, Sockets};
-use crate::ops;
-use crate::rng::SeededRng;
-use crate::seal::{KeyError, Keyring, NoncePrefix, Sealer};
+use crate::core::rng::SeededRng;
+use crate::core::sync::{Action, Channel, Now, Peer};
+use crate::node;
+use crate::proto::entry::{Entry, EntryKind};
+use crate::proto::seal::{KeyError, Keyring, NoncePrefix, Sealer};
 use crate::store::{LogStore, StoreError};
-use crate::sync::{Action, Channel, Now, Peer};
+use net::{NetError, Sockets};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,7 +43,7 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn unix_ms(&self) -> u64 {
-        ops::system_unix_ms()
+        node::system_unix_ms()
     }
 }
 
@@ -66,7 +69,7 @@ impl OffsetClock {
 
 impl Clock for OffsetClock {
     fn unix_ms(&self) -> u64 {
-        let now = ops::system_unix_ms() as i64;
+        let now = node::system_unix_ms() as i64;
         now.saturating_add(self.offset_ms.load(Ordering::Relaxed))
             .max(0) as u64
     }
@@ -127,7 +130,7 @@ pub enum DaemonError {
     Net(#[from] NetError),
     /// The officer key file is missing, unreadable, malformed or readable by others.
     #[error("security.officer_key_file: {0}")]
-    OfficerKey(#[from] crate::officer::KeyError),
+    OfficerKey(#[from] crate::proto::signature::KeyError),
     /// A group key file is missing, malformed or readable by others.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -198,7 +201,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     let officer_key = config.officer_key()?;
     let (store, ledger, report) = {
         let _enter = span.enter();
-        ops::open_log_indexed(&config, ops::DAEMON_LOCK_WAIT)?
+        node::open_log_indexed(&config, node::DAEMON_LOCK_WAIT)?
     };
     let sockets = net::open(&config)?;
     let control_path = control::socket_path(&config.state_dir);
@@ -220,7 +223,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         unix_ms: options.clock.unix_ms(),
     };
     let mut peer = Peer::with_ledger(
-        ops::peer_config(&config, sockets.whisper_addr.port()),
+        node::peer_config(&config, sockets.whisper_addr.port()),
         ledger,
         rng,
         now,
@@ -333,7 +336,7 @@ pub async fn run_until_signal(config: Config, options: DaemonOptions) -> Result<
 /// Tells systemd about a state change; a failure only costs the notification, so it is
 /// logged rather than stopping the daemon.
 fn notify_systemd(state: &str) {
-    match crate::notify::notify(state) {
+    match crate::daemon::notify::notify(state) {
         Ok(true) => debug!("notified systemd: {}", state.replace('\n', " ")),
         Ok(false) => {}
         Err(err) => warn!("{err}"),
@@ -700,11 +703,11 @@ impl Driver {
 
     fn handle_control(&mut self, now: Now, request: Request) -> Reply {
         let node = self.config.node.clone();
-        let request = match ops::apply(&mut self.peer, &mut self.store, &node, now, request.clone())
-        {
-            Some(reply) => return reply,
-            None => request,
-        };
+        let request =
+            match node::apply(&mut self.peer, &mut self.store, &node, now, request.clone()) {
+                Some(reply) => return reply,
+                None => request,
+            };
         match request {
             Request::Sync { enabled } => {
                 // Join before the peer's rejoin HELLO and SYNC_REQUEST go out, so the
@@ -824,8 +827,8 @@ impl Driver {
 /// Warns loudly when the log holds roster changes but none signed by `root`: then nobody is
 /// an officer here, every entry counts for nothing, and the root key is probably mistyped.
 fn warn_if_no_valid_roster(
-    ledger: &crate::ledger::Ledger,
-    root: crate::officer::PublicKey,
+    ledger: &crate::core::ledger::Ledger,
+    root: crate::proto::signature::PublicKey,
 ) -> bool {
     let (roster_entries, valid) = ledger.roster_entries();
     let none_valid = roster_entries > 0 && valid == 0;

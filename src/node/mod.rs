@@ -4,13 +4,15 @@
 //! the control socket or is run by the CLI directly on the log (no daemon running, which is
 //! how an officer edits offline): one code path, so both behave identically.
 
+pub mod progress;
+
 use crate::config::Config;
 use crate::control::{AdjustResult, Reply, Request};
-use crate::entry::{AdjustRequest, EntryError};
-use crate::ledger::Ledger;
-use crate::rng::SeededRng;
+use crate::core::ledger::Ledger;
+use crate::core::rng::SeededRng;
+use crate::core::sync::{Now, Peer, PeerConfig, Tuning};
+use crate::proto::entry::{AdjustRequest, EntryError};
 use crate::store::{LogStore, OpenReport, StateLock, StoreError};
-use crate::sync::{Now, Peer, PeerConfig, Tuning};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long a daemon waits at start-up for the state-directory lock.
@@ -60,7 +62,7 @@ pub fn acquire_lock(config: &Config, wait: Duration) -> Result<StateLock, StoreE
 pub fn open_log(
     config: &Config,
     lock_wait: Duration,
-) -> Result<(LogStore, Vec<crate::entry::Entry>, OpenReport), StoreError> {
+) -> Result<(LogStore, Vec<crate::proto::entry::Entry>, OpenReport), StoreError> {
     open_log_with(config, lock_wait, LogStore::open_with_progress)
 }
 
@@ -96,17 +98,17 @@ fn open_log_with<T>(
 ) -> Result<(LogStore, T, OpenReport), StoreError> {
     let lock = acquire_lock(config, lock_wait)?;
     let path = LogStore::log_path(&config.state_dir, &config.group.name);
-    let large =
-        std::fs::metadata(&path).is_ok_and(|m| m.len() >= crate::progress::STARTUP_BAR_MIN_BYTES);
+    let large = std::fs::metadata(&path)
+        .is_ok_and(|m| m.len() >= crate::node::progress::STARTUP_BAR_MIN_BYTES);
     let bar = if large {
-        crate::progress::bytes_bar("replaying log")
+        crate::node::progress::bytes_bar("replaying log")
     } else {
         indicatif::ProgressBar::hidden()
     };
     let opened = opener(
         lock,
         &config.group.name,
-        &mut crate::progress::reporter(&bar),
+        &mut crate::node::progress::reporter(&bar),
     );
     bar.finish_and_clear();
     let (store, entries, report) = opened?;
@@ -246,7 +248,7 @@ pub fn apply(
             if let Err(err) = entry.validate() {
                 return Some(Reply::error(format!("invalid entry: {err}")));
             }
-            if let Err(err) = crate::officer::verify(&entry) {
+            if let Err(err) = crate::proto::signature::verify(&entry) {
                 return Some(Reply::error(format!("entry not accepted: {err}")));
             }
             // Append exists for roster changes signed elsewhere (by the root key holder);
@@ -259,8 +261,8 @@ pub fn apply(
                         .to_string(),
                 ));
             }
-            if entry.kind == crate::entry::EntryKind::Points
-                || !crate::officer::Roster::is_valid_roster_change(root, &entry)
+            if entry.kind == crate::proto::entry::EntryKind::Points
+                || !crate::core::roster::Roster::is_valid_roster_change(root, &entry)
             {
                 return Some(Reply::error(
                     "entry not accepted: only roster changes signed by the group's root key \

@@ -9,7 +9,7 @@
 //! damaged file under a new name. Entries lost in the damaged regions come back from peers
 //! through ordinary sync.
 
-use crate::entry::{Digest, Hlc};
+use crate::proto::entry::{Digest, Hlc};
 use crate::store::{
     check_header, decode_payload, find_intact_record, io_err, length_is_valid, read_up_to,
     record_crc, split_record_header, sync_parent_dir, HeaderState, LogStore, StateLock, StoreError,
@@ -322,7 +322,7 @@ fn read_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{new_entry_id, Entry};
+    use crate::proto::entry::{new_entry_id, Entry};
     use crate::store::encode_record;
     use tempfile::TempDir;
 
@@ -338,7 +338,7 @@ mod tests {
             delta: i as i64 + 1,
             new_total: 0,
             reason: format!("raid night {i}"),
-            kind: crate::entry::EntryKind::Points,
+            kind: crate::proto::entry::EntryKind::Points,
             seal: None,
         }
     }

@@ -2,11 +2,11 @@
 //!
 //! A sealed datagram is
 //! `[SEALED_VERSION][key id: 4][nonce: 24][XChaCha20-Poly1305(clear datagram) + tag: 16]`.
-//! The sealed plaintext is the whole clear datagram of [`crate::wire`] (its own version byte
-//! included), so [`crate::wire::decode`] runs unchanged after [`Sealer::open`]. The version
+//! The sealed plaintext is the whole clear datagram of [`crate::proto::wire`] (its own version byte
+//! included), so [`crate::proto::wire::decode`] runs unchanged after [`Sealer::open`]. The version
 //! byte and key id are authenticated as associated data. The whole sealed datagram stays
-//! within [`crate::wire::MAX_DATAGRAM`]: the packers fill clear datagrams only up to
-//! [`crate::wire::MAX_MESSAGE`], which leaves room for [`SEAL_OVERHEAD`].
+//! within [`crate::proto::wire::MAX_DATAGRAM`]: the packers fill clear datagrams only up to
+//! [`crate::proto::wire::MAX_MESSAGE`], which leaves room for [`SEAL_OVERHEAD`].
 //!
 //! Key rotation without downtime: a [`Keyring`] seals with its current key and opens with
 //! the current key or any previous one, picked by the key id (a hash of the key, so it
@@ -88,9 +88,10 @@ impl GroupKey {
         self.id
     }
 
-    /// Reads a group key file (see [`crate::keyfile`]), not readable by group or others.
+    /// Reads a group key file (see [`crate::store::keyfile`]), not readable by group or others.
     pub fn load(path: &Path) -> Result<GroupKey, KeyError> {
-        let secret = crate::keyfile::read_private(path, crate::keyfile::KeyKind::Group)?;
+        let secret =
+            crate::store::keyfile::read_private(path, crate::store::keyfile::KeyKind::Group)?;
         Ok(GroupKey::from_bytes(&secret))
     }
 }
@@ -101,7 +102,7 @@ pub fn generate_key_file(path: &Path) -> Result<KeyId, KeyError> {
     getrandom::fill(&mut bytes).map_err(|e| KeyError::Entropy(e.to_string()))?;
     // The group key file stays 32 raw bytes, the form other tools expect; the signing keys'
     // files carry a kind tag (see `keyfile`), so one given as the group key is named.
-    crate::keyfile::create_private(path, &bytes)?;
+    crate::store::keyfile::create_private(path, &bytes)?;
     Ok(GroupKey::from_bytes(&bytes).id())
 }
 
@@ -110,7 +111,7 @@ pub fn generate_key_file(path: &Path) -> Result<KeyId, KeyError> {
 pub enum KeyError {
     /// The key file could not be written or read, or holds no group key.
     #[error(transparent)]
-    File(#[from] crate::keyfile::KeyFileError),
+    File(#[from] crate::store::keyfile::KeyFileError),
     /// The operating system gave no randomness.
     #[error("cannot get random bytes from the operating system: {0}")]
     Entropy(String),
@@ -307,7 +308,7 @@ pub fn open_with<'a>(
     if datagram.len() < SEAL_OVERHEAD {
         return Err(SealError::Short(datagram.len()));
     }
-    if datagram.len() > crate::wire::MAX_DATAGRAM {
+    if datagram.len() > crate::proto::wire::MAX_DATAGRAM {
         return Err(SealError::TooLarge(datagram.len()));
     }
     let (aad, rest) = datagram.split_at(1 + KEY_ID_BYTES);
@@ -331,7 +332,7 @@ pub fn open_with<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keyfile::KeyFileError;
+    use crate::store::keyfile::KeyFileError;
 
     fn keyring(byte: u8) -> Keyring {
         Keyring::new(GroupKey::from_bytes(&[byte; KEY_BYTES]), Vec::new())
@@ -373,7 +374,7 @@ mod tests {
             assert!(a.open(&sealed[..cut]).is_err(), "cut at {cut} accepted");
         }
         assert_eq!(a.open(b"\x01clear"), Err(SealError::Unsealed));
-        let huge = a.seal(vec![1; crate::wire::MAX_DATAGRAM]).unwrap();
+        let huge = a.seal(vec![1; crate::proto::wire::MAX_DATAGRAM]).unwrap();
         assert_eq!(a.open(&huge), Err(SealError::TooLarge(huge.len())));
         assert_eq!(Sealer::clear().open(&sealed), Err(SealError::NoKey));
         assert_eq!(
@@ -387,8 +388,8 @@ mod tests {
     /// must be refused as too large without decrypting, and a keyed peer counts the drop.
     #[test]
     fn fuzz_regression_sealed_datagram_over_the_limit() {
-        use crate::rng::SeededRng;
-        use crate::sync::{Channel, Now, Peer, PeerConfig, Tuning};
+        use crate::core::rng::SeededRng;
+        use crate::core::sync::{Channel, Now, Peer, PeerConfig, Tuning};
         let mut message = vec![0x7a, 0x01, 0x03, 0x00, 0x01, 0x03, 0x01];
         message.resize(1202, 0x16);
         let mut sender = Sealer::new(keyring(7), NoncePrefix([2; 16]));
@@ -469,7 +470,11 @@ mod tests {
         ));
         // An officer's signing key given as the group key is named for what it is.
         let officer = dir.path().join("officer.key");
-        crate::officer::SecretKey::create_file(&officer, crate::keyfile::KeyKind::Officer).unwrap();
+        crate::proto::signature::SecretKey::create_file(
+            &officer,
+            crate::store::keyfile::KeyKind::Officer,
+        )
+        .unwrap();
         let message = GroupKey::load(&officer).unwrap_err().to_string();
         assert!(
             message.contains("holds an officer key, not a group key"),

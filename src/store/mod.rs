@@ -20,8 +20,11 @@
 //! append and are cut off; if an intact record follows, something damaged the middle of the
 //! log and opening fails with [`StoreError::Corrupt`] rather than throwing away history.
 
-use crate::entry::{Digest, Entry};
-use crate::ledger::{EntryReader, Ledger, LedgerBuilder};
+pub mod keyfile;
+pub mod verify;
+
+use crate::core::ledger::{EntryReader, Ledger, LedgerBuilder};
+use crate::proto::entry::{Digest, Entry};
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
@@ -877,14 +880,18 @@ impl LogStore {
                     // repair now (every intact record kept, the damaged file kept aside)
                     // instead of refusing to start. Damage before the mark is refused below.
                     let mark = mark.unwrap_or(u64::MAX);
-                    let report = crate::verify::verify(&lock, group, &mut |_, _| {})?;
+                    let report = crate::store::verify::verify(&lock, group, &mut |_, _| {})?;
                     if report.damaged.iter().all(|region| region.offset >= mark) {
                         drop(file);
                         let unix_ms = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
                             .map_or(0, |d| d.as_millis() as u64);
-                        let outcome = crate::verify::repair(&lock, group, unix_ms, &mut |_, _| {})?;
-                        if let crate::verify::RepairOutcome::Repaired { kept_aside, .. } = outcome {
+                        let outcome =
+                            crate::store::verify::repair(&lock, group, unix_ms, &mut |_, _| {})?;
+                        if let crate::store::verify::RepairOutcome::Repaired {
+                            kept_aside, ..
+                        } = outcome
+                        {
                             tracing::warn!(
                                 "{}: damage at offset {hole} lies past the last synced length, \
                                  as a power cut under batch fsync leaves it; repaired, keeping \
@@ -1280,7 +1287,7 @@ pub(crate) fn raw_record(payload: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::{new_entry_id, Hlc};
+    use crate::proto::entry::{new_entry_id, Hlc};
     use tempfile::TempDir;
 
     const GROUP: &str = "raid";
@@ -1295,7 +1302,7 @@ mod tests {
             delta: i as i64 + 1,
             new_total: 10 * (i as i64 + 1),
             reason: format!("raid night {i}"),
-            kind: crate::entry::EntryKind::Points,
+            kind: crate::proto::entry::EntryKind::Points,
             seal: None,
         }
     }

@@ -24,12 +24,12 @@
 //! * Entries the requester holds and the responder lacks are multicast as `LOG_ENTRY` (the
 //!   rest of the group probably lacks them too: the seed's offline-officer flow).
 
-use crate::entry::{new_entry_id, AdjustRequest, Digest, Entry, EntryError, HlcClock, Key};
-use crate::ledger::{Fingerprint, Ledger};
-use crate::officer::{PublicKey, SecretKey};
-use crate::rng::SeededRng;
-use crate::seal::Sealer;
-use crate::wire::{
+use crate::core::ledger::{Fingerprint, Ledger};
+use crate::core::rng::SeededRng;
+use crate::proto::entry::{new_entry_id, AdjustRequest, Digest, Entry, EntryError, HlcClock, Key};
+use crate::proto::seal::Sealer;
+use crate::proto::signature::{PublicKey, SecretKey};
+use crate::proto::wire::{
     self, Body, Cookie, Envelope, Hello, Mode, NodeId, RangeItem, RangesRequest, RangesResponse,
     Run, SyncRequest, SyncResponse, MAX_DATAGRAM, MAX_IDS, MAX_MESSAGE,
 };
@@ -484,7 +484,7 @@ impl Peer {
                 .total(&request.target)
                 .wrapping_add(request.delta),
             reason: request.reason.clone(),
-            kind: crate::entry::EntryKind::Points,
+            kind: crate::proto::entry::EntryKind::Points,
             seal: None,
         };
         entry.validate()?;
@@ -931,7 +931,7 @@ impl Peer {
         len
     }
 
-    fn seal_failed(&mut self, err: crate::seal::SealError) -> usize {
+    fn seal_failed(&mut self, err: crate::proto::seal::SealError) -> usize {
         self.stats.encode_failures += 1;
         warn!(target: "sync", "SYNC could not seal a datagram: {err}");
         0
@@ -1035,7 +1035,7 @@ impl Peer {
                 *self.stats.dropped.entry("known_forgery").or_insert(0) += 1;
                 continue;
             }
-            if let Err(err) = crate::officer::verify(&entry) {
+            if let Err(err) = crate::proto::signature::verify(&entry) {
                 debug!(target: "sync", "SYNC dropped entry {}: {err}", entry.id);
                 *self.stats.dropped.entry("bad_signature").or_insert(0) += 1;
                 self.remember_bad_seal(key.digest);
@@ -1858,7 +1858,7 @@ impl ResponseBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::entry::Hlc;
+    use crate::proto::entry::Hlc;
 
     fn config(name: &str) -> PeerConfig {
         PeerConfig {
@@ -1889,7 +1889,7 @@ mod tests {
             delta: 1,
             new_total: 0,
             reason: format!("entry {i}"),
-            kind: crate::entry::EntryKind::Points,
+            kind: crate::proto::entry::EntryKind::Points,
             seal: None,
         }
     }
@@ -1954,7 +1954,7 @@ mod tests {
         // Requests full of id lists and fingerprints must leave room for a 32-byte group
         // name; an over-long datagram cannot be sent and the session would stall.
         let long = |name: &str| PeerConfig {
-            group: "g".repeat(crate::wire::MAX_GROUP_BYTES),
+            group: "g".repeat(crate::proto::wire::MAX_GROUP_BYTES),
             ..config(name)
         };
         let common: Vec<Entry> = (0..4000).map(|i| entry(i, "P")).collect();
@@ -2171,8 +2171,8 @@ mod tests {
 
     mod officers {
         use super::*;
-        use crate::entry::EntryKind;
-        use crate::officer::SecretKey;
+        use crate::proto::entry::EntryKind;
+        use crate::proto::signature::SecretKey;
 
         fn root() -> SecretKey {
             SecretKey::from_seed([100; 32])
@@ -2414,7 +2414,7 @@ mod tests {
     // ---- security: sealing and abuse limits ------------------------------------------------
 
     fn sealed(peer: &mut Peer, key: u8, seed: u8) {
-        use crate::seal::{GroupKey, Keyring, NoncePrefix};
+        use crate::proto::seal::{GroupKey, Keyring, NoncePrefix};
         let keyring = Keyring::new(GroupKey::from_bytes(&[key; 32]), vec![]);
         peer.set_group_key(Sealer::new(keyring, NoncePrefix([seed; 16])), [seed; 32]);
     }
@@ -2430,7 +2430,7 @@ mod tests {
 
     /// A datagram from a (possibly hostile) member holding group key `key`.
     fn forged(key: u8, from: NodeId, whisper_port: u16, body: Body) -> Vec<u8> {
-        use crate::seal::{GroupKey, Keyring, NoncePrefix};
+        use crate::proto::seal::{GroupKey, Keyring, NoncePrefix};
         let keyring = Keyring::new(GroupKey::from_bytes(&[key; 32]), vec![]);
         let mut sealer = Sealer::new(keyring, NoncePrefix([0xee; 16]));
         let clear = wire::encode(&Envelope {
@@ -2738,7 +2738,7 @@ mod tests {
 
     #[test]
     fn key_rotation_keeps_peers_talking_at_every_step() {
-        use crate::seal::{GroupKey, Keyring, NoncePrefix};
+        use crate::proto::seal::{GroupKey, Keyring, NoncePrefix};
         let (old, new) = (
             GroupKey::from_bytes(&[1; 32]),
             GroupKey::from_bytes(&[2; 32]),

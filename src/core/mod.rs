@@ -1,0 +1,13 @@
+//! The sans-IO core: state machines driven as `(now, input) -> actions`.
+//!
+//! Nothing here opens a file or socket, reads a clock or draws entropy: the driver
+//! ([`crate::daemon`]) or a test moves bytes and time in and out.
+//! - [`sync`]: the sync protocol state machine.
+//! - [`ledger`]: the compact sorted index of the log, totals, fingerprints and history.
+//! - [`roster`]: which signed entries count: the officer roster and revocations.
+//! - [`rng`]: the seeded RNG the sync core draws from.
+
+pub mod ledger;
+pub mod rng;
+pub mod roster;
+pub mod sync;
