@@ -2,9 +2,9 @@
 //!
 //! A sealed datagram is
 //! `[SEALED_VERSION][key id: 4][nonce: 24][XChaCha20-Poly1305(clear datagram) + tag: 16]`.
-//! The sealed plaintext is the whole clear datagram of [`crate::proto::wire`] (its own version byte
-//! included), so [`crate::proto::wire::decode`] runs unchanged after [`Sealer::open`]. The version
-//! byte and key id are authenticated as associated data. The whole sealed datagram stays
+//! The sealed plaintext is the whole clear datagram of [`crate::proto::wire`] (its own
+//! version byte included), so [`crate::proto::wire::decode`] runs unchanged after
+//! [`Sealer::open`]. The version byte and key id are authenticated as associated data. The whole sealed datagram stays
 //! within [`MAX_DATAGRAM`]: the packers fill clear datagrams only up to
 //! [`crate::proto::limits::MAX_MESSAGE`], which leaves room for [`SEAL_OVERHEAD`].
 //!
@@ -18,12 +18,13 @@
 //!
 //! Nonces: XChaCha20's 192-bit nonce is `[16-byte per-process random prefix][64-bit
 //! counter]`. The prefix comes from the operating system's entropy in the daemon (see
-//! [`crate::store::keys::nonce_prefix_from_os`]), never from the core's seeded SplitMix RNG: that generator's
-//! state is revealed by the node id it broadcasts, and a repeated nonce under one key would
+//! [`crate::store::keys::nonce_prefix_from_os`]), never from the core's seeded SplitMix RNG:
+//! that generator's state is revealed by the node id it broadcasts, and a repeated nonce under one key would
 //! leak plaintext and allow forgeries. With a fresh 128-bit random prefix per process and a
 //! counter within it, two processes sharing a key repeat a nonce with probability ~2^-128
 //! per pair, and one process never does.
 
+use crate::proto::limits::MAX_DATAGRAM;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
@@ -34,7 +35,6 @@ use thiserror::Error;
 // The sealed layout's sizes live with the other datagram limits, below this module and the
 // codec both; re-exported because they describe the layout documented here.
 pub use crate::proto::limits::{KEY_ID_BYTES, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES};
-use crate::proto::limits::MAX_DATAGRAM;
 
 /// Leading byte of a sealed datagram (clear datagrams start with `wire::WIRE_VERSION`).
 pub const SEALED_VERSION: u8 = 0xA1;
@@ -286,7 +286,9 @@ pub fn open_with<'a>(
 // and both this error and the signature error were called `SealError`); remove once every
 // caller uses `crate::store::keys` and `DatagramSealError`.
 #[doc(hidden)]
-pub use crate::store::keys::{create_group_key_file as generate_key_file, GroupKeyError as KeyError};
+pub use crate::store::keys::{
+    create_group_key_file as generate_key_file, GroupKeyError as KeyError,
+};
 #[doc(hidden)]
 pub use DatagramSealError as SealError;
 
@@ -320,7 +322,10 @@ mod tests {
         let mut a = Sealer::new(keyring(1), NoncePrefix([1; 16]));
         let b = Sealer::new(keyring(2), NoncePrefix([2; 16]));
         let sealed = a.seal(b"\x01secret".to_vec()).unwrap();
-        assert!(matches!(b.open(&sealed), Err(DatagramSealError::UnknownKey(_))));
+        assert!(matches!(
+            b.open(&sealed),
+            Err(DatagramSealError::UnknownKey(_))
+        ));
         // Same key id claimed, wrong key: the tag fails.
         let mut forged = sealed.clone();
         forged[1..5].copy_from_slice(&b.keyring.as_ref().unwrap().current_id().0);

@@ -11,7 +11,7 @@ use crate::proto::fingerprint::Fingerprint;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-// The size limits every datagram user needs, reachable beside the codec that keeps them.
+// Re-exported beside the codec: whoever builds or reads datagrams packs to these limits.
 pub use crate::proto::limits::{MAX_DATAGRAM, MAX_MESSAGE};
 
 /// Version byte that leads every datagram. Bump on any incompatible change.

@@ -19,6 +19,12 @@ use thiserror::Error;
 #[error("cannot get random bytes from the operating system: {0}")]
 pub struct EntropyError(pub getrandom::Error);
 
+impl From<getrandom::Error> for EntropyError {
+    fn from(source: getrandom::Error) -> EntropyError {
+        EntropyError(source)
+    }
+}
+
 /// Why a group key file could not be made.
 #[derive(Debug, Error)]
 pub enum GroupKeyError {
