@@ -2,7 +2,7 @@
 //! carries.
 //!
 //! A seal is the signer's ed25519 public key and a signature over a canonical encoding of
-//! every other field (postcard of [`SignedFields`] after a domain separation prefix). A seal
+//! every other field (postcard of `SignedFields` after a domain separation prefix). A seal
 //! is checked once, when an entry arrives from a peer; the log on disk is trusted
 //! (checksummed, written by us), so a million-entry replay does no crypto. Which signed
 //! entries *count* is the roster's decision ([`crate::core::roster`]).

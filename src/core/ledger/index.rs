@@ -33,6 +33,11 @@ impl Slot {
     pub(super) fn stored_at(offset: u64) -> Slot {
         Slot { offset }
     }
+
+    /// The slot of an entry whose body is held in memory.
+    fn resident() -> Slot {
+        Slot { offset: RESIDENT }
+    }
 }
 
 /// Finds an entry's timestamp (and so its key) by digest. Most digests sit in a sorted vector
@@ -140,7 +145,7 @@ impl EntryIndex {
 
     /// Indexes an entry whose digest was just inserted, holding its body in memory.
     pub(super) fn insert_resident(&mut self, key: Key, entry: Entry) {
-        self.slots.insert(key, Slot::stored_at(RESIDENT));
+        self.slots.insert(key, Slot::resident());
         self.resident.insert(key, entry);
     }
 

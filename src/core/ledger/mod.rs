@@ -10,10 +10,10 @@
 //! Totals are sums of deltas, so they never depend on arrival order; history views (running
 //! totals) do depend on order, which is why everything iterates in [`Key`] order.
 //!
-//! - [`index`]: the compact sorted index, the digest index and reading bodies back.
-//! - [`replay`]: judging entries under the officer roster, totals, and replays.
-//! - [`builder`]: the index-only ledger built while a log is scanned.
-//! - [`history`]: history rows, also from a snapshot taken off the event loop.
+//! - `index`: the compact sorted index, the digest index and reading bodies back.
+//! - `replay`: judging entries under the officer roster, totals, and replays.
+//! - `builder`: the index-only ledger built while a log is scanned.
+//! - `history`: history rows, also from a snapshot taken off the event loop.
 
 mod builder;
 mod history;
