@@ -6,6 +6,8 @@
 //! Every peer holding the same set therefore computes the same totals, whatever order the
 //! entries arrived in.
 
+pub mod plan;
+
 use crate::proto::entry::{Digest, Entry, EntryKind};
 use crate::proto::signature::PublicKey;
 use std::collections::{BTreeMap, BTreeSet};
