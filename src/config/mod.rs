@@ -115,7 +115,7 @@ pub struct StorageConfig {
     /// entries, which peers send again. Local adjusts are always durable before success.
     pub fsync: FsyncPolicy,
     /// Under `fsync = "batch"`, the longest a merged entry waits for its fsync (1ms to 10s).
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub batch_interval: Duration,
 }
 
@@ -159,16 +159,16 @@ pub struct SyncConfig {
     pub enabled: bool,
     /// Interval between HELLO announcements (100ms to 5min). Shorter notices peers and
     /// divergence sooner at the price of more traffic.
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
     /// Silence after which a peer is considered gone. Must exceed `heartbeat` so that one
     /// late or lost HELLO does not drop a live peer.
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub peer_timeout: Duration,
     /// How far ahead of our clock a peer's timestamp may push our hybrid logical clock
     /// (0 to 7 days). Bounds the damage a peer with a wrong clock can do; messages further
     /// ahead are rejected instead of dragging every later timestamp into the future.
-    #[serde(with = "duration_str")]
+    #[serde(with = "humantime_serde")]
     pub max_clock_drift: Duration,
 }
 
@@ -598,71 +598,16 @@ fn default_node() -> String {
     hostname().unwrap_or_else(|| FALLBACK_NODE.to_owned())
 }
 
-/// This machine's hostname, if it can be read.
-#[cfg(unix)]
+/// This machine's hostname, if it is a valid node name.
 fn hostname() -> Option<String> {
-    // Linux allows 64 bytes, POSIX 255; the rest leaves room for the terminating NUL.
-    let mut buf = [0u8; 256];
-    // SAFETY: `buf` is valid for writes of `buf.len()` bytes and gethostname writes at most
-    // that many.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return None;
-    }
-    node_from_hostname(&buf)
+    node_from_hostname(&gethostname::gethostname())
 }
 
-/// This machine's hostname, if it can be read.
-#[cfg(not(unix))]
-fn hostname() -> Option<String> {
-    None
-}
-
-/// Turns a NUL-terminated gethostname buffer into a node name, if it is a valid one. A
-/// buffer without NUL may have been truncated, so it is rejected.
-fn node_from_hostname(buf: &[u8]) -> Option<String> {
-    let end = buf.iter().position(|&b| b == 0)?;
-    let name = std::str::from_utf8(&buf[..end]).ok()?;
+/// The hostname as a node name, if it is a valid one (UTF-8, within the node name rules).
+fn node_from_hostname(hostname: &std::ffi::OsStr) -> Option<String> {
+    let name = hostname.to_str()?;
     validate_node(name).ok()?;
     Some(name.to_owned())
-}
-
-/// Serde adapter writing a [`Duration`] as a humantime string (`"2s"`, `"1h 30m"`) in
-/// both directions, so the printed effective config reads like the file it came from.
-mod duration_str {
-    use serde::de::{self, Visitor};
-    use serde::{Deserializer, Serializer};
-    use std::fmt;
-    use std::time::Duration;
-
-    /// Writes the duration as e.g. `"1h 30m"`.
-    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&humantime::format_duration(*value))
-    }
-
-    /// Reads a duration string such as `"500ms"` or `"1h 30m"`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-        deserializer.deserialize_str(DurationVisitor)
-    }
-
-    /// Accepts only strings, so a bare number (which has no unit) gets a helpful error.
-    struct DurationVisitor;
-
-    impl Visitor<'_> for DurationVisitor {
-        type Value = Duration;
-
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a duration string such as \"2s\", \"500ms\" or \"1h 30m\"")
-        }
-
-        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
-            humantime::parse_duration(text).map_err(|e| {
-                E::custom(format!(
-                    "invalid duration {text:?}: {e}; write e.g. \"2s\", \"500ms\" or \"1h 30m\""
-                ))
-            })
-        }
-    }
 }
 
 #[cfg(test)]
@@ -738,15 +683,18 @@ mod tests {
     }
 
     #[test]
-    fn hostname_buffer_handling() {
-        assert_eq!(node_from_hostname(b"box\0junk"), Some("box".to_owned()));
-        assert_eq!(node_from_hostname(b"no-terminator"), None);
-        assert_eq!(node_from_hostname(b"\0"), None);
-        assert_eq!(node_from_hostname(b"\xff\xfe\0"), None);
-        assert_eq!(node_from_hostname(b"a\tb\0"), None);
-        let mut long = vec![b'h'; MAX_NODE_BYTES + 1];
-        long.push(0);
-        assert_eq!(node_from_hostname(&long), None);
+    fn hostname_handling() {
+        use std::ffi::OsStr;
+        use std::os::unix::ffi::OsStrExt;
+        assert_eq!(
+            node_from_hostname(OsStr::new("box")),
+            Some("box".to_owned())
+        );
+        assert_eq!(node_from_hostname(OsStr::new("")), None);
+        assert_eq!(node_from_hostname(OsStr::from_bytes(b"\xff\xfe")), None);
+        assert_eq!(node_from_hostname(OsStr::new("a\tb")), None);
+        let long = "h".repeat(MAX_NODE_BYTES + 1);
+        assert_eq!(node_from_hostname(OsStr::new(&long)), None);
     }
 
     #[test]
