@@ -7,6 +7,21 @@ use loot_sync::control::{self, ControlError, Request};
 use loot_sync::core::sync::Now;
 use loot_sync::node as ops;
 use loot_sync::store::StoreError;
+use std::path::PathBuf;
+
+/// A read found neither a running daemon nor a log: the wrong directory or config, or (for
+/// `officer add`) a group's first change, which callers tell apart by this type.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no ledger here: no daemon answers on {} and there is no log at {}; run this where your \
+     state directory is, or pass --config FILE",
+    socket.display(),
+    log.display()
+)]
+pub struct NoLedger {
+    socket: PathBuf,
+    log: PathBuf,
+}
 
 /// Sends a request to the running daemon, or runs it on the log directly when none runs.
 pub fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
@@ -35,12 +50,7 @@ pub fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
     let new_ledger = !log.exists();
     if new_ledger && !writes {
         // Reading an empty ledger into existence would hide a wrong directory or config.
-        bail!(
-            "no ledger here: no daemon answers on {} and there is no log at {}; run this \
-             where your state directory is, or pass --config FILE",
-            socket.display(),
-            log.display()
-        );
+        return Err(NoLedger { socket, log }.into());
     }
     if is_adjust {
         // Offline the officer key is only loaded with a warning (reads need none), so an

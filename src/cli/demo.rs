@@ -15,7 +15,7 @@ use loot_sync::node;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
@@ -41,7 +41,16 @@ pub struct DemoOptions {
 /// Runs the demo. `Ok(true)` when all three peers end with identical standings.
 pub fn run(options: &DemoOptions) -> Result<bool> {
     init_logging(options.verbose);
-    let root = TempRoot::new()?;
+    // Removed when the demo ends, however it ends.
+    let root = tempfile::Builder::new()
+        .prefix("lootsync-demo-")
+        .tempdir()
+        .with_context(|| {
+            format!(
+                "cannot create a demo directory in {}",
+                std::env::temp_dir().display()
+            )
+        })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -296,33 +305,6 @@ impl<S: tracing::Subscriber> Layer<S> for HideHeartbeats {
         let mut message = Message(false);
         event.record(&mut message);
         !message.0
-    }
-}
-
-/// A fresh temporary directory, removed when the demo ends (however it ends).
-struct TempRoot(PathBuf);
-
-impl TempRoot {
-    fn new() -> Result<TempRoot> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path =
-            std::env::temp_dir().join(format!("lootsync-demo-{}-{nanos:08x}", std::process::id()));
-        std::fs::create_dir(&path)
-            .with_context(|| format!("cannot create demo directory {}", path.display()))?;
-        Ok(TempRoot(path))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempRoot {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -5,43 +5,70 @@
 //! an export reads the running daemon's ledger, or the log itself when no daemon runs.
 
 use super::args::ExportFormat;
+use anyhow::{Context, Result};
 use loot_sync::core::ledger::HistoryRow;
+use loot_sync::proto::entry::EntryKind;
+use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// Column names of a history export, in order; the JSON objects use the same keys.
-pub const HISTORY_COLUMNS: [&str; 14] = [
-    "id",
-    "at",
-    "time",
-    "actor",
-    "player",
-    "delta",
-    "new_total_as_authored",
-    "total",
-    "reason",
-    "kind",
-    "signer",
-    "rejected",
-    "digest",
-    "signed_by",
-];
-
-/// The `kind` column: what an entry does.
-fn kind_name(kind: &loot_sync::proto::entry::EntryKind) -> &'static str {
-    match kind {
-        loot_sync::proto::entry::EntryKind::Points => "points",
-        loot_sync::proto::entry::EntryKind::OfficerAdd { .. } => "officer_add",
-        loot_sync::proto::entry::EntryKind::OfficerRemove => "officer_remove",
-        loot_sync::proto::entry::EntryKind::OfficerRevoke { .. } => "officer_revoke",
-    }
+/// One line of a standings export; its fields are the columns, in order.
+#[derive(Debug, Default, Serialize)]
+struct Standing<'a> {
+    player: &'a str,
+    points: i64,
 }
 
-/// The `signer` column: the signer's public key in hex, empty for an unsigned entry.
-fn signer_text(entry: &loot_sync::proto::entry::Entry) -> String {
-    entry
-        .seal
-        .map(|seal| seal.signer.to_string())
-        .unwrap_or_default()
+/// One line of a history export; its fields are the columns, in order, and the keys of the
+/// JSON objects.
+#[derive(Debug, Default, Serialize)]
+struct HistoryRecord<'a> {
+    id: String,
+    /// The raw clock stamp, which sorts exactly as the replay does.
+    at: u64,
+    time: String,
+    actor: &'a str,
+    player: &'a str,
+    delta: i64,
+    new_total_as_authored: i64,
+    total: i64,
+    reason: &'a str,
+    /// What the entry does: `points` or a roster change.
+    kind: &'static str,
+    /// The signer's public key in hex, empty for an unsigned entry.
+    signer: String,
+    rejected: Option<&'a str>,
+    digest: String,
+    signed_by: Option<&'a str>,
+}
+
+impl<'a> HistoryRecord<'a> {
+    fn of(row: &'a HistoryRow) -> HistoryRecord<'a> {
+        let e = &row.entry;
+        HistoryRecord {
+            id: e.id.to_string(),
+            at: e.at.0,
+            time: e.at.wall_time(),
+            actor: &e.actor,
+            player: &e.target,
+            delta: e.delta,
+            new_total_as_authored: e.new_total,
+            total: row.total,
+            reason: &e.reason,
+            kind: match e.kind {
+                EntryKind::Points => "points",
+                EntryKind::OfficerAdd { .. } => "officer_add",
+                EntryKind::OfficerRemove => "officer_remove",
+                EntryKind::OfficerRevoke { .. } => "officer_revoke",
+            },
+            signer: e
+                .seal
+                .map(|seal| seal.signer.to_string())
+                .unwrap_or_default(),
+            rejected: row.rejected.as_deref(),
+            digest: e.digest().to_hex(),
+            signed_by: row.signed_by.as_deref(),
+        }
+    }
 }
 
 /// Standings in display order: highest total first, ties by name, so an export reads like
@@ -53,114 +80,70 @@ pub fn ranked(totals: &BTreeMap<String, i64>) -> Vec<(&str, i64)> {
 }
 
 /// Renders standings (`player,points`).
-pub fn standings(totals: &BTreeMap<String, i64>, format: ExportFormat) -> String {
-    let rows = ranked(totals);
-    match format {
-        ExportFormat::Csv => {
-            let mut out = String::from("player,points\r\n");
-            for (player, total) in rows {
-                push_csv_row(&mut out, &[player, &total.to_string()]);
-            }
-            out
-        }
-        ExportFormat::Json => {
-            let array: Vec<serde_json::Value> = rows
-                .into_iter()
-                .map(|(player, points)| serde_json::json!({ "player": player, "points": points }))
-                .collect();
-            json_line(&serde_json::Value::Array(array))
-        }
-    }
+pub fn standings(totals: &BTreeMap<String, i64>, format: ExportFormat) -> Result<String> {
+    let records = ranked(totals)
+        .into_iter()
+        .map(|(player, points)| Standing { player, points });
+    render(records, format)
 }
 
 /// Renders the audit trail in replay order with running totals.
-pub fn history(rows: &[HistoryRow], format: ExportFormat) -> String {
+pub fn history(rows: &[HistoryRow], format: ExportFormat) -> Result<String> {
+    render(rows.iter().map(HistoryRecord::of), format)
+}
+
+fn render<R: Serialize + Default>(
+    records: impl Iterator<Item = R>,
+    format: ExportFormat,
+) -> Result<String> {
     match format {
-        ExportFormat::Csv => {
-            let mut out = HISTORY_COLUMNS.join(",");
-            out.push_str("\r\n");
-            for row in rows {
-                let e = &row.entry;
-                push_csv_row(
-                    &mut out,
-                    &[
-                        &e.id.to_string(),
-                        &e.at.0.to_string(),
-                        &e.at.wall_time(),
-                        &e.actor,
-                        &e.target,
-                        &e.delta.to_string(),
-                        &e.new_total.to_string(),
-                        &row.total.to_string(),
-                        &e.reason,
-                        kind_name(&e.kind),
-                        &signer_text(e),
-                        row.rejected.as_deref().unwrap_or(""),
-                        &e.digest().to_hex(),
-                        row.signed_by.as_deref().unwrap_or(""),
-                    ],
-                );
-            }
-            out
-        }
+        ExportFormat::Csv => csv_text(records),
         ExportFormat::Json => {
-            let array: Vec<serde_json::Value> = rows.iter().map(history_json).collect();
-            json_line(&serde_json::Value::Array(array))
+            let array = records
+                .map(serde_json::to_value)
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = serde_json::to_string(&array)?;
+            out.push('\n');
+            Ok(out)
         }
     }
 }
 
-/// One history row as a flat JSON object (the keys of [`HISTORY_COLUMNS`]); also what
-/// `lootsync history --json` prints.
-pub fn history_json(row: &HistoryRow) -> serde_json::Value {
-    let e = &row.entry;
-    serde_json::json!({
-        "id": e.id,
-        "digest": e.digest().to_hex(),
-        "signed_by": row.signed_by,
-        "at": e.at.0,
-        "time": e.at.wall_time(),
-        "actor": e.actor,
-        "player": e.target,
-        "delta": e.delta,
-        "new_total_as_authored": e.new_total,
-        "total": row.total,
-        "reason": e.reason,
-        "kind": kind_name(&e.kind),
-        "signer": signer_text(e),
-        "rejected": row.rejected,
-    })
-}
-
-fn json_line(value: &serde_json::Value) -> String {
-    // Serialising a `Value` cannot fail: its map keys are strings.
-    let mut out = serde_json::to_string(value).unwrap_or_default();
-    out.push('\n');
-    out
-}
-
-/// Appends one CSV record. Fields holding a comma, quote or line break are quoted with
-/// inner quotes doubled (RFC 4180), so reasons with any text survive a round trip.
-fn push_csv_row(out: &mut String, fields: &[&str]) {
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        if field.contains([',', '"', '\r', '\n']) {
-            out.push('"');
-            out.push_str(&field.replace('"', "\"\""));
-            out.push('"');
-        } else {
-            out.push_str(field);
-        }
+/// RFC 4180: a header line of the record type's field names, CRLF line ends, and fields
+/// holding a comma, quote or line break quoted with inner quotes doubled, so reasons with
+/// any text survive a round trip.
+fn csv_text<R: Serialize + Default>(records: impl Iterator<Item = R>) -> Result<String> {
+    let mut records = records.peekable();
+    // The csv crate names the columns from the first record, so an export with no rows
+    // writes a blank record for its header and keeps only the header line.
+    let header_only = records.peek().is_none();
+    let mut writer = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        .from_writer(Vec::new());
+    if header_only {
+        writer.serialize(R::default())?;
     }
-    out.push_str("\r\n");
+    for record in records {
+        writer.serialize(record)?;
+    }
+    let bytes = writer.into_inner().context("cannot finish the CSV text")?;
+    let mut text = String::from_utf8(bytes).context("CSV text is not UTF-8")?;
+    if header_only {
+        let header_end = text.find("\r\n").map_or(text.len(), |at| at + 2);
+        text.truncate(header_end);
+    }
+    Ok(text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use loot_sync::proto::entry::{Entry, Hlc};
+
+    /// The history columns spreadsheets and scripts rely on, pinned so a renamed or
+    /// reordered field in [`HistoryRecord`] fails here.
+    const HISTORY_HEADER: &str = "id,at,time,actor,player,delta,new_total_as_authored,total,\
+                                  reason,kind,signer,rejected,digest,signed_by\r\n";
 
     fn row(target: &str, delta: i64, total: i64, reason: &str) -> HistoryRow {
         HistoryRow {
@@ -213,28 +196,34 @@ mod tests {
     fn standings_are_ranked_in_both_formats() {
         let totals = BTreeMap::from([("Bob".to_string(), -5), ("Alice".to_string(), 30)]);
         assert_eq!(
-            standings(&totals, ExportFormat::Csv),
+            standings(&totals, ExportFormat::Csv).unwrap(),
             "player,points\r\nAlice,30\r\nBob,-5\r\n"
         );
         let json: serde_json::Value =
-            serde_json::from_str(&standings(&totals, ExportFormat::Json)).unwrap();
+            serde_json::from_str(&standings(&totals, ExportFormat::Json).unwrap()).unwrap();
         assert_eq!(
             json,
             serde_json::json!([{"player":"Alice","points":30},{"player":"Bob","points":-5}])
         );
         assert_eq!(
-            standings(&BTreeMap::new(), ExportFormat::Csv),
+            standings(&BTreeMap::new(), ExportFormat::Csv).unwrap(),
             "player,points\r\n"
         );
     }
 
     #[test]
+    fn an_empty_history_is_its_header_line() {
+        assert_eq!(history(&[], ExportFormat::Csv).unwrap(), HISTORY_HEADER);
+        assert_eq!(history(&[], ExportFormat::Json).unwrap(), "[]\n");
+    }
+
+    #[test]
     fn awkward_reasons_round_trip_through_csv() {
         let reason = "said \"hi\", then\nleft, with a tab\tand é";
-        let out = history(&[row("Bob, Jr.", -5, -5, reason)], ExportFormat::Csv);
+        let out = history(&[row("Bob, Jr.", -5, -5, reason)], ExportFormat::Csv).unwrap();
         let records = parse_csv(&out);
         assert_eq!(records.len(), 2, "{out}");
-        assert_eq!(records[0], HISTORY_COLUMNS.to_vec());
+        assert!(out.starts_with(HISTORY_HEADER), "{out}");
         assert_eq!(records[1][4], "Bob, Jr.");
         assert_eq!(records[1][5], "-5");
         assert_eq!(records[1][8], reason);
@@ -245,11 +234,11 @@ mod tests {
 
     #[test]
     fn history_json_uses_the_column_names() {
-        let out = history(&[row("Bob", 7, 7, "r")], ExportFormat::Json);
+        let out = history(&[row("Bob", 7, 7, "r")], ExportFormat::Json).unwrap();
         let json: serde_json::Value = serde_json::from_str(&out).unwrap();
         let object = json[0].as_object().unwrap();
         let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
-        let mut expected = HISTORY_COLUMNS.to_vec();
+        let mut expected: Vec<&str> = HISTORY_HEADER.trim_end().split(',').collect();
         keys.sort_unstable();
         expected.sort_unstable();
         assert_eq!(keys, expected);

@@ -55,8 +55,7 @@ pub fn history(config: &Config, player: Option<String>, json: bool) -> Result<()
     )?;
     let rows: Vec<HistoryRow> = serde_json::from_value(value)?;
     if json {
-        let flat: Vec<serde_json::Value> = rows.iter().map(export::history_json).collect();
-        println!("{}", serde_json::to_string(&flat)?);
+        print!("{}", export::history(&rows, ExportFormat::Json)?);
     } else {
         print_history(&rows, player.as_deref());
     }
@@ -68,11 +67,11 @@ pub fn export(config: &Config, format: ExportFormat, history: bool) -> Result<()
     let text = if history {
         let value = request(config, Request::History { player: None })?;
         let rows: Vec<HistoryRow> = serde_json::from_value(value)?;
-        export::history(&rows, format)
+        export::history(&rows, format)?
     } else {
         let value = request(config, Request::Points {})?;
         let totals: BTreeMap<String, i64> = serde_json::from_value(value)?;
-        export::standings(&totals, format)
+        export::standings(&totals, format)?
     };
     print!("{text}");
     Ok(())

@@ -6,6 +6,8 @@
 //! Every peer holding the same set therefore computes the same totals, whatever order the
 //! entries arrived in.
 
+pub mod plan;
+
 use crate::proto::digest::Digest;
 use crate::proto::entry::{Entry, EntryKind};
 use crate::proto::keys::PublicKey;

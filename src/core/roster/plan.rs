@@ -1,0 +1,526 @@
+//! Officer roster changes as entries: what `officer add` and `officer remove` append.
+//!
+//! Planning is a pure function of the ledger's judgement ([`RosterView`]), the root key
+//! that signs the changes, and the clock stamp and randomness the caller supplies, so the
+//! rules (which keys a change revokes, which of their entries keep counting, how a long
+//! keep list is cut into parts) are tested here without a log, a daemon or a clock.
+
+use crate::core::rng::SeededRng;
+use crate::proto::entry::{
+    new_entry_id, Digest, Entry, EntryError, EntryKind, Hlc, MAX_KEEP, MAX_REVOKE_PARTS,
+};
+use crate::proto::signature::{PublicKey, SecretKey};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// The entries' author as shown in history: roster changes are the root key's, not a
+/// person's.
+const ROOT_ACTOR: &str = "root";
+
+/// The ledger as the planner needs to see it, judged under the root key that will sign the
+/// change (a peer without that root configured would judge differently).
+pub trait RosterView {
+    /// Every entry that counts, in replay order.
+    fn counted_entries(&self) -> impl Iterator<Item = &Entry>;
+    /// The officers at the end of the log, by name.
+    fn officers(&self) -> BTreeMap<String, PublicKey>;
+    /// Whether a complete revocation has revoked `key` for good.
+    fn is_revoked(&self, key: &PublicKey) -> bool;
+}
+
+/// What to do to one officer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfficerChange {
+    /// Make the officer sign with `public_key`, revoking any earlier key of theirs.
+    Add {
+        /// The officer's new key.
+        public_key: PublicKey,
+    },
+    /// Remove the officer by revoking every key of theirs.
+    Remove {
+        /// Keep none of their entries (for a stolen key), instead of every entry that
+        /// counts now.
+        revoke_all: bool,
+    },
+}
+
+/// Why a change was not planned. Nothing is to be appended in any of these cases.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlanRefusal {
+    /// The key to add is the root key itself.
+    #[error("{key} is the group's root key, not an officer key (an officer's key comes from `lootsync keygen officer` on their machine)")]
+    RootKeyAsOfficer {
+        /// The offered key.
+        key: PublicKey,
+    },
+    /// The key to add was revoked, and a revoked key never signs again.
+    #[error("key {key} is revoked for good; make a new one with `lootsync keygen officer`")]
+    RevokedKey {
+        /// The offered key.
+        key: PublicKey,
+    },
+    /// The officer already signs with this key: the change would change nothing.
+    #[error("{officer} is already an officer with this key; nothing to do")]
+    AlreadyOfficer {
+        /// The officer's name as the roster spells it.
+        officer: String,
+    },
+    /// No key of this name is an officer key that is not revoked yet.
+    #[error("{name} is not an officer in this peer's log (see `lootsync history`)")]
+    NotAnOfficer {
+        /// The name asked for.
+        name: String,
+    },
+    /// The key's entries that count do not fit in the largest revocation.
+    #[error("{name}'s key signed {kept} entries that count; one revocation keeps at most {max}")]
+    TooManyToKeep {
+        /// The officer's name.
+        name: String,
+        /// How many entries would be kept.
+        kept: usize,
+        /// The most one revocation can keep.
+        max: usize,
+    },
+    /// The officer's name cannot be an entry's target.
+    #[error("invalid officer name: {0}")]
+    InvalidName(#[source] EntryError),
+}
+
+/// The entries that carry out `change` for officer `name`, in the order to append them,
+/// signed by `root`. The first is stamped `first_at`, each later one a tick after, so they
+/// replay in order; entry ids and revocation batch ids are drawn from `rng`.
+///
+/// A new key for an officer revokes every earlier key of the name, or their holders could
+/// still sign entries dated while those keys were valid; the entries those keys signed that
+/// count now keep counting.
+pub fn officer_change(
+    view: &impl RosterView,
+    name: &str,
+    change: OfficerChange,
+    root: &SecretKey,
+    first_at: Hlc,
+    rng: &mut SeededRng,
+) -> Result<Vec<Entry>, PlanRefusal> {
+    let mut changes: Vec<(EntryKind, String)> = Vec::new();
+    match change {
+        OfficerChange::Add { public_key } => {
+            if public_key == root.public() {
+                return Err(PlanRefusal::RootKeyAsOfficer { key: public_key });
+            }
+            if view.is_revoked(&public_key) {
+                return Err(PlanRefusal::RevokedKey { key: public_key });
+            }
+            if let Some((officer, _)) = view
+                .officers()
+                .into_iter()
+                .find(|(officer, key)| same_name(officer, name) && *key == public_key)
+            {
+                return Err(PlanRefusal::AlreadyOfficer { officer });
+            }
+            for old in keys_of(view, name) {
+                if old != public_key {
+                    changes.extend(revocation(view, name, old, false, "key replaced", rng)?);
+                }
+            }
+            changes.push((EntryKind::OfficerAdd { public_key }, "officer added".into()));
+        }
+        OfficerChange::Remove { revoke_all } => {
+            let keys = keys_of(view, name);
+            if keys.is_empty() {
+                return Err(PlanRefusal::NotAnOfficer { name: name.into() });
+            }
+            for key in keys {
+                changes.extend(revocation(
+                    view,
+                    name,
+                    key,
+                    revoke_all,
+                    "officer removed",
+                    rng,
+                )?);
+            }
+        }
+    }
+    changes
+        .into_iter()
+        .enumerate()
+        .map(|(n, (kind, reason))| {
+            let at = Hlc(first_at.0.saturating_add(n as u64));
+            let mut entry = Entry {
+                id: new_entry_id(at.unix_ms(), rng.bytes()),
+                at,
+                actor: ROOT_ACTOR.into(),
+                target: name.into(),
+                delta: 0,
+                new_total: 0,
+                reason,
+                kind,
+                seal: None,
+            };
+            entry.validate().map_err(PlanRefusal::InvalidName)?;
+            root.sign(&mut entry);
+            Ok(entry)
+        })
+        .collect()
+}
+
+/// Officer names compare in any letter case, as the impersonation rule compares them.
+fn same_name(a: &str, b: &str) -> bool {
+    a.to_lowercase() == b.to_lowercase()
+}
+
+/// Every key `name` was ever made an officer with and that is not revoked yet, sorted.
+fn keys_of(view: &impl RosterView, name: &str) -> Vec<PublicKey> {
+    let mut keys: Vec<PublicKey> = view
+        .counted_entries()
+        .filter_map(|entry| match entry.kind {
+            EntryKind::OfficerAdd { public_key } if same_name(&entry.target, name) => {
+                Some(public_key)
+            }
+            _ => None,
+        })
+        .filter(|key| !view.is_revoked(key))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The parts of a revocation of `key` (officer `name`), each with its history reason: the
+/// digests of the key's entries that count now (none with `revoke_all`), [`MAX_KEEP`] per
+/// part. Nothing takes effect until every part is in the log, so an interrupted run can
+/// simply be repeated.
+fn revocation(
+    view: &impl RosterView,
+    name: &str,
+    key: PublicKey,
+    revoke_all: bool,
+    why: &str,
+    rng: &mut SeededRng,
+) -> Result<Vec<(EntryKind, String)>, PlanRefusal> {
+    let counted: Vec<Digest> = view
+        .counted_entries()
+        .filter(|entry| {
+            entry.kind == EntryKind::Points && entry.seal.is_some_and(|seal| seal.signer == key)
+        })
+        .map(Entry::digest)
+        .collect();
+    let kept: &[Digest] = if revoke_all { &[] } else { &counted };
+    let chunks = keep_parts(kept).ok_or_else(|| PlanRefusal::TooManyToKeep {
+        name: name.into(),
+        kept: kept.len(),
+        max: MAX_KEEP * usize::from(MAX_REVOKE_PARTS),
+    })?;
+    let parts = chunks.len() as u16;
+    let batch = rng.bytes();
+    Ok(chunks
+        .into_iter()
+        .enumerate()
+        .map(|(part, keep)| {
+            let kind = EntryKind::OfficerRevoke {
+                public_key: key,
+                batch,
+                part: part as u16,
+                parts,
+                keep: keep.to_vec(),
+            };
+            let reason = format!(
+                "{why}, key revoked (part {}/{parts}: {} of {} entries kept)",
+                part + 1,
+                keep.len(),
+                counted.len()
+            );
+            (kind, reason)
+        })
+        .collect())
+}
+
+/// `kept` cut into the keep lists of a revocation's parts ([`MAX_KEEP`] each; one empty
+/// part when nothing is kept), or `None` when that needs more than [`MAX_REVOKE_PARTS`].
+fn keep_parts(kept: &[Digest]) -> Option<Vec<&[Digest]>> {
+    let parts: Vec<&[Digest]> = if kept.is_empty() {
+        vec![&[]]
+    } else {
+        kept.chunks(MAX_KEEP).collect()
+    };
+    (parts.len() <= usize::from(MAX_REVOKE_PARTS)).then_some(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::signature::verify;
+    use std::collections::BTreeSet;
+
+    const ROOT_SEED: [u8; 32] = [100; 32];
+    const FIRST_AT: Hlc = Hlc(1_700_000_000_000 << 16);
+
+    /// A ledger's judgement written out by hand: the planner needs nothing more.
+    #[derive(Default)]
+    struct View {
+        counted: Vec<Entry>,
+        officers: BTreeMap<String, PublicKey>,
+        revoked: BTreeSet<PublicKey>,
+    }
+
+    impl RosterView for View {
+        fn counted_entries(&self) -> impl Iterator<Item = &Entry> {
+            self.counted.iter()
+        }
+        fn officers(&self) -> BTreeMap<String, PublicKey> {
+            self.officers.clone()
+        }
+        fn is_revoked(&self, key: &PublicKey) -> bool {
+            self.revoked.contains(key)
+        }
+    }
+
+    impl View {
+        /// `name` made an officer with `key` by the root.
+        fn with_officer(mut self, name: &str, key: PublicKey) -> View {
+            let mut add = blank(name, EntryKind::OfficerAdd { public_key: key });
+            SecretKey::from_seed(ROOT_SEED).sign(&mut add);
+            self.counted.push(add);
+            self.officers.insert(name.into(), key);
+            self
+        }
+
+        /// `count` point entries signed by `signer`, all counting.
+        fn with_points(mut self, signer: &SecretKey, count: usize) -> View {
+            for n in 0..count {
+                let mut entry = blank("Bob", EntryKind::Points);
+                entry.at = Hlc(entry.at.0 + n as u64);
+                entry.delta = 1;
+                signer.sign(&mut entry);
+                self.counted.push(entry);
+            }
+            self
+        }
+
+        fn digests_signed_by(&self, key: PublicKey) -> Vec<Digest> {
+            self.counted
+                .iter()
+                .filter(|e| e.kind == EntryKind::Points && e.seal.unwrap().signer == key)
+                .map(Entry::digest)
+                .collect()
+        }
+    }
+
+    fn blank(target: &str, kind: EntryKind) -> Entry {
+        Entry {
+            id: new_entry_id(1_600_000_000_000, [1; 10]),
+            at: Hlc(1_600_000_000_000 << 16),
+            actor: "someone".into(),
+            target: target.into(),
+            delta: 0,
+            new_total: 0,
+            reason: String::new(),
+            kind,
+            seal: None,
+        }
+    }
+
+    fn key(seed: u8) -> SecretKey {
+        SecretKey::from_seed([seed; 32])
+    }
+
+    fn plan(view: &View, name: &str, change: OfficerChange) -> Result<Vec<Entry>, PlanRefusal> {
+        let root = SecretKey::from_seed(ROOT_SEED);
+        officer_change(view, name, change, &root, FIRST_AT, &mut SeededRng::new(7))
+    }
+
+    /// Every planned entry is a valid roster change by the root, one tick after the last.
+    fn assert_signed_by_root_in_order(entries: &[Entry], name: &str) {
+        let root = SecretKey::from_seed(ROOT_SEED).public();
+        for (n, entry) in entries.iter().enumerate() {
+            assert_eq!(entry.at, Hlc(FIRST_AT.0 + n as u64));
+            assert_eq!(
+                (entry.actor.as_str(), entry.target.as_str()),
+                ("root", name)
+            );
+            assert_eq!(entry.seal.map(|seal| seal.signer), Some(root));
+            assert_eq!(verify(entry), Ok(()));
+            assert_eq!(entry.validate(), Ok(()));
+        }
+        let ids: BTreeSet<_> = entries.iter().map(|e| e.id).collect();
+        assert_eq!(ids.len(), entries.len(), "distinct ids");
+    }
+
+    /// One revocation part, as the tests look at it.
+    struct Part {
+        key: PublicKey,
+        batch: [u8; 8],
+        part: u16,
+        parts: u16,
+        keep: Vec<Digest>,
+    }
+
+    /// The revocation parts among `entries`.
+    fn revocations(entries: &[Entry]) -> Vec<Part> {
+        entries
+            .iter()
+            .filter_map(|e| match &e.kind {
+                EntryKind::OfficerRevoke {
+                    public_key,
+                    batch,
+                    part,
+                    parts,
+                    keep,
+                } => Some(Part {
+                    key: *public_key,
+                    batch: *batch,
+                    part: *part,
+                    parts: *parts,
+                    keep: keep.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn add_of_a_new_officer_is_one_signed_entry() {
+        let officer = key(1).public();
+        let entries = plan(
+            &View::default(),
+            "Alice",
+            OfficerChange::Add {
+                public_key: officer,
+            },
+        )
+        .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(
+            entries[0].kind,
+            EntryKind::OfficerAdd {
+                public_key: officer
+            }
+        );
+        assert_eq!(entries[0].reason, "officer added");
+        assert_signed_by_root_in_order(&entries, "Alice");
+    }
+
+    #[test]
+    fn add_of_a_replacement_key_revokes_the_earlier_one_keeping_its_entries() {
+        let (old, new) = (key(1), key(2));
+        let view = View::default()
+            .with_officer("Alice", old.public())
+            .with_points(&old, 30)
+            .with_points(&key(3), 5);
+        let entries = plan(
+            &view,
+            "alice",
+            OfficerChange::Add {
+                public_key: new.public(),
+            },
+        )
+        .unwrap();
+        assert_signed_by_root_in_order(&entries, "alice");
+        let parts = revocations(&entries);
+        assert_eq!(parts.len(), 2, "30 kept entries need two parts of 24");
+        let kept: Vec<Digest> = parts.iter().flat_map(|p| p.keep.clone()).collect();
+        assert_eq!(kept, view.digests_signed_by(old.public()));
+        assert!(parts
+            .iter()
+            .all(|p| p.key == old.public() && p.batch == parts[0].batch && p.parts == 2));
+        assert_eq!(
+            entries[0].reason,
+            "key replaced, key revoked (part 1/2: 24 of 30 entries kept)"
+        );
+        assert_eq!(
+            entries[2].kind,
+            EntryKind::OfficerAdd {
+                public_key: new.public()
+            },
+            "the new key comes after the revocation"
+        );
+    }
+
+    #[test]
+    fn remove_keeps_the_counted_entries_in_parts_of_24() {
+        let officer = key(1);
+        let view = View::default()
+            .with_officer("Alice", officer.public())
+            .with_points(&officer, 2 * MAX_KEEP + 2);
+        let entries = plan(&view, "Alice", OfficerChange::Remove { revoke_all: false }).unwrap();
+        assert_signed_by_root_in_order(&entries, "Alice");
+        let parts = revocations(&entries);
+        let sizes: Vec<(u16, u16, usize)> = parts
+            .iter()
+            .map(|p| (p.part, p.parts, p.keep.len()))
+            .collect();
+        assert_eq!(sizes, [(0, 3, 24), (1, 3, 24), (2, 3, 2)]);
+        let kept: Vec<Digest> = parts.iter().flat_map(|p| p.keep.clone()).collect();
+        assert_eq!(kept, view.digests_signed_by(officer.public()));
+        assert_eq!(
+            entries[2].reason,
+            "officer removed, key revoked (part 3/3: 2 of 50 entries kept)"
+        );
+    }
+
+    #[test]
+    fn remove_with_revoke_all_keeps_nothing_and_revokes_every_key_of_the_name() {
+        let (first, second) = (key(1), key(2));
+        let mut view = View::default()
+            .with_officer("Alice", first.public())
+            .with_officer("ALICE", second.public())
+            .with_points(&first, 3);
+        // A key already revoked needs no second revocation.
+        let gone = key(4).public();
+        view = view.with_officer("alice", gone);
+        view.revoked.insert(gone);
+        let entries = plan(&view, "Alice", OfficerChange::Remove { revoke_all: true }).unwrap();
+        let parts = revocations(&entries);
+        let mut expected = vec![first.public(), second.public()];
+        expected.sort();
+        assert_eq!(parts.iter().map(|p| p.key).collect::<Vec<_>>(), expected);
+        assert!(parts.iter().all(|p| p.parts == 1 && p.keep.is_empty()));
+        assert_ne!(
+            parts[0].batch, parts[1].batch,
+            "one batch id per revocation"
+        );
+    }
+
+    #[test]
+    fn refusals_append_nothing() {
+        let officer = key(1).public();
+        let root = SecretKey::from_seed(ROOT_SEED).public();
+        let add = |public_key| OfficerChange::Add { public_key };
+        assert_eq!(
+            plan(&View::default(), "Alice", add(root)),
+            Err(PlanRefusal::RootKeyAsOfficer { key: root })
+        );
+        let current = View::default().with_officer("Alice", officer);
+        assert_eq!(
+            plan(&current, "alice", add(officer)),
+            Err(PlanRefusal::AlreadyOfficer {
+                officer: "Alice".into()
+            })
+        );
+        let mut revoked = View::default();
+        revoked.revoked.insert(officer);
+        assert_eq!(
+            plan(&revoked, "Alice", add(officer)),
+            Err(PlanRefusal::RevokedKey { key: officer })
+        );
+        assert_eq!(
+            plan(&current, "Bob", OfficerChange::Remove { revoke_all: false }),
+            Err(PlanRefusal::NotAnOfficer { name: "Bob".into() })
+        );
+        assert_eq!(
+            plan(&View::default(), "", add(officer)),
+            Err(PlanRefusal::InvalidName(EntryError::EmptyName {
+                field: "target"
+            }))
+        );
+    }
+
+    #[test]
+    fn a_keep_list_past_the_last_part_is_refused() {
+        let most = MAX_KEEP * usize::from(MAX_REVOKE_PARTS);
+        let kept = vec![Digest([0; 16]); most + 1];
+        assert_eq!(keep_parts(&kept[..most]).map(|p| p.len()), Some(65_535));
+        assert_eq!(keep_parts(&kept), None);
+        assert_eq!(keep_parts(&[]), Some(vec![&[][..]]), "one empty part");
+    }
+}
