@@ -8,6 +8,7 @@
 //! format, durations included, so what a daemon is running with can be checked or saved.
 
 mod control;
+mod duration;
 mod group;
 mod log;
 mod security;

@@ -30,7 +30,7 @@ pub struct StorageConfig {
     /// entries, which peers send again. Local adjusts are always durable before success.
     pub fsync: FsyncPolicy,
     /// Under `fsync = "batch"`, the longest a merged entry waits for its fsync (1ms to 10s).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub batch_interval: Duration,
 }
 

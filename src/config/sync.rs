@@ -24,16 +24,16 @@ pub struct SyncConfig {
     pub enabled: bool,
     /// Interval between HELLO announcements (100ms to 5min). Shorter notices peers and
     /// divergence sooner at the price of more traffic.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub heartbeat: Duration,
     /// Silence after which a peer is considered gone. Must exceed `heartbeat` so that one
     /// late or lost HELLO does not drop a live peer.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub peer_timeout: Duration,
     /// How far ahead of our clock a peer's timestamp may push our hybrid logical clock
     /// (0 to 7 days). Bounds the damage a peer with a wrong clock can do; messages further
     /// ahead are rejected instead of dragging every later timestamp into the future.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "super::duration")]
     pub max_clock_drift: Duration,
 }
 
