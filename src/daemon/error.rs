@@ -1,0 +1,36 @@
+//! Why a daemon could not start.
+
+use super::net::NetError;
+use crate::proto::seal::KeyError;
+use crate::store::StoreError;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// The daemon could not start.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// The log could not be opened (locked, damaged, unreadable).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The sockets could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The officer key file is missing, unreadable, malformed or readable by others.
+    #[error("security.officer_key_file: {0}")]
+    OfficerKey(#[from] crate::proto::signature::KeyError),
+    /// A group key file is missing, malformed or readable by others.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The control socket could not be created.
+    #[error("cannot create control socket {path}")]
+    Control {
+        /// Socket path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: crate::control::SocketError,
+    },
+    /// The core thread could not be started.
+    #[error("cannot start the daemon's core thread")]
+    CoreThread(#[source] std::io::Error),
+}
