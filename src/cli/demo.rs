@@ -22,9 +22,6 @@ use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// Group port the demo uses unless `--port` says otherwise; away from the default port
-/// (47683) and from the ports the tests use.
-pub const DEFAULT_PORT: u16 = 47760;
 /// The demo's ledger name, so it never merges with a real `raid` ledger on the same port.
 pub const DEMO_GROUP: &str = "demo";
 /// The three peers.
@@ -350,7 +347,11 @@ mod tests {
 
     #[test]
     fn demo_config_stays_on_loopback() {
-        let config = peer_config(Path::new("/tmp/x"), "bob", DEFAULT_PORT);
+        let config = peer_config(
+            Path::new("/tmp/x"),
+            "bob",
+            crate::cli::args::DEMO_DEFAULT_PORT,
+        );
         config.validate().unwrap();
         assert_eq!(config.group.interface, Ipv4Addr::LOCALHOST);
         assert!(config.group.ttl <= 1);

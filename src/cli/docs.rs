@@ -1,7 +1,7 @@
 //! Shell completions and man pages, generated from the clap definition of the command line
 //! so they can never disagree with it.
 
-use crate::cli::Cli;
+use super::args::Cli;
 use clap::CommandFactory;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -15,6 +15,23 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
 /// Writes the `lootsync(1)` man page (roff) to `out`.
 pub fn man_page(out: &mut dyn Write) -> io::Result<()> {
     clap_mangen::Man::new(Cli::command()).render(out)
+}
+
+/// `lootsync man`: the main page on stdout, or with `dir` every page written there (their
+/// paths printed).
+pub fn print_man_pages(dir: Option<&Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match dir {
+        Some(dir) => {
+            for path in write_man_pages(dir)
+                .with_context(|| format!("cannot write man pages to {}", dir.display()))?
+            {
+                println!("{}", path.display());
+            }
+        }
+        None => man_page(&mut io::stdout())?,
+    }
+    Ok(())
 }
 
 /// Writes `lootsync.1` and one page per subcommand (`lootsync-adjust.1`, ...) into `dir`,

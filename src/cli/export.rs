@@ -4,18 +4,9 @@
 //! The data comes from the same `points` and `history` requests the other commands use, so
 //! an export reads the running daemon's ledger, or the log itself when no daemon runs.
 
-use clap::ValueEnum;
+use super::args::ExportFormat;
 use loot_sync::core::ledger::HistoryRow;
 use std::collections::BTreeMap;
-
-/// Output format of an export.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ExportFormat {
-    /// Comma-separated values (RFC 4180), one header line.
-    Csv,
-    /// One JSON array.
-    Json,
-}
 
 /// Column names of a history export, in order; the JSON objects use the same keys.
 pub const HISTORY_COLUMNS: [&str; 14] = [

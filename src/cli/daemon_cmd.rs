@@ -1,0 +1,51 @@
+//! The commands that only a running daemon can answer: `status`, `peers`, and the `sync` and
+//! `debug` switches.
+
+use super::args::OnOff;
+use super::client::request;
+use super::output::{print_peers, print_status};
+use anyhow::Result;
+use loot_sync::config::Config;
+use loot_sync::control::{Request, StatusResult};
+
+/// Prints the running daemon's node, sync state, peers and counters.
+pub fn status(config: &Config, json: bool) -> Result<()> {
+    let value = request(config, Request::Status {})?;
+    if json {
+        println!("{}", serde_json::to_string(&value)?);
+    } else {
+        let status: StatusResult = serde_json::from_value(value)?;
+        print_status(&status);
+    }
+    Ok(())
+}
+
+/// Prints the peers the running daemon hears.
+pub fn peers(config: &Config, json: bool) -> Result<()> {
+    let value = request(config, Request::Status {})?;
+    let status: StatusResult = serde_json::from_value(value)?;
+    if json {
+        println!("{}", serde_json::to_string(&status.peers)?);
+    } else if status.peers.is_empty() {
+        println!("no peers heard");
+    } else {
+        print_peers(&status.peers);
+    }
+    Ok(())
+}
+
+/// Switches the running daemon's SYNC debug lines.
+pub fn debug(config: &Config, state: OnOff) -> Result<()> {
+    let enabled = state == OnOff::On;
+    request(config, Request::Debug { enabled })?;
+    println!("SYNC debug logging {}", if enabled { "on" } else { "off" });
+    Ok(())
+}
+
+/// Switches the running daemon's sync.
+pub fn sync(config: &Config, state: OnOff) -> Result<()> {
+    let enabled = state == OnOff::On;
+    request(config, Request::Sync { enabled })?;
+    println!("sync {}", if enabled { "on" } else { "off" });
+    Ok(())
+}

@@ -1,0 +1,79 @@
+//! The ledger commands: `adjust`, `points`, `history` and `export`, through the running daemon
+//! or on the log directly.
+
+use super::args::ExportFormat;
+use super::client::request;
+use super::export;
+use super::output::{print_adjusted, print_history, print_points};
+use anyhow::Result;
+use loot_sync::config::Config;
+use loot_sync::control::{AdjustResult, Request};
+use loot_sync::core::ledger::HistoryRow;
+use std::collections::BTreeMap;
+
+/// Records a point adjustment and prints the player's new total.
+pub fn adjust(
+    config: &Config,
+    player: String,
+    delta: i64,
+    reason: String,
+    actor: Option<String>,
+) -> Result<()> {
+    let value = request(
+        config,
+        Request::Adjust {
+            player,
+            delta,
+            reason,
+            actor,
+        },
+    )?;
+    let result: AdjustResult = serde_json::from_value(value)?;
+    print_adjusted(&result);
+    Ok(())
+}
+
+/// Prints every player's current total.
+pub fn points(config: &Config, json: bool) -> Result<()> {
+    let value = request(config, Request::Points {})?;
+    let totals: BTreeMap<String, i64> = serde_json::from_value(value)?;
+    if json {
+        println!("{}", serde_json::to_string(&totals)?);
+    } else {
+        print_points(&totals);
+    }
+    Ok(())
+}
+
+/// Prints the audit trail, or one player's part of it.
+pub fn history(config: &Config, player: Option<String>, json: bool) -> Result<()> {
+    let value = request(
+        config,
+        Request::History {
+            player: player.clone(),
+        },
+    )?;
+    let rows: Vec<HistoryRow> = serde_json::from_value(value)?;
+    if json {
+        let flat: Vec<serde_json::Value> = rows.iter().map(export::history_json).collect();
+        println!("{}", serde_json::to_string(&flat)?);
+    } else {
+        print_history(&rows, player.as_deref());
+    }
+    Ok(())
+}
+
+/// Prints the standings, or with `history` the full audit trail, as CSV or JSON.
+pub fn export(config: &Config, format: ExportFormat, history: bool) -> Result<()> {
+    let text = if history {
+        let value = request(config, Request::History { player: None })?;
+        let rows: Vec<HistoryRow> = serde_json::from_value(value)?;
+        export::history(&rows, format)
+    } else {
+        let value = request(config, Request::Points {})?;
+        let totals: BTreeMap<String, i64> = serde_json::from_value(value)?;
+        export::standings(&totals, format)
+    };
+    print!("{text}");
+    Ok(())
+}

@@ -1,0 +1,146 @@
+//! Human-readable output of the commands: tables and summaries printed to stdout. JSON and
+//! export formats live with their commands; this is only what a person reads.
+
+use super::export;
+use loot_sync::control::{AdjustResult, PeerStatus, StatusResult};
+use loot_sync::core::ledger::HistoryRow;
+use loot_sync::store::verify::VerifyReport;
+use std::collections::BTreeMap;
+
+/// One line confirming a recorded adjustment and the player's new total.
+pub fn print_adjusted(result: &AdjustResult) {
+    let e = &result.entry;
+    println!(
+        "recorded {:+} for {} by {} ({}); {} now has {} point{} [{}]",
+        e.delta,
+        e.target,
+        e.actor,
+        e.reason,
+        e.target,
+        result.total,
+        if result.total.abs() == 1 { "" } else { "s" },
+        e.id
+    );
+}
+
+/// The summary of a log check: size, span, notes and every damaged region.
+pub fn print_verify(report: &VerifyReport) {
+    let time =
+        |at: Option<loot_sync::proto::entry::Hlc>| at.map_or("-".to_string(), |at| at.to_string());
+    println!("log:      {}", report.path.display());
+    println!("bytes:    {}", report.file_bytes);
+    println!("entries:  {}", report.entries);
+    println!("players:  {}", report.players);
+    println!("first:    {}", time(report.first_at));
+    println!("last:     {}", time(report.last_at));
+    if report.identical_duplicates > 0 {
+        println!(
+            "note:     {} records repeat an earlier entry exactly (harmless; skipped on replay)",
+            report.identical_duplicates
+        );
+    }
+    if let Some(tail) = &report.torn_tail {
+        println!(
+            "note:     torn tail of {} bytes at offset {} ({}): an interrupted append, cut \
+             automatically when the log is next opened",
+            tail.bytes, tail.offset, tail.reason
+        );
+    }
+    for region in &report.damaged {
+        println!(
+            "DAMAGE:   {} bytes at offset {}: {}",
+            region.bytes, region.offset, region.reason
+        );
+    }
+    println!(
+        "status:   {}",
+        if report.is_clean() { "ok" } else { "DAMAGED" }
+    );
+}
+
+/// Standings as a table, highest total first.
+pub fn print_points(totals: &BTreeMap<String, i64>) {
+    if totals.is_empty() {
+        println!(
+            "no adjustments count yet (entries that count for nothing are marked in `lootsync history`)"
+        );
+        return;
+    }
+    let rows = export::ranked(totals);
+    let width = rows
+        .iter()
+        .map(|(name, _)| name.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!("{:<width$}  {:>8}", "player", "points");
+    for (name, total) in rows {
+        println!("{name:<width$}  {total:>8}");
+    }
+}
+
+/// The audit trail, one line per entry, with why an entry counts for nothing.
+pub fn print_history(rows: &[HistoryRow], player: Option<&str>) {
+    if rows.is_empty() {
+        match player {
+            Some(player) => println!("no adjustments recorded for {player}"),
+            None => println!("no adjustments recorded yet"),
+        }
+        return;
+    }
+    for row in rows {
+        let e = &row.entry;
+        let what = match &e.kind {
+            loot_sync::proto::entry::EntryKind::Points => {
+                format!("{:>+6} -> {:>6}", e.delta, row.total)
+            }
+            // The reason says what the roster change did.
+            _ => format!("{:<16}", "roster change"),
+        };
+        let rejected = row
+            .rejected
+            .as_deref()
+            .map(|why| format!("  [{why}]"))
+            .unwrap_or_default();
+        // Who really wrote it: the signer's roster name, when the free-text actor differs.
+        let author = match row.signed_by.as_deref() {
+            Some(officer) if officer != e.actor => format!("{} (key of {officer})", e.actor),
+            _ => e.actor.clone(),
+        };
+        println!(
+            "{}  {:<12} {:<12} {what}  {}{rejected}",
+            e.at, author, e.target, e.reason
+        );
+    }
+}
+
+/// One line per peer the daemon hears.
+pub fn print_peers(peers: &[PeerStatus]) {
+    for peer in peers {
+        println!(
+            "  {:<16} {:<22} heard {:>6} ms ago  {}",
+            peer.name.as_deref().unwrap_or("?"),
+            peer.address,
+            peer.last_heard_ms_ago,
+            if peer.in_sync { "in sync" } else { "differs" }
+        );
+    }
+}
+
+/// The running daemon's node, sync state, peers and counters.
+pub fn print_status(status: &StatusResult) {
+    println!("node:        {}", status.node);
+    println!("group:       {}", status.group);
+    println!(
+        "sync:        {}",
+        if status.sync_enabled { "on" } else { "off" }
+    );
+    println!("entries:     {}", status.entries);
+    println!("fingerprint: {}", status.fingerprint);
+    println!("peers:       {}", status.peers.len());
+    print_peers(&status.peers);
+    println!("counters:");
+    for (name, value) in &status.counters {
+        println!("  {name:<24} {value}");
+    }
+}
