@@ -2,10 +2,10 @@
 //! root key) and `keygen` (the group, officer and root keys they rely on).
 
 use super::args::{KeyKind, OfficerCommand};
-use super::client::request;
+use super::client::{request, NoLedger};
 use anyhow::{anyhow, bail, Context, Result};
 use loot_sync::config::Config;
-use loot_sync::control::Request;
+use loot_sync::control::{Append, History};
 use loot_sync::node as ops;
 use std::path::Path;
 
@@ -139,7 +139,7 @@ pub fn change(config: &Config, command: OfficerCommand) -> Result<()> {
         root.sign(&mut entry);
         request(
             config,
-            Request::Append {
+            Append {
                 entry: Box::new(entry.clone()),
             },
         )?;
@@ -158,11 +158,10 @@ fn roster_ledger(
     Vec<loot_sync::core::ledger::HistoryRow>,
 )> {
     let rows: Vec<loot_sync::core::ledger::HistoryRow> =
-        match request(config, Request::History { player: None }) {
-            Ok(value) => serde_json::from_value(value)
-                .context("cannot read the history to find the officer's entries")?,
+        match request(config, History { player: None }) {
+            Ok(rows) => rows,
             // No log yet (the first `officer add` of a new group): nothing to revoke.
-            Err(err) if err.to_string().starts_with("no ledger here") => Vec::new(),
+            Err(err) if err.is::<NoLedger>() => Vec::new(),
             Err(err) => return Err(err),
         };
     let (mut ledger, _) =

@@ -1,6 +1,6 @@
 //! The client side: one request per connection, as the CLI and tests send them.
 
-use super::protocol::{Reply, Request, MAX_REPLY_BYTES};
+use super::protocol::{Command, Reply, Request, MAX_REPLY_BYTES};
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,12 @@ pub enum ControlError {
         #[source]
         source: serde_json::Error,
     },
+    /// The daemon said the request succeeded but sent no result with it.
+    #[error("control socket {path}: the reply carries no result")]
+    NoResult {
+        /// The socket path.
+        path: PathBuf,
+    },
     /// The daemon refused the request; `message` is its explanation, in its words (it
     /// crosses the process boundary as text).
     #[error("{message}")]
@@ -58,8 +64,9 @@ pub enum ControlError {
     Task(#[source] tokio::task::JoinError),
 }
 
-/// Sends one request to the daemon listening on `path` and returns its result value.
-pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, ControlError> {
+/// Sends one command to the daemon listening on `path` and returns its result.
+pub fn call<C: Command>(path: &Path, command: C) -> Result<C::Output, ControlError> {
+    let request: Request = command.into();
     let io_err = |source| ControlError::Io {
         path: path.to_path_buf(),
         source,
@@ -72,7 +79,7 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
     stream
         .set_read_timeout(Some(REPLY_TIMEOUT))
         .map_err(io_err)?;
-    let mut line = serde_json::to_string(request).map_err(bad_reply)?;
+    let mut line = serde_json::to_string(&request).map_err(bad_reply)?;
     line.push('\n');
     // A daemon at its connection limit answers with an error line and hangs up, maybe
     // before our request is written: its answer says more than the broken pipe.
@@ -92,9 +99,11 @@ pub fn call(path: &Path, request: &Request) -> Result<serde_json::Value, Control
         (Err(err), _) | (Ok(()), Err(err)) => return Err(io_err(err)),
         (Ok(()), Ok(_)) => return Err(io_err(io::ErrorKind::UnexpectedEof.into())),
     }
-    let reply: Reply = serde_json::from_str(&reply).map_err(bad_reply)?;
+    let reply: Reply<C::Output> = serde_json::from_str(&reply).map_err(bad_reply)?;
     if reply.ok {
-        Ok(reply.result.unwrap_or(serde_json::Value::Null))
+        reply.result.ok_or_else(|| ControlError::NoResult {
+            path: path.to_path_buf(),
+        })
     } else {
         Err(ControlError::Refused {
             message: reply.error.unwrap_or_else(|| "request failed".into()),
@@ -135,12 +144,12 @@ fn send_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::socket_path;
+    use crate::control::{socket_path, Points};
 
     #[test]
     fn missing_socket_is_not_running() {
         let dir = tempfile::tempdir().unwrap();
-        let err = call(&socket_path(dir.path()), &Request::Points {}).unwrap_err();
+        let err = call(&socket_path(dir.path()), Points {}).unwrap_err();
         assert!(matches!(err, ControlError::NotRunning { .. }));
     }
 }

@@ -9,15 +9,19 @@
 //! takes, the sockets keep being served by their own tasks.
 
 use super::commit::Committer;
+use super::error::RequestError;
 use super::io::Outgoing;
 use super::options::DaemonOptions;
 use super::status::{self, DriverCounters};
 use crate::config::{Config, FsyncPolicy};
-use crate::control::{AdjustResult, Reply, Request};
+use crate::control::{
+    Adjust, Append, Command, DebugState, History, Outcome, Points, Refusal, Request, Status,
+    SwitchDebug, SwitchSync, SyncState,
+};
 use crate::core::ledger::Ledger;
 use crate::core::rng::SeededRng;
 use crate::core::sync::{Action, Channel, Now, Peer};
-use crate::node;
+use crate::node::LedgerCommand;
 use crate::proto::entry::{Entry, EntryKind, Key};
 use crate::proto::signature::PublicKey;
 use crate::store::LogStore;
@@ -42,7 +46,7 @@ pub(super) enum Event {
         bytes: Vec<u8>,
     },
     /// A control request and where its reply goes.
-    Control(Request, oneshot::Sender<Reply>),
+    Control(Request, oneshot::Sender<Outcome>),
     /// The group commit in flight finished with this outcome.
     Flushed(std::io::Result<()>),
     /// Graceful shutdown: send what is queued, flush, remove the control socket, unlock.
@@ -165,27 +169,7 @@ impl Driver {
                 }
                 self.peer.handle_datagram(now, channel, from, &bytes);
             }
-            Event::Control(Request::History { player }, reply) => {
-                // Reading a large log back takes a while: do it on a thread of its own from a
-                // snapshot of the index, so sync carries on meanwhile.
-                let source = self.peer.ledger().history_source();
-                let spawned = std::thread::Builder::new()
-                    .name("lootsync-history".into())
-                    .spawn(move || {
-                        let _ = reply.send(Reply::ok(&source.history(player.as_deref())));
-                    });
-                if let Err(err) = spawned {
-                    error!("cannot start a thread to build the history: {err}");
-                }
-            }
-            Event::Control(request, reply) => {
-                let is_adjust = matches!(request, Request::Adjust { .. });
-                let answer = self.handle_control(now, request);
-                if is_adjust {
-                    self.observe_acknowledged(&answer);
-                }
-                let _ = reply.send(answer);
-            }
+            Event::Control(request, reply) => self.serve(now, request, reply),
             Event::Flushed(outcome) => {
                 self.flushing = false;
                 self.finish_flush(outcome);
@@ -306,21 +290,6 @@ impl Driver {
         }
     }
 
-    /// Tells the observer, if any, about the entry a successful adjust reply carries.
-    fn observe_acknowledged(&self, answer: &Reply) {
-        let Some(observer) = &self.options.observer else {
-            return;
-        };
-        let adjusted = answer
-            .result
-            .as_ref()
-            .filter(|_| answer.ok)
-            .and_then(|value| serde_json::from_value::<AdjustResult>(value.clone()).ok());
-        if let Some(adjusted) = adjusted {
-            observer.acknowledged(&adjusted.entry);
-        }
-    }
-
     /// Warns, once, when merged roster changes leave this peer with no valid roster at all:
     /// with a mistyped `root_public_key` every roster change is rejected here while the sets
     /// still match, and nothing else would say why. (It names no key to adopt: anyone in the
@@ -334,48 +303,101 @@ impl Driver {
         }
     }
 
-    fn handle_control(&mut self, now: Now, request: Request) -> Reply {
-        let node = self.config.node.clone();
-        let request =
-            match node::apply(&mut self.peer, &mut self.store, &node, now, request.clone()) {
-                Some(reply) => return reply,
-                None => request,
-            };
-        match request {
-            Request::Sync { enabled } => {
-                // Join before the peer's rejoin HELLO and SYNC_REQUEST go out, so the
-                // answers are heard; leave only after the peer has stopped sending.
-                if enabled {
-                    self.set_group_membership(true);
+    /// Answers a control request; the ledger's own requests go to [`crate::node::apply`].
+    fn serve(&mut self, now: Now, request: Request, reply: oneshot::Sender<Outcome>) {
+        let outcome = match request {
+            Request::Adjust(adjust) => {
+                let adjusted = self.apply(now, adjust);
+                if let (Ok(adjusted), Some(observer)) = (&adjusted, &self.options.observer) {
+                    observer.acknowledged(&adjusted.entry);
                 }
-                self.peer.set_sync_enabled(now, enabled);
-                if !enabled {
-                    self.set_group_membership(false);
-                }
-                Reply::ok(&serde_json::json!({ "sync_enabled": enabled }))
+                adjusted.map(Adjust::respond)
             }
-            Request::Status {} => Reply::ok(&status::status(
+            Request::Append(append) => self.apply(now, append).map(Append::respond),
+            Request::Points(points) => self.apply(now, points).map(Points::respond),
+            Request::History(history) => return self.build_history(history, reply),
+            Request::Status(Status {}) => Ok(Status::respond(status::status(
                 &self.config,
                 &self.peer,
                 &self.store,
                 &self.counters,
                 now,
-            )),
-            Request::Debug { enabled } => match &self.options.log_control {
-                Some(control) => match control.set_sync_debug(enabled) {
-                    Ok(()) => {
-                        info!(
-                            "SYNC debug logging switched {}",
-                            if enabled { "on" } else { "off" }
-                        );
-                        Reply::ok(&serde_json::json!({ "sync_debug": enabled }))
-                    }
-                    Err(err) => Reply::error(format!("cannot switch debug logging: {err}")),
-                },
-                None => Reply::error("this daemon's logging cannot be switched at run time"),
-            },
-            other => Reply::error(format!("unsupported request {other:?}")),
+            ))),
+            Request::Sync(SwitchSync { enabled }) => {
+                self.switch_sync(now, enabled);
+                Ok(SwitchSync::respond(SyncState {
+                    sync_enabled: enabled,
+                }))
+            }
+            Request::Debug(SwitchDebug { enabled }) => self.switch_debug(enabled).map(|()| {
+                SwitchDebug::respond(DebugState {
+                    sync_debug: enabled,
+                })
+            }),
+        };
+        let _ = reply.send(outcome);
+    }
+
+    fn apply<C: LedgerCommand>(&mut self, now: Now, command: C) -> Result<C::Output, Refusal> {
+        let node = &self.config.node;
+        Ok(crate::node::apply(
+            &mut self.peer,
+            &mut self.store,
+            node,
+            now,
+            command,
+        )?)
+    }
+
+    /// Reading a large log back takes a while: the history is built on a thread of its own
+    /// from a snapshot of the index, so sync carries on meanwhile.
+    fn build_history(&self, history: History, reply: oneshot::Sender<Outcome>) {
+        let source = self.peer.ledger().history_source();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<oneshot::Sender<Outcome>>(1);
+        let spawned = std::thread::Builder::new()
+            .name("lootsync-history".into())
+            .spawn(move || {
+                let rows = source.history(history.player.as_deref());
+                if let Ok(reply) = rx.recv() {
+                    let _ = reply.send(Ok(History::respond(rows)));
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send(reply);
+            }
+            Err(err) => {
+                let _ = reply.send(Err(RequestError::HistoryThread(err).into()));
+            }
         }
+    }
+
+    fn switch_sync(&mut self, now: Now, enabled: bool) {
+        // Join before the peer's rejoin HELLO and SYNC_REQUEST go out, so the answers are
+        // heard; leave only after the peer has stopped sending.
+        if enabled {
+            self.set_group_membership(true);
+        }
+        self.peer.set_sync_enabled(now, enabled);
+        if !enabled {
+            self.set_group_membership(false);
+        }
+    }
+
+    fn switch_debug(&self, enabled: bool) -> Result<(), Refusal> {
+        let control = self
+            .options
+            .log_control
+            .as_ref()
+            .ok_or(RequestError::LoggingFixed)?;
+        control
+            .set_sync_debug(enabled)
+            .map_err(RequestError::LoggingSwitch)?;
+        info!(
+            "SYNC debug logging switched {}",
+            if enabled { "on" } else { "off" }
+        );
+        Ok(())
     }
 
     /// Leaves the multicast group while sync is off, so not even group datagrams reach

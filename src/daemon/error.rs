@@ -34,3 +34,18 @@ pub enum DaemonError {
     #[error("cannot start the daemon's core thread")]
     CoreThread(#[source] std::io::Error),
 }
+
+/// Why the daemon refused a request it serves itself (the ledger's refusals are
+/// [`crate::node::ApplyError`]).
+#[derive(Debug, Error)]
+pub(super) enum RequestError {
+    /// No [`super::LogControl`] was installed.
+    #[error("this daemon's logging cannot be switched at run time")]
+    LoggingFixed,
+    /// The installed [`super::LogControl`] failed.
+    #[error("cannot switch debug logging: {0}")]
+    LoggingSwitch(super::options::LogControlError),
+    /// The thread that builds the history could not be started.
+    #[error("history failed: cannot start a thread: {0}")]
+    HistoryThread(std::io::Error),
+}

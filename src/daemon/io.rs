@@ -65,7 +65,7 @@ pub(super) async fn receive_loop(socket: Arc<UdpSocket>, channel: Channel, inbox
             }
         };
         if let Some(observer) = &inbox.observer {
-            observer.datagram_arrived(channel);
+            observer.datagram_arrived(channel, from);
         }
         // The core thread returns the slot once it has taken the datagram.
         slot.forget();

@@ -46,7 +46,7 @@ mod status;
 
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use error::DaemonError;
-pub use options::{DaemonOptions, LedgerObserver, LogControl};
+pub use options::{DaemonOptions, LedgerObserver, LogControl, LogControlError};
 pub use running::RunningDaemon;
 pub use start::start;
 

@@ -3,13 +3,17 @@
 use super::clock::{Clock, SystemClock};
 use crate::core::sync::Channel;
 use crate::proto::entry::Entry;
+use std::net::SocketAddr;
 use std::sync::Arc;
+
+/// Why debug logging could not be switched (whatever the installed [`LogControl`] hit).
+pub type LogControlError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Switches the `sync` target's debug logging at run time (the CLI installs one backed by a
 /// tracing reload handle; tests can install their own).
 pub trait LogControl: Send + Sync + 'static {
     /// Turns SYNC debug lines on or off.
-    fn set_sync_debug(&self, enabled: bool) -> Result<(), String>;
+    fn set_sync_debug(&self, enabled: bool) -> Result<(), LogControlError>;
 }
 
 /// Sees entries enter a daemon's ledger the moment they do (a measurement hook: the
@@ -22,10 +26,10 @@ pub trait LedgerObserver: Send + Sync + 'static {
     /// Entries learned from peers were applied to the ledger and appended to the log; called
     /// on the core thread, so keep it quick.
     fn merged(&self, _entries: &[Entry]) {}
-    /// A datagram was read from a socket. Called on that socket's receive task before the
-    /// core thread sees it, so it shows whether the sockets are served while the core is
-    /// busy.
-    fn datagram_arrived(&self, _channel: Channel) {}
+    /// A datagram from `from` was read from a socket. Called on that socket's receive task
+    /// before the core thread sees it, so it shows whether the sockets are served while the
+    /// core is busy.
+    fn datagram_arrived(&self, _channel: Channel, _from: SocketAddr) {}
 }
 
 /// How a daemon is run beyond its config: hooks for tests and tools.

@@ -1,7 +1,7 @@
 //! The handle to a running daemon.
 
 use super::driver::Event;
-use crate::control::{self, ControlError, Request};
+use crate::control::{self, Command, ControlError};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -60,9 +60,9 @@ impl RunningDaemon {
     }
 
     /// Sends a control request the way the CLI would, over the control socket.
-    pub async fn request(&self, request: Request) -> Result<serde_json::Value, ControlError> {
+    pub async fn request<C: Command>(&self, command: C) -> Result<C::Output, ControlError> {
         let path = self.control_path.clone();
-        tokio::task::spawn_blocking(move || control::call(&path, &request))
+        tokio::task::spawn_blocking(move || control::call(&path, command))
             .await
             .map_err(ControlError::Task)?
     }
