@@ -30,6 +30,9 @@ pub enum DaemonError {
         #[source]
         source: crate::control::SocketError,
     },
+    /// The runtime shut down while the log was being opened.
+    #[error("start-up interrupted")]
+    Interrupted(#[source] tokio::task::JoinError),
     /// The core thread could not be started.
     #[error("cannot start the daemon's core thread")]
     CoreThread(#[source] std::io::Error),

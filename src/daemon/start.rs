@@ -33,9 +33,19 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         security(&config)?
     };
     let officer_key = config.officer_key()?;
-    let (store, ledger, report) = {
-        let _enter = span.enter();
-        node::open_log_indexed(&config, node::DAEMON_LOCK_WAIT)?
+    // Waiting for the lock and replaying a big log take a while: not on a runtime thread,
+    // which may be serving other daemons' sockets (tests run several in one runtime).
+    let opening = {
+        let (config, span) = (config.clone(), span.clone());
+        tokio::task::spawn_blocking(move || {
+            let _enter = span.enter();
+            node::open_log_indexed(&config, node::DAEMON_LOCK_WAIT)
+        })
+    };
+    let (store, ledger, report) = match opening.await {
+        Ok(opened) => opened?,
+        Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
+        Err(join) => return Err(DaemonError::Interrupted(join)),
     };
     let sockets = net::open(&config)?;
     let control_path = control::socket_path(&config.state_dir);
