@@ -3,6 +3,9 @@
 //! We own this (SplitMix64) rather than use `rand`'s small RNGs because simulation seeds must
 //! replay identically forever, and `rand` documents that its small RNG algorithms may change
 //! between releases.
+//!
+//! The daemon seeds it from the operating system ([`crate::store::keys::rng_seed_from_os`]);
+//! nothing here draws entropy, so a seed replays the same run.
 
 /// SplitMix64: fast, statistically good enough for jitter, ids and simulated loss.
 #[derive(Clone, Debug)]
@@ -14,21 +17,6 @@ impl SeededRng {
     /// A generator whose whole output is determined by `seed`.
     pub fn new(seed: u64) -> SeededRng {
         SeededRng { state: seed }
-    }
-
-    /// A generator seeded from the operating system (for the real daemon).
-    pub fn from_os() -> SeededRng {
-        let mut bytes = [0u8; 8];
-        // If the OS cannot give randomness, fall back to time: still unique enough for jitter
-        // and node ids, and UUID randomness then still varies per process.
-        if getrandom::fill(&mut bytes).is_err() {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-            bytes = (nanos ^ std::process::id() as u64).to_le_bytes();
-        }
-        SeededRng::new(u64::from_le_bytes(bytes))
     }
 
     /// Next 64 random bits.

@@ -77,7 +77,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     peer.set_roster(config.root_public_key(), officer_key);
     // OS entropy, not the peer's seeded RNG (whose state its broadcast node id reveals).
     let mut cookie_key = [0u8; 32];
-    getrandom::fill(&mut cookie_key).map_err(|e| KeyError::Entropy(e.to_string()))?;
+    getrandom::fill(&mut cookie_key).map_err(|e| KeyError::Entropy(e.into()))?;
     peer.set_group_key(sealer, cookie_key);
     let warned_no_valid_roster = {
         let _enter = span.enter();

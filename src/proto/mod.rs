@@ -1,12 +1,23 @@
-//! Protocol types: pure data and functions shared by every layer above, with no I/O.
+//! Protocol types: pure data and functions shared by every layer above, with no I/O and no
+//! entropy of their own (keys and nonce prefixes come in as bytes).
 //!
-//! - [`entry`]: the immutable log entry, its content digest, its (at, digest) key and the
-//!   hybrid logical clock.
-//! - [`signature`]: officer and root keys and entry signatures.
+//! Bottom up, each module using only those above it in this list:
+//! - [`hlc`]: the hybrid logical clock that stamps entries.
+//! - [`digest`]: an entry's content digest and its (at, digest) sort key.
+//! - [`fingerprint`]: set fingerprints that sync compares.
+//! - [`keys`]: ed25519 public keys and the seal (signature) an entry carries.
+//! - [`entry`]: the immutable log entry and its bounds.
+//! - [`signature`]: signing entries and checking their seals.
+//! - [`limits`]: datagram sizes shared by the codec and the sealing layer.
 //! - [`wire`]: the datagram codec (version byte + postcard).
 //! - [`seal`]: the group key: sealing and opening datagrams (XChaCha20-Poly1305).
 
+pub mod digest;
 pub mod entry;
+pub mod fingerprint;
+pub mod hlc;
+pub mod keys;
+pub mod limits;
 pub mod seal;
 pub mod signature;
 pub mod wire;

@@ -2,11 +2,14 @@
 //!
 //! A sealed datagram is
 //! `[SEALED_VERSION][key id: 4][nonce: 24][XChaCha20-Poly1305(clear datagram) + tag: 16]`.
-//! The sealed plaintext is the whole clear datagram of [`crate::proto::wire`] (its own version byte
-//! included), so [`crate::proto::wire::decode`] runs unchanged after [`Sealer::open`]. The version
-//! byte and key id are authenticated as associated data. The whole sealed datagram stays
-//! within [`crate::proto::wire::MAX_DATAGRAM`]: the packers fill clear datagrams only up to
-//! [`crate::proto::wire::MAX_MESSAGE`], which leaves room for [`SEAL_OVERHEAD`].
+//! The sealed plaintext is the whole clear datagram of [`crate::proto::wire`] (its own
+//! version byte included), so [`crate::proto::wire::decode`] runs unchanged after
+//! [`Sealer::open`]. The version byte and key id are authenticated as associated data. The whole sealed datagram stays
+//! within [`MAX_DATAGRAM`]: the packers fill clear datagrams only up to
+//! [`crate::proto::limits::MAX_MESSAGE`], which leaves room for [`SEAL_OVERHEAD`].
+//!
+//! Keys come in as bytes: reading key files and drawing fresh keys is the store's business
+//! ([`crate::store::keys`]), so this module stays pure.
 //!
 //! Key rotation without downtime: a [`Keyring`] seals with its current key and opens with
 //! the current key or any previous one, picked by the key id (a hash of the key, so it
@@ -15,32 +18,28 @@
 //!
 //! Nonces: XChaCha20's 192-bit nonce is `[16-byte per-process random prefix][64-bit
 //! counter]`. The prefix comes from the operating system's entropy in the daemon (see
-//! [`NoncePrefix::from_os`]), never from the core's seeded SplitMix RNG: that generator's
-//! state is revealed by the node id it broadcasts, and a repeated nonce under one key would
+//! [`crate::store::keys::nonce_prefix_from_os`]), never from the core's seeded SplitMix RNG:
+//! that generator's state is revealed by the node id it broadcasts, and a repeated nonce under one key would
 //! leak plaintext and allow forgeries. With a fresh 128-bit random prefix per process and a
 //! counter within it, two processes sharing a key repeat a nonce with probability ~2^-128
 //! per pair, and one process never does.
 
+use crate::proto::limits::MAX_DATAGRAM;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt;
-use std::path::{Path, PathBuf};
 use thiserror::Error;
+
+// The sealed layout's sizes live with the other datagram limits, below this module and the
+// codec both; re-exported because they describe the layout documented here.
+pub use crate::proto::limits::{KEY_ID_BYTES, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES};
 
 /// Leading byte of a sealed datagram (clear datagrams start with `wire::WIRE_VERSION`).
 pub const SEALED_VERSION: u8 = 0xA1;
 /// Bytes of a group key.
 pub const KEY_BYTES: usize = 32;
-/// Bytes of the key id in each sealed datagram.
-pub const KEY_ID_BYTES: usize = 4;
-/// Bytes of the XChaCha20-Poly1305 nonce.
-pub const NONCE_BYTES: usize = 24;
-/// Bytes of the Poly1305 tag.
-pub const TAG_BYTES: usize = 16;
-/// What sealing adds to a clear datagram.
-pub const SEAL_OVERHEAD: usize = 1 + KEY_ID_BYTES + NONCE_BYTES + TAG_BYTES;
 
 /// Names a key in sealed datagrams: the first bytes of a domain-separated SHA-256 of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -87,34 +86,6 @@ impl GroupKey {
     pub fn id(&self) -> KeyId {
         self.id
     }
-
-    /// Reads a group key file (see [`crate::store::keyfile`]), not readable by group or others.
-    pub fn load(path: &Path) -> Result<GroupKey, KeyError> {
-        let secret =
-            crate::store::keyfile::read_private(path, crate::store::keyfile::KeyKind::Group)?;
-        Ok(GroupKey::from_bytes(&secret))
-    }
-}
-
-/// Writes a new random group key to `path` with mode 0600; never overwrites a file.
-pub fn generate_key_file(path: &Path) -> Result<KeyId, KeyError> {
-    let mut bytes = [0u8; KEY_BYTES];
-    getrandom::fill(&mut bytes).map_err(|e| KeyError::Entropy(e.to_string()))?;
-    // The group key file stays 32 raw bytes, the form other tools expect; the signing keys'
-    // files carry a kind tag (see `keyfile`), so one given as the group key is named.
-    crate::store::keyfile::create_private(path, &bytes)?;
-    Ok(GroupKey::from_bytes(&bytes).id())
-}
-
-/// A key file could not be read or written.
-#[derive(Debug, Error)]
-pub enum KeyError {
-    /// The key file could not be written or read, or holds no group key.
-    #[error(transparent)]
-    File(#[from] crate::store::keyfile::KeyFileError),
-    /// The operating system gave no randomness.
-    #[error("cannot get random bytes from the operating system: {0}")]
-    Entropy(String),
 }
 
 /// The keys a daemon accepts: the current one (also used to seal) and previous ones.
@@ -130,16 +101,6 @@ impl Keyring {
         Keyring { current, previous }
     }
 
-    /// Loads the current key file and the previous ones.
-    pub fn load(current: &Path, previous: &[PathBuf]) -> Result<Keyring, KeyError> {
-        let current = GroupKey::load(current)?;
-        let previous = previous
-            .iter()
-            .map(|p| GroupKey::load(p))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Keyring::new(current, previous))
-    }
-
     /// Id of the key used for sealing.
     pub fn current_id(&self) -> KeyId {
         self.current.id()
@@ -152,22 +113,14 @@ impl Keyring {
     }
 }
 
-/// The per-process random part of every nonce.
+/// The per-process random part of every nonce: 128 bits from the operating system in the
+/// daemon ([`crate::store::keys::nonce_prefix_from_os`]), fixed bytes in tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoncePrefix(pub [u8; 16]);
 
-impl NoncePrefix {
-    /// 128 bits from the operating system (what the daemon uses).
-    pub fn from_os() -> Result<NoncePrefix, KeyError> {
-        let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| KeyError::Entropy(e.to_string()))?;
-        Ok(NoncePrefix(bytes))
-    }
-}
-
-/// Why a datagram could not be opened.
+/// Why a datagram could not be sealed or opened.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum SealError {
+pub enum DatagramSealError {
     /// A clear datagram reached a daemon that has a group key.
     #[error("unsealed datagram (this group requires the group key)")]
     Unsealed,
@@ -191,16 +144,16 @@ pub enum SealError {
     Seal,
 }
 
-impl SealError {
+impl DatagramSealError {
     /// Short label for drop counters (`dropped_<label>`).
     pub fn label(&self) -> &'static str {
         match self {
-            SealError::Unsealed => "unsealed",
-            SealError::NoKey => "sealed_no_key",
-            SealError::Short(_) | SealError::BadTag(_) => "bad_key",
-            SealError::TooLarge(_) => "too_large",
-            SealError::UnknownKey(_) => "unknown_key",
-            SealError::Seal => "seal_failed",
+            DatagramSealError::Unsealed => "unsealed",
+            DatagramSealError::NoKey => "sealed_no_key",
+            DatagramSealError::Short(_) | DatagramSealError::BadTag(_) => "bad_key",
+            DatagramSealError::TooLarge(_) => "too_large",
+            DatagramSealError::UnknownKey(_) => "unknown_key",
+            DatagramSealError::Seal => "seal_failed",
         }
     }
 }
@@ -254,7 +207,7 @@ impl Sealer {
     }
 
     /// Seals one clear datagram (returns it unchanged without a key).
-    pub fn seal(&mut self, clear: Vec<u8>) -> Result<Vec<u8>, SealError> {
+    pub fn seal(&mut self, clear: Vec<u8>) -> Result<Vec<u8>, DatagramSealError> {
         let Some(keyring) = &self.keyring else {
             return Ok(clear);
         };
@@ -276,14 +229,14 @@ impl Sealer {
                     aad: &header[..aad_len],
                 },
             )
-            .map_err(|_| SealError::Seal)?;
+            .map_err(|_| DatagramSealError::Seal)?;
         header.extend_from_slice(&nonce);
         header.extend_from_slice(&sealed);
         Ok(header)
     }
 
     /// Opens one received datagram, giving the clear datagram for `wire::decode`.
-    pub fn open<'a>(&self, datagram: &'a [u8]) -> Result<Cow<'a, [u8]>, SealError> {
+    pub fn open<'a>(&self, datagram: &'a [u8]) -> Result<Cow<'a, [u8]>, DatagramSealError> {
         open_with(self.keyring.as_ref(), datagram)
     }
 }
@@ -293,29 +246,29 @@ impl Sealer {
 pub fn open_with<'a>(
     keyring: Option<&Keyring>,
     datagram: &'a [u8],
-) -> Result<Cow<'a, [u8]>, SealError> {
+) -> Result<Cow<'a, [u8]>, DatagramSealError> {
     let sealed = datagram.first() == Some(&SEALED_VERSION);
     let Some(keyring) = keyring else {
         return if sealed {
-            Err(SealError::NoKey)
+            Err(DatagramSealError::NoKey)
         } else {
             Ok(Cow::Borrowed(datagram))
         };
     };
     if !sealed {
-        return Err(SealError::Unsealed);
+        return Err(DatagramSealError::Unsealed);
     }
     if datagram.len() < SEAL_OVERHEAD {
-        return Err(SealError::Short(datagram.len()));
+        return Err(DatagramSealError::Short(datagram.len()));
     }
-    if datagram.len() > crate::proto::wire::MAX_DATAGRAM {
-        return Err(SealError::TooLarge(datagram.len()));
+    if datagram.len() > MAX_DATAGRAM {
+        return Err(DatagramSealError::TooLarge(datagram.len()));
     }
     let (aad, rest) = datagram.split_at(1 + KEY_ID_BYTES);
     let mut id = [0u8; KEY_ID_BYTES];
     id.copy_from_slice(&aad[1..]);
     let id = KeyId(id);
-    let key = keyring.find(id).ok_or(SealError::UnknownKey(id))?;
+    let key = keyring.find(id).ok_or(DatagramSealError::UnknownKey(id))?;
     let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
     key.cipher
         .decrypt(
@@ -326,13 +279,22 @@ pub fn open_with<'a>(
             },
         )
         .map(Cow::Owned)
-        .map_err(|_| SealError::BadTag(id))
+        .map_err(|_| DatagramSealError::BadTag(id))
 }
+
+// Transitional names for code written against the old layout (key files were loaded here
+// and both this error and the signature error were called `SealError`); remove once every
+// caller uses `crate::store::keys` and `DatagramSealError`.
+#[doc(hidden)]
+pub use crate::store::keys::{
+    create_group_key_file as generate_key_file, GroupKeyError as KeyError,
+};
+#[doc(hidden)]
+pub use DatagramSealError as SealError;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::keyfile::KeyFileError;
 
     fn keyring(byte: u8) -> Keyring {
         Keyring::new(GroupKey::from_bytes(&[byte; KEY_BYTES]), Vec::new())
@@ -360,11 +322,14 @@ mod tests {
         let mut a = Sealer::new(keyring(1), NoncePrefix([1; 16]));
         let b = Sealer::new(keyring(2), NoncePrefix([2; 16]));
         let sealed = a.seal(b"\x01secret".to_vec()).unwrap();
-        assert!(matches!(b.open(&sealed), Err(SealError::UnknownKey(_))));
+        assert!(matches!(
+            b.open(&sealed),
+            Err(DatagramSealError::UnknownKey(_))
+        ));
         // Same key id claimed, wrong key: the tag fails.
         let mut forged = sealed.clone();
         forged[1..5].copy_from_slice(&b.keyring.as_ref().unwrap().current_id().0);
-        assert!(matches!(b.open(&forged), Err(SealError::BadTag(_))));
+        assert!(matches!(b.open(&forged), Err(DatagramSealError::BadTag(_))));
         for i in 0..sealed.len() {
             let mut flipped = sealed.clone();
             flipped[i] ^= 0x40;
@@ -373,10 +338,10 @@ mod tests {
         for cut in 0..sealed.len() {
             assert!(a.open(&sealed[..cut]).is_err(), "cut at {cut} accepted");
         }
-        assert_eq!(a.open(b"\x01clear"), Err(SealError::Unsealed));
-        let huge = a.seal(vec![1; crate::proto::wire::MAX_DATAGRAM]).unwrap();
-        assert_eq!(a.open(&huge), Err(SealError::TooLarge(huge.len())));
-        assert_eq!(Sealer::clear().open(&sealed), Err(SealError::NoKey));
+        assert_eq!(a.open(b"\x01clear"), Err(DatagramSealError::Unsealed));
+        let huge = a.seal(vec![1; MAX_DATAGRAM]).unwrap();
+        assert_eq!(a.open(&huge), Err(DatagramSealError::TooLarge(huge.len())));
+        assert_eq!(Sealer::clear().open(&sealed), Err(DatagramSealError::NoKey));
         assert_eq!(
             Sealer::clear().open(b"\x01clear").unwrap().as_ref(),
             b"\x01clear"
@@ -395,7 +360,7 @@ mod tests {
         let mut sender = Sealer::new(keyring(7), NoncePrefix([2; 16]));
         let sealed = sender.seal(message).unwrap();
         assert_eq!(sealed.len(), 1247);
-        assert_eq!(sender.open(&sealed), Err(SealError::TooLarge(1247)));
+        assert_eq!(sender.open(&sealed), Err(DatagramSealError::TooLarge(1247)));
         let now = Now {
             mono_ms: 0,
             unix_ms: 1_700_000_000_000,
@@ -431,54 +396,5 @@ mod tests {
         // The old-key-only peer cannot read the new key: rotation finishes by giving
         // everyone the new key before it becomes current anywhere.
         assert!(old_peer.open(&from_rotated).is_err());
-    }
-
-    #[test]
-    fn key_files_are_private_and_never_overwritten() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("group.key");
-        let id = generate_key_file(&path).unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
-        assert_eq!(meta.len(), KEY_BYTES as u64);
-        assert_eq!(GroupKey::load(&path).unwrap().id(), id);
-        assert!(matches!(
-            generate_key_file(&path),
-            Err(KeyError::File(KeyFileError::Exists(_)))
-        ));
-        assert_eq!(GroupKey::load(&path).unwrap().id(), id, "key overwritten");
-
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = GroupKey::load(&path).unwrap_err();
-        assert!(matches!(
-            err,
-            KeyError::File(KeyFileError::TooOpen { mode: 0o644, .. })
-        ));
-        let message = err.to_string();
-        assert!(
-            message.contains("group.key") && message.contains("0644"),
-            "{message}"
-        );
-
-        let short = dir.path().join("short.key");
-        std::fs::write(&short, [0u8; 31]).unwrap();
-        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(
-            GroupKey::load(&short),
-            Err(KeyError::File(KeyFileError::Format { .. }))
-        ));
-        // An officer's signing key given as the group key is named for what it is.
-        let officer = dir.path().join("officer.key");
-        crate::proto::signature::SecretKey::create_file(
-            &officer,
-            crate::store::keyfile::KeyKind::Officer,
-        )
-        .unwrap();
-        let message = GroupKey::load(&officer).unwrap_err().to_string();
-        assert!(
-            message.contains("holds an officer key, not a group key"),
-            "{message}"
-        );
     }
 }

@@ -5,20 +5,17 @@
 //! [`MAX_DATAGRAM`] bytes), trailing bytes are rejected, and every decoded entry and list is
 //! checked against its bounds before the sync core sees it.
 
-use crate::core::ledger::Fingerprint;
-use crate::proto::entry::{Digest, Entry, EntryError, Key};
+use crate::proto::digest::{Digest, Key};
+use crate::proto::entry::{Entry, EntryError, MAX_NAME_BYTES};
+use crate::proto::fingerprint::Fingerprint;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+// Re-exported beside the codec: whoever builds or reads datagrams packs to these limits.
+pub use crate::proto::limits::{MAX_DATAGRAM, MAX_MESSAGE};
+
 /// Version byte that leads every datagram. Bump on any incompatible change.
 pub const WIRE_VERSION: u8 = 3;
-/// Largest datagram we send or accept: small enough to never fragment on a 1280+ MTU path.
-/// With a group key this bounds the *sealed* datagram.
-pub const MAX_DATAGRAM: usize = 1200;
-/// Largest clear datagram we build: room is left for the group-key seal, so a message that
-/// fits here fits [`MAX_DATAGRAM`] once sealed (with or without a key, so packing is the
-/// same either way).
-pub const MAX_MESSAGE: usize = MAX_DATAGRAM - crate::proto::seal::SEAL_OVERHEAD;
 /// Longest group name carried in an envelope.
 pub const MAX_GROUP_BYTES: usize = 32;
 /// Most digests in one [`Mode::Ids`] list or want list (they must fit one datagram anyway).
@@ -291,11 +288,7 @@ fn validate_runs(runs: &[Run]) -> Result<(), WireError> {
 fn validate(envelope: &Envelope) -> Result<(), WireError> {
     check_len(envelope.group.len(), MAX_GROUP_BYTES, "group name")?;
     match &envelope.body {
-        Body::Hello(hello) => check_len(
-            hello.name.len(),
-            crate::proto::entry::MAX_NAME_BYTES,
-            "name",
-        )?,
+        Body::Hello(hello) => check_len(hello.name.len(), MAX_NAME_BYTES, "name")?,
         Body::LogEntry(entries) => {
             for entry in entries {
                 entry.validate()?;
@@ -307,7 +300,7 @@ fn validate(envelope: &Envelope) -> Result<(), WireError> {
             validate_runs(&request.runs)?;
         }
         Body::SyncResponse(SyncResponse::Summary { name, .. }) => {
-            check_len(name.len(), crate::proto::entry::MAX_NAME_BYTES, "name")?
+            check_len(name.len(), MAX_NAME_BYTES, "name")?
         }
         Body::SyncResponse(SyncResponse::Ranges(response)) => {
             check_len(response.want.len(), MAX_IDS, "want list")?;
@@ -370,7 +363,8 @@ pub fn pack_log_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::entry::{new_entry_id, Hlc, MAX_NAME_BYTES, MAX_REASON_BYTES};
+    use crate::proto::entry::{new_entry_id, EntryKind, MAX_REASON_BYTES};
+    use crate::proto::hlc::Hlc;
 
     fn entry(i: u64) -> Entry {
         Entry {
@@ -381,7 +375,7 @@ mod tests {
             delta: 5,
             new_total: 5,
             reason: "r".repeat(MAX_REASON_BYTES),
-            kind: crate::proto::entry::EntryKind::Points,
+            kind: EntryKind::Points,
             seal: None,
         }
     }

@@ -4,6 +4,9 @@
 //! names a signing key given in its place. The group key file itself stays 32 raw bytes
 //! (the documented `keygen group` output); untagged 32-byte files, including signing keys
 //! from before the tag, are accepted as any kind.
+//!
+//! Which key types the bytes become, and where new secrets come from, is
+//! [`crate::store::keys`].
 
 use std::fmt;
 use std::io::Write;

@@ -21,6 +21,7 @@
 //! log and opening fails with [`StoreError::Corrupt`] rather than throwing away history.
 
 pub mod keyfile;
+pub mod keys;
 pub mod verify;
 
 use crate::core::ledger::{EntryReader, Ledger, LedgerBuilder};

@@ -6,8 +6,9 @@
 //! Every peer holding the same set therefore computes the same totals, whatever order the
 //! entries arrived in.
 
-use crate::proto::entry::{Digest, Entry, EntryKind};
-use crate::proto::signature::PublicKey;
+use crate::proto::digest::Digest;
+use crate::proto::entry::{Entry, EntryKind};
+use crate::proto::keys::PublicKey;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -235,10 +236,8 @@ impl Roster {
 mod tests {
     use super::*;
     use crate::proto::entry::new_entry_id;
-    use crate::proto::entry::Hlc;
-    use crate::proto::signature::*;
-    use crate::store::keyfile::KeyFileError;
-    use std::os::unix::fs::PermissionsExt;
+    use crate::proto::hlc::Hlc;
+    use crate::proto::signature::SecretKey;
 
     fn points(ms: u64) -> Entry {
         Entry {
@@ -252,34 +251,6 @@ mod tests {
             kind: EntryKind::Points,
             seal: None,
         }
-    }
-
-    #[test]
-    fn public_key_text_round_trips_and_bad_text_is_named() {
-        let key = SecretKey::from_seed([9; 32]).public();
-        let text = key.to_string();
-        assert_eq!(text.len(), 64);
-        assert_eq!(text.parse::<PublicKey>().unwrap(), key);
-        assert!("abc".parse::<PublicKey>().is_err());
-        assert!("zz".repeat(32).parse::<PublicKey>().is_err());
-    }
-
-    #[test]
-    fn signature_verifies_and_any_change_breaks_it() {
-        let key = SecretKey::from_seed([1; 32]);
-        let mut e = points(1_000);
-        key.sign(&mut e);
-        assert_eq!(verify(&e), Ok(()));
-        let mut changed = e.clone();
-        changed.delta = 500;
-        assert_eq!(verify(&changed), Err(SealError::BadSignature));
-        let mut reattributed = e.clone();
-        reattributed.seal.as_mut().unwrap().signer = SecretKey::from_seed([2; 32]).public();
-        assert_eq!(verify(&reattributed), Err(SealError::BadSignature));
-        let mut flipped = e.clone();
-        flipped.seal.as_mut().unwrap().s[0] ^= 1;
-        assert!(verify(&flipped).is_err());
-        assert_eq!(verify(&points(5)), Ok(()), "unsigned passes the seal check");
     }
 
     /// Parts complete a revocation in any order; a repeated part index adds its digests
@@ -323,48 +294,5 @@ mod tests {
         assert_eq!(reversed.complete(), in_order.complete());
         let missing_one = RevocationTracker::from_changes(Some(root.public()), parts[..4].iter());
         assert!(missing_one.complete().is_empty());
-    }
-
-    #[test]
-    fn key_files_are_private_and_never_overwritten() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("officer.key");
-        let key = SecretKey::create_file(&path, KeyKind::Officer).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let loaded = SecretKey::load(&path, KeyKind::Officer).unwrap();
-        assert_eq!(loaded.public(), key.public());
-        assert!(matches!(
-            SecretKey::create_file(&path, KeyKind::Officer),
-            Err(KeyError::File(KeyFileError::Exists(_)))
-        ));
-        // An officer key given where the root key belongs is named as such.
-        let wrong = SecretKey::load(&path, KeyKind::Root)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            wrong.contains("holds an officer key, not the root key"),
-            "{wrong}"
-        );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(
-            SecretKey::load(&path, KeyKind::Officer),
-            Err(KeyError::File(KeyFileError::TooOpen { .. }))
-        ));
-        let short = dir.path().join("short.key");
-        std::fs::write(&short, b"xyz").unwrap();
-        std::fs::set_permissions(&short, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(
-            SecretKey::load(&short, KeyKind::Officer),
-            Err(KeyError::File(KeyFileError::Format { .. }))
-        ));
-        // A key written before kind tags (32 raw bytes) still loads.
-        let legacy = dir.path().join("legacy.key");
-        std::fs::write(&legacy, [5u8; 32]).unwrap();
-        std::fs::set_permissions(&legacy, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(
-            SecretKey::load(&legacy, KeyKind::Root).unwrap().public(),
-            SecretKey::from_seed([5; 32]).public()
-        );
     }
 }

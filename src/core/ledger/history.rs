@@ -1,0 +1,155 @@
+//! History views: every entry (or one player's) in replay order with the running total and
+//! the verdict at its place, from the ledger or from a snapshot detached from it.
+
+use super::index::{read_body, EntryReader, StoredBody};
+use crate::core::roster::{Revocations, Roster, Verdict};
+use crate::proto::digest::Key;
+use crate::proto::entry::{Entry, EntryKind};
+use crate::proto::keys::PublicKey;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// One line of a player's (or the whole log's) history: the entry plus the total that
+/// replaying the log gives right after it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// The entry itself.
+    pub entry: Entry,
+    /// The target's replayed total after this entry (may differ from `entry.new_total`,
+    /// which is what the author saw when offline edits had not yet merged).
+    pub total: i64,
+    /// Why the entry counts for nothing (e.g. "rejected: signer not an officer"), or `None`
+    /// when it counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// The roster name of the officer whose key signed the entry, at its place in the
+    /// order: who really wrote it, whatever its free-text `actor` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+}
+
+/// A snapshot of what a history needs ([`super::Ledger::history_source`]); `Send`, so it can
+/// go to another thread. The log only grows while the daemon holds it, so its offsets stay
+/// valid.
+pub struct HistorySource {
+    root: Option<PublicKey>,
+    revocations: Arc<Revocations>,
+    reader: Option<Arc<dyn EntryReader>>,
+    bodies: Vec<(Key, StoredBody)>,
+}
+
+impl HistorySource {
+    /// A snapshot judged under `root` and `revocations`, reading `bodies` through `reader`.
+    pub(super) fn new(
+        root: Option<PublicKey>,
+        revocations: Arc<Revocations>,
+        reader: Option<Arc<dyn EntryReader>>,
+        bodies: Vec<(Key, StoredBody)>,
+    ) -> HistorySource {
+        HistorySource {
+            root,
+            revocations,
+            reader,
+            bodies,
+        }
+    }
+
+    /// The history, exactly as [`super::Ledger::history`] gives it.
+    pub fn history(self, player: Option<&str>) -> Vec<HistoryRow> {
+        let reader = self.reader;
+        let entries = self
+            .bodies
+            .into_iter()
+            .filter_map(|(key, body)| match body {
+                StoredBody::Resident(entry) => entry.map(|entry| *entry),
+                StoredBody::At(offset) => read_body(reader.as_deref()?, &key, offset),
+            });
+        history_rows(self.root, self.revocations, entries, player)
+    }
+}
+
+/// History rows for `entries` (in key order), judged by a roster replayed along the way.
+pub(super) fn history_rows(
+    root: Option<PublicKey>,
+    revocations: Arc<Revocations>,
+    entries: impl Iterator<Item = Entry>,
+    player: Option<&str>,
+) -> Vec<HistoryRow> {
+    let mut running: HashMap<String, i64> = HashMap::new();
+    let mut roster = Roster::with_revocations(root, revocations);
+    let mut rows = Vec::new();
+    for e in entries {
+        let verdict = roster.judge(&e);
+        let total = match running.get_mut(&e.target) {
+            Some(total) => total,
+            None => running.entry(e.target.clone()).or_insert(0),
+        };
+        if verdict == Verdict::Counts && e.kind == EntryKind::Points {
+            *total = total.wrapping_add(e.delta);
+        }
+        if player.is_none_or(|p| p == e.target) {
+            let total = *total;
+            let signed_by = match e.kind {
+                EntryKind::Points => e
+                    .seal
+                    .and_then(|seal| roster.name_of(&seal.signer).map(str::to_string)),
+                _ => None,
+            };
+            rows.push(HistoryRow {
+                entry: e,
+                total,
+                rejected: verdict.rejection().map(str::to_string),
+                signed_by,
+            });
+        }
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::ledger::test_support::{entry, MemoryReader};
+    use crate::core::ledger::{Ledger, LedgerBuilder};
+    use crate::proto::entry::Entry;
+    use std::sync::Arc;
+
+    #[test]
+    fn history_has_running_totals_in_key_order() {
+        let (ledger, _) = Ledger::from_entries(vec![
+            entry(3, 1, "Bob", 5),
+            entry(1, 2, "Bob", 30),
+            entry(2, 3, "Alice", 7),
+        ]);
+        let rows = ledger.history(Some("Bob"));
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].entry.delta, rows[0].total), (30, 30));
+        assert_eq!((rows[1].entry.delta, rows[1].total), (5, 35));
+        assert_eq!(ledger.history(None).len(), 3);
+    }
+
+    /// The detached history source (what the daemon builds history from off its event
+    /// loop) gives exactly the ledger's history, stored and resident bodies alike.
+    #[test]
+    fn history_source_matches_the_ledger_history() {
+        let reader = Arc::new(MemoryReader::default());
+        let mut builder = LedgerBuilder::new();
+        let stored: Vec<Entry> = (0..20).map(|i| entry(i * 3, i as u8, "Ann", 1)).collect();
+        for (i, e) in stored.iter().enumerate() {
+            reader.put(100 + i as u64, e.clone());
+            builder.push(e, 100 + i as u64);
+        }
+        let (mut ledger, _) = builder.finish(reader);
+        ledger.insert(entry(7, 99, "Bo", 5));
+        ledger.insert(entry(70, 98, "Ann", -2));
+        assert_eq!(ledger.resident_len(), 2);
+        for player in [None, Some("Ann"), Some("Bo"), Some("nobody")] {
+            assert_eq!(
+                ledger.history_source().history(player),
+                ledger.history(player),
+                "{player:?}"
+            );
+        }
+        assert_eq!(ledger.history(None).len(), 22);
+    }
+}

@@ -1,0 +1,75 @@
+//! An entry's identity ([`Digest`]) and its place in the one order every peer replays the
+//! log in ([`Key`]: timestamp, then digest).
+
+use crate::proto::hlc::Hlc;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An entry's identity: the first 128 bits of a SHA-256 over its whole encoding (signature
+/// included). Two different bodies can never share one, even if they carry the same `id`
+/// field, so no peer can suppress another's entry by racing a different body under its id.
+/// It orders entries that share a timestamp and is what sync asks for. Kept as big-endian
+/// bytes: 16 bytes on the wire, byte alignment in the index, and byte order is numeric order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Digest(pub [u8; 16]);
+
+impl Ord for Digest {
+    /// Numeric order of the big-endian bytes (the same as their byte order), compared as one
+    /// integer: the digest index binary-searches on this for every entry merged.
+    fn cmp(&self, other: &Digest) -> std::cmp::Ordering {
+        self.as_u128().cmp(&other.as_u128())
+    }
+}
+
+impl PartialOrd for Digest {
+    fn partial_cmp(&self, other: &Digest) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Digest {
+    /// All 32 hex digits: the entry's unique name in exports (two entries may share an `id`
+    /// field, never a digest).
+    pub fn to_hex(self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+
+    /// The digest as a number, for fingerprint sums.
+    pub fn as_u128(self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+}
+
+impl fmt::Display for Digest {
+    /// The first 8 hex digits: enough to tell entries apart in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in &self.0[..4] {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The total order of the log: by HLC, ties broken by content digest. Every peer sorts by
+/// this key, so history views and sync ranges agree everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Key {
+    /// When the entry was made (hybrid logical clock).
+    pub at: Hlc,
+    /// The entry's content digest (its identity).
+    pub digest: Digest,
+}
+
+impl Key {
+    /// The smallest key: the inclusive lower bound of the whole key space.
+    pub const MIN: Key = Key {
+        at: Hlc(0),
+        digest: Digest([0; 16]),
+    };
+    /// The largest key: the exclusive upper bound of the whole key space (no entry has it,
+    /// since [`crate::proto::hlc::MAX_AT`] is below it).
+    pub const MAX: Key = Key {
+        at: Hlc(u64::MAX),
+        digest: Digest([0xff; 16]),
+    };
+}
