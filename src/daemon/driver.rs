@@ -98,8 +98,9 @@ impl Driver {
         }
     }
 
-    /// Runs until told to stop (or until every sender is gone, which only happens when the
-    /// daemon's handle and tasks were dropped: treated like an abort).
+    /// Runs until told to stop or abort (dropping the daemon's handle aborts). The commit
+    /// thread keeps a sender, so the channel cannot run dry before that; were it to, that
+    /// would be a crash too.
     pub(super) fn run(mut self, events: mpsc::Receiver<Event>) {
         let now = self.now();
         self.peer.start(now);

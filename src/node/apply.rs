@@ -7,7 +7,7 @@ use crate::control::{AdjustResult, Append, Command, History, HistoryResult, Poin
 use crate::core::roster::Roster;
 use crate::core::sync::{Now, Peer};
 use crate::proto::entry::{AdjustRequest, Entry, EntryError, EntryKind};
-use crate::proto::signature::{self, SealError};
+use crate::proto::signature::{self, SignatureError};
 use crate::store::{LogStore, StoreError};
 use thiserror::Error;
 
@@ -50,7 +50,7 @@ pub enum ApplyError {
     InvalidEntry(EntryError),
     /// An appended entry whose signature does not hold.
     #[error("entry not accepted: {0}")]
-    BadSeal(SealError),
+    BadSignature(SignatureError),
     /// An append to a peer that has no roster to change.
     #[error(
         "this peer has no security.root_public_key: roster changes count only in a group \
@@ -114,7 +114,7 @@ impl LedgerCommand for Append {
     ) -> Result<Entry, ApplyError> {
         let entry = *self.entry;
         entry.validate().map_err(ApplyError::InvalidEntry)?;
-        signature::verify(&entry).map_err(ApplyError::BadSeal)?;
+        signature::verify(&entry).map_err(ApplyError::BadSignature)?;
         // Append exists for roster changes signed elsewhere (by the root key holder);
         // anything else would be stored and count for nothing, so say so instead.
         let root = peer.ledger().root();
