@@ -20,7 +20,7 @@ mod common;
 
 use common::Figure;
 use loot_sync::config::Config;
-use loot_sync::control::Request;
+use loot_sync::control::Adjust;
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig, Tuning};
 use loot_sync::node;
@@ -209,14 +209,13 @@ fn durable_adjust_figure(count: usize, root: &Path) -> Figure {
         let start_len = store.len_bytes();
         let started = Instant::now();
         for i in 0..per_round {
-            let request = Request::Adjust {
+            let adjust = Adjust {
                 player: format!("player{}", (round * per_round + i) % 40),
                 delta: (i % 50) as i64 + 1,
                 reason: "raid attendance".into(),
                 actor: None,
             };
-            let reply = node::apply(&mut peer, &mut store, "bench", now(), request).unwrap();
-            assert!(reply.ok, "{:?}", reply.error);
+            node::apply(&mut peer, &mut store, "bench", now(), adjust).expect("adjust");
         }
         ours_time += started.elapsed();
         record = ((store.len_bytes() - start_len) / per_round as u64) as usize;

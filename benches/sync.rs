@@ -12,7 +12,7 @@ mod common;
 
 use common::{full_mode, percentile, Figure};
 use loot_sync::config::Config;
-use loot_sync::control::Request;
+use loot_sync::control::{Adjust, Status, StatusResult};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Action, Channel, Now, Peer, PeerConfig, Tuning};
 use loot_sync::daemon::{self, DaemonOptions, LedgerObserver, RunningDaemon};
@@ -492,8 +492,8 @@ fn late_joiner_once(entries: &[Entry]) -> (Duration, Duration, u64) {
         let done_at = observer.done_at.lock().unwrap().expect("done");
         let cpu = process_cpu() - cpu_before;
         let drops = udp_rcvbuf_errors() - drops_before;
-        let entries_b = b.request(Request::Status {}).await.unwrap()["entries"].as_u64();
-        assert_eq!(entries_b, Some(entries.len() as u64), "B holds every entry");
+        let entries_b = b.request(Status {}).await.unwrap().entries;
+        assert_eq!(entries_b, entries.len(), "B holds every entry");
         a.stop().await;
         b.stop().await;
         (done_at - started, cpu, drops)
@@ -785,11 +785,9 @@ async fn wait_for_peers(daemons: &[RunningDaemon], peers: usize, limit: Duration
     loop {
         let mut all = true;
         for d in daemons {
-            let status = d.request(Request::Status {}).await.unwrap();
-            let heard = status["peers"].as_array().map_or(0, |p| p.len());
-            let in_sync = status["peers"]
-                .as_array()
-                .is_some_and(|p| p.iter().all(|p| p["in_sync"] == true));
+            let status = d.request(Status {}).await.unwrap();
+            let heard = status.peers.len();
+            let in_sync = status.peers.iter().all(|p| p.in_sync);
             all &= heard == peers && in_sync;
         }
         if all {
@@ -832,7 +830,7 @@ fn propagation_samples(adjusts: usize, warmup: usize) -> (Vec<f64>, usize) {
         for i in 0..warmup + adjusts {
             let origin = &daemons[i % nodes];
             let reply = origin
-                .request(Request::Adjust {
+                .request(Adjust {
                     player: format!("player{}", i % 40),
                     delta: 1,
                     reason: "propagation bench".into(),
@@ -840,10 +838,7 @@ fn propagation_samples(adjusts: usize, warmup: usize) -> (Vec<f64>, usize) {
                 })
                 .await
                 .unwrap();
-            let id: EntryId = reply["entry"]["id"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-                .expect("adjust reply carries the entry id");
+            let id: EntryId = reply.entry.id;
             let (mut acknowledged, mut merged) = (None, Vec::new());
             while acknowledged.is_none() || merged.len() < nodes - 1 {
                 let seen = tokio::time::timeout(Duration::from_secs(30), rx.recv())
@@ -1008,21 +1003,21 @@ fn idle_daemons_figures(seconds: u64) -> Vec<Figure> {
             );
         }
         wait_for_peers(&daemons, nodes - 1, Duration::from_secs(60)).await;
-        let sent = |status: &serde_json::Value| {
+        let sent = |status: &StatusResult| {
             (
-                status["counters"]["datagrams_sent"].as_u64().unwrap(),
-                status["counters"]["bytes_sent"].as_u64().unwrap(),
+                status.counters["datagrams_sent"],
+                status.counters["bytes_sent"],
             )
         };
         let mut before = Vec::new();
         for d in &daemons {
-            before.push(sent(&d.request(Request::Status {}).await.unwrap()));
+            before.push(sent(&d.request(Status {}).await.unwrap()));
         }
         let started = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         let (mut datagrams, mut bytes) = (0, 0);
         for (d, (d0, b0)) in daemons.iter().zip(before) {
-            let (d1, b1) = sent(&d.request(Request::Status {}).await.unwrap());
+            let (d1, b1) = sent(&d.request(Status {}).await.unwrap());
             datagrams += d1 - d0;
             bytes += b1 - b0;
         }

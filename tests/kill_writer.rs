@@ -12,7 +12,7 @@
 //! replays the random delays of a failed run.
 
 use loot_sync::config::Config;
-use loot_sync::control::{AdjustResult, Request};
+use loot_sync::control::Adjust;
 use loot_sync::core::sync::Now;
 use loot_sync::node;
 use loot_sync::store::{LogStore, StateLock};
@@ -89,20 +89,19 @@ fn child_writer(state: &Path) -> ! {
             mono_ms: i,
             unix_ms: node::system_unix_ms(),
         };
-        let request = Request::Adjust {
+        let adjust = Adjust {
             player: player.clone(),
             delta,
             reason: format!("kill test {i}"),
             actor: None,
         };
-        let reply = node::apply(&mut peer, &mut store, &config.node, now, request)
-            .expect("adjust is a ledger request");
-        if !reply.ok {
-            eprintln!("child: adjust failed: {:?}", reply.error);
-            std::process::exit(4);
-        }
-        let result: AdjustResult =
-            serde_json::from_value(reply.result.expect("ok reply has a result")).unwrap();
+        let result = match node::apply(&mut peer, &mut store, &config.node, now, adjust) {
+            Ok(result) => result,
+            Err(err) => {
+                eprintln!("child: adjust failed: {err}");
+                std::process::exit(4);
+            }
+        };
         // One write per line: a line cut by the kill has no newline and is not counted.
         let line = format!("{} {} {}\n", result.entry.id, player, delta);
         if stdout

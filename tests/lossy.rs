@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use loot_sync::control::Request;
+use loot_sync::control::Adjust;
 use loot_sync::daemon::DaemonOptions;
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 async fn eight_daemons_with_30_percent_loss_converge() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47731;
+    let port = free_port();
     let mut daemons = Vec::new();
     for i in 0..8 {
         let options = DaemonOptions {
@@ -29,13 +29,13 @@ async fn eight_daemons_with_30_percent_loss_converge() {
         let path = daemon.control_path.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
             for i in 0..500i64 {
-                let request = Request::Adjust {
+                let adjust = Adjust {
                     player: format!("player{}", i % 10),
                     delta: (officer as i64 + 1) * (if i % 3 == 0 { -1 } else { 1 }),
                     reason: format!("officer {officer} #{i}"),
                     actor: None,
                 };
-                loot_sync::control::call(&path, &request).expect("adjust acknowledged");
+                loot_sync::control::call(&path, adjust).expect("adjust acknowledged");
             }
         }));
     }

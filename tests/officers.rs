@@ -8,7 +8,7 @@ mod common;
 
 use common::{config, init_tracing, points, run_cli, start, status, wait_until};
 use loot_sync::config::Config;
-use loot_sync::control::Request;
+use loot_sync::control::{Adjust, AdjustResult, Append, History, SwitchSync};
 use loot_sync::core::ledger::HistoryRow;
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
 use loot_sync::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
@@ -64,7 +64,7 @@ fn roster_change(root: &SecretKey, name: &str, kind: EntryKind) -> Entry {
 }
 
 async fn append(d: &RunningDaemon, entry: Entry) {
-    d.request(Request::Append {
+    d.request(Append {
         entry: Box::new(entry),
     })
     .await
@@ -93,11 +93,11 @@ fn inject(dir: &Path, port: u16, daemons: &[&RunningDaemon], entries: Vec<Entry>
 }
 
 async fn full_history(d: &RunningDaemon) -> Vec<HistoryRow> {
-    serde_json::from_value(d.request(Request::History { player: None }).await.unwrap()).unwrap()
+    d.request(History { player: None }).await.unwrap()
 }
 
-async fn adjust(d: &RunningDaemon, player: &str, delta: i64) -> Result<serde_json::Value, String> {
-    d.request(Request::Adjust {
+async fn adjust(d: &RunningDaemon, player: &str, delta: i64) -> Result<AdjustResult, String> {
+    d.request(Adjust {
         player: player.into(),
         delta,
         reason: "raid".into(),
@@ -127,7 +127,7 @@ async fn all_hold(daemons: &[&RunningDaemon], what: &str, entries: usize) {
 async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47871;
+    let port = common::free_port();
     let key = |name: &str| {
         let path = dir.path().join(format!("{name}.key"));
         let kind = match name {
@@ -214,7 +214,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     forged.new_total = 1_030;
     mallory_key.sign(&mut forged);
     let refused = mallory
-        .request(Request::Append {
+        .request(Append {
             entry: Box::new(forged.clone()),
         })
         .await
@@ -228,16 +228,14 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
         assert_eq!(counter(d, "entries_rejected").await, 1);
     }
     let history = mallory
-        .request(Request::History {
+        .request(History {
             player: Some("Ann".into()),
         })
         .await
         .unwrap();
     let marked: Vec<&str> = history
-        .as_array()
-        .unwrap()
         .iter()
-        .filter_map(|row| row["rejected"].as_str())
+        .filter_map(|row| row.rejected.as_deref())
         .collect();
     assert_eq!(marked, vec!["rejected: signer not an officer"]);
 
@@ -267,7 +265,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     // adjust. The removal revokes his key, keeping the entry of his that counted (as
     // `officer remove` builds it). Once he rejoins, his later entry counts nowhere, and
     // neither does one he dates before the removal; alice's and his kept one still do.
-    bob.request(Request::Sync { enabled: false }).await.unwrap();
+    bob.request(SwitchSync { enabled: false }).await.unwrap();
     let kept: Vec<_> = full_history(&carol)
         .await
         .into_iter()
@@ -310,7 +308,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     backdated.at = Hlc(revocation.at.0 - (1 << 16));
     backdated.seal = None;
     bob_key.sign(&mut backdated);
-    bob.request(Request::Sync { enabled: true }).await.unwrap();
+    bob.request(SwitchSync { enabled: true }).await.unwrap();
     inject(dir.path(), port, &[&bob], vec![backdated]);
     adjust(&alice, "Ann", 1).await.unwrap();
     all_hold(&everyone, "every peer holds the later entries", 10).await;
@@ -329,7 +327,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
 #[test]
 fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config_file(dir.path(), "alice", 47872);
+    let config = common::write_config_file(dir.path(), "alice", common::free_port());
     let keygen = |kind: &str, file: &str| {
         run_cli(
             &config,
@@ -489,7 +487,7 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
 #[test]
 fn the_first_officer_add_starts_the_ledger_offline() {
     let dir = tempfile::tempdir().unwrap();
-    let config = common::write_config_file(dir.path(), "root-box", 47873);
+    let config = common::write_config_file(dir.path(), "root-box", common::free_port());
     let keygen = |kind: &str, file: &str| {
         let out = run_cli(
             &config,

@@ -1,11 +1,11 @@
 //! Operating the daemon: every subcommand end to end against the real binary, systemd's
 //! notify protocol, control-socket safety, `sync off` silencing all group traffic, and the
-//! one-command demo. Group ports 47741-47745 (loopback, TTL 1).
+//! one-command demo. Each test picks free group ports (loopback, TTL 1).
 
 mod common;
 
-use common::{config, start, wait_until};
-use loot_sync::control::{self, Request};
+use common::{config, free_port, start, wait_until};
+use loot_sync::control::{self, SwitchSync};
 use loot_sync::daemon::DaemonOptions;
 use loot_sync::proto::wire::{self, Body};
 use std::collections::BTreeMap;
@@ -61,7 +61,7 @@ impl Drop for KillOnDrop {
 #[test]
 fn every_subcommand_end_to_end_under_systemd_notify() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 47741);
+    let config = write_config(dir.path(), free_port());
     // No daemon and no log yet: reading refuses rather than show an empty ledger (a wrong
     // directory or config must not look like a fresh start), and creates nothing.
     let out = cli(&config, &["points"]);
@@ -349,7 +349,7 @@ fn converse(stream: &mut UnixStream, line: &[u8]) -> Option<serde_json::Value> {
 async fn malformed_control_requests_get_error_replies_and_change_nothing() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), "alice", 47742);
+    let cfg = config(dir.path(), "alice", free_port());
     let a = start(&cfg, DaemonOptions::default()).await;
     common::adjust(&a, "Aria", 5, "r").await;
     let path = a.control_path.clone();
@@ -414,14 +414,12 @@ async fn malformed_control_requests_get_error_replies_and_change_nothing() {
     a.stop().await;
 
     // control.group: mode 0660 and that group; an unknown group stops start-up, named.
-    // SAFETY: getegid cannot fail; getgrgid's result is read at once.
-    let (gid, group) = unsafe {
-        let gid = libc::getegid();
-        let entry = libc::getgrgid(gid);
-        assert!(!entry.is_null());
-        let name = std::ffi::CStr::from_ptr((*entry).gr_name);
-        (gid, name.to_string_lossy().into_owned())
-    };
+    let gid = nix::unistd::getegid();
+    let group = nix::unistd::Group::from_gid(gid)
+        .unwrap()
+        .expect("our group has a name")
+        .name;
+    let gid = gid.as_raw();
     let mut shared = cfg.clone();
     shared.control.group = Some(group);
     let a = start(&shared, DaemonOptions::default()).await;
@@ -470,7 +468,7 @@ fn listen(socket: &UdpSocket, limit: Duration, mut until: impl FnMut(u16, &Body)
 async fn sync_off_stops_all_group_traffic_and_on_rejoins() {
     common::init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47743;
+    let port = free_port();
     let a = start(&config(dir.path(), "alice", port), DaemonOptions::default()).await;
     let b = start(&config(dir.path(), "bob", port), DaemonOptions::default()).await;
     // Carol starts with sync off in her config: she never joins the group at all.
@@ -489,7 +487,7 @@ async fn sync_off_stops_all_group_traffic_and_on_rejoins() {
     let a_port = a.whisper_addr.port();
     let b_port = b.whisper_addr.port();
 
-    a.request(Request::Sync { enabled: false }).await.unwrap();
+    a.request(SwitchSync { enabled: false }).await.unwrap();
     let before = common::status(&a).await.counters;
     // Recorded locally while off.
     common::adjust(&a, "Aria", 10, "while off").await;
@@ -533,7 +531,7 @@ async fn sync_off_stops_all_group_traffic_and_on_rejoins() {
     c.stop().await;
 
     // On: alice rejoins with a SYNC_REQUEST, and bob gets the entry made while off.
-    a.request(Request::Sync { enabled: true }).await.unwrap();
+    a.request(SwitchSync { enabled: true }).await.unwrap();
     tokio::task::spawn_blocking(move || {
         listen(&listener, Duration::from_secs(10), |sender, body| {
             sender == a_port && matches!(body, Body::SyncRequest(_))
@@ -551,8 +549,9 @@ async fn sync_off_stops_all_group_traffic_and_on_rejoins() {
 
 #[test]
 fn demo_exits_zero_with_identical_standings() {
+    let port = free_port().to_string();
     let out = Command::new(BIN)
-        .args(["demo", "--port", "47744"])
+        .args(["demo", "--port", &port])
         .env_remove("RUST_LOG")
         .output()
         .unwrap();

@@ -1,10 +1,10 @@
 //! The seed's scenarios between real daemons over real multicast on 127.0.0.1.
-//! Each test uses its own group port so parallel tests never hear each other.
+//! Each test picks a free group port so parallel tests (and checkouts) never hear each other.
 
 mod common;
 
 use common::*;
-use loot_sync::control::Request;
+use loot_sync::control::{Adjust, History, SwitchSync};
 use loot_sync::daemon::{DaemonOptions, OffsetClock};
 use loot_sync::proto::entry::{new_entry_id, Entry, Hlc};
 use loot_sync::proto::wire::{self, Body, Envelope};
@@ -18,7 +18,7 @@ const HOUR_MS: i64 = 3_600_000;
 async fn late_joiner_catches_up_within_five_seconds() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47711;
+    let port = free_port();
     let a = start(&config(dir.path(), "alice", port), DaemonOptions::default()).await;
     for i in 0..50 {
         adjust(&a, &format!("player{}", i % 7), i + 1, "attendance").await;
@@ -43,7 +43,7 @@ async fn late_joiner_catches_up_within_five_seconds() {
 async fn offline_officer_edits_with_a_clock_an_hour_behind_reach_everyone() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47712;
+    let port = free_port();
     let clock_a = Arc::new(OffsetClock::new(0));
     let opts_a = DaemonOptions {
         clock: clock_a.clone(),
@@ -69,34 +69,30 @@ async fn offline_officer_edits_with_a_clock_an_hour_behind_reach_everyone() {
             mono_ms: 0,
             unix_ms: loot_sync::node::system_unix_ms(),
         };
-        let reply = loot_sync::node::apply(
+        loot_sync::node::apply(
             &mut peer,
             &mut store,
             "bob",
             now,
-            Request::Adjust {
+            Adjust {
                 player: "Carol".into(),
                 delta: -3,
                 reason: "offline correction".into(),
                 actor: None,
             },
         )
-        .unwrap();
-        assert!(reply.ok, "{reply:?}");
+        .expect("offline adjust");
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
     // A's clock now runs an hour behind: its new entries carry timestamps *older* than B's
     // newest entry, which the seed's "send me entries newer than my latest" would lose.
     clock_a.set_offset_ms(-HOUR_MS);
     let late = adjust(&a, "Carol", 7, "loot while B was away").await;
-    let late_at = late["entry"]["at"].as_u64().unwrap();
+    let late_at = late.entry.at;
 
     let b = start(&cfg_b, DaemonOptions::default()).await;
     let b_newest_before_sync = {
-        let rows = b.request(Request::History { player: None }).await.unwrap();
-        rows.as_array().unwrap().last().unwrap()["entry"]["at"]
-            .as_u64()
-            .unwrap()
+        let rows = b.request(History { player: None }).await.unwrap();
+        rows.last().unwrap().entry.at
     };
     assert!(
         late_at < b_newest_before_sync,
@@ -122,30 +118,35 @@ async fn offline_officer_edits_with_a_clock_an_hour_behind_reach_everyone() {
 async fn two_officers_adjusting_one_player_apart_both_count() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47713;
+    let port = free_port();
     let a = start(&config(dir.path(), "alice", port), DaemonOptions::default()).await;
     let b = start(&config(dir.path(), "bob", port), DaemonOptions::default()).await;
     // They cannot hear each other: sync off on both (no group traffic at all).
-    a.request(Request::Sync { enabled: false }).await.unwrap();
-    b.request(Request::Sync { enabled: false }).await.unwrap();
-    let sent_before = status(&a).await.counters["datagrams_sent"];
+    a.request(SwitchSync { enabled: false }).await.unwrap();
+    b.request(SwitchSync { enabled: false }).await.unwrap();
+    let sent_before = [
+        status(&a).await.counters["datagrams_sent"],
+        status(&b).await.counters["datagrams_sent"],
+    ];
     adjust(&a, "Eve", 20, "attendance").await;
     adjust(&b, "Eve", -15, "loot: Thunderfury").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Nothing can have crossed: neither has handed a datagram to its sockets since sync went
+    // off (a status reply counts everything the requests before it caused, and a peer with
+    // sync off has no timers that could send later).
+    let sent_after = [
+        status(&a).await.counters["datagrams_sent"],
+        status(&b).await.counters["datagrams_sent"],
+    ];
+    assert_eq!(sent_after, sent_before, "sync off sends no datagrams");
     assert_eq!(
         points(&a).await["Eve"],
         20,
         "nothing crossed while sync was off"
     );
     assert_eq!(points(&b).await["Eve"], -15);
-    assert_eq!(
-        status(&a).await.counters["datagrams_sent"],
-        sent_before,
-        "sync off sends no datagrams"
-    );
 
-    a.request(Request::Sync { enabled: true }).await.unwrap();
-    b.request(Request::Sync { enabled: true }).await.unwrap();
+    a.request(SwitchSync { enabled: true }).await.unwrap();
+    b.request(SwitchSync { enabled: true }).await.unwrap();
     wait_until(Duration::from_secs(5), "both entries on both", || async {
         points(&a).await.get("Eve") == Some(&5) && points(&b).await.get("Eve") == Some(&5)
     })
@@ -183,7 +184,7 @@ fn loopback_sender() -> UdpSocket {
 async fn same_log_entry_datagram_twice_is_stored_once() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47714;
+    let port = free_port();
     let a = start(&config(dir.path(), "alice", port), DaemonOptions::default()).await;
     let datagram = wire::encode(&Envelope {
         group: common::group_name(port),
@@ -196,12 +197,14 @@ async fn same_log_entry_datagram_twice_is_stored_once() {
     let group = SocketAddr::from((GROUP, port));
     sender.send_to(&datagram, group).unwrap();
     sender.send_to(&datagram, group).unwrap();
+    // Alice also hears her own heartbeats (looped back, dropped as her own): both copies
+    // are in once two other datagrams are.
     wait_until(Duration::from_secs(3), "both copies received", || async {
-        status(&a).await.counters["datagrams_received"] >= 2
-            && points(&a).await.get("Frank") == Some(&9)
+        let counters = status(&a).await.counters;
+        let own = counters.get("dropped_own").copied().unwrap_or(0);
+        counters["datagrams_received"] - own >= 2
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(history_ids(&a).await.len(), 1);
     assert_eq!(points(&a).await["Frank"], 9);
     assert_eq!(status(&a).await.counters["entries_merged"], 1);
@@ -212,7 +215,7 @@ async fn same_log_entry_datagram_twice_is_stored_once() {
 async fn garbage_on_the_group_port_is_dropped_and_sync_continues() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47715;
+    let port = free_port();
     let a = start(&config(dir.path(), "alice", port), DaemonOptions::default()).await;
     let b = start(&config(dir.path(), "bob", port), DaemonOptions::default()).await;
     let sender = loopback_sender();

@@ -86,7 +86,7 @@ async fn entry_count(d: &RunningDaemon) -> usize {
 async fn outsider_without_the_key_has_no_effect_and_learns_nothing() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47771;
+    let port = free_port();
     let key = key_file(dir.path(), "group.key");
     let other_key = key_file(dir.path(), "other.key");
     let seen = eavesdrop(port);
@@ -169,7 +169,7 @@ async fn daemon_refuses_a_key_file_others_can_read() {
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(dir.path(), "group.key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
-    let config = keyed(dir.path(), "alice", 47772, &key);
+    let config = keyed(dir.path(), "alice", free_port(), &key);
     let err = match daemon::start(config.clone(), DaemonOptions::default()).await {
         Ok(_) => panic!("daemon started with a group-readable key"),
         Err(err) => err,
@@ -205,7 +205,7 @@ async fn daemon_refuses_a_key_file_others_can_read() {
 async fn random_datagrams_store_nothing_and_the_daemon_still_converges() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47773;
+    let port = free_port();
     let key = key_file(dir.path(), "group.key");
     let key_id = GroupKey::load(&key).unwrap().id();
     let alice = start(&keyed(dir.path(), "alice", port, &key), Default::default()).await;
@@ -285,7 +285,7 @@ async fn random_datagrams_store_nothing_and_the_daemon_still_converges() {
 async fn replayed_old_datagrams_change_nothing() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47774;
+    let port = free_port();
     let key = key_file(dir.path(), "group.key");
     let seen = eavesdrop(port);
     let alice = start(&keyed(dir.path(), "alice", port, &key), Default::default()).await;

@@ -1,17 +1,17 @@
 //! The way every command reaches a ledger: the running daemon's control socket, or, when no
 //! daemon runs, the log itself opened under the same lock (how an officer edits offline).
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use loot_sync::config::Config;
-use loot_sync::control::{self, ControlError, Request};
+use loot_sync::control::{self, Command, ControlError, Request};
 use loot_sync::core::sync::Now;
-use loot_sync::node as ops;
+use loot_sync::node::{self as ops, LedgerCommand};
 use loot_sync::store::StoreError;
 use std::path::PathBuf;
+use thiserror::Error;
 
-/// A read found neither a running daemon nor a log: the wrong directory or config, or (for
-/// `officer add`) a group's first change, which callers tell apart by this type.
-#[derive(Debug, thiserror::Error)]
+/// No daemon answers and there is no log to read: most likely the wrong directory or config.
+#[derive(Debug, Error)]
 #[error(
     "no ledger here: no daemon answers on {} and there is no log at {}; run this where your \
      state directory is, or pass --config FILE",
@@ -19,34 +19,42 @@ use std::path::PathBuf;
     log.display()
 )]
 pub struct NoLedger {
-    socket: PathBuf,
-    log: PathBuf,
+    /// The control socket nothing listens on.
+    pub socket: PathBuf,
+    /// The log that does not exist.
+    pub log: PathBuf,
 }
 
-/// Sends a request to the running daemon, or runs it on the log directly when none runs.
-pub fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
+/// Sends a request that only a running daemon can answer.
+pub fn daemon_request<C: Command>(config: &Config, command: C) -> Result<C::Output> {
     let socket = control::socket_path(&config.state_dir);
-    match control::call(&socket, &request) {
-        Ok(value) => return Ok(value),
-        Err(ControlError::NotRunning { .. }) => {}
-        Err(err) => return Err(err.into()),
-    }
-    if matches!(
-        request,
-        Request::Status {} | Request::Sync { .. } | Request::Debug { .. }
-    ) {
-        bail!(
+    match control::call(&socket, command) {
+        Ok(output) => Ok(output),
+        Err(ControlError::NotRunning { .. }) => bail!(
             "no daemon is running on {} (nothing listens on {}); start one with `lootsync run`",
             config.state_dir.display(),
             socket.display()
-        );
+        ),
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Sends a ledger request to the running daemon, or runs it on the log directly when none
+/// runs.
+pub fn request<C: LedgerCommand + Clone>(config: &Config, command: C) -> Result<C::Output> {
+    let socket = control::socket_path(&config.state_dir);
+    match control::call(&socket, command.clone()) {
+        Ok(output) => return Ok(output),
+        Err(ControlError::NotRunning { .. }) => {}
+        Err(err) => return Err(err.into()),
     }
     let log = loot_sync::store::LogStore::log_path(&config.state_dir, &config.group.name);
     let log = std::path::absolute(&log).unwrap_or(log);
-    let is_adjust = matches!(request, Request::Adjust { .. });
+    let kind: Request = command.clone().into();
+    let is_adjust = matches!(kind, Request::Adjust(_));
     // Writes may start a ledger (a group's first `officer add` happens before any daemon
     // ran); reads may not.
-    let writes = is_adjust || matches!(request, Request::Append { .. });
+    let writes = is_adjust || matches!(kind, Request::Append(_));
     let new_ledger = !log.exists();
     if new_ledger && !writes {
         // Reading an empty ledger into existence would hide a wrong directory or config.
@@ -71,29 +79,29 @@ pub fn request(config: &Config, request: Request) -> Result<serde_json::Value> {
         mono_ms: 0,
         unix_ms,
     };
-    let reply = ops::apply(&mut peer, &mut store, &config.node, now, request)
-        .ok_or_else(|| anyhow!("this command needs a running daemon"))?;
-    if !reply.ok && new_ledger {
-        // A refused first write must not leave an empty ledger behind: the next read would
-        // then not say "no ledger here", and a wrong directory would go unnoticed.
-        drop(store);
-        let _ = std::fs::remove_file(loot_sync::store::synced_mark_path(&log));
-        let _ = std::fs::remove_file(&log);
-    }
-    if reply.ok {
-        if writes {
-            // Say where it went: an officer in the wrong directory must not split the ledger
-            // unnoticed.
-            eprintln!(
-                "no daemon running: recorded directly in {}{}",
-                log.display(),
-                if new_ledger { " (a new ledger)" } else { "" }
-            );
+    match ops::apply(&mut peer, &mut store, &config.node, now, command) {
+        Ok(output) => {
+            if writes {
+                // Say where it went: an officer in the wrong directory must not split the
+                // ledger unnoticed.
+                eprintln!(
+                    "no daemon running: recorded directly in {}{}",
+                    log.display(),
+                    if new_ledger { " (a new ledger)" } else { "" }
+                );
+            }
+            Ok(output)
         }
-        Ok(reply.result.unwrap_or(serde_json::Value::Null))
-    } else {
-        Err(anyhow!(reply
-            .error
-            .unwrap_or_else(|| "request failed".into())))
+        Err(err) => {
+            if new_ledger {
+                // A refused first write must not leave an empty ledger behind: the next read
+                // would then not say "no ledger here", and a wrong directory would go
+                // unnoticed.
+                drop(store);
+                let _ = std::fs::remove_file(loot_sync::store::synced_mark_path(&log));
+                let _ = std::fs::remove_file(&log);
+            }
+            Err(err.into())
+        }
     }
 }

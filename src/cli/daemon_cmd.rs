@@ -2,19 +2,19 @@
 //! `debug` switches.
 
 use super::args::OnOff;
-use super::client::request;
+use super::client::daemon_request;
 use super::output::{print_peers, print_status};
 use anyhow::Result;
 use loot_sync::config::Config;
-use loot_sync::control::{Request, StatusResult};
+use loot_sync::control::{Status, SwitchDebug, SwitchSync};
 
 /// Prints the running daemon's node, sync state, peers and counters.
 pub fn status(config: &Config, json: bool) -> Result<()> {
-    let value = request(config, Request::Status {})?;
+    let status = daemon_request(config, Status {})?;
     if json {
-        println!("{}", serde_json::to_string(&value)?);
+        // Through a JSON value, whose keys are sorted, as this output always had them.
+        println!("{}", serde_json::to_value(&status)?);
     } else {
-        let status: StatusResult = serde_json::from_value(value)?;
         print_status(&status);
     }
     Ok(())
@@ -22,8 +22,7 @@ pub fn status(config: &Config, json: bool) -> Result<()> {
 
 /// Prints the peers the running daemon hears.
 pub fn peers(config: &Config, json: bool) -> Result<()> {
-    let value = request(config, Request::Status {})?;
-    let status: StatusResult = serde_json::from_value(value)?;
+    let status = daemon_request(config, Status {})?;
     if json {
         println!("{}", serde_json::to_string(&status.peers)?);
     } else if status.peers.is_empty() {
@@ -37,7 +36,7 @@ pub fn peers(config: &Config, json: bool) -> Result<()> {
 /// Switches the running daemon's SYNC debug lines.
 pub fn debug(config: &Config, state: OnOff) -> Result<()> {
     let enabled = state == OnOff::On;
-    request(config, Request::Debug { enabled })?;
+    daemon_request(config, SwitchDebug { enabled })?;
     println!("SYNC debug logging {}", if enabled { "on" } else { "off" });
     Ok(())
 }
@@ -45,7 +44,7 @@ pub fn debug(config: &Config, state: OnOff) -> Result<()> {
 /// Switches the running daemon's sync.
 pub fn sync(config: &Config, state: OnOff) -> Result<()> {
     let enabled = state == OnOff::On;
-    request(config, Request::Sync { enabled })?;
+    daemon_request(config, SwitchSync { enabled })?;
     println!("sync {}", if enabled { "on" } else { "off" });
     Ok(())
 }

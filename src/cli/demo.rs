@@ -6,9 +6,9 @@
 //! heartbeats only with `--verbose`), then each peer's final standings side by side. The
 //! demo succeeds only if the three standings are identical.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use loot_sync::config::Config;
-use loot_sync::control::{Request, StatusResult};
+use loot_sync::control::{Adjust, Points, Status, StatusResult, SwitchSync};
 use loot_sync::core::sync::Now;
 use loot_sync::daemon::{self, DaemonOptions, RunningDaemon};
 use loot_sync::node;
@@ -113,14 +113,14 @@ async fn play(root: &Path, port: u16) -> Result<bool> {
     banner("3. Two officers, one player: alice and carol adjust Cyra with sync off");
     let before = points(&alice).await?.get("Cyra").copied().unwrap_or(0);
     for peer in [&alice, &carol] {
-        peer.request(Request::Sync { enabled: false }).await?;
+        peer.request(SwitchSync { enabled: false }).await?;
     }
     println!("   alice and carol: sync off");
     adjust(&alice, "Cyra", 15, "boss kill", Some("alice")).await?;
     adjust(&carol, "Cyra", 20, "first clear", Some("carol")).await?;
     println!("   alice: Cyra +15, carol: Cyra +20 (each recorded locally, nothing sent)");
     for peer in [&alice, &carol] {
-        peer.request(Request::Sync { enabled: true }).await?;
+        peer.request(SwitchSync { enabled: true }).await?;
     }
     println!("   alice and carol: sync on");
     converge(&[&alice, &bob, &carol], "both of Cyra's changes everywhere").await?;
@@ -198,7 +198,7 @@ async fn adjust(
     actor: Option<&str>,
 ) -> Result<()> {
     daemon
-        .request(Request::Adjust {
+        .request(Adjust {
             player: player.into(),
             delta,
             reason: reason.into(),
@@ -216,31 +216,23 @@ fn offline_adjust(config: &Config, player: &str, delta: i64, reason: &str) -> Re
         mono_ms: 0,
         unix_ms,
     };
-    let request = Request::Adjust {
+    let adjust = Adjust {
         player: player.into(),
         delta,
         reason: reason.into(),
         actor: None,
     };
-    let reply = node::apply(&mut peer, &mut store, &config.node, now, request)
-        .ok_or_else(|| anyhow!("adjust needs no daemon"))?;
-    if !reply.ok {
-        bail!(reply.error.unwrap_or_default());
-    }
+    node::apply(&mut peer, &mut store, &config.node, now, adjust)?;
     println!("   bob (offline): {player} {delta:+} \"{reason}\" is on disk");
     Ok(())
 }
 
 async fn points(daemon: &RunningDaemon) -> Result<BTreeMap<String, i64>> {
-    Ok(serde_json::from_value(
-        daemon.request(Request::Points {}).await?,
-    )?)
+    Ok(daemon.request(Points {}).await?)
 }
 
 async fn status(daemon: &RunningDaemon) -> Result<StatusResult> {
-    Ok(serde_json::from_value(
-        daemon.request(Request::Status {}).await?,
-    )?)
+    Ok(daemon.request(Status {}).await?)
 }
 
 /// Waits until every daemon holds the same entry set (same fingerprint).

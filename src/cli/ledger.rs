@@ -7,9 +7,7 @@ use super::export;
 use super::output::{print_adjusted, print_history, print_points};
 use anyhow::Result;
 use loot_sync::config::Config;
-use loot_sync::control::{AdjustResult, Request};
-use loot_sync::core::ledger::HistoryRow;
-use std::collections::BTreeMap;
+use loot_sync::control::{Adjust, History, Points};
 
 /// Records a point adjustment and prints the player's new total.
 pub fn adjust(
@@ -19,24 +17,22 @@ pub fn adjust(
     reason: String,
     actor: Option<String>,
 ) -> Result<()> {
-    let value = request(
+    let result = request(
         config,
-        Request::Adjust {
+        Adjust {
             player,
             delta,
             reason,
             actor,
         },
     )?;
-    let result: AdjustResult = serde_json::from_value(value)?;
     print_adjusted(&result);
     Ok(())
 }
 
 /// Prints every player's current total.
 pub fn points(config: &Config, json: bool) -> Result<()> {
-    let value = request(config, Request::Points {})?;
-    let totals: BTreeMap<String, i64> = serde_json::from_value(value)?;
+    let totals = request(config, Points {})?;
     if json {
         println!("{}", serde_json::to_string(&totals)?);
     } else {
@@ -47,13 +43,12 @@ pub fn points(config: &Config, json: bool) -> Result<()> {
 
 /// Prints the audit trail, or one player's part of it.
 pub fn history(config: &Config, player: Option<String>, json: bool) -> Result<()> {
-    let value = request(
+    let rows = request(
         config,
-        Request::History {
+        History {
             player: player.clone(),
         },
     )?;
-    let rows: Vec<HistoryRow> = serde_json::from_value(value)?;
     if json {
         print!("{}", export::history(&rows, ExportFormat::Json)?);
     } else {
@@ -65,12 +60,10 @@ pub fn history(config: &Config, player: Option<String>, json: bool) -> Result<()
 /// Prints the standings, or with `history` the full audit trail, as CSV or JSON.
 pub fn export(config: &Config, format: ExportFormat, history: bool) -> Result<()> {
     let text = if history {
-        let value = request(config, Request::History { player: None })?;
-        let rows: Vec<HistoryRow> = serde_json::from_value(value)?;
+        let rows = request(config, History { player: None })?;
         export::history(&rows, format)?
     } else {
-        let value = request(config, Request::Points {})?;
-        let totals: BTreeMap<String, i64> = serde_json::from_value(value)?;
+        let totals = request(config, Points {})?;
         export::standings(&totals, format)?
     };
     print!("{text}");

@@ -5,7 +5,7 @@ use super::args::{KeyKind, OfficerCommand};
 use super::client::{request, NoLedger};
 use anyhow::{bail, Context, Result};
 use loot_sync::config::Config;
-use loot_sync::control::Request;
+use loot_sync::control::{Append, History};
 use loot_sync::core::ledger::{HistoryRow, Ledger};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::roster::plan::{self, OfficerChange, PlanRefusal, RosterView};
@@ -98,7 +98,7 @@ pub fn change(config: &Config, command: OfficerCommand) -> Result<()> {
     for entry in entries {
         request(
             config,
-            Request::Append {
+            Append {
                 entry: Box::new(entry.clone()),
             },
         )?;
@@ -140,9 +140,8 @@ struct JudgedLog {
 
 impl JudgedLog {
     fn fetch(config: &Config, root: PublicKey) -> Result<JudgedLog> {
-        let rows: Vec<HistoryRow> = match request(config, Request::History { player: None }) {
-            Ok(value) => serde_json::from_value(value)
-                .context("cannot read the history to find the officer's entries")?,
+        let rows: Vec<HistoryRow> = match request(config, History { player: None }) {
+            Ok(rows) => rows,
             // No log yet (the first `officer add` of a new group): nothing to revoke.
             Err(err) if err.is::<NoLedger>() => Vec::new(),
             Err(err) => return Err(err),

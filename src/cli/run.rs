@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use loot_sync::config::Config;
-use loot_sync::daemon::{self, DaemonOptions, LogControl};
+use loot_sync::daemon::{self, DaemonOptions, LogControl, LogControlError};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use tracing_subscriber::layer::SubscriberExt;
@@ -38,14 +38,15 @@ struct ReloadLogControl {
 }
 
 impl LogControl for ReloadLogControl {
-    fn set_sync_debug(&self, enabled: bool) -> Result<(), String> {
+    fn set_sync_debug(&self, enabled: bool) -> Result<(), LogControlError> {
         let directives = if enabled {
             format!("{},sync=debug", self.base)
         } else {
             format!("{},sync=info", self.base)
         };
-        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
-        self.handle.reload(filter).map_err(|e| e.to_string())
+        let filter = EnvFilter::try_new(directives)?;
+        self.handle.reload(filter)?;
+        Ok(())
     }
 }
 

@@ -2,12 +2,13 @@
 #![allow(dead_code)]
 
 use loot_sync::config::Config;
-use loot_sync::control::{Request, StatusResult};
+use loot_sync::control::{Adjust, AdjustResult, History, Points, Status, StatusResult};
 use loot_sync::daemon::{self, DaemonOptions, RunningDaemon};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Loopback only: tests never put multicast on a real interface.
@@ -21,6 +22,21 @@ pub fn init_tracing() {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
+}
+
+/// A UDP port that no socket on this machine uses right now (the kernel's pick for an
+/// ephemeral port, which it spreads at random), never the same one twice in this process:
+/// tests of one run, and two checkouts testing at once, each get group ports of their own.
+pub fn free_port() -> u16 {
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        // Wildcard and without SO_REUSEADDR, so the port is free on every address.
+        let probe = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).expect("a free port");
+        let port = probe.local_addr().unwrap().port();
+        if HANDED_OUT.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// A group name of this test run's own. Ports keep the tests of one run apart; the name
@@ -109,13 +125,8 @@ pub async fn start(config: &Config, options: DaemonOptions) -> RunningDaemon {
 }
 
 /// Records an adjustment through the control socket.
-pub async fn adjust(
-    d: &RunningDaemon,
-    player: &str,
-    delta: i64,
-    reason: &str,
-) -> serde_json::Value {
-    d.request(Request::Adjust {
+pub async fn adjust(d: &RunningDaemon, player: &str, delta: i64, reason: &str) -> AdjustResult {
+    d.request(Adjust {
         player: player.into(),
         delta,
         reason: reason.into(),
@@ -127,25 +138,18 @@ pub async fn adjust(
 
 /// Current totals, through the control socket.
 pub async fn points(d: &RunningDaemon) -> BTreeMap<String, i64> {
-    serde_json::from_value(d.request(Request::Points {}).await.expect("points")).unwrap()
+    d.request(Points {}).await.expect("points")
 }
 
 /// Status, through the control socket.
 pub async fn status(d: &RunningDaemon) -> StatusResult {
-    serde_json::from_value(d.request(Request::Status {}).await.expect("status")).unwrap()
+    d.request(Status {}).await.expect("status")
 }
 
 /// Ids of the full history, in replay order.
 pub async fn history_ids(d: &RunningDaemon) -> Vec<String> {
-    let rows = d
-        .request(Request::History { player: None })
-        .await
-        .expect("history");
-    rows.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["entry"]["id"].as_str().unwrap().to_string())
-        .collect()
+    let rows = d.request(History { player: None }).await.expect("history");
+    rows.iter().map(|row| row.entry.id.to_string()).collect()
 }
 
 /// Polls `check` every 20 ms until it returns true or `limit` passes; returns the time taken.

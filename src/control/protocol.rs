@@ -1,0 +1,372 @@
+//! The control protocol, shared by client and server.
+//!
+//! One JSON object per line each way. A request is tagged by `cmd`
+//! (`{"cmd":"adjust","player":"Aria","delta":5,"reason":"boss kill"}`); a reply is
+//! `{"ok":true,"result":...}` or `{"ok":false,"error":"..."}`.
+//!
+//! Every command is a struct implementing [`Command`], whose `Output` is the type its result
+//! decodes to, so a caller cannot ask for points and read a status. [`Request`] is the union
+//! the server receives and [`Response`] the union it answers with.
+
+use crate::core::ledger::HistoryRow;
+use crate::proto::entry::Entry;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// Longest request line accepted, in bytes (not counting its newline).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Longest reply line the client accepts (history of a big log can be large).
+pub const MAX_REPLY_BYTES: u64 = 512 * 1024 * 1024;
+
+/// A command with a typed result.
+pub trait Command: Into<Request> + Send + 'static {
+    /// What a successful reply carries.
+    type Output: Serialize + DeserializeOwned + Send + 'static;
+    /// Wraps a result into the server's reply union.
+    fn respond(output: Self::Output) -> Response;
+}
+
+/// Record a point adjustment (durable before the reply).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adjust {
+    /// Player whose points change.
+    pub player: String,
+    /// Points to add (negative to remove).
+    pub delta: i64,
+    /// Why.
+    pub reason: String,
+    /// Who makes the change; the daemon's node name when absent.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// Append an entry made and signed elsewhere (an officer roster change signed by the root
+/// key, which the daemon does not hold). Its seal is checked first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Append {
+    /// The signed entry.
+    pub entry: Box<Entry>,
+}
+
+/// Current totals. (Braced, so a request with extra fields is refused.)
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Points {}
+
+/// History with running totals, optionally for one player.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    /// Only this player's entries.
+    #[serde(default)]
+    pub player: Option<String>,
+}
+
+/// Node, group, sync state, peers and counters.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Status {}
+
+/// Switch sync on or off.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchSync {
+    /// The new state.
+    pub enabled: bool,
+}
+
+/// Switch SYNC debug logging on or off at run time (the seed's `/sfdebug`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchDebug {
+    /// The new state.
+    pub enabled: bool,
+}
+
+/// Any request, as it travels: tagged by `cmd`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Request {
+    /// See [`Adjust`].
+    Adjust(Adjust),
+    /// See [`Append`].
+    Append(Append),
+    /// See [`Points`].
+    Points(Points),
+    /// See [`History`].
+    History(History),
+    /// See [`Status`].
+    Status(Status),
+    /// See [`SwitchSync`].
+    Sync(SwitchSync),
+    /// See [`SwitchDebug`].
+    Debug(SwitchDebug),
+}
+
+/// Result of an adjust.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdjustResult {
+    /// The entry as recorded.
+    pub entry: Entry,
+    /// The player's total after replaying it.
+    pub total: i64,
+}
+
+/// Totals by player.
+pub type PointsResult = BTreeMap<String, i64>;
+/// History rows in replay order.
+pub type HistoryResult = Vec<HistoryRow>;
+
+/// One peer as shown by `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its node name, if announced.
+    pub name: Option<String>,
+    /// Its whisper address.
+    pub address: String,
+    /// Milliseconds since we last heard it.
+    pub last_heard_ms_ago: u64,
+    /// Whether its last reported fingerprint equals ours.
+    pub in_sync: bool,
+}
+
+/// Result of `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusResult {
+    /// Our node name.
+    pub node: String,
+    /// Group name.
+    pub group: String,
+    /// Whether sync is on.
+    pub sync_enabled: bool,
+    /// Entries in the log.
+    pub entries: usize,
+    /// Set fingerprint (count:hash prefix).
+    pub fingerprint: String,
+    /// Known peers.
+    pub peers: Vec<PeerStatus>,
+    /// Counters: datagrams sent/received, drops by reason, sessions.
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// Result of `sync on|off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    /// Whether sync is on now.
+    pub sync_enabled: bool,
+}
+
+/// Result of `debug on|off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebugState {
+    /// Whether SYNC debug lines are logged now.
+    pub sync_debug: bool,
+}
+
+/// Any successful result, as the server sends it: the bare result, untagged (the client
+/// knows from its request which one to expect).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Response {
+    /// To [`Adjust`].
+    Adjusted(Box<AdjustResult>),
+    /// To [`Append`]: the entry as stored.
+    Appended(Box<Entry>),
+    /// To [`Points`].
+    Points(PointsResult),
+    /// To [`History`].
+    History(HistoryResult),
+    /// To [`Status`].
+    Status(Box<StatusResult>),
+    /// To [`SwitchSync`].
+    Sync(SyncState),
+    /// To [`SwitchDebug`].
+    Debug(DebugState),
+}
+
+macro_rules! command {
+    ($command:ident => $variant:ident, $output:ty, $respond:expr) => {
+        impl From<$command> for Request {
+            fn from(command: $command) -> Request {
+                Request::$variant(command)
+            }
+        }
+
+        impl Command for $command {
+            type Output = $output;
+            fn respond(output: $output) -> Response {
+                $respond(output)
+            }
+        }
+    };
+}
+
+command!(Adjust => Adjust, AdjustResult, |o| Response::Adjusted(Box::new(o)));
+command!(Append => Append, Entry, |o| Response::Appended(Box::new(o)));
+command!(Points => Points, PointsResult, Response::Points);
+command!(History => History, HistoryResult, Response::History);
+command!(Status => Status, StatusResult, |o| Response::Status(Box::new(o)));
+command!(SwitchSync => Sync, SyncState, Response::Sync);
+command!(SwitchDebug => Debug, DebugState, Response::Debug);
+
+/// Why the daemon refused a request: the error as typed where it happened. Only its text
+/// crosses the socket (the client gets it as [`super::ControlError::Refused`]).
+pub type Refusal = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a request ended, on the server side.
+pub type Outcome = Result<Response, Refusal>;
+
+/// The reply envelope, `{"ok":..,"result":..,"error":..}`: `T` is a [`Response`] when the
+/// server writes it and a command's `Output` when the client reads it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Reply<T> {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// What went wrong, when `ok` is false.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The result, when `ok` is true.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<T>,
+}
+
+impl<T> Reply<T> {
+    /// A successful reply.
+    pub fn ok(result: T) -> Reply<T> {
+        Reply {
+            ok: true,
+            error: None,
+            result: Some(result),
+        }
+    }
+
+    /// A failure reply.
+    pub fn error(message: impl Into<String>) -> Reply<T> {
+        Reply {
+            ok: false,
+            error: Some(message.into()),
+            result: None,
+        }
+    }
+}
+
+impl From<Outcome> for Reply<Response> {
+    fn from(outcome: Outcome) -> Reply<Response> {
+        match outcome {
+            Ok(response) => Reply::ok(response),
+            Err(refusal) => Reply::error(refusal.to_string()),
+        }
+    }
+}
+
+/// Why a request line was refused before it reached the daemon.
+#[derive(Debug, Error)]
+pub enum BadRequest {
+    /// The line is longer than [`MAX_REQUEST_BYTES`].
+    #[error("request longer than {max} bytes")]
+    TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// The line is not UTF-8.
+    #[error("bad request: not UTF-8")]
+    NotUtf8,
+    /// The line is not a request (malformed JSON, unknown command or field, missing field).
+    #[error("bad request: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Parses one request line (its newline, if any, included).
+pub fn parse_request(line: &str) -> Result<Request, BadRequest> {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    if line.len() > MAX_REQUEST_BYTES {
+        return Err(BadRequest::TooLong {
+            max: MAX_REQUEST_BYTES,
+        });
+    }
+    Ok(serde_json::from_str(line.trim())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused_for(line: &str) -> String {
+        match parse_request(line) {
+            Err(BadRequest::Json(err)) => err.to_string(),
+            other => panic!("{line}: expected a JSON error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_requests_strictly() {
+        assert_eq!(
+            parse_request(r#"{"cmd":"points"}"#).unwrap(),
+            Request::Points(Points {})
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"adjust","player":"Bob","delta":-5,"reason":"r"}"#).unwrap(),
+            Request::Adjust(Adjust {
+                player: "Bob".into(),
+                delta: -5,
+                reason: "r".into(),
+                actor: None
+            })
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"sync","enabled":false}"#).unwrap(),
+            Request::Sync(SwitchSync { enabled: false })
+        );
+        assert!(refused_for(r#"{"cmd":"points","extra":1}"#).contains("unknown field"));
+        assert!(refused_for(r#"{"cmd":"status","x":true}"#).contains("unknown field"));
+        assert!(refused_for(r#"{"cmd":"explode"}"#).contains("unknown variant"));
+        assert!(refused_for(r#"{"cmd":"adjust","player":"A"}"#).contains("missing field"));
+        assert!(parse_request("not json").is_err());
+        assert!(matches!(
+            parse_request(&"x".repeat(MAX_REQUEST_BYTES + 1)),
+            Err(BadRequest::TooLong { .. })
+        ));
+        // The limit is on the request, not its newline: a padded request of exactly the
+        // limit is accepted.
+        let padded = format!(
+            "{:<width$}\n",
+            r#"{"cmd":"points"}"#,
+            width = MAX_REQUEST_BYTES
+        );
+        assert_eq!(parse_request(&padded).unwrap(), Request::Points(Points {}));
+    }
+
+    #[test]
+    fn requests_keep_their_wire_shape() {
+        let line = serde_json::to_string(&Request::from(History {
+            player: Some("Aria".into()),
+        }))
+        .unwrap();
+        assert_eq!(line, r#"{"cmd":"history","player":"Aria"}"#);
+        let line = serde_json::to_string(&Request::from(SwitchDebug { enabled: true })).unwrap();
+        assert_eq!(line, r#"{"cmd":"debug","enabled":true}"#);
+        let line = serde_json::to_string(&Request::from(Points {})).unwrap();
+        assert_eq!(line, r#"{"cmd":"points"}"#);
+    }
+
+    #[test]
+    fn replies_keep_their_wire_shape_and_decode_as_the_command_expects() {
+        let sent = Reply::from(Ok::<_, Refusal>(SwitchSync::respond(SyncState {
+            sync_enabled: true,
+        })));
+        let line = serde_json::to_string(&sent).unwrap();
+        assert_eq!(line, r#"{"ok":true,"result":{"sync_enabled":true}}"#);
+        let read: Reply<SyncState> = serde_json::from_str(&line).unwrap();
+        assert_eq!(read.result, Some(SyncState { sync_enabled: true }));
+
+        let refused = Reply::from(Err::<Response, Refusal>("no such thing".into()));
+        let line = serde_json::to_string(&refused).unwrap();
+        assert_eq!(line, r#"{"ok":false,"error":"no such thing"}"#);
+        let read: Reply<PointsResult> = serde_json::from_str(&line).unwrap();
+        assert_eq!(read.error.as_deref(), Some("no such thing"));
+    }
+}

@@ -1,0 +1,337 @@
+//! The server side: accepts connections on the control socket, frames and parses request
+//! lines, and hands each request to a dispatcher (the daemon's core thread) with a channel
+//! for its reply. Every connection is bounded: in line length, in idle time, and in number.
+
+use super::protocol::{
+    parse_request, BadRequest, Outcome, Reply, Request, Response, MAX_REQUEST_BYTES,
+};
+use futures_util::StreamExt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+use tokio_util::bytes::BytesMut;
+use tokio_util::codec::{Decoder, FramedRead, LinesCodec, LinesCodecError};
+use tracing::{debug, warn, Instrument};
+
+/// A connection that sends no complete request for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once. One more gets a single error line and is closed, so idle
+/// clients cannot pile up tasks and file descriptors without bound.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Answers requests: the server calls it once per parsed request. Dropping `reply` unsent
+/// tells the client that the daemon is shutting down.
+pub trait Dispatch: Send + Sync + 'static {
+    /// Starts answering `request`; the answer goes to `reply`.
+    fn dispatch(&self, request: Request, reply: oneshot::Sender<Outcome>);
+}
+
+impl<F> Dispatch for F
+where
+    F: Fn(Request, oneshot::Sender<Outcome>) + Send + Sync + 'static,
+{
+    fn dispatch(&self, request: Request, reply: oneshot::Sender<Outcome>) {
+        self(request, reply)
+    }
+}
+
+/// Refusals the server makes itself, before or instead of asking the dispatcher.
+#[derive(Debug, Error)]
+enum ServerRefusal {
+    #[error("too many control connections ({MAX_CONNECTIONS} open); try again")]
+    TooManyConnections,
+    #[error("daemon is shutting down")]
+    ShuttingDown,
+}
+
+/// Serves the control socket until the task is dropped or aborted.
+pub async fn serve(listener: UnixListener, dispatch: impl Dispatch) {
+    let dispatch = Arc::new(dispatch);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                warn!("control socket accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let served = serve_connection(stream, dispatch.clone(), permit);
+                tokio::spawn(served.in_current_span());
+            }
+            Err(_) => {
+                debug!("control connection refused: {MAX_CONNECTIONS} already open");
+                tokio::spawn(refuse(stream).in_current_span());
+            }
+        }
+    }
+}
+
+/// Tells a client over the connection limit why it is turned away, then hangs up.
+async fn refuse(mut stream: UnixStream) {
+    let reply = Reply::error(ServerRefusal::TooManyConnections.to_string());
+    let _ = write_reply(&mut stream, &reply).await;
+}
+
+/// One request line, or why it is not one.
+enum Line {
+    Text(String),
+    Bad(BadRequest),
+}
+
+/// [`LinesCodec`] with its per-line failures turned into items, so a bad line gets an
+/// error reply instead of ending the stream.
+struct RequestLines(LinesCodec);
+
+impl RequestLines {
+    fn new() -> RequestLines {
+        RequestLines(LinesCodec::new_with_max_length(MAX_REQUEST_BYTES))
+    }
+
+    fn lift(decoded: Result<Option<String>, LinesCodecError>) -> io::Result<Option<Line>> {
+        match decoded {
+            Ok(line) => Ok(line.map(Line::Text)),
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                Ok(Some(Line::Bad(BadRequest::TooLong {
+                    max: MAX_REQUEST_BYTES,
+                })))
+            }
+            // The codec's only invalid-data error is a line that is not UTF-8; it has
+            // consumed that line, so the next one decodes normally.
+            Err(LinesCodecError::Io(err)) if err.kind() == io::ErrorKind::InvalidData => {
+                Ok(Some(Line::Bad(BadRequest::NotUtf8)))
+            }
+            Err(LinesCodecError::Io(err)) => Err(err),
+        }
+    }
+}
+
+impl Decoder for RequestLines {
+    type Item = Line;
+    type Error = io::Error;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Line>> {
+        Self::lift(self.0.decode(buf))
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> io::Result<Option<Line>> {
+        Self::lift(self.0.decode_eof(buf))
+    }
+}
+
+async fn serve_connection(
+    stream: UnixStream,
+    dispatch: Arc<impl Dispatch>,
+    _permit: OwnedSemaphorePermit,
+) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = FramedRead::new(read, RequestLines::new());
+    loop {
+        let line = match tokio::time::timeout(IDLE_TIMEOUT, lines.next()).await {
+            Err(_) => {
+                debug!("control connection idle for {IDLE_TIMEOUT:?}; closed");
+                return;
+            }
+            Ok(None) => return,
+            Ok(Some(Err(err))) => {
+                debug!("control connection read failed: {err}");
+                return;
+            }
+            Ok(Some(Ok(line))) => line,
+        };
+        let parsed = match line {
+            Line::Text(text) => parse_request(&text),
+            Line::Bad(bad) => Err(bad),
+        };
+        // The rest of an over-long line is still unread: close rather than parse its tail
+        // as a new request.
+        let too_long = matches!(parsed, Err(BadRequest::TooLong { .. }));
+        let reply = match parsed {
+            Err(bad) => {
+                debug!("control request rejected: {bad}");
+                Reply::error(bad.to_string())
+            }
+            Ok(request) => {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                dispatch.dispatch(request, reply_tx);
+                match reply_rx.await {
+                    Ok(outcome) => Reply::from(outcome),
+                    Err(_) => Reply::error(ServerRefusal::ShuttingDown.to_string()),
+                }
+            }
+        };
+        if write_reply(&mut write, &reply).await.is_err() || too_long {
+            return;
+        }
+    }
+}
+
+async fn write_reply(
+    write: &mut (impl tokio::io::AsyncWrite + Unpin),
+    reply: &Reply<Response>,
+) -> io::Result<()> {
+    let mut out = serde_json::to_string(reply)
+        .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode reply"}"#.into());
+    out.push('\n');
+    write.write_all(out.as_bytes()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::{PointsResult, SwitchSync};
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream as StdStream;
+    use std::path::Path;
+
+    /// Serves a control socket in `dir` whose dispatcher answers every request with empty
+    /// totals; returns its path.
+    fn serve_in(runtime: &tokio::runtime::Runtime, dir: &Path) -> std::path::PathBuf {
+        let path = crate::control::socket_path(dir);
+        let listener = crate::control::bind(&path, None).unwrap();
+        runtime.spawn(async move {
+            let listener = UnixListener::from_std(listener).unwrap();
+            serve(listener, |_request, reply: oneshot::Sender<Outcome>| {
+                let _ = reply.send(Ok(Response::Points(PointsResult::new())));
+            })
+            .await
+        });
+        path
+    }
+
+    fn connect(path: &Path) -> StdStream {
+        let stream = StdStream::connect(path).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+    }
+
+    /// Writes `bytes` and reads one reply line; `None` when the server hung up instead.
+    fn converse(stream: &mut StdStream, bytes: &[u8]) -> Option<Reply<serde_json::Value>> {
+        stream.write_all(bytes).unwrap();
+        read_reply(stream)
+    }
+
+    fn read_reply(stream: &StdStream) -> Option<Reply<serde_json::Value>> {
+        let mut line = String::new();
+        match BufReader::new(stream).read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(serde_json::from_str(&line).expect("a JSON reply")),
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn over_the_connection_limit_a_client_gets_one_error_line_then_eof() {
+        let runtime = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let path = serve_in(&runtime, dir.path());
+        // Connections are accepted in the order they were made, so these hold every slot
+        // by the time the next one is accepted. Each proves it is served.
+        let mut held: Vec<StdStream> = (0..MAX_CONNECTIONS).map(|_| connect(&path)).collect();
+        for stream in &mut held {
+            let reply = converse(stream, b"{\"cmd\":\"points\"}\n").expect("served");
+            assert!(reply.ok);
+        }
+        let turned_away = connect(&path);
+        let reply = read_reply(&turned_away).expect("an error line");
+        assert!(!reply.ok);
+        assert!(
+            reply
+                .error
+                .unwrap()
+                .contains("too many control connections"),
+            "says why"
+        );
+        assert!(read_reply(&turned_away).is_none(), "then hangs up");
+
+        // The typed client reports the daemon's refusal, not a broken pipe.
+        let err = crate::control::call(&path, SwitchSync { enabled: true }).unwrap_err();
+        assert!(
+            matches!(err, crate::control::ControlError::Refused { .. }),
+            "{err:?}"
+        );
+
+        // A closed connection frees its slot (once its task has seen the hang-up).
+        drop(held.pop());
+        let started = std::time::Instant::now();
+        loop {
+            let mut stream = connect(&path);
+            if let Some(reply) = converse(&mut stream, b"{\"cmd\":\"points\"}\n") {
+                if reply.ok {
+                    break;
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "slot never freed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn an_over_long_line_gets_an_error_and_the_connection_is_closed() {
+        let runtime = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let path = serve_in(&runtime, dir.path());
+
+        // Exactly the limit (not counting the newline) is still a request.
+        let mut stream = connect(&path);
+        let padded = format!(
+            "{:<width$}\n",
+            r#"{"cmd":"points"}"#,
+            width = MAX_REQUEST_BYTES
+        );
+        let reply = converse(&mut stream, padded.as_bytes()).expect("served");
+        assert!(reply.ok, "{reply:?}");
+
+        // One byte more is not, even when it arrives in pieces, and a request following it
+        // on the same connection is never parsed out of its tail.
+        let mut stream = connect(&path);
+        let long = format!(
+            "{:<width$}",
+            r#"{"cmd":"points"}"#,
+            width = MAX_REQUEST_BYTES + 1
+        );
+        let (head, tail) = long.as_bytes().split_at(MAX_REQUEST_BYTES / 2);
+        stream.write_all(head).unwrap();
+        // The rest in one write, taken whole into the socket buffer before the server can
+        // hang up on it.
+        let rest = [tail, b"\n{\"cmd\":\"points\"}\n"].concat();
+        let reply = converse(&mut stream, &rest).expect("an error line");
+        assert!(!reply.ok);
+        assert_eq!(
+            reply.error.as_deref(),
+            Some(format!("request longer than {MAX_REQUEST_BYTES} bytes").as_str())
+        );
+        assert!(read_reply(&stream).is_none(), "closed after the error");
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_answered_and_the_connection_goes_on() {
+        let runtime = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let path = serve_in(&runtime, dir.path());
+        let mut stream = connect(&path);
+        let reply = converse(&mut stream, b"\xff\xfe\n").expect("an error line");
+        assert_eq!(reply.error.as_deref(), Some("bad request: not UTF-8"));
+        let reply = converse(&mut stream, b"{\"cmd\":\"points\"}\n").expect("served");
+        assert!(reply.ok);
+    }
+}

@@ -1,0 +1,445 @@
+//! The core thread: the only thread that touches the [`Peer`] and the [`LogStore`].
+//!
+//! Everything reaches it as an [`Event`] on one channel: datagrams from the receive loops,
+//! control requests with their reply channel, the outcome of a group commit, stop and abort.
+//! Between events it waits with `recv_timeout` until the peer's next timer or the batch
+//! flush deadline. What the peer wants done comes out as actions: datagrams go to the send
+//! task's queue, entries learned from peers are appended to the log here. Entry bodies are
+//! read back from the log on this thread (answers, roster replays), so however long that
+//! takes, the sockets keep being served by their own tasks.
+
+use super::commit::Committer;
+use super::error::RequestError;
+use super::io::Outgoing;
+use super::options::DaemonOptions;
+use super::status::{self, DriverCounters};
+use crate::config::{Config, FsyncPolicy};
+use crate::control::{
+    Adjust, Append, Command, DebugState, History, Outcome, Points, Refusal, Request, Status,
+    SwitchDebug, SwitchSync, SyncState,
+};
+use crate::core::ledger::Ledger;
+use crate::core::rng::SeededRng;
+use crate::core::sync::{Action, Channel, Now, Peer};
+use crate::node::LedgerCommand;
+use crate::proto::entry::{Entry, EntryKind, Key};
+use crate::proto::signature::PublicKey;
+use crate::store::LogStore;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{oneshot, Semaphore};
+use tracing::{error, info, warn};
+
+/// What the core thread is told.
+pub(super) enum Event {
+    /// A datagram read from one of the sockets.
+    Datagram {
+        /// Which socket.
+        channel: Channel,
+        /// Its source address.
+        from: SocketAddr,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// A control request and where its reply goes.
+    Control(Request, oneshot::Sender<Outcome>),
+    /// The group commit in flight finished with this outcome.
+    Flushed(std::io::Result<()>),
+    /// Graceful shutdown: send what is queued, flush, remove the control socket, unlock.
+    Stop,
+    /// Stop at once, as a crash would: nothing flushed beyond what is already synced.
+    Abort,
+}
+
+/// Everything the core thread owns.
+pub(super) struct Driver {
+    pub config: Config,
+    pub options: DaemonOptions,
+    pub store: LogStore,
+    pub peer: Peer,
+    /// Shared with its receive loop; the core joins and leaves the group on it.
+    pub group_socket: Arc<UdpSocket>,
+    /// Where group datagrams are sent.
+    pub group_addr: SocketAddr,
+    /// Datagrams for the send task.
+    pub outbox: tokio::sync::mpsc::Sender<Outgoing>,
+    /// Room in the inbox; one slot comes back per datagram taken.
+    pub inbox_slots: Arc<Semaphore>,
+    pub committer: Committer,
+    pub started: Instant,
+    pub flush_at: Option<Instant>,
+    /// Whether a group commit is running on the commit thread (one at a time).
+    pub flushing: bool,
+    pub counters: DriverCounters,
+    /// Whether merged roster changes, none signed by this peer's root key, were warned
+    /// about (once per run: usually this peer's root key is mistyped).
+    pub warned_no_valid_roster: bool,
+    pub drop_rng: SeededRng,
+    pub control_path: PathBuf,
+    /// Whether the group socket is a member of the multicast group (not while sync is off).
+    pub group_member: bool,
+}
+
+/// How the event loop ended.
+enum Ending {
+    Graceful,
+    Crash,
+}
+
+impl Driver {
+    fn now(&self) -> Now {
+        Now {
+            mono_ms: self.started.elapsed().as_millis() as u64,
+            unix_ms: self.options.clock.unix_ms(),
+        }
+    }
+
+    /// Runs until told to stop or abort (dropping the daemon's handle aborts). The commit
+    /// thread keeps a sender, so the channel cannot run dry before that; were it to, that
+    /// would be a crash too.
+    pub(super) fn run(mut self, events: mpsc::Receiver<Event>) {
+        let now = self.now();
+        self.peer.start(now);
+        let ending = loop {
+            self.execute_actions();
+            let received = match self.next_deadline() {
+                Some(at) => events.recv_timeout(at.saturating_duration_since(Instant::now())),
+                None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            match received {
+                Ok(Event::Stop) => break Ending::Graceful,
+                Ok(Event::Abort) | Err(RecvTimeoutError::Disconnected) => break Ending::Crash,
+                Ok(event) => self.handle(event),
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Checked after every event, not only on a timeout: under steady traffic the
+            // channel never times out, and heartbeats and commits must still happen.
+            self.run_due_timers();
+        };
+        if let Ending::Graceful = ending {
+            self.shut_down(&events);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let timer = self
+            .peer
+            .poll_timeout()
+            .map(|ms| self.started + Duration::from_millis(ms));
+        // One group commit at a time; a due one waits for the one in flight.
+        let flush = self.flush_at.filter(|_| !self.flushing);
+        match (timer, flush) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn run_due_timers(&mut self) {
+        let now = Instant::now();
+        let timer_due = self
+            .peer
+            .poll_timeout()
+            .is_some_and(|ms| self.started + Duration::from_millis(ms) <= now);
+        if timer_due {
+            let now = self.now();
+            self.peer.handle_timeout(now);
+        }
+        if !self.flushing && self.flush_at.is_some_and(|at| at <= now) {
+            self.start_flush();
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.now();
+        match event {
+            Event::Datagram {
+                channel,
+                from,
+                bytes,
+            } => {
+                self.inbox_slots.add_permits(1);
+                if self.options.receive_drop_rate > 0.0
+                    && self.drop_rng.chance(self.options.receive_drop_rate)
+                {
+                    self.counters.hook_drops += 1;
+                    return;
+                }
+                self.peer.handle_datagram(now, channel, from, &bytes);
+            }
+            Event::Control(request, reply) => self.serve(now, request, reply),
+            Event::Flushed(outcome) => {
+                self.flushing = false;
+                self.finish_flush(outcome);
+            }
+            Event::Stop | Event::Abort => unreachable!("handled by the event loop"),
+        }
+    }
+
+    /// The graceful end: send what the peer still wants sent, let the group commit in
+    /// flight finish, flush, remove the control socket; the lock goes with the store when
+    /// the driver is dropped.
+    fn shut_down(&mut self, events: &mpsc::Receiver<Event>) {
+        self.execute_actions();
+        while self.flushing {
+            match events.recv() {
+                Ok(Event::Flushed(outcome)) => {
+                    self.flushing = false;
+                    self.finish_flush(outcome);
+                }
+                // Nothing else is served any more; a dropped reply tells its client that
+                // the daemon is shutting down.
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        self.flush();
+        let _ = std::fs::remove_file(&self.control_path);
+        info!("stopped; log flushed");
+    }
+
+    /// Synchronous flush, for shutdown and the `always` policy.
+    fn flush(&mut self) {
+        self.flush_at = None;
+        if let Err(err) = self.store.sync() {
+            error!("cannot flush log: {err:#}");
+        }
+    }
+
+    fn finish_flush(&mut self, outcome: std::io::Result<()>) {
+        if let Err(err) = self.store.finish_background_sync(outcome) {
+            error!("cannot flush log: {err:#}");
+        }
+    }
+
+    /// Starts a group commit of merged remote entries on the commit thread.
+    fn start_flush(&mut self) {
+        self.flush_at = None;
+        match self.store.begin_background_sync() {
+            Ok(Some(pending)) => match self.committer.commit(pending) {
+                Ok(()) => self.flushing = true,
+                // The commit thread is gone (it only ends with the driver): sync here.
+                Err(pending) => {
+                    let outcome = pending.run();
+                    self.finish_flush(outcome);
+                }
+            },
+            Ok(None) => {}
+            Err(err) => error!("cannot flush log: {err:#}"),
+        }
+    }
+
+    fn execute_actions(&mut self) {
+        for action in self.peer.drain_actions() {
+            let (to, bytes) = match action {
+                Action::SendGroup(bytes) => (self.group_addr, bytes),
+                Action::SendTo(addr, bytes) => (addr, bytes),
+                Action::Persist { entries, keys } => {
+                    self.persist(entries, keys);
+                    continue;
+                }
+            };
+            // Waits only while the send task is a full queue behind. An error means the
+            // send task is gone, which happens only as the runtime shuts down.
+            let _ = self.outbox.blocking_send(Outgoing { to, bytes });
+        }
+    }
+
+    /// Appends entries learned from peers to the log (they are already in the ledger).
+    fn persist(&mut self, entries: Vec<Entry>, keys: Vec<Key>) {
+        // Everything not yet in the log: this batch, plus any batch whose append failed
+        // before. Those are already counted in our fingerprint, so peers will not send them
+        // again: they must reach the disk from here.
+        let earlier_failed = self.peer.ledger().resident_len() > entries.len();
+        let (pending, keys) = match earlier_failed {
+            true => self.peer.ledger().unstored().unwrap_or((entries, keys)),
+            // The common case: only this batch is waiting (no copy needed).
+            false => (entries, keys),
+        };
+        if pending.is_empty() {
+            return;
+        }
+        match self.store.append_located(&pending) {
+            Ok(offsets) => {
+                self.counters.remote_appends += 1;
+                for (key, offset) in keys.iter().zip(offsets) {
+                    self.peer.mark_stored(key, offset);
+                }
+                if let Some(observer) = &self.options.observer {
+                    observer.merged(&pending);
+                }
+                self.warn_once_if_no_valid_roster(&pending);
+            }
+            Err(err) => {
+                self.counters.append_failures += 1;
+                error!(
+                    "cannot store {} entries learned from peers (kept in memory and retried with the next batch): {err:#}",
+                    pending.len()
+                );
+            }
+        }
+        match self.config.storage.fsync {
+            FsyncPolicy::Always => self.flush(),
+            FsyncPolicy::Batch => {
+                let interval = self.config.storage.batch_interval;
+                self.flush_at
+                    .get_or_insert_with(|| Instant::now() + interval);
+            }
+        }
+    }
+
+    /// Warns, once, when merged roster changes leave this peer with no valid roster at all:
+    /// with a mistyped `root_public_key` every roster change is rejected here while the sets
+    /// still match, and nothing else would say why. (It names no key to adopt: anyone in the
+    /// group can sign roster changes with a key of their own.)
+    fn warn_once_if_no_valid_roster(&mut self, entries: &[Entry]) {
+        if self.warned_no_valid_roster || entries.iter().all(|e| e.kind == EntryKind::Points) {
+            return;
+        }
+        if let Some(root) = self.peer.ledger().root() {
+            self.warned_no_valid_roster = warn_if_no_valid_roster(self.peer.ledger(), root);
+        }
+    }
+
+    /// Answers a control request; the ledger's own requests go to [`crate::node::apply`].
+    fn serve(&mut self, now: Now, request: Request, reply: oneshot::Sender<Outcome>) {
+        let outcome = match request {
+            Request::Adjust(adjust) => {
+                let adjusted = self.apply(now, adjust);
+                if let (Ok(adjusted), Some(observer)) = (&adjusted, &self.options.observer) {
+                    observer.acknowledged(&adjusted.entry);
+                }
+                adjusted.map(Adjust::respond)
+            }
+            Request::Append(append) => self.apply(now, append).map(Append::respond),
+            Request::Points(points) => self.apply(now, points).map(Points::respond),
+            Request::History(history) => return self.build_history(history, reply),
+            Request::Status(Status {}) => Ok(Status::respond(status::status(
+                &self.config,
+                &self.peer,
+                &self.store,
+                &self.counters,
+                now,
+            ))),
+            Request::Sync(SwitchSync { enabled }) => {
+                self.switch_sync(now, enabled);
+                Ok(SwitchSync::respond(SyncState {
+                    sync_enabled: enabled,
+                }))
+            }
+            Request::Debug(SwitchDebug { enabled }) => self.switch_debug(enabled).map(|()| {
+                SwitchDebug::respond(DebugState {
+                    sync_debug: enabled,
+                })
+            }),
+        };
+        let _ = reply.send(outcome);
+    }
+
+    fn apply<C: LedgerCommand>(&mut self, now: Now, command: C) -> Result<C::Output, Refusal> {
+        let node = &self.config.node;
+        Ok(crate::node::apply(
+            &mut self.peer,
+            &mut self.store,
+            node,
+            now,
+            command,
+        )?)
+    }
+
+    /// Reading a large log back takes a while: the history is built on a thread of its own
+    /// from a snapshot of the index, so sync carries on meanwhile.
+    fn build_history(&self, history: History, reply: oneshot::Sender<Outcome>) {
+        let source = self.peer.ledger().history_source();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<oneshot::Sender<Outcome>>(1);
+        let spawned = std::thread::Builder::new()
+            .name("lootsync-history".into())
+            .spawn(move || {
+                let rows = source.history(history.player.as_deref());
+                if let Ok(reply) = rx.recv() {
+                    let _ = reply.send(Ok(History::respond(rows)));
+                }
+            });
+        match spawned {
+            Ok(_) => {
+                let _ = tx.send(reply);
+            }
+            Err(err) => {
+                let _ = reply.send(Err(RequestError::HistoryThread(err).into()));
+            }
+        }
+    }
+
+    fn switch_sync(&mut self, now: Now, enabled: bool) {
+        // Join before the peer's rejoin HELLO and SYNC_REQUEST go out, so the answers are
+        // heard; leave only after the peer has stopped sending.
+        if enabled {
+            self.set_group_membership(true);
+        }
+        self.peer.set_sync_enabled(now, enabled);
+        if !enabled {
+            self.set_group_membership(false);
+        }
+    }
+
+    fn switch_debug(&self, enabled: bool) -> Result<(), Refusal> {
+        let control = self
+            .options
+            .log_control
+            .as_ref()
+            .ok_or(RequestError::LoggingFixed)?;
+        control
+            .set_sync_debug(enabled)
+            .map_err(RequestError::LoggingSwitch)?;
+        info!(
+            "SYNC debug logging switched {}",
+            if enabled { "on" } else { "off" }
+        );
+        Ok(())
+    }
+
+    /// Leaves the multicast group while sync is off, so not even group datagrams reach
+    /// this host's socket for us (the peer sends none either); joins again when it is on.
+    fn set_group_membership(&mut self, member: bool) {
+        if member == self.group_member {
+            return;
+        }
+        let (group, interface) = (self.config.group.address, self.config.group.interface);
+        let result = if member {
+            self.group_socket.join_multicast_v4(group, interface)
+        } else {
+            self.group_socket.leave_multicast_v4(group, interface)
+        };
+        match result {
+            Ok(()) => {
+                self.group_member = member;
+                info!(
+                    "{} multicast group {group} on {interface}",
+                    if member { "joined" } else { "left" }
+                );
+            }
+            Err(err) => warn!(
+                "cannot {} multicast group {group} on {interface}: {err}",
+                if member { "join" } else { "leave" }
+            ),
+        }
+    }
+}
+
+/// Warns loudly when the log holds roster changes but none signed by `root`: then nobody is
+/// an officer here, every entry counts for nothing, and the root key is probably mistyped.
+pub(super) fn warn_if_no_valid_roster(ledger: &Ledger, root: PublicKey) -> bool {
+    let (roster_entries, valid) = ledger.roster_entries();
+    let none_valid = roster_entries > 0 && valid == 0;
+    if none_valid {
+        warn!(
+            "NO VALID ROSTER: the log holds {roster_entries} roster changes and none is signed \
+             by the configured root key {root}, so no entry counts on this peer: check \
+             security.root_public_key against the output of `lootsync keygen root`"
+        );
+    }
+    none_valid
+}

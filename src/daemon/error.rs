@@ -1,0 +1,54 @@
+//! Why a daemon could not start.
+
+use super::net::NetError;
+use crate::proto::seal::KeyError;
+use crate::store::StoreError;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// The daemon could not start.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    /// The log could not be opened (locked, damaged, unreadable).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The sockets could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The officer key file is missing, unreadable, malformed or readable by others.
+    #[error("security.officer_key_file: {0}")]
+    OfficerKey(#[from] crate::proto::signature::KeyError),
+    /// A group key file is missing, malformed or readable by others.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    /// The control socket could not be created.
+    #[error("cannot create control socket {path}")]
+    Control {
+        /// Socket path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: crate::control::SocketError,
+    },
+    /// The runtime shut down while the log was being opened.
+    #[error("start-up interrupted")]
+    Interrupted(#[source] tokio::task::JoinError),
+    /// The core thread could not be started.
+    #[error("cannot start the daemon's core thread")]
+    CoreThread(#[source] std::io::Error),
+}
+
+/// Why the daemon refused a request it serves itself (the ledger's refusals are
+/// [`crate::node::ApplyError`]).
+#[derive(Debug, Error)]
+pub(super) enum RequestError {
+    /// No [`super::LogControl`] was installed.
+    #[error("this daemon's logging cannot be switched at run time")]
+    LoggingFixed,
+    /// The installed [`super::LogControl`] failed.
+    #[error("cannot switch debug logging: {0}")]
+    LoggingSwitch(super::options::LogControlError),
+    /// The thread that builds the history could not be started.
+    #[error("history failed: cannot start a thread: {0}")]
+    HistoryThread(std::io::Error),
+}

@@ -1,0 +1,85 @@
+//! What `lootsync status` shows: the peer's view plus the daemon's own counters.
+
+use crate::config::Config;
+use crate::control::{PeerStatus, StatusResult};
+use crate::core::sync::{Now, Peer};
+use crate::store::LogStore;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counters the daemon keeps beside the peer's own.
+#[derive(Debug, Default)]
+pub(super) struct DriverCounters {
+    /// Batches of entries merged from peers appended to the log.
+    pub remote_appends: u64,
+    /// Appends of merged entries that failed (the entries wait in memory for the next).
+    pub append_failures: u64,
+    /// Datagrams dropped on purpose by the test hook.
+    pub hook_drops: u64,
+    /// Datagrams the send task could not send (it counts them; the core only reads).
+    pub send_errors: Arc<AtomicU64>,
+}
+
+/// The status reply.
+pub(super) fn status(
+    config: &Config,
+    peer: &Peer,
+    store: &LogStore,
+    daemon: &DriverCounters,
+    now: Now,
+) -> StatusResult {
+    let ours = peer.ledger().fingerprint();
+    let stats = peer.stats();
+    let mut counters = BTreeMap::new();
+    counters.insert("datagrams_sent".to_string(), stats.datagrams_sent);
+    counters.insert("bytes_sent".to_string(), stats.bytes_sent);
+    counters.insert("datagrams_received".to_string(), stats.datagrams_received);
+    counters.insert("bytes_received".to_string(), stats.bytes_received);
+    counters.insert("entries_merged".to_string(), stats.entries_merged);
+    counters.insert("entries_pushed".to_string(), stats.entries_pushed);
+    counters.insert("sessions_started".to_string(), stats.sessions_started);
+    counters.insert("sessions_completed".to_string(), stats.sessions_completed);
+    counters.insert("sessions_aborted".to_string(), stats.sessions_aborted);
+    counters.insert(
+        "send_errors".to_string(),
+        daemon.send_errors.load(Ordering::Relaxed),
+    );
+    counters.insert("log_fsyncs".to_string(), store.fsyncs());
+    counters.insert("log_remote_appends".to_string(), daemon.remote_appends);
+    if daemon.append_failures > 0 {
+        counters.insert("log_append_failures".to_string(), daemon.append_failures);
+    }
+    counters.insert(
+        "log_unstored".to_string(),
+        peer.ledger().resident_len() as u64,
+    );
+    counters.insert("encode_failures".to_string(), stats.encode_failures);
+    counters.insert("entries_rejected".to_string(), peer.ledger().rejected());
+    counters.insert("peers_evicted".to_string(), stats.peers_evicted);
+    counters.insert("answers_limited".to_string(), stats.answers_limited);
+    if daemon.hook_drops > 0 {
+        // Only a test hook drops on purpose; keep the counter out of normal status.
+        counters.insert("dropped_by_test_hook".to_string(), daemon.hook_drops);
+    }
+    for (reason, count) in &stats.dropped {
+        counters.insert(format!("dropped_{reason}"), *count);
+    }
+    StatusResult {
+        node: config.node.clone(),
+        group: config.group.name.clone(),
+        sync_enabled: peer.sync_enabled(),
+        entries: peer.ledger().len(),
+        fingerprint: ours.short(),
+        peers: peer
+            .peers()
+            .map(|p| PeerStatus {
+                name: p.name.clone(),
+                address: p.whisper.to_string(),
+                last_heard_ms_ago: now.mono_ms.saturating_sub(p.last_heard_ms),
+                in_sync: p.fingerprint == Some(ours),
+            })
+            .collect(),
+        counters,
+    }
+}
