@@ -125,7 +125,9 @@ pub enum EncodeError {
         error: postcard::Error,
     },
     /// The encoding is longer than a record may be.
-    #[error("entry {id} encodes to {bytes} bytes, more than the {MAX_RECORD_BYTES} a record holds")]
+    #[error(
+        "entry {id} encodes to {bytes} bytes, more than the {MAX_RECORD_BYTES} a record holds"
+    )]
     TooLarge {
         /// The entry's id.
         id: EntryId,
@@ -209,10 +211,12 @@ pub(crate) fn frame(payload: &[u8], out: &mut Vec<u8>) {
 
 /// Frames `entry` as a record and appends it to `out`; on error `out` is unchanged.
 pub(crate) fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    entry.validate().map_err(|error| EncodeError::InvalidEntry {
-        id: entry.id,
-        error,
-    })?;
+    entry
+        .validate()
+        .map_err(|error| EncodeError::InvalidEntry {
+            id: entry.id,
+            error,
+        })?;
     let payload = postcard::to_stdvec(entry).map_err(|error| EncodeError::Encode {
         id: entry.id,
         error,

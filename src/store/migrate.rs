@@ -79,7 +79,13 @@ fn convert(path: &Path, file: &File, out: &mut Replacement) -> Result<usize, Sto
                 offset,
                 damage: Damage::Payload(_),
                 ..
-            } if scanner.find_intact(offset + 1).map_err(&read_err)?.is_none() => offset,
+            } if scanner
+                .find_intact(offset + 1)
+                .map_err(&read_err)?
+                .is_none() =>
+            {
+                offset
+            }
             Scanned::Damaged { offset, .. } => {
                 return Err(StoreError::NotUpgradable {
                     path: path.to_path_buf(),
@@ -133,8 +139,8 @@ mod tests {
         assert_eq!(read, es, "same entries, same digests");
         let upgraded = fs::read(log_file(dir.path())).unwrap();
         assert_eq!(
-            u16::from_le_bytes([upgraded[8], upgraded[9]]),
-            FORMAT_VERSION
+            crate::store::format::header_version(&upgraded),
+            Some(FORMAT_VERSION)
         );
         let names = |dir: &std::path::Path| -> Vec<String> {
             fs::read_dir(dir)
@@ -155,7 +161,10 @@ mod tests {
         // Opened again: already current, nothing more is kept aside.
         let (_, again, _) = open_in(dir.path()).unwrap();
         assert_eq!(again, es);
-        let kept_now = names(dir.path()).iter().filter(|n| n.contains(".v1-")).count();
+        let kept_now = names(dir.path())
+            .iter()
+            .filter(|n| n.contains(".v1-"))
+            .count();
         assert_eq!(kept_now, 1);
 
         // A torn final record is dropped, as on a normal open.

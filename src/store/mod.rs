@@ -595,7 +595,10 @@ mod tests {
             bytes.extend_from_slice(&record(&entry(7)));
             let dir = dir_with_log(&bytes);
             let (msg, damage) = expect_corrupt(dir.path(), ends[1]);
-            assert_eq!(damage, Damage::Record(RecordDefect::BadLength { len: bad_len }));
+            assert_eq!(
+                damage,
+                Damage::Record(RecordDefect::BadLength { len: bad_len })
+            );
             assert!(msg.contains("invalid record length"), "{msg}");
             assert!(msg.contains("not a torn tail"), "{msg}");
         }

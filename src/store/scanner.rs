@@ -75,7 +75,10 @@ enum Step {
     /// Not a whole record with a matching checksum; the cursor has not moved.
     BadFrame(RecordDefect),
     /// A whole record of `len` bytes whose payload is no entry; the cursor has not moved.
-    BadPayload { len: usize, error: PayloadError },
+    BadPayload {
+        len: usize,
+        error: PayloadError,
+    },
 }
 
 /// Reads records through a window of a log file, with positional reads (it never moves the
@@ -423,7 +426,10 @@ mod tests {
             // A record that ends past end of file must not be found.
             bytes.truncate(bytes.len() - 4);
             let (_dir, file) = file_with(&bytes);
-            assert_eq!(RecordScanner::new(&file, 0).find_intact(from).unwrap(), None);
+            assert_eq!(
+                RecordScanner::new(&file, 0).find_intact(from).unwrap(),
+                None
+            );
         }
     }
 
@@ -507,7 +513,10 @@ mod tests {
         for i in [3, 499, 0, 250] {
             let at = if i == 0 { HEADER_LEN } else { ends[i - 1] };
             scanner.seek(at);
-            assert_eq!(scanner.read_record().unwrap().unwrap().unwrap().entry, many[i]);
+            assert_eq!(
+                scanner.read_record().unwrap().unwrap().unwrap().entry,
+                many[i]
+            );
         }
         // Not a record start: the damage is named and the cursor stays.
         scanner.seek(ends[0] + 1);
