@@ -235,10 +235,12 @@ impl<F: Borrow<File>> RecordScanner<F> {
         if available >= need {
             return Ok(available);
         }
-        self.buf.copy_within(self.pos..self.filled, 0);
-        self.start += self.pos as u64;
-        self.filled -= self.pos;
-        self.pos = 0;
+        if self.pos > 0 {
+            self.buf.copy_within(self.pos..self.filled, 0);
+            self.start += self.pos as u64;
+            self.filled -= self.pos;
+            self.pos = 0;
+        }
         if self.buf.len() < need {
             self.buf.resize(need, 0);
         }
