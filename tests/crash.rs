@@ -11,8 +11,25 @@ mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lootsync");
 
-fn write_config(dir: &Path, port: u16) -> PathBuf {
-    common::write_config_file(dir, "crashy", port)
+/// A UDP port no socket on this host is bound to right now, so tests of two checkouts
+/// running at once do not share a group port. (The group name, made from the port and this
+/// process's id, keeps them apart even if they did.)
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Writes a config for a test of its own (its own port and group name); returns the config
+/// path and the path the group's log will have.
+fn write_config(dir: &Path) -> (PathBuf, PathBuf) {
+    let port = free_port();
+    let config = common::write_config_file(dir, "crashy", port);
+    let log = dir
+        .join("state")
+        .join(format!("{}.lootlog", common::group_name(port)));
+    (config, log)
 }
 
 fn cli(config: &Path, args: &[&str]) -> Output {
@@ -64,7 +81,7 @@ fn spawn_daemon_logging(config: &Path, stderr: Stdio) -> Child {
 #[test]
 fn sigkill_keeps_every_acknowledged_adjust() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 47721);
+    let (config, _) = write_config(dir.path());
     let mut expected: BTreeMap<String, i64> = BTreeMap::new();
     for round in 0..3 {
         let mut daemon = spawn_daemon(&config);
@@ -145,7 +162,7 @@ fn sigkill_keeps_every_acknowledged_adjust() {
 #[test]
 fn torn_last_record_is_cut_with_a_warning_and_only_it_is_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 47722);
+    let (config, log) = write_config(dir.path());
     for delta in [5, 7, 11] {
         let out = cli(
             &config,
@@ -165,10 +182,6 @@ fn torn_last_record_is_cut_with_a_warning_and_only_it_is_lost() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let log = dir
-        .path()
-        .join("state")
-        .join(format!("{}.lootlog", common::group_name(47722)));
     let len = std::fs::metadata(&log).unwrap().len();
     // A crash in the middle of writing the last record.
     let file = std::fs::OpenOptions::new().write(true).open(&log).unwrap();
@@ -196,7 +209,7 @@ fn torn_last_record_is_cut_with_a_warning_and_only_it_is_lost() {
 #[test]
 fn damage_before_intact_records_is_refused_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 47723);
+    let (config, log) = write_config(dir.path());
     for delta in [1, 2, 3] {
         assert!(cli(
             &config,
@@ -213,10 +226,6 @@ fn damage_before_intact_records_is_refused_naming_file_and_offset() {
         .status
         .success());
     }
-    let log = dir
-        .path()
-        .join("state")
-        .join(format!("{}.lootlog", common::group_name(47723)));
     let mut bytes = std::fs::read(&log).unwrap();
     bytes[16 + 8 + 3] ^= 0xff; // inside the first record's payload
     std::fs::write(&log, &bytes).unwrap();
@@ -224,7 +233,7 @@ fn damage_before_intact_records_is_refused_naming_file_and_offset() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains(&format!("{}.lootlog", common::group_name(47723)))
+        stderr.contains(&log.file_name().unwrap().to_string_lossy().to_string())
             && stderr.contains("offset 16"),
         "{stderr}"
     );
@@ -240,10 +249,35 @@ fn wait_for(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The daemon's count of datagrams sent (heartbeats, for a lone daemon), from `status`.
+fn datagrams_sent(config: &Path) -> u64 {
+    let out = cli(config, &["status", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["counters"]["datagrams_sent"]
+        .as_u64()
+        .expect("status counts datagrams sent")
+}
+
+/// Waits until the daemon has sent `count` more datagrams: for a lone daemon, heartbeats,
+/// each of which logs a SYNC line at debug level.
+fn wait_for_heartbeats(config: &Path, count: u64) {
+    let target = datagrams_sent(config) + count;
+    wait_for(
+        Duration::from_secs(10),
+        &format!("{count} more heartbeats"),
+        || datagrams_sent(config) >= target,
+    );
+}
+
 #[test]
 fn debug_on_off_switches_sync_lines_at_run_time_and_peers_lists_peers() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 47724);
+    let (config, _) = write_config(dir.path());
     let log_path = dir.path().join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut daemon = spawn_daemon_logging(&config, Stdio::from(log));
@@ -253,8 +287,8 @@ fn debug_on_off_switches_sync_lines_at_run_time_and_peers_lists_peers() {
             .matches("SYNC send HELLO")
             .count()
     };
-    // Config level is "info": several 200 ms heartbeats pass without a SYNC debug line.
-    std::thread::sleep(Duration::from_millis(700));
+    // Config level is "info": heartbeats go out without a SYNC debug line.
+    wait_for_heartbeats(&config, 3);
     assert_eq!(sync_lines(), 0, "no debug lines at level info");
 
     let out = cli(&config, &["debug", "on"]);
@@ -272,7 +306,8 @@ fn debug_on_off_switches_sync_lines_at_run_time_and_peers_lists_peers() {
     let out = cli(&config, &["debug", "off"]);
     assert!(out.status.success());
     let after_off = sync_lines();
-    std::thread::sleep(Duration::from_millis(700));
+    // One heartbeat may have been logging while the level changed.
+    wait_for_heartbeats(&config, 3);
     assert!(
         sync_lines() <= after_off + 1,
         "debug lines stop after `debug off`"
@@ -304,7 +339,7 @@ fn adjust(config: &Path, player: &str, delta: i64) -> Output {
 #[test]
 fn verify_reports_damage_and_repair_keeps_every_intact_record() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 47751);
+    let (config, log) = write_config(dir.path());
     for delta in [1, 2, 4, 8, 16] {
         let out = adjust(&config, "Jo", delta);
         assert!(
@@ -326,10 +361,6 @@ fn verify_reports_damage_and_repair_keeps_every_intact_record() {
     }
 
     // Damage the second record (delta 2): its checksum no longer matches.
-    let log = dir
-        .path()
-        .join("state")
-        .join(format!("{}.lootlog", common::group_name(47751)));
     let mut bytes = std::fs::read(&log).unwrap();
     let first_len = u32::from_le_bytes(bytes[16..20].try_into().unwrap()) as usize;
     let second = 16 + 8 + first_len;
@@ -375,8 +406,13 @@ fn verify_reports_damage_and_repair_keeps_every_intact_record() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
-            p.to_string_lossy()
-                .contains(&format!("{}.lootlog.damaged-", common::group_name(47751)))
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(&format!(
+                    "{}.damaged-",
+                    log.file_name().unwrap().to_string_lossy()
+                ))
         })
         .collect();
     assert_eq!(aside.len(), 1, "{aside:?}");
@@ -440,14 +476,10 @@ fn adjust_with_file_size_limit(config: &Path, max_file_bytes: u64, delta: i64) -
 #[test]
 fn full_disk_fails_the_adjust_clearly_and_leaves_a_valid_log() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), 47752);
+    let (config, log) = write_config(dir.path());
     for delta in [10, 20] {
         assert!(adjust(&config, "Lee", delta).status.success());
     }
-    let log = dir
-        .path()
-        .join("state")
-        .join(format!("{}.lootlog", common::group_name(47752)));
     let before = std::fs::read(&log).unwrap();
     // Room for a few bytes of the record, not all of it; and then for none at all.
     for room in [30u64, 0] {

@@ -2,14 +2,20 @@
 //! that had reported success, and the log always reopens.
 //!
 //! This test binary plays both roles (it has no libtest harness, see Cargo.toml). Run
-//! normally, it is the parent: it starts itself as a child writer, lets it run for a random
-//! few milliseconds, kills it with SIGKILL, then reopens the log and checks that every
-//! adjust the child acknowledged is there with the right content. The child runs the very
-//! adjust path the offline CLI runs (`node::open_offline` + `node::apply`), which appends,
-//! fdatasyncs and only then reports success, and prints one line per acknowledged entry.
+//! normally, it is the parent: it starts itself as a child writer, kills it with SIGKILL at
+//! a random moment, then reopens the log and checks that every adjust the child
+//! acknowledged is there with the right content. The child runs the very adjust path the
+//! offline CLI runs (`node::open_offline` + `node::apply`), which appends, fdatasyncs and only
+//! then reports success, and prints one line per acknowledged entry.
+//!
+//! The moment is chosen by what the child has done, not by the clock alone: most rounds
+//! wait for a random number of acknowledged adjusts and kill the child inside the next one;
+//! the others kill it a random few milliseconds after it starts, while it opens the log
+//! (which may be cutting a torn tail the previous kill left). So however slow the machine,
+//! most kills land mid-run.
 //!
 //! `LOOTSYNC_KILL_ROUNDS=n` changes the number of kills (default 200); `LOOTSYNC_KILL_SEED=n`
-//! replays the random delays of a failed run.
+//! replays the random choices of a failed run.
 
 use loot_sync::config::Config;
 use loot_sync::control::Adjust;
@@ -17,9 +23,11 @@ use loot_sync::core::sync::Now;
 use loot_sync::node;
 use loot_sync::store::{LogStore, StateLock};
 use std::collections::HashMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The one test this binary runs.
@@ -29,8 +37,12 @@ const CHILD_ENV: &str = "LOOTSYNC_KILL_WRITER_STATE";
 /// Kills per state directory before starting a fresh one. Each child replays the whole log
 /// when it starts, so a bounded log keeps the test fast in a debug build.
 const ROUNDS_PER_LOG: usize = 25;
-/// Longest a child is left running before the kill.
-const MAX_LIFETIME_MS: u64 = 40;
+/// Longest a child is left starting up before a kill that targets its start-up.
+const MAX_STARTUP_KILL_MS: u64 = 40;
+/// Most acknowledged adjusts a round waits for before its kill.
+const MAX_ACKS_BEFORE_KILL: u64 = 8;
+/// How long a child may take to acknowledge what the round waits for.
+const ACK_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn main() -> ExitCode {
     if let Some(state) = std::env::var_os(CHILD_ENV) {
@@ -115,37 +127,71 @@ fn child_writer(state: &Path) -> ! {
     unreachable!("the loop only ends by being killed")
 }
 
-/// A small xorshift so the delays are reproducible from a printed seed.
-struct Delays(u64);
+/// A small xorshift so the kill moments are reproducible from a printed seed.
+struct Choices(u64);
 
-impl Delays {
-    fn next_ms(&mut self) -> u64 {
+impl Choices {
+    fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
-        self.0 % (MAX_LIFETIME_MS + 1)
+        self.0
     }
 }
 
-/// Parses the child's output; a last line without newline was cut by the kill.
-fn acknowledged(output: &str) -> Result<Vec<(String, String, i64)>, String> {
-    let mut acks = Vec::new();
-    for line in output.split_inclusive('\n') {
-        let Some(line) = line.strip_suffix('\n') else {
-            break;
-        };
-        let mut parts = line.split(' ');
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(id), Some(player), Some(delta), None) => {
-                let delta = delta
-                    .parse()
-                    .map_err(|_| format!("bad child line {line:?}"))?;
-                acks.push((id.to_string(), player.to_string(), delta));
-            }
-            _ => return Err(format!("bad child line {line:?}")),
+/// When a round kills its child.
+#[derive(Clone, Copy, Debug)]
+enum KillAt {
+    /// This many milliseconds after the spawn: during start-up (opening the log).
+    StartupMs(u64),
+    /// Right after this many acknowledged adjusts: inside the next one.
+    Acks(usize),
+}
+
+impl KillAt {
+    fn choose(choices: &mut Choices) -> KillAt {
+        // A quarter of the rounds aim at start-up; the rest at the adjust path.
+        if choices.next().is_multiple_of(4) {
+            KillAt::StartupMs(choices.next() % (MAX_STARTUP_KILL_MS + 1))
+        } else {
+            KillAt::Acks((1 + choices.next() % MAX_ACKS_BEFORE_KILL) as usize)
         }
     }
-    Ok(acks)
+}
+
+/// Parses one line of the child's output: `id player delta`.
+fn parse_ack(line: &str) -> Result<(String, String, i64), String> {
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(id), Some(player), Some(delta), None) => {
+            let delta = delta
+                .parse()
+                .map_err(|_| format!("bad child line {line:?}"))?;
+            Ok((id.to_string(), player.to_string(), delta))
+        }
+        _ => Err(format!("bad child line {line:?}")),
+    }
+}
+
+/// Forwards each whole line the child prints; a last line without newline was cut by the
+/// kill and is not an acknowledgement.
+fn forward_lines(stdout: impl Read, lines: mpsc::Sender<String>) {
+    let mut reader = BufReader::new(stdout);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if line.last() != Some(&b'\n') => return,
+            Ok(_) => {
+                line.pop();
+                let text = String::from_utf8_lossy(&line).into_owned();
+                if lines.send(text).is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 fn run_parent() -> Result<String, String> {
@@ -159,7 +205,7 @@ fn run_parent() -> Result<String, String> {
         .unwrap_or_else(|| node::system_unix_ms() | 1);
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let root = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut delays = Delays(seed);
+    let mut choices = Choices(seed);
     let started = Instant::now();
     let mut total_acks = 0usize;
     let mut killed_mid_run = 0usize;
@@ -171,7 +217,10 @@ fn run_parent() -> Result<String, String> {
             state = root.path().join(format!("log{}", round / ROUNDS_PER_LOG));
             expected.clear();
         }
-        let fail = |what: String| format!("round {round} (LOOTSYNC_KILL_SEED={seed}): {what}");
+        let kill_at = KillAt::choose(&mut choices);
+        let fail = |what: String| {
+            format!("round {round} (LOOTSYNC_KILL_SEED={seed}, {kill_at:?}): {what}")
+        };
         let mut child = Command::new(&exe)
             .env(CHILD_ENV, &state)
             .stdin(Stdio::null())
@@ -179,28 +228,50 @@ fn run_parent() -> Result<String, String> {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| fail(format!("spawn: {e}")))?;
-        let mut stdout = child.stdout.take().expect("piped");
+        let stdout = child.stdout.take().expect("piped");
+        let (lines_tx, lines) = mpsc::channel();
         // Read concurrently so a full pipe never stalls the child at the same spot.
-        let reader = std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = stdout.read_to_string(&mut text);
-            text
-        });
-        std::thread::sleep(Duration::from_millis(delays.next_ms()));
-        let exited_early = child
-            .try_wait()
-            .map_err(|e| fail(format!("try_wait: {e}")))?;
-        if let Some(status) = exited_early {
+        let reader = std::thread::spawn(move || forward_lines(stdout, lines_tx));
+        let mut output = Vec::new();
+        match kill_at {
+            KillAt::StartupMs(ms) => std::thread::sleep(Duration::from_millis(ms)),
+            KillAt::Acks(count) => {
+                while output.len() < count {
+                    // Ends early when the child's output ends: its exit status below says
+                    // why.
+                    match lines.recv_timeout(ACK_TIMEOUT) {
+                        Ok(line) => output.push(line),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        Err(mpsc::RecvTimeoutError::Timeout) => {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            return Err(fail(format!(
+                                "only {} adjusts acknowledged in {ACK_TIMEOUT:?}",
+                                output.len()
+                            )));
+                        }
+                    }
+                }
+            }
+        }
+        // SIGKILL (an error here only means the child is already gone, which the exit
+        // status shows).
+        let _ = child.kill();
+        let status = child.wait().map_err(|e| fail(format!("wait: {e}")))?;
+        if status.signal() != Some(libc::SIGKILL) {
             let mut err = String::new();
             if let Some(mut stderr) = child.stderr.take() {
                 let _ = stderr.read_to_string(&mut err);
             }
             return Err(fail(format!("child exited by itself ({status}): {err}")));
         }
-        child.kill().map_err(|e| fail(format!("kill: {e}")))?; // SIGKILL
-        child.wait().map_err(|e| fail(format!("wait: {e}")))?;
-        let output = reader.join().map_err(|_| fail("reader panicked".into()))?;
-        let acks = acknowledged(&output).map_err(&fail)?;
+        reader.join().map_err(|_| fail("reader panicked".into()))?;
+        output.extend(lines.try_iter());
+        let acks = output
+            .iter()
+            .map(|line| parse_ack(line))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&fail)?;
         if !acks.is_empty() {
             killed_mid_run += 1;
         }

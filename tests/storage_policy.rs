@@ -8,6 +8,15 @@ use loot_sync::config::FsyncPolicy;
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
 use std::time::Duration;
 
+/// A UDP port no socket on this host is bound to right now, so two checkouts testing at
+/// once do not share a group port.
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|socket| socket.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
 async fn counter(d: &RunningDaemon, name: &str) -> u64 {
     status(d).await.counters.get(name).copied().unwrap_or(0)
 }
@@ -16,11 +25,11 @@ async fn counter(d: &RunningDaemon, name: &str) -> u64 {
 async fn always_fsyncs_every_merged_batch_and_batch_group_commits() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let port = 47768;
+    let port = free_port();
     let with = |node: &str, fsync: FsyncPolicy| {
+        // The group name comes from the port and this process's id (`common::group_name`):
+        // no other test or checkout shares this ledger, even on the same port.
         let mut config = config(dir.path(), node, port);
-        // A group name of its own: even a stray daemon on this port is another ledger.
-        config.group.name = "fsync-policy-test".into();
         config.storage.fsync = fsync;
         config.storage.batch_interval = Duration::from_secs(5);
         config

@@ -1,25 +1,24 @@
 //! `lootsync verify` and `lootsync repair`: a full check of a log and a repair that keeps
 //! every intact record.
 //!
-//! Opening a log ([`LogStore::open`]) stops at the first damaged record, because a daemon
-//! must not guess. Verify goes on past damage: after a bad record it looks for the next
-//! intact one (the same search open uses to tell a torn tail from damage) and carries on, so
-//! one report lists every damaged region and counts every intact entry. Repair writes those
-//! intact entries, byte for byte, to a fresh log and swaps it in atomically, after keeping the
-//! damaged file under a new name. Entries lost in the damaged regions come back from peers
-//! through ordinary sync.
+//! Opening a log ([`crate::store::LogStore::open`]) stops at the first damaged record,
+//! because a daemon must not guess. Verify goes on past damage: the scanner resumes at the
+//! next intact record after a bad one (the same search open uses to tell a torn tail from
+//! damage), so one report lists every damaged region and counts every intact entry. Repair
+//! writes those intact entries, byte for byte, to a fresh log and swaps it in atomically,
+//! after keeping the damaged file under a new name. Entries lost in the damaged regions come
+//! back from peers through ordinary sync.
 
 use crate::proto::entry::{Digest, Hlc};
-use crate::store::{
-    check_header, decode_payload, find_intact_record, io_err, length_is_valid, read_up_to,
-    record_crc, split_record_header, sync_parent_dir, HeaderState, LogStore, StateLock, StoreError,
-    Torn, FORMAT_VERSION, HEADER_LEN, MAGIC, PROGRESS_STEP_BYTES, RECORD_HEADER_LEN,
-    SCAN_BUFFER_BYTES,
-};
+use crate::store::atomic::Replacement;
+use crate::store::error::{io_err, Damage, InvalidInput, StoreError};
+use crate::store::format::{self, HeaderState, FORMAT_VERSION, HEADER_LEN};
+use crate::store::lock::StateLock;
+use crate::store::scanner::{read_header, Progress, RecordScanner, Scanned};
+use crate::store::synced_mark::synced_mark_path;
 use std::collections::HashSet;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Seek, SeekFrom, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// A stretch of the log that holds no intact record.
@@ -30,7 +29,7 @@ pub struct DamagedRegion {
     /// Length of the damaged stretch in bytes, up to the next intact record.
     pub bytes: u64,
     /// What is wrong with the record at `offset`.
-    pub reason: String,
+    pub reason: Damage,
 }
 
 /// Everything [`verify`] found in one log.
@@ -88,7 +87,7 @@ pub enum RepairOutcome {
     },
 }
 
-/// Receives each intact record with a new id: the raw record bytes and its offset.
+/// Receives the bytes of each intact record with a new entry.
 type RecordSink<'a> = &'a mut dyn FnMut(&[u8]) -> Result<(), StoreError>;
 
 /// Checks the whole log of `group`: framing, checksums, decoding, entry bounds and duplicate
@@ -115,59 +114,25 @@ pub fn repair(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RepairOutcome, StoreError> {
     let path = existing_log(lock, group)?;
-    let tmp_path = path.with_extension("lootlog.repair-tmp");
-    // A temporary file left by an interrupted repair holds nothing the log does not.
-    let tmp = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600) // the raid's history is nobody else's business
-        .open(&tmp_path)
-        .map_err(io_err(&tmp_path, "creating"))?;
-    // Same owner as the log it replaces: `sudo lootsync repair` must not leave a log the
-    // service user cannot open.
-    let original = fs::metadata(&path).map_err(io_err(&path, "reading the owner of"))?;
-    std::os::unix::fs::fchown(
-        &tmp,
-        Some(std::os::unix::fs::MetadataExt::uid(&original)),
-        Some(std::os::unix::fs::MetadataExt::gid(&original)),
-    )
-    .map_err(io_err(&tmp_path, "giving the log's owner"))?;
-    let mut out = BufWriter::with_capacity(SCAN_BUFFER_BYTES, tmp);
-    let mut header = [0u8; HEADER_LEN as usize];
-    header[..8].copy_from_slice(&MAGIC);
-    header[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.write_all(&header)
-        .map_err(io_err(&tmp_path, "writing"))?;
+    let mut out = Replacement::create(&path, path.with_extension("lootlog.repair-tmp"))?;
+    out.write_all(&format::file_header(FORMAT_VERSION))?;
     let mut new_bytes = HEADER_LEN;
     let report = scan(&path, progress, &mut |record| {
         new_bytes += record.len() as u64;
-        out.write_all(record).map_err(io_err(&tmp_path, "writing"))
+        out.write_all(record)
     });
     let report = match report {
         Ok(report) if report.needs_repair() => report,
         other => {
-            drop(out);
-            let _ = fs::remove_file(&tmp_path);
+            out.abandon();
             return other.map(RepairOutcome::AlreadyClean);
         }
     };
-    let tmp = out
-        .into_inner()
-        .map_err(|e| io_err(&tmp_path, "writing")(e.into_error()))?;
-    tmp.sync_all().map_err(io_err(&tmp_path, "syncing"))?;
-    drop(tmp);
-
     let aside = path.with_extension(format!("lootlog.damaged-{unix_ms}"));
-    // A hard link keeps the damaged bytes under the new name before the log name is reused;
-    // it fails rather than overwrite an existing file.
-    fs::hard_link(&path, &aside).map_err(io_err(&aside, "keeping the damaged log as"))?;
-    sync_parent_dir(&aside)?;
-    fs::rename(&tmp_path, &path).map_err(io_err(&path, "replacing"))?;
-    sync_parent_dir(&path)?;
+    out.commit(&aside)?;
     // The old log's synced length means nothing for the new file (offsets moved); the next
     // open records a fresh one.
-    let _ = fs::remove_file(crate::store::synced_mark_path(&path));
+    let _ = fs::remove_file(synced_mark_path(&path));
     Ok(RepairOutcome::Repaired {
         report,
         kept_aside: aside,
@@ -176,8 +141,16 @@ pub fn repair(
 }
 
 fn existing_log(lock: &StateLock, group: &str) -> Result<PathBuf, StoreError> {
-    crate::store::check_group_name(lock.state_dir(), group)?;
-    let path = LogStore::log_path(lock.state_dir(), group);
+    if !format::is_plain_group_name(group) {
+        return Err(StoreError::InvalidInput {
+            path: lock.state_dir().to_path_buf(),
+            action: "opening the log for a group in",
+            problem: InvalidInput::GroupName {
+                group: group.to_string(),
+            },
+        });
+    }
+    let path = format::log_file_path(lock.state_dir(), group);
     if !path.exists() {
         return Err(StoreError::Io {
             source: io::Error::new(io::ErrorKind::NotFound, "no log file for this group"),
@@ -194,7 +167,7 @@ fn scan(
     progress: &mut dyn FnMut(u64, u64),
     sink: RecordSink<'_>,
 ) -> Result<VerifyReport, StoreError> {
-    let mut file = File::open(path).map_err(io_err(path, "opening log"))?;
+    let file = File::open(path).map_err(io_err(path, "opening log"))?;
     let file_len = file
         .metadata()
         .map_err(io_err(path, "reading metadata of"))?
@@ -204,156 +177,93 @@ fn scan(
         file_bytes: file_len,
         ..VerifyReport::default()
     };
-    if let HeaderState::Unwritten = check_header(path, &mut file, file_len)? {
+    if let HeaderState::Unwritten = read_header(path, &file, file_len)? {
         return Ok(report);
     }
     let read_err = io_err(path, "reading log");
-    let mut reader = BufReader::with_capacity(SCAN_BUFFER_BYTES, &file);
-    reader
-        .seek(SeekFrom::Start(HEADER_LEN))
-        .map_err(&read_err)?;
+    let mut progress = Progress::new(progress, file_len);
     // Entries are identified by content digest: a repeated digest is a byte-identical repeat.
     let mut seen: HashSet<Digest> = HashSet::new();
     let mut players: HashSet<String> = HashSet::new();
-    let mut offset = HEADER_LEN;
-    let mut next_report = 0;
-    let mut record = Vec::with_capacity(RECORD_HEADER_LEN + 2048);
+    let mut scanner = RecordScanner::new(&file, HEADER_LEN);
     loop {
-        if offset >= next_report {
-            progress(offset, file_len);
-            next_report = offset + PROGRESS_STEP_BYTES;
-        }
-        // A record whose checksum matches but whose entry is bad was written whole: it is
-        // damage, not an unfinished append, even at the very end (opening the log refuses
-        // it too, so verify must not call it a torn tail).
-        let mut written_whole = false;
-        let problem = match read_record(&mut reader, &mut record).map_err(&read_err)? {
-            None => break,
-            Some(Err(torn)) => torn.describe(),
-            Some(Ok(())) => match decode_payload(&record[RECORD_HEADER_LEN..]) {
-                Err(reason) => {
-                    written_whole = true;
-                    format!("{reason}, though its checksum matches")
-                }
-                Ok(entry) => {
-                    match seen.insert(entry.digest()) {
-                        false => report.identical_duplicates += 1,
-                        true => {
-                            report.first_at =
-                                Some(report.first_at.map_or(entry.at, |a| a.min(entry.at)));
-                            report.last_at =
-                                Some(report.last_at.map_or(entry.at, |a| a.max(entry.at)));
-                            if !players.contains(&entry.target) {
-                                players.insert(entry.target);
-                            }
-                            sink(&record)?;
-                        }
-                    }
-                    offset += record.len() as u64;
+        progress.at(scanner.offset());
+        let Some(item) = scanner.next() else {
+            break;
+        };
+        match item.map_err(&read_err)? {
+            Scanned::Record(record) => {
+                let entry = &record.entry;
+                if !seen.insert(entry.digest()) {
+                    report.identical_duplicates += 1;
                     continue;
                 }
-            },
-        };
-        // No intact record at `offset`: find where intact records resume, if anywhere.
-        let resume = find_intact_record(reader.get_mut(), offset + 1)
-            .map_err(io_err(path, "scanning past a damaged record in"))?;
-        let resume = match resume {
-            None if written_whole => Some((offset + record.len() as u64).min(file_len)),
-            other => other,
-        };
-        match resume {
-            Some(next) => {
+                report.first_at = Some(report.first_at.map_or(entry.at, |a| a.min(entry.at)));
+                report.last_at = Some(report.last_at.map_or(entry.at, |a| a.max(entry.at)));
+                if !players.contains(&entry.target) {
+                    players.insert(entry.target.clone());
+                }
+                let bytes = scanner
+                    .record_bytes(&record)
+                    .expect("the record just read is in the scanner's window");
+                sink(bytes)?;
+            }
+            Scanned::Damaged {
+                offset,
+                len,
+                damage,
+            } => {
+                // A whole record with a bad payload was written whole: it is damage, not an
+                // unfinished append, even at the very end (opening the log refuses it too,
+                // so verify must not call it a torn tail). Like any damage, it reaches to
+                // where intact records resume.
+                let end = match damage {
+                    Damage::Payload(_) => {
+                        let resume = scanner
+                            .find_intact(offset + 1)
+                            .map_err(io_err(path, "scanning past a damaged record in"))?;
+                        let end = resume.unwrap_or((offset + len).min(file_len));
+                        scanner.seek(end);
+                        end
+                    }
+                    Damage::Record(_) => offset + len,
+                };
                 report.damaged.push(DamagedRegion {
                     offset,
-                    bytes: next - offset,
-                    reason: problem,
+                    bytes: end - offset,
+                    reason: damage,
                 });
-                offset = next;
-                reader.seek(SeekFrom::Start(next)).map_err(&read_err)?;
             }
-            None => {
+            Scanned::TornTail { offset, defect } => {
                 report.torn_tail = Some(DamagedRegion {
                     offset,
                     bytes: file_len.saturating_sub(offset),
-                    reason: problem,
+                    reason: Damage::Record(defect),
                 });
-                break;
             }
         }
     }
-    progress(file_len, file_len);
+    progress.done(file_len);
     report.entries = seen.len();
     report.players = players.len();
     Ok(report)
 }
 
-/// Reads one record into `record` (prefix and payload). `None` at a clean end of file;
-/// `Some(Err)` when the bytes there are not a whole record with a matching checksum.
-fn read_record(
-    reader: &mut BufReader<&File>,
-    record: &mut Vec<u8>,
-) -> io::Result<Option<Result<(), Torn>>> {
-    record.resize(RECORD_HEADER_LEN, 0);
-    let got = read_up_to(reader, &mut record[..])?;
-    if got == 0 {
-        return Ok(None);
-    }
-    if got < RECORD_HEADER_LEN {
-        return Ok(Some(Err(Torn::ShortHeader)));
-    }
-    let prefix: [u8; RECORD_HEADER_LEN] = record[..RECORD_HEADER_LEN]
-        .try_into()
-        .expect("resized to the prefix length");
-    let (len, crc) = split_record_header(prefix);
-    if !length_is_valid(len) {
-        return Ok(Some(Err(Torn::BadLength(len))));
-    }
-    record.resize(RECORD_HEADER_LEN + len as usize, 0);
-    let got = read_up_to(reader, &mut record[RECORD_HEADER_LEN..])?;
-    if got < len as usize {
-        return Ok(Some(Err(Torn::ShortPayload(len))));
-    }
-    if record_crc(len, &record[RECORD_HEADER_LEN..]) != crc {
-        return Ok(Some(Err(Torn::ChecksumMismatch)));
-    }
-    Ok(Some(Ok(())))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::entry::{new_entry_id, Entry};
-    use crate::store::encode_record;
+    use crate::proto::entry::Entry;
+    use crate::store::format::{PayloadError, RecordDefect};
+    use crate::store::test_support::{self, header, raw_record, record, GROUP};
+    use crate::store::LogStore;
     use tempfile::TempDir;
 
-    const GROUP: &str = "raid";
-
+    /// An entry for one of three players, so the report has players to count.
     fn entry(i: u64) -> Entry {
-        let ms = 1_700_000_000_000 + i;
-        Entry {
-            id: new_entry_id(ms, [i as u8; 10]),
-            at: Hlc::new(ms, 0),
-            actor: "alice".into(),
-            target: format!("Player{}", i % 3),
-            delta: i as i64 + 1,
-            new_total: 0,
-            reason: format!("raid night {i}"),
-            kind: crate::proto::entry::EntryKind::Points,
-            seal: None,
-        }
-    }
-
-    fn header() -> Vec<u8> {
-        let mut h = MAGIC.to_vec();
-        h.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        h.extend_from_slice(&[0; 6]);
-        h
-    }
-
-    fn record(e: &Entry) -> Vec<u8> {
-        let mut out = Vec::new();
-        encode_record(e, &mut out).unwrap();
-        out
+        let mut e = test_support::entry(i);
+        e.target = format!("Player{}", i % 3);
+        e.new_total = 0;
+        e
     }
 
     /// Header plus records of entries 0..n; returns the bytes and each record's offset.
@@ -430,7 +340,11 @@ mod tests {
                 (starts[7], starts[8] - starts[7])
             ]
         );
-        assert!(report.damaged[0].reason.contains("checksum"), "{report:?}");
+        assert_eq!(
+            report.damaged[0].reason,
+            Damage::Record(RecordDefect::ChecksumMismatch),
+            "{report:?}"
+        );
         let tail = report.torn_tail.clone().unwrap();
         assert_eq!(tail.offset, starts[11]);
 
@@ -500,15 +414,16 @@ mod tests {
     fn checksummed_garbage_and_bad_headers_are_reported() {
         let (mut bytes, _) = log_of(2);
         let bad_at = bytes.len() as u64;
-        bytes.extend_from_slice(&crate::store::raw_record(&[0xff; 12]));
+        bytes.extend_from_slice(&raw_record(&[0xff; 12]));
         bytes.extend_from_slice(&record(&entry(5)));
         let dir = dir_with(&bytes);
         let report = verify_in(dir.path());
         assert_eq!(report.damaged.len(), 1, "{report:?}");
         assert_eq!(report.damaged[0].offset, bad_at);
-        assert!(report.damaged[0]
-            .reason
-            .contains("though its checksum matches"));
+        assert!(matches!(
+            report.damaged[0].reason,
+            Damage::Payload(PayloadError::Decode(_))
+        ));
         assert_eq!(report.entries, 3);
 
         let mut wrong = bytes.clone();
@@ -533,7 +448,7 @@ mod tests {
         // verify must not call it clean.
         let (mut bytes, _) = log_of(2);
         let bad_at = bytes.len() as u64;
-        bytes.extend_from_slice(&crate::store::raw_record(&[0xff; 12]));
+        bytes.extend_from_slice(&raw_record(&[0xff; 12]));
         let dir = dir_with(&bytes);
         let report = verify_in(dir.path());
         assert!(!report.is_clean(), "{report:?}");
@@ -556,6 +471,12 @@ mod tests {
         let dir = TempDir::new().unwrap();
         let lock = StateLock::acquire(dir.path()).unwrap();
         let err = verify(&lock, GROUP, &mut |_, _| {}).unwrap_err();
-        assert!(err.to_string().contains("raid.lootlog"), "{err}");
+        match err {
+            StoreError::Io { path, source, .. } => {
+                assert_eq!(path, LogStore::log_path(dir.path(), GROUP));
+                assert_eq!(source.kind(), io::ErrorKind::NotFound);
+            }
+            other => panic!("expected a missing file, got {other:?}"),
+        }
     }
 }
