@@ -2,7 +2,7 @@
 //! delays neither the sockets nor the core thread, and the outcome comes back to the core
 //! thread as an event.
 
-use super::driver::Event;
+use super::event::Event;
 use crate::store::PendingSync;
 use std::sync::mpsc;
 

@@ -10,7 +10,7 @@
 
 use super::commit::Committer;
 use super::error::RequestError;
-use super::io::Outgoing;
+use super::event::{Event, Outgoing};
 use super::options::DaemonOptions;
 use super::status::{self, DriverCounters};
 use crate::config::{Config, FsyncPolicy};
@@ -20,7 +20,7 @@ use crate::control::{
 };
 use crate::core::ledger::Ledger;
 use crate::core::rng::SeededRng;
-use crate::core::sync::{Action, Channel, Now, Peer};
+use crate::core::sync::{Action, Now, Peer};
 use crate::node::LedgerCommand;
 use crate::proto::entry::{Entry, EntryKind, Key};
 use crate::proto::signature::PublicKey;
@@ -33,27 +33,6 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{oneshot, Semaphore};
 use tracing::{error, info, warn};
-
-/// What the core thread is told.
-pub(super) enum Event {
-    /// A datagram read from one of the sockets.
-    Datagram {
-        /// Which socket.
-        channel: Channel,
-        /// Its source address.
-        from: SocketAddr,
-        /// Its bytes.
-        bytes: Vec<u8>,
-    },
-    /// A control request and where its reply goes.
-    Control(Request, oneshot::Sender<Outcome>),
-    /// The group commit in flight finished with this outcome.
-    Flushed(std::io::Result<()>),
-    /// Graceful shutdown: send what is queued, flush, remove the control socket, unlock.
-    Stop,
-    /// Stop at once, as a crash would: nothing flushed beyond what is already synced.
-    Abort,
-}
 
 /// Everything the core thread owns.
 pub(super) struct Driver {

@@ -7,10 +7,9 @@
 //! * One send task drains the datagrams the core thread queues and sends them from the
 //!   whisper socket (which also sends the group's multicast, see [`super::net`]).
 
-use super::driver::Event;
+use super::event::{Event, Outgoing};
 use super::options::LedgerObserver;
 use crate::core::sync::Channel;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -26,15 +25,6 @@ const RECV_BUFFER: usize = 2048;
 pub(super) const INBOX_DATAGRAMS: usize = 1024;
 /// Datagrams the core thread may queue for sending before it waits for the send task.
 pub(super) const OUTBOX_DATAGRAMS: usize = 1024;
-
-/// A datagram the core thread wants sent.
-#[derive(Debug)]
-pub(super) struct Outgoing {
-    /// Where to (the group address for multicast).
-    pub to: SocketAddr,
-    /// The sealed datagram.
-    pub bytes: Vec<u8>,
-}
 
 /// What the receive loops need to hand datagrams to the core thread.
 #[derive(Clone)]

@@ -36,6 +36,7 @@ pub mod clock;
 mod commit;
 mod driver;
 mod error;
+mod event;
 mod io;
 pub mod net;
 pub mod notify;

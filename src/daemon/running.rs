@@ -1,6 +1,6 @@
 //! The handle to a running daemon.
 
-use super::driver::Event;
+use super::event::Event;
 use crate::control::{self, Command, ControlError};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -2,8 +2,9 @@
 //! failure is returned before anything runs; then the threads and tasks are started.
 
 use super::commit::Committer;
-use super::driver::{warn_if_no_valid_roster, Driver, Event};
+use super::driver::{warn_if_no_valid_roster, Driver};
 use super::error::DaemonError;
+use super::event::Event;
 use super::io::{self, Inbox, INBOX_DATAGRAMS, OUTBOX_DATAGRAMS};
 use super::net;
 use super::options::DaemonOptions;

@@ -1,0 +1,38 @@
+//! The messages between the daemon's threads: what the core thread is told ([`Event`]) and
+//! what it hands the send task ([`Outgoing`]). In a file of their own so the core thread, the
+//! socket tasks and the commit thread all depend on them and not on each other.
+
+use crate::control::{Outcome, Request};
+use crate::core::sync::Channel;
+use std::net::SocketAddr;
+use tokio::sync::oneshot;
+
+/// What the core thread is told.
+pub(super) enum Event {
+    /// A datagram read from one of the sockets.
+    Datagram {
+        /// Which socket.
+        channel: Channel,
+        /// Its source address.
+        from: SocketAddr,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// A control request and where its reply goes.
+    Control(Request, oneshot::Sender<Outcome>),
+    /// The group commit in flight finished with this outcome.
+    Flushed(std::io::Result<()>),
+    /// Graceful shutdown: send what is queued, flush, remove the control socket, unlock.
+    Stop,
+    /// Stop at once, as a crash would: nothing flushed beyond what is already synced.
+    Abort,
+}
+
+/// A datagram the core thread wants sent.
+#[derive(Debug)]
+pub(super) struct Outgoing {
+    /// Where to (the group address for multicast).
+    pub to: SocketAddr,
+    /// The sealed datagram.
+    pub bytes: Vec<u8>,
+}
