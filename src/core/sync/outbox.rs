@@ -117,8 +117,7 @@ impl Outbox {
 
     /// Multicasts `entries` as LOG_ENTRY datagrams, as many to a datagram as fit.
     pub(super) fn send_entries_to_group(&mut self, stats: &mut Stats, entries: &[Entry]) {
-        let datagrams =
-            wire::pack_log_entries(&self.group, self.from, self.whisper_port, entries);
+        let datagrams = wire::pack_log_entries(&self.group, self.from, self.whisper_port, entries);
         for (count, bytes) in datagrams {
             debug!(target: "sync", "SYNC send LOG_ENTRY to group entries={count}");
             self.send_group_bytes(stats, bytes);

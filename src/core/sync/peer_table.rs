@@ -110,10 +110,7 @@ impl Peer {
     /// replaces any earlier process at the same address.
     pub(super) fn touch_peer(&mut self, now: Now, node: NodeId, whisper: SocketAddr) {
         let timeout = self.cfg.peer_timeout_ms;
-        let was_solo = !self
-            .peers
-            .iter()
-            .any(|p| PeerTable::live(p, now, timeout));
+        let was_solo = !self.peers.iter().any(|p| PeerTable::live(p, now, timeout));
         let known = match self.peers.get_mut(node) {
             Some(peer) => {
                 peer.last_heard_ms = now.mono_ms;

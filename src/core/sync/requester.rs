@@ -7,8 +7,8 @@ use super::{Now, Peer};
 use crate::core::ledger::Fingerprint;
 use crate::proto::entry::{Digest, Key};
 use crate::proto::wire::{
-    self, Body, Envelope, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run,
-    SyncRequest, MAX_IDS, MAX_MESSAGE,
+    self, Body, Envelope, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run, SyncRequest,
+    MAX_IDS, MAX_MESSAGE,
 };
 use ::core::net::SocketAddr;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -346,9 +346,10 @@ impl Peer {
     /// resolved, split or listed, and what the partner lacks is queued for multicast.
     pub(super) fn handle_response(&mut self, now: Now, sender: NodeId, response: RangesResponse) {
         let received = self.merge(now, response.entries);
-        let is_ours = self.requester.session.as_ref().is_some_and(|s| {
-            s.partner == sender && s.inflight.contains_key(&response.request_id)
-        });
+        let is_ours =
+            self.requester.session.as_ref().is_some_and(|s| {
+                s.partner == sender && s.inflight.contains_key(&response.request_id)
+            });
         if !is_ours {
             self.stats.dropped("stale_response");
             return;

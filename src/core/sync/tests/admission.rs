@@ -138,5 +138,8 @@ fn peer_and_source_tables_stay_bounded_under_fake_node_id_flood() {
     world.insert(b);
     world.start(1);
     world.settle();
-    assert_eq!(world.peer(1).ledger().fingerprint(), world.peer(0).ledger().fingerprint());
+    assert_eq!(
+        world.peer(1).ledger().fingerprint(),
+        world.peer(0).ledger().fingerprint()
+    );
 }

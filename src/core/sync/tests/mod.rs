@@ -98,7 +98,9 @@ fn sealed_pair(a_entries: Vec<Entry>, b_entries: Vec<Entry>) -> (Peer, Peer) {
 fn forged(key: u8, from: NodeId, whisper_port: u16, body: Body) -> Vec<u8> {
     let keyring = Keyring::new(GroupKey::from_bytes(&[key; 32]), vec![]);
     let mut sealer = Sealer::new(keyring, NoncePrefix([0xee; 16]));
-    sealer.seal(clear_datagram(from, whisper_port, body)).unwrap()
+    sealer
+        .seal(clear_datagram(from, whisper_port, body))
+        .unwrap()
 }
 
 /// An unsealed datagram for group "raid".

@@ -197,8 +197,7 @@ fn a_removal_racing_with_adjusts_resolves_identically_on_both_peers() {
     };
     let before = b.prepare_adjust(now(10), &request(1)).unwrap();
     b.commit_local(now(10), before);
-    let remove =
-        roster_change(1_700_000_000_000 + 50, 2, "alice", EntryKind::OfficerRemove);
+    let remove = roster_change(1_700_000_000_000 + 50, 2, "alice", EntryKind::OfficerRemove);
     a.commit_local(now(50), remove);
     let after = b.prepare_adjust(now(100), &request(10)).unwrap();
     b.commit_local(now(100), after);

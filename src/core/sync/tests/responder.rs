@@ -19,8 +19,7 @@ fn response_datagrams_stay_under_limit_and_cover_request() {
             panic!("expected unicast")
         };
         assert!(bytes.len() <= MAX_MESSAGE, "{}", bytes.len());
-        let Body::SyncResponse(SyncResponse::Ranges(r)) = wire::decode(&bytes).unwrap().body
-        else {
+        let Body::SyncResponse(SyncResponse::Ranges(r)) = wire::decode(&bytes).unwrap().body else {
             panic!("expected ranges response")
         };
         // Every datagram's coverage starts where the previous one's ended, and covers
