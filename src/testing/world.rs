@@ -319,7 +319,14 @@ impl<D: Disk> World<D> {
     /// not started: its timers run and what it has queued goes out, but it has not announced
     /// itself. Returns its index.
     pub fn insert(&mut self, peer: Peer) -> usize {
+        self.insert_at(node_addr(self.nodes.len()), peer)
+    }
+
+    /// [`World::insert`], the node sending from and receiving at `addr` instead of
+    /// [`node_addr`] (the peer must advertise `addr`'s port).
+    pub fn insert_at(&mut self, addr: SocketAddr, peer: Peer) -> usize {
         let index = self.add_node(0);
+        self.nodes[index].addr = addr;
         self.nodes[index].started_at = 0;
         self.nodes[index].peer = Some(peer);
         self.dispatch(index);
