@@ -7,6 +7,10 @@
 //! catch-up sweep 1k..1M, 1,000 propagated adjusts, 30 s idle). Multicast stays on
 //! 127.0.0.1 with TTL 1, on the bench's own ports (47790, 47851-47853) and group names.
 //! The catch-up sweep is written to `target/bench/catchup.csv` and `catchup.svg`.
+//!
+//! `LOOTSYNC_BENCH_ONLY=<figure>` runs one figure (see `main`); `LOOTSYNC_BENCH_ONLY=sans-io`
+//! runs every figure that needs no sockets (peers in `loot_sync::testing::World`): a quick,
+//! deterministic check that the protocol's byte and round-trip counts did not move.
 
 mod common;
 

@@ -8,9 +8,11 @@
 //! - [`PeerConfigBuilder`]: a [`PeerConfig`](crate::core::sync::PeerConfig) for tests.
 
 pub mod entry;
+pub mod network;
 pub mod peer_config;
 pub mod world;
 
 pub use entry::EntryBuilder;
 pub use peer_config::PeerConfigBuilder;
-pub use world::{node_addr, Disk, NetCounters, Network, NoDisk, ReceiveLimit, World};
+pub use network::{NetCounters, Network, ReceiveLimit};
+pub use world::{node_addr, Disk, NoDisk, World};

@@ -74,7 +74,7 @@ impl Default for Tuning {
     }
 }
 
-/// Everything a [`Peer`] needs to know about itself.
+/// Everything a [`Peer`](super::Peer) needs to know about itself.
 #[derive(Clone, Debug)]
 pub struct PeerConfig {
     /// This node's name (shown to peers).

@@ -27,9 +27,9 @@
 //! # Where each concern lives
 //! This file holds the [`Peer`] and turns each input into calls on the concerns, each in its
 //! own file with the state it owns:
-//! * [`config`]: what a peer is told about itself ([`PeerConfig`], [`Tuning`]);
-//! * [`driver`]: what passes between a peer and its driver ([`Now`], [`Channel`], [`Action`]);
-//! * [`stats`]: the counters;
+//! * `config`: what a peer is told about itself ([`PeerConfig`], [`Tuning`]);
+//! * `driver`: what passes between a peer and its driver ([`Now`], [`Channel`], [`Action`]);
+//! * `stats`: the counters ([`Stats`]);
 //! * `peer_table`: the peers we hear ([`PeerInfo`]);
 //! * `announce`: HELLO and probe;
 //! * `admission`: cookies, token buckets and the anti-amplification limit;
@@ -42,8 +42,8 @@
 
 mod admission;
 mod announce;
-pub mod config;
-pub mod driver;
+mod config;
+mod driver;
 mod local;
 mod merge;
 mod outbox;
@@ -52,7 +52,7 @@ mod peer_table;
 mod push;
 mod requester;
 mod responder;
-pub mod stats;
+mod stats;
 
 #[cfg(test)]
 mod tests;
