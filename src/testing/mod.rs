@@ -13,6 +13,6 @@ pub mod peer_config;
 pub mod world;
 
 pub use entry::EntryBuilder;
-pub use peer_config::PeerConfigBuilder;
 pub use network::{NetCounters, Network, ReceiveLimit};
+pub use peer_config::PeerConfigBuilder;
 pub use world::{node_addr, Disk, NoDisk, World};

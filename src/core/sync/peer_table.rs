@@ -99,9 +99,23 @@ impl PeerTable {
             .min()
     }
 
-    fn forget(&mut self, node: NodeId) -> Option<PeerInfo> {
-        self.serving.remove(&node);
+    fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn add(&mut self, peer: PeerInfo) {
+        self.peers.insert(peer.node, peer);
+    }
+
+    /// Drops `node` from the table; a hold-off it earned runs out on its own.
+    fn remove(&mut self, node: NodeId) -> Option<PeerInfo> {
         self.peers.remove(&node)
+    }
+
+    /// Drops `node` and its hold-off.
+    fn forget(&mut self, node: NodeId) {
+        self.serving.remove(&node);
+        self.peers.remove(&node);
     }
 }
 
@@ -134,19 +148,16 @@ impl Peer {
                         self.abort_session("partner restarted");
                     }
                 }
-                if self.peers.peers.len() >= self.cfg.tuning.max_peers.max(1) {
+                if self.peers.len() >= self.cfg.tuning.max_peers.max(1) {
                     self.evict_stalest_peer();
                 }
-                self.peers.peers.insert(
+                self.peers.add(PeerInfo {
                     node,
-                    PeerInfo {
-                        node,
-                        name: None,
-                        whisper,
-                        fingerprint: None,
-                        last_heard_ms: now.mono_ms,
-                    },
-                );
+                    name: None,
+                    whisper,
+                    fingerprint: None,
+                    last_heard_ms: now.mono_ms,
+                });
                 false
             }
         };
@@ -186,8 +197,7 @@ impl Peer {
             .map(|p| p.node)
             .collect();
         for node in gone {
-            // Only the peer is dropped here: its hold-off runs out on its own.
-            if let Some(peer) = self.peers.peers.remove(&node) {
+            if let Some(peer) = self.peers.remove(node) {
                 info!(target: "sync", "SYNC peer {} left (silent for {timeout} ms)", peer.label());
             }
             if self.requester.partner() == Some(node) {
