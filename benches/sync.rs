@@ -7,6 +7,10 @@
 //! catch-up sweep 1k..1M, 1,000 propagated adjusts, 30 s idle). Multicast stays on
 //! 127.0.0.1 with TTL 1, on the bench's own ports (47790, 47851-47853) and group names.
 //! The catch-up sweep is written to `target/bench/catchup.csv` and `catchup.svg`.
+//!
+//! `LOOTSYNC_BENCH_ONLY=<figure>` runs one figure (see `main`); `LOOTSYNC_BENCH_ONLY=sans-io`
+//! runs every figure that needs no sockets (peers in `loot_sync::testing::World`): a quick,
+//! deterministic check that the protocol's byte and round-trip counts did not move.
 
 mod common;
 
@@ -14,12 +18,12 @@ use common::{full_mode, percentile, Figure};
 use loot_sync::config::Config;
 use loot_sync::control::{Adjust, Status, StatusResult};
 use loot_sync::core::rng::SeededRng;
-use loot_sync::core::sync::{Action, Channel, Now, Peer, PeerConfig, Tuning};
+use loot_sync::core::sync::{Now, Peer, PeerConfig};
 use loot_sync::daemon::{self, DaemonOptions, LedgerObserver, RunningDaemon};
-use loot_sync::proto::entry::{new_entry_id, Entry, EntryId, Hlc};
+use loot_sync::proto::entry::{Entry, EntryId};
 use loot_sync::proto::wire;
 use loot_sync::store::{LogStore, StateLock};
-use std::collections::VecDeque;
+use loot_sync::testing::{EntryBuilder, PeerConfigBuilder, World};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -36,79 +40,66 @@ const RAW_MULTICAST_PORT: u16 = 47852;
 /// 20 idle daemons.
 const IDLE_PORT: u16 = 47853;
 
-fn peer_config(name: &str, heartbeat_ms: u64) -> PeerConfig {
-    PeerConfig {
-        node_name: name.into(),
-        group: "raid".into(),
-        whisper_port: 1,
-        sync_enabled: true,
-        heartbeat_ms,
-        peer_timeout_ms: heartbeat_ms * 5,
-        max_clock_drift_ms: 3_600_000,
-        tuning: Tuning::default(),
-    }
+/// Wall-clock time of the sans-IO figures' virtual time 0: well after the generated entries.
+const SANS_IO_UNIX_MS: u64 = common::BASE_MS + 10_000_000;
+
+/// The whisper port of sans-IO peer `node`: single-byte ports, as the published figures
+/// were measured with (every datagram carries its sender's port).
+fn sans_io_port(node: usize) -> u16 {
+    1 + node as u16
+}
+
+/// Sans-IO peer `node`'s config: its own HELLO interval, forgotten after five missed.
+fn peer_config(node: usize, name: &str, heartbeat_ms: u64) -> PeerConfig {
+    PeerConfigBuilder::new(name)
+        .whisper_port(sans_io_port(node))
+        .heartbeat_ms(heartbeat_ms)
+        .peer_timeout_ms(heartbeat_ms * 5)
+        .build()
 }
 
 fn now(ms: u64) -> Now {
     Now {
         mono_ms: ms,
-        unix_ms: common::BASE_MS + 10_000_000 + ms,
+        unix_ms: SANS_IO_UNIX_MS + ms,
     }
 }
 
+/// A world of sans-IO `peers` on a lossless link with 1 ms one-way latency, none started.
+fn sans_io_world(peers: Vec<Peer>) -> World {
+    let mut world = World::new(SeededRng::new(0));
+    world.set_unix_base_ms(SANS_IO_UNIX_MS);
+    for (node, peer) in peers.into_iter().enumerate() {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, sans_io_port(node)));
+        world.insert_at(addr, peer);
+    }
+    world
+}
+
+/// What a reconciliation of two sans-IO peers cost.
+struct Reconciled {
+    round_trips: u64,
+    /// Bytes sent by both.
+    bytes: u64,
+    datagrams: u64,
+}
+
 /// Runs two sans-IO peers over a lossless link with 1 ms one-way latency until both hold the
-/// same set. Returns (round trips, bytes sent by both, datagrams).
-fn reconcile(a: &mut Peer, b: &mut Peer) -> (u64, u64, u64) {
-    let addr = [
-        "127.0.0.1:1".parse::<SocketAddr>().unwrap(),
-        "127.0.0.1:2".parse().unwrap(),
-    ];
-    // B hears A's HELLO (A's set differs), which starts B's session.
-    a.start(now(0));
-    let _ = b.drain_actions();
-    let mut queue: VecDeque<(u64, usize, Vec<u8>)> = VecDeque::new();
-    for action in a.drain_actions() {
-        if let Action::SendGroup(d) = action {
-            queue.push_back((1, 1, d));
-        }
-    }
-    let (mut bytes, mut datagrams) = (0u64, 0u64);
-    let mut last_activity = 0;
-    while let Some((at, to, datagram)) = queue.pop_front() {
-        let mut t = at;
-        last_activity = at;
-        bytes += datagram.len() as u64;
-        datagrams += 1;
-        let (peer, from) = if to == 0 {
-            (&mut *a, addr[1])
-        } else {
-            (&mut *b, addr[0])
-        };
-        peer.handle_datagram(now(t), Channel::Whisper, from, &datagram);
-        for action in peer.drain_actions() {
-            if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
-                queue.push_back((t + 1, 1 - to, d));
-            }
-        }
-        if queue.is_empty() && (a.pushing() || b.pushing()) {
-            t += 1;
-            for (i, p) in [&mut *a, &mut *b].into_iter().enumerate() {
-                p.handle_timeout(now(t));
-                for action in p.drain_actions() {
-                    if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
-                        queue.push_back((t + 1, 1 - i, d));
-                    }
-                }
-            }
-        }
-    }
-    assert_eq!(
-        a.ledger().fingerprint(),
-        b.ledger().fingerprint(),
-        "converged"
-    );
-    // The first datagram (A's HELLO) is the trigger, not part of the exchange.
-    (last_activity.saturating_sub(1) / 2, bytes, datagrams)
+/// same set (B has not announced itself: A's HELLO starts B's session). Returns the cost and
+/// the world holding both.
+fn reconcile(a: Peer, b: Peer) -> (Reconciled, World) {
+    let mut world = sans_io_world(vec![a, b]);
+    world.start(0);
+    world.settle();
+    assert!(world.converged(), "converged");
+    let counters = &world.counters;
+    let cost = Reconciled {
+        // A's HELLO, sent at 0 and heard at 1, is the trigger, not part of the exchange.
+        round_trips: counters.last_delivery_ms.saturating_sub(1) / 2,
+        bytes: counters.bytes_delivered,
+        datagrams: counters.delivered,
+    };
+    (cost, world)
 }
 
 fn reconciliation_figures(total: usize) -> Vec<Figure> {
@@ -136,20 +127,26 @@ fn reconciliation_figures(total: usize) -> Vec<Figure> {
             .filter(|(i, _)| !missing_set.contains(i))
             .map(|(_, e)| e.clone())
             .collect();
-        let mut a = Peer::new(
-            peer_config("a", 2_000),
+        let a = Peer::new(
+            peer_config(0, "a", 2_000),
             entries.clone(),
             SeededRng::new(1),
             now(0),
         );
-        let mut b = Peer::new(
-            peer_config("b", 2_000),
+        let b = Peer::new(
+            peer_config(1, "b", 2_000),
             b_entries,
             SeededRng::new(2),
             now(0),
         );
         let started = Instant::now();
-        let (round_trips, bytes, datagrams) = reconcile(&mut a, &mut b);
+        // Bound, not `_`: dropping the peers is not part of the reconciliation.
+        let (cost, _world) = reconcile(a, b);
+        let Reconciled {
+            round_trips,
+            bytes,
+            datagrams,
+        } = cost;
         let goal_bytes = 3 * missing_bytes + 4096;
         let which = if scattered { "scattered" } else { "newest" };
         println!(
@@ -215,21 +212,27 @@ fn count_words(count: usize) -> String {
 /// thread, no sockets, beside the cost of decoding the same datagrams alone.
 fn catchup_cpu_figure(total: usize) -> Figure {
     let entries = common::make_entries(total, 3);
-    let mut a = Peer::new(
-        peer_config("a", 2_000),
+    let a = Peer::new(
+        peer_config(0, "a", 2_000),
         entries.clone(),
         SeededRng::new(1),
         now(0),
     );
-    let mut b = Peer::new(
-        peer_config("b", 2_000),
+    let b = Peer::new(
+        peer_config(1, "b", 2_000),
         Vec::new(),
         SeededRng::new(2),
         now(0),
     );
     let started = Instant::now();
-    let (round_trips, bytes, datagrams) = reconcile(&mut a, &mut b);
+    let (cost, world) = reconcile(a, b);
     let ours = started.elapsed();
+    drop(world);
+    let Reconciled {
+        round_trips,
+        bytes,
+        datagrams,
+    } = cost;
     let packed = wire::pack_log_entries("raid", 1, 1, &entries);
     let started = Instant::now();
     let mut decoded = 0;
@@ -266,13 +269,13 @@ fn signed_catchup_cpu_figure(total: usize) -> Figure {
     let officer = SecretKey::from_seed([8; 32]);
     let run = |entries: &[Entry], secured: bool| {
         let mut a = Peer::new(
-            peer_config("a", 2_000),
+            peer_config(0, "a", 2_000),
             entries.to_vec(),
             SeededRng::new(1),
             now(0),
         );
         let mut b = Peer::new(
-            peer_config("b", 2_000),
+            peer_config(1, "b", 2_000),
             Vec::new(),
             SeededRng::new(2),
             now(0),
@@ -282,21 +285,24 @@ fn signed_catchup_cpu_figure(total: usize) -> Figure {
             b.set_roster(Some(root.public()), None);
         }
         let started = Instant::now();
-        reconcile(&mut a, &mut b);
+        let (_, world) = reconcile(a, b);
         let elapsed = started.elapsed();
+        let b = world.peer(1);
         assert_eq!(b.ledger().len(), entries.len());
         (elapsed, b.ledger().rejected())
     };
     let plain = common::make_entries(total, 3);
     let mut signed = plain.clone();
-    let mut add = signed[0].clone();
-    add.id = new_entry_id(common::BASE_MS - 1, [1; 10]);
-    add.at = Hlc::new(common::BASE_MS - 1, 0);
-    add.delta = 0;
-    add.kind = EntryKind::OfficerAdd {
-        public_key: officer.public(),
-    };
-    root.sign(&mut add);
+    let add = EntryBuilder::at_ms(common::BASE_MS - 1)
+        .id_random([1; 10])
+        .actor(signed[0].actor.as_str())
+        .target(signed[0].target.as_str())
+        .delta(0)
+        .reason(signed[0].reason.as_str())
+        .kind(EntryKind::OfficerAdd {
+            public_key: officer.public(),
+        })
+        .signed(&root);
     for entry in &mut signed {
         officer.sign(entry);
     }
@@ -1059,7 +1065,12 @@ fn idle_daemons_figures(seconds: u64) -> Vec<Figure> {
 /// The size of one HELLO from a node called `name` in group `group` holding `entries` (a
 /// full-length node id and port, so an upper bound).
 fn hello_len(name: &str, group: &str, entries: Vec<Entry>) -> usize {
-    let ledger_of = Peer::new(peer_config(name, 2_000), entries, SeededRng::new(0), now(0));
+    let ledger_of = Peer::new(
+        peer_config(0, name, 2_000),
+        entries,
+        SeededRng::new(0),
+        now(0),
+    );
     wire::encode(&wire::Envelope {
         group: group.into(),
         from: u64::MAX,
@@ -1080,48 +1091,36 @@ fn idle_figure() -> Vec<Figure> {
     let peers_count = 20;
     let heartbeat_ms = 2_000;
     let entries = common::make_entries(1_000, 5);
-    let mut peers: Vec<Peer> = (0..peers_count)
+    let peers: Vec<Peer> = (0..peers_count)
         .map(|i| {
             Peer::new(
-                peer_config(&format!("p{i}"), heartbeat_ms),
+                peer_config(i, &format!("p{i}"), heartbeat_ms),
                 entries.clone(),
                 SeededRng::new(i as u64),
                 now(0),
             )
         })
         .collect();
-    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], 30_000 + i as u16));
-    let mut queue: Vec<(usize, usize, Vec<u8>)> = Vec::new();
-    let (mut datagrams, mut bytes) = (0u64, 0u64);
+    let mut world = sans_io_world(peers);
+    for i in 0..peers_count {
+        world.start(i);
+    }
+    // What all peers sent so far: (datagrams, bytes).
+    let sent = |world: &World| {
+        (0..peers_count)
+            .map(|i| world.peer(i).stats())
+            .fold((0, 0), |(d, b), s| (d + s.datagrams_sent, b + s.bytes_sent))
+    };
     let seconds = 60;
     let warmup_ms = 10_000;
-    for t in 0..(warmup_ms + seconds * 1000) {
-        for (i, peer) in peers.iter_mut().enumerate() {
-            if peer.poll_timeout().is_some_and(|d| d <= t) {
-                peer.handle_timeout(now(t));
-            }
-            if t == 0 {
-                peer.start(now(0));
-            }
-            for action in peer.drain_actions() {
-                let (Action::SendGroup(d) | Action::SendTo(_, d)) = action else {
-                    continue;
-                };
-                if t >= warmup_ms {
-                    datagrams += 1;
-                    bytes += d.len() as u64;
-                }
-                queue.push((i, usize::MAX, d));
-            }
-        }
-        for (from, _, d) in queue.drain(..) {
-            for (j, peer) in peers.iter_mut().enumerate() {
-                if j != from {
-                    peer.handle_datagram(now(t), Channel::Group, addr(from), &d);
-                }
-            }
-        }
-    }
+    world.run_until(warmup_ms - 1);
+    let (datagrams_before, bytes_before) = sent(&world);
+    world.run_until(warmup_ms + seconds * 1000 - 1);
+    let (datagrams_after, bytes_after) = sent(&world);
+    let (datagrams, bytes) = (
+        datagrams_after - datagrams_before,
+        bytes_after - bytes_before,
+    );
     let per_peer_datagrams = datagrams as f64 / peers_count as f64 / seconds as f64;
     let per_peer_bytes = bytes as f64 / peers_count as f64 / seconds as f64;
     let hello = wire::encode(&wire::Envelope {
@@ -1130,8 +1129,8 @@ fn idle_figure() -> Vec<Figure> {
         whisper_port: 65535,
         body: wire::Body::Hello(wire::Hello {
             name: "p19".into(),
-            fingerprint: peers[0].ledger().fingerprint(),
-            newest: peers[0].ledger().newest(),
+            fingerprint: world.peer(0).ledger().fingerprint(),
+            newest: world.peer(0).ledger().newest(),
         }),
     })
     .unwrap()
@@ -1199,9 +1198,17 @@ fn main() {
         Some("catchup-sweep") => catch_up_figures(sizes, catch_up_goal_size, runs),
         Some("propagation") => propagation_figures(adjusts),
         Some("idle") => idle_daemons_figures(idle_seconds),
+        // The figures that need no sockets: deterministic byte and round-trip counts, quick.
+        Some("sans-io") => {
+            let mut figures = reconciliation_figures(reconcile_size);
+            figures.push(catchup_cpu_figure(catch_up_goal_size));
+            figures.push(signed_catchup_cpu_figure(catch_up_goal_size));
+            figures.extend(idle_figure());
+            figures
+        }
         Some(other) => panic!(
             "LOOTSYNC_BENCH_ONLY={other}: expected catchup-cpu, signed-catchup-cpu, \
-             late-joiner, catchup-sweep, propagation or idle"
+             late-joiner, catchup-sweep, propagation, idle or sans-io"
         ),
         None => {
             println!(

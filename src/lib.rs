@@ -24,3 +24,4 @@ pub mod daemon;
 pub mod node;
 pub mod proto;
 pub mod store;
+pub mod testing;

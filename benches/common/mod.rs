@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use loot_sync::core::rng::SeededRng;
-use loot_sync::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::proto::entry::Entry;
+use loot_sync::testing::EntryBuilder;
 use std::path::PathBuf;
 
 /// One measured figure beside the baseline measured in the same run.
@@ -206,18 +207,13 @@ pub fn make_entries(count: usize, seed: u64) -> Vec<Entry> {
     let mut rng = SeededRng::new(seed);
     (0..count)
         .map(|i| {
-            let ms = BASE_MS + i as u64 * 3;
-            Entry {
-                id: new_entry_id(ms, rng.bytes()),
-                at: Hlc::new(ms, 0),
-                actor: format!("officer{}", i % 4),
-                target: format!("player{}", i % 40),
-                delta: (i % 50) as i64 + 1,
-                new_total: 0,
-                reason: "raid attendance".into(),
-                kind: EntryKind::Points,
-                seal: None,
-            }
+            EntryBuilder::at_ms(BASE_MS + i as u64 * 3)
+                .id_random(rng.bytes())
+                .actor(format!("officer{}", i % 4))
+                .target(format!("player{}", i % 40))
+                .delta((i % 50) as i64 + 1)
+                .reason("raid attendance")
+                .build()
         })
         .collect()
 }

@@ -1,0 +1,166 @@
+//! Everything a peer sends leaves through here: messages are put in our envelope, encoded,
+//! sealed, counted and queued as [`Action`]s for the driver.
+
+use super::peer_table::PeerTable;
+use super::{Action, Stats};
+use crate::proto::entry::{Entry, Key};
+use crate::proto::seal::{SealError, Sealer};
+use crate::proto::wire::{self, Body, Envelope, NodeId};
+use ::core::net::SocketAddr;
+use tracing::{debug, warn};
+
+/// The actions waiting for the driver, and how datagrams are stamped and sealed.
+pub(super) struct Outbox {
+    actions: Vec<Action>,
+    sealer: Sealer,
+    /// Our group, node id and whisper port, stamped on every envelope.
+    group: String,
+    from: NodeId,
+    whisper_port: u16,
+}
+
+impl Outbox {
+    /// An empty outbox that sends as node `from` of `group`, answering on `whisper_port`,
+    /// in the clear until [`Outbox::set_sealer`].
+    pub(super) fn new(group: String, from: NodeId, whisper_port: u16) -> Outbox {
+        Outbox {
+            actions: Vec::new(),
+            sealer: Sealer::clear(),
+            group,
+            from,
+            whisper_port,
+        }
+    }
+
+    /// Seals (and opens) with `sealer` from now on.
+    pub(super) fn set_sealer(&mut self, sealer: Sealer) {
+        self.sealer = sealer;
+    }
+
+    /// The sealer, which also opens what arrives.
+    pub(super) fn sealer(&self) -> &Sealer {
+        &self.sealer
+    }
+
+    /// Bytes sealing adds to each datagram.
+    pub(super) fn seal_overhead(&self) -> usize {
+        self.sealer.overhead()
+    }
+
+    /// Takes the actions queued so far.
+    pub(super) fn drain(&mut self) -> Vec<Action> {
+        std::mem::take(&mut self.actions)
+    }
+
+    /// `body` in our envelope.
+    pub(super) fn envelope(&self, body: Body) -> Envelope {
+        Envelope {
+            group: self.group.clone(),
+            from: self.from,
+            whisper_port: self.whisper_port,
+            body,
+        }
+    }
+
+    /// Asks the driver to store entries learned from peers.
+    pub(super) fn persist(&mut self, entries: Vec<Entry>, keys: Vec<Key>) {
+        self.actions.push(Action::Persist { entries, keys });
+    }
+
+    /// Encodes a message in our envelope; a failure is counted and logged, never sent.
+    pub(super) fn encode_body(&mut self, stats: &mut Stats, body: Body) -> Option<Vec<u8>> {
+        let kind = body.kind();
+        match wire::encode(&self.envelope(body)) {
+            Ok(bytes) => Some(bytes),
+            Err(err) => {
+                stats.encode_failures += 1;
+                warn!(target: "sync", "SYNC could not encode {kind}: {err}");
+                None
+            }
+        }
+    }
+
+    /// Multicasts one message to the group.
+    pub(super) fn send_group(&mut self, stats: &mut Stats, body: Body) {
+        let kind = body.kind();
+        let count = body.entry_count();
+        if let Some(bytes) = self.encode_body(stats, body) {
+            debug!(target: "sync", "SYNC send {kind} to group entries={count}");
+            self.send_group_bytes(stats, bytes);
+        }
+    }
+
+    /// Sends one message over whisper to `node` at `addr` (`peers` names it in the log);
+    /// returns the bytes put on the wire (0 if none).
+    pub(super) fn send_to(
+        &mut self,
+        stats: &mut Stats,
+        peers: &PeerTable,
+        node: NodeId,
+        addr: SocketAddr,
+        body: Body,
+    ) -> usize {
+        let kind = body.kind();
+        let count = body.entry_count();
+        match self.encode_body(stats, body) {
+            Some(bytes) => {
+                debug!(
+                    target: "sync",
+                    "SYNC send {kind} to {} ({addr}) entries={count}",
+                    peers.label(node)
+                );
+                self.send_to_addr(stats, addr, bytes)
+            }
+            None => 0,
+        }
+    }
+
+    /// Multicasts `entries` as LOG_ENTRY datagrams, as many to a datagram as fit.
+    pub(super) fn send_entries_to_group(&mut self, stats: &mut Stats, entries: &[Entry]) {
+        let datagrams = wire::pack_log_entries(&self.group, self.from, self.whisper_port, entries);
+        for (count, bytes) in datagrams {
+            debug!(target: "sync", "SYNC send LOG_ENTRY to group entries={count}");
+            self.send_group_bytes(stats, bytes);
+        }
+    }
+
+    /// Seals and queues an encoded message for the group; returns the bytes that go on the
+    /// wire.
+    fn send_group_bytes(&mut self, stats: &mut Stats, clear: Vec<u8>) -> usize {
+        match self.sealer.seal(clear) {
+            Ok(sealed) => self.queue(stats, Action::SendGroup(sealed)),
+            Err(err) => Self::seal_failed(stats, err),
+        }
+    }
+
+    /// Seals and queues an encoded message for `addr`; returns the bytes that go on the
+    /// wire.
+    pub(super) fn send_to_addr(
+        &mut self,
+        stats: &mut Stats,
+        addr: SocketAddr,
+        clear: Vec<u8>,
+    ) -> usize {
+        match self.sealer.seal(clear) {
+            Ok(sealed) => self.queue(stats, Action::SendTo(addr, sealed)),
+            Err(err) => Self::seal_failed(stats, err),
+        }
+    }
+
+    fn queue(&mut self, stats: &mut Stats, action: Action) -> usize {
+        let mut len = 0;
+        if let Action::SendGroup(bytes) | Action::SendTo(_, bytes) = &action {
+            len = bytes.len();
+            stats.datagrams_sent += 1;
+            stats.bytes_sent += len as u64;
+        }
+        self.actions.push(action);
+        len
+    }
+
+    fn seal_failed(stats: &mut Stats, err: SealError) -> usize {
+        stats.encode_failures += 1;
+        warn!(target: "sync", "SYNC could not seal a datagram: {err}");
+        0
+    }
+}

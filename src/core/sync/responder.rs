@@ -1,0 +1,315 @@
+//! The responder side of a reconciliation. It keeps no state: every answer datagram says
+//! which key spans it covers, so a lost datagram is repaired by the requester asking again
+//! for the spans nobody answered. Each request gets at most a fixed budget of datagrams back
+//! (fewer, and a cookie, for an address that has not proven itself), which paces a large
+//! catch-up by the requester's round trips.
+
+use super::{Peer, Tuning};
+use crate::core::ledger::Ledger;
+use crate::proto::entry::{Digest, Entry, Key};
+use crate::proto::wire::{
+    self, Body, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run, SyncResponse,
+    MAX_DATAGRAM, MAX_IDS, MAX_MESSAGE,
+};
+use ::core::net::SocketAddr;
+use std::collections::HashSet;
+
+impl Peer {
+    /// Answers a range request from `sender` at `to`; `proven` when it echoed our cookie.
+    pub(super) fn answer(
+        &mut self,
+        sender: NodeId,
+        to: SocketAddr,
+        request: RangesRequest,
+        proven: bool,
+    ) {
+        let tuning = self.cfg.tuning.clone();
+        let mut budget = tuning.response_budget;
+        let mut cookie = None;
+        if !proven {
+            // Unproven source (maybe spoofed): at most `amplification_factor` times what it
+            // sent, counting every datagram at full size, and hand it a cookie to echo.
+            let allowance = self.allowance(to);
+            budget = budget.min((allowance / MAX_DATAGRAM as u64) as usize);
+            cookie = Some(self.admission.cookie_for(to));
+            if budget < tuning.response_budget {
+                self.stats.answers_limited += 1;
+            }
+            if budget == 0 {
+                // Not even one full datagram: answer with just the cookie (covers nothing,
+                // so the requester asks again, this time proving its address).
+                let mut part = ResponseBuilder::blank(request.request_id);
+                part.cookie = cookie;
+                let body = Body::SyncResponse(SyncResponse::Ranges(part));
+                self.send_limited(sender, to, body, allowance);
+                return;
+            }
+        }
+        let mut builder = ResponseBuilder::new(request.request_id, budget);
+        // Explicit wants first: they are small and the requester is waiting on them.
+        for id in &request.want {
+            if let Some(entry) = self.ledger.get(id) {
+                if !builder.entry(&entry) {
+                    break;
+                }
+            }
+        }
+        'runs: for run in &request.runs {
+            let mut lower = run.lower;
+            for item in &run.items {
+                if builder.exhausted() {
+                    break 'runs;
+                }
+                let (lo, hi) = (lower, item.upper);
+                lower = item.upper;
+                answer_range(&self.ledger, &mut builder, lo, hi, &item.mode, &tuning);
+            }
+        }
+        for mut part in builder.finish() {
+            part.cookie = cookie;
+            let body = Body::SyncResponse(SyncResponse::Ranges(part));
+            if proven {
+                self.outbox
+                    .send_to(&mut self.stats, &self.peers, sender, to, body);
+            } else {
+                let allowance = self.allowance(to);
+                self.send_limited(sender, to, body, allowance);
+            }
+        }
+    }
+}
+
+/// Answers one range item of a request from `ledger` into `b`.
+fn answer_range(
+    ledger: &Ledger,
+    b: &mut ResponseBuilder,
+    lo: Key,
+    hi: Key,
+    mode: &Mode,
+    tuning: &Tuning,
+) {
+    match mode {
+        Mode::Done => {
+            b.item(lo, hi, Mode::Done);
+        }
+        Mode::Fingerprint(theirs) => {
+            if theirs.count == 0 {
+                // They have nothing here: send everything (as much as the budget allows).
+                b.entries_covering(lo, hi, ledger.range(lo, hi));
+                return;
+            }
+            let mine = ledger.range_fingerprint(lo, hi);
+            if mine == *theirs {
+                b.item(lo, hi, Mode::Done);
+            } else if mine.count as usize <= tuning.id_list_threshold.min(MAX_IDS) {
+                let ids = ledger.range_keys(lo, hi).map(|k| k.digest).collect();
+                b.item(lo, hi, Mode::Ids(ids));
+            } else {
+                for (a, c) in ledger.split(lo, hi, tuning.split_parts) {
+                    let fp = ledger.range_fingerprint(a, c);
+                    if !b.item(a, c, Mode::Fingerprint(fp)) {
+                        return;
+                    }
+                }
+            }
+        }
+        Mode::Ids(listed) => {
+            let theirs: HashSet<Digest> = listed.iter().copied().collect();
+            // Walk the request's list, not the set: a HashSet's order differs from
+            // process to process, which would make the sans-IO core non-deterministic
+            // (a simulator seed would not replay).
+            let mut asked = HashSet::new();
+            for id in listed {
+                if !ledger.contains(id) && asked.insert(*id) {
+                    b.want(*id);
+                }
+            }
+            b.entries_covering(
+                lo,
+                hi,
+                ledger.range_where(lo, hi, |key| !theirs.contains(&key.digest)),
+            );
+        }
+    }
+}
+
+/// Packs a response into datagrams that each stand alone, within a datagram budget.
+struct ResponseBuilder {
+    request_id: u64,
+    budget: usize,
+    full: Vec<RangesResponse>,
+    current: RangesResponse,
+    size: usize,
+    exhausted: bool,
+}
+
+/// Room for a closing `Done` item plus a new run header.
+const RESERVE: usize = 64;
+/// Payload limit for the variable parts of one response datagram: room for the version
+/// byte, the envelope, the cookie (9) and slack, inside the room sealing leaves.
+const RESPONSE_LIMIT: usize = MAX_MESSAGE - 1 - 64 - 16 - 9;
+
+impl ResponseBuilder {
+    fn new(request_id: u64, budget: usize) -> ResponseBuilder {
+        ResponseBuilder {
+            request_id,
+            budget: budget.max(1),
+            full: Vec::new(),
+            current: Self::blank(request_id),
+            size: 0,
+            exhausted: false,
+        }
+    }
+
+    fn blank(request_id: u64) -> RangesResponse {
+        RangesResponse {
+            request_id,
+            part: 0,
+            parts: 1,
+            runs: Vec::new(),
+            entries: Vec::new(),
+            want: Vec::new(),
+            cookie: None,
+        }
+    }
+
+    fn exhausted(&self) -> bool {
+        self.exhausted
+    }
+
+    fn fits(&self, bytes: usize) -> bool {
+        self.size + bytes <= RESPONSE_LIMIT
+    }
+
+    /// Closes the current datagram. Returns false once the budget is spent.
+    fn flush(&mut self) -> bool {
+        if self.exhausted {
+            return false;
+        }
+        let done = std::mem::replace(&mut self.current, Self::blank(self.request_id));
+        self.size = 0;
+        self.full.push(done);
+        if self.full.len() >= self.budget {
+            self.exhausted = true;
+            return false;
+        }
+        true
+    }
+
+    fn item_cost(&self, lower: Key, item: &RangeItem) -> (usize, bool) {
+        let contiguous = self
+            .current
+            .runs
+            .last()
+            .and_then(|r| r.items.last())
+            .is_some_and(|last| last.upper == lower);
+        let cost = wire::encoded_len(item)
+            + if contiguous {
+                0
+            } else {
+                wire::encoded_len(&lower) + 2
+            };
+        (cost, contiguous)
+    }
+
+    fn push_item(&mut self, lower: Key, item: RangeItem, contiguous: bool, cost: usize) {
+        self.size += cost;
+        match self.current.runs.last_mut() {
+            Some(run) if contiguous => run.items.push(item),
+            _ => self.current.runs.push(Run {
+                lower,
+                items: vec![item],
+            }),
+        }
+    }
+
+    /// Adds a range item. Returns false when the budget is spent (the item is not added).
+    fn item(&mut self, lower: Key, upper: Key, mode: Mode) -> bool {
+        if self.exhausted {
+            return false;
+        }
+        let item = RangeItem { upper, mode };
+        let (cost, contiguous) = self.item_cost(lower, &item);
+        if !self.fits(cost) {
+            if !self.flush() {
+                return false;
+            }
+            let (cost, contiguous) = self.item_cost(lower, &item);
+            self.push_item(lower, item, contiguous, cost);
+            return true;
+        }
+        self.push_item(lower, item, contiguous, cost);
+        true
+    }
+
+    fn want(&mut self, id: Digest) {
+        if self.exhausted {
+            return;
+        }
+        if (!self.fits(20) || self.current.want.len() >= MAX_IDS) && !self.flush() {
+            return;
+        }
+        self.size += 17;
+        self.current.want.push(id);
+    }
+
+    fn entry(&mut self, entry: &Entry) -> bool {
+        if self.exhausted {
+            return false;
+        }
+        let cost = wire::encoded_len(entry);
+        if !self.fits(cost) && !self.flush() {
+            return false;
+        }
+        self.size += cost;
+        self.current.entries.push(entry.clone());
+        true
+    }
+
+    /// Sends `entries` (all within `[lo, hi)`, in key order) and marks the span answered.
+    /// When a datagram fills, the part answered so far is closed in it, so every datagram
+    /// covers exactly the entries it carries; when the budget runs out, the rest of the span
+    /// stays unanswered and the requester asks for it again.
+    fn entries_covering(&mut self, lo: Key, hi: Key, entries: impl Iterator<Item = Entry>) {
+        let mut cursor = lo;
+        for entry in entries {
+            if self.exhausted {
+                return;
+            }
+            let cost = wire::encoded_len(&entry);
+            if !self.fits(cost + RESERVE) {
+                let key = entry.key();
+                if cursor < key {
+                    let item = RangeItem {
+                        upper: key,
+                        mode: Mode::Done,
+                    };
+                    let (item_cost, contiguous) = self.item_cost(cursor, &item);
+                    self.push_item(cursor, item, contiguous, item_cost);
+                    cursor = key;
+                }
+                if !self.flush() {
+                    return;
+                }
+            }
+            self.size += cost;
+            self.current.entries.push(entry);
+        }
+        self.item(cursor, hi, Mode::Done);
+    }
+
+    fn finish(mut self) -> Vec<RangesResponse> {
+        let current = std::mem::replace(&mut self.current, Self::blank(self.request_id));
+        let has_content =
+            !current.runs.is_empty() || !current.entries.is_empty() || !current.want.is_empty();
+        if (has_content || self.full.is_empty()) && self.full.len() < self.budget {
+            self.full.push(current);
+        }
+        let parts = self.full.len() as u16;
+        for (index, part) in self.full.iter_mut().enumerate() {
+            part.part = index as u16;
+            part.parts = parts;
+        }
+        self.full
+    }
+}
