@@ -22,11 +22,12 @@ use common::Figure;
 use loot_sync::config::Config;
 use loot_sync::control::Adjust;
 use loot_sync::core::rng::SeededRng;
-use loot_sync::core::sync::{Now, Peer, PeerConfig, Tuning};
+use loot_sync::core::sync::{Now, Peer, PeerConfig};
 use loot_sync::node;
 use loot_sync::proto::entry::Entry;
 use loot_sync::proto::wire;
 use loot_sync::store::{LogStore, StateLock};
+use loot_sync::testing::PeerConfigBuilder;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -43,16 +44,14 @@ const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 const RSS_CHILD_ENV: &str = "LOOTSYNC_BENCH_RSS_STATE";
 
 fn peer_config() -> PeerConfig {
-    PeerConfig {
-        node_name: "bench".into(),
-        group: GROUP.into(),
-        whisper_port: 1,
-        sync_enabled: false,
-        heartbeat_ms: 2000,
-        peer_timeout_ms: 10_000,
-        max_clock_drift_ms: 3_600_000,
-        tuning: Tuning::default(),
-    }
+    PeerConfigBuilder::new("bench")
+        .group(GROUP)
+        .whisper_port(1)
+        .sync_enabled(false)
+        .heartbeat_ms(2000)
+        .peer_timeout_ms(10_000)
+        .max_clock_drift_ms(3_600_000)
+        .build()
 }
 
 fn now() -> Now {

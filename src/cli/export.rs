@@ -138,7 +138,7 @@ fn csv_text<R: Serialize + Default>(records: impl Iterator<Item = R>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loot_sync::proto::entry::{Entry, Hlc};
+    use loot_sync::testing::EntryBuilder;
 
     /// The history columns spreadsheets and scripts rely on, pinned so a renamed or
     /// reordered field in [`HistoryRecord`] fails here.
@@ -148,17 +148,16 @@ mod tests {
     fn row(target: &str, delta: i64, total: i64, reason: &str) -> HistoryRow {
         HistoryRow {
             signed_by: None,
-            entry: Entry {
-                id: uuid::Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001),
-                at: Hlc(1_700_000_000_000 << 16),
-                actor: "officer".into(),
-                target: target.into(),
-                delta,
-                new_total: total,
-                reason: reason.into(),
-                kind: loot_sync::proto::entry::EntryKind::Points,
-                seal: None,
-            },
+            entry: EntryBuilder::at_ms(1_700_000_000_000)
+                .id(uuid::Uuid::from_u128(
+                    0x0190_0000_0000_7000_8000_0000_0000_0001,
+                ))
+                .actor("officer")
+                .target(target)
+                .delta(delta)
+                .new_total(total)
+                .reason(reason)
+                .build(),
             total,
             rejected: None,
         }

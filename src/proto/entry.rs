@@ -298,17 +298,14 @@ mod tests {
     use super::*;
 
     fn sample() -> Entry {
-        Entry {
-            id: new_entry_id(1_700_000_000_000, [7; 10]),
-            at: Hlc::new(1_700_000_000_000, 0),
-            actor: "alice".into(),
-            target: "Bob".into(),
-            delta: 10,
-            new_total: 10,
-            reason: "raid attendance".into(),
-            kind: EntryKind::Points,
-            seal: None,
-        }
+        crate::testing::EntryBuilder::at_ms(1_700_000_000_000)
+            .id_random([7; 10])
+            .actor("alice")
+            .target("Bob")
+            .delta(10)
+            .new_total(10)
+            .reason("raid attendance")
+            .build()
     }
 
     #[test]

@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn fuzz_regression_sealed_datagram_over_the_limit() {
         use crate::core::rng::SeededRng;
-        use crate::core::sync::{Channel, Now, Peer, PeerConfig, Tuning};
+        use crate::core::sync::{Channel, Now, Peer};
         let mut message = vec![0x7a, 0x01, 0x03, 0x00, 0x01, 0x03, 0x01];
         message.resize(1202, 0x16);
         let mut sender = Sealer::new(keyring(7), NoncePrefix([2; 16]));
@@ -365,16 +365,9 @@ mod tests {
             mono_ms: 0,
             unix_ms: 1_700_000_000_000,
         };
-        let cfg = PeerConfig {
-            node_name: "a".into(),
-            group: "raid".into(),
-            whisper_port: 1000,
-            sync_enabled: true,
-            heartbeat_ms: 1000,
-            peer_timeout_ms: 5000,
-            max_clock_drift_ms: 0,
-            tuning: Tuning::default(),
-        };
+        let cfg = crate::testing::PeerConfigBuilder::new("a")
+            .max_clock_drift_ms(0)
+            .build();
         let mut peer = Peer::new(cfg, vec![], SeededRng::new(1), now);
         peer.set_group_key(Sealer::new(keyring(7), NoncePrefix([1; 16])), [1; 32]);
         let from = "127.0.0.1:2000".parse().unwrap();

@@ -123,20 +123,16 @@ pub use crate::store::keys::SigningKeyError as KeyError;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::entry::new_entry_id;
 
     fn points(ms: u64) -> Entry {
-        Entry {
-            id: new_entry_id(ms, [3; 10]),
-            at: Hlc::new(ms, 0),
-            actor: "alice".into(),
-            target: "Bob".into(),
-            delta: 5,
-            new_total: 5,
-            reason: "raid".into(),
-            kind: EntryKind::Points,
-            seal: None,
-        }
+        crate::testing::EntryBuilder::at_ms(ms)
+            .id_random([3; 10])
+            .actor("alice")
+            .target("Bob")
+            .delta(5)
+            .new_total(5)
+            .reason("raid")
+            .build()
     }
 
     #[test]

@@ -363,21 +363,17 @@ pub fn pack_log_entries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::entry::{new_entry_id, EntryKind, MAX_REASON_BYTES};
-    use crate::proto::hlc::Hlc;
+    use crate::proto::entry::MAX_REASON_BYTES;
 
     fn entry(i: u64) -> Entry {
-        Entry {
-            id: new_entry_id(1_700_000_000_000 + i, [i as u8; 10]),
-            at: Hlc::new(1_700_000_000_000 + i, 0),
-            actor: "a".repeat(MAX_NAME_BYTES),
-            target: "t".repeat(MAX_NAME_BYTES),
-            delta: 5,
-            new_total: 5,
-            reason: "r".repeat(MAX_REASON_BYTES),
-            kind: EntryKind::Points,
-            seal: None,
-        }
+        crate::testing::EntryBuilder::at_ms(1_700_000_000_000 + i)
+            .id_random([i as u8; 10])
+            .actor("a".repeat(MAX_NAME_BYTES))
+            .target("t".repeat(MAX_NAME_BYTES))
+            .delta(5)
+            .new_total(5)
+            .reason("r".repeat(MAX_REASON_BYTES))
+            .build()
     }
 
     fn envelope(body: Body) -> Envelope {

@@ -1,8 +1,9 @@
 //! Entries and log bytes for the store's unit tests.
 
-use crate::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use crate::proto::entry::Entry;
 use crate::store::format::{encode_record, file_header, frame, FORMAT_VERSION};
 use crate::store::{LogStore, OpenReport, StateLock, StoreError};
+use crate::testing::EntryBuilder;
 use std::path::Path;
 use tempfile::TempDir;
 
@@ -11,18 +12,18 @@ pub(crate) const GROUP: &str = "raid";
 
 /// A valid entry, distinct for each `i`.
 pub(crate) fn entry(i: u64) -> Entry {
-    let ms = 1_700_000_000_000 + i;
-    Entry {
-        id: new_entry_id(ms, [i as u8; 10]),
-        at: Hlc::new(ms, 0),
-        actor: "alice".into(),
-        target: format!("Player{i}"),
-        delta: i as i64 + 1,
-        new_total: 10 * (i as i64 + 1),
-        reason: format!("raid night {i}"),
-        kind: EntryKind::Points,
-        seal: None,
-    }
+    entry_builder(i).build()
+}
+
+/// [`entry`]`(i)` still to be built, for a test that changes a field of it.
+pub(crate) fn entry_builder(i: u64) -> EntryBuilder {
+    EntryBuilder::at_ms(1_700_000_000_000 + i)
+        .id_random([i as u8; 10])
+        .actor("alice")
+        .target(format!("Player{i}"))
+        .delta(i as i64 + 1)
+        .new_total(10 * (i as i64 + 1))
+        .reason(format!("raid night {i}"))
 }
 
 /// Entries for every `i` in `range`.

@@ -260,10 +260,10 @@ mod tests {
 
     /// An entry for one of three players, so the report has players to count.
     fn entry(i: u64) -> Entry {
-        let mut e = test_support::entry(i);
-        e.target = format!("Player{}", i % 3);
-        e.new_total = 0;
-        e
+        test_support::entry_builder(i)
+            .target(format!("Player{}", i % 3))
+            .new_total(0)
+            .build()
     }
 
     /// Header plus records of entries 0..n; returns the bytes and each record's offset.

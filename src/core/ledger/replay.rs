@@ -223,7 +223,7 @@ fn add_points(totals: &mut BTreeMap<String, i64>, entry: &Entry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ledger::test_support::{entry, MemoryReader};
+    use crate::core::ledger::test_support::{entry_builder, MemoryReader};
     use crate::core::ledger::{Ledger, LedgerBuilder};
     use crate::core::rng::SeededRng;
     use crate::proto::signature::SecretKey;
@@ -235,11 +235,6 @@ mod tests {
         SecretKey::from_seed([n; 32])
     }
 
-    fn signed(mut e: Entry, key: &SecretKey) -> Entry {
-        key.sign(&mut e);
-        e
-    }
-
     /// The roster name the tests give officer key `n`.
     fn name_of(key: &SecretKey) -> String {
         let names = ["alice", "bob", "carol", "dave"];
@@ -249,21 +244,15 @@ mod tests {
     }
 
     fn points(ms: u64, seed: u8, target: &str, delta: i64, key: Option<&SecretKey>) -> Entry {
-        let mut e = entry(ms, seed, target, delta);
-        if let Some(key) = key {
-            e.actor = name_of(key);
-        }
+        let e = entry_builder(ms, seed, target, delta);
         match key {
-            Some(key) => signed(e, key),
-            None => e,
+            Some(key) => e.actor(name_of(key)).signed(key),
+            None => e.build(),
         }
     }
 
     fn change(ms: u64, seed: u8, name: &str, kind: EntryKind, key: &SecretKey) -> Entry {
-        let mut e = entry(ms, seed, name, 1);
-        e.delta = 0;
-        e.kind = kind;
-        signed(e, key)
+        entry_builder(ms, seed, name, 0).kind(kind).signed(key)
     }
 
     fn add(ms: u64, seed: u8, name: &str, who: &SecretKey, key: &SecretKey) -> Entry {
@@ -422,12 +411,10 @@ mod tests {
     fn a_replaced_key_revoked_cannot_backdate() {
         let (old, new) = (officer(1), SecretKey::from_seed([9; 32]));
         let before = points(15, 1, "Ann", 1, Some(&old));
-        let mut backdated = entry(16, 2, "Ann", 1_000);
-        backdated.actor = "alice".into();
-        let backdated = signed(backdated, &old);
-        let mut with_new = entry(30, 3, "Ann", 10);
-        with_new.actor = "alice".into();
-        let with_new = signed(with_new, &new);
+        let backdated = entry_builder(16, 2, "Ann", 1_000)
+            .actor("alice")
+            .signed(&old);
+        let with_new = entry_builder(30, 3, "Ann", 10).actor("alice").signed(&new);
         let ledger = secured([
             add(10, 4, "alice", &old, &root()),
             before,
@@ -472,14 +459,15 @@ mod tests {
         let mut points_made = Vec::new();
         for i in 0..48u64 {
             let signer = rng.below(5) as usize;
-            let mut e = entry(5 + i * 2, 100 + i as u8, "Ann", 1 + i as i64);
-            e.actor = match rng.below(3) {
-                0 => names[rng.below(4) as usize].into(),
-                _ => "raidbox".into(),
-            };
+            let e = entry_builder(5 + i * 2, 100 + i as u8, "Ann", 1 + i as i64).actor(
+                match rng.below(3) {
+                    0 => names[rng.below(4) as usize],
+                    _ => "raidbox",
+                },
+            );
             let e = match signer {
-                4 => e,
-                k => signed(e, &keys[k]),
+                4 => e.build(),
+                k => e.signed(&keys[k]),
             };
             points_made.push(e.clone());
             log.push(e);
@@ -548,12 +536,8 @@ mod tests {
     #[test]
     fn an_officer_cannot_sign_under_another_officers_name() {
         let (a, b) = (officer(1), officer(2));
-        let mut as_bob = points(20, 1, "Ann", 5, Some(&a));
-        as_bob.actor = "bob".into();
-        let as_bob = signed(as_bob, &a);
-        let mut as_capital_bob = points(20, 9, "Ann", 50, Some(&a));
-        as_capital_bob.actor = "BoB".into();
-        let as_capital_bob = signed(as_capital_bob, &a);
+        let as_bob = entry_builder(20, 1, "Ann", 5).actor("bob").signed(&a);
+        let as_capital_bob = entry_builder(20, 9, "Ann", 50).actor("BoB").signed(&a);
         let ledger = secured([
             add(10, 2, "alice", &a, &root()),
             add(10, 3, "bob", &b, &root()),
@@ -561,7 +545,7 @@ mod tests {
             as_capital_bob.clone(),
             points(21, 4, "Ann", 1, Some(&a)),
             // Any other label (a machine's name, say) is not an officer's: it counts.
-            signed(entry(22, 5, "Ann", 2), &a),
+            entry_builder(22, 5, "Ann", 2).signed(&a),
         ]);
         assert_eq!(ledger.total("Ann"), 3);
         for e in [&as_bob, &as_capital_bob] {
@@ -577,9 +561,7 @@ mod tests {
 
         // Once bob's key is revoked his name is no officer's: alice may use it as a
         // label (as `adjust` allows), and history still shows her as the signer.
-        let mut as_old_bob = entry(40, 6, "Ann", 4);
-        as_old_bob.actor = "bob".into();
-        let as_old_bob = signed(as_old_bob, &a);
+        let as_old_bob = entry_builder(40, 6, "Ann", 4).actor("bob").signed(&a);
         let ledger = secured([
             add(10, 2, "alice", &a, &root()),
             add(10, 3, "bob", &b, &root()),

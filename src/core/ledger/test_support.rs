@@ -1,23 +1,21 @@
 //! Helpers shared by the ledger's unit tests: a plain point entry and an in-memory log.
 
 use super::EntryReader;
-use crate::proto::entry::{new_entry_id, Entry, EntryKind};
-use crate::proto::hlc::Hlc;
+use crate::proto::entry::Entry;
+use crate::testing::EntryBuilder;
 use std::collections::HashMap;
 
 /// An unsigned point entry at `ms`, distinguished by `seed`.
 pub(super) fn entry(ms: u64, seed: u8, target: &str, delta: i64) -> Entry {
-    Entry {
-        id: new_entry_id(ms, [seed; 10]),
-        at: Hlc::new(ms, 0),
-        actor: "officer".into(),
-        target: target.into(),
-        delta,
-        new_total: 0,
-        reason: String::new(),
-        kind: EntryKind::Points,
-        seal: None,
-    }
+    entry_builder(ms, seed, target, delta).build()
+}
+
+/// [`entry`] still to be built, for a test that sets another field or signs it.
+pub(super) fn entry_builder(ms: u64, seed: u8, target: &str, delta: i64) -> EntryBuilder {
+    EntryBuilder::at_ms(ms)
+        .id_random([seed; 10])
+        .target(target)
+        .delta(delta)
 }
 
 /// An in-memory stand-in for the log file: offset -> entry, counting reads.

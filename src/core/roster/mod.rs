@@ -237,22 +237,17 @@ impl Roster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::entry::new_entry_id;
-    use crate::proto::hlc::Hlc;
     use crate::proto::signature::SecretKey;
+    use crate::testing::EntryBuilder;
 
-    fn points(ms: u64) -> Entry {
-        Entry {
-            id: new_entry_id(ms, [3; 10]),
-            at: Hlc::new(ms, 0),
-            actor: "alice".into(),
-            target: "Bob".into(),
-            delta: 5,
-            new_total: 5,
-            reason: "raid".into(),
-            kind: EntryKind::Points,
-            seal: None,
-        }
+    fn points(ms: u64) -> EntryBuilder {
+        EntryBuilder::at_ms(ms)
+            .id_random([3; 10])
+            .actor("alice")
+            .target("Bob")
+            .delta(5)
+            .new_total(5)
+            .reason("raid")
     }
 
     /// Parts complete a revocation in any order; a repeated part index adds its digests
@@ -264,18 +259,17 @@ mod tests {
         let officer = SecretKey::from_seed([1; 32]).public();
         let digest = |n: u8| Digest([n; 16]);
         let part = |part: u16, keep: Vec<Digest>, signer: &SecretKey| {
-            let mut e = points(2_000 + u64::from(part));
-            e.delta = 0;
-            e.new_total = 0;
-            e.kind = EntryKind::OfficerRevoke {
-                public_key: officer,
-                batch: [5; 8],
-                part,
-                parts: 3,
-                keep,
-            };
-            signer.sign(&mut e);
-            e
+            points(2_000 + u64::from(part))
+                .delta(0)
+                .new_total(0)
+                .kind(EntryKind::OfficerRevoke {
+                    public_key: officer,
+                    batch: [5; 8],
+                    part,
+                    parts: 3,
+                    keep,
+                })
+                .signed(signer)
         };
         let parts = [
             part(2, vec![digest(3)], &root),

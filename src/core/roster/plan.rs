@@ -250,6 +250,7 @@ fn keep_parts(kept: &[Digest]) -> Option<Vec<&[Digest]>> {
 mod tests {
     use super::*;
     use crate::proto::signature::verify;
+    use crate::testing::EntryBuilder;
     use std::collections::BTreeSet;
 
     const ROOT_SEED: [u8; 32] = [100; 32];
@@ -278,8 +279,8 @@ mod tests {
     impl View {
         /// `name` made an officer with `key` by the root.
         fn with_officer(mut self, name: &str, key: PublicKey) -> View {
-            let mut add = blank(name, EntryKind::OfficerAdd { public_key: key });
-            SecretKey::from_seed(ROOT_SEED).sign(&mut add);
+            let add = blank(name, EntryKind::OfficerAdd { public_key: key })
+                .signed(&SecretKey::from_seed(ROOT_SEED));
             self.counted.push(add);
             self.officers.insert(name.into(), key);
             self
@@ -288,10 +289,10 @@ mod tests {
         /// `count` point entries signed by `signer`, all counting.
         fn with_points(mut self, signer: &SecretKey, count: usize) -> View {
             for n in 0..count {
-                let mut entry = blank("Bob", EntryKind::Points);
-                entry.at = Hlc(entry.at.0 + n as u64);
-                entry.delta = 1;
-                signer.sign(&mut entry);
+                let entry = blank("Bob", EntryKind::Points)
+                    .stamped(Hlc(BLANK_AT.0 + n as u64))
+                    .delta(1)
+                    .signed(signer);
                 self.counted.push(entry);
             }
             self
@@ -306,18 +307,17 @@ mod tests {
         }
     }
 
-    fn blank(target: &str, kind: EntryKind) -> Entry {
-        Entry {
-            id: new_entry_id(1_600_000_000_000, [1; 10]),
-            at: Hlc(1_600_000_000_000 << 16),
-            actor: "someone".into(),
-            target: target.into(),
-            delta: 0,
-            new_total: 0,
-            reason: String::new(),
-            kind,
-            seal: None,
-        }
+    /// When [`blank`] entries are stamped (and their ids made).
+    const BLANK_AT: Hlc = Hlc(1_600_000_000_000 << 16);
+
+    /// An entry about `target` doing `kind`, delta 0, stamped [`BLANK_AT`].
+    fn blank(target: &str, kind: EntryKind) -> EntryBuilder {
+        EntryBuilder::at_ms(BLANK_AT.unix_ms())
+            .id_random([1; 10])
+            .actor("someone")
+            .target(target)
+            .delta(0)
+            .kind(kind)
     }
 
     fn key(seed: u8) -> SecretKey {
