@@ -11,20 +11,10 @@ mod common;
 
 const BIN: &str = env!("CARGO_BIN_EXE_lootsync");
 
-/// A UDP port no socket on this host is bound to right now, so tests of two checkouts
-/// running at once do not share a group port. (The group name, made from the port and this
-/// process's id, keeps them apart even if they did.)
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
 /// Writes a config for a test of its own (its own port and group name); returns the config
 /// path and the path the group's log will have.
 fn write_config(dir: &Path) -> (PathBuf, PathBuf) {
-    let port = free_port();
+    let port = common::free_port();
     let config = common::write_config_file(dir, "crashy", port);
     let log = dir
         .join("state")

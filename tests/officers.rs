@@ -11,10 +11,11 @@ use loot_sync::config::Config;
 use loot_sync::control::{Adjust, AdjustResult, Append, History, SwitchSync};
 use loot_sync::core::ledger::HistoryRow;
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
-use loot_sync::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::proto::entry::{Entry, EntryKind, Hlc};
 use loot_sync::proto::seal::{self, GroupKey, Keyring, NoncePrefix, Sealer};
 use loot_sync::proto::signature::{KeyKind, PublicKey, SecretKey};
 use loot_sync::proto::wire::{self, Body, Envelope};
+use loot_sync::testing::EntryBuilder;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,24 +44,24 @@ fn secured_config(
     config
 }
 
-/// A roster change signed by `root`, as `lootsync officer add/remove` makes it.
-fn roster_change(root: &SecretKey, name: &str, kind: EntryKind) -> Entry {
-    let ms = unix_ms();
+/// An entry stamped now with a random id, reason "roster", as a (possibly modified) client
+/// makes one; a point for "player" by "officer" until told otherwise.
+fn entry_now() -> EntryBuilder {
     let mut random = [0u8; 10];
     getrandom::fill(&mut random).unwrap();
-    let mut entry = Entry {
-        id: new_entry_id(ms, random),
-        at: Hlc::new(ms, 0),
-        actor: "root".into(),
-        target: name.into(),
-        delta: 0,
-        new_total: 0,
-        reason: "roster".into(),
-        kind,
-        seal: None,
-    };
-    root.sign(&mut entry);
-    entry
+    EntryBuilder::at_ms(unix_ms())
+        .id_random(random)
+        .reason("roster")
+}
+
+/// A roster change, as `lootsync officer add/remove` makes it, still to be signed.
+fn roster_change_now(name: &str, kind: EntryKind) -> EntryBuilder {
+    entry_now().actor("root").target(name).delta(0).kind(kind)
+}
+
+/// A roster change signed by `root`, as `lootsync officer add/remove` makes it.
+fn roster_change(root: &SecretKey, name: &str, kind: EntryKind) -> Entry {
+    roster_change_now(name, kind).signed(root)
 }
 
 async fn append(d: &RunningDaemon, entry: Entry) {
@@ -207,12 +208,12 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     let refused = adjust(&mallory, "Ann", 1_000).await.unwrap_err();
     assert!(refused.contains("not on the officer roster"), "{refused}");
     let mallory_key = SecretKey::load(&mallory_path, KeyKind::Officer).unwrap();
-    let mut forged = roster_change(&mallory_key, "Ann", EntryKind::Points);
-    forged.seal = None;
-    forged.actor = "alice".into();
-    forged.delta = 1_000;
-    forged.new_total = 1_030;
-    mallory_key.sign(&mut forged);
+    let forged = entry_now()
+        .actor("alice")
+        .target("Ann")
+        .delta(1_000)
+        .new_total(1_030)
+        .signed(&mallory_key);
     let refused = mallory
         .request(Append {
             entry: Box::new(forged.clone()),
@@ -241,16 +242,10 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
 
     // Forged datagrams: alice's entry with the delta changed after signing (dropped), and an
     // unsigned entry (kept, counting for nothing).
-    let mut tampered = roster_change(&root, "x", EntryKind::OfficerRemove);
-    tampered.kind = EntryKind::Points;
-    tampered.target = "Ann".into();
-    tampered.delta = 500;
-    tampered.seal = None;
-    alice_key.sign(&mut tampered);
+    let by_alice = entry_now().actor("root").target("Ann").delta(500);
+    let mut tampered = by_alice.clone().signed(&alice_key);
     tampered.delta = 5_000;
-    let mut unsigned = tampered.clone();
-    unsigned.id = new_entry_id(unix_ms(), [42; 10]);
-    unsigned.seal = None;
+    let unsigned = by_alice.delta(5_000).id_random([42; 10]).build();
     inject(dir.path(), port, &everyone, vec![tampered, unsigned]);
     for d in everyone {
         wait_until(LIMIT, "the forgery is counted", || async {
@@ -275,8 +270,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
         .map(|row| row.entry.digest())
         .collect();
     assert_eq!(kept.len(), 1, "bob's one adjust");
-    let mut revocation = roster_change(
-        &root,
+    let revocation = roster_change_now(
         "bob",
         EntryKind::OfficerRevoke {
             public_key: bob_key.public(),
@@ -285,10 +279,9 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
             parts: 1,
             keep: kept,
         },
-    );
-    revocation.at = Hlc(revocation.at.0 + (1 << 16)); // after everything held
-    revocation.seal = None;
-    root.sign(&mut revocation);
+    )
+    .stamped(Hlc::new(unix_ms() + 1, 0)) // after everything held
+    .signed(&root);
     append(&carol, revocation.clone()).await;
     all_hold(
         &[&alice, &mallory, &carol],
@@ -302,12 +295,12 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
         Some(&330),
         "bob has not heard"
     );
-    let mut backdated = roster_change(&bob_key, "Ann", EntryKind::Points);
-    backdated.actor = "bob".into();
-    backdated.delta = 7_000;
-    backdated.at = Hlc(revocation.at.0 - (1 << 16));
-    backdated.seal = None;
-    bob_key.sign(&mut backdated);
+    let backdated = entry_now()
+        .actor("bob")
+        .target("Ann")
+        .delta(7_000)
+        .stamped(Hlc(revocation.at.0 - (1 << 16)))
+        .signed(&bob_key);
     bob.request(SwitchSync { enabled: true }).await.unwrap();
     inject(dir.path(), port, &[&bob], vec![backdated]);
     adjust(&alice, "Ann", 1).await.unwrap();

@@ -6,7 +6,7 @@ mod common;
 use common::*;
 use loot_sync::config::Config;
 use loot_sync::daemon::{self, DaemonError, DaemonOptions, RunningDaemon};
-use loot_sync::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use loot_sync::proto::entry::Entry;
 use loot_sync::proto::seal::{self, GroupKey, KeyError, SEALED_VERSION};
 use loot_sync::proto::wire::{self, Body, Envelope};
 use loot_sync::store::keyfile::KeyFileError;
@@ -65,17 +65,14 @@ fn counter(status: &loot_sync::control::StatusResult, name: &str) -> u64 {
 
 fn entry(i: u64, player: &str) -> Entry {
     let ms = loot_sync::node::system_unix_ms();
-    Entry {
-        id: new_entry_id(ms + i, [i as u8; 10]),
-        at: Hlc::new(ms + i, 0),
-        actor: "mallory".into(),
-        target: player.into(),
-        delta: 1_000,
-        new_total: 1_000,
-        reason: "forged".into(),
-        kind: EntryKind::Points,
-        seal: None,
-    }
+    loot_sync::testing::EntryBuilder::at_ms(ms + i)
+        .id_random([i as u8; 10])
+        .actor("mallory")
+        .target(player)
+        .delta(1_000)
+        .new_total(1_000)
+        .reason("forged")
+        .build()
 }
 
 async fn entry_count(d: &RunningDaemon) -> usize {
@@ -106,13 +103,19 @@ async fn outsider_without_the_key_has_no_effect_and_learns_nothing() {
         points(&bob).await.get("Alice") == Some(&30)
     })
     .await;
-    // Let every daemon hear the others' heartbeats for a while.
+    // Let every daemon hear the others' heartbeats for a while: both members, so the checks
+    // below cover what each of them did with the outsiders' traffic.
     wait_until(
         Duration::from_secs(5),
         "outsiders' traffic dropped",
         || async {
-            let s = status(&alice).await;
-            counter(&s, "dropped_unsealed") >= 3 && counter(&s, "dropped_unknown_key") >= 3
+            for member in [&alice, &bob] {
+                let s = status(member).await;
+                if counter(&s, "dropped_unsealed") < 3 || counter(&s, "dropped_unknown_key") < 3 {
+                    return false;
+                }
+            }
+            true
         },
     )
     .await;
@@ -152,9 +155,16 @@ async fn outsider_without_the_key_has_no_effect_and_learns_nothing() {
         .map(|(_, d)| d)
         .collect();
     assert!(from_members.len() >= 4, "captured {}", from_members.len());
+    let group = group_name(port);
     for d in from_members {
         assert_eq!(d[0], SEALED_VERSION);
-        for needle in [&b"secret-reason"[..], b"Alice", b"alice", b"raid"] {
+        for needle in [
+            &b"secret-reason"[..],
+            b"Alice",
+            b"alice",
+            b"raid",
+            group.as_bytes(),
+        ] {
             assert!(!d.windows(needle.len()).any(|w| w == needle), "plaintext");
         }
     }
@@ -213,7 +223,7 @@ async fn random_datagrams_store_nothing_and_the_daemon_still_converges() {
     let sender = loopback_sender();
     let targets = [SocketAddr::from((GROUP, port)), alice.whisper_addr];
     let forged = wire::encode(&Envelope {
-        group: "raid".into(),
+        group: group_name(port),
         from: 0xbad,
         whisper_port: 9,
         body: Body::LogEntry(vec![entry(1, "Mallory")]),
@@ -306,6 +316,7 @@ async fn replayed_old_datagrams_change_nothing() {
         .collect();
     assert!(recorded.len() >= 10, "recorded {}", recorded.len());
     // Replay everything recorded, three times over, to the group and to both whispers.
+    let alice_received = counter(&status(&alice).await, "datagrams_received") as usize;
     let bob_received = counter(&status(&bob).await, "datagrams_received") as usize;
     let sender = loopback_sender();
     for _ in 0..3 {
@@ -320,9 +331,13 @@ async fn replayed_old_datagrams_change_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // Each daemon gets every replayed datagram twice a round (the group and its whisper);
+    // wait until both have handled at least half of them before checking nothing changed.
     wait_until(Duration::from_secs(5), "replays processed", || async {
-        let now = counter(&status(&bob).await, "datagrams_received") as usize;
-        now >= bob_received + recorded.len() * 3
+        let alice_now = counter(&status(&alice).await, "datagrams_received") as usize;
+        let bob_now = counter(&status(&bob).await, "datagrams_received") as usize;
+        alice_now >= alice_received + recorded.len() * 3
+            && bob_now >= bob_received + recorded.len() * 3
     })
     .await;
     assert_eq!(

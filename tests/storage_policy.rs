@@ -8,15 +8,6 @@ use loot_sync::config::FsyncPolicy;
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
 use std::time::Duration;
 
-/// A UDP port no socket on this host is bound to right now, so two checkouts testing at
-/// once do not share a group port.
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|socket| socket.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
-}
-
 async fn counter(d: &RunningDaemon, name: &str) -> u64 {
     status(d).await.counters.get(name).copied().unwrap_or(0)
 }
