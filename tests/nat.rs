@@ -260,6 +260,41 @@ fn peers(status: &serde_json::Value) -> Vec<serde_json::Value> {
     status["peers"].as_array().cloned().unwrap_or_default()
 }
 
+/// Waits until `daemon`'s `status --json` satisfies `check`; on timeout the panic shows the
+/// last status seen.
+fn wait_for_status(daemon: &Daemon, what: &str, check: impl Fn(&serde_json::Value) -> bool) {
+    let limit = Duration::from_secs(10);
+    let start = Instant::now();
+    loop {
+        let last = daemon.status();
+        if check(&last) {
+            return;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {}: {what}; last status: {last:#}",
+            daemon.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether `peer` (from `status --json`) is named `name`, is reached `how`, and its address
+/// satisfies `addr`.
+fn is_peer(
+    peer: &serde_json::Value,
+    name: &str,
+    how: &str,
+    addr: impl Fn(SocketAddr) -> bool,
+) -> bool {
+    peer["name"] == name
+        && peer["reached"] == how
+        && peer["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .is_some_and(addr)
+}
+
 /// Two homes behind two NATs meet only through the hub: an adjust in either home reaches the
 /// other. The hub sees each home at its router's address and a remapped port (learned);
 /// each home sees only the hub (listed), never the other home.
@@ -276,33 +311,30 @@ fn two_homes_behind_two_nats_reach_each_other_through_the_hub() {
     adjust_all(&s.homes[1], "Bryn", &[-5, 12], &mut totals);
     let t2 = wait_converged(&s.all(), &totals, Duration::from_secs(15));
 
-    // How each side sees the other.
-    wait_until(
-        Duration::from_secs(10),
-        "the hub to list both homes as learned at their routers' addresses",
-        || {
-            let peers = peers(&s.hub.status());
+    // How each side sees the other: the hub sees each home at its router's address with a
+    // remapped port; each home sees the hub alone, at its listed address.
+    wait_for_status(
+        &s.hub,
+        "both homes learned at their routers' addresses",
+        |st| {
+            let peers = peers(st);
             peers.len() == 2
                 && (0..2).all(|i| {
                     peers.iter().any(|p| {
-                        let addr: Option<SocketAddr> =
-                            p["address"].as_str().and_then(|a| a.parse().ok());
-                        p["reached"] == "learned"
-                            && p["name"] == format!("home{}", i + 1)
-                            && addr
-                                .is_some_and(|a| a.ip() == WAN[i] && NAT_PORTS.contains(&a.port()))
+                        is_peer(p, &format!("home{}", i + 1), "learned", |a| {
+                            a.ip() == WAN[i] && NAT_PORTS.contains(&a.port())
+                        })
                     })
                 })
         },
     );
     for home in &s.homes {
-        let status = home.status();
-        let peers = peers(&status);
-        assert_eq!(peers.len(), 1, "{}: only the hub: {status}", home.name);
-        assert_eq!(peers[0]["reached"], "listed", "{status}");
-        assert_eq!(peers[0]["address"], sock(HUB, WHISPER_PORT).to_string());
-        assert_eq!(peers[0]["name"], "hub", "{status}");
-        assert_eq!(peers[0]["in_sync"], true, "{status}");
+        wait_for_status(home, "exactly one peer: the hub, listed, in sync", |st| {
+            let peers = peers(st);
+            peers.len() == 1
+                && is_peer(&peers[0], "hub", "listed", |a| a == sock(HUB, WHISPER_PORT))
+                && peers[0]["in_sync"] == true
+        });
     }
     // The real CLI, inside home 2's namespace, prints the same totals.
     let printed: BTreeMap<String, i64> =
@@ -366,7 +398,6 @@ fn hub_restarted_with_empty_state_refills_from_the_homes() {
     s.hub.stop();
     std::fs::remove_dir_all(&s.hub.state).unwrap();
     s.hub.start();
-    assert_eq!(s.hub.status()["entries"], 0, "the hub starts empty");
     let refill = wait_converged(&s.all(), &totals, Duration::from_secs(20));
     assert_eq!(s.hub.status()["entries"], 5);
 
@@ -427,5 +458,74 @@ fn lossy_internet_two_officers_adjusting_at_once_converge() {
         100.0 * lost as f64 / (lost + passed).max(1) as f64,
         s.started.elapsed(),
         s.dir.path().display()
+    );
+}
+
+/// Multicast keeps working beside unicast: two daemons on home 1's LAN find each other on
+/// the multicast group (one peer each, though each also hears the other's whisper socket)
+/// and reach home 2 through the hub, which sees all three homes' daemons as learned.
+#[test]
+fn multicast_on_a_home_lan_beside_the_hub() {
+    if !can_run("multicast_on_a_home_lan_beside_the_hub") {
+        return;
+    }
+    let started = Instant::now();
+    let net = Net::new([2, 1]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = group_key(dir.path());
+    let hub_addr = [sock(HUB, WHISPER_PORT).to_string()];
+    let home1 = &net.homes[0];
+    let mut lan: Vec<Daemon> = (0..2)
+        .map(|h| {
+            let name = format!("home1{}", (b'a' + h as u8) as char);
+            let ns = &home1.hosts[h];
+            Daemon::with_multicast(dir.path(), ns, &name, &hub_addr, &key, home1.host_addr(h))
+        })
+        .collect();
+    let mut far = Daemon::new(dir.path(), &net.homes[1].hosts[0], "home2", &hub_addr, &key);
+    let mut hub = Daemon::new(dir.path(), &net.hub, "hub", &[], &key);
+    hub.start();
+    for d in lan.iter_mut() {
+        d.start();
+    }
+    far.start();
+
+    let mut totals = BTreeMap::new();
+    adjust_all(&far, "Aria", &[4], &mut totals);
+    adjust_all(&lan[1], "Bryn", &[-2], &mut totals);
+    let all = [&hub, &lan[0], &lan[1], &far];
+    let took = wait_converged(&all, &totals, Duration::from_secs(15));
+    for (me, other) in [(0, 1), (1, 0)] {
+        let other_name = lan[other].name.clone();
+        let other_ip = home1.host_addr(other);
+        wait_for_status(
+            &lan[me],
+            "the LAN neighbour by multicast and the hub, once each",
+            |st| {
+                let peers = peers(st);
+                peers.len() == 2
+                    && peers
+                        .iter()
+                        .any(|p| is_peer(p, &other_name, "multicast", |a| a.ip() == other_ip))
+                    && peers
+                        .iter()
+                        .any(|p| is_peer(p, "hub", "listed", |a| a == sock(HUB, WHISPER_PORT)))
+            },
+        );
+    }
+    wait_for_status(&hub, "three learned peers behind two NATs", |st| {
+        let peers = peers(st);
+        peers.len() == 3
+            && ["home1a", "home1b", "home2"].iter().all(|name| {
+                peers.iter().any(|p| {
+                    is_peer(p, name, "learned", |a| {
+                        WAN.iter().any(|&wan| a.ip() == wan) && NAT_PORTS.contains(&a.port())
+                    })
+                })
+            })
+    });
+    eprintln!(
+        "multicast beside the hub: converged in {took:?}, test {:?}",
+        started.elapsed()
     );
 }

@@ -13,6 +13,7 @@
 use super::net::{tool_path, try_run, Ns};
 use loot_sync::control::{self, Adjust, AdjustResult, ControlError, Points, Status};
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,8 +38,34 @@ pub struct Daemon {
 
 impl Daemon {
     /// Writes the config of daemon `name`, to run in `ns`: no multicast (`[group] address`
-    /// omitted), whisper on 0.0.0.0:47684, the listed `peers`, the shared group key.
+    /// omitted), whisper on 0.0.0.0:47684, the listed `peers`, the shared group key, a 200 ms
+    /// heartbeat and SYNC debug lines in its log.
     pub fn new(dir: &Path, ns: &Ns, name: &str, peers: &[String], group_key: &Path) -> Daemon {
+        Daemon::with_group(dir, ns, name, peers, group_key, "")
+    }
+
+    /// Like [`Daemon::new`], and also on the multicast group (the default address and port)
+    /// on the LAN interface with address `interface`, TTL 1.
+    pub fn with_multicast(
+        dir: &Path,
+        ns: &Ns,
+        name: &str,
+        peers: &[String],
+        group_key: &Path,
+        interface: Ipv4Addr,
+    ) -> Daemon {
+        let group = format!("address = \"239.255.76.83\"\ninterface = \"{interface}\"\nttl = 1\n");
+        Daemon::with_group(dir, ns, name, peers, group_key, &group)
+    }
+
+    fn with_group(
+        dir: &Path,
+        ns: &Ns,
+        name: &str,
+        peers: &[String],
+        group_key: &Path,
+        group: &str,
+    ) -> Daemon {
         let config = dir.join(format!("{name}.toml"));
         let state = dir.join(name).join("state");
         let peers: Vec<String> = peers.iter().map(|p| format!("{p:?}")).collect();
@@ -47,7 +74,7 @@ impl Daemon {
 state_dir = "{}"
 [group]
 name = "natgroup"
-[whisper]
+{group}[whisper]
 bind = "0.0.0.0:{WHISPER_PORT}"
 [peers]
 addresses = [{}]
