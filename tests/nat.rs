@@ -222,26 +222,38 @@ impl Scenario {
     }
 }
 
-/// Waits until `daemons` all have exactly `expected` as totals and one fingerprint.
+/// Waits until `daemons` all have exactly `expected` as totals and one fingerprint; returns
+/// the time it took. On timeout the panic shows what each daemon had last.
 fn wait_converged(
     daemons: &[&Daemon],
     expected: &BTreeMap<String, i64>,
     limit: Duration,
 ) -> Duration {
-    let names: Vec<&str> = daemons.iter().map(|d| d.name.as_str()).collect();
-    wait_until(
-        limit,
-        &format!("{names:?} to hold the totals {expected:?} with one fingerprint"),
-        || {
-            daemons.iter().all(|d| &d.points() == expected) && {
-                let prints: std::collections::BTreeSet<String> = daemons
-                    .iter()
-                    .map(|d| d.status()["fingerprint"].to_string())
-                    .collect();
-                prints.len() == 1
-            }
-        },
-    )
+    let start = Instant::now();
+    loop {
+        let seen: Vec<(BTreeMap<String, i64>, serde_json::Value)> = daemons
+            .iter()
+            .map(|d| (d.points(), d.status()["fingerprint"].clone()))
+            .collect();
+        let prints: std::collections::BTreeSet<String> =
+            seen.iter().map(|(_, print)| print.to_string()).collect();
+        if seen.iter().all(|(points, _)| points == expected) && prints.len() == 1 {
+            return start.elapsed();
+        }
+        if start.elapsed() > limit {
+            let report: Vec<String> = daemons
+                .iter()
+                .zip(&seen)
+                .map(|(d, (points, print))| format!("{}: {points:?} fingerprint {print}", d.name))
+                .collect();
+            panic!(
+                "timed out after {limit:?} waiting for the totals {expected:?} with one \
+                 fingerprint; last seen:\n{}",
+                report.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// Adjusts `player` by each delta on `daemon`; the sum of what was acknowledged is added to
