@@ -27,6 +27,7 @@ impl PeerConfigBuilder {
                 group: "raid".into(),
                 whisper_port: 1000,
                 sync_enabled: true,
+                multicast: true,
                 heartbeat_ms: 1000,
                 peer_timeout_ms: 5000,
                 max_clock_drift_ms: 3_600_000,

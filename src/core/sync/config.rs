@@ -44,6 +44,10 @@ pub struct Tuning {
     /// Most spans and most wanted digests a session keeps queued; the rest wait for the next
     /// session (the fingerprints still differ, so one starts).
     pub max_session_queue: usize,
+    /// Longest backoff between contacts of a silent listed peer (stub: replaced by lan-core).
+    pub listed_retry_max_ms: u64,
+    /// Most learned unicast peers (stub: replaced by lan-core).
+    pub max_learned_peers: usize,
 }
 
 impl Default for Tuning {
@@ -70,6 +74,8 @@ impl Default for Tuning {
             max_peers: 256,
             max_sources: 1_024,
             max_session_queue: 1 << 16,
+            listed_retry_max_ms: 15_000,
+            max_learned_peers: 256,
         }
     }
 }
@@ -85,6 +91,8 @@ pub struct PeerConfig {
     pub whisper_port: u16,
     /// Whether sync starts switched on.
     pub sync_enabled: bool,
+    /// Whether this peer multicasts at all (stub: replaced by lan-core).
+    pub multicast: bool,
     /// HELLO interval.
     pub heartbeat_ms: u64,
     /// A peer not heard from for this long is forgotten.

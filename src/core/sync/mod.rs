@@ -59,7 +59,7 @@ mod tests;
 
 pub use config::{PeerConfig, Tuning};
 pub use driver::{Action, Channel, Now};
-pub use peer_table::PeerInfo;
+pub use peer_table::{ListedPeer, PeerInfo, Reach};
 pub use stats::Stats;
 
 use crate::core::ledger::Ledger;
@@ -99,6 +99,8 @@ pub struct Peer {
     push: PushQueue,
     requester: Requester,
     stats: Stats,
+    /// Listed unicast addresses (stub: replaced by lan-core).
+    listed: Vec<SocketAddr>,
 }
 
 impl Peer {
@@ -135,6 +137,7 @@ impl Peer {
             push: PushQueue::new(now),
             requester: Requester::default(),
             stats: Stats::default(),
+            listed: Vec::new(),
         }
     }
 
@@ -186,6 +189,20 @@ impl Peer {
     /// Peers currently known.
     pub fn peers(&self) -> impl Iterator<Item = &PeerInfo> + '_ {
         self.peers.iter()
+    }
+
+    /// Replaces the listed unicast peer addresses (stub: replaced by lan-core).
+    pub fn set_listed_peers(&mut self, _now: Now, addrs: Vec<SocketAddr>) {
+        self.listed = addrs;
+    }
+
+    /// The listed addresses and what answered there (stub: replaced by lan-core).
+    pub fn listed(&self) -> impl Iterator<Item = ListedPeer> + '_ {
+        self.listed.iter().map(|&address| ListedPeer {
+            address,
+            node: None,
+            last_heard_ms: None,
+        })
     }
 
     /// Whether sync is switched on.

@@ -21,6 +21,30 @@ pub struct PeerInfo {
     pub fingerprint: Option<Fingerprint>,
     /// When we last heard anything from it (monotonic ms).
     pub last_heard_ms: u64,
+    /// How it reaches us.
+    pub reached: Reach,
+}
+
+/// How a peer reaches us (stub: replaced by lan-core).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Heard on the multicast group channel.
+    Multicast,
+    /// Its address is a listed address.
+    Listed,
+    /// It contacted us over whisper.
+    Learned,
+}
+
+/// A listed unicast address and what answered there (stub: replaced by lan-core).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedPeer {
+    /// The listed address.
+    pub address: SocketAddr,
+    /// The node that answered from it, if any.
+    pub node: Option<NodeId>,
+    /// When it was last heard (monotonic ms).
+    pub last_heard_ms: Option<u64>,
 }
 
 impl PeerInfo {
@@ -157,6 +181,7 @@ impl Peer {
                     whisper,
                     fingerprint: None,
                     last_heard_ms: now.mono_ms,
+                    reached: Reach::Multicast,
                 });
                 false
             }
