@@ -54,7 +54,7 @@ pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
         ..Config::default()
     };
     config.group.name = group_name(port);
-    config.group.address = GROUP;
+    config.group.address = Some(GROUP);
     config.group.port = port;
     config.group.interface = LOOPBACK;
     config.group.ttl = 1;
@@ -74,6 +74,7 @@ pub fn write_config_file(dir: &Path, node: &str, port: u16) -> PathBuf {
 state_dir = "{}"
 [group]
 name = "{}"
+address = "239.255.76.83"
 port = {port}
 interface = "127.0.0.1"
 ttl = 1
