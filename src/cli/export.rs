@@ -138,7 +138,8 @@ fn csv_text<R: Serialize + Default>(records: impl Iterator<Item = R>) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use loot_sync::proto::entry::{Entry, Hlc};
+    use loot_sync::proto::entry::Entry;
+    use loot_sync::proto::hlc::Hlc;
 
     /// The history columns spreadsheets and scripts rely on, pinned so a renamed or
     /// reordered field in [`HistoryRecord`] fails here.

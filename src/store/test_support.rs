@@ -1,6 +1,7 @@
 //! Entries and log bytes for the store's unit tests.
 
-use crate::proto::entry::{new_entry_id, Entry, EntryKind, Hlc};
+use crate::proto::entry::{new_entry_id, Entry, EntryKind};
+use crate::proto::hlc::Hlc;
 use crate::store::format::{encode_record, file_header, frame, FORMAT_VERSION};
 use crate::store::{LogStore, OpenReport, StateLock, StoreError};
 use std::path::Path;
