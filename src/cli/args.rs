@@ -135,6 +135,9 @@ pub enum Command {
     /// Rewrite a damaged log with every intact record. The damaged file is kept as
     /// <group>.lootlog.damaged-<unix ms>, never deleted; sync refills lost entries from
     /// peers. Needs the log to itself: stop the daemon first.
+    // clap prints this comment verbatim as the help text, where <group> reads as a
+    // placeholder; rustdoc would take it for an HTML tag.
+    #[allow(rustdoc::invalid_html_tags)]
     Repair,
     /// Switch the running daemon's sync on or off (off: no group traffic at all; local
     /// adjusts are still recorded and spread once sync is back on).

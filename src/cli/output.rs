@@ -26,7 +26,7 @@ pub fn print_adjusted(result: &AdjustResult) {
 /// The summary of a log check: size, span, notes and every damaged region.
 pub fn print_verify(report: &VerifyReport) {
     let time =
-        |at: Option<loot_sync::proto::entry::Hlc>| at.map_or("-".to_string(), |at| at.to_string());
+        |at: Option<loot_sync::proto::hlc::Hlc>| at.map_or("-".to_string(), |at| at.to_string());
     println!("log:      {}", report.path.display());
     println!("bytes:    {}", report.file_bytes);
     println!("entries:  {}", report.entries);

@@ -6,6 +6,18 @@
 //! every load and names the offending key, so an operator can fix the file without reading
 //! code. [`Config::to_toml_string`] prints the effective configuration back in the same
 //! format, durations included, so what a daemon is running with can be checked or saved.
+//!
+//! One file per section, each with its struct, defaults and validation:
+//! - `group`: `[group]`, the ledger's name and the multicast group ([`GroupConfig`]).
+//! - `whisper`: `[whisper]`, the per-peer unicast socket ([`WhisperConfig`]).
+//! - `sync`: `[sync]`, discovery and replication timing ([`SyncConfig`]).
+//! - `storage`: `[storage]`, how the log reaches the disk ([`StorageConfig`]).
+//! - `security`: `[security]`, the group key and officer keys ([`SecurityConfig`]).
+//! - `control`: `[control]`, who may use the control socket ([`ControlConfig`]).
+//! - `log`: `[log]`, diagnostic output ([`LogConfig`]).
+//! - `duration`: durations written as `"500ms"` or `"1h 30m"`.
+//! - [`starter`]: the commented starter config `lootsync init` writes.
+//! - this file: [`Config`] itself, loading and the checks across sections.
 
 mod control;
 mod duration;
@@ -30,8 +42,13 @@ pub use storage::{FsyncPolicy, StorageConfig, MAX_BATCH_INTERVAL, MIN_BATCH_INTE
 pub use sync::{SyncConfig, MAX_CLOCK_DRIFT_LIMIT, MAX_HEARTBEAT, MAX_PEER_TIMEOUT, MIN_HEARTBEAT};
 pub use whisper::WhisperConfig;
 
+use crate::proto::keys::PublicKey;
+use crate::proto::signature::SecretKey;
+use crate::store::keyfile::{KeyFileError, KeyKind};
+use crate::store::keys::load_signing_key;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use thiserror::Error;
 
 /// Node name used when the hostname cannot be read or is not a valid node name.
@@ -177,7 +194,7 @@ impl Config {
     }
 
     /// The group's root public key, if configured (already checked by `validate`).
-    pub fn root_public_key(&self) -> Option<crate::proto::signature::PublicKey> {
+    pub fn root_public_key(&self) -> Option<PublicKey> {
         self.security
             .root_public_key
             .as_deref()
@@ -186,22 +203,11 @@ impl Config {
 
     /// Loads this machine's officer key, if one is configured (refusing a file others can
     /// read).
-    pub fn officer_key(
-        &self,
-    ) -> Result<
-        Option<std::sync::Arc<crate::proto::signature::SecretKey>>,
-        crate::proto::signature::KeyError,
-    > {
+    pub fn officer_key(&self) -> Result<Option<Arc<SecretKey>>, KeyFileError> {
         self.security
             .officer_key_file
             .as_deref()
-            .map(|path| {
-                crate::proto::signature::SecretKey::load(
-                    path,
-                    crate::store::keyfile::KeyKind::Officer,
-                )
-                .map(std::sync::Arc::new)
-            })
+            .map(|path| load_signing_key(path, KeyKind::Officer).map(Arc::new))
             .transpose()
     }
 

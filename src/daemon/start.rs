@@ -16,7 +16,10 @@ use crate::control;
 use crate::core::rng::SeededRng;
 use crate::core::sync::{Channel, Now, Peer};
 use crate::node;
-use crate::proto::seal::{KeyError, Keyring, NoncePrefix, Sealer};
+use crate::proto::seal::Sealer;
+use crate::store::keys::{
+    load_keyring, nonce_prefix_from_os, random_bytes, rng_seed_from_os, GroupKeyError,
+};
 use std::sync::atomic::AtomicU64;
 use std::sync::{mpsc, Arc};
 use std::time::Instant;
@@ -64,7 +67,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         .map_err(|err| control_error(control::SocketError::Io(err)))?;
     let rng = match options.seed {
         Some(seed) => SeededRng::new(seed),
-        None => SeededRng::from_os(),
+        None => SeededRng::new(rng_seed_from_os()),
     };
     let started = Instant::now();
     let now = Now {
@@ -79,8 +82,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     );
     peer.set_roster(config.root_public_key(), officer_key);
     // OS entropy, not the peer's seeded RNG (whose state its broadcast node id reveals).
-    let mut cookie_key = [0u8; 32];
-    getrandom::fill(&mut cookie_key).map_err(|e| KeyError::Entropy(e.into()))?;
+    let cookie_key: [u8; 32] = random_bytes().map_err(GroupKeyError::Entropy)?;
     peer.set_group_key(sealer, cookie_key);
     let warned_no_valid_roster = {
         let _enter = span.enter();
@@ -228,7 +230,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
 }
 
 /// Loads the group key(s) named in `[security]`, or warns loudly that traffic is in the clear.
-fn security(config: &Config) -> Result<Sealer, KeyError> {
+fn security(config: &Config) -> Result<Sealer, GroupKeyError> {
     let Some(current) = &config.security.group_key_file else {
         let reach = match config.group.multicast() {
             Some(group) => format!("group {group} or this daemon"),
@@ -242,12 +244,12 @@ fn security(config: &Config) -> Result<Sealer, KeyError> {
         );
         return Ok(Sealer::clear());
     };
-    let keyring = Keyring::load(current, &config.security.previous_key_files)?;
+    let keyring = load_keyring(current, &config.security.previous_key_files)?;
     info!(
         "group key {} from {} ({} previous key(s) accepted)",
         keyring.current_id(),
         current.display(),
         config.security.previous_key_files.len()
     );
-    Ok(Sealer::new(keyring, NoncePrefix::from_os()?))
+    Ok(Sealer::new(keyring, nonce_prefix_from_os()?))
 }

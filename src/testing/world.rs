@@ -12,7 +12,8 @@
 use super::network::{NetCounters, Network};
 use crate::core::rng::SeededRng;
 use crate::core::sync::{Action, Channel, Now, Peer};
-use crate::proto::entry::{Entry, Key};
+use crate::proto::digest::Key;
+use crate::proto::entry::Entry;
 use ::core::net::SocketAddr;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};

@@ -2,7 +2,8 @@
 //! set), applied to the ledger, and handed to the driver to persist.
 
 use super::{Now, Peer};
-use crate::proto::entry::{Digest, Entry};
+use crate::proto::digest::Digest;
+use crate::proto::entry::Entry;
 use std::collections::{HashSet, VecDeque};
 use tracing::debug;
 

@@ -64,9 +64,12 @@ pub use stats::Stats;
 
 use crate::core::ledger::Ledger;
 use crate::core::rng::SeededRng;
-use crate::proto::entry::{Entry, HlcClock, Key};
+use crate::proto::digest::Key;
+use crate::proto::entry::Entry;
+use crate::proto::hlc::HlcClock;
+use crate::proto::keys::PublicKey;
 use crate::proto::seal::Sealer;
-use crate::proto::signature::{PublicKey, SecretKey};
+use crate::proto::signature::SecretKey;
 use crate::proto::wire::{self, Body, NodeId, SyncRequest, SyncResponse};
 use ::core::net::SocketAddr;
 use admission::Admission;

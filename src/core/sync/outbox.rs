@@ -3,8 +3,9 @@
 
 use super::peer_table::PeerTable;
 use super::{Action, Stats};
-use crate::proto::entry::{Entry, Key};
-use crate::proto::seal::{SealError, Sealer};
+use crate::proto::digest::Key;
+use crate::proto::entry::Entry;
+use crate::proto::seal::{DatagramSealError, Sealer};
 use crate::proto::wire::{self, Body, Envelope, NodeId};
 use ::core::net::SocketAddr;
 use tracing::{debug, warn};
@@ -158,7 +159,7 @@ impl Outbox {
         len
     }
 
-    fn seal_failed(stats: &mut Stats, err: SealError) -> usize {
+    fn seal_failed(stats: &mut Stats, err: DatagramSealError) -> usize {
         stats.encode_failures += 1;
         warn!(target: "sync", "SYNC could not seal a datagram: {err}");
         0

@@ -5,7 +5,7 @@
 
 use super::peer_table::PeerTable;
 use super::{Now, Peer};
-use crate::core::ledger::Fingerprint;
+use crate::proto::fingerprint::Fingerprint;
 use crate::proto::wire::NodeId;
 use ::core::net::SocketAddr;
 use std::collections::HashMap;

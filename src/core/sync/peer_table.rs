@@ -2,7 +2,7 @@
 //! asking us for entries right now. Bounded, so a flood of made-up node ids cannot grow it.
 
 use super::{Now, Peer};
-use crate::core::ledger::Fingerprint;
+use crate::proto::fingerprint::Fingerprint;
 use crate::proto::wire::NodeId;
 use ::core::net::SocketAddr;
 use std::collections::{BTreeMap, HashMap};

@@ -3,8 +3,9 @@
 //! large push does not flood the receivers' socket buffers.
 
 use super::{Now, Peer};
-use crate::proto::entry::{Digest, Key};
-use crate::proto::wire::{self, MAX_MESSAGE};
+use crate::proto::digest::{Digest, Key};
+use crate::proto::limits::MAX_MESSAGE;
+use crate::proto::wire;
 use std::collections::{HashSet, VecDeque};
 use tracing::debug;
 

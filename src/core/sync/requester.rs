@@ -4,11 +4,12 @@
 //! a lost or cut-short answer did not cover are asked again.
 
 use super::{Now, Peer};
-use crate::core::ledger::Fingerprint;
-use crate::proto::entry::{Digest, Key};
+use crate::proto::digest::{Digest, Key};
+use crate::proto::fingerprint::Fingerprint;
+use crate::proto::limits::MAX_MESSAGE;
 use crate::proto::wire::{
     self, Body, Envelope, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run, SyncRequest,
-    MAX_IDS, MAX_MESSAGE,
+    MAX_IDS,
 };
 use ::core::net::SocketAddr;
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 #[cfg(doc)]
-use crate::proto::wire::MAX_MESSAGE;
+use crate::proto::limits::MAX_MESSAGE;
 
 /// Counters, for status output, tests and benchmarks.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -11,12 +11,12 @@ mod responder;
 mod sealing;
 
 use super::*;
-use crate::core::ledger::Fingerprint;
-use crate::proto::entry::{AdjustRequest, EntryError, Hlc};
+use crate::proto::entry::{AdjustRequest, EntryError};
+use crate::proto::fingerprint::Fingerprint;
+use crate::proto::hlc::Hlc;
+use crate::proto::limits::MAX_MESSAGE;
 use crate::proto::seal::{GroupKey, Keyring, NoncePrefix};
-use crate::proto::wire::{
-    Cookie, Envelope, Hello, Mode, RangeItem, RangesRequest, Run, MAX_MESSAGE,
-};
+use crate::proto::wire::{Cookie, Envelope, Hello, Mode, RangeItem, RangesRequest, Run};
 use crate::testing::{EntryBuilder, PeerConfigBuilder, World};
 
 /// Node `node`'s config in a test world; the nodes are named "a", "b", ...
@@ -33,7 +33,7 @@ fn config_builder(node: usize) -> PeerConfigBuilder {
 fn now(ms: u64) -> Now {
     Now {
         mono_ms: ms,
-        unix_ms: crate::testing::world::BASE_UNIX_MS + ms,
+        unix_ms: crate::testing::BASE_UNIX_MS + ms,
     }
 }
 
