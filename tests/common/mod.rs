@@ -65,6 +65,30 @@ pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
     config
 }
 
+/// A fast-heartbeat loopback config with NO multicast (no `[group] address`): node `node`
+/// with its whisper socket on 127.0.0.1:`whisper_port` (0: any free port), contacting only
+/// the `listed` addresses (e.g. `"127.0.0.1:PORT"`) and the peers that contact it. `group`
+/// is a free port of the test's own, for a group name no other test or checkout uses.
+pub fn unicast_config(
+    state_dir: &Path,
+    node: &str,
+    group: u16,
+    whisper_port: u16,
+    listed: &[String],
+) -> Config {
+    let mut config = config(state_dir, node, group);
+    config.group.address = None;
+    config.whisper.bind = std::net::SocketAddrV4::new(LOOPBACK, whisper_port);
+    config.peers.addresses = listed.to_vec();
+    config.validate().expect("test config is valid");
+    config
+}
+
+/// `127.0.0.1:port`, as listed in `[peers] addresses`.
+pub fn loopback(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
 /// Writes a loopback config file for the real binary (node `node`, state in `dir/state`)
 /// and returns its path.
 pub fn write_config_file(dir: &Path, node: &str, port: u16) -> PathBuf {
