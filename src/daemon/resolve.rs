@@ -249,6 +249,9 @@ mod tests {
     use std::collections::HashMap;
     use std::sync::Mutex;
 
+    /// A scripted lookup answer: addresses, or why the lookup failed.
+    type Answer = Result<Vec<&'static str>, &'static str>;
+
     /// Answers from a script: each call for a host takes the next answer (the last one
     /// repeats), and every call is counted.
     struct Scripted {
@@ -258,7 +261,7 @@ mod tests {
     }
 
     impl Scripted {
-        fn new(script: Vec<(&str, Vec<Result<Vec<&str>, &str>>)>) -> Scripted {
+        fn new(script: Vec<(&str, Vec<Answer>)>) -> Scripted {
             let answers = script
                 .into_iter()
                 .map(|(host, answers)| {
@@ -289,15 +292,14 @@ mod tests {
                 .push((host.clone(), tokio::time::Instant::now()));
             let mut answers = self.answers.lock().unwrap();
             let queue = answers.get_mut(&host).expect("scripted host");
-            let answer = if queue.len() > 1 {
+            if queue.len() > 1 {
                 queue.remove(0)
             } else {
                 match &queue[0] {
                     Ok(addrs) => Ok(addrs.clone()),
                     Err(err) => Err(std::io::Error::other(err.to_string())),
                 }
-            };
-            answer
+            }
         }
     }
 
