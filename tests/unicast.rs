@@ -494,7 +494,8 @@ fn config_check_explains_peers_and_refuses_bad_addresses() {
 
     // A home: listed hub and friend.
     let out = check(
-        "[peers]\naddresses = [\"hub.example.org:47684\", \"198.51.100.7:47684\"]\n\
+        "[whisper]\nbind = \"0.0.0.0:0\"\n\
+         [peers]\naddresses = [\"hub.example.org:47684\", \"198.51.100.7:47684\"]\n\
          resolve_interval = \"5m\"\n",
     );
     assert!(out.status.success());
@@ -524,6 +525,11 @@ fn config_check_explains_peers_and_refuses_bad_addresses() {
         (
             "[peers]\nresolve_interval = \"0s\"\n",
             "peers.resolve_interval",
+        ),
+        // The default whisper.bind (127.0.0.1) cannot reach another machine.
+        (
+            "[peers]\naddresses = [\"198.51.100.7:47684\"]\n",
+            "peers.addresses",
         ),
         ("[group]\naddress = \"10.0.0.1\"\n", "group.address"),
         ("[peers]\nhub = \"x:1\"\n", "hub"),

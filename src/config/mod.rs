@@ -180,6 +180,7 @@ impl Config {
         self.whisper.validate()?;
 
         self.peers.validate()?;
+        self.check_peers_reachable()?;
 
         self.sync.validate()?;
 
@@ -191,6 +192,32 @@ impl Config {
 
         self.log.validate()?;
         Ok(())
+    }
+
+    /// A whisper socket bound to loopback cannot send to another machine: listing a peer
+    /// elsewhere by IP with the default `whisper.bind` would fail only at run time, one
+    /// send error at a time. (Host names are checked when they resolve, by the daemon.)
+    fn check_peers_reachable(&self) -> Result<(), ConfigError> {
+        if !self.whisper.bind.ip().is_loopback() {
+            return Ok(());
+        }
+        let targets = self.peers.targets().unwrap_or_default();
+        let elsewhere = targets.iter().find_map(|target| match target {
+            PeerTarget::Ip(addr) if !addr.ip().is_loopback() => Some(addr),
+            _ => None,
+        });
+        match elsewhere {
+            Some(addr) => Err(invalid(
+                "peers.addresses",
+                format!(
+                    "{addr} is on another machine, but whisper.bind {} only reaches this one; \
+                     set whisper.bind to \"0.0.0.0:0\" (or a fixed port, or this machine's \
+                     address)",
+                    self.whisper.bind
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The group's root public key, if configured (already checked by `validate`).
@@ -436,6 +463,23 @@ mod tests {
         assert_invalid("node = \"a\\nb\"", "node");
         assert_invalid(&format!("node = \"{}\"", "n".repeat(65)), "node");
         assert_invalid("state_dir = \"\"", "state_dir");
+    }
+
+    #[test]
+    fn listed_peers_elsewhere_need_a_whisper_socket_that_reaches_them() {
+        assert_invalid(
+            "[peers]\naddresses = [\"198.51.100.7:47684\"]",
+            "peers.addresses",
+        );
+        let e =
+            parse("[peers]\naddresses = [\"127.0.0.1:1\", \"198.51.100.7:47684\"]").unwrap_err();
+        assert!(e.to_string().contains("0.0.0.0:0"), "{e}");
+        parse("[whisper]\nbind = \"0.0.0.0:0\"\n[peers]\naddresses = [\"198.51.100.7:1\"]")
+            .unwrap();
+        parse("[whisper]\nbind = \"10.0.0.2:0\"\n[peers]\naddresses = [\"198.51.100.7:1\"]")
+            .unwrap();
+        // Loopback to loopback, and names (checked once resolved) are fine.
+        parse("[peers]\naddresses = [\"127.0.0.1:1\", \"hub.example.org:2\"]").unwrap();
     }
 
     #[test]

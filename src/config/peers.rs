@@ -243,7 +243,8 @@ mod tests {
     #[test]
     fn addresses_parse_as_ip_literals_or_host_names() {
         let c = parse(
-            "[peers]\naddresses = [\"hub.example.org:47684\", \"198.51.100.7:47684\", \
+            "[whisper]\nbind = \"0.0.0.0:47684\"\n\
+             [peers]\naddresses = [\"hub.example.org:47684\", \"198.51.100.7:47684\", \
              \"localhost:5000\", \"fqdn.example.org.:1\", \"_svc.example:65535\"]\n\
              resolve_interval = \"5m\"",
         )
@@ -361,7 +362,7 @@ mod tests {
             "peers.resolve_interval",
         );
         // The message quotes the bad entry and says why.
-        let e = parse("[peers]\naddresses = [\"10.0.0.1:5\", \"hub.example.org\"]").unwrap_err();
+        let e = parse("[peers]\naddresses = [\"127.0.0.2:5\", \"hub.example.org\"]").unwrap_err();
         assert_eq!(
             e.to_string(),
             "invalid value for `peers.addresses`: \"hub.example.org\": has no port; write \
@@ -374,7 +375,11 @@ mod tests {
         let most: Vec<String> = (0..MAX_LISTED_PEERS)
             .map(|i| format!("\"10.0.{}.{}:5\"", i / 250, i % 250 + 1))
             .collect();
-        parse(&format!("[peers]\naddresses = [{}]", most.join(", "))).unwrap();
+        parse(&format!(
+            "[whisper]\nbind = \"0.0.0.0:0\"\n[peers]\naddresses = [{}]",
+            most.join(", ")
+        ))
+        .unwrap();
         parse("[peers]\nresolve_interval = \"1s\"").unwrap();
         parse("[peers]\nresolve_interval = \"1d\"").unwrap();
         parse("[peers]\naddresses = [\"127.0.0.1:1\", \"127.0.0.1:65535\"]").unwrap();

@@ -161,6 +161,7 @@ impl Driver {
             Event::Listed(update) => {
                 // Only a changed set goes to the peer: it contacts new addresses at once.
                 if update.addresses != self.listed.addresses {
+                    self.warn_if_unreachable(&update.addresses);
                     self.peer.set_listed_peers(now, update.addresses.clone());
                 }
                 self.listed = update;
@@ -206,6 +207,29 @@ impl Driver {
     fn finish_flush(&mut self, outcome: std::io::Result<()>) {
         if let Err(err) = self.store.finish_background_sync(outcome) {
             error!("cannot flush log: {err:#}");
+        }
+    }
+
+    /// Warns when a listed name resolved to another machine while the whisper socket is
+    /// bound to loopback, from which no datagram can reach it (config validation catches
+    /// IP literals; names are only known now). Once per new set of addresses.
+    fn warn_if_unreachable(&self, addresses: &[SocketAddr]) {
+        if !self.whisper_addr.ip().is_loopback() {
+            return;
+        }
+        let elsewhere: Vec<String> = addresses
+            .iter()
+            .filter(|addr| !addr.ip().is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if !elsewhere.is_empty() {
+            warn!(
+                "listed peers {} are on other machines, but whisper.bind {} only reaches this \
+                 one: nothing will reach them; set whisper.bind to \"0.0.0.0:0\" (or a fixed \
+                 port)",
+                elsewhere.join(", "),
+                self.whisper_addr
+            );
         }
     }
 
