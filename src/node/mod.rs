@@ -37,6 +37,9 @@ pub fn peer_config(config: &Config, whisper_port: u16) -> PeerConfig {
         node_name: config.node.clone(),
         group: config.group.name.clone(),
         whisper_port,
+        // The daemon side of issue 12 sets this from `[group] address`; until then every
+        // config has a group address.
+        multicast: true,
         sync_enabled: config.sync.enabled,
         heartbeat_ms: config.sync.heartbeat.as_millis() as u64,
         peer_timeout_ms: config.sync.peer_timeout.as_millis() as u64,
