@@ -431,13 +431,18 @@ peer_timeout = "1500ms"
     assert!(text.contains("multicast:   off"), "{text}");
     assert!(text.contains(&good) && text.contains(&bad), "{text}");
     assert!(text.contains("does not resolve"), "{text}");
-    let (_, peers, _) = cli(&config, &["peers"]).await;
-    assert!(
-        peers
-            .lines()
-            .any(|l| l.contains("alice") && l.contains("listed") && l.contains("in sync")),
-        "{peers}"
-    );
+    // In sync once Bob has heard Alice's fingerprint after her last merge (next HELLO).
+    wait_until(
+        Duration::from_secs(10),
+        "`peers` shows alice listed and in sync",
+        || async {
+            let (_, peers, _) = cli(&config, &["peers"]).await;
+            peers
+                .lines()
+                .any(|l| l.contains("alice") && l.contains("listed") && l.contains("in sync"))
+        },
+    )
+    .await;
 
     // Alice's side: Bob contacted her, so he is a learned peer there.
     let sa = status(&a).await;
