@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use tracing::{debug, info};
 
 /// How a peer reaches us, for status output and for choosing where group-bound messages go.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reach {
     /// Heard on the multicast group channel within the peer timeout: it gets our multicast,
     /// so it needs no unicast copies.

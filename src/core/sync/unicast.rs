@@ -14,9 +14,12 @@
 //!   make us flood it.
 //!
 //! Both are destinations of everything we send "to the group" (see `fanout`), unless the
-//! peer is heard on the group channel and sends us no HELLOs over whisper: then our
-//! multicast reaches it already. (A peer on our LAN that still sends us whisper HELLOs does
-//! not hear our multicast: one-way multicast. It gets unicast copies.)
+//! peer is heard on the group channel: then our multicast reaches it already, unless it
+//! asks for unicast. A peer asks by sending us HELLOs over whisper while we send it none (it
+//! does not hear our multicast: one-way multicast); it then gets unicast copies for as long
+//! as its whisper HELLOs keep coming. Whisper HELLOs that answer ours are no such request:
+//! two peers on one LAN that list each other greet each other by unicast once at start,
+//! then hear each other on the group and stop.
 
 use super::{Channel, Now, Peer};
 use crate::proto::wire::{Body, Hello, NodeId};
@@ -43,12 +46,14 @@ pub struct ListedPeer {
 struct Listed {
     node: Option<NodeId>,
     last_heard_ms: Option<u64>,
-    /// When a HELLO last came from it over whisper.
-    last_hello_ms: Option<u64>,
+    /// When it last asked for unicast (see the module docs).
+    wants_unicast_ms: Option<u64>,
     /// When to look at it again: it falls silent then, or its next retry is due.
     next_contact_ms: u64,
     /// The wait before the retry after next while it stays silent.
     backoff_ms: u64,
+    /// When we last sent it a retry.
+    last_contact_ms: Option<u64>,
 }
 
 /// What we track about one learned peer (keyed by the address its datagrams come from).
@@ -56,8 +61,8 @@ struct Listed {
 struct Learned {
     node: NodeId,
     last_heard_ms: u64,
-    /// When a HELLO last came from it over whisper.
-    last_hello_ms: u64,
+    /// When it last asked for unicast (see the module docs).
+    wants_unicast_ms: Option<u64>,
 }
 
 /// One unicast destination of a group-bound message.
@@ -117,11 +122,18 @@ impl Unicast {
     }
 
     /// Makes every listed address that is not answering due for a HELLO at `now`, its wait
-    /// back at one heartbeat (start-up, sync switched on).
+    /// back at one heartbeat (start-up, sync switched on), unless it was just contacted.
     pub(super) fn contact_all_now(&mut self, now: Now, heartbeat_ms: u64) {
+        let heartbeat = heartbeat_ms.max(1);
         for listed in self.listed.values_mut() {
+            if listed
+                .last_contact_ms
+                .is_some_and(|at| at + heartbeat > now.mono_ms)
+            {
+                continue;
+            }
             listed.next_contact_ms = now.mono_ms;
-            listed.backoff_ms = heartbeat_ms.max(1);
+            listed.backoff_ms = heartbeat;
         }
     }
 
@@ -148,9 +160,10 @@ impl Peer {
                 Listed {
                     node: None,
                     last_heard_ms: None,
-                    last_hello_ms: None,
+                    wants_unicast_ms: None,
                     next_contact_ms: now.mono_ms,
                     backoff_ms: heartbeat,
+                    last_contact_ms: None,
                 }
             });
             // A listed address is not also a learned peer: one set of rules per address.
@@ -192,6 +205,10 @@ impl Peer {
         let heartbeat = self.cfg.heartbeat_ms.max(1);
         let timeout = self.cfg.peer_timeout_ms;
         let whisper_hello = channel == Channel::Whisper && matches!(body, Body::Hello(_));
+        // A whisper HELLO while we send this address nothing by unicast asks for unicast;
+        // once asked, every further one keeps asking.
+        let asks = whisper_hello && !self.sends_unicast_to(now, reply);
+        let fresh = |at: Option<u64>| at.is_some_and(|at| at + timeout > now.mono_ms);
         if let Some(listed) = self.unicast.listed.get_mut(&reply) {
             if listed.last_heard_ms.is_none() || listed.node != Some(node) {
                 info!(target: "sync", "SYNC listed peer {reply} answered ({node:016x})");
@@ -199,8 +216,8 @@ impl Peer {
             listed.node = Some(node);
             listed.last_heard_ms = Some(now.mono_ms);
             listed.backoff_ms = heartbeat;
-            if whisper_hello {
-                listed.last_hello_ms = Some(now.mono_ms);
+            if asks || whisper_hello && fresh(listed.wants_unicast_ms) {
+                listed.wants_unicast_ms = Some(now.mono_ms);
             }
             // Looked at again when it would fall silent.
             listed.next_contact_ms = now.mono_ms + timeout;
@@ -221,8 +238,8 @@ impl Peer {
         if let Some(learned) = self.unicast.learned.get_mut(&reply) {
             learned.node = node;
             learned.last_heard_ms = now.mono_ms;
-            if whisper_hello {
-                learned.last_hello_ms = now.mono_ms;
+            if asks || whisper_hello && fresh(learned.wants_unicast_ms) {
+                learned.wants_unicast_ms = Some(now.mono_ms);
             }
             return false;
         }
@@ -255,30 +272,59 @@ impl Peer {
             Learned {
                 node,
                 last_heard_ms: now.mono_ms,
-                last_hello_ms: now.mono_ms,
+                wants_unicast_ms: Some(now.mono_ms),
             },
         );
         true
     }
 
+    /// Whether our multicast reaches `node` and it does not ask for unicast (heard on the
+    /// group channel, no fresh request: see the module docs).
+    fn multicast_suffices(
+        &self,
+        now: Now,
+        node: Option<NodeId>,
+        wants_unicast_ms: Option<u64>,
+    ) -> bool {
+        let timeout = self.cfg.peer_timeout_ms;
+        node.is_some_and(|n| self.peers.multicast_reached(n, now, timeout))
+            && wants_unicast_ms.is_none_or(|at| at + timeout <= now.mono_ms)
+    }
+
+    /// Whether a listed address is a destination of group-bound messages at `now`.
+    fn listed_target(&self, now: Now, addr: SocketAddr, listed: &Listed) -> bool {
+        self.answering(addr, now)
+            && !self.multicast_suffices(now, listed.node, listed.wants_unicast_ms)
+    }
+
+    /// Whether a learned peer is a destination of group-bound messages at `now`.
+    fn learned_target(&self, now: Now, learned: &Learned) -> bool {
+        learned.last_heard_ms + self.cfg.peer_timeout_ms > now.mono_ms
+            && !self.multicast_suffices(now, Some(learned.node), learned.wants_unicast_ms)
+    }
+
+    /// Whether we send `addr` anything by unicast at `now`: it is a destination of
+    /// group-bound messages, or a silent listed address we keep retrying.
+    fn sends_unicast_to(&self, now: Now, addr: SocketAddr) -> bool {
+        if let Some(listed) = self.unicast.listed.get(&addr) {
+            return !self.answering(addr, now) || self.listed_target(now, addr, listed);
+        }
+        self.unicast
+            .learned
+            .get(&addr)
+            .is_some_and(|learned| self.learned_target(now, learned))
+    }
+
     /// The unicast destinations of a group-bound message at `now`: listed addresses that
-    /// answer and live learned peers, except peers our multicast reaches (heard on the group
-    /// channel, and not asking for unicast with whisper HELLOs). A silent listed address
-    /// only gets its retries.
+    /// answer and live learned peers, except peers our multicast reaches (see the module
+    /// docs). A silent listed address only gets its retries.
     pub(super) fn unicast_targets(&self, now: Now) -> Vec<Target> {
         if self.unicast.is_empty() {
             return Vec::new();
         }
-        let timeout = self.cfg.peer_timeout_ms;
-        let fresh = |at: Option<u64>| at.is_some_and(|at| at + timeout > now.mono_ms);
-        let multicast_suffices = |node: Option<NodeId>, last_hello_ms: Option<u64>| {
-            node.is_some_and(|n| self.peers.multicast_reached(n, now, timeout))
-                && !fresh(last_hello_ms)
-        };
         let mut targets = Vec::new();
         for (addr, listed) in &self.unicast.listed {
-            if self.answering(*addr, now) && !multicast_suffices(listed.node, listed.last_hello_ms)
-            {
+            if self.listed_target(now, *addr, listed) {
                 targets.push(Target {
                     addr: *addr,
                     node: listed.node,
@@ -287,9 +333,7 @@ impl Peer {
             }
         }
         for (addr, learned) in &self.unicast.learned {
-            if learned.last_heard_ms + timeout > now.mono_ms
-                && !multicast_suffices(Some(learned.node), Some(learned.last_hello_ms))
-            {
+            if self.learned_target(now, learned) {
                 targets.push(Target {
                     addr: *addr,
                     node: Some(learned.node),
@@ -320,6 +364,7 @@ impl Peer {
             }
             listed.next_contact_ms = now.mono_ms + listed.backoff_ms.clamp(1, max);
             listed.backoff_ms = listed.backoff_ms.saturating_mul(2).clamp(1, max);
+            listed.last_contact_ms = Some(now.mono_ms);
             due.push((*addr, listed.node));
         }
         for (addr, node) in due {
