@@ -25,6 +25,7 @@ use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig};
 use loot_sync::node;
 use loot_sync::proto::entry::Entry;
+use loot_sync::proto::limits::MAX_DATAGRAM;
 use loot_sync::proto::wire;
 use loot_sync::store::{LogStore, StateLock};
 use loot_sync::testing::PeerConfigBuilder;
@@ -256,7 +257,7 @@ fn merge_once(entries: &[Entry], state: &Path) -> (f64, u64, usize) {
     // Per LOG_ENTRY datagram: merge into the ledger, append, point the index at the file,
     // and fsync once the oldest unsynced append is 50 ms old.
     // As many entries per merged batch as one LOG_ENTRY datagram carries.
-    let per_datagram = (wire::MAX_DATAGRAM - ENVELOPE_ALLOWANCE) / wire::encoded_len(&entries[0]);
+    let per_datagram = (MAX_DATAGRAM - ENVELOPE_ALLOWANCE) / wire::encoded_len(&entries[0]);
     for chunk in entries.chunks(per_datagram.max(1)) {
         for entry in chunk {
             ledger.insert(entry.clone());
@@ -285,7 +286,7 @@ fn merge_figure(count: usize, root: &Path) -> Figure {
     // else the disk is doing.
     let (mut ours, mut base) = (f64::MAX, f64::MAX);
     let (mut bytes, mut syncs) = (0, 0);
-    let per_datagram = (wire::MAX_DATAGRAM - ENVELOPE_ALLOWANCE) / wire::encoded_len(&entries[0]);
+    let per_datagram = (MAX_DATAGRAM - ENVELOPE_ALLOWANCE) / wire::encoded_len(&entries[0]);
     for round in 0..3 {
         let (took, appended, fsyncs) = merge_once(&entries, &root.join(format!("merge{round}")));
         ours = ours.min(took);

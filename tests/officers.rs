@@ -11,10 +11,16 @@ use loot_sync::config::Config;
 use loot_sync::control::{Adjust, AdjustResult, Append, History, SwitchSync};
 use loot_sync::core::ledger::HistoryRow;
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
-use loot_sync::proto::entry::{Entry, EntryKind, Hlc};
-use loot_sync::proto::seal::{self, GroupKey, Keyring, NoncePrefix, Sealer};
-use loot_sync::proto::signature::{KeyKind, PublicKey, SecretKey};
+use loot_sync::proto::entry::{Entry, EntryKind};
+use loot_sync::proto::hlc::Hlc;
+use loot_sync::proto::keys::PublicKey;
+use loot_sync::proto::seal::{Keyring, NoncePrefix, Sealer};
+use loot_sync::proto::signature::SecretKey;
 use loot_sync::proto::wire::{self, Body, Envelope};
+use loot_sync::store::keyfile::KeyKind;
+use loot_sync::store::keys::{
+    create_group_key_file, create_signing_key_file, load_group_key, load_signing_key,
+};
 use loot_sync::testing::EntryBuilder;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -82,7 +88,7 @@ fn inject(dir: &Path, port: u16, daemons: &[&RunningDaemon], entries: Vec<Entry>
         body: Body::LogEntry(entries),
     })
     .unwrap();
-    let key = GroupKey::load(&dir.join("group.key")).unwrap();
+    let key = load_group_key(&dir.join("group.key")).unwrap();
     let mut prefix = [0u8; 16];
     getrandom::fill(&mut prefix).unwrap();
     let mut sealer = Sealer::new(Keyring::new(key, vec![]), NoncePrefix(prefix));
@@ -135,7 +141,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
             "root" => KeyKind::Root,
             _ => KeyKind::Officer,
         };
-        (SecretKey::create_file(&path, kind).unwrap(), path)
+        (create_signing_key_file(&path, kind).unwrap(), path)
     };
     let (root, _) = key("root");
     let (alice_key, alice_path) = key("alice");
@@ -144,7 +150,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     let (_, mallory_path) = key("mallory");
     let root_pub = root.public();
     // Both layers at once: every datagram sealed with the group key, every entry signed.
-    seal::generate_key_file(&dir.path().join("group.key")).unwrap();
+    create_group_key_file(&dir.path().join("group.key")).unwrap();
     let alice = start(
         &secured_config(dir.path(), "alice", port, root_pub, Some(&alice_path)),
         DaemonOptions::default(),
@@ -207,7 +213,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     // counted nowhere.
     let refused = adjust(&mallory, "Ann", 1_000).await.unwrap_err();
     assert!(refused.contains("not on the officer roster"), "{refused}");
-    let mallory_key = SecretKey::load(&mallory_path, KeyKind::Officer).unwrap();
+    let mallory_key = load_signing_key(&mallory_path, KeyKind::Officer).unwrap();
     let forged = entry_now()
         .actor("alice")
         .target("Ann")

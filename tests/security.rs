@@ -7,9 +7,10 @@ use common::*;
 use loot_sync::config::Config;
 use loot_sync::daemon::{self, DaemonError, DaemonOptions, RunningDaemon};
 use loot_sync::proto::entry::Entry;
-use loot_sync::proto::seal::{self, GroupKey, KeyError, SEALED_VERSION};
+use loot_sync::proto::seal::SEALED_VERSION;
 use loot_sync::proto::wire::{self, Body, Envelope};
 use loot_sync::store::keyfile::KeyFileError;
+use loot_sync::store::keys::{create_group_key_file, load_group_key, GroupKeyError};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,7 @@ use std::time::Duration;
 /// A new group key file in `dir`.
 fn key_file(dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
-    seal::generate_key_file(&path).expect("keygen");
+    create_group_key_file(&path).expect("keygen");
     path
 }
 
@@ -186,7 +187,10 @@ async fn daemon_refuses_a_key_file_others_can_read() {
     };
     assert!(matches!(
         err,
-        DaemonError::Key(KeyError::File(KeyFileError::TooOpen { mode: 0o640, .. }))
+        DaemonError::Key(GroupKeyError::File(KeyFileError::TooOpen {
+            mode: 0o640,
+            ..
+        }))
     ));
     let message = err.to_string();
     assert!(
@@ -217,7 +221,7 @@ async fn random_datagrams_store_nothing_and_the_daemon_still_converges() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let key = key_file(dir.path(), "group.key");
-    let key_id = GroupKey::load(&key).unwrap().id();
+    let key_id = load_group_key(&key).unwrap().id();
     let alice = start(&keyed(dir.path(), "alice", port, &key), Default::default()).await;
     adjust(&alice, "Alice", 5, "before the flood").await;
     let sender = loopback_sender();

@@ -30,14 +30,17 @@
 // loops read more plainly here than iterator chains over several parallel tables.
 #![allow(clippy::needless_range_loop)]
 
-use loot_sync::core::ledger::{EntryReader, Ledger, LedgerBuilder};
+use loot_sync::core::ledger::{BodyReadError, EntryReader, Ledger, LedgerBuilder};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Peer, PeerConfig};
-use loot_sync::proto::entry::{AdjustRequest, Entry, EntryId, EntryKind, Key};
-use loot_sync::proto::signature::{PublicKey, SecretKey};
+use loot_sync::proto::digest::Key;
+use loot_sync::proto::entry::{AdjustRequest, Entry, EntryId, EntryKind};
+use loot_sync::proto::keys::PublicKey;
+use loot_sync::proto::signature::SecretKey;
 use loot_sync::proto::wire;
-use loot_sync::testing::world::{BASE_UNIX_MS, WHISPER_BASE_PORT};
-use loot_sync::testing::{Disk, EntryBuilder, PeerConfigBuilder, ReceiveLimit, World};
+use loot_sync::testing::{
+    Disk, EntryBuilder, PeerConfigBuilder, ReceiveLimit, World, BASE_UNIX_MS, WHISPER_BASE_PORT,
+};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -107,13 +110,13 @@ impl SimFile {
 }
 
 impl EntryReader for SimFile {
-    fn read_at(&self, offset: u64) -> Result<Entry, String> {
+    fn read_at(&self, offset: u64) -> Result<Entry, BodyReadError> {
         self.records
             .lock()
             .unwrap()
             .get(offset as usize)
             .cloned()
-            .ok_or_else(|| format!("no record at {offset}"))
+            .ok_or_else(|| BodyReadError::new(offset, "no record there"))
     }
 }
 

@@ -30,7 +30,7 @@ pub fn check_actions(peer: &mut Peer) {
     for action in peer.drain_actions() {
         if let Action::SendGroup(d) | Action::SendTo(_, d) = action {
             assert!(
-                d.len() <= loot_sync::proto::wire::MAX_DATAGRAM,
+                d.len() <= loot_sync::proto::limits::MAX_DATAGRAM,
                 "{} bytes",
                 d.len()
             );

@@ -33,10 +33,10 @@ fuzz_target!(|data: &[u8]| {
     if mode % 2 == 1 {
         // What we sealed opens again, unless it is longer than any datagram a peer sends
         // (refused before decrypting; found by this target once that check existed).
-        if datagram.len() <= loot_sync::proto::wire::MAX_DATAGRAM {
+        if datagram.len() <= loot_sync::proto::limits::MAX_DATAGRAM {
             assert_eq!(opened.expect("own seal opens").as_ref(), rest);
         } else {
-            assert!(matches!(opened, Err(loot_sync::proto::seal::SealError::TooLarge(_))));
+            assert!(matches!(opened, Err(loot_sync::proto::seal::DatagramSealError::TooLarge(_))));
         }
     }
     let mut peer = common::peer();

@@ -4,6 +4,20 @@
 //! `run` starts the daemon. The other commands talk to a running daemon over its control
 //! socket; when none is running, `adjust`, `points` and `history` open the log directly
 //! under the same lock (that is how an officer edits offline).
+//!
+//! - `args`: every argument, subcommand and value parser (clap), and nothing that runs them.
+//! - `client`: reaching a ledger: the daemon's control socket, or the log itself offline.
+//! - `run`: `lootsync run` and the logging every command sets up.
+//! - `ledger`: `adjust`, `points`, `history` and `export`.
+//! - `export`: the CSV and JSON forms of standings and the audit trail.
+//! - `officer`: `officer add`/`remove` and `keygen`.
+//! - `daemon_cmd`: `status`, `peers` and the `sync` and `debug` switches.
+//! - `config_cmd`: `config check` and `init`.
+//! - `maintenance`: `verify` and `repair`.
+//! - `demo`: three peers in one process playing the seed's scenarios.
+//! - `docs`: shell completions and man pages generated from `args`.
+//! - `output`: the human-readable tables and summaries.
+//! - this file: dispatch and exit codes.
 
 mod args;
 mod client;
@@ -43,6 +57,7 @@ pub fn main() -> std::process::ExitCode {
 /// `demo`: a daemon must survive a client that hangs up. The control client sends with
 /// MSG_NOSIGNAL, so a daemon vanishing mid-request is still an error message.
 fn stop_quietly_when_stdout_closes() {
+    // libc directly: nix's `signal` is just as unsafe and would add its `signal` feature.
     // SAFETY: setting a signal disposition to SIG_DFL installs no handler code; this runs
     // before any other thread exists.
     unsafe {
@@ -115,9 +130,8 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
     Ok(None)
 }
 
-/// The embedded defaults, used when no `--config` is given.
+/// The embedded defaults (the shipped example, multicast on loopback), used when no
+/// `--config` is given.
 fn default_config() -> Result<Config> {
-    let config = Config::default();
-    config.validate().context("embedded default config")?;
-    Ok(config)
+    loot_sync::config::starter::embedded().context("embedded default config")
 }

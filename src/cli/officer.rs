@@ -10,15 +10,19 @@ use loot_sync::core::ledger::{HistoryRow, Ledger};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::roster::plan::{self, OfficerChange, PlanRefusal, RosterView};
 use loot_sync::node as ops;
-use loot_sync::proto::entry::{Entry, EntryError, Hlc};
-use loot_sync::proto::signature::{PublicKey, SecretKey};
+use loot_sync::proto::entry::{Entry, EntryError};
+use loot_sync::proto::hlc::Hlc;
+use loot_sync::proto::keys::PublicKey;
+use loot_sync::store::keys::{
+    create_group_key_file, create_signing_key_file, load_signing_key, rng_seed_from_os,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Writes a new secret key of `kind` to `file` and prints what the user needs of it.
 pub fn keygen(kind: KeyKind, file: &Path) -> Result<()> {
     if let KeyKind::Group = kind {
-        let id = loot_sync::proto::seal::generate_key_file(file)?;
+        let id = create_group_key_file(file)?;
         println!(
             "wrote group key {id} to {} (mode 0600); copy it to every member and set \
              [security] group_key_file",
@@ -30,7 +34,7 @@ pub fn keygen(kind: KeyKind, file: &Path) -> Result<()> {
         KeyKind::Root => loot_sync::store::keyfile::KeyKind::Root,
         _ => loot_sync::store::keyfile::KeyKind::Officer,
     };
-    let key = SecretKey::create_file(file, stored_as)?;
+    let key = create_signing_key_file(file, stored_as)?;
     eprintln!(
         "wrote {} key {} (mode 0600); its public key:",
         match kind {
@@ -56,7 +60,7 @@ pub fn change(config: &Config, command: OfficerCommand) -> Result<()> {
     let Some(root_path) = root_key.or_else(|| config.security.root_key_file.clone()) else {
         bail!("officer changes are signed by the group's root key: pass --root-key FILE or set security.root_key_file");
     };
-    let root = SecretKey::load(&root_path, loot_sync::store::keyfile::KeyKind::Root)
+    let root = load_signing_key(&root_path, loot_sync::store::keyfile::KeyKind::Root)
         .context("cannot load the root key")?;
     if config
         .root_public_key()
@@ -83,7 +87,7 @@ pub fn change(config: &Config, command: OfficerCommand) -> Result<()> {
         change,
         &root,
         first_at,
-        &mut SeededRng::from_os(),
+        &mut SeededRng::new(rng_seed_from_os()),
     ) {
         Ok(entries) => entries,
         Err(PlanRefusal::AlreadyOfficer { officer }) => {

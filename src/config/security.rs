@@ -38,7 +38,7 @@ impl SecurityConfig {
     /// Checks the root public key and that every key file named is a usable path.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if let Some(text) = &self.root_public_key {
-            text.parse::<crate::proto::signature::PublicKey>()
+            text.parse::<crate::proto::keys::PublicKey>()
                 .map_err(|e| invalid("security.root_public_key", e.to_string()))?;
         }
         if self

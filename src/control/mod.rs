@@ -4,15 +4,15 @@
 //! `control.group`), one JSON object per line each way. Requests are bounded in size and
 //! parsed strictly; a bad request gets an error reply and never disturbs the daemon.
 //!
-//! * [`protocol`]: the request and reply types, shared by both ends.
-//! * [`client`]: one request per connection, for the CLI and tests.
+//! * `protocol`: the request and reply types, shared by both ends ([`Request`], [`Reply`]).
+//! * `client`: one request per connection, for the CLI and tests ([`call`]).
 //! * [`server`]: framing, limits and hand-off to the daemon.
-//! * [`socket`]: where the socket lives and who may open it.
+//! * `socket`: where the socket lives and who may open it ([`bind`], [`socket_path`]).
 
-pub mod client;
-pub mod protocol;
+mod client;
+mod protocol;
 pub mod server;
-pub mod socket;
+mod socket;
 
 pub use client::{call, ControlError};
 pub use protocol::*;

@@ -4,7 +4,7 @@
 //! replay identically forever, and `rand` documents that its small RNG algorithms may change
 //! between releases.
 //!
-//! The daemon seeds it from the operating system ([`crate::store::keys::rng_seed_from_os`]);
+//! The daemon seeds it from the operating system (`store::keys::rng_seed_from_os`);
 //! nothing here draws entropy, so a seed replays the same run.
 
 /// SplitMix64: fast, statistically good enough for jitter, ids and simulated loss.

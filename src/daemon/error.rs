@@ -1,7 +1,8 @@
 //! Why a daemon could not start.
 
 use super::net::NetError;
-use crate::proto::seal::KeyError;
+use crate::store::keyfile::KeyFileError;
+use crate::store::keys::GroupKeyError;
 use crate::store::StoreError;
 use std::path::PathBuf;
 use thiserror::Error;
@@ -9,6 +10,10 @@ use thiserror::Error;
 /// The daemon could not start.
 #[derive(Debug, Error)]
 pub enum DaemonError {
+    /// The configuration is invalid (the daemon checks it again: a `Config` built in code
+    /// has not been through `Config::load`).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The log could not be opened (locked, damaged, unreadable).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -17,10 +22,11 @@ pub enum DaemonError {
     Net(#[from] NetError),
     /// The officer key file is missing, unreadable, malformed or readable by others.
     #[error("security.officer_key_file: {0}")]
-    OfficerKey(#[from] crate::proto::signature::KeyError),
-    /// A group key file is missing, malformed or readable by others.
+    OfficerKey(#[from] KeyFileError),
+    /// A group key file is missing, malformed or readable by others, or the OS gave no
+    /// entropy for the nonce prefix.
     #[error(transparent)]
-    Key(#[from] KeyError),
+    Key(#[from] GroupKeyError),
     /// The control socket could not be created.
     #[error("cannot create control socket {path}")]
     Control {

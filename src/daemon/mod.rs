@@ -6,23 +6,28 @@
 //! The thread that serves the sockets never touches the disk. The peer reads entry bodies
 //! back from the log (to answer a range, to replay after a roster change) and a local adjust
 //! waits for its fdatasync, so the peer and the log live on a **core thread** of their own
-//! (a plain `std::thread`, [`driver`]), fed by one channel and waiting on it with a timeout
+//! (a plain `std::thread`, `driver`), fed by one channel and waiting on it with a timeout
 //! until the peer's next timer or the batch-flush deadline. Everything else only moves
 //! bytes:
 //!
-//! * **receive loops** (tokio tasks, one per socket, [`io`]) read datagrams and forward
+//! * **receive loops** (tokio tasks, one per socket, `io`) read datagrams and forward
 //!   `(channel, from, bytes)` to the core thread; a bounded inbox makes them stop reading
 //!   while the core is far behind, so a flood waits in the kernel, not in our memory;
 //! * the **send task** drains the datagrams the core thread queues;
 //! * the **control server** (tokio tasks, [`crate::control::server`]) parses requests and
 //!   forwards them to the core thread with a channel for the reply;
-//! * the **group-commit thread** ([`commit`]) runs the fdatasync of merged remote entries
+//! * the **group-commit thread** (`commit`) runs the fdatasync of merged remote entries
 //!   and reports back to the core thread as an event;
+//! * the **resolver task** ([`resolve`]) looks up the `[peers]` host names at start-up and
+//!   every `resolve_interval`, and hands the core thread the addresses as an event (a slow
+//!   DNS server must not stall the core; a name that does not resolve is a warning and a
+//!   retry, never a failure);
 //! * **history** is built on a short-lived thread from a snapshot of the index, so reading
 //!   a big log back stalls neither sync nor the sockets.
 //!
-//! The core thread also holds the group socket, to join and leave the multicast group when
-//! sync is switched (plain system calls that never wait).
+//! The core thread also holds the group socket, if there is one (no `[group] address`, no
+//! multicast and no group socket), to join and leave the multicast group when sync is
+//! switched (plain system calls that never wait).
 //!
 //! Why a thread and not a core that asks for bodies through actions: the ledger reads bodies
 //! deep inside replay and answering, and splitting every such read into a request and a
@@ -31,8 +36,23 @@
 //!
 //! A graceful stop runs in this order: stop taking events, send what the peer still queued,
 //! wait for the group commit in flight, flush, remove the control socket, release the lock.
+//!
+//! # Files
+//! - `start`: start-up: keys, log, sockets and control socket opened in order ([`start()`]).
+//! - `driver`: the core thread, the only one that touches the peer and the log.
+//! - `commit`: the group-commit thread, where merged entries' fdatasyncs run.
+//! - `io`: the socket tasks: receive loops and the send task.
+//! - `event`: the messages between the threads.
+//! - `status`: what `lootsync status` shows, and the daemon's own counters.
+//! - `running`: the handle to a running daemon ([`RunningDaemon`]).
+//! - `options`: the hooks tests, benchmarks and the CLI plug in ([`DaemonOptions`]).
+//! - `clock`: wall-clock time behind a trait ([`Clock`]), so tests can run a wrong clock.
+//! - `error`: why a daemon could not start ([`DaemonError`]).
+//! - [`net`]: the two UDP sockets, every option set before bind.
+//! - [`notify`]: systemd's service notification protocol.
+//! - this file: running until a stop signal, telling systemd ([`run_until_signal`]).
 
-pub mod clock;
+mod clock;
 mod commit;
 mod driver;
 mod error;
@@ -41,6 +61,7 @@ mod io;
 pub mod net;
 pub mod notify;
 mod options;
+mod resolve;
 mod running;
 mod start;
 mod status;

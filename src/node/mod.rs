@@ -1,12 +1,17 @@
 //! What the daemon and the offline CLI share: opening the log under the state-directory lock
-//! ([`open`]) and the ledger requests both serve ([`apply`]).
+//! and the ledger requests both serve.
 //!
 //! An adjust, a points query or a history query does the same thing whether it arrives over
 //! the control socket or is run by the CLI directly on the log (no daemon running, which is
 //! how an officer edits offline): one code path, so both behave identically.
+//!
+//! - `open`: opening the log (lock, replay, torn-tail warning) into a ledger or a peer.
+//! - `apply`: requests a ledger answers by itself ([`apply()`]): adjust, append, points, history.
+//! - [`progress`]: progress bars for long log scans.
+//! - this file: the wall clock and the sync core's config, which both need.
 
-pub mod apply;
-pub mod open;
+mod apply;
+mod open;
 pub mod progress;
 
 pub use apply::{apply, ApplyError, LedgerCommand};
@@ -33,6 +38,7 @@ pub fn peer_config(config: &Config, whisper_port: u16) -> PeerConfig {
         group: config.group.name.clone(),
         whisper_port,
         sync_enabled: config.sync.enabled,
+        multicast: config.group.address.is_some(),
         heartbeat_ms: config.sync.heartbeat.as_millis() as u64,
         peer_timeout_ms: config.sync.peer_timeout.as_millis() as u64,
         max_clock_drift_ms: config.sync.max_clock_drift.as_millis() as u64,

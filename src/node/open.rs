@@ -7,6 +7,7 @@ use crate::core::ledger::Ledger;
 use crate::core::rng::SeededRng;
 use crate::core::sync::{Now, Peer};
 use crate::proto::entry::Entry;
+use crate::store::keys::rng_seed_from_os;
 use crate::store::{LogStore, OpenReport, StateLock, StoreError};
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -55,6 +56,7 @@ pub fn open_log_indexed(
 /// so without this a daemon's resident size stays at its start-up peak.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // libc, not nix: malloc_trim is a glibc extension nix does not wrap.
     // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
     unsafe {
         libc::malloc_trim(0);
@@ -100,7 +102,7 @@ pub fn open_offline(config: &Config, unix_ms: u64) -> Result<(Peer, LogStore), S
         mono_ms: 0,
         unix_ms,
     };
-    let mut peer = Peer::new(cfg, entries, SeededRng::from_os(), now);
+    let mut peer = Peer::new(cfg, entries, SeededRng::new(rng_seed_from_os()), now);
     // A missing or unreadable officer key only matters to adjust, which then says so.
     let officer_key = config.officer_key().unwrap_or_else(|err| {
         warn!("officer key not loaded: {err}");

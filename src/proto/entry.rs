@@ -6,16 +6,12 @@
 //! enforced both when an entry is made ([`Entry::validate`]) and when one is decoded from
 //! disk or the network, so one entry always fits in a datagram.
 
+use crate::proto::digest::{Digest, Key};
+use crate::proto::hlc::{Hlc, MAX_AT};
 use crate::proto::keys::{PublicKey, Seal};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
-
-// Transitional: `pub` so code written before the clock and the digest got files of their
-// own (`proto::entry::Hlc` and the like) keeps compiling; new code imports them from `hlc`
-// and `digest`. Once no caller needs them, make this a private `use` without `HlcClock`.
-pub use crate::proto::digest::{Digest, Key};
-pub use crate::proto::hlc::{Hlc, HlcClock, MAX_AT};
 
 /// Longest player or actor name, in bytes of UTF-8.
 pub const MAX_NAME_BYTES: usize = 64;

@@ -4,12 +4,13 @@
 //! `[SEALED_VERSION][key id: 4][nonce: 24][XChaCha20-Poly1305(clear datagram) + tag: 16]`.
 //! The sealed plaintext is the whole clear datagram of [`crate::proto::wire`] (its own
 //! version byte included), so [`crate::proto::wire::decode`] runs unchanged after
-//! [`Sealer::open`]. The version byte and key id are authenticated as associated data. The whole sealed datagram stays
-//! within [`MAX_DATAGRAM`]: the packers fill clear datagrams only up to
-//! [`crate::proto::limits::MAX_MESSAGE`], which leaves room for [`SEAL_OVERHEAD`].
+//! [`Sealer::open`]. The version byte and key id are authenticated as associated data. The
+//! whole sealed datagram stays within [`MAX_DATAGRAM`]: the packers fill clear datagrams only
+//! up to [`crate::proto::limits::MAX_MESSAGE`], which leaves room for [`SEAL_OVERHEAD`] (the
+//! layout's sizes live in [`crate::proto::limits`], below both this module and the codec).
 //!
 //! Keys come in as bytes: reading key files and drawing fresh keys is the store's business
-//! ([`crate::store::keys`]), so this module stays pure.
+//! (`store::keys`, a layer above), so this module stays pure.
 //!
 //! Key rotation without downtime: a [`Keyring`] seals with its current key and opens with
 //! the current key or any previous one, picked by the key id (a hash of the key, so it
@@ -18,23 +19,19 @@
 //!
 //! Nonces: XChaCha20's 192-bit nonce is `[16-byte per-process random prefix][64-bit
 //! counter]`. The prefix comes from the operating system's entropy in the daemon (see
-//! [`crate::store::keys::nonce_prefix_from_os`]), never from the core's seeded SplitMix RNG:
-//! that generator's state is revealed by the node id it broadcasts, and a repeated nonce under one key would
-//! leak plaintext and allow forgeries. With a fresh 128-bit random prefix per process and a
-//! counter within it, two processes sharing a key repeat a nonce with probability ~2^-128
-//! per pair, and one process never does.
+//! `store::keys::nonce_prefix_from_os`), never from the core's seeded SplitMix RNG: that
+//! generator's state is revealed by the node id it broadcasts, and a repeated nonce under one
+//! key would leak plaintext and allow forgeries. With a fresh 128-bit random prefix per
+//! process and a counter within it, two processes sharing a key repeat a nonce with
+//! probability ~2^-128 per pair, and one process never does.
 
-use crate::proto::limits::MAX_DATAGRAM;
+use crate::proto::limits::{KEY_ID_BYTES, MAX_DATAGRAM, NONCE_BYTES, SEAL_OVERHEAD};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 use std::fmt;
 use thiserror::Error;
-
-// The sealed layout's sizes live with the other datagram limits, below this module and the
-// codec both; re-exported because they describe the layout documented here.
-pub use crate::proto::limits::{KEY_ID_BYTES, NONCE_BYTES, SEAL_OVERHEAD, TAG_BYTES};
 
 /// Leading byte of a sealed datagram (clear datagrams start with `wire::WIRE_VERSION`).
 pub const SEALED_VERSION: u8 = 0xA1;
@@ -114,7 +111,7 @@ impl Keyring {
 }
 
 /// The per-process random part of every nonce: 128 bits from the operating system in the
-/// daemon ([`crate::store::keys::nonce_prefix_from_os`]), fixed bytes in tests.
+/// daemon (`store::keys::nonce_prefix_from_os`), fixed bytes in tests.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoncePrefix(pub [u8; 16]);
 
@@ -282,16 +279,6 @@ pub fn open_with<'a>(
         .map_err(|_| DatagramSealError::BadTag(id))
 }
 
-// Transitional names for code written against the old layout (key files were loaded here
-// and both this error and the signature error were called `SealError`); remove once every
-// caller uses `crate::store::keys` and `DatagramSealError`.
-#[doc(hidden)]
-pub use crate::store::keys::{
-    create_group_key_file as generate_key_file, GroupKeyError as KeyError,
-};
-#[doc(hidden)]
-pub use DatagramSealError as SealError;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,30 +337,16 @@ mod tests {
 
     /// Regression for fuzz finding `fuzz/regressions/sealed_datagram/crash-6101f2c8…`: a
     /// 1202-byte clear message sealed by a peer is 1247 bytes, over the datagram limit. It
-    /// must be refused as too large without decrypting, and a keyed peer counts the drop.
+    /// must be refused as too large without decrypting. (That a keyed sync peer counts the
+    /// drop is checked with the sync core's sealing tests.)
     #[test]
     fn fuzz_regression_sealed_datagram_over_the_limit() {
-        use crate::core::rng::SeededRng;
-        use crate::core::sync::{Channel, Now, Peer};
         let mut message = vec![0x7a, 0x01, 0x03, 0x00, 0x01, 0x03, 0x01];
         message.resize(1202, 0x16);
         let mut sender = Sealer::new(keyring(7), NoncePrefix([2; 16]));
         let sealed = sender.seal(message).unwrap();
         assert_eq!(sealed.len(), 1247);
         assert_eq!(sender.open(&sealed), Err(DatagramSealError::TooLarge(1247)));
-        let now = Now {
-            mono_ms: 0,
-            unix_ms: 1_700_000_000_000,
-        };
-        let cfg = crate::testing::PeerConfigBuilder::new("a")
-            .max_clock_drift_ms(0)
-            .build();
-        let mut peer = Peer::new(cfg, vec![], SeededRng::new(1), now);
-        peer.set_group_key(Sealer::new(keyring(7), NoncePrefix([1; 16])), [1; 32]);
-        let from = "127.0.0.1:2000".parse().unwrap();
-        peer.handle_datagram(now, Channel::Whisper, from, &sealed);
-        assert_eq!(peer.stats().dropped.get("too_large"), Some(&1));
-        assert!(peer.drain_actions().is_empty());
     }
 
     #[test]

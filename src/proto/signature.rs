@@ -9,12 +9,11 @@
 
 use crate::proto::entry::{Entry, EntryId, EntryKind};
 use crate::proto::hlc::Hlc;
+use crate::proto::keys::{PublicKey, Seal};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use serde::Serialize;
 use std::fmt;
 use thiserror::Error;
-
-pub use crate::proto::keys::{PublicKey, PublicKeyParseError, Seal};
 
 /// Prefix of every signed message, so a signature made for an entry can never be replayed
 /// as a signature over anything else signed with the same key.
@@ -65,7 +64,7 @@ pub enum SignatureError {
 
 /// A secret signing key (an officer's, or the group's root key: both are plain ed25519
 /// keypairs). Made from its 32 secret bytes; where those come from (a key file, fresh
-/// entropy) is the store's business ([`crate::store::keys`]), so signing stays pure.
+/// entropy) is the business of the store layer's `store::keys`, so signing stays pure.
 pub struct SecretKey(SigningKey);
 
 impl fmt::Debug for SecretKey {
@@ -112,13 +111,6 @@ pub fn verify(entry: &Entry) -> Result<(), SignatureError> {
     key.verify_strict(&signed_message(entry, &seal.signer), &signature)
         .map_err(|_| SignatureError::BadSignature)
 }
-
-// Transitional re-exports for code written against the old layout (key files were loaded
-// here); remove once every caller uses `crate::store::keys` and `crate::store::keyfile`.
-#[doc(hidden)]
-pub use crate::store::keyfile::KeyKind;
-#[doc(hidden)]
-pub use crate::store::keys::SigningKeyError as KeyError;
 
 #[cfg(test)]
 mod tests {

@@ -8,11 +8,9 @@
 use crate::proto::digest::{Digest, Key};
 use crate::proto::entry::{Entry, EntryError, MAX_NAME_BYTES};
 use crate::proto::fingerprint::Fingerprint;
+use crate::proto::limits::{MAX_DATAGRAM, MAX_MESSAGE};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-
-// Re-exported beside the codec: whoever builds or reads datagrams packs to these limits.
-pub use crate::proto::limits::{MAX_DATAGRAM, MAX_MESSAGE};
 
 /// Version byte that leads every datagram. Bump on any incompatible change.
 pub const WIRE_VERSION: u8 = 3;

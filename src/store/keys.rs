@@ -7,7 +7,6 @@
 //! from the OS. The OS random source is used here and only here, so the pure layers stay
 //! deterministic and a test can see every place entropy enters.
 
-use crate::core::rng::SeededRng;
 use crate::proto::seal::{GroupKey, KeyId, Keyring, NoncePrefix, KEY_BYTES};
 use crate::proto::signature::SecretKey;
 use crate::store::keyfile::{self, KeyFileError, KeyKind, SECRET_BYTES};
@@ -25,7 +24,8 @@ impl From<getrandom::Error> for EntropyError {
     }
 }
 
-/// Why a group key file could not be made.
+/// Why a group key file could not be made, or a daemon's group keys not set up (a key file
+/// unreadable, or no entropy for the nonce prefix).
 #[derive(Debug, Error)]
 pub enum GroupKeyError {
     /// The key file could not be written or read, or holds no group key.
@@ -59,8 +59,8 @@ pub fn nonce_prefix_from_os() -> Result<NoncePrefix, EntropyError> {
     random_bytes().map(NoncePrefix)
 }
 
-/// A seed for the core's [`SeededRng`] in the real daemon: OS randomness, or, if the OS
-/// cannot give any, the time mixed with the process id.
+/// A seed for the core's [`SeededRng`](crate::core::rng::SeededRng) in the real daemon: OS
+/// randomness, or, if the OS cannot give any, the time mixed with the process id.
 pub fn rng_seed_from_os() -> u64 {
     // The seed drives jitter and node ids, not secrets: time is still unique enough for
     // those, and UUID randomness then still varies per process.
@@ -113,56 +113,6 @@ pub fn create_signing_key_file(path: &Path, kind: KeyKind) -> Result<SecretKey, 
     let seed: [u8; SECRET_BYTES] = random_bytes()?;
     keyfile::create_private(path, &keyfile::encode(kind, &seed))?;
     Ok(SecretKey::from_seed(seed))
-}
-
-// Transitional wrappers with the old names and error types, so code written when these
-// lived on the key types themselves keeps compiling; remove once every caller uses the
-// functions above.
-
-impl GroupKey {
-    /// Reads a group key file: [`load_group_key`] under its old name.
-    #[doc(hidden)]
-    pub fn load(path: &Path) -> Result<GroupKey, GroupKeyError> {
-        Ok(load_group_key(path)?)
-    }
-}
-
-impl Keyring {
-    /// Reads the group key files: [`load_keyring`] under its old name.
-    #[doc(hidden)]
-    pub fn load(current: &Path, previous: &[PathBuf]) -> Result<Keyring, GroupKeyError> {
-        Ok(load_keyring(current, previous)?)
-    }
-}
-
-impl NoncePrefix {
-    /// [`nonce_prefix_from_os`] under its old name.
-    #[doc(hidden)]
-    pub fn from_os() -> Result<NoncePrefix, GroupKeyError> {
-        Ok(nonce_prefix_from_os()?)
-    }
-}
-
-impl SecretKey {
-    /// [`create_signing_key_file`] under its old name.
-    #[doc(hidden)]
-    pub fn create_file(path: &Path, kind: KeyKind) -> Result<SecretKey, SigningKeyError> {
-        create_signing_key_file(path, kind)
-    }
-
-    /// [`load_signing_key`] under its old name.
-    #[doc(hidden)]
-    pub fn load(path: &Path, kind: KeyKind) -> Result<SecretKey, SigningKeyError> {
-        Ok(load_signing_key(path, kind)?)
-    }
-}
-
-impl SeededRng {
-    /// A generator seeded by [`rng_seed_from_os`], under its old name.
-    #[doc(hidden)]
-    pub fn from_os() -> SeededRng {
-        SeededRng::new(rng_seed_from_os())
-    }
 }
 
 #[cfg(test)]

@@ -2,16 +2,19 @@
 //! state directory.
 //!
 //! The parts, bottom up (each uses only those above it in this list):
-//! - `format`: file naming, the file header and the record framing `[len][crc][payload]`;
-//!   the only place that builds or parses them.
+//! - `format`: file naming, the file header and the record framing `[len][crc][payload]`.
 //! - `error`: [`StoreError`], keeping damage, I/O failures and invalid input apart.
-//! - `scanner`: the one record scanner, which reads records from an offset and tells intact
-//!   records, damaged regions and a torn tail apart.
-//! - `lock` ([`StateLock`]), `synced_mark` (how much of the log the last fdatasync covered)
-//!   and `atomic` (the tmp + fsync + rename replacement of a whole file).
-//! - `writer` ([`LogStore`]'s appends, syncs and group commit), `reader` ([`LogReader`]),
-//!   `migrate` (version 1 logs) and [`verify`] (verify and repair).
-//! - this module: opening a log, which decides what the scanner's findings mean.
+//! - `scanner`: the one record scanner: intact records, damaged regions and a torn tail.
+//! - `lock`: the state directory's exclusive lock ([`StateLock`]).
+//! - `synced_mark`: how much of the log the last fdatasync covered.
+//! - `atomic`: replacing a whole file in one step (tmp + fsync + rename).
+//! - `writer`: [`LogStore`]'s appends, fdatasync and group commit.
+//! - `reader`: reading entries back by record offset ([`LogReader`]).
+//! - `migrate`: rewriting a version 1 log as the current version.
+//! - [`verify`]: `lootsync verify` and `lootsync repair`.
+//! - [`keyfile`]: the on-disk form of secret key files, readable only by their owner.
+//! - [`keys`]: loading and creating key files, and the one place OS entropy is drawn.
+//! - this file: opening a log, which decides what the scanner's findings mean.
 //!
 //! # Crash recovery
 //!
@@ -49,7 +52,8 @@ pub use synced_mark::synced_mark_path;
 pub use writer::{LogStore, PendingSync};
 
 use crate::core::ledger::{Ledger, LedgerBuilder};
-use crate::proto::entry::{Digest, Entry};
+use crate::proto::digest::Digest;
+use crate::proto::entry::Entry;
 use atomic::sync_parent_dir;
 use error::io_err;
 use format::{HeaderState, FORMAT_VERSION, HEADER_LEN};

@@ -1,6 +1,6 @@
 //! Reading entries back from the log by record offset, for history and sync answers.
 
-use crate::core::ledger::EntryReader;
+use crate::core::ledger::{BodyReadError, EntryReader};
 use crate::proto::entry::Entry;
 use crate::store::error::{io_err, Damage, StoreError};
 use crate::store::format;
@@ -121,13 +121,9 @@ impl LogReader {
 }
 
 impl EntryReader for LogReader {
-    fn read_at(&self, offset: u64) -> Result<Entry, String> {
-        // The ledger's reader interface carries text; the cause of an I/O error is part of
-        // it so nothing is lost on the way.
-        self.read_entry(offset).map_err(|err| match &err {
-            ReadError::Io { source, .. } => format!("{err}: {source}"),
-            _ => err.to_string(),
-        })
+    fn read_at(&self, offset: u64) -> Result<Entry, BodyReadError> {
+        self.read_entry(offset)
+            .map_err(|err| BodyReadError::new(offset, err))
     }
 }
 
@@ -176,8 +172,13 @@ mod tests {
             ),
             "{err:?}"
         );
-        // Through the ledger's interface, the message names the file and the offset.
-        let text = EntryReader::read_at(&reader, ends[0]).unwrap_err();
+        // Through the ledger's interface the typed cause survives, and names the file and
+        // the offset.
+        let err = EntryReader::read_at(&reader, ends[0]).unwrap_err();
+        assert_eq!(err.offset, ends[0]);
+        let cause = err.source.downcast_ref::<ReadError>().expect("a ReadError");
+        assert!(matches!(cause, ReadError::Damaged { .. }), "{cause:?}");
+        let text = cause.to_string();
         assert!(text.contains(&path.display().to_string()), "{text}");
         assert!(text.contains(&format!("offset {}", ends[0])), "{text}");
     }

@@ -9,7 +9,8 @@
 //! after keeping the damaged file under a new name. Entries lost in the damaged regions come
 //! back from peers through ordinary sync.
 
-use crate::proto::entry::{Digest, Hlc};
+use crate::proto::digest::Digest;
+use crate::proto::hlc::Hlc;
 use crate::store::atomic::Replacement;
 use crate::store::error::{io_err, Damage, InvalidInput, StoreError};
 use crate::store::format::{self, HeaderState, FORMAT_VERSION, HEADER_LEN};
@@ -351,7 +352,7 @@ mod tests {
         // Owned by another user (as the service user's log is when root repairs it): the
         // new log keeps that owner. Only root can give files away, so only then.
         let log = LogStore::log_path(dir.path(), GROUP);
-        let owner = (unsafe { libc::geteuid() } == 0).then(|| {
+        let owner = nix::unistd::geteuid().is_root().then(|| {
             std::os::unix::fs::chown(&log, Some(4242), Some(4243)).unwrap();
             (4242, 4243)
         });

@@ -1,7 +1,8 @@
 //! [`EntryBuilder`]: entries for tests, with every field defaulted but the ones a test cares
 //! about.
 
-use crate::proto::entry::{new_entry_id, Entry, EntryId, EntryKind, Hlc};
+use crate::proto::entry::{new_entry_id, Entry, EntryId, EntryKind};
+use crate::proto::hlc::Hlc;
 use crate::proto::signature::SecretKey;
 
 /// Builds an [`Entry`] field by field. Starts as one point for `player` by `officer`,

@@ -1,18 +1,24 @@
-//! Test support shared by the unit tests, the simulator (`tests/sim.rs`), the benches and
+//! Test support shared by the unit tests, the simulators (`tests/sim.rs`, `tests/sim_hub.rs`), the benches and
 //! the fuzz targets; the daemon never uses it.
 //!
-//! - [`World`]: sans-IO peers on a simulated network in virtual time (loss, duplication,
-//!   delay, partitions, finite receive buffers, crashes), driven the way the daemon drives
-//!   one.
-//! - [`EntryBuilder`]: entries with every field defaulted but the ones a test cares about.
-//! - [`PeerConfigBuilder`]: a [`PeerConfig`](crate::core::sync::PeerConfig) for tests.
+//! - `world`: [`World`], sans-IO peers on a simulated network in virtual time.
+//! - `network`: how the world's network treats datagrams ([`Network`]) and what it counted.
+//! - `entry`: [`EntryBuilder`], entries with defaults for every field a test ignores.
+//! - `peer_config`: [`PeerConfigBuilder`], a sync [`PeerConfig`] for tests.
+//!
+//! The world models what the daemon meets on a LAN (loss, duplication, delay, partitions,
+//! finite receive buffers, crashes) and beyond it (multicast domains, one-way multicast,
+//! NAT that rewrites source ports and drops unsolicited inbound), and drives each peer the
+//! way the daemon drives one.
+//!
+//! [`PeerConfig`]: crate::core::sync::PeerConfig
 
-pub mod entry;
-pub mod network;
-pub mod peer_config;
-pub mod world;
+mod entry;
+mod network;
+mod peer_config;
+mod world;
 
 pub use entry::EntryBuilder;
-pub use network::{NetCounters, Network, ReceiveLimit};
+pub use network::{Nat, NetCounters, Network, ReceiveLimit};
 pub use peer_config::PeerConfigBuilder;
-pub use world::{node_addr, Disk, NoDisk, World};
+pub use world::{node_addr, Disk, NoDisk, World, BASE_UNIX_MS, WHISPER_BASE_PORT};

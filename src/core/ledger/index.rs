@@ -9,12 +9,40 @@ use crate::proto::hlc::Hlc;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
+use thiserror::Error;
 
 /// Reads entry bodies back from wherever the log keeps them. The daemon injects one backed
 /// by the log file, so a million-entry ledger does not hold every entry in memory.
 pub trait EntryReader: Send + Sync {
     /// The entry whose record starts at byte `offset` of the log, or why it cannot be read.
-    fn read_at(&self, offset: u64) -> Result<Entry, String>;
+    fn read_at(&self, offset: u64) -> Result<Entry, BodyReadError>;
+}
+
+/// Why an [`EntryReader`] could not give back the entry at an offset.
+///
+/// The cause is boxed because the core cannot name the reader's own error type (the store's
+/// log reader lives a layer above); callers that need it can downcast [`BodyReadError::source`].
+#[derive(Debug, Error)]
+#[error("cannot read the entry at offset {offset}")]
+pub struct BodyReadError {
+    /// Where the entry's record was expected.
+    pub offset: u64,
+    /// What the reader ran into (for the daemon, the store's read error).
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl BodyReadError {
+    /// The entry at `offset` could not be read because of `source`.
+    pub fn new(
+        offset: u64,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> BodyReadError {
+        BodyReadError {
+            offset,
+            source: source.into(),
+        }
+    }
 }
 
 /// `Slot::offset` of an entry whose body is in the index's `resident` map.
@@ -341,8 +369,16 @@ pub(super) fn read_body(reader: &dyn EntryReader, key: &Key, offset: u64) -> Opt
             None
         }
         Err(err) => {
+            // The whole chain of causes, not just the outermost: the reader's error names
+            // the file and what went wrong, its own source the operating system's error.
+            let mut causes = String::new();
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*err.source);
+            while let Some(next) = cause {
+                causes.push_str(&format!(": {next}"));
+                cause = next.source();
+            }
             tracing::warn!(
-                "cannot read entry with digest {} back from the log at offset {}: {err}",
+                "cannot read entry with digest {} back from the log at offset {}{causes}",
                 key.digest,
                 offset
             );

@@ -22,17 +22,14 @@ mod replay;
 #[cfg(test)]
 mod test_support;
 
-pub use builder::LedgerBuilder;
-pub use history::{HistoryRow, HistorySource};
-pub use index::EntryReader;
-// Transitional: the fingerprint is a wire type and lives in `proto`; re-exported here for
-// code that still imports it from the ledger.
-pub use crate::proto::fingerprint::Fingerprint;
-
 use crate::proto::digest::{Digest, Key};
 use crate::proto::entry::Entry;
+use crate::proto::fingerprint::Fingerprint;
 use crate::proto::keys::PublicKey;
+pub use builder::LedgerBuilder;
+pub use history::{HistoryRow, HistorySource};
 use index::EntryIndex;
+pub use index::{BodyReadError, EntryReader};
 use replay::{ReplayNeed, ReplayState};
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,6 @@
 //! Helpers shared by the ledger's unit tests: a plain point entry and an in-memory log.
 
-use super::EntryReader;
+use super::{BodyReadError, EntryReader};
 use crate::proto::entry::Entry;
 use crate::testing::EntryBuilder;
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ impl MemoryReader {
 }
 
 impl EntryReader for MemoryReader {
-    fn read_at(&self, offset: u64) -> Result<Entry, String> {
+    fn read_at(&self, offset: u64) -> Result<Entry, BodyReadError> {
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.records
@@ -42,6 +42,6 @@ impl EntryReader for MemoryReader {
             .unwrap()
             .get(&offset)
             .cloned()
-            .ok_or_else(|| format!("no record at {offset}"))
+            .ok_or_else(|| BodyReadError::new(offset, "no record there"))
     }
 }

@@ -1,10 +1,13 @@
 //! Which signed entries count: the officer roster and officer revocations.
 //!
 //! Which signed entries *count* is a pure function of the set of entries: replay them in
-//! (at, digest) order; a roster change counts only if signed by the group's root key, and a point
-//! entry only if its signer is an officer at that point of the order ([`Roster::judge`]).
-//! Every peer holding the same set therefore computes the same totals, whatever order the
-//! entries arrived in.
+//! (at, digest) order; a roster change counts only if signed by the group's root key, and a
+//! point entry only if its signer is an officer at that point of the order
+//! ([`Roster::judge`]). Every peer holding the same set therefore computes the same totals,
+//! whatever order the entries arrived in.
+//!
+//! - this file: the [`Roster`] and its judgement of each entry in replay order.
+//! - [`plan`]: planning roster changes (add, remove, revocation parts) as signed entries.
 
 pub mod plan;
 

@@ -6,10 +6,11 @@
 //! keep list is cut into parts) are tested here without a log, a daemon or a clock.
 
 use crate::core::rng::SeededRng;
-use crate::proto::entry::{
-    new_entry_id, Digest, Entry, EntryError, EntryKind, Hlc, MAX_KEEP, MAX_REVOKE_PARTS,
-};
-use crate::proto::signature::{PublicKey, SecretKey};
+use crate::proto::digest::Digest;
+use crate::proto::entry::{new_entry_id, Entry, EntryError, EntryKind, MAX_KEEP, MAX_REVOKE_PARTS};
+use crate::proto::hlc::Hlc;
+use crate::proto::keys::PublicKey;
+use crate::proto::signature::SecretKey;
 use std::collections::BTreeMap;
 use thiserror::Error;
 

@@ -2,7 +2,8 @@
 //! datagram came in, and the actions it hands back. The driver owns every socket, clock and
 //! file; these types only carry data.
 
-use crate::proto::entry::{Entry, Key};
+use crate::proto::digest::Key;
+use crate::proto::entry::Entry;
 use ::core::net::SocketAddr;
 
 #[cfg(doc)]

@@ -6,10 +6,11 @@
 
 use super::{Peer, Tuning};
 use crate::core::ledger::Ledger;
-use crate::proto::entry::{Digest, Entry, Key};
+use crate::proto::digest::{Digest, Key};
+use crate::proto::entry::Entry;
+use crate::proto::limits::{MAX_DATAGRAM, MAX_MESSAGE};
 use crate::proto::wire::{
-    self, Body, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run, SyncResponse,
-    MAX_DATAGRAM, MAX_IDS, MAX_MESSAGE,
+    self, Body, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run, SyncResponse, MAX_IDS,
 };
 use ::core::net::SocketAddr;
 use std::collections::HashSet;

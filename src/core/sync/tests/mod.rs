@@ -3,20 +3,23 @@
 
 mod admission;
 mod convergence;
+mod forwarding;
+mod hub;
 mod local;
 mod officers;
 mod partner;
 mod requester;
 mod responder;
 mod sealing;
+mod unicast;
 
 use super::*;
-use crate::core::ledger::Fingerprint;
-use crate::proto::entry::{AdjustRequest, EntryError, Hlc};
+use crate::proto::entry::{AdjustRequest, EntryError};
+use crate::proto::fingerprint::Fingerprint;
+use crate::proto::hlc::Hlc;
+use crate::proto::limits::MAX_MESSAGE;
 use crate::proto::seal::{GroupKey, Keyring, NoncePrefix};
-use crate::proto::wire::{
-    Cookie, Envelope, Hello, Mode, RangeItem, RangesRequest, Run, MAX_MESSAGE,
-};
+use crate::proto::wire::{Cookie, Envelope, Hello, Mode, RangeItem, RangesRequest, Run};
 use crate::testing::{EntryBuilder, PeerConfigBuilder, World};
 
 /// Node `node`'s config in a test world; the nodes are named "a", "b", ...
@@ -33,7 +36,7 @@ fn config_builder(node: usize) -> PeerConfigBuilder {
 fn now(ms: u64) -> Now {
     Now {
         mono_ms: ms,
-        unix_ms: crate::testing::world::BASE_UNIX_MS + ms,
+        unix_ms: crate::testing::BASE_UNIX_MS + ms,
     }
 }
 

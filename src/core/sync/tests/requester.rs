@@ -2,8 +2,8 @@
 
 use super::super::requester::{subtract_spans, Span, SpanKind};
 use super::*;
-use crate::proto::entry::Digest;
-use crate::proto::wire::MAX_DATAGRAM;
+use crate::proto::digest::Digest;
+use crate::proto::limits::MAX_DATAGRAM;
 
 #[test]
 fn subtract_spans_leaves_gaps() {

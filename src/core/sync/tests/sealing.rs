@@ -151,3 +151,23 @@ fn key_rotation_keeps_peers_talking_at_every_step() {
         "no datagram lost to the rotation"
     );
 }
+
+/// Regression for fuzz finding `fuzz/regressions/sealed_datagram/crash-6101f2c8…` (its
+/// sealing half is in `proto::seal`'s tests): a 1247-byte sealed datagram, over the limit,
+/// is dropped as too large and counted, and the peer answers nothing.
+#[test]
+fn fuzz_regression_sealed_datagram_over_the_limit_is_counted_and_dropped() {
+    let mut message = vec![0x7a, 0x01, 0x03, 0x00, 0x01, 0x03, 0x01];
+    message.resize(1202, 0x16);
+    let keyring = Keyring::new(GroupKey::from_bytes(&[7; 32]), vec![]);
+    let datagram = Sealer::new(keyring, NoncePrefix([2; 16]))
+        .seal(message)
+        .unwrap();
+    assert_eq!(datagram.len(), 1247);
+    let mut a = peer(0, vec![], 1);
+    sealed(&mut a, 7, 1);
+    let from: SocketAddr = "127.0.0.1:2000".parse().unwrap();
+    a.handle_datagram(now(0), Channel::Whisper, from, &datagram);
+    assert_eq!(a.stats().dropped.get("too_large"), Some(&1));
+    assert!(a.drain_actions().is_empty());
+}
