@@ -1,6 +1,6 @@
 //! Shared by every bench target (`mod common;`): one row type for a measured figure and the
 //! summary table printed at the end of a run, so `cargo bench --bench sync` and
-//! `cargo bench --bench store` print the same columns and BENCHMARKS.md can take rows from
+//! `cargo bench --bench store` print the same columns and docs/benchmarks.md can take rows from
 //! either.
 #![allow(dead_code)]
 
@@ -131,7 +131,7 @@ fn with_unit(value: f64, unit: &str) -> String {
     }
 }
 
-/// The summary table as Markdown (it pastes into BENCHMARKS.md as is).
+/// The summary table as Markdown (it pastes into docs/benchmarks.md as is).
 pub fn table(figures: &[Figure]) -> String {
     let mut out = String::from(
         "| figure | ours | baseline | ratio | goal | met |\n|---|---:|---:|---:|---|---|\n",
