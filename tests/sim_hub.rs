@@ -189,6 +189,8 @@ struct Report {
     idle_per_spoke: f64,
     hub_restarts: u32,
     lost_with_hub: usize,
+    /// Wall-clock time the run took (the sweep's cost).
+    wall_ms: u64,
 }
 
 /// The heal-phase datagram ceiling (a multicast counts once), from heal to convergence.
@@ -223,6 +225,7 @@ fn heal_ceiling(n: usize, converge_ms: u64, entries: usize, missing: usize) -> u
 }
 
 fn run_seed(seed: u64, verbose: bool) -> Result<Report, String> {
+    let wall = std::time::Instant::now();
     let mut root = SeededRng::new(seed ^ 0x4ab5_eed5);
     let mut scen = SeededRng::new(root.next_u64());
     let net_rng = SeededRng::new(root.next_u64());
@@ -488,6 +491,7 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Report, String> {
         idle_per_spoke,
         hub_restarts,
         lost_with_hub: lost.len(),
+        wall_ms: wall.elapsed().as_millis() as u64,
     })
 }
 
@@ -767,6 +771,18 @@ fn hub_sweep() {
         ok.iter().map(|r| r.entries as u64).sum::<u64>() / ok.len().max(1) as u64,
     );
     let _ = writeln!(std::io::stderr(), "{summary}");
+    let mut slowest: Vec<&&Report> = ok.iter().collect();
+    slowest.sort_by_key(|r| std::cmp::Reverse(r.wall_ms));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(5)
+        .map(|r| format!("seed {} ({} spokes) {} ms", r.seed, r.spokes, r.wall_ms))
+        .collect();
+    let _ = writeln!(
+        std::io::stderr(),
+        "sim_hub: slowest runs: {}",
+        slowest.join(", ")
+    );
     if failed.is_empty() && results.len() >= 100 {
         // The sweep covered what it claims: big hubs, store-and-forward, hub restarts.
         assert!(ok.iter().any(|r| r.spokes > 60), "{summary}");
