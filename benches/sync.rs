@@ -12,7 +12,8 @@
 //! runs every figure that needs no sockets (peers in `loot_sync::testing::World`): a quick,
 //! deterministic check that the protocol's byte and round-trip counts did not move.
 //! `LOOTSYNC_BENCH_ONLY=hub` runs the hub figures (`hub/`: an idle hub with 40 spokes behind
-//! NAT, and a spoke's 10,000-entry catch-up through the hub vs straight from one peer).
+//! NAT, a spoke's 10,000-entry catch-up through the hub vs straight from one peer, and an
+//! adjust's propagation from one spoke to 39 through the hub vs on one LAN).
 
 mod common;
 mod hub;
@@ -1204,6 +1205,7 @@ fn main() {
         Some("hub") => {
             let mut figures = hub::idle_figures();
             figures.extend(hub::catch_up_figures());
+            figures.extend(hub::propagation_figures());
             figures
         }
         // The figures that need no sockets: deterministic byte and round-trip counts, quick.
@@ -1214,6 +1216,7 @@ fn main() {
             figures.extend(idle_figure());
             figures.extend(hub::idle_figures());
             figures.extend(hub::catch_up_figures());
+            figures.extend(hub::propagation_figures());
             figures
         }
         Some(other) => panic!(
@@ -1233,6 +1236,7 @@ fn main() {
             figures.extend(idle_figure());
             figures.extend(hub::idle_figures());
             figures.extend(hub::catch_up_figures());
+            figures.extend(hub::propagation_figures());
             figures
         }
     };

@@ -8,6 +8,8 @@
 //!   the floor of one HELLO each way per heartbeat (what keeps a NAT mapping open).
 //! * catch-up: a spoke missing 10,000 entries joins a hub that has 40 spokes in sync, beside
 //!   the same spoke pulling them straight from one peer.
+//! * propagation: an adjust on one spoke reaching the 39 others through the hub (two hops),
+//!   beside 40 peers on one LAN (one multicast hop).
 
 use super::common::Figure;
 use loot_sync::core::rng::SeededRng;
@@ -251,4 +253,87 @@ pub fn catch_up_figures() -> Vec<Figure> {
             1.2,
         ),
     ]
+}
+
+/// Virtual ms until every other node of `world` holds an adjust made on `author`, for
+/// `adjusts` adjusts on nodes `authors` picked in turn.
+fn propagation_samples(world: &mut World, authors: &[usize], adjusts: usize) -> Vec<f64> {
+    let mut samples = Vec::new();
+    for k in 0..adjusts {
+        let author = authors[k % authors.len()];
+        let request = loot_sync::proto::entry::AdjustRequest {
+            actor: "officer".into(),
+            target: format!("P{}", k % 13),
+            delta: 1,
+            reason: format!("loot {k}"),
+        };
+        let entry = world.act(author, |p, now| {
+            let entry = p.prepare_adjust(now, &request).expect("valid adjust");
+            p.commit_local(now, entry.clone());
+            entry
+        });
+        let digest = entry.key().digest;
+        let start = world.now_ms();
+        let everyone =
+            |world: &World| (0..world.len()).all(|i| world.peer(i).ledger().contains(&digest));
+        while !everyone(world) {
+            assert!(world.now_ms() < start + 60_000, "adjust {k} did not spread");
+            world.run_until(world.now_ms() + 1);
+        }
+        samples.push((world.now_ms() - start) as f64);
+        // Apart enough that adjusts do not overlap.
+        world.run_until(world.now_ms() + 37);
+    }
+    samples
+}
+
+/// An adjust on one spoke reaching the 39 others through the hub, beside 40 peers on one
+/// LAN reached by multicast (both 1 ms one way, virtual time).
+pub fn propagation_figures() -> Vec<Figure> {
+    let spokes = 40;
+    let adjusts = 200;
+    let entries = super::common::make_entries(1_000, 5);
+    let peers: Vec<Peer> = (0..=spokes)
+        .map(|i| sealed_peer(i, entries.clone()))
+        .collect();
+    let mut world = hub_world(peers);
+    for node in 0..=spokes {
+        join(&mut world, node);
+    }
+    world.run_until(10_000);
+    let authors: Vec<usize> = (1..=spokes).collect();
+    let mut hub = propagation_samples(&mut world, &authors, adjusts);
+    // The baseline: 40 peers on one LAN.
+    let mut lan = World::new(SeededRng::new(0));
+    lan.set_unix_base_ms(super::SANS_IO_UNIX_MS);
+    for node in 0..spokes {
+        let config = PeerConfigBuilder::new(format!("p{node}"))
+            .world_node(node)
+            .heartbeat_ms(HEARTBEAT_MS)
+            .peer_timeout_ms(PEER_TIMEOUT_MS)
+            .build();
+        lan.insert(Peer::new(
+            config,
+            entries.clone(),
+            SeededRng::new(node as u64),
+            now(0),
+        ));
+        lan.start(node);
+    }
+    lan.run_until(10_000);
+    let authors: Vec<usize> = (0..spokes).collect();
+    let mut direct = propagation_samples(&mut lan, &authors, adjusts);
+    let p99 = super::common::percentile(&mut hub, 99.0);
+    let p99_lan = super::common::percentile(&mut direct, 99.0);
+    println!(
+        "hub propagation: {adjusts} adjusts, each from one of 40 spokes to the 39 others through \
+         the hub, 1 ms one way: p99 {p99:.0} virtual ms vs baseline 40 peers on one LAN \
+         (multicast) p99 {p99_lan:.0} ms"
+    );
+    vec![Figure::reported(
+        "propagation p99 from one spoke to the 39 others through the hub, sans-IO, 1 ms one way (baseline: 40 peers on one LAN)",
+        p99,
+        Some(p99_lan),
+        "ms",
+    )]
 }
