@@ -11,8 +11,12 @@
 //! `LOOTSYNC_BENCH_ONLY=<figure>` runs one figure (see `main`); `LOOTSYNC_BENCH_ONLY=sans-io`
 //! runs every figure that needs no sockets (peers in `loot_sync::testing::World`): a quick,
 //! deterministic check that the protocol's byte and round-trip counts did not move.
+//! `LOOTSYNC_BENCH_ONLY=hub` runs the hub figures (`hub/`: an idle hub with 40 spokes behind
+//! NAT, a spoke's 10,000-entry catch-up through the hub vs straight from one peer, and an
+//! adjust's propagation from one spoke to 39 through the hub vs on one LAN).
 
 mod common;
+mod hub;
 
 use common::{full_mode, percentile, Figure};
 use loot_sync::config::Config;
@@ -1198,17 +1202,26 @@ fn main() {
         Some("catchup-sweep") => catch_up_figures(sizes, catch_up_goal_size, runs),
         Some("propagation") => propagation_figures(adjusts),
         Some("idle") => idle_daemons_figures(idle_seconds),
+        Some("hub") => {
+            let mut figures = hub::idle_figures();
+            figures.extend(hub::catch_up_figures());
+            figures.extend(hub::propagation_figures());
+            figures
+        }
         // The figures that need no sockets: deterministic byte and round-trip counts, quick.
         Some("sans-io") => {
             let mut figures = reconciliation_figures(reconcile_size);
             figures.push(catchup_cpu_figure(catch_up_goal_size));
             figures.push(signed_catchup_cpu_figure(catch_up_goal_size));
             figures.extend(idle_figure());
+            figures.extend(hub::idle_figures());
+            figures.extend(hub::catch_up_figures());
+            figures.extend(hub::propagation_figures());
             figures
         }
         Some(other) => panic!(
             "LOOTSYNC_BENCH_ONLY={other}: expected catchup-cpu, signed-catchup-cpu, \
-             late-joiner, catchup-sweep, propagation, idle or sans-io"
+             late-joiner, catchup-sweep, propagation, idle, hub or sans-io"
         ),
         None => {
             println!(
@@ -1221,6 +1234,9 @@ fn main() {
             figures.extend(propagation_figures(adjusts));
             figures.extend(idle_daemons_figures(idle_seconds));
             figures.extend(idle_figure());
+            figures.extend(hub::idle_figures());
+            figures.extend(hub::catch_up_figures());
+            figures.extend(hub::propagation_figures());
             figures
         }
     };

@@ -13,7 +13,8 @@
 //!   leaving and coming back (or joining late), and the hub crashing and restarting from its
 //!   log, from an empty state or from an old backup; then everyone comes up with less loss
 //!   and must converge. Checked: identical sets (ids in replay order) and totals, no
-//!   acknowledged entry lost, no datagram to an unknown address, the heal phase within a
+//!   acknowledged entry lost (but those only the hub held when it restarted from nothing or
+//!   an old backup), no datagram to an unknown address, the heal phase within a
 //!   datagram ceiling, and an idle hub costing at most about one HELLO each way per spoke
 //!   per heartbeat.
 //! * **store-and-forward**: never two spokes online at once. Round 1: spokes visit one at a
@@ -97,6 +98,9 @@ struct HubSim {
     ids: SeededRng,
     adjusts: usize,
     acknowledged: BTreeSet<EntryId>,
+    /// Acknowledged entries a hub restart from nothing or an old backup legitimately
+    /// destroyed: at that moment no machine held them on disk any more.
+    excused: BTreeSet<EntryId>,
 }
 
 impl HubSim {
@@ -184,6 +188,9 @@ struct Report {
     heal_ceiling: u64,
     idle_per_spoke: f64,
     hub_restarts: u32,
+    lost_with_hub: usize,
+    /// Wall-clock time the run took (the sweep's cost).
+    wall_ms: u64,
 }
 
 /// The heal-phase datagram ceiling (a multicast counts once), from heal to convergence.
@@ -200,8 +207,8 @@ struct Report {
 ///   LOG_ENTRY at each spoke: 1.5 per missing entry;
 /// * 20 for re-sends under the heal phase's <= 5 % loss.
 ///
-/// The constants were measured over 5,000 seeds (release build) with headroom; see the
-/// sweep's summary line for the worst seed's share of its ceiling.
+/// Over 5,000 seeds (release build) the worst run used 50 % of its ceiling (seed 4998);
+/// the sweep's summary line names the worst seed of each run.
 fn heal_ceiling(n: usize, converge_ms: u64, entries: usize, missing: usize) -> u64 {
     let n = n as u64;
     let mut depth = 1;
@@ -218,6 +225,7 @@ fn heal_ceiling(n: usize, converge_ms: u64, entries: usize, missing: usize) -> u
 }
 
 fn run_seed(seed: u64, verbose: bool) -> Result<Report, String> {
+    let wall = std::time::Instant::now();
     let mut root = SeededRng::new(seed ^ 0x4ab5_eed5);
     let mut scen = SeededRng::new(root.next_u64());
     let net_rng = SeededRng::new(root.next_u64());
@@ -309,6 +317,7 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Report, String> {
         ids,
         adjusts: 0,
         acknowledged,
+        excused: BTreeSet::new(),
     };
     sim.note(format!(
         "seed {seed}: hub + {spokes} spokes ({natted} behind NAT{}), {}, {base_len} old entries, \
@@ -421,10 +430,15 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Report, String> {
         }
     }
     let held: BTreeSet<EntryId> = reference.iter().copied().collect();
-    if let Some(lost) = sim.acknowledged.iter().find(|id| !held.contains(id)) {
-        return Err(fail(&sim, format!("acknowledged entry {lost} is lost")));
+    let lost: Vec<&EntryId> = sim
+        .acknowledged
+        .iter()
+        .filter(|id| !held.contains(id))
+        .collect();
+    if let Some(id) = lost.iter().find(|id| !sim.excused.contains(id)) {
+        return Err(fail(&sim, format!("acknowledged entry {id} is lost")));
     }
-    if held.len() != sim.acknowledged.len() {
+    if !held.is_subset(&sim.acknowledged) {
         return Err(fail(&sim, "a node holds an entry nobody made".into()));
     }
     let c = &sim.world.counters;
@@ -476,6 +490,8 @@ fn run_seed(seed: u64, verbose: bool) -> Result<Report, String> {
         heal_ceiling,
         idle_per_spoke,
         hub_restarts,
+        lost_with_hub: lost.len(),
+        wall_ms: wall.elapsed().as_millis() as u64,
     })
 }
 
@@ -506,6 +522,26 @@ fn hub_crash(sim: &mut HubSim, scen: &mut SeededRng, restarts: &mut u32) -> Opti
     sim.note(format!(
         "hub crashes ({had} entries), back in {down} ms from {how}"
     ));
+    let on_disk: BTreeSet<EntryId> = sim
+        .world
+        .disk
+        .0
+        .iter()
+        .flat_map(|m| m.log.iter().map(|e| e.id))
+        .collect();
+    let gone: Vec<EntryId> = sim
+        .acknowledged
+        .iter()
+        .filter(|id| !on_disk.contains(id) && !sim.excused.contains(id))
+        .copied()
+        .collect();
+    if !gone.is_empty() {
+        sim.note(format!(
+            "  {} acknowledged entries were only on the hub: gone",
+            gone.len()
+        ));
+        sim.excused.extend(gone);
+    }
     if down == 0 {
         sim.boot(HUB);
         None
@@ -717,7 +753,7 @@ fn hub_sweep() {
         "sim_hub: {} seeds run ({} failed) in {:.1} s: {} churn runs (spokes max {}), {} \
          store-and-forward runs; converge max {} ms avg {} ms after healing; heal datagrams max \
          {} (worst {:.0}% of ceiling, seed {}); idle hub max {:.2} datagrams per spoke per heartbeat; \
-         {} hub restarts; entries avg {}",
+         {} hub restarts ({} acknowledged entries only the hub held lost with it); entries avg {}",
         results.len(),
         failed.len(),
         started.elapsed().as_secs_f64(),
@@ -731,9 +767,22 @@ fn hub_sweep() {
         worst.1,
         churn.iter().map(|r| r.idle_per_spoke).fold(0.0, f64::max),
         ok.iter().map(|r| r.hub_restarts).sum::<u32>(),
+        ok.iter().map(|r| r.lost_with_hub).sum::<usize>(),
         ok.iter().map(|r| r.entries as u64).sum::<u64>() / ok.len().max(1) as u64,
     );
     let _ = writeln!(std::io::stderr(), "{summary}");
+    let mut slowest: Vec<&&Report> = ok.iter().collect();
+    slowest.sort_by_key(|r| std::cmp::Reverse(r.wall_ms));
+    let slowest: Vec<String> = slowest
+        .iter()
+        .take(5)
+        .map(|r| format!("seed {} ({} spokes) {} ms", r.seed, r.spokes, r.wall_ms))
+        .collect();
+    let _ = writeln!(
+        std::io::stderr(),
+        "sim_hub: slowest runs: {}",
+        slowest.join(", ")
+    );
     if failed.is_empty() && results.len() >= 100 {
         // The sweep covered what it claims: big hubs, store-and-forward, hub restarts.
         assert!(ok.iter().any(|r| r.spokes > 60), "{summary}");

@@ -439,14 +439,12 @@ impl Peer {
                     peer.name = Some(name);
                     peer.fingerprint = Some(fingerprint);
                 }
-                self.admission
-                    .remember_cookie(whisper, cookie, self.cfg.tuning.max_peers);
+                self.take_cookie(now, sender, whisper, cookie);
                 self.observe_difference(now, sender);
                 self.maybe_start_session(now);
             }
             Body::SyncResponse(SyncResponse::Ranges(response)) => {
-                self.admission
-                    .remember_cookie(whisper, response.cookie, self.cfg.tuning.max_peers);
+                self.take_cookie(now, sender, whisper, response.cookie);
                 self.handle_response(now, sender, whisper, response);
             }
         }

@@ -92,6 +92,13 @@ impl Requester {
         self.session.as_ref().map(|s| s.partner)
     }
 
+    /// A request id no request of ours used before.
+    pub(super) fn take_request_id(&mut self) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        id
+    }
+
     /// Ends the session without counting it (sync switched off).
     pub(super) fn drop_session(&mut self) {
         self.session = None;

@@ -24,6 +24,11 @@ impl Peer {
         request: RangesRequest,
         proven: bool,
     ) {
+        if request.runs.is_empty() && request.want.is_empty() {
+            // It asks nothing: it only proved its address (see `unicast`), which admission
+            // has noted. Nothing to answer.
+            return;
+        }
         let tuning = self.cfg.tuning.clone();
         let mut budget = tuning.response_budget;
         let mut cookie = None;

@@ -48,6 +48,9 @@ pub struct Stats {
     pub learned_evicted: u64,
     /// Sessions started by the stalemate rule rather than the majority rule.
     pub stalemates_broken: u64,
+    /// Requests that asked nothing, sent to prove our address to a unicast peer that gave
+    /// us a new cookie.
+    pub address_proofs: u64,
 }
 
 impl Stats {

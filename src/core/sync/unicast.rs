@@ -22,7 +22,7 @@
 //! then hear each other on the group and stop.
 
 use super::{Channel, Now, Peer};
-use crate::proto::wire::{Body, Hello, NodeId};
+use crate::proto::wire::{Body, Cookie, Hello, NodeId, RangesRequest, SyncRequest, SyncResponse};
 use ::core::net::SocketAddr;
 use std::collections::BTreeMap;
 use tracing::{debug, info};
@@ -380,16 +380,68 @@ impl Peer {
         }
     }
 
-    /// Answers a peer that just became learned with a HELLO at once, so it sees us answering
-    /// (and our fingerprint) without waiting a heartbeat.
+    /// Answers a peer that just became learned at once, so it sees us answering (and our
+    /// fingerprint) without waiting a heartbeat: with a summary, which is a HELLO carrying
+    /// a cookie, so the peer can prove its address (see [`Peer::take_cookie`]) and get what
+    /// we forward beyond 3x what it sends us.
     pub(super) fn greet_learned(&mut self, node: NodeId, addr: SocketAddr) {
-        let body = self.hello_body();
+        let body = Body::SyncResponse(SyncResponse::Summary {
+            name: self.cfg.node_name.clone(),
+            fingerprint: self.ledger.fingerprint(),
+            cookie: Some(self.admission.cookie_for(addr)),
+        });
         let target = Target {
             addr,
             node: Some(node),
             limited: !self.admission.proven(addr),
         };
         self.send_to_targets(body, &[target]);
+    }
+
+    /// Keeps the cookie the peer `node` at `addr` gave us. A new cookie from a unicast peer
+    /// we are not reconciling with is echoed at once in a request that asks nothing: it
+    /// proves that we receive at this address (behind NAT: at this mapping), so the peer
+    /// forwards to us without the 3x limit. A session echoes cookies on its own.
+    pub(super) fn take_cookie(
+        &mut self,
+        now: Now,
+        node: NodeId,
+        addr: SocketAddr,
+        cookie: Option<Cookie>,
+    ) {
+        let new = cookie.is_some() && self.admission.cookie_from(addr) != cookie;
+        self.admission
+            .remember_cookie(addr, cookie, self.cfg.tuning.max_peers);
+        if !new || self.requester.partner() == Some(node) || !self.unicast_target(now, addr) {
+            return;
+        }
+        let request_id = self.requester.take_request_id();
+        let body = Body::SyncRequest(SyncRequest::Ranges(RangesRequest {
+            request_id,
+            runs: Vec::new(),
+            want: Vec::new(),
+            cookie,
+            padding: Vec::new(),
+        }));
+        debug!(target: "sync", "SYNC proving our address to {addr}");
+        self.stats.address_proofs += 1;
+        let target = Target {
+            addr,
+            node: Some(node),
+            limited: false,
+        };
+        self.send_to_targets(body, &[target]);
+    }
+
+    /// Whether `addr` is a destination of group-bound messages at `now`.
+    fn unicast_target(&self, now: Now, addr: SocketAddr) -> bool {
+        if let Some(listed) = self.unicast.listed.get(&addr) {
+            return self.listed_target(now, addr, listed);
+        }
+        self.unicast
+            .learned
+            .get(&addr)
+            .is_some_and(|learned| self.learned_target(now, learned))
     }
 
     /// Our HELLO as it is now.

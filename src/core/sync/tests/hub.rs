@@ -182,3 +182,38 @@ fn without_keepalives_a_nat_drops_what_the_hub_sends() {
     world.run_until(20_000);
     assert!(world.counters.nat_dropped > 0);
 }
+
+#[test]
+fn a_learned_spoke_proves_its_address_and_then_gets_every_forward() {
+    let mut world = hub_world(vec![], vec![vec![], vec![]], true);
+    for node in 0..3 {
+        join(&mut world, node);
+    }
+    world.run_until(5_000);
+    for spoke in 1..3 {
+        // The hub's greeting carried a cookie; the spoke echoed it once, in a request that
+        // asks nothing (and gets no answer).
+        assert_eq!(world.peer(spoke).stats().address_proofs, 1, "spoke {spoke}");
+        let addr = world.net.public_addr(spoke, world.now_ms()).unwrap();
+        assert!(world.peer(0).admission.proven(addr), "spoke {spoke}");
+    }
+    assert_eq!(world.peer(1).stats().dropped.get("stale_response"), None);
+    // A burst of 300 adjusts on spoke 2 (far beyond 3x the bytes spoke 1 ever sent the
+    // hub) reaches spoke 1 through the hub at once.
+    let request = |k: u64| AdjustRequest {
+        actor: "officer".into(),
+        target: format!("P{}", k % 7),
+        delta: 1,
+        reason: format!("burst {k}"),
+    };
+    for k in 0..300 {
+        world.act(2, |p, now| {
+            let entry = p.prepare_adjust(now, &request(k)).unwrap();
+            p.commit_local(now, entry);
+        });
+    }
+    world.run_until(world.now_ms() + 10);
+    assert_eq!(world.peer(1).ledger().len(), 300);
+    assert_eq!(world.peer(0).stats().unicast_withheld, 0);
+    assert_eq!(world.peer(0).stats().entries_forwarded, 300);
+}
