@@ -10,15 +10,22 @@
 //! Totals are sums of deltas, so they never depend on arrival order; history views (running
 //! totals) do depend on order, which is why everything iterates in [`Key`] order.
 //!
-//! - `index`: the compact sorted index, the digest index and reading bodies back.
+//! - `flat`: the stored entries' keys, offsets and targets as flat sorted arrays.
+//! - `targets`: target names as small numbers, so one player's entries are found unread.
+//! - `index`: the flat index plus the entries added since, the digest index and reading
+//!   bodies back.
 //! - `replay`: judging entries under the officer roster, totals, and replays.
 //! - `builder`: the index-only ledger built while a log is scanned.
 //! - `history`: history rows, also from a snapshot taken off the event loop.
+//! - `snapshot`: a ledger as a checkpoint holds it, and back.
 
 mod builder;
+mod flat;
 mod history;
 mod index;
 mod replay;
+mod snapshot;
+mod targets;
 #[cfg(test)]
 mod test_support;
 
@@ -31,6 +38,7 @@ pub use history::{HistoryRow, HistorySource};
 use index::EntryIndex;
 pub use index::{BodyReadError, EntryReader};
 use replay::{ReplayNeed, ReplayState};
+pub use snapshot::{EncodedSnapshot, LedgerSnapshot, SnapshotError, SNAPSHOT_VERSION};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -100,6 +108,29 @@ impl Ledger {
         }
         let need = self.account(&entry, key);
         self.index.insert_resident(key, entry);
+        self.replay_if(key, need);
+        true
+    }
+
+    /// Adds an entry read from the log at `offset` (the part of a log past a checkpoint) if
+    /// its digest is new, keeping only where it is. Without a reader the body is held in
+    /// memory instead. Returns false (and changes nothing) for a duplicate.
+    pub(crate) fn insert_stored(&mut self, key: Key, entry: &Entry, offset: u64) -> bool {
+        debug_assert_eq!(key, entry.key());
+        if self.index.reader().is_none() {
+            return self.insert_keyed(key, entry.clone());
+        }
+        if !self.index.insert_digest(key.digest, key.at, true) {
+            return false;
+        }
+        let need = self.account(entry, key);
+        self.index.insert_stored(key, &entry.target, offset);
+        self.replay_if(key, need);
+        true
+    }
+
+    /// Replays the log if the entry just indexed at `key` may have changed verdicts.
+    fn replay_if(&mut self, key: Key, need: ReplayNeed) {
         let needed = match need {
             ReplayNeed::None => false,
             // A roster change after every entry held (the usual case: one just made)
@@ -113,7 +144,6 @@ impl Ledger {
                 false => self.replay.recompute(&self.index),
             }
         }
-        true
     }
 
     /// Starts a batch of inserts (a merge): replays a roster change calls for wait for
@@ -280,27 +310,28 @@ impl Ledger {
     }
 
     /// History in replay order with the running total of each entry's target, optionally
-    /// for one player only.
+    /// for one player only (then only that player's entry bodies are read back).
     pub fn history(&self, player: Option<&str>) -> Vec<HistoryRow> {
-        history::history_rows(
-            self.replay.root(),
-            self.replay.revocations().clone(),
-            self.iter(),
-            player,
-        )
+        self.history_source().history(player)
     }
 
-    /// What [`Ledger::history`] needs, detached from the ledger: the index in key order (a
-    /// copy of keys and offsets, plus the bodies not yet stored), the reader and the roster
-    /// keys. The daemon builds the history from it on a blocking thread, so reading a large
-    /// log back does not stall sync.
+    /// What [`Ledger::history`] needs, detached from the ledger: the index in key order (the
+    /// flat part shared, the entries added since copied, with the bodies not yet stored),
+    /// the reader and the roster. The daemon builds the history from it on a blocking
+    /// thread, so reading a large log back does not stall sync.
     pub fn history_source(&self) -> HistorySource {
         HistorySource::new(
             self.replay.root(),
             self.replay.revocations().clone(),
-            self.index.reader().cloned(),
-            self.index.bodies(),
+            self.replay.roster_changes().clone(),
+            self.index.detached(),
         )
+    }
+
+    /// Moves every stored entry into the flat index (the same compaction that happens by
+    /// itself as entries are stored), so memory per entry is the flat index's.
+    pub fn compact(&mut self) {
+        self.index.compact();
     }
 }
 
