@@ -262,3 +262,97 @@ impl EncodedSnapshot {
         self.index.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ledger::test_support::{entry, MemoryReader};
+    use crate::core::ledger::LedgerBuilder;
+    use crate::core::rng::SeededRng;
+
+    /// A ledger over an in-memory log: `stored` entries from a bulk load, `added` ones
+    /// inserted and marked stored afterwards (they sit in the overlay).
+    fn ledger(stored: u64, added: u64) -> (Ledger, Arc<MemoryReader>) {
+        let reader = Arc::new(MemoryReader::default());
+        let mut builder = LedgerBuilder::new();
+        for i in 0..stored {
+            let e = entry(i * 7 % 101, i as u8, ["Ann", "Bo", "Cy"][i as usize % 3], 1);
+            reader.put(1000 + i, e.clone());
+            builder.push(&e, 1000 + i);
+        }
+        let (mut ledger, _) = builder.finish(reader.clone());
+        for i in 0..added {
+            let e = entry(50 + i * 3, 200 + i as u8, "Dee", i as i64 + 1);
+            reader.put(5000 + i, e.clone());
+            assert!(ledger.insert(e.clone()));
+            ledger.mark_stored(&e.key(), 5000 + i);
+        }
+        (ledger, reader)
+    }
+
+    fn encoded(ledger: &Ledger) -> Vec<u8> {
+        let encoded = ledger.snapshot().expect("every entry stored").encode();
+        encoded.parts().concat()
+    }
+
+    #[test]
+    fn a_snapshot_gives_back_the_same_ledger() {
+        let (ledger, reader) = ledger(40, 9);
+        let bytes = encoded(&ledger);
+        let mut buf = vec![0xee; 5];
+        buf.extend_from_slice(&bytes);
+        let end = buf.len();
+        let loaded = Ledger::from_snapshot(buf, 5..end, reader).unwrap();
+        assert_eq!(loaded.len(), 49);
+        assert_eq!(loaded.fingerprint(), ledger.fingerprint());
+        assert_eq!(loaded.totals(), ledger.totals());
+        assert_eq!(loaded.history(None), ledger.history(None));
+        assert_eq!(loaded.history(Some("Dee")), ledger.history(Some("Dee")));
+        assert_eq!(loaded.resident_len(), 0);
+        // Not every entry stored: no snapshot.
+        let mut unstored = ledger.clone();
+        unstored.insert(entry(999, 99, "Eve", 1));
+        assert!(unstored.snapshot().is_none());
+    }
+
+    /// Bytes that are not a snapshot are refused, never a panic: every single-byte change
+    /// of the head and state, random cuts and random bytes.
+    #[test]
+    fn bad_snapshot_bytes_are_refused_not_a_panic() {
+        let (ledger, reader) = ledger(30, 4);
+        let good = encoded(&ledger);
+        let load = |bytes: Vec<u8>| {
+            let end = bytes.len();
+            Ledger::from_snapshot(bytes, 0..end, reader.clone())
+        };
+        assert!(load(good.clone()).is_ok());
+        let index_start = good.len() - 34 * 40;
+        let mut rng = SeededRng::new(5);
+        for at in 0..good.len() {
+            // Every byte before the index; a sample of the index.
+            if at >= index_start && rng.below(4) != 0 {
+                continue;
+            }
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut bad = good.clone();
+                bad[at] ^= flip;
+                // Either refused, or (a change that keeps every rule, such as a target id
+                // or an offset) a ledger of the same size.
+                if let Ok(loaded) = load(bad) {
+                    assert_eq!(loaded.len(), ledger.len(), "byte {at}");
+                }
+            }
+        }
+        for len in 0..good.len() {
+            if len < 64 || rng.below(16) == 0 {
+                assert!(load(good[..len].to_vec()).is_err(), "cut to {len}");
+            }
+        }
+        for len in [0usize, 16, 100, 5000] {
+            let noise: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+            assert!(load(noise).is_err());
+        }
+        assert!(Ledger::from_snapshot(good.clone(), 10..5, reader.clone()).is_err());
+        assert!(Ledger::from_snapshot(good.clone(), 0..good.len() + 1, reader.clone()).is_err());
+    }
+}
