@@ -131,7 +131,7 @@ pub(crate) fn load(
             "larger than its log could need",
         ));
     }
-    let buf = std::fs::read(&path).map_err(CheckpointRejected::Io)?;
+    let buf = read_whole(&path, size).map_err(CheckpointRejected::Io)?;
     let (covers, body) = parse(&buf, group)?;
     let meta = log_file.metadata().map_err(CheckpointRejected::Io)?;
     if (meta.dev(), meta.ino()) != (covers.dev, covers.inode) {
@@ -160,6 +160,43 @@ pub(crate) fn load(
         ..covers
     };
     Ok(Loaded { ledger, covers })
+}
+
+/// Reads the file at `path`, about `size` bytes, in one read into a buffer the ledger then
+/// keeps (the index is used where it lies).
+///
+/// Most of loading a large checkpoint is the kernel faulting in the fresh buffer one 4 KB
+/// page at a time (a million entries: 10,000 faults, half the time of `lootsync points`),
+/// so the buffer is offered transparent huge pages first: 2 MB a fault where the system
+/// allows them (`madvise` mode), nothing changes where it does not.
+fn read_whole(path: &Path, size: u64) -> io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    let size = usize::try_from(size).map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+    // One byte more than expected, so a file that grew since is read whole.
+    let mut buf = Vec::with_capacity(size + 1);
+    advise_huge_pages(&mut buf);
+    io::Read::read_to_end(&mut file, &mut buf)?;
+    Ok(buf)
+}
+
+/// Asks for transparent huge pages over the page-aligned part of `buf`'s spare capacity
+/// (best effort: the advice is only a hint, and an error changes nothing).
+fn advise_huge_pages(buf: &mut Vec<u8>) {
+    const HUGE_PAGE: usize = 2 << 20;
+    const PAGE: usize = 4096;
+    let spare = buf.spare_capacity_mut();
+    if spare.len() < 2 * HUGE_PAGE {
+        return;
+    }
+    let start = spare.as_mut_ptr() as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let len = (start + spare.len()).saturating_sub(aligned) / PAGE * PAGE;
+    #[cfg(target_os = "linux")]
+    // SAFETY: the range lies inside memory this Vec owns and has not yet handed out;
+    // MADV_HUGEPAGE only changes how the kernel backs it, never its contents or validity.
+    unsafe {
+        libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
+    }
 }
 
 /// Checks a checkpoint's own checksum, version and group; returns its header and where its

@@ -12,6 +12,7 @@
 //! and the key positions in digest order (u32), which find an entry by digest alone.
 
 use super::snapshot::SnapshotError;
+use super::targets::NO_TARGET;
 use crate::proto::digest::{Digest, Key};
 use crate::proto::fingerprint::Fingerprint;
 use crate::proto::hlc::Hlc;
@@ -76,33 +77,51 @@ impl FlatIndex {
     }
 
     /// The index whose sections start at `start` in `buf` and hold `len` entries, as
-    /// [`FlatIndex::sections`] wrote them. Checks that they fit, that the keys are in strictly
-    /// increasing order and that every digest-order position is in range, so no later
-    /// lookup can go out of bounds or loop.
+    /// [`FlatIndex::sections`] wrote them, and the fingerprint of its entries. Checks that
+    /// they fit, that the keys are in strictly increasing order, that every digest-order
+    /// position is in range and every target id below `targets` (or [`NO_TARGET`]), so no
+    /// later lookup can go out of bounds or loop. One pass over the sections: at a million
+    /// entries this runs on every start-up.
     pub(super) fn from_bytes(
         buf: Arc<Vec<u8>>,
         start: usize,
         len: usize,
-    ) -> Result<FlatIndex, SnapshotError> {
+        targets: usize,
+    ) -> Result<(FlatIndex, Fingerprint), SnapshotError> {
         let end = len
             .checked_mul(ENTRY_BYTES)
             .and_then(|bytes| bytes.checked_add(start))
             .filter(|end| *end <= buf.len())
             .ok_or(SnapshotError::Truncated)?;
         let index = FlatIndex { buf, start, len };
-        debug_assert_eq!(index.sections().len(), end - start);
-        let mut previous: Option<Key> = None;
-        for i in 0..len {
-            let key = index.key(i);
-            if previous.is_some_and(|previous| previous >= key) {
+        let sections = &index.buf[start..end];
+        let (keys, rest) = sections.split_at(len * KEY_BYTES);
+        let (_offsets, rest) = rest.split_at(len * OFFSET_BYTES);
+        let (target_ids, positions) = rest.split_at(len * TARGET_BYTES);
+        let mut fingerprint = Fingerprint::default();
+        let mut previous: Option<(u64, u128)> = None;
+        let entries = keys
+            .chunks_exact(KEY_BYTES)
+            .zip(target_ids.chunks_exact(TARGET_BYTES))
+            .zip(positions.chunks_exact(POSITION_BYTES));
+        for (i, ((key, target), position)) in entries.enumerate() {
+            let at = le_u64(&key[..8]);
+            let mut digest = [0u8; 16];
+            digest.copy_from_slice(&key[8..]);
+            let digest = u128::from_be_bytes(digest);
+            if previous.is_some_and(|previous| previous >= (at, digest)) {
                 return Err(SnapshotError::Unsorted { position: i });
             }
-            previous = Some(key);
+            previous = Some((at, digest));
+            fingerprint.add(digest);
+            let target = le_u32(target);
+            if (target as usize >= targets && target != NO_TARGET)
+                || le_u32(position) as usize >= len
+            {
+                return Err(SnapshotError::BadPosition);
+            }
         }
-        if (0..len).any(|j| index.position(j) >= len) {
-            return Err(SnapshotError::BadPosition);
-        }
-        Ok(index)
+        Ok((index, fingerprint))
     }
 
     /// The four sections, as a checkpoint stores them.
@@ -348,7 +367,8 @@ mod tests {
 
         let mut bytes = vec![7u8; 3];
         bytes.extend_from_slice(merged.sections());
-        let reloaded = FlatIndex::from_bytes(Arc::new(bytes.clone()), 3, 500).unwrap();
+        let (reloaded, fingerprint) =
+            FlatIndex::from_bytes(Arc::new(bytes.clone()), 3, 500, 7).unwrap();
         for (i, e) in all.iter().enumerate() {
             assert_eq!(reloaded.entry(i), *e);
             assert_eq!(reloaded.find_digest(&e.key.digest), Some(i));
@@ -358,6 +378,11 @@ mod tests {
             fp
         });
         assert_eq!(reloaded.fingerprint(0, 500), expected);
+        assert_eq!(fingerprint, expected);
+        assert!(matches!(
+            FlatIndex::from_bytes(Arc::new(bytes), 3, 500, 6),
+            Err(SnapshotError::BadPosition)
+        ));
     }
 
     #[test]
@@ -365,24 +390,24 @@ mod tests {
         let flat = FlatIndex::build(&entries(50));
         let good = flat.sections().to_vec();
         assert!(matches!(
-            FlatIndex::from_bytes(Arc::new(good[..good.len() - 1].to_vec()), 0, 50),
+            FlatIndex::from_bytes(Arc::new(good[..good.len() - 1].to_vec()), 0, 50, 7),
             Err(SnapshotError::Truncated)
         ));
         assert!(matches!(
-            FlatIndex::from_bytes(Arc::new(good.clone()), 0, usize::MAX / 2),
+            FlatIndex::from_bytes(Arc::new(good.clone()), 0, usize::MAX / 2, 7),
             Err(SnapshotError::Truncated)
         ));
         let mut swapped = good.clone();
         swapped.copy_within(KEY_BYTES..2 * KEY_BYTES, 0);
         assert!(matches!(
-            FlatIndex::from_bytes(Arc::new(swapped), 0, 50),
+            FlatIndex::from_bytes(Arc::new(swapped), 0, 50, 7),
             Err(SnapshotError::Unsorted { position: 1 })
         ));
         let mut position_out_of_range = good;
         let last = position_out_of_range.len() - 4;
         position_out_of_range[last..].copy_from_slice(&50u32.to_le_bytes());
         assert!(matches!(
-            FlatIndex::from_bytes(Arc::new(position_out_of_range), 0, 50),
+            FlatIndex::from_bytes(Arc::new(position_out_of_range), 0, 50, 7),
             Err(SnapshotError::BadPosition)
         ));
     }

@@ -12,7 +12,7 @@
 use super::flat::{FlatEntry, FlatIndex, ENTRY_BYTES};
 use super::index::{EntryIndex, EntryReader};
 use super::replay::ReplayState;
-use super::targets::{Targets, NO_TARGET};
+use super::targets::Targets;
 use super::Ledger;
 use crate::core::roster::Roster;
 use crate::proto::digest::Key;
@@ -147,15 +147,9 @@ impl Ledger {
             ));
         }
         let targets = Targets::from_names(std::mem::take(&mut state.targets));
-        let base = FlatIndex::from_bytes(Arc::new(buf), index_start, count)?;
-        if (0..count).any(|i| {
-            let target = base.target(i);
-            target != NO_TARGET && target as usize >= targets.len()
-        }) {
-            return Err(SnapshotError::BadPosition);
-        }
+        let (base, sum) = FlatIndex::from_bytes(Arc::new(buf), index_start, count, targets.len())?;
         let fingerprint = state.fingerprint;
-        if base.fingerprint(0, count) != fingerprint {
+        if sum != fingerprint {
             return Err(SnapshotError::Inconsistent(
                 "the fingerprint does not match the index",
             ));
