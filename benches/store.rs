@@ -423,6 +423,8 @@ fn checkpoint_figures(count: usize, root: &Path) -> Vec<Figure> {
 
 /// Runs the real `lootsync` binary with `args` and waits for it; returns its wall time in
 /// seconds and its peak resident memory in bytes.
+// The child is reaped by `wait4` (which also gives its peak memory), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn run_binary(config: &Path, args: &[&str]) -> (f64, u64) {
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_lootsync"))
