@@ -18,8 +18,9 @@
 //! - Cold start with a valid checkpoint (load it, replay nothing past it), against the same
 //!   read + CRC32C pass over the log. Goal ≤ 2×.
 //! - Offline `points` and `adjust` (no daemon) with a checkpoint: in process
-//!   (`node::open_offline` plus the request) and as the real `lootsync` binary (wall time
-//!   and peak resident memory from `wait4`), against reading the checkpoint file once.
+//!   (`node::open_offline` plus the request) and as the real `lootsync` binary (wall time),
+//!   against reading the checkpoint file once; and the peak resident memory (VmHWM) of a
+//!   fresh process running the offline `points`.
 //!   Goals at 1,000,000 entries: `points` ≤ 50 ms and ≤ 100 MB, `adjust` ≤ 100 ms.
 //! - Writing a checkpoint, against a raw write of the same bytes plus one fdatasync.
 
@@ -50,6 +51,9 @@ const ENVELOPE_ALLOWANCE: usize = 100;
 const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// Set in the environment of the child that measures resident memory.
 const RSS_CHILD_ENV: &str = "LOOTSYNC_BENCH_RSS_STATE";
+/// Set in the environment of the child that runs one offline `points` and reports its
+/// peak resident memory.
+const OFFLINE_CHILD_ENV: &str = "LOOTSYNC_BENCH_OFFLINE_STATE";
 
 fn peer_config() -> PeerConfig {
     PeerConfigBuilder::new("bench")
@@ -422,33 +426,22 @@ fn checkpoint_figures(count: usize, root: &Path) -> Vec<Figure> {
 }
 
 /// Runs the real `lootsync` binary with `args` and waits for it; returns its wall time in
-/// seconds and its peak resident memory in bytes.
-// The child is reaped by `wait4` (which also gives its peak memory), not `Child::wait`.
-#[allow(clippy::zombie_processes)]
-fn run_binary(config: &Path, args: &[&str]) -> (f64, u64) {
+/// seconds.
+fn run_binary(config: &Path, args: &[&str]) -> f64 {
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_lootsync"))
+    let out = Command::new(env!("CARGO_BIN_EXE_lootsync"))
         .arg("--config")
         .arg(config)
         .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .expect("run lootsync");
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waits for our own child; `status` and `usage` are valid for writes. The
-    // child is reaped here, so `Child::wait` is never called on it.
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
     let took = started.elapsed().as_secs_f64();
-    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
     assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "lootsync {args:?} failed"
+        out.status.success(),
+        "lootsync {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    // ru_maxrss is in kilobytes on Linux.
-    (took, usage.ru_maxrss as u64 * 1024)
+    took
 }
 
 /// Offline `points` and `adjust` with a checkpoint, in process and as the real binary.
@@ -474,7 +467,9 @@ fn offline_figures(count: usize, root: &Path) -> Vec<Figure> {
     .unwrap();
     // Without a checkpoint (the first offline command after a log grew by more than
     // OFFLINE_CHECKPOINT_RECORDS, or a first run): a whole replay, which writes one.
-    let (first, first_peak) = run_binary(&config_file, &["points"]);
+    let (_, first_peak) = offline_peak(&state);
+    std::fs::remove_file(&checkpoint).expect("the first offline command wrote a checkpoint");
+    let first = run_binary(&config_file, &["points"]);
     assert!(
         checkpoint.exists(),
         "the first offline command wrote a checkpoint"
@@ -507,11 +502,10 @@ fn offline_figures(count: usize, root: &Path) -> Vec<Figure> {
     }
     let (mut points_bin, mut adjust_bin, mut peak) = (Vec::new(), Vec::new(), 0);
     for i in 0..7 {
-        let (took, rss) = run_binary(&config_file, &["points"]);
-        points_bin.push(took);
-        peak = peak.max(rss);
+        points_bin.push(run_binary(&config_file, &["points"]));
+        peak = peak.max(offline_peak(&state).1);
         let player = format!("player{i}");
-        let (took, _) = run_binary(
+        let took = run_binary(
             &config_file,
             &[
                 "adjust",
@@ -545,7 +539,7 @@ fn offline_figures(count: usize, root: &Path) -> Vec<Figure> {
             50.0,
         ),
         goal(
-            format!("offline `lootsync points`, {count} entries, checkpoint: peak resident memory of the binary"),
+            format!("offline points, {count} entries, checkpoint: peak resident memory of a fresh process running it"),
             peak_mb,
             None,
             "MB",
@@ -577,7 +571,7 @@ fn offline_figures(count: usize, root: &Path) -> Vec<Figure> {
             "ms",
         ),
         Figure::reported(
-            format!("offline `lootsync points`, {count} entries, no checkpoint yet: peak resident memory"),
+            format!("offline points, {count} entries, no checkpoint yet: peak resident memory of a fresh process running it"),
             first_peak_mb,
             None,
             "MB",
@@ -586,17 +580,58 @@ fn offline_figures(count: usize, root: &Path) -> Vec<Figure> {
 }
 
 fn rss_bytes() -> u64 {
+    status_kb("VmRSS:") * 1024
+}
+
+/// A field of /proc/self/status, in kB.
+fn status_kb(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS line");
+        .find(|l| l.starts_with(field))
+        .expect("status line");
     let kb: u64 = line
         .split_whitespace()
         .nth(1)
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS value");
-    kb * 1024
+        .expect("status value");
+    kb
+}
+
+/// In the child: one offline `points` as the CLI runs it; prints its seconds and the
+/// process's peak resident memory (VmHWM: this process image only, unlike the rusage of a
+/// spawned binary, which counts the parent it was forked from).
+fn offline_child(state: &Path) {
+    let config = Config {
+        node: "bench".into(),
+        state_dir: state.to_path_buf(),
+        ..Config::default()
+    };
+    let started = Instant::now();
+    let (mut peer, mut store) = node::open_offline(&config, node::system_unix_ms()).unwrap();
+    let totals = node::apply(&mut peer, &mut store, "bench", now(), Points {}).unwrap();
+    drop((peer, store));
+    let took = started.elapsed().as_secs_f64();
+    std::hint::black_box(totals);
+    println!("{took} {}", status_kb("VmHWM:") * 1024);
+}
+
+/// Runs one offline `points` in a fresh process; returns its seconds and peak memory.
+fn offline_peak(state: &Path) -> (f64, u64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(OFFLINE_CHILD_ENV, state)
+        .output()
+        .expect("run offline child");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let took: f64 = words.next().and_then(|v| v.parse().ok()).expect("seconds");
+    let peak: u64 = words.next().and_then(|v| v.parse().ok()).expect("peak");
+    (took, peak)
 }
 
 /// In the child: RSS with an empty log open, then with the big log open (both kept).
@@ -644,6 +679,10 @@ fn memory_figure(root: &Path) -> Figure {
 }
 
 fn main() {
+    if let Some(state) = std::env::var_os(OFFLINE_CHILD_ENV) {
+        offline_child(Path::new(&state));
+        return;
+    }
     if let Some(root) = std::env::var_os(RSS_CHILD_ENV) {
         rss_child(Path::new(&root));
         return;

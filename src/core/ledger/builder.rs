@@ -82,7 +82,6 @@ impl LedgerBuilder {
         let mut sums: Vec<Option<i64>> = vec![None; targets.len()];
         let mut roster_keys = BTreeSet::new();
         let mut fingerprint = Fingerprint::default();
-        let mut flat = Vec::with_capacity(records.len());
         for record in &records {
             fingerprint.add(record.key.digest.as_u128());
             match record.delta {
@@ -95,13 +94,7 @@ impl LedgerBuilder {
                     }
                 }
             }
-            flat.push(FlatEntry {
-                key: record.key,
-                offset: record.offset,
-                target: record.target,
-            });
         }
-        drop(records);
         let mut totals: BTreeMap<String, i64> = targets
             .names()
             .zip(sums)
@@ -109,14 +102,24 @@ impl LedgerBuilder {
             .collect();
         for (key, offset, name, delta) in unnamed {
             // Counted only if this record is the one kept for its key.
-            if let Ok(at) = flat.binary_search_by(|e| e.key.cmp(&key)) {
-                if flat[at].offset == offset {
+            if let Ok(at) = records.binary_search_by(|r| r.key.cmp(&key)) {
+                if records[at].offset == offset {
                     let total = totals.entry(name).or_insert(0);
                     *total = total.wrapping_add(delta);
                 }
             }
         }
-        let index = EntryIndex::from_flat(FlatIndex::build(&flat), targets, reader);
+        // Written straight from the records: no second per-entry copy at the peak.
+        let flat = FlatIndex::from_sorted(
+            records.len(),
+            records.iter().map(|record| FlatEntry {
+                key: record.key,
+                offset: record.offset,
+                target: record.target,
+            }),
+        );
+        drop(records);
+        let index = EntryIndex::from_flat(flat, targets, reader);
         let ledger = Ledger {
             index,
             fingerprint,

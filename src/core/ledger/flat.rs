@@ -63,6 +63,12 @@ impl FlatIndex {
         write_sections(entries.len(), entries.iter().copied())
     }
 
+    /// An index of the `len` entries `entries` yields, which must come in strictly
+    /// increasing key order.
+    pub(super) fn from_sorted(len: usize, entries: impl Iterator<Item = FlatEntry>) -> FlatIndex {
+        write_sections(len, entries)
+    }
+
     /// This index with `extra` added: `extra` in strictly increasing key order and
     /// disjoint from this index. Builds a new buffer; the old one lives on while shared.
     pub(super) fn merged(&self, extra: &[FlatEntry]) -> FlatIndex {
