@@ -58,6 +58,7 @@ impl std::fmt::Debug for FlatIndex {
 
 impl FlatIndex {
     /// An index of `entries`, which must be in strictly increasing key order.
+    #[cfg(test)]
     pub(super) fn build(entries: &[FlatEntry]) -> FlatIndex {
         debug_assert!(entries.windows(2).all(|w| w[0].key < w[1].key));
         write_sections(entries.len(), entries.iter().copied())
