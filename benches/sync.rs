@@ -389,7 +389,7 @@ fn bench_config(state_dir: &std::path::Path, node: &str, group_name: &str, port:
         ..Config::default()
     };
     config.group.name = group_name.into();
-    config.group.address = GROUP;
+    config.group.address = Some(GROUP);
     config.group.port = port;
     config.group.interface = Ipv4Addr::LOCALHOST;
     config.group.ttl = 1;

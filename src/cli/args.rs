@@ -15,12 +15,14 @@ pub const DEMO_DEFAULT_PORT: u16 = 47760;
     version,
     about = "Peer-to-peer loot-point ledger: every officer's adjustment, on every raider's machine",
     long_about = "Loot Sync keeps a raid group's loot-point adjustments identical on every member's \
-machine with no server. `lootsync run` is the peer daemon: it joins a UDP multicast group channel, \
+machine with no server. `lootsync run` is the peer daemon: it joins a UDP multicast group channel \
+on its LAN and contacts the peers listed in [peers] addresses (a hub, across the internet), \
 broadcasts new log entries and reconciles missing ones with its peers. The other commands talk to \
 the running daemon over its control socket, or, when no daemon is running, open the log directly \
 (that is how an officer adjusts points while offline; the change spreads when the daemon next \
 runs with its group).\n\nWithout --config, the embedded defaults are used: loopback interface \
-127.0.0.1, group 239.255.76.83:47683, state in ./lootsync-data."
+127.0.0.1, group 239.255.76.83:47683, state in ./lootsync-data (the example config, as `lootsync \
+init` writes it)."
 )]
 pub struct Cli {
     /// TOML config file (default: built-in loopback defaults, state in ./lootsync-data).
@@ -111,13 +113,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show the running daemon's node, sync state, peers and counters.
+    /// Show the running daemon's node, sync state, multicast group, listed addresses and how
+    /// they resolved, peers and counters.
     Status {
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List the peers the running daemon hears.
+    /// List the running daemon's peers: how each is reached (multicast, listed, learned),
+    /// its address, when last heard, in sync or not; listed addresses that never answered.
     Peers {
         /// Print JSON.
         #[arg(long)]

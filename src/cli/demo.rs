@@ -67,6 +67,7 @@ pub fn peer_config(root: &Path, node: &str, port: u16) -> Config {
         ..Config::default()
     };
     config.group.name = DEMO_GROUP.to_string();
+    config.group.address = Some(loot_sync::config::EXAMPLE_GROUP_ADDRESS);
     config.group.port = port;
     config.group.interface = Ipv4Addr::LOCALHOST;
     config.group.ttl = 1;

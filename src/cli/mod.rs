@@ -130,9 +130,8 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
     Ok(None)
 }
 
-/// The embedded defaults, used when no `--config` is given.
+/// The embedded defaults (the shipped example, multicast on loopback), used when no
+/// `--config` is given.
 fn default_config() -> Result<Config> {
-    let config = Config::default();
-    config.validate().context("embedded default config")?;
-    Ok(config)
+    loot_sync::config::starter::embedded().context("embedded default config")
 }

@@ -2,7 +2,7 @@
 //! export formats live with their commands; this is only what a person reads.
 
 use super::export;
-use loot_sync::control::{AdjustResult, PeerStatus, StatusResult};
+use loot_sync::control::{AdjustResult, ListedStatus, PeerStatus, StatusResult};
 use loot_sync::core::ledger::HistoryRow;
 use loot_sync::store::verify::VerifyReport;
 use std::collections::BTreeMap;
@@ -114,20 +114,70 @@ pub fn print_history(rows: &[HistoryRow], player: Option<&str>) {
     }
 }
 
-/// One line per peer the daemon hears.
+/// Text a peer chose (its node name), made safe for a terminal: control characters (an
+/// escape sequence could rewrite the screen) and the invisible characters that reorder or
+/// hide text (bidirectional overrides, zero-width marks) are shown as `\u{..}` escapes.
+pub fn terminal_safe(text: &str) -> String {
+    let mut safe = String::with_capacity(text.len());
+    for c in text.chars() {
+        let invisible = matches!(
+            c,
+            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
+        );
+        if c.is_control() || invisible {
+            safe.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            safe.push(c);
+        }
+    }
+    safe
+}
+
+/// One line per peer: name, how it is reached, address, when last heard, in sync or not.
 pub fn print_peers(peers: &[PeerStatus]) {
     for peer in peers {
+        let name = peer.name.as_deref().map_or("?".to_owned(), terminal_safe);
+        let heard = match peer.last_heard_ms_ago {
+            Some(ms) => format!("heard {ms:>6} ms ago"),
+            None => "never heard".to_owned(),
+        };
+        // A listed address nobody answered from says so, rather than "differs".
+        let state = match (&peer.node, peer.in_sync) {
+            (None, _) => "no answer yet",
+            (Some(_), true) => "in sync",
+            (Some(_), false) => "differs",
+        };
         println!(
-            "  {:<16} {:<22} heard {:>6} ms ago  {}",
-            peer.name.as_deref().unwrap_or("?"),
+            "  {name:<16} {:<9} {:<22} {heard:<21} {state}",
+            peer.reached.as_str(),
             peer.address,
-            peer.last_heard_ms_ago,
-            if peer.in_sync { "in sync" } else { "differs" }
         );
     }
 }
 
-/// The running daemon's node, sync state, peers and counters.
+/// One line per `[peers] addresses` entry: what it resolved to, or why it did not.
+pub fn print_listed(listed: &[ListedStatus]) {
+    for entry in listed {
+        let resolved = match entry.resolved.is_empty() {
+            true => "-".to_owned(),
+            false => entry.resolved.join(", "),
+        };
+        match &entry.error {
+            None if entry.resolved.is_empty() => {
+                println!("  {:<30} resolving", entry.address);
+            }
+            None => println!("  {:<30} {resolved}", entry.address),
+            Some(error) => println!(
+                "  {:<30} {resolved}  (does not resolve: {error}; {} failed lookup{} in a row)",
+                entry.address,
+                entry.failures,
+                if entry.failures == 1 { "" } else { "s" }
+            ),
+        }
+    }
+}
+
+/// The running daemon's node, sync state, how it reaches peers, peers and counters.
 pub fn print_status(status: &StatusResult) {
     println!("node:        {}", status.node);
     println!("group:       {}", status.group);
@@ -135,12 +185,39 @@ pub fn print_status(status: &StatusResult) {
         "sync:        {}",
         if status.sync_enabled { "on" } else { "off" }
     );
+    println!(
+        "multicast:   {}",
+        status.multicast.as_deref().unwrap_or("off")
+    );
+    if let Some(whisper) = &status.whisper {
+        println!("whisper:     {whisper}");
+    }
     println!("entries:     {}", status.entries);
     println!("fingerprint: {}", status.fingerprint);
+    if !status.listed.is_empty() {
+        println!("listed:      {}", status.listed.len());
+        print_listed(&status.listed);
+    }
     println!("peers:       {}", status.peers.len());
     print_peers(&status.peers);
     println!("counters:");
     for (name, value) in &status.counters {
         println!("  {name:<24} {value}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn peer_chosen_text_is_made_terminal_safe() {
+        assert_eq!(terminal_safe("bob"), "bob");
+        assert_eq!(terminal_safe("Zoë 🐉"), "Zoë 🐉");
+        assert_eq!(terminal_safe("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(terminal_safe("x\ny\rz\u{7f}"), "x\\u{a}y\\u{d}z\\u{7f}");
+        assert_eq!(terminal_safe("\u{202e}evil"), "\\u{202e}evil");
+        assert_eq!(terminal_safe("a\u{200b}b"), "a\\u{200b}b");
+        assert!(!terminal_safe("\u{9b}31m").chars().any(char::is_control));
     }
 }

@@ -1,13 +1,19 @@
-//! `[group]`: which ledger this peer belongs to and the multicast group its peers meet on.
+//! `[group]`: which ledger this peer belongs to and the multicast group its peers meet on,
+//! if any: without `address` a peer talks to listed (`[peers]`) and learned peers only.
 
 use super::{invalid, ConfigError};
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// Longest group name, in characters. The group name becomes a file name in `state_dir`.
 pub const MAX_GROUP_NAME_LEN: usize = 32;
 
-/// The multicast group shared by all peers of one ledger (`[group]`).
+/// The multicast group address the shipped example config and the built-in defaults of
+/// `lootsync run` (no `--config`) use. It lies in the organisation-local scope
+/// (239.255.0.0/16), which routers do not forward off-site.
+pub const EXAMPLE_GROUP_ADDRESS: Ipv4Addr = Ipv4Addr::new(239, 255, 76, 83);
+
+/// The ledger's name and the multicast group shared by the peers of one LAN (`[group]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GroupConfig {
@@ -15,9 +21,13 @@ pub struct GroupConfig {
     /// share one multicast group. It is also used as a file name, hence the restricted
     /// alphabet: 1 to 32 characters of `A-Z a-z 0-9 _ -`.
     pub name: String,
-    /// IPv4 multicast address the peers meet on. The default lies in the
-    /// organisation-local scope (239.255.0.0/16), which routers do not forward off-site.
-    pub address: Ipv4Addr,
+    /// IPv4 multicast address the peers of a LAN meet on. Unset (the default): no multicast
+    /// at all, so no group socket is opened and `port`, `interface` and `ttl` are ignored;
+    /// the peer then talks only to the `[peers]` it lists and the peers that contact it.
+    /// Kept optional rather than defaulted because a peer on a home connection or a hub has
+    /// no LAN group to join, and must not send multicast onto whatever network it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<Ipv4Addr>,
     /// UDP port of the multicast group; every peer of the group must use the same one.
     pub port: u16,
     /// Address of the local interface to join the group on. The loopback default only
@@ -32,7 +42,7 @@ impl Default for GroupConfig {
     fn default() -> Self {
         GroupConfig {
             name: "raid".to_owned(),
-            address: Ipv4Addr::new(239, 255, 76, 83),
+            address: None,
             port: 47683,
             interface: Ipv4Addr::LOCALHOST,
             ttl: 1,
@@ -41,15 +51,24 @@ impl Default for GroupConfig {
 }
 
 impl GroupConfig {
-    /// Checks the group name, the multicast address and the interface to join on.
+    /// The multicast group to join, as `address:port`, if multicast is on.
+    pub fn multicast(&self) -> Option<SocketAddrV4> {
+        self.address
+            .map(|address| SocketAddrV4::new(address, self.port))
+    }
+
+    /// Checks the group name, the multicast address and the interface to join on. `port`,
+    /// `interface` and `ttl` are checked even when `address` is unset and they are
+    /// ignored: a bad value is a mistake either way, and would bite the day multicast is
+    /// switched on.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         validate_group_name(&self.name).map_err(|m| invalid("group.name", m))?;
-        if !self.address.is_multicast() {
+        if let Some(address) = self.address.filter(|a| !a.is_multicast()) {
             return Err(invalid(
                 "group.address",
                 format!(
-                    "{} is not a multicast address (use one in 224.0.0.0/4, e.g. 239.255.76.83)",
-                    self.address
+                    "{address} is not a multicast address (use one in 224.0.0.0/4, e.g. \
+                     {EXAMPLE_GROUP_ADDRESS}; leave it out for no multicast at all)"
                 ),
             ));
         }
@@ -121,9 +140,26 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "invalid value for `group.address`: 10.0.0.1 is not a multicast address \
-             (use one in 224.0.0.0/4, e.g. 239.255.76.83)"
+             (use one in 224.0.0.0/4, e.g. 239.255.76.83; leave it out for no multicast at all)"
         );
         let e = parse("[group]\ninterface = \"0.0.0.0\"").unwrap_err();
         assert!(e.to_string().contains("LAN interface"), "{e}");
+    }
+
+    #[test]
+    fn address_is_optional_and_the_multicast_keys_stay_checked_without_it() {
+        let c = parse("[group]\nport = 5000\ninterface = \"10.1.2.3\"\nttl = 4").unwrap();
+        assert_eq!(c.group.address, None);
+        assert_eq!(c.group.multicast(), None);
+        let c = parse("[group]\naddress = \"239.1.2.3\"\nport = 5000").unwrap();
+        assert_eq!(c.group.multicast(), Some("239.1.2.3:5000".parse().unwrap()));
+        // Ignored without an address, but still a mistake.
+        assert_invalid("[group]\nport = 0", "group.port");
+        assert_invalid("[group]\nttl = 256", "group.ttl");
+        // Printed back without an `address` line, and read back the same.
+        let c = parse("[group]\nport = 5000").unwrap();
+        let printed = c.to_toml_string();
+        assert!(!printed.contains("address ="), "{printed}");
+        assert_eq!(parse(&printed).unwrap(), c);
     }
 }

@@ -23,6 +23,7 @@ mod control;
 mod duration;
 mod group;
 mod log;
+mod peers;
 mod security;
 pub mod starter;
 mod storage;
@@ -30,8 +31,12 @@ mod sync;
 mod whisper;
 
 pub use control::{ControlConfig, MAX_UNIX_GROUP_LEN};
-pub use group::{GroupConfig, MAX_GROUP_NAME_LEN};
+pub use group::{GroupConfig, EXAMPLE_GROUP_ADDRESS, MAX_GROUP_NAME_LEN};
 pub use log::LogConfig;
+pub use peers::{
+    PeerAddressError, PeerTarget, PeersConfig, MAX_LISTED_PEERS, MAX_RESOLVE_INTERVAL,
+    MIN_RESOLVE_INTERVAL,
+};
 pub use security::SecurityConfig;
 pub use storage::{FsyncPolicy, StorageConfig, MAX_BATCH_INTERVAL, MIN_BATCH_INTERVAL};
 pub use sync::{SyncConfig, MAX_CLOCK_DRIFT_LIMIT, MAX_HEARTBEAT, MAX_PEER_TIMEOUT, MIN_HEARTBEAT};
@@ -64,10 +69,14 @@ pub struct Config {
     /// from the daemon's working directory; services should use an absolute path such as
     /// `/var/lib/lootsync`.
     pub state_dir: PathBuf,
-    /// Which ledger this peer belongs to and where its peers are found (`[group]`).
+    /// Which ledger this peer belongs to and the multicast group its LAN peers meet on, if
+    /// any (`[group]`).
     pub group: GroupConfig,
-    /// Unicast socket for replies addressed to this peer only (`[whisper]`).
+    /// This daemon's unicast socket: replies, and everything to and from unicast peers
+    /// (`[whisper]`).
     pub whisper: WhisperConfig,
+    /// Unicast peers contacted by address, beyond the LAN (`[peers]`).
+    pub peers: PeersConfig,
     /// Timing of peer discovery and replication (`[sync]`).
     pub sync: SyncConfig,
     /// Diagnostic output (`[log]`).
@@ -87,6 +96,7 @@ impl Default for Config {
             state_dir: PathBuf::from("./lootsync-data"),
             group: GroupConfig::default(),
             whisper: WhisperConfig::default(),
+            peers: PeersConfig::default(),
             sync: SyncConfig::default(),
             log: LogConfig::default(),
             control: ControlConfig::default(),
@@ -169,6 +179,9 @@ impl Config {
 
         self.whisper.validate()?;
 
+        self.peers.validate()?;
+        self.check_peers_reachable()?;
+
         self.sync.validate()?;
 
         self.control.validate()?;
@@ -179,6 +192,32 @@ impl Config {
 
         self.log.validate()?;
         Ok(())
+    }
+
+    /// A whisper socket bound to loopback cannot send to another machine: listing a peer
+    /// elsewhere by IP with the default `whisper.bind` would fail only at run time, one
+    /// send error at a time. (Host names are checked when they resolve, by the daemon.)
+    fn check_peers_reachable(&self) -> Result<(), ConfigError> {
+        if !self.whisper.bind.ip().is_loopback() {
+            return Ok(());
+        }
+        let targets = self.peers.targets().unwrap_or_default();
+        let elsewhere = targets.iter().find_map(|target| match target {
+            PeerTarget::Ip(addr) if !addr.ip().is_loopback() => Some(addr),
+            _ => None,
+        });
+        match elsewhere {
+            Some(addr) => Err(invalid(
+                "peers.addresses",
+                format!(
+                    "{addr} is on another machine, but whisper.bind {} only reaches this one; \
+                     set whisper.bind to \"0.0.0.0:0\" (or a fixed port, or this machine's \
+                     address)",
+                    self.whisper.bind
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The group's root public key, if configured (already checked by `validate`).
@@ -299,11 +338,13 @@ mod tests {
         assert!(validate_node(&c.node).is_ok());
         assert_eq!(c.state_dir, PathBuf::from("./lootsync-data"));
         assert_eq!(c.group.name, "raid");
-        assert_eq!(c.group.address, Ipv4Addr::new(239, 255, 76, 83));
+        assert_eq!(c.group.address, None);
         assert_eq!(c.group.port, 47683);
         assert_eq!(c.group.interface, Ipv4Addr::new(127, 0, 0, 1));
         assert_eq!(c.group.ttl, 1);
         assert_eq!(c.whisper.bind, "127.0.0.1:0".parse().unwrap());
+        assert!(c.peers.addresses.is_empty());
+        assert_eq!(c.peers.resolve_interval, Duration::from_secs(60));
         assert!(c.sync.enabled);
         assert_eq!(c.sync.heartbeat, Duration::from_secs(2));
         assert_eq!(c.sync.peer_timeout, Duration::from_secs(10));
@@ -349,13 +390,17 @@ mod tests {
             state_dir: PathBuf::from("./lootsync-data"),
             group: GroupConfig {
                 name: "raid".to_owned(),
-                address: Ipv4Addr::new(239, 255, 76, 83),
+                address: Some(EXAMPLE_GROUP_ADDRESS),
                 port: 47683,
                 interface: Ipv4Addr::LOCALHOST,
                 ttl: 1,
             },
             whisper: WhisperConfig {
                 bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            },
+            peers: PeersConfig {
+                addresses: Vec::new(),
+                resolve_interval: Duration::from_secs(60),
             },
             sync: SyncConfig {
                 enabled: true,
@@ -374,11 +419,14 @@ mod tests {
             security: SecurityConfig::default(),
         };
         assert_eq!(c, expected);
-        // Apart from the node name, the example documents exactly the defaults.
-        let defaults = Config {
+        // Apart from the node name and the multicast group (which the defaults leave off,
+        // and the example sets so that it works on loopback as it is), the example
+        // documents exactly the defaults.
+        let mut defaults = Config {
             node: "alice".to_owned(),
             ..Config::default()
         };
+        defaults.group.address = Some(EXAMPLE_GROUP_ADDRESS);
         assert_eq!(c, defaults);
     }
 
@@ -415,6 +463,23 @@ mod tests {
         assert_invalid("node = \"a\\nb\"", "node");
         assert_invalid(&format!("node = \"{}\"", "n".repeat(65)), "node");
         assert_invalid("state_dir = \"\"", "state_dir");
+    }
+
+    #[test]
+    fn listed_peers_elsewhere_need_a_whisper_socket_that_reaches_them() {
+        assert_invalid(
+            "[peers]\naddresses = [\"198.51.100.7:47684\"]",
+            "peers.addresses",
+        );
+        let e =
+            parse("[peers]\naddresses = [\"127.0.0.1:1\", \"198.51.100.7:47684\"]").unwrap_err();
+        assert!(e.to_string().contains("0.0.0.0:0"), "{e}");
+        parse("[whisper]\nbind = \"0.0.0.0:0\"\n[peers]\naddresses = [\"198.51.100.7:1\"]")
+            .unwrap();
+        parse("[whisper]\nbind = \"10.0.0.2:0\"\n[peers]\naddresses = [\"198.51.100.7:1\"]")
+            .unwrap();
+        // Loopback to loopback, and names (checked once resolved) are fine.
+        parse("[peers]\naddresses = [\"127.0.0.1:1\", \"hub.example.org:2\"]").unwrap();
     }
 
     #[test]

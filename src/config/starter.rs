@@ -41,6 +41,16 @@ pub fn starter_config(node: &str) -> String {
     EXAMPLE_CONFIG.replacen(EXAMPLE_NODE_LINE, &format!("node = {quoted}"), 1)
 }
 
+/// The configuration `lootsync run` and the other commands use without `--config`: the
+/// starter config, so the built-in defaults are the shipped example and work on loopback
+/// as they are (multicast on 127.0.0.1), where [`Config::default`] has no multicast.
+pub fn embedded() -> Result<Config, crate::config::ConfigError> {
+    Config::from_toml_str(
+        &starter_config(&Config::default().node),
+        "<embedded defaults>",
+    )
+}
+
 /// Writes the starter config into `dir` (created if missing) and returns its path. The
 /// node name is this machine's hostname (the default `node`).
 pub fn write_starter(dir: &Path) -> Result<PathBuf, InitError> {
@@ -78,13 +88,17 @@ mod tests {
         let text = starter_config("raid box \"7\"");
         let config = Config::from_toml_str(&text, "<starter>").unwrap();
         assert_eq!(config.node, "raid box \"7\"");
-        assert_eq!(
-            config,
-            Config {
-                node: config.node.clone(),
-                ..Config::default()
-            }
-        );
+        let mut expected = Config {
+            node: config.node.clone(),
+            ..Config::default()
+        };
+        expected.group.address = Some(crate::config::EXAMPLE_GROUP_ADDRESS);
+        assert_eq!(config, expected);
+        assert_eq!(embedded().unwrap(), {
+            let mut embedded = expected.clone();
+            embedded.node = Config::default().node;
+            embedded
+        });
         assert!(
             text.contains("# Loot Sync example configuration."),
             "comments kept"

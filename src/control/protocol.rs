@@ -121,17 +121,64 @@ pub type PointsResult = BTreeMap<String, i64>;
 /// History rows in replay order.
 pub type HistoryResult = Vec<HistoryRow>;
 
-/// One peer as shown by `status`.
+/// How a peer reaches us, as `status` and `peers` show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerReach {
+    /// Heard on the multicast group channel recently (the default: daemons from before
+    /// unicast peers only had multicast).
+    #[default]
+    Multicast,
+    /// At an address listed in `[peers] addresses`.
+    Listed,
+    /// It contacted us by unicast (a spoke, as seen by a hub).
+    Learned,
+}
+
+impl PeerReach {
+    /// The word used in output: `multicast`, `listed` or `learned`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerReach::Multicast => "multicast",
+            PeerReach::Listed => "listed",
+            PeerReach::Learned => "learned",
+        }
+    }
+}
+
+/// One peer as shown by `status`: a peer heard recently, or a listed address (heard or not).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeerStatus {
-    /// Its node name, if announced.
+    /// Its node name, if announced. Chosen by the peer: may hold anything, so escape it
+    /// before printing it on a terminal.
     pub name: Option<String>,
-    /// Its whisper address.
+    /// Its node id (16 hex digits); `None` for a listed address nobody answered from.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Its address: where we send to it (the address its datagrams came from, as a NAT
+    /// shows it, or the listed address).
     pub address: String,
-    /// Milliseconds since we last heard it.
-    pub last_heard_ms_ago: u64,
+    /// How it reaches us.
+    #[serde(default)]
+    pub reached: PeerReach,
+    /// Milliseconds since we last heard it; `None` if never.
+    pub last_heard_ms_ago: Option<u64>,
     /// Whether its last reported fingerprint equals ours.
     pub in_sync: bool,
+}
+
+/// One entry of `[peers] addresses` and how it resolved, as shown by `status`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListedStatus {
+    /// The address as configured (`host:port` or `IP:port`).
+    pub address: String,
+    /// The addresses contacted for it: the last successful resolution, kept while later
+    /// lookups fail. Empty until the name first resolves.
+    pub resolved: Vec<String>,
+    /// Why the last lookup failed, if it did.
+    pub error: Option<String>,
+    /// Lookups failed in a row (0 once it resolves).
+    pub failures: u64,
 }
 
 /// Result of `status`.
@@ -143,12 +190,22 @@ pub struct StatusResult {
     pub group: String,
     /// Whether sync is on.
     pub sync_enabled: bool,
+    /// The multicast group and the interface it is joined on (`"239.255.76.83:47683 on
+    /// 127.0.0.1"`); `None` without multicast.
+    #[serde(default)]
+    pub multicast: Option<String>,
+    /// Our whisper (unicast) address as bound; peers on other networks need its port.
+    #[serde(default)]
+    pub whisper: Option<String>,
     /// Entries in the log.
     pub entries: usize,
     /// Set fingerprint (count:hash prefix).
     pub fingerprint: String,
-    /// Known peers.
+    /// Known peers, then listed addresses no known peer answers from.
     pub peers: Vec<PeerStatus>,
+    /// `[peers] addresses` and how each resolved, in configuration order.
+    #[serde(default)]
+    pub listed: Vec<ListedStatus>,
     /// Counters: datagrams sent/received, drops by reason, sessions.
     pub counters: BTreeMap<String, u64>,
 }

@@ -12,6 +12,7 @@ use super::commit::Committer;
 use super::error::RequestError;
 use super::event::{Event, Outgoing};
 use super::options::DaemonOptions;
+use super::resolve::ListedUpdate;
 use super::status::{self, DriverCounters};
 use crate::config::{Config, FsyncPolicy};
 use crate::control::{
@@ -43,10 +44,16 @@ pub(super) struct Driver {
     pub checkpoints: super::checkpoint::Checkpoints,
     pub store: LogStore,
     pub peer: Peer,
-    /// Shared with its receive loop; the core joins and leaves the group on it.
-    pub group_socket: Arc<UdpSocket>,
-    /// Where group datagrams are sent.
-    pub group_addr: SocketAddr,
+    /// Shared with its receive loop; the core joins and leaves the group on it. `None`
+    /// without multicast.
+    pub group_socket: Option<Arc<UdpSocket>>,
+    /// Where group datagrams are sent; `None` without multicast.
+    pub group_addr: Option<SocketAddr>,
+    /// The whisper socket's bound address (for status).
+    pub whisper_addr: SocketAddr,
+    /// The listed addresses last handed to the peer, and how each configured address
+    /// resolved (for status).
+    pub listed: ListedUpdate,
     /// Datagrams for the send task.
     pub outbox: tokio::sync::mpsc::Sender<Outgoing>,
     /// Room in the inbox; one slot comes back per datagram taken.
@@ -154,6 +161,14 @@ impl Driver {
                 self.peer.handle_datagram(now, channel, from, &bytes);
             }
             Event::Control(request, reply) => self.serve(now, request, reply),
+            Event::Listed(update) => {
+                // Only a changed set goes to the peer: it contacts new addresses at once.
+                if update.addresses != self.listed.addresses {
+                    self.warn_if_unreachable(&update.addresses);
+                    self.peer.set_listed_peers(now, update.addresses.clone());
+                }
+                self.listed = update;
+            }
             Event::Flushed(outcome) => {
                 self.flushing = false;
                 self.finish_flush(outcome);
@@ -200,6 +215,29 @@ impl Driver {
         }
     }
 
+    /// Warns when a listed name resolved to another machine while the whisper socket is
+    /// bound to loopback, from which no datagram can reach it (config validation catches
+    /// IP literals; names are only known now). Once per new set of addresses.
+    fn warn_if_unreachable(&self, addresses: &[SocketAddr]) {
+        if !self.whisper_addr.ip().is_loopback() {
+            return;
+        }
+        let elsewhere: Vec<String> = addresses
+            .iter()
+            .filter(|addr| !addr.ip().is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if !elsewhere.is_empty() {
+            warn!(
+                "listed peers {} are on other machines, but whisper.bind {} only reaches this \
+                 one: nothing will reach them; set whisper.bind to \"0.0.0.0:0\" (or a fixed \
+                 port)",
+                elsewhere.join(", "),
+                self.whisper_addr
+            );
+        }
+    }
+
     /// Starts a group commit of merged remote entries on the commit thread.
     fn start_flush(&mut self) {
         self.flush_at = None;
@@ -220,7 +258,12 @@ impl Driver {
     fn execute_actions(&mut self) {
         for action in self.peer.drain_actions() {
             let (to, bytes) = match action {
-                Action::SendGroup(bytes) => (self.group_addr, bytes),
+                Action::SendGroup(bytes) => match self.group_addr {
+                    Some(group) => (group, bytes),
+                    // The peer is told it has no multicast and sends none; were it to,
+                    // there is no group to send to.
+                    None => continue,
+                },
                 Action::SendTo(addr, bytes) => (addr, bytes),
                 Action::Persist { entries, keys } => {
                     self.persist(entries, keys);
@@ -307,6 +350,8 @@ impl Driver {
                 &self.peer,
                 &self.store,
                 &self.counters,
+                self.whisper_addr,
+                &self.listed,
                 now,
             ))),
             Request::Sync(SwitchSync { enabled }) => {
@@ -388,15 +433,19 @@ impl Driver {
 
     /// Leaves the multicast group while sync is off, so not even group datagrams reach
     /// this host's socket for us (the peer sends none either); joins again when it is on.
+    /// Without multicast there is no group to join or leave: nothing to do.
     fn set_group_membership(&mut self, member: bool) {
         if member == self.group_member {
             return;
         }
-        let (group, interface) = (self.config.group.address, self.config.group.interface);
+        let (Some(socket), Some(group)) = (&self.group_socket, self.config.group.address) else {
+            return;
+        };
+        let interface = self.config.group.interface;
         let result = if member {
-            self.group_socket.join_multicast_v4(group, interface)
+            socket.join_multicast_v4(group, interface)
         } else {
-            self.group_socket.leave_multicast_v4(group, interface)
+            socket.leave_multicast_v4(group, interface)
         };
         match result {
             Ok(()) => {

@@ -10,6 +10,10 @@ use thiserror::Error;
 /// The daemon could not start.
 #[derive(Debug, Error)]
 pub enum DaemonError {
+    /// The configuration is invalid (the daemon checks it again: a `Config` built in code
+    /// has not been through `Config::load`).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The log could not be opened (locked, damaged, unreadable).
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -2,6 +2,7 @@
 //! what it hands the send task ([`Outgoing`]). In a file of their own so the core thread, the
 //! socket tasks and the commit thread all depend on them and not on each other.
 
+use super::resolve::ListedUpdate;
 use crate::control::{Outcome, Request};
 use crate::core::sync::Channel;
 use std::net::SocketAddr;
@@ -20,6 +21,9 @@ pub(super) enum Event {
     },
     /// A control request and where its reply goes.
     Control(Request, oneshot::Sender<Outcome>),
+    /// `[peers] addresses` were resolved (again): the addresses to contact and how each
+    /// configured address resolved.
+    Listed(ListedUpdate),
     /// The group commit in flight finished with this outcome.
     Flushed(std::io::Result<()>),
     /// Graceful shutdown: send what is queued, flush, remove the control socket, unlock.
@@ -31,7 +35,7 @@ pub(super) enum Event {
 /// A datagram the core thread wants sent.
 #[derive(Debug)]
 pub(super) struct Outgoing {
-    /// Where to (the group address for multicast).
+    /// Where to (the group address for multicast, a peer's address for unicast).
     pub to: SocketAddr,
     /// The sealed datagram.
     pub bytes: Vec<u8>,

@@ -18,13 +18,18 @@
 //!   forwards them to the core thread with a channel for the reply;
 //! * the **group-commit thread** (`commit`) runs the fdatasync of merged remote entries
 //!   and reports back to the core thread as an event;
+//! * the **resolver task** ([`resolve`]) looks up the `[peers]` host names at start-up and
+//!   every `resolve_interval`, and hands the core thread the addresses as an event (a slow
+//!   DNS server must not stall the core; a name that does not resolve is a warning and a
+//!   retry, never a failure);
 //! * **history** is built on a short-lived thread from a snapshot of the index, so reading
 //!   a big log back stalls neither sync nor the sockets;
 //! * a **checkpoint** of the log (`checkpoint`) is written from time to time on a
 //!   short-lived thread of its own, from a snapshot the core thread takes.
 //!
-//! The core thread also holds the group socket, to join and leave the multicast group when
-//! sync is switched (plain system calls that never wait).
+//! The core thread also holds the group socket, if there is one (no `[group] address`, no
+//! multicast and no group socket), to join and leave the multicast group when sync is
+//! switched (plain system calls that never wait).
 //!
 //! Why a thread and not a core that asks for bodies through actions: the ledger reads bodies
 //! deep inside replay and answering, and splitting every such read into a request and a
@@ -61,6 +66,7 @@ mod io;
 pub mod net;
 pub mod notify;
 mod options;
+mod resolve;
 mod running;
 mod start;
 mod status;

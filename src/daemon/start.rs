@@ -8,6 +8,7 @@ use super::event::Event;
 use super::io::{self, Inbox, INBOX_DATAGRAMS, OUTBOX_DATAGRAMS};
 use super::net;
 use super::options::DaemonOptions;
+use super::resolve::{self, ListedUpdate};
 use super::running::RunningDaemon;
 use super::status::DriverCounters;
 use crate::config::Config;
@@ -30,6 +31,7 @@ use tracing::{info, warn, Instrument};
 /// its socket tasks and control server in the current tokio runtime. Errors in set-up are
 /// returned here; once running, the daemon only stops when told to.
 pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaemon, DaemonError> {
+    config.validate()?;
     let span = tracing::info_span!("node", name = %config.node);
     // Keys first: a key file others can read must stop the daemon before it touches anything.
     let sealer = {
@@ -102,30 +104,52 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
                 warn_if_no_valid_roster(peer.ledger(), root)
             }
         };
+        let multicast = match sockets.group_addr {
+            Some(group) => format!("multicast {group} on {}", config.group.interface),
+            None => "no multicast".to_owned(),
+        };
         info!(
-            "lootsync {} node {} group {} on {} (whisper {}): {} entries, {} players, log {}",
+            "lootsync {} node {} group {} ({multicast}, whisper {}, {} listed peers): {} \
+             entries, {} players, log {}",
             env!("CARGO_PKG_VERSION"),
             config.node,
             config.group.name,
-            sockets.group_addr,
             sockets.whisper_addr,
+            config.peers.addresses.len(),
             report.entries,
             peer.ledger().totals().len(),
             store.path().display()
         );
+        if sockets.group_addr.is_none() && config.peers.addresses.is_empty() {
+            // Right for a hub; on a LAN it is a forgotten `[group] address`, which used to
+            // have a default: say so rather than sit silent.
+            info!(
+                "no [group] address and no [peers] addresses: this daemon only talks to peers \
+                 that contact it at {} (fine for a hub; on a LAN set [group] address)",
+                sockets.whisper_addr
+            );
+        }
         warned
     };
 
     let (events, core_events) = mpsc::channel::<Event>();
     let committer = Committer::spawn(events.clone()).map_err(DaemonError::CoreThread)?;
-    let group_socket = Arc::new(sockets.group);
+    let group_socket = sockets.group.map(Arc::new);
     let whisper_socket = Arc::new(sockets.whisper);
     let inbox_slots = Arc::new(Semaphore::new(INBOX_DATAGRAMS));
     let (outbox, outgoing) = tokio::sync::mpsc::channel(OUTBOX_DATAGRAMS);
     let send_errors = Arc::new(AtomicU64::new(0));
     let drop_rng = SeededRng::new(options.seed.unwrap_or(0) ^ 0x5eed);
-    // `net::open` joins the group only when sync starts on.
-    let group_member = config.sync.enabled;
+    // `net::open` joins the group only when sync starts on (and only if there is one).
+    let group_member = config.sync.enabled && group_socket.is_some();
+    // Already checked by `validate` above; the error is kept rather than unwrapped.
+    let listed_targets = config.peers.targets().map_err(|err| {
+        DaemonError::Config(crate::config::ConfigError::Invalid {
+            key: "peers.addresses",
+            message: err.to_string(),
+        })
+    })?;
+    let resolve_interval = config.peers.resolve_interval;
     let observer = options.observer.clone();
     let driver = Driver {
         config,
@@ -135,6 +159,8 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         peer,
         group_socket: group_socket.clone(),
         group_addr: sockets.group_addr,
+        whisper_addr: sockets.whisper_addr,
+        listed: ListedUpdate::default(),
         outbox,
         inbox_slots: inbox_slots.clone(),
         committer,
@@ -171,17 +197,27 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         // A send error means the core thread is gone; dropping `reply` tells the client.
         let _ = control_events.send(Event::Control(request, reply));
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(
-            io::receive_loop(group_socket, Channel::Group, receivers.clone())
-                .instrument(span.clone()),
-        ),
-        tokio::spawn(
-            io::receive_loop(whisper_socket.clone(), Channel::Whisper, receivers)
+            io::receive_loop(whisper_socket.clone(), Channel::Whisper, receivers.clone())
                 .instrument(span.clone()),
         ),
         tokio::spawn(control::server::serve(listener, dispatch).instrument(span.clone())),
     ];
+    if let Some(group_socket) = group_socket {
+        tasks.push(tokio::spawn(
+            io::receive_loop(group_socket, Channel::Group, receivers).instrument(span.clone()),
+        ));
+    }
+    if !listed_targets.is_empty() {
+        let resolving = resolve::resolve_loop(
+            listed_targets,
+            resolve_interval,
+            resolve::SystemLookup,
+            events.clone(),
+        );
+        tasks.push(tokio::spawn(resolving.instrument(span.clone())));
+    }
     let sender =
         tokio::spawn(io::send_loop(whisper_socket, outgoing, send_errors).instrument(span));
     Ok(RunningDaemon {
@@ -197,11 +233,15 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
 /// Loads the group key(s) named in `[security]`, or warns loudly that traffic is in the clear.
 fn security(config: &Config) -> Result<Sealer, GroupKeyError> {
     let Some(current) = &config.security.group_key_file else {
+        let reach = match config.group.multicast() {
+            Some(group) => format!("group {group} or this daemon"),
+            None => "this daemon".to_owned(),
+        };
         warn!(
-            "NO GROUP KEY: datagrams are sent in the clear and anyone who can reach group {}:{} \
-             can read the ledger and add entries. Fine for a loopback trial; on a LAN set \
-             [security] group_key_file (make one with `lootsync keygen group FILE`)",
-            config.group.address, config.group.port
+            "NO GROUP KEY: datagrams are sent in the clear and anyone who can reach {reach} \
+             can read the ledger and add entries. Fine for a loopback trial; on a LAN or the \
+             internet set [security] group_key_file (make one with `lootsync keygen group \
+             FILE`)"
         );
         return Ok(Sealer::clear());
     };

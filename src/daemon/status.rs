@@ -1,10 +1,13 @@
 //! What `lootsync status` shows: the peer's view plus the daemon's own counters.
 
+use super::resolve::ListedUpdate;
 use crate::config::Config;
-use crate::control::{PeerStatus, StatusResult};
-use crate::core::sync::{Now, Peer};
+use crate::control::{ListedStatus, PeerReach, PeerStatus, StatusResult};
+use crate::core::sync::{Now, Peer, Reach};
 use crate::store::LogStore;
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -27,6 +30,8 @@ pub(super) fn status(
     peer: &Peer,
     store: &LogStore,
     daemon: &DriverCounters,
+    whisper: SocketAddr,
+    listed: &ListedUpdate,
     now: Now,
 ) -> StatusResult {
     let ours = peer.ledger().fingerprint();
@@ -73,17 +78,67 @@ pub(super) fn status(
         node: config.node.clone(),
         group: config.group.name.clone(),
         sync_enabled: peer.sync_enabled(),
+        multicast: config
+            .group
+            .multicast()
+            .map(|group| format!("{group} on {}", config.group.interface)),
+        whisper: Some(whisper.to_string()),
         entries: peer.ledger().len(),
         fingerprint: ours.short(),
-        peers: peer
-            .peers()
-            .map(|p| PeerStatus {
-                name: p.name.clone(),
-                address: p.whisper.to_string(),
-                last_heard_ms_ago: now.mono_ms.saturating_sub(p.last_heard_ms),
-                in_sync: p.fingerprint == Some(ours),
+        peers: peers(peer, now),
+        listed: listed
+            .names
+            .iter()
+            .map(|name| ListedStatus {
+                address: name.target.clone(),
+                resolved: name.resolved.iter().map(ToString::to_string).collect(),
+                error: name.error.clone(),
+                failures: name.failures,
             })
             .collect(),
         counters,
+    }
+}
+
+/// The peers heard recently, then each listed address that no peer in that list answers
+/// from (never heard, or silent for longer than the peer timeout).
+fn peers(peer: &Peer, now: Now) -> Vec<PeerStatus> {
+    let ours = peer.ledger().fingerprint();
+    let ago = |at: u64| now.mono_ms.saturating_sub(at);
+    let mut rows: Vec<PeerStatus> = peer
+        .peers()
+        .map(|p| PeerStatus {
+            name: p.name.clone(),
+            node: Some(format!("{:016x}", p.node)),
+            address: p.whisper.to_string(),
+            reached: reach(p.reached),
+            last_heard_ms_ago: Some(ago(p.last_heard_ms)),
+            in_sync: p.fingerprint == Some(ours),
+        })
+        .collect();
+    let known: BTreeSet<_> = peer.peers().map(|p| p.node).collect();
+    for listed in peer.listed() {
+        if listed.node.is_some_and(|node| known.contains(&node)) {
+            continue;
+        }
+        rows.push(PeerStatus {
+            name: None,
+            node: listed.node.map(|node| format!("{node:016x}")),
+            address: listed.address.to_string(),
+            reached: PeerReach::Listed,
+            last_heard_ms_ago: listed.last_heard_ms.map(ago),
+            in_sync: false,
+        });
+    }
+    rows
+}
+
+/// The core's answer in the control protocol's terms (which stay stable if the core's
+/// change).
+fn reach(reached: Reach) -> PeerReach {
+    match reached {
+        Reach::Multicast => PeerReach::Multicast,
+        Reach::Listed => PeerReach::Listed,
+        Reach::Learned => PeerReach::Learned,
     }
 }

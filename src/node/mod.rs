@@ -39,6 +39,7 @@ pub fn peer_config(config: &Config, whisper_port: u16) -> PeerConfig {
         group: config.group.name.clone(),
         whisper_port,
         sync_enabled: config.sync.enabled,
+        multicast: config.group.address.is_some(),
         heartbeat_ms: config.sync.heartbeat.as_millis() as u64,
         peer_timeout_ms: config.sync.peer_timeout.as_millis() as u64,
         max_clock_drift_ms: config.sync.max_clock_drift.as_millis() as u64,

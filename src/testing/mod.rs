@@ -1,4 +1,4 @@
-//! Test support shared by the unit tests, the simulator (`tests/sim.rs`), the benches and
+//! Test support shared by the unit tests, the simulators (`tests/sim.rs`, `tests/sim_hub.rs`), the benches and
 //! the fuzz targets; the daemon never uses it.
 //!
 //! - `world`: [`World`], sans-IO peers on a simulated network in virtual time.
@@ -7,7 +7,9 @@
 //! - `peer_config`: [`PeerConfigBuilder`], a sync [`PeerConfig`] for tests.
 //!
 //! The world models what the daemon meets on a LAN (loss, duplication, delay, partitions,
-//! finite receive buffers, crashes) and drives each peer the way the daemon drives one.
+//! finite receive buffers, crashes) and beyond it (multicast domains, one-way multicast,
+//! NAT that rewrites source ports and drops unsolicited inbound), and drives each peer the
+//! way the daemon drives one.
 //!
 //! [`PeerConfig`]: crate::core::sync::PeerConfig
 
@@ -17,6 +19,6 @@ mod peer_config;
 mod world;
 
 pub use entry::EntryBuilder;
-pub use network::{NetCounters, Network, ReceiveLimit};
+pub use network::{Nat, NetCounters, Network, ReceiveLimit};
 pub use peer_config::PeerConfigBuilder;
 pub use world::{node_addr, Disk, NoDisk, World, BASE_UNIX_MS, WHISPER_BASE_PORT};

@@ -4,7 +4,7 @@
 use super::world::node_addr;
 use crate::core::sync::{PeerConfig, Tuning};
 
-/// Builds a [`PeerConfig`]. Starts in group `raid`, whisper port 1000, sync on, a HELLO
+/// Builds a [`PeerConfig`]. Starts in group `raid`, whisper port 1000, multicast, sync on, a HELLO
 /// every second, peers forgotten after 5 s of silence, clocks pulled at most an hour ahead,
 /// default [`Tuning`].
 ///
@@ -26,6 +26,7 @@ impl PeerConfigBuilder {
                 node_name: node_name.into(),
                 group: "raid".into(),
                 whisper_port: 1000,
+                multicast: true,
                 sync_enabled: true,
                 heartbeat_ms: 1000,
                 peer_timeout_ms: 5000,
@@ -80,6 +81,25 @@ impl PeerConfigBuilder {
     /// All protocol knobs at once.
     pub fn tuning(mut self, tuning: Tuning) -> PeerConfigBuilder {
         self.config.tuning = tuning;
+        self
+    }
+
+    /// Whether the peer uses the multicast group (`false`: unicast only, never
+    /// [`Action::SendGroup`](crate::core::sync::Action::SendGroup)).
+    pub fn multicast(mut self, multicast: bool) -> PeerConfigBuilder {
+        self.config.multicast = multicast;
+        self
+    }
+
+    /// Longest wait between two HELLOs to a silent listed peer.
+    pub fn listed_retry_max_ms(mut self, ms: u64) -> PeerConfigBuilder {
+        self.config.tuning.listed_retry_max_ms = ms;
+        self
+    }
+
+    /// Most learned unicast peers kept as destinations.
+    pub fn max_learned_peers(mut self, max: usize) -> PeerConfigBuilder {
+        self.config.tuning.max_learned_peers = max;
         self
     }
 

@@ -9,14 +9,14 @@
 //! the bodies in memory). Every network decision comes from one seeded generator, so a
 //! world replays exactly.
 
-use super::network::{NetCounters, Network};
+use super::network::{NetCounters, Network, Route};
 use crate::core::rng::SeededRng;
 use crate::core::sync::{Action, Channel, Now, Peer};
 use crate::proto::digest::Key;
 use crate::proto::entry::Entry;
 use ::core::net::SocketAddr;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::rc::Rc;
 
@@ -76,6 +76,8 @@ struct Delivery {
     to: usize,
     group: bool,
     from: usize,
+    /// The source address the receiver sees (a NAT may have rewritten it).
+    src: SocketAddr,
     bytes: Rc<Vec<u8>>,
 }
 
@@ -101,6 +103,8 @@ struct Node {
 pub struct World<D: Disk = NoDisk> {
     now: u64,
     nodes: Vec<Node>,
+    /// Each node by its own address.
+    by_addr: HashMap<SocketAddr, usize>,
     in_flight: BinaryHeap<Reverse<Delivery>>,
     seq: u64,
     /// Network decisions (loss, duplication, delay) only.
@@ -147,6 +151,7 @@ impl<D: Disk> World<D> {
         World {
             now: 0,
             nodes: Vec::new(),
+            by_addr: HashMap::new(),
             in_flight: BinaryHeap::new(),
             seq: 0,
             rng,
@@ -206,6 +211,7 @@ impl<D: Disk> World<D> {
             rx_ms: 0,
             rx_done: 0,
         });
+        self.by_addr.entry(node_addr(index)).or_insert(index);
         self.net.add_node();
         self.counters.sent_to_node.push(0);
         index
@@ -223,7 +229,11 @@ impl<D: Disk> World<D> {
     /// [`node_addr`] (the peer must advertise `addr`'s port).
     pub fn insert_at(&mut self, addr: SocketAddr, peer: Peer) -> usize {
         let index = self.add_node(0);
+        if self.by_addr.get(&self.nodes[index].addr) == Some(&index) {
+            self.by_addr.remove(&self.nodes[index].addr);
+        }
         self.nodes[index].addr = addr;
+        self.by_addr.insert(addr, index);
         self.nodes[index].started_at = 0;
         self.nodes[index].peer = Some(peer);
         self.dispatch(index);
@@ -454,22 +464,27 @@ impl<D: Disk> World<D> {
                     self.counters.sent_group += 1;
                     self.note_sent(i, usize::MAX, &bytes);
                     let bytes = Rc::new(bytes);
+                    let src = self.nodes[i].addr;
                     for j in 0..self.nodes.len() {
-                        if j != i {
-                            self.transmit(i, j, true, &bytes);
+                        if self.net.multicast_reaches(i, j) {
+                            self.transmit(i, j, true, src, &bytes);
                         }
                     }
                 }
                 Action::SendTo(addr, bytes) => {
                     self.counters.sent += 1;
                     self.counters.sent_to += 1;
-                    let Some(j) = self.nodes.iter().position(|node| node.addr == addr) else {
-                        self.counters.unknown_dest += 1;
-                        continue;
-                    };
-                    self.counters.sent_to_node[j] += 1;
-                    self.note_sent(i, j, &bytes);
-                    self.transmit(i, j, false, &Rc::new(bytes));
+                    let from_addr = self.nodes[i].addr;
+                    match self.net.route(self.now, i, from_addr, addr, &self.by_addr) {
+                        Route::Deliver { to, seen_from } => {
+                            self.counters.sent_to_node[to] += 1;
+                            self.note_sent(i, to, &bytes);
+                            self.transmit(i, to, false, seen_from, &Rc::new(bytes));
+                        }
+                        Route::Unknown => self.counters.unknown_dest += 1,
+                        Route::Unreachable => self.counters.unreachable += 1,
+                        Route::NatDropped => self.counters.nat_dropped += 1,
+                    }
                 }
                 Action::Persist { entries, keys } => {
                     self.counters.persisted += entries.len() as u64;
@@ -508,8 +523,15 @@ impl<D: Disk> World<D> {
     }
 
     /// Puts one copy (or two, when duplicated) of a datagram on the wire from `from` to `to`.
-    fn transmit(&mut self, from: usize, to: usize, group: bool, bytes: &Rc<Vec<u8>>) {
-        if self.net.blocked[from][to] {
+    fn transmit(
+        &mut self,
+        from: usize,
+        to: usize,
+        group: bool,
+        src: SocketAddr,
+        bytes: &Rc<Vec<u8>>,
+    ) {
+        if self.net.blocked[from][to] || group && self.net.group_blocked[from][to] {
             self.counters.blocked += 1;
             return;
         }
@@ -533,6 +555,7 @@ impl<D: Disk> World<D> {
                 to,
                 group,
                 from,
+                src,
                 bytes: bytes.clone(),
             }));
         }
@@ -602,9 +625,8 @@ impl<D: Disk> World<D> {
                 } else {
                     Channel::Whisper
                 };
-                let from = self.nodes[d.from].addr;
                 let peer = self.nodes[i].peer.as_mut().expect("up");
-                peer.handle_datagram(now, channel, from, &d.bytes);
+                peer.handle_datagram(now, channel, d.src, &d.bytes);
                 self.dispatch(i);
             }
         }

@@ -54,7 +54,7 @@ pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
         ..Config::default()
     };
     config.group.name = group_name(port);
-    config.group.address = GROUP;
+    config.group.address = Some(GROUP);
     config.group.port = port;
     config.group.interface = LOOPBACK;
     config.group.ttl = 1;
@@ -63,6 +63,30 @@ pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
     config.sync.peer_timeout = Duration::from_millis(1500);
     config.validate().expect("test config is valid");
     config
+}
+
+/// A fast-heartbeat loopback config with NO multicast (no `[group] address`): node `node`
+/// with its whisper socket on 127.0.0.1:`whisper_port` (0: any free port), contacting only
+/// the `listed` addresses (e.g. `"127.0.0.1:PORT"`) and the peers that contact it. `group`
+/// is a free port of the test's own, for a group name no other test or checkout uses.
+pub fn unicast_config(
+    state_dir: &Path,
+    node: &str,
+    group: u16,
+    whisper_port: u16,
+    listed: &[String],
+) -> Config {
+    let mut config = config(state_dir, node, group);
+    config.group.address = None;
+    config.whisper.bind = std::net::SocketAddrV4::new(LOOPBACK, whisper_port);
+    config.peers.addresses = listed.to_vec();
+    config.validate().expect("test config is valid");
+    config
+}
+
+/// `127.0.0.1:port`, as listed in `[peers] addresses`.
+pub fn loopback(port: u16) -> String {
+    format!("127.0.0.1:{port}")
 }
 
 /// Writes a loopback config file for the real binary (node `node`, state in `dir/state`)
@@ -74,6 +98,7 @@ pub fn write_config_file(dir: &Path, node: &str, port: u16) -> PathBuf {
 state_dir = "{}"
 [group]
 name = "{}"
+address = "239.255.76.83"
 port = {port}
 interface = "127.0.0.1"
 ttl = 1

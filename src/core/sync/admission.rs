@@ -33,10 +33,15 @@ struct Source {
     tokens: f64,
     proven_tokens: f64,
     refilled_ms: u64,
-    /// Bytes of requests received from this address.
+    /// When a datagram from it last counted here: the oldest are forgotten first.
+    seen_ms: u64,
+    /// Bytes received from this address (requests, and over whisper anything else).
     received: u64,
     /// Bytes answered to it while it was unproven.
     sent_unproven: u64,
+    /// Whether it echoed our cookie from this address: it receives there, so sending to it
+    /// cannot hit a bystander.
+    proven: bool,
 }
 
 impl Admission {
@@ -107,6 +112,42 @@ impl Admission {
         self.cookies.get(&addr).copied()
     }
 
+    /// The rate-limit state of `addr`, made (with full buckets) if it is new; when the table
+    /// is full the older half is forgotten first.
+    fn source(&mut self, now: Now, addr: SocketAddr, tuning: &Tuning) -> &mut Source {
+        if !self.sources.contains_key(&addr) && self.sources.len() >= tuning.max_sources.max(2) {
+            // Forget the older half at once (amortised O(1) per new source under a flood).
+            let mut ages: Vec<u64> = self.sources.values().map(|s| s.seen_ms).collect();
+            let mid = ages.len() / 2;
+            let (_, median, _) = ages.select_nth_unstable(mid);
+            let median = *median;
+            self.sources.retain(|_, s| s.seen_ms > median);
+        }
+        let source = self.sources.entry(addr).or_insert(Source {
+            tokens: f64::from(tuning.request_burst.max(1)),
+            proven_tokens: f64::from(tuning.proven_request_burst.max(1)),
+            refilled_ms: now.mono_ms,
+            seen_ms: now.mono_ms,
+            received: 0,
+            sent_unproven: 0,
+            proven: false,
+        });
+        source.seen_ms = now.mono_ms;
+        source
+    }
+
+    /// Counts `len` bytes of a datagram other than a SYNC_REQUEST that came from `addr` over
+    /// whisper: they raise what we may send there before it is proven (3x what it sent us).
+    pub(super) fn credit(&mut self, now: Now, addr: SocketAddr, len: usize, tuning: &Tuning) {
+        let source = self.source(now, addr, tuning);
+        source.received = source.received.saturating_add(len as u64);
+    }
+
+    /// Whether `addr` has echoed our cookie (and is still tracked).
+    pub(super) fn proven(&self, addr: SocketAddr) -> bool {
+        self.sources.get(&addr).is_some_and(|s| s.proven)
+    }
+
     /// Counts a SYNC_REQUEST of `len` bytes from `addr` and takes a token from its bucket
     /// (the proven one when it echoed a valid cookie); false when that bucket is empty (the
     /// request is dropped).
@@ -126,27 +167,14 @@ impl Admission {
             f64::from(tuning.proven_request_rate_per_s),
             f64::from(tuning.proven_request_burst.max(1)),
         );
-        if !self.sources.contains_key(&addr) && self.sources.len() >= tuning.max_sources.max(2) {
-            // Forget the older half at once (amortised O(1) per new source under a flood).
-            let mut ages: Vec<u64> = self.sources.values().map(|s| s.refilled_ms).collect();
-            let mid = ages.len() / 2;
-            let (_, median, _) = ages.select_nth_unstable(mid);
-            let median = *median;
-            self.sources.retain(|_, s| s.refilled_ms > median);
-        }
-        let source = self.sources.entry(addr).or_insert(Source {
-            tokens: burst,
-            proven_tokens: proven_burst,
-            refilled_ms: now.mono_ms,
-            received: 0,
-            sent_unproven: 0,
-        });
+        let source = self.source(now, addr, tuning);
         let elapsed = now.mono_ms.saturating_sub(source.refilled_ms) as f64;
         source.tokens = (source.tokens + elapsed * rate / 1000.0).min(burst);
         source.proven_tokens =
             (source.proven_tokens + elapsed * proven_rate / 1000.0).min(proven_burst);
         source.refilled_ms = now.mono_ms;
         source.received = source.received.saturating_add(len as u64);
+        source.proven |= proven;
         let tokens = if proven {
             &mut source.proven_tokens
         } else {
@@ -169,7 +197,7 @@ impl Admission {
     }
 
     /// Charges `bytes` sent to the unproven address `addr` to its allowance.
-    fn charge(&mut self, addr: SocketAddr, bytes: usize) {
+    pub(super) fn charge(&mut self, addr: SocketAddr, bytes: usize) {
         if let Some(source) = self.sources.get_mut(&addr) {
             source.sent_unproven = source.sent_unproven.saturating_add(bytes as u64);
         }

@@ -1,9 +1,11 @@
 //! What a peer tells the whole group unasked: a HELLO with its set fingerprint every
 //! heartbeat, and a probe (a SYNC_REQUEST carrying the fingerprint) when it joins, which
-//! every peer holding a different set answers with a summary.
+//! every peer holding a different set answers with a summary. Both go to the group and to
+//! the unicast peers (see `fanout`); a HELLO every heartbeat also keeps the NAT mappings to
+//! unicast peers open.
 
 use super::{Now, Peer};
-use crate::proto::wire::{Body, Hello, SyncRequest};
+use crate::proto::wire::{Body, SyncRequest};
 
 /// When the next HELLO is due and when we last probed.
 #[derive(Debug)]
@@ -28,14 +30,10 @@ impl Announcer {
 }
 
 impl Peer {
-    /// Multicasts a HELLO and schedules the next one.
+    /// Sends a HELLO to the group and the unicast peers, and schedules the next one.
     pub(super) fn send_hello(&mut self, now: Now) {
-        let body = Body::Hello(Hello {
-            name: self.cfg.node_name.clone(),
-            fingerprint: self.ledger.fingerprint(),
-            newest: self.ledger.newest(),
-        });
-        self.outbox.send_group(&mut self.stats, body);
+        let body = self.hello_body();
+        self.send_group_bound(now, body);
         // +-10% jitter so peers started together do not beat in step.
         let base = self.cfg.heartbeat_ms.max(1);
         let jitter = self.rng.below(base / 5 + 1);
@@ -55,6 +53,6 @@ impl Peer {
         let body = Body::SyncRequest(SyncRequest::Probe {
             fingerprint: self.ledger.fingerprint(),
         });
-        self.outbox.send_group(&mut self.stats, body);
+        self.send_group_bound(now, body);
     }
 }

@@ -1,6 +1,9 @@
 //! What a [`Peer`](super::Peer) is told about itself: its identity in the group, its timers
 //! and the protocol knobs.
 
+#[cfg(doc)]
+use super::Action;
+
 /// Protocol knobs that users rarely touch; the simulator tightens them for speed.
 #[derive(Clone, Debug)]
 pub struct Tuning {
@@ -44,6 +47,14 @@ pub struct Tuning {
     /// Most spans and most wanted digests a session keeps queued; the rest wait for the next
     /// session (the fingerprints still differ, so one starts).
     pub max_session_queue: usize,
+    /// Longest wait between two HELLOs to a listed unicast peer that does not answer. The
+    /// wait starts at one heartbeat and doubles up to this; a listed peer is never given up
+    /// (it may be a hub that restarts, or a home whose address changed back).
+    pub listed_retry_max_ms: u64,
+    /// Most learned unicast peers (peers that reached us over whisper with a HELLO) kept as
+    /// destinations; beyond this the one heard from longest ago is forgotten, so a member
+    /// inventing addresses cannot make us send to ever more of them.
+    pub max_learned_peers: usize,
 }
 
 impl Default for Tuning {
@@ -70,6 +81,8 @@ impl Default for Tuning {
             max_peers: 256,
             max_sources: 1_024,
             max_session_queue: 1 << 16,
+            listed_retry_max_ms: 15_000,
+            max_learned_peers: 256,
         }
     }
 }
@@ -83,6 +96,9 @@ pub struct PeerConfig {
     pub group: String,
     /// Our whisper port, advertised in every datagram.
     pub whisper_port: u16,
+    /// Whether this peer uses the multicast group. `false` (no `[group] address`): it never
+    /// emits [`Action::SendGroup`] and reaches its peers by unicast only.
+    pub multicast: bool,
     /// Whether sync starts switched on.
     pub sync_enabled: bool,
     /// HELLO interval.

@@ -2,6 +2,7 @@
 //! machine's officer key when the group has a root key, persisted by the driver, and only
 //! then applied and multicast.
 
+use super::fanout::Spread;
 use super::{Now, Peer};
 use crate::proto::entry::{new_entry_id, AdjustRequest, Entry, EntryError, EntryKind};
 
@@ -55,7 +56,8 @@ impl Peer {
         Ok(entry)
     }
 
-    /// Applies a local entry that is now durable, and multicasts it at once.
+    /// Applies a local entry that is now durable, and sends it to the group and the unicast
+    /// peers at once.
     pub fn commit_local(&mut self, now: Now, entry: Entry) {
         // A roster change made by the CLI carries its own stamp: later local entries must
         // sort after it.
@@ -64,7 +66,11 @@ impl Peer {
             return;
         }
         if self.sync_enabled {
-            self.outbox.send_entries_to_group(&mut self.stats, &[entry]);
+            let spread = Spread {
+                group: true,
+                ..Spread::default()
+            };
+            self.spread_entries(now, &[entry], spread);
         }
     }
 }

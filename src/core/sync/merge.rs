@@ -1,6 +1,8 @@
 //! Taking in entries from peers: each is checked once (a forged signature never enters the
-//! set), applied to the ledger, and handed to the driver to persist.
+//! set), applied to the ledger, forwarded to the peers that did not hear it (see `fanout`),
+//! and handed to the driver to persist.
 
+use super::fanout::Origin;
 use super::{Now, Peer};
 use crate::proto::digest::Digest;
 use crate::proto::entry::Entry;
@@ -44,8 +46,9 @@ impl ForgeryMemory {
 }
 
 impl Peer {
-    /// Applies entries from a peer; returns how many were new.
-    pub(super) fn merge(&mut self, now: Now, entries: Vec<Entry>) -> usize {
+    /// Applies entries from a peer (`origin`), forwards the new ones (see `fanout`); returns
+    /// how many were new.
+    pub(super) fn merge(&mut self, now: Now, entries: Vec<Entry>, origin: Origin) -> usize {
         let mut fresh = Vec::new();
         let mut keys = Vec::new();
         self.ledger.begin_batch();
@@ -80,6 +83,7 @@ impl Peer {
         if count > 0 {
             self.stats.entries_merged += count as u64;
             debug!(target: "sync", "SYNC merged {count} new entries; totals recalculated");
+            self.forward(now, &fresh, origin);
             self.outbox.persist(fresh, keys);
         }
         count

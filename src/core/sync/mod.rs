@@ -7,7 +7,8 @@
 //! simulator in `tests/` drive exactly the same code.
 //!
 //! # How peers converge
-//! * Every peer multicasts `HELLO` (its set fingerprint) every heartbeat, with jitter.
+//! * Every peer multicasts `HELLO` (its set fingerprint) every heartbeat, with jitter, and
+//!   sends it by unicast to its listed and learned unicast peers (peers beyond the LAN).
 //! * A peer that hears fingerprints different from its own starts a reconciliation *session*
 //!   with one chosen peer over whisper, unless its own fingerprint is held by a strict
 //!   majority of the peers it hears (then the minority comes to it). So 40 raiders never all
@@ -23,6 +24,12 @@
 //!   catch-up never overflows a socket buffer.
 //! * Entries the requester holds and the responder lacks are multicast as `LOG_ENTRY` (the
 //!   rest of the group probably lacks them too: the seed's offline-officer flow).
+//! * Beyond one LAN: everything sent "to the group" also goes by unicast to the listed and
+//!   learned peers; a datagram that came over whisper is answered at its actual source
+//!   address (behind NAT the advertised whisper port is not the visible one); entries new to
+//!   us are forwarded to the peers that did not hear them, so an always-on hub is just a
+//!   peer; and a difference that persists is reconciled even against the majority rule, so
+//!   some side always starts (see `partner`).
 //!
 //! # Where each concern lives
 //! This file holds the [`Peer`] and turns each input into calls on the concerns, each in its
@@ -30,13 +37,15 @@
 //! * `config`: what a peer is told about itself ([`PeerConfig`], [`Tuning`]);
 //! * `driver`: what passes between a peer and its driver ([`Now`], [`Channel`], [`Action`]);
 //! * `stats`: the counters ([`Stats`]);
-//! * `peer_table`: the peers we hear ([`PeerInfo`]);
+//! * `peer_table`: the peers we hear ([`PeerInfo`], [`Reach`]);
+//! * `unicast`: listed and learned unicast peers, retries with backoff ([`ListedPeer`]);
+//! * `fanout`: where group-bound messages go, and forwarding new entries;
 //! * `announce`: HELLO and probe;
 //! * `admission`: cookies, token buckets and the anti-amplification limit;
 //! * `outbox`: envelopes, encoding, sealing and the queue of actions;
 //! * `merge`: entries taken in from peers, and the memory of forgeries;
 //! * `push`: multicasting entries the group lacks;
-//! * `partner`: whom to reconcile with;
+//! * `partner`: whom to reconcile with (the majority rule, the stalemate rule);
 //! * `requester` and `responder`: the two sides of a session;
 //! * `local`: entries made on this machine.
 
@@ -44,6 +53,7 @@ mod admission;
 mod announce;
 mod config;
 mod driver;
+mod fanout;
 mod local;
 mod merge;
 mod outbox;
@@ -53,14 +63,16 @@ mod push;
 mod requester;
 mod responder;
 mod stats;
+mod unicast;
 
 #[cfg(test)]
 mod tests;
 
 pub use config::{PeerConfig, Tuning};
 pub use driver::{Action, Channel, Now};
-pub use peer_table::PeerInfo;
+pub use peer_table::{PeerInfo, Reach};
 pub use stats::Stats;
+pub use unicast::ListedPeer;
 
 use crate::core::ledger::Ledger;
 use crate::core::rng::SeededRng;
@@ -74,13 +86,16 @@ use crate::proto::wire::{self, Body, NodeId, SyncRequest, SyncResponse};
 use ::core::net::SocketAddr;
 use admission::Admission;
 use announce::Announcer;
+use fanout::Origin;
 use merge::ForgeryMemory;
 use outbox::Outbox;
+use partner::Stalemates;
 use peer_table::PeerTable;
 use push::PushQueue;
 use requester::Requester;
 use std::sync::Arc;
 use tracing::{debug, info};
+use unicast::Unicast;
 
 /// The sans-IO peer: ledger, clock, peer table, sessions and timers.
 pub struct Peer {
@@ -95,6 +110,10 @@ pub struct Peer {
     /// This machine's officer key: local adjusts are signed with it.
     officer_key: Option<Arc<SecretKey>>,
     peers: PeerTable,
+    /// Listed and learned unicast peers.
+    unicast: Unicast,
+    /// Differences from peers that nobody reconciles (see `partner`).
+    stalemates: Stalemates,
     announcer: Announcer,
     admission: Admission,
     outbox: Outbox,
@@ -132,6 +151,8 @@ impl Peer {
             rng,
             officer_key: None,
             peers: PeerTable::default(),
+            unicast: Unicast::default(),
+            stalemates: Stalemates::default(),
             announcer: Announcer::new(now),
             admission: Admission::new(cookie_key),
             forgeries: ForgeryMemory::default(),
@@ -211,12 +232,16 @@ impl Peer {
         self.outbox.drain()
     }
 
-    /// Joins the group: announces ourselves and asks who differs. Call once at start-up.
+    /// Joins the group: announces ourselves and asks who differs, on the group and to the
+    /// unicast peers; listed peers that have not answered are contacted at once. Call once
+    /// at start-up.
     pub fn start(&mut self, now: Now) {
         if self.sync_enabled {
             info!(target: "sync", "SYNC joining group {}", self.cfg.group);
             self.send_hello(now);
             self.send_probe(now);
+            self.unicast.contact_all_now(now, self.cfg.heartbeat_ms);
+            self.contact_listed(now);
         }
     }
 
@@ -235,6 +260,8 @@ impl Peer {
             self.requester.drop_session();
             self.peers.clear();
             self.push.clear();
+            self.unicast.clear_learned();
+            self.stalemates.clear();
         }
     }
 
@@ -249,6 +276,7 @@ impl Peer {
             self.requester
                 .next_timeout(self.cfg.tuning.request_timeout_ms),
             self.peers.next_expiry(self.cfg.peer_timeout_ms),
+            self.unicast.next_contact_ms(),
         ];
         due.into_iter().flatten().min()
     }
@@ -262,6 +290,9 @@ impl Peer {
             self.send_hello(now);
         }
         self.expire_peers(now);
+        self.unicast.expire_learned(now, self.cfg.peer_timeout_ms);
+        self.contact_listed(now);
+        self.refresh_reach(now);
         self.peers
             .prune_holdoffs(now, self.cfg.tuning.serving_holdoff_ms);
         self.expire_requests(now);
@@ -303,8 +334,26 @@ impl Peer {
             self.stats.dropped("wrong_group");
             return;
         }
-        let whisper = SocketAddr::new(from.ip(), envelope.whisper_port);
-        self.touch_peer(now, envelope.from, whisper);
+        // Where an answer goes: a whisper datagram's actual source (behind NAT the advertised
+        // port is not the visible one); a multicast datagram's source IP with the whisper
+        // port it advertises (it was sent from the sender's whisper socket, but on some
+        // systems through another one).
+        let whisper = match channel {
+            Channel::Whisper => from,
+            Channel::Group => SocketAddr::new(from.ip(), envelope.whisper_port),
+        };
+        let learned = self.note_unicast(
+            now,
+            channel,
+            envelope.from,
+            whisper,
+            &envelope.body,
+            bytes.len(),
+        );
+        self.touch_peer(now, envelope.from, whisper, channel);
+        if learned {
+            self.greet_learned(envelope.from, whisper);
+        }
         // Built only when the line is wanted: this runs for every datagram.
         if tracing::enabled!(target: "sync", tracing::Level::DEBUG) {
             let label = self.peers.label(envelope.from);
@@ -328,10 +377,16 @@ impl Peer {
                     peer.name = Some(hello.name);
                     peer.fingerprint = Some(hello.fingerprint);
                 }
+                self.observe_difference(now, sender);
                 self.maybe_start_session(now);
             }
             Body::LogEntry(entries) => {
-                self.merge(now, entries);
+                let origin = Origin {
+                    node: sender,
+                    addr: whisper,
+                    answer: false,
+                };
+                self.merge(now, entries, origin);
             }
             Body::SyncRequest(request) => {
                 let proven = match &request {
@@ -355,6 +410,7 @@ impl Peer {
                         if let Some(peer) = self.peers.get_mut(sender) {
                             peer.fingerprint = Some(fingerprint);
                         }
+                        self.observe_difference(now, sender);
                         if fingerprint != self.ledger.fingerprint() {
                             let body = Body::SyncResponse(SyncResponse::Summary {
                                 name: self.cfg.node_name.clone(),
@@ -367,7 +423,9 @@ impl Peer {
                         }
                     }
                     SyncRequest::Ranges(request) => {
+                        // It is reconciling with us: no stalemate to break.
                         self.peers.serving(sender, now);
+                        self.stalemates.forget(sender);
                         self.answer(sender, whisper, request, proven);
                     }
                 }
@@ -383,12 +441,13 @@ impl Peer {
                 }
                 self.admission
                     .remember_cookie(whisper, cookie, self.cfg.tuning.max_peers);
+                self.observe_difference(now, sender);
                 self.maybe_start_session(now);
             }
             Body::SyncResponse(SyncResponse::Ranges(response)) => {
                 self.admission
                     .remember_cookie(whisper, response.cookie, self.cfg.tuning.max_peers);
-                self.handle_response(now, sender, response);
+                self.handle_response(now, sender, whisper, response);
             }
         }
     }

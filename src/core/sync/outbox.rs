@@ -81,16 +81,6 @@ impl Outbox {
         }
     }
 
-    /// Multicasts one message to the group.
-    pub(super) fn send_group(&mut self, stats: &mut Stats, body: Body) {
-        let kind = body.kind();
-        let count = body.entry_count();
-        if let Some(bytes) = self.encode_body(stats, body) {
-            debug!(target: "sync", "SYNC send {kind} to group entries={count}");
-            self.send_group_bytes(stats, bytes);
-        }
-    }
-
     /// Sends one message over whisper to `node` at `addr` (`peers` names it in the log);
     /// returns the bytes put on the wire (0 if none).
     pub(super) fn send_to(
@@ -116,22 +106,25 @@ impl Outbox {
         }
     }
 
-    /// Multicasts `entries` as LOG_ENTRY datagrams, as many to a datagram as fit.
-    pub(super) fn send_entries_to_group(&mut self, stats: &mut Stats, entries: &[Entry]) {
-        let datagrams = wire::pack_log_entries(&self.group, self.from, self.whisper_port, entries);
-        for (count, bytes) in datagrams {
-            debug!(target: "sync", "SYNC send LOG_ENTRY to group entries={count}");
-            self.send_group_bytes(stats, bytes);
+    /// Seals an encoded message; a failure is counted and logged, never sent.
+    pub(super) fn seal(&mut self, stats: &mut Stats, clear: Vec<u8>) -> Option<Vec<u8>> {
+        match self.sealer.seal(clear) {
+            Ok(sealed) => Some(sealed),
+            Err(err) => {
+                Self::seal_failed(stats, err);
+                None
+            }
         }
     }
 
-    /// Seals and queues an encoded message for the group; returns the bytes that go on the
-    /// wire.
-    fn send_group_bytes(&mut self, stats: &mut Stats, clear: Vec<u8>) -> usize {
-        match self.sealer.seal(clear) {
-            Ok(sealed) => self.queue(stats, Action::SendGroup(sealed)),
-            Err(err) => Self::seal_failed(stats, err),
-        }
+    /// Queues a sealed datagram for the group.
+    pub(super) fn queue_group(&mut self, stats: &mut Stats, sealed: Vec<u8>) {
+        self.queue(stats, Action::SendGroup(sealed));
+    }
+
+    /// Queues a sealed datagram for `addr`.
+    pub(super) fn queue_to(&mut self, stats: &mut Stats, addr: SocketAddr, sealed: Vec<u8>) {
+        self.queue(stats, Action::SendTo(addr, sealed));
     }
 
     /// Seals and queues an encoded message for `addr`; returns the bytes that go on the

@@ -1,12 +1,26 @@
-//! The peers we hear: who they are, where they listen, what they hold, and which of them are
-//! asking us for entries right now. Bounded, so a flood of made-up node ids cannot grow it.
+//! The peers we hear: who they are, where they listen, how we reach them, what they hold,
+//! and which of them are asking us for entries right now. Bounded, so a flood of made-up node
+//! ids cannot grow it. A peer is its node id: heard on the group channel and over whisper it
+//! is one peer, not two.
 
-use super::{Now, Peer};
+use super::{Channel, Now, Peer};
 use crate::proto::fingerprint::Fingerprint;
 use crate::proto::wire::NodeId;
 use ::core::net::SocketAddr;
 use std::collections::{BTreeMap, HashMap};
 use tracing::{debug, info};
+
+/// How a peer reaches us, for status output and for choosing where group-bound messages go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reach {
+    /// Heard on the multicast group channel within the peer timeout: it gets our multicast,
+    /// so it needs no unicast copies.
+    Multicast,
+    /// Not heard on the group lately; its address is one of our listed peer addresses.
+    Listed,
+    /// Neither: it reached us over whisper (a peer that lists us, or one answering us).
+    Learned,
+}
 
 /// What we know about another peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,12 +29,20 @@ pub struct PeerInfo {
     pub node: NodeId,
     /// Its name, once heard in a HELLO or summary.
     pub name: Option<String>,
-    /// Its whisper address.
+    /// The address we send to: for a peer heard over whisper, the actual source address of
+    /// its datagrams (behind NAT the advertised whisper port is not the visible one); for a
+    /// peer heard only on the group, its source IP with its advertised whisper port.
     pub whisper: SocketAddr,
     /// Its whole-set fingerprint, as last reported.
     pub fingerprint: Option<Fingerprint>,
     /// When we last heard anything from it (monotonic ms).
     pub last_heard_ms: u64,
+    /// How it reaches us (kept current as time passes and as the listed addresses change).
+    pub reached: Reach,
+    /// When we last heard it on the group channel (monotonic ms).
+    pub last_group_ms: Option<u64>,
+    /// When we last heard it over whisper (monotonic ms).
+    pub last_whisper_ms: Option<u64>,
 }
 
 impl PeerInfo {
@@ -30,6 +52,18 @@ impl PeerInfo {
             Some(name) => name.clone(),
             None => format!("{:016x}", self.node),
         }
+    }
+
+    /// Whether it was heard on the group channel within `peer_timeout_ms` of `now`.
+    pub(super) fn heard_on_group(&self, now: Now, peer_timeout_ms: u64) -> bool {
+        self.last_group_ms
+            .is_some_and(|at| at + peer_timeout_ms > now.mono_ms)
+    }
+
+    /// Whether it was heard over whisper within `peer_timeout_ms` of `now`.
+    fn heard_over_whisper(&self, now: Now, peer_timeout_ms: u64) -> bool {
+        self.last_whisper_ms
+            .is_some_and(|at| at + peer_timeout_ms > now.mono_ms)
     }
 }
 
@@ -52,6 +86,18 @@ impl PeerTable {
     /// The known peer `node`, to record what it told us.
     pub(super) fn get_mut(&mut self, node: NodeId) -> Option<&mut PeerInfo> {
         self.peers.get_mut(&node)
+    }
+
+    /// The known peer `node`.
+    pub(super) fn get(&self, node: NodeId) -> Option<&PeerInfo> {
+        self.peers.get(&node)
+    }
+
+    /// Whether `node` is live and heard on the group channel: it gets our multicast.
+    pub(super) fn multicast_reached(&self, node: NodeId, now: Now, peer_timeout_ms: u64) -> bool {
+        self.peers
+            .get(&node)
+            .is_some_and(|p| p.heard_on_group(now, peer_timeout_ms))
     }
 
     /// Forgets every peer (sync switched off: they are heard afresh when it is back on).
@@ -120,15 +166,62 @@ impl PeerTable {
 }
 
 impl Peer {
-    /// Records that `node` was heard from `whisper` at `now`; a peer heard for the first time
-    /// replaces any earlier process at the same address.
-    pub(super) fn touch_peer(&mut self, now: Now, node: NodeId, whisper: SocketAddr) {
+    /// How `peer` reaches us at `now`.
+    fn reach_of(&self, peer: &PeerInfo, now: Now) -> Reach {
+        if peer.heard_on_group(now, self.cfg.peer_timeout_ms) {
+            Reach::Multicast
+        } else if self.unicast.is_listed(peer.whisper) {
+            Reach::Listed
+        } else {
+            Reach::Learned
+        }
+    }
+
+    /// Brings every peer's [`PeerInfo::reached`] up to date (time passed, or the listed
+    /// addresses changed).
+    pub(super) fn refresh_reach(&mut self, now: Now) {
+        let reaches: Vec<(NodeId, Reach)> = self
+            .peers
+            .iter()
+            .map(|p| (p.node, self.reach_of(p, now)))
+            .collect();
+        for (node, reach) in reaches {
+            if let Some(peer) = self.peers.get_mut(node) {
+                peer.reached = reach;
+            }
+        }
+    }
+
+    /// Records that `node` was heard at `now` on `channel`, answerable at `reply`; a peer
+    /// heard for the first time replaces any earlier process at the same address.
+    pub(super) fn touch_peer(
+        &mut self,
+        now: Now,
+        node: NodeId,
+        reply: SocketAddr,
+        channel: Channel,
+    ) {
         let timeout = self.cfg.peer_timeout_ms;
         let was_solo = !self.peers.iter().any(|p| PeerTable::live(p, now, timeout));
+        let whisper = reply;
         let known = match self.peers.get_mut(node) {
             Some(peer) => {
                 peer.last_heard_ms = now.mono_ms;
-                peer.whisper = whisper;
+                match channel {
+                    Channel::Whisper => {
+                        peer.whisper = reply;
+                        peer.last_whisper_ms = Some(now.mono_ms);
+                    }
+                    Channel::Group => {
+                        // The address its whisper datagrams come from is the one that works
+                        // through NAT: a group datagram does not replace it while it is
+                        // fresh (on one LAN the two are the same address anyway).
+                        if !peer.heard_over_whisper(now, timeout) {
+                            peer.whisper = reply;
+                        }
+                        peer.last_group_ms = Some(now.mono_ms);
+                    }
+                }
                 true
             }
             None => {
@@ -144,6 +237,7 @@ impl Peer {
                     .collect();
                 for old in restarted {
                     self.peers.forget(old);
+                    self.stalemates.forget(old);
                     if self.requester.partner() == Some(old) {
                         self.abort_session("partner restarted");
                     }
@@ -151,16 +245,26 @@ impl Peer {
                 if self.peers.len() >= self.cfg.tuning.max_peers.max(1) {
                     self.evict_stalest_peer();
                 }
+                let on_group = channel == Channel::Group;
                 self.peers.add(PeerInfo {
                     node,
                     name: None,
                     whisper,
                     fingerprint: None,
                     last_heard_ms: now.mono_ms,
+                    reached: Reach::Learned,
+                    last_group_ms: on_group.then_some(now.mono_ms),
+                    last_whisper_ms: (!on_group).then_some(now.mono_ms),
                 });
                 false
             }
         };
+        if let Some(peer) = self.peers.get(node) {
+            let reach = self.reach_of(peer, now);
+            if let Some(peer) = self.peers.get_mut(node) {
+                peer.reached = reach;
+            }
+        }
         if !known {
             info!(target: "sync", "SYNC peer {node:016x} joined ({whisper})");
             if was_solo {
@@ -182,6 +286,7 @@ impl Peer {
             .map(|p| p.node);
         if let Some(node) = stalest {
             self.peers.forget(node);
+            self.stalemates.forget(node);
             self.stats.peers_evicted += 1;
             debug!(target: "sync", "SYNC peer table full: forgot {node:016x}");
         }
@@ -203,6 +308,7 @@ impl Peer {
             if self.requester.partner() == Some(node) {
                 self.abort_session("partner left");
             }
+            self.stalemates.forget(node);
         }
     }
 }

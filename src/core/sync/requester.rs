@@ -3,6 +3,8 @@
 //! differs) or, once small, by id list; a window of requests is kept in flight, and the spans
 //! a lost or cut-short answer did not cover are asked again.
 
+use super::fanout::Origin;
+use super::push::PushVia;
 use super::{Now, Peer};
 use crate::proto::digest::{Digest, Key};
 use crate::proto::fingerprint::Fingerprint;
@@ -58,6 +60,9 @@ struct Session {
     received: u64,
     pushed: u64,
     start_fingerprint: Fingerprint,
+    /// What the partner lacks also goes to it straight by whisper: our multicast may not
+    /// reach it (it is a unicast peer, or its set stayed different: see `partner`).
+    direct: bool,
 }
 
 /// The session we are running, if any, and the next request id.
@@ -99,6 +104,17 @@ impl Requester {
         }
     }
 
+    /// Where entries queued for pushing now go besides the group (see `push`).
+    pub(super) fn push_via(&self) -> PushVia {
+        match &self.session {
+            Some(s) => PushVia {
+                direct: s.direct.then_some((s.partner, s.addr)),
+                held_by: Some(s.start_fingerprint),
+            },
+            None => PushVia::default(),
+        }
+    }
+
     /// Counts an entry queued for multicast while the session runs (for its summary line).
     pub(super) fn pushed_one(&mut self) {
         if let Some(session) = self.session.as_mut() {
@@ -119,7 +135,8 @@ impl Requester {
 }
 
 impl Peer {
-    /// Starts reconciling with `partner` at `addr` over the whole key space.
+    /// Starts reconciling with `partner` at `addr` over the whole key space; `direct`: what
+    /// it lacks also goes to it by whisper.
     pub(super) fn start_session(
         &mut self,
         now: Now,
@@ -127,8 +144,10 @@ impl Peer {
         addr: SocketAddr,
         label: String,
         start_fingerprint: Fingerprint,
+        direct: bool,
     ) {
         self.stats.sessions_started += 1;
+        self.stalemates.forget(partner);
         self.requester.session = Some(Session {
             partner,
             addr,
@@ -146,6 +165,7 @@ impl Peer {
             received: 0,
             pushed: 0,
             start_fingerprint,
+            direct,
         });
         self.pump(now);
     }
@@ -343,10 +363,22 @@ impl Peer {
         }
     }
 
-    /// Takes in one answer datagram: its entries are merged, the spans it covers are
-    /// resolved, split or listed, and what the partner lacks is queued for multicast.
-    pub(super) fn handle_response(&mut self, now: Now, sender: NodeId, response: RangesResponse) {
-        let received = self.merge(now, response.entries);
+    /// Takes in one answer datagram from `sender` at `from`: its entries are merged, the
+    /// spans it covers are resolved, split or listed, and what the partner lacks is queued
+    /// for multicast.
+    pub(super) fn handle_response(
+        &mut self,
+        now: Now,
+        sender: NodeId,
+        from: SocketAddr,
+        response: RangesResponse,
+    ) {
+        let origin = Origin {
+            node: sender,
+            addr: from,
+            answer: true,
+        };
+        let received = self.merge(now, response.entries, origin);
         let is_ours =
             self.requester.session.as_ref().is_some_and(|s| {
                 s.partner == sender && s.inflight.contains_key(&response.request_id)

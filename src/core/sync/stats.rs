@@ -37,6 +37,17 @@ pub struct Stats {
     pub peers_evicted: u64,
     /// Answers cut short (or reduced to a cookie) by the anti-amplification limit.
     pub answers_limited: u64,
+    /// Entries new to us that we forwarded to peers that had not heard them (hub
+    /// behaviour: see `fanout`).
+    pub entries_forwarded: u64,
+    /// Datagrams not sent to an unproven learned peer because its 3x allowance was spent.
+    pub unicast_withheld: u64,
+    /// HELLOs sent to silent listed peers (retries with backoff).
+    pub listed_retries: u64,
+    /// Learned peers forgotten early because there were `max_learned_peers` of them.
+    pub learned_evicted: u64,
+    /// Sessions started by the stalemate rule rather than the majority rule.
+    pub stalemates_broken: u64,
 }
 
 impl Stats {

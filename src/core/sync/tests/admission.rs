@@ -29,10 +29,12 @@ fn spoofed_request_flood_gets_answers_within_3x_budget() {
         } else {
             full_range_request(i, cookie)
         };
-        let d = forged(7, 1_000_000 + i, port, body);
+        // Advertising another port changes nothing: a whisper datagram is answered at its
+        // source address.
+        let d = forged(7, 1_000_000 + i, 9, body);
         let reply_to = SocketAddr::new(victim, port);
         *received.entry(reply_to).or_insert(0) += d.len() as u64;
-        a.handle_datagram(now(i), Channel::Whisper, SocketAddr::new(victim, 9), &d);
+        a.handle_datagram(now(i), Channel::Whisper, reply_to, &d);
         for action in a.drain_actions() {
             if let Action::SendTo(to, bytes) = action {
                 *sent.entry(to).or_insert(0) += bytes.len() as u64;

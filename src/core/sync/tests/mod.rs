@@ -3,12 +3,15 @@
 
 mod admission;
 mod convergence;
+mod forwarding;
+mod hub;
 mod local;
 mod officers;
 mod partner;
 mod requester;
 mod responder;
 mod sealing;
+mod unicast;
 
 use super::*;
 use crate::proto::entry::{AdjustRequest, EntryError};
