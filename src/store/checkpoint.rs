@@ -65,7 +65,9 @@ fn tmp_path(log: &Path) -> PathBuf {
 pub(crate) struct Covers {
     /// Log bytes covered (a record boundary).
     pub(crate) len: u64,
+    /// Device of the log file it covers.
     pub(crate) dev: u64,
+    /// Inode of the log file it covers: a repaired, upgraded or restored log is a new file.
     pub(crate) inode: u64,
     /// CRC-32C of the sampled windows of the covered bytes.
     pub(crate) windows_crc: u32,
@@ -316,6 +318,8 @@ impl CheckpointWritten {
 }
 
 impl CheckpointJob {
+    /// A checkpoint of `snapshot`, the ledger of `group`'s log at `log` as far as `covers`
+    /// says, taken when `records_past` records lay past the previous one.
     pub(crate) fn new(
         log: PathBuf,
         group: String,
