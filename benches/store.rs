@@ -15,19 +15,27 @@
 //!   plus one fdatasync. Goal ≥ 0.5×.
 //! - Resident memory per entry of a daemon's state at N entries above the same process with
 //!   an empty log, measured from /proc/self/status in a fresh child process. Goal ≤ 100 B.
+//! - Cold start with a valid checkpoint (load it, replay nothing past it), against the same
+//!   read + CRC32C pass over the log. Goal ≤ 2×.
+//! - Offline `points` and `adjust` (no daemon) with a checkpoint: in process
+//!   (`node::open_offline` plus the request) and as the real `lootsync` binary (wall time),
+//!   against reading the checkpoint file once; and the peak resident memory (VmHWM) of a
+//!   fresh process running the offline `points`.
+//!   Goals at 1,000,000 entries: `points` ≤ 50 ms and ≤ 100 MB, `adjust` ≤ 100 ms.
+//! - Writing a checkpoint, against a raw write of the same bytes plus one fdatasync.
 
 mod common;
 
 use common::Figure;
 use loot_sync::config::Config;
-use loot_sync::control::Adjust;
+use loot_sync::control::{Adjust, Points};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig};
 use loot_sync::node;
 use loot_sync::proto::entry::Entry;
 use loot_sync::proto::limits::MAX_DATAGRAM;
 use loot_sync::proto::wire;
-use loot_sync::store::{LogStore, StateLock};
+use loot_sync::store::{checkpoint_path, LogStore, StateLock};
 use loot_sync::testing::PeerConfigBuilder;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -43,6 +51,9 @@ const ENVELOPE_ALLOWANCE: usize = 100;
 const BATCH_INTERVAL: Duration = Duration::from_millis(50);
 /// Set in the environment of the child that measures resident memory.
 const RSS_CHILD_ENV: &str = "LOOTSYNC_BENCH_RSS_STATE";
+/// Set in the environment of the child that runs one offline `points` and reports its
+/// peak resident memory.
+const OFFLINE_CHILD_ENV: &str = "LOOTSYNC_BENCH_OFFLINE_STATE";
 
 fn peer_config() -> PeerConfig {
     PeerConfigBuilder::new("bench")
@@ -317,18 +328,310 @@ fn merge_figure(count: usize, root: &Path) -> Figure {
     )
 }
 
+/// Median of `samples` (seconds) in milliseconds.
+fn median_ms(samples: &mut [f64]) -> f64 {
+    common::percentile(samples, 50.0) * 1e3
+}
+
+/// The checkpoint baseline: reading the checkpoint file once, file in the page cache;
+/// seconds.
+fn read_checkpoint(path: &Path) -> f64 {
+    let started = Instant::now();
+    let bytes = std::fs::read(path).unwrap();
+    std::hint::black_box(bytes.len());
+    started.elapsed().as_secs_f64()
+}
+
+/// Writes a checkpoint of the log in `state` (what a daemon does at shutdown); returns the
+/// seconds it took and the checkpoint's size.
+fn write_checkpoint(state: &Path) -> (f64, u64) {
+    let config = Config {
+        node: "bench".into(),
+        state_dir: state.to_path_buf(),
+        ..Config::default()
+    };
+    let (mut store, ledger, _) = node::open_log_indexed(&config, Duration::ZERO).expect("open");
+    let started = Instant::now();
+    let written = store
+        .write_checkpoint(&ledger)
+        .expect("write")
+        .expect("a checkpoint");
+    (started.elapsed().as_secs_f64(), written.bytes)
+}
+
+/// Cold start with a valid checkpoint, and writing one; the log in `root/cold` is left
+/// with its checkpoint.
+fn checkpoint_figures(count: usize, root: &Path) -> Vec<Figure> {
+    let state = root.join("cold");
+    let log = LogStore::log_path(&state, GROUP);
+    let checkpoint = checkpoint_path(&log);
+    let mut write_times = Vec::new();
+    let mut raw_times = Vec::new();
+    let mut size = 0;
+    for round in 0..3 {
+        let _ = std::fs::remove_file(&checkpoint);
+        let (took, bytes) = write_checkpoint(&state);
+        write_times.push(took);
+        size = bytes;
+        let data = vec![0x5au8; bytes as usize];
+        let started = Instant::now();
+        let mut raw = File::create(root.join(format!("raw-checkpoint{round}"))).unwrap();
+        raw.write_all(&data).unwrap();
+        fdatasync(&raw);
+        raw_times.push(started.elapsed().as_secs_f64());
+    }
+    let (write_ms, raw_ms) = (median_ms(&mut write_times), median_ms(&mut raw_times));
+    println!(
+        "write a checkpoint of {count} entries ({:.1} MB): {write_ms:.1} ms vs raw write + fdatasync {raw_ms:.1} ms -> {:.2}x",
+        size as f64 / 1e6,
+        write_ms / raw_ms
+    );
+
+    let mut base = Vec::new();
+    let mut ours = Vec::new();
+    for _ in 0..5 {
+        base.push(read_and_crc(&log));
+        let started = Instant::now();
+        let (store, peer) = cold_start(&state);
+        ours.push(started.elapsed().as_secs_f64());
+        assert_eq!(peer.ledger().len(), count);
+        assert_eq!(
+            store.checkpoint_entries(),
+            Some(count as u64),
+            "the checkpoint was used"
+        );
+        drop((store, peer));
+    }
+    let (ours, base) = (median_ms(&mut ours), median_ms(&mut base));
+    println!(
+        "cold start of {count} entries with a checkpoint (file in page cache): {ours:.1} ms vs read+CRC32C {base:.1} ms -> {:.2}x (goal <= 2x: {})",
+        ours / base,
+        if ours <= 2.0 * base { "met" } else { "MISSED" }
+    );
+    vec![
+        Figure::ratio_goal(
+            format!("cold start of {count} entries with a valid checkpoint, files in page cache (baseline: read + CRC32C of the log)"),
+            ours,
+            base,
+            "ms",
+            2.0,
+        ),
+        Figure::reported(
+            format!("write a checkpoint of {count} entries, {:.1} MB (baseline: raw write of the same bytes + 1 fdatasync)", size as f64 / 1e6),
+            write_ms,
+            Some(raw_ms),
+            "ms",
+        ),
+    ]
+}
+
+/// Runs the real `lootsync` binary with `args` and waits for it; returns its wall time in
+/// seconds.
+fn run_binary(config: &Path, args: &[&str]) -> f64 {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_lootsync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("run lootsync");
+    let took = started.elapsed().as_secs_f64();
+    assert!(
+        out.status.success(),
+        "lootsync {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+/// Offline `points` and `adjust` with a checkpoint, in process and as the real binary.
+fn offline_figures(count: usize, root: &Path) -> Vec<Figure> {
+    let state = root.join("offline");
+    std::fs::create_dir_all(&state).unwrap();
+    let log = LogStore::log_path(&state, GROUP);
+    std::fs::copy(LogStore::log_path(&root.join("cold"), GROUP), &log).unwrap();
+    let checkpoint = checkpoint_path(&log);
+    let config = Config {
+        node: "bench".into(),
+        state_dir: state.clone(),
+        ..Config::default()
+    };
+    let config_file = root.join("offline.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "node = \"bench\"\nstate_dir = \"{}\"\n[group]\nname = \"{GROUP}\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    // Without a checkpoint (the first offline command after a log grew by more than
+    // OFFLINE_CHECKPOINT_RECORDS, or a first run): a whole replay, which writes one.
+    let (_, first_peak) = offline_peak(&state);
+    std::fs::remove_file(&checkpoint).expect("the first offline command wrote a checkpoint");
+    let first = run_binary(&config_file, &["points"]);
+    assert!(
+        checkpoint.exists(),
+        "the first offline command wrote a checkpoint"
+    );
+    let full = count == 1_000_000;
+    let goal = |name: String, ours: f64, base: Option<f64>, unit, limit| match full {
+        true => Figure::at_most(name, ours, base, unit, limit),
+        false => Figure::reported(name, ours, base, unit),
+    };
+
+    let (mut base, mut points_in, mut adjust_in) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..7 {
+        base.push(read_checkpoint(&checkpoint));
+        let started = Instant::now();
+        let (mut peer, mut store) = node::open_offline(&config, node::system_unix_ms()).unwrap();
+        let totals = node::apply(&mut peer, &mut store, "bench", now(), Points {}).unwrap();
+        points_in.push(started.elapsed().as_secs_f64());
+        assert_eq!(totals.len(), 40);
+        drop((peer, store));
+        let started = Instant::now();
+        let (mut peer, mut store) = node::open_offline(&config, node::system_unix_ms()).unwrap();
+        let adjust = Adjust {
+            player: format!("player{i}"),
+            delta: 1,
+            reason: "offline bench".into(),
+            actor: None,
+        };
+        node::apply(&mut peer, &mut store, "bench", now(), adjust).unwrap();
+        adjust_in.push(started.elapsed().as_secs_f64());
+    }
+    let (mut points_bin, mut adjust_bin, mut peak) = (Vec::new(), Vec::new(), 0);
+    for i in 0..7 {
+        points_bin.push(run_binary(&config_file, &["points"]));
+        peak = peak.max(offline_peak(&state).1);
+        let player = format!("player{i}");
+        let took = run_binary(
+            &config_file,
+            &[
+                "adjust",
+                "--player",
+                &player,
+                "--delta",
+                "2",
+                "--reason",
+                "offline bench",
+            ],
+        );
+        adjust_bin.push(took);
+    }
+    let base = median_ms(&mut base);
+    let (points_in, adjust_in) = (median_ms(&mut points_in), median_ms(&mut adjust_in));
+    let (points_bin, adjust_bin) = (median_ms(&mut points_bin), median_ms(&mut adjust_bin));
+    let (peak_mb, first_peak_mb) = (peak as f64 / 1e6, first_peak as f64 / 1e6);
+    println!(
+        "offline points of {count} entries: binary {points_bin:.1} ms, peak {peak_mb:.1} MB; in process {points_in:.1} ms; reading the checkpoint once {base:.2} ms (without a checkpoint: {:.0} ms, peak {first_peak_mb:.0} MB)",
+        first * 1e3
+    );
+    println!(
+        "offline adjust of {count} entries: binary {adjust_bin:.1} ms; in process {adjust_in:.1} ms"
+    );
+    vec![
+        goal(
+            format!("offline `lootsync points`, {count} entries, checkpoint: wall time of the binary (baseline: reading the checkpoint once)"),
+            points_bin,
+            Some(base),
+            "ms",
+            50.0,
+        ),
+        goal(
+            format!("offline points, {count} entries, checkpoint: peak resident memory of a fresh process running it"),
+            peak_mb,
+            None,
+            "MB",
+            100.0,
+        ),
+        Figure::reported(
+            format!("offline points, {count} entries, checkpoint: node::open_offline + Points in process (baseline: reading the checkpoint once)"),
+            points_in,
+            Some(base),
+            "ms",
+        ),
+        goal(
+            format!("offline `lootsync adjust`, {count} entries, checkpoint: wall time of the binary (baseline: reading the checkpoint once)"),
+            adjust_bin,
+            Some(base),
+            "ms",
+            100.0,
+        ),
+        Figure::reported(
+            format!("offline adjust, {count} entries, checkpoint: node::open_offline + Adjust in process (baseline: reading the checkpoint once)"),
+            adjust_in,
+            Some(base),
+            "ms",
+        ),
+        Figure::reported(
+            format!("offline `lootsync points`, {count} entries, no checkpoint yet (replays the log, writes one): wall time"),
+            first * 1e3,
+            None,
+            "ms",
+        ),
+        Figure::reported(
+            format!("offline points, {count} entries, no checkpoint yet: peak resident memory of a fresh process running it"),
+            first_peak_mb,
+            None,
+            "MB",
+        ),
+    ]
+}
+
 fn rss_bytes() -> u64 {
+    status_kb("VmRSS:") * 1024
+}
+
+/// A field of /proc/self/status, in kB.
+fn status_kb(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let line = status
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .expect("VmRSS line");
+        .find(|l| l.starts_with(field))
+        .expect("status line");
     let kb: u64 = line
         .split_whitespace()
         .nth(1)
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS value");
-    kb * 1024
+        .expect("status value");
+    kb
+}
+
+/// In the child: one offline `points` as the CLI runs it; prints its seconds and the
+/// process's peak resident memory (VmHWM: this process image only, unlike the rusage of a
+/// spawned binary, which counts the parent it was forked from).
+fn offline_child(state: &Path) {
+    let config = Config {
+        node: "bench".into(),
+        state_dir: state.to_path_buf(),
+        ..Config::default()
+    };
+    let started = Instant::now();
+    let (mut peer, mut store) = node::open_offline(&config, node::system_unix_ms()).unwrap();
+    let totals = node::apply(&mut peer, &mut store, "bench", now(), Points {}).unwrap();
+    drop((peer, store));
+    let took = started.elapsed().as_secs_f64();
+    std::hint::black_box(totals);
+    println!("{took} {}", status_kb("VmHWM:") * 1024);
+}
+
+/// Runs one offline `points` in a fresh process; returns its seconds and peak memory.
+fn offline_peak(state: &Path) -> (f64, u64) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .env(OFFLINE_CHILD_ENV, state)
+        .output()
+        .expect("run offline child");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    let took: f64 = words.next().and_then(|v| v.parse().ok()).expect("seconds");
+    let peak: u64 = words.next().and_then(|v| v.parse().ok()).expect("peak");
+    (took, peak)
 }
 
 /// In the child: RSS with an empty log open, then with the big log open (both kept).
@@ -376,6 +679,10 @@ fn memory_figure(root: &Path) -> Figure {
 }
 
 fn main() {
+    if let Some(state) = std::env::var_os(OFFLINE_CHILD_ENV) {
+        offline_child(Path::new(&state));
+        return;
+    }
     if let Some(root) = std::env::var_os(RSS_CHILD_ENV) {
         rss_child(Path::new(&root));
         return;
@@ -390,8 +697,11 @@ fn main() {
         if full { "full" } else { "quick" }
     );
     let root = tempfile::tempdir().expect("temp dir");
-    let mut figures = cold_start_figure(if full { 1_000_000 } else { 100_000 }, root.path());
+    let count = if full { 1_000_000 } else { 100_000 };
+    let mut figures = cold_start_figure(count, root.path());
     figures.push(memory_figure(root.path()));
+    figures.extend(checkpoint_figures(count, root.path()));
+    figures.extend(offline_figures(count, root.path()));
     figures.push(durable_adjust_figure(
         if full { 2_000 } else { 300 },
         root.path(),

@@ -40,6 +40,8 @@ use tracing::{error, info, warn};
 pub(super) struct Driver {
     pub config: Config,
     pub options: DaemonOptions,
+    /// Before `store`: a checkpoint write in flight ends before the store's lock is dropped.
+    pub checkpoints: super::checkpoint::Checkpoints,
     pub store: LogStore,
     pub peer: Peer,
     /// Shared with its receive loop; the core joins and leaves the group on it. `None`
@@ -106,6 +108,7 @@ impl Driver {
             // Checked after every event, not only on a timeout: under steady traffic the
             // channel never times out, and heartbeats and commits must still happen.
             self.run_due_timers();
+            self.checkpoints.tick(&mut self.store, self.peer.ledger());
         };
         if let Ending::Graceful = ending {
             self.shut_down(&events);
@@ -192,6 +195,8 @@ impl Driver {
             }
         }
         self.flush();
+        self.checkpoints
+            .at_shutdown(&mut self.store, self.peer.ledger());
         let _ = std::fs::remove_file(&self.control_path);
         info!("stopped; log flushed");
     }

@@ -23,7 +23,9 @@
 //!   DNS server must not stall the core; a name that does not resolve is a warning and a
 //!   retry, never a failure);
 //! * **history** is built on a short-lived thread from a snapshot of the index, so reading
-//!   a big log back stalls neither sync nor the sockets.
+//!   a big log back stalls neither sync nor the sockets;
+//! * a **checkpoint** of the log (`checkpoint`) is written from time to time on a
+//!   short-lived thread of its own, from a snapshot the core thread takes.
 //!
 //! The core thread also holds the group socket, if there is one (no `[group] address`, no
 //! multicast and no group socket), to join and leave the multicast group when sync is
@@ -35,12 +37,14 @@
 //! be tested; the peer stays sans-IO either way (its reader is injected).
 //!
 //! A graceful stop runs in this order: stop taking events, send what the peer still queued,
-//! wait for the group commit in flight, flush, remove the control socket, release the lock.
+//! wait for the group commit in flight, flush, write a checkpoint, remove the control
+//! socket, release the lock.
 //!
 //! # Files
 //! - `start`: start-up: keys, log, sockets and control socket opened in order ([`start()`]).
 //! - `driver`: the core thread, the only one that touches the peer and the log.
 //! - `commit`: the group-commit thread, where merged entries' fdatasyncs run.
+//! - `checkpoint`: when checkpoints of the log are written, and the thread writing one.
 //! - `io`: the socket tasks: receive loops and the send task.
 //! - `event`: the messages between the threads.
 //! - `status`: what `lootsync status` shows, and the daemon's own counters.
@@ -52,6 +56,7 @@
 //! - [`notify`]: systemd's service notification protocol.
 //! - this file: running until a stop signal, telling systemd ([`run_until_signal`]).
 
+mod checkpoint;
 mod clock;
 mod commit;
 mod driver;

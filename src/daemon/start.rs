@@ -154,6 +154,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     let driver = Driver {
         config,
         options,
+        checkpoints: Default::default(),
         store,
         peer,
         group_socket: group_socket.clone(),

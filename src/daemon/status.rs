@@ -51,6 +51,10 @@ pub(super) fn status(
         daemon.send_errors.load(Ordering::Relaxed),
     );
     counters.insert("log_fsyncs".to_string(), store.fsyncs());
+    counters.insert(
+        "checkpoint_entries".to_string(),
+        store.checkpoint_entries().unwrap_or(0),
+    );
     counters.insert("log_remote_appends".to_string(), daemon.remote_appends);
     if daemon.append_failures > 0 {
         counters.insert("log_append_failures".to_string(), daemon.append_failures);

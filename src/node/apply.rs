@@ -173,6 +173,9 @@ fn record(
     for offset in offsets {
         peer.mark_stored(&key, offset);
     }
+    // Offline commands keep the next one's replay short; the daemon has its own schedule
+    // (this does nothing there).
+    store.checkpoint_if_due(peer.ledger());
     Ok(())
 }
 

@@ -16,6 +16,11 @@ use tracing::warn;
 pub const DAEMON_LOCK_WAIT: Duration = Duration::from_secs(5);
 /// How long an offline CLI command waits for the lock (another CLI command may hold it).
 pub const OFFLINE_LOCK_WAIT: Duration = Duration::from_millis(500);
+/// An offline command writes a checkpoint once this many records lie past the last one (or
+/// there is no usable one for a ledger this large): replaying that many costs about a
+/// millisecond, while a checkpoint of a million entries takes tens of milliseconds to write,
+/// so most offline adjusts only append.
+pub const OFFLINE_CHECKPOINT_RECORDS: u64 = 1024;
 
 /// Takes the state-directory lock, retrying for up to `wait` while another process holds it
 /// (a CLI command holds it only for a moment; a daemon starting meanwhile should not fail).
@@ -93,21 +98,29 @@ fn open_log_with<T>(
     Ok((store, entries, report))
 }
 
-/// Opens the log for a CLI command run without a daemon: a peer with sync off.
+/// Opens the log for a CLI command run without a daemon: a peer with sync off, over the
+/// same index-only ledger the daemon keeps (loaded from the checkpoint when there is a
+/// usable one, so only the log past it is read). Entry bodies are read back only for what
+/// the command prints. The store writes a checkpoint after appends once
+/// [`OFFLINE_CHECKPOINT_RECORDS`] records lie past the last one, and right away when
+/// opening found that many uncovered.
 pub fn open_offline(config: &Config, unix_ms: u64) -> Result<(Peer, LogStore), StoreError> {
-    let (store, entries, _report) = open_log(config, OFFLINE_LOCK_WAIT)?;
+    let (mut store, ledger, _report) =
+        open_log_with(config, OFFLINE_LOCK_WAIT, LogStore::open_indexed)?;
     let mut cfg = peer_config(config, 0);
     cfg.sync_enabled = false;
     let now = Now {
         mono_ms: 0,
         unix_ms,
     };
-    let mut peer = Peer::new(cfg, entries, SeededRng::new(rng_seed_from_os()), now);
+    let mut peer = Peer::with_ledger(cfg, ledger, SeededRng::new(rng_seed_from_os()), now);
     // A missing or unreadable officer key only matters to adjust, which then says so.
     let officer_key = config.officer_key().unwrap_or_else(|err| {
         warn!("officer key not loaded: {err}");
         None
     });
     peer.set_roster(config.root_public_key(), officer_key);
+    store.checkpoint_after_appends(Some(OFFLINE_CHECKPOINT_RECORDS));
+    store.checkpoint_if_due(peer.ledger());
     Ok((peer, store))
 }

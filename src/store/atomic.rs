@@ -26,7 +26,18 @@ impl Replacement {
     /// and gets the target's owner: a command run with sudo must not leave a file the
     /// daemon's user cannot open.
     pub(crate) fn create(target: &Path, tmp_path: PathBuf) -> Result<Replacement, StoreError> {
-        let original = fs::metadata(target).map_err(io_err(target, "reading the owner of"))?;
+        Self::create_owned_like(target, tmp_path, target)
+    }
+
+    /// Starts replacing (or creating) `target` with a file written at `tmp_path` that gets
+    /// the owner of `owner_of` (which must exist): a cache file beside the log belongs to
+    /// whoever owns the log.
+    pub(crate) fn create_owned_like(
+        target: &Path,
+        tmp_path: PathBuf,
+        owner_of: &Path,
+    ) -> Result<Replacement, StoreError> {
+        let original = fs::metadata(owner_of).map_err(io_err(owner_of, "reading the owner of"))?;
         let tmp = OpenOptions::new()
             .write(true)
             .create(true)
@@ -79,6 +90,27 @@ impl Replacement {
         sync_parent_dir(keep_old_as)?;
         fs::rename(&tmp_path, &target).map_err(io_err(&target, "replacing"))?;
         sync_parent_dir(&target)
+    }
+
+    /// Makes the new content durable, renames it over the target (the old content, if
+    /// any, is gone: for files that are only a cache) and syncs the directory. A crash
+    /// before the rename leaves the old file; after it, the new one; never a mix.
+    pub(crate) fn commit_replacing(self) -> Result<(), StoreError> {
+        let tmp_path = self.tmp_path.clone();
+        let target = self.target.clone();
+        self.sync_new()?;
+        fs::rename(&tmp_path, &target).map_err(io_err(&target, "replacing"))?;
+        sync_parent_dir(&target)
+    }
+
+    /// Writes out and syncs the new content, leaving it under its temporary name (what a
+    /// crash just before the rename leaves behind).
+    pub(crate) fn sync_new(self) -> Result<(), StoreError> {
+        let tmp = self
+            .out
+            .into_inner()
+            .map_err(|e| io_err(&self.tmp_path, "writing")(e.into_error()))?;
+        tmp.sync_all().map_err(io_err(&self.tmp_path, "syncing"))
     }
 
     /// Gives up: the target stays as it is and the temporary file is removed.

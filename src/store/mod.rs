@@ -9,6 +9,8 @@
 //! - `synced_mark`: how much of the log the last fdatasync covered.
 //! - `atomic`: replacing a whole file in one step (tmp + fsync + rename).
 //! - `writer`: [`LogStore`]'s appends, fdatasync and group commit.
+//! - `checkpoint`: the cache of a replayed log prefix beside the log, so an open replays
+//!   only what follows it; loading, checking and writing it.
 //! - `reader`: reading entries back by record offset ([`LogReader`]).
 //! - `migrate`: rewriting a version 1 log as the current version.
 //! - [`verify`]: `lootsync verify` and `lootsync repair`.
@@ -30,6 +32,7 @@
 //! version 1 log is rewritten as version 2 the first time it is opened.
 
 mod atomic;
+mod checkpoint;
 mod error;
 mod format;
 pub mod keyfile;
@@ -44,6 +47,9 @@ mod test_support;
 pub mod verify;
 mod writer;
 
+pub use checkpoint::{
+    checkpoint_path, CheckpointJob, CheckpointRejected, CheckpointWritten, CHECKPOINT_VERSION,
+};
 pub use error::{Damage, InvalidInput, StoreError};
 pub use format::{EncodeError, HeaderError, PayloadError, RecordDefect};
 pub use lock::StateLock;
@@ -55,6 +61,7 @@ use crate::core::ledger::{Ledger, LedgerBuilder};
 use crate::proto::digest::Digest;
 use crate::proto::entry::Entry;
 use atomic::sync_parent_dir;
+use checkpoint::{CheckpointState, Covers};
 use error::io_err;
 use format::{HeaderState, FORMAT_VERSION, HEADER_LEN};
 use scanner::{read_header, Progress, RecordScanner, Scanned};
@@ -78,11 +85,97 @@ pub struct OpenReport {
     /// Records whose id was already seen earlier in the file. They are skipped, not
     /// returned, and left on disk (rewriting the log to drop them is not worth the risk).
     pub duplicates_skipped: usize,
+    /// Entries taken from a checkpoint instead of being replayed (0: the whole log was).
+    pub checkpoint_entries: usize,
 }
 
-/// Receives each intact record's entry and offset while a log is opened; returns false when
-/// the entry repeats an earlier one (it is then counted as a duplicate).
-type Visitor<'a> = &'a mut dyn FnMut(Entry, u64) -> bool;
+/// What an open does with the records of a log.
+trait Replay {
+    /// Called once the log's header checked out, before any record is read: where to start
+    /// reading records (the first one, or the end of what a checkpoint covers).
+    fn start(&mut self, _path: &Path, _file: &File, _file_len: u64) -> u64 {
+        HEADER_LEN
+    }
+
+    /// Receives each intact record's entry and offset from the start on; returns false when
+    /// the entry repeats an earlier one (it is then counted as a duplicate).
+    fn visit(&mut self, entry: Entry, offset: u64) -> bool;
+}
+
+/// Collects every distinct entry, in file order.
+#[derive(Default)]
+struct CollectEntries {
+    entries: Vec<Entry>,
+    seen: HashSet<Digest>,
+}
+
+impl Replay for CollectEntries {
+    fn visit(&mut self, entry: Entry, _offset: u64) -> bool {
+        let new = self.seen.insert(entry.digest());
+        if new {
+            self.entries.push(entry);
+        }
+        new
+    }
+}
+
+/// Builds the index-only ledger: from the checkpoint plus the records past it when there is
+/// a usable one, from every record otherwise.
+struct IndexLog<'a> {
+    group: &'a str,
+    reader: Option<Arc<LogReader>>,
+    loaded: Option<(Ledger, Covers)>,
+    builder: LedgerBuilder,
+    /// Records read past the checkpoint (or from the start).
+    records: u64,
+}
+
+impl IndexLog<'_> {
+    fn reader(&mut self, path: &Path) -> Result<Arc<LogReader>, StoreError> {
+        if let Some(reader) = &self.reader {
+            return Ok(reader.clone());
+        }
+        let reader = Arc::new(LogReader::open(path)?);
+        self.reader = Some(reader.clone());
+        Ok(reader)
+    }
+}
+
+impl Replay for IndexLog<'_> {
+    fn start(&mut self, path: &Path, file: &File, file_len: u64) -> u64 {
+        let reader = match self.reader(path) {
+            Ok(reader) => reader,
+            // Opening the log again for reading failed: the open fails the same way once
+            // it needs the reader, so there is no checkpoint to look at now.
+            Err(_) => return HEADER_LEN,
+        };
+        match checkpoint::load(path, self.group, file, file_len, reader) {
+            Ok(checkpoint::Loaded { mut ledger, covers }) => {
+                // The records past the checkpoint arrive in file order, not key order: one
+                // replay at the end if a roster change among them calls for it.
+                ledger.begin_batch();
+                let from = covers.len;
+                self.loaded = Some((ledger, covers));
+                from
+            }
+            Err(why) => {
+                checkpoint::log_rejected(path, &why);
+                HEADER_LEN
+            }
+        }
+    }
+
+    fn visit(&mut self, entry: Entry, offset: u64) -> bool {
+        self.records += 1;
+        match &mut self.loaded {
+            Some((ledger, _)) => ledger.insert_stored(entry.key(), &entry, offset),
+            None => {
+                self.builder.push(&entry, offset);
+                true
+            }
+        }
+    }
+}
 
 impl LogStore {
     /// Path of the log for `group` inside `state_dir`: `state_dir/<group>.lootlog`.
@@ -94,7 +187,7 @@ impl LogStore {
     /// directory, scans and validates every record, and returns the entries in file order
     /// (the caller sorts). A torn tail left by a crash mid-append is truncated and reported;
     /// damage followed by intact records is [`StoreError::Corrupt`]. Records repeating an
-    /// earlier id are skipped and counted.
+    /// earlier id are skipped and counted. Checkpoints are neither read nor written.
     pub fn open(
         lock: StateLock,
         group: &str,
@@ -109,42 +202,63 @@ impl LogStore {
         group: &str,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(LogStore, Vec<Entry>, OpenReport), StoreError> {
-        let mut entries = Vec::new();
-        let mut seen: HashSet<Digest> = HashSet::new();
-        let (store, report) = Self::open_checked(
-            lock,
-            group,
-            progress,
-            &mut |entry, _| {
-                let new = seen.insert(entry.digest());
-                if new {
-                    entries.push(entry);
-                }
-                new
-            },
-            true,
-        )?;
-        Ok((store, entries, report))
+        let mut collect = CollectEntries::default();
+        let (store, report) = Self::open_checked(lock, group, progress, &mut collect, true)?;
+        warn_duplicates(store.path(), &report);
+        Ok((store, collect.entries, report))
     }
 
     /// Opens like [`LogStore::open_with_progress`] but keeps only a compact index of the log
     /// in memory: the returned ledger holds each entry's key, digest and offset, and reads
     /// bodies back from the file through a [`LogReader`] when history or sync need them.
+    ///
+    /// A usable checkpoint (see `checkpoint`) stands in for the part of the log it covers,
+    /// and only the records past it are read; one that is not usable is ignored with a log
+    /// line. Either way the ledger is the same.
     pub fn open_indexed(
         lock: StateLock,
         group: &str,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(LogStore, Ledger, OpenReport), StoreError> {
-        let mut builder = LedgerBuilder::new();
-        let (store, report) = Self::open_checked(
-            lock,
+        let mut replay = IndexLog {
             group,
-            progress,
-            &mut |entry, offset| builder.push(&entry, offset),
-            true,
-        )?;
-        let reader = LogReader::open(store.path())?;
-        let (ledger, _duplicates) = builder.finish(Arc::new(reader));
+            reader: None,
+            loaded: None,
+            builder: LedgerBuilder::new(),
+            records: 0,
+        };
+        let (mut store, mut report) = Self::open_checked(lock, group, progress, &mut replay, true)?;
+        let reader = replay.reader(store.path())?;
+        let (ledger, covered, duplicates) = match replay.loaded {
+            Some((mut ledger, covers)) => {
+                ledger.end_batch();
+                let duplicates = covers.duplicates as usize + report.duplicates_skipped;
+                report.checkpoint_entries = covers.entries as usize;
+                tracing::info!(
+                    "{}: loaded the checkpoint of {} entries ({} bytes of log) and replayed \
+                     the {} records past it",
+                    store.path().display(),
+                    covers.entries,
+                    covers.len,
+                    replay.records
+                );
+                (ledger, Some(covers), duplicates)
+            }
+            None => {
+                let (ledger, duplicates) = replay.builder.finish(reader);
+                (ledger, None, duplicates)
+            }
+        };
+        report.entries = ledger.len();
+        report.duplicates_skipped = duplicates;
+        warn_duplicates(store.path(), &report);
+        *store.checkpoint_state_mut() = CheckpointState {
+            group: group.to_string(),
+            covered,
+            records_past: replay.records,
+            duplicates: duplicates as u64,
+            after_appends: None,
+        };
         Ok((store, ledger, report))
     }
 
@@ -154,7 +268,7 @@ impl LogStore {
         lock: StateLock,
         group: &str,
         progress: &mut dyn FnMut(u64, u64),
-        visit: Visitor<'_>,
+        replay: &mut dyn Replay,
         repair_unsynced_holes: bool,
     ) -> Result<(LogStore, OpenReport), StoreError> {
         if !format::is_plain_group_name(group) {
@@ -181,6 +295,8 @@ impl LogStore {
             .map_err(io_err(&path, "reading metadata of"))?
             .len();
 
+        // The length the last successful fdatasync of this very file covered, if known.
+        let mut synced = None;
         let report = match read_header(&path, &file, file_len)? {
             HeaderState::Unwritten => {
                 write_fresh_header(&path, &mut file)?;
@@ -190,7 +306,8 @@ impl LogStore {
                 }
             }
             HeaderState::Valid => {
-                let mark = SyncedMark::read(&path, &file).filter(|_| repair_unsynced_holes);
+                synced = SyncedMark::read(&path, &file);
+                let mark = synced.filter(|_| repair_unsynced_holes);
                 if let Some(hole) = mark
                     .map(|mark| unsynced_hole(&path, &file, mark, file_len))
                     .transpose()?
@@ -219,32 +336,59 @@ impl LogStore {
                                 kept_aside.display()
                             );
                         }
-                        return Self::open_checked(lock, group, progress, visit, false);
+                        return Self::open_checked(lock, group, progress, replay, false);
                     }
                 }
-                load(&path, &file, file_len, progress, visit)?
+                let from = replay.start(&path, &file, file_len);
+                load(&path, &file, file_len, from, progress, replay)?
             }
         };
         // What was read is durable from here on (an earlier process may have died with
-        // appends still in the page cache): sync once, then record the length.
-        file.sync_data().map_err(io_err(&path, "syncing"))?;
+        // appends still in the page cache): sync once, then record the length. Unless the
+        // mark says a sync of this file already covered all of it (the usual case after a
+        // clean stop or an offline command): then there is nothing to sync, and an
+        // fdatasync of a clean file still costs a disk cache flush, milliseconds that
+        // every offline command would pay.
         let mut synced_mark = SyncedMark::open(&path, &file);
-        synced_mark.record(report.file_bytes);
+        if synced == Some(report.file_bytes) {
+            synced_mark.covers(report.file_bytes);
+        } else {
+            file.sync_data().map_err(io_err(&path, "syncing"))?;
+            synced_mark.record(report.file_bytes);
+        }
         let len = report.file_bytes;
-        Ok((LogStore::opened(lock, file, path, len, synced_mark), report))
+        let checkpoint = CheckpointState {
+            group: group.to_string(),
+            ..CheckpointState::default()
+        };
+        let store = LogStore::opened(lock, file, path, len, synced_mark, checkpoint);
+        Ok((store, report))
     }
 }
 
-/// Scans a log with a valid header, cutting a torn tail and refusing damage.
+/// Warns about records repeating an earlier entry.
+fn warn_duplicates(path: &Path, report: &OpenReport) {
+    if report.duplicates_skipped > 0 {
+        tracing::warn!(
+            path = %path.display(),
+            count = report.duplicates_skipped,
+            "skipped log records repeating an earlier entry id"
+        );
+    }
+}
+
+/// Scans a log with a valid header from `from` (a record boundary), cutting a torn tail and
+/// refusing damage.
 fn load(
     path: &Path,
     file: &File,
     file_len: u64,
+    from: u64,
     progress: &mut dyn FnMut(u64, u64),
-    visit: Visitor<'_>,
+    replay: &mut dyn Replay,
 ) -> Result<OpenReport, StoreError> {
     let mut progress = Progress::new(progress, file_len);
-    let mut scanner = RecordScanner::new(file, HEADER_LEN);
+    let mut scanner = RecordScanner::new(file, from);
     let mut entries = 0;
     let mut duplicates_skipped = 0;
     let mut torn = None;
@@ -255,7 +399,7 @@ fn load(
         };
         match item.map_err(io_err(path, "reading log"))? {
             Scanned::Record(record) => {
-                if visit(record.entry, record.offset) {
+                if replay.visit(record.entry, record.offset) {
                     entries += 1;
                 } else {
                     duplicates_skipped += 1;
@@ -309,18 +453,12 @@ fn load(
             "cut a torn tail (an unfinished append) off the log"
         );
     }
-    if duplicates_skipped > 0 {
-        tracing::warn!(
-            path = %path.display(),
-            count = duplicates_skipped,
-            "skipped log records repeating an earlier entry id"
-        );
-    }
     Ok(OpenReport {
         entries,
         file_bytes: valid_end,
         truncated_bytes,
         duplicates_skipped,
+        checkpoint_entries: 0,
     })
 }
 

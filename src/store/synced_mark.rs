@@ -77,6 +77,12 @@ impl SyncedMark {
         }
     }
 
+    /// Notes that the mark on disk already records `len` (read at open), so it is not
+    /// written again until a sync covers more.
+    pub(crate) fn covers(&mut self, len: u64) {
+        self.recorded = self.recorded.max(len);
+    }
+
     /// The length the last successful fdatasync of `log_file` covered, if a valid mark for
     /// this very file is on disk.
     pub(crate) fn read(log: &Path, log_file: &File) -> Option<u64> {

@@ -1,6 +1,7 @@
 //! The write side of an open log: appends, fdatasync, and group commit on another thread.
 
 use crate::proto::entry::Entry;
+use crate::store::checkpoint::CheckpointState;
 use crate::store::error::{io_err, InvalidInput, StoreError};
 use crate::store::format::encode_record;
 use crate::store::lock::StateLock;
@@ -36,6 +37,8 @@ pub struct LogStore {
     /// Where the length covered by the last successful sync is recorded, so the next open
     /// can tell unsynced damage (a power cut) from damage to durable records.
     synced_mark: SyncedMark,
+    /// What is known of the log's checkpoint (see `store/checkpoint.rs`).
+    checkpoint: CheckpointState,
 }
 
 /// A sync handed to another thread: run [`PendingSync::run`] there (it blocks).
@@ -60,6 +63,7 @@ impl LogStore {
         path: PathBuf,
         len: u64,
         synced_mark: SyncedMark,
+        checkpoint: CheckpointState,
     ) -> LogStore {
         LogStore {
             _lock: lock,
@@ -72,6 +76,7 @@ impl LogStore {
             sync_failed: false,
             background_sync_len: None,
             synced_mark,
+            checkpoint,
         }
     }
 
@@ -124,6 +129,7 @@ impl LogStore {
         }
         self.len += buf.len() as u64;
         self.unsynced = true;
+        self.checkpoint.records_past += entries.len() as u64;
         Ok(offsets)
     }
 
@@ -136,6 +142,10 @@ impl LogStore {
         let offsets = self.append_located(entries)?;
         if let Err(err) = self.sync() {
             self.len = before;
+            self.checkpoint.records_past = self
+                .checkpoint
+                .records_past
+                .saturating_sub(entries.len() as u64);
             if self.file.set_len(before).is_err() {
                 self.rollback_pending = true;
             }
@@ -240,6 +250,31 @@ impl LogStore {
     pub fn len_bytes(&self) -> u64 {
         self.len
     }
+
+    /// Whether everything appended is known to be on disk: no append since the last
+    /// successful sync, none in flight, no failed sync or write left over. Only then may a
+    /// checkpoint cover the whole log.
+    pub fn is_synced(&self) -> bool {
+        !self.unsynced
+            && self.background_sync_len.is_none()
+            && !self.sync_failed
+            && !self.rollback_pending
+    }
+
+    /// The open log file (for reading only: appends go through this store).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// What is known of the log's checkpoint.
+    pub(crate) fn checkpoint_state(&self) -> &CheckpointState {
+        &self.checkpoint
+    }
+
+    /// What is known of the log's checkpoint, to update.
+    pub(crate) fn checkpoint_state_mut(&mut self) -> &mut CheckpointState {
+        &mut self.checkpoint
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +363,7 @@ mod tests {
                 file_bytes: store.len_bytes(),
                 truncated_bytes: 0,
                 duplicates_skipped: 0,
+                checkpoint_entries: 0,
             }
         );
         assert_eq!(fs::read(store.path()).unwrap(), log_bytes(&all).0);

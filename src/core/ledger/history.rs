@@ -1,13 +1,14 @@
 //! History views: every entry (or one player's) in replay order with the running total and
 //! the verdict at its place, from the ledger or from a snapshot detached from it.
 
-use super::index::{read_body, EntryReader, StoredBody};
+use super::index::{read_body, DetachedIndex, StoredBody};
+use super::targets::NO_TARGET;
 use crate::core::roster::{Revocations, Roster, Verdict};
 use crate::proto::digest::Key;
 use crate::proto::entry::{Entry, EntryKind};
 use crate::proto::keys::PublicKey;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 /// One line of a player's (or the whole log's) history: the entry plus the total that
@@ -35,37 +36,63 @@ pub struct HistoryRow {
 pub struct HistorySource {
     root: Option<PublicKey>,
     revocations: Arc<Revocations>,
-    reader: Option<Arc<dyn EntryReader>>,
-    bodies: Vec<(Key, StoredBody)>,
+    /// The valid roster changes, by key: they judge every entry after them, and their
+    /// bodies are at hand without a read.
+    roster: BTreeMap<Key, Entry>,
+    index: DetachedIndex,
 }
 
 impl HistorySource {
-    /// A snapshot judged under `root` and `revocations`, reading `bodies` through `reader`.
+    /// A snapshot judged under `root`, `revocations` and the valid roster changes `roster`,
+    /// reading the entries of `index`.
     pub(super) fn new(
         root: Option<PublicKey>,
         revocations: Arc<Revocations>,
-        reader: Option<Arc<dyn EntryReader>>,
-        bodies: Vec<(Key, StoredBody)>,
+        roster: BTreeMap<Key, Entry>,
+        index: DetachedIndex,
     ) -> HistorySource {
         HistorySource {
             root,
             revocations,
-            reader,
-            bodies,
+            roster,
+            index,
         }
     }
 
     /// The history, exactly as [`super::Ledger::history`] gives it.
+    ///
+    /// One player's history reads back only that player's entries: a row depends on the
+    /// entries of its own target (the running total) and on the valid roster changes before
+    /// it (the verdict and the signer's name), and on nothing else, since judging a point
+    /// entry changes no roster. The index knows every entry's target, so the others are
+    /// skipped without reading them.
     pub fn history(self, player: Option<&str>) -> Vec<HistoryRow> {
-        let reader = self.reader;
-        let entries = self
-            .bodies
-            .into_iter()
-            .filter_map(|(key, body)| match body {
+        let HistorySource {
+            root,
+            revocations,
+            roster,
+            index,
+        } = self;
+        let reader = index.reader.clone();
+        // `None`: every entry; `Some(None)`: a name no entry targets.
+        let wanted: Option<Option<u32>> = player.map(|name| index.targets.id(name));
+        let entries = index.walk().filter_map(move |(key, body, target)| {
+            if let Some(change) = roster.get(&key) {
+                return Some(change.clone());
+            }
+            let read = match wanted {
+                None => true,
+                Some(id) => Some(target) == id || target == NO_TARGET,
+            };
+            if !read {
+                return None;
+            }
+            match body {
                 StoredBody::Resident(entry) => entry.map(|entry| *entry),
                 StoredBody::At(offset) => read_body(reader.as_deref()?, &key, offset),
-            });
-        history_rows(self.root, self.revocations, entries, player)
+            }
+        });
+        history_rows(root, revocations, entries, player)
     }
 }
 

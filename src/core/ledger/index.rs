@@ -1,7 +1,9 @@
-//! The compact sorted index of the log: per entry its key and where its body is (held in
-//! memory, or at an offset of the log read back through an injected [`EntryReader`]), and a
-//! digest index that finds an entry's key by its digest.
+//! The compact sorted index of the log: per entry its key, its target and where its body
+//! is (held in memory, or at an offset of the log read back through an injected
+//! [`EntryReader`]), and a digest index that finds an entry's key by its digest.
 
+use super::flat::{FlatEntry, FlatIndex};
+use super::targets::Targets;
 use crate::proto::digest::{Digest, Key};
 use crate::proto::entry::Entry;
 use crate::proto::fingerprint::Fingerprint;
@@ -48,24 +50,20 @@ impl BodyReadError {
 /// `Slot::offset` of an entry whose body is in the index's `resident` map.
 const RESIDENT: u64 = u64::MAX;
 
-/// What the index keeps per entry beside its key (which holds the digest that fingerprints
-/// sum): where the body is.
+/// Stored entries in the overlay are merged into the flat index once there are more of them
+/// than this or a quarter of the flat index, whichever is more: merging copies the whole
+/// flat index, so it must stay rare, while the overlay (a B-tree) costs about twice the
+/// memory per entry.
+const MIN_OVERLAY: usize = 65_536;
+
+/// What the overlay keeps per entry beside its key (which holds the digest that
+/// fingerprints sum): where the body is and whose entry it is.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Slot {
     /// Byte offset of the entry's record in the log, or [`RESIDENT`].
     offset: u64,
-}
-
-impl Slot {
-    /// The slot of an entry whose record is at `offset` of the log.
-    pub(super) fn stored_at(offset: u64) -> Slot {
-        Slot { offset }
-    }
-
-    /// The slot of an entry whose body is held in memory.
-    fn resident() -> Slot {
-        Slot { offset: RESIDENT }
-    }
+    /// The target's id.
+    target: u32,
 }
 
 /// Finds an entry's timestamp (and so its key) by digest. Most digests sit in a sorted vector
@@ -96,8 +94,7 @@ impl DigestIndex {
     }
 
     /// Adds `digest` unless present; returns whether it was new. With `merge_when_large`,
-    /// the recent map is folded into the vector once it passes an eighth of it; a bulk load
-    /// passes false and merges once at the end.
+    /// the recent map is folded into the vector once it passes an eighth of it.
     fn insert(&mut self, digest: Digest, at: Hlc, merge_when_large: bool) -> bool {
         if !self.sorted.is_empty()
             && self
@@ -123,7 +120,7 @@ impl DigestIndex {
         let mut recent: Vec<(Digest, Hlc)> = self.recent.drain().collect();
         recent.sort_unstable_by_key(|(digest, _)| *digest);
         self.recent = HashMap::new();
-        // Exact reservation: a doubling Vec would waste up to half of a million-entry index.
+        // Exact reservation: a doubling Vec would waste up to half of a large index.
         self.sorted.reserve_exact(recent.len());
         self.sorted.extend(recent);
         // Two sorted runs: the stable sort detects them and merges in linear time.
@@ -131,7 +128,7 @@ impl DigestIndex {
     }
 }
 
-/// Where one entry's body is, in a detached copy of the index ([`EntryIndex::bodies`]).
+/// Where one entry's body is, in a detached copy of the index ([`EntryIndex::detached`]).
 pub(super) enum StoredBody {
     /// In the log at this offset.
     At(u64),
@@ -139,17 +136,62 @@ pub(super) enum StoredBody {
     Resident(Option<Box<Entry>>),
 }
 
-/// Every entry's key in order and where its body is, plus the digest index.
+/// A copy of the index detached from the ledger, to read bodies back on another thread:
+/// the flat index is shared, the overlay copied (bodies not yet stored are cloned).
+pub(super) struct DetachedIndex {
+    base: FlatIndex,
+    overlay: Vec<(Key, StoredBody, u32)>,
+    /// Target names by id.
+    pub(super) targets: Arc<Targets>,
+    /// What stored bodies are read through.
+    pub(super) reader: Option<Arc<dyn EntryReader>>,
+}
+
+impl DetachedIndex {
+    /// Every entry's key, body location and target id, in key order.
+    pub(super) fn walk(self) -> impl Iterator<Item = (Key, StoredBody, u32)> {
+        let base = self.base;
+        let stored = (0..base.len()).map(move |i| {
+            let entry = base.entry(i);
+            (entry.key, StoredBody::At(entry.offset), entry.target)
+        });
+        merge_by_key(stored, self.overlay.into_iter(), |item| item.0)
+    }
+}
+
+/// Every entry's key and where its body is: stored entries in a flat, sorted index loaded in
+/// bulk (at start-up, from a checkpoint or the scan), entries added since in a sorted map
+/// beside it (the overlay), plus a digest index for the overlay. An entry is in one of the
+/// two, never both.
 #[derive(Clone, Default)]
 pub(super) struct EntryIndex {
+    base: FlatIndex,
     slots: BTreeMap<Key, Slot>,
+    /// The digests of the overlay's entries (the flat index finds its own).
     ids: DigestIndex,
     /// Bodies not readable through the reader (yet): entries inserted in memory.
     resident: HashMap<Key, Entry>,
     reader: Option<Arc<dyn EntryReader>>,
+    /// Target names by id, shared with detached copies (copied on write).
+    targets: Arc<Targets>,
 }
 
 impl EntryIndex {
+    /// An index of the stored entries in `base`, whose target ids are in `targets`, read
+    /// through `reader`.
+    pub(super) fn from_flat(
+        base: FlatIndex,
+        targets: Targets,
+        reader: Arc<dyn EntryReader>,
+    ) -> EntryIndex {
+        EntryIndex {
+            base,
+            targets: Arc::new(targets),
+            reader: Some(reader),
+            ..EntryIndex::default()
+        }
+    }
+
     /// Sets the reader that stored bodies are read through.
     pub(super) fn set_reader(&mut self, reader: Arc<dyn EntryReader>) {
         self.reader = Some(reader);
@@ -168,36 +210,48 @@ impl EntryIndex {
         at: Hlc,
         merge_when_large: bool,
     ) -> bool {
+        if self.base.find_digest(&digest).is_some() {
+            return false;
+        }
         self.ids.insert(digest, at, merge_when_large)
     }
 
     /// Indexes an entry whose digest was just inserted, holding its body in memory.
     pub(super) fn insert_resident(&mut self, key: Key, entry: Entry) {
-        self.slots.insert(key, Slot::resident());
+        let target = self.intern(&entry.target);
+        self.slots.insert(
+            key,
+            Slot {
+                offset: RESIDENT,
+                target,
+            },
+        );
         self.resident.insert(key, entry);
     }
 
-    /// Ends a bulk load: `slots` (any order) for the digests inserted without merging, read
-    /// through `reader`.
-    pub(super) fn finish_bulk_load(
-        &mut self,
-        mut slots: Vec<(Key, Slot)>,
-        reader: Arc<dyn EntryReader>,
-    ) {
-        self.reader = Some(reader);
-        // Sorted and bulk-built: a B-tree built from sorted input has full nodes, about half
-        // the memory of one grown by inserting in order.
-        slots.sort_unstable_by_key(|(key, _)| *key);
-        self.slots = slots.into_iter().collect();
-        self.ids.merge();
+    /// Indexes an entry whose digest was just inserted and whose record is at `offset` of
+    /// the log (a reader must be set).
+    pub(super) fn insert_stored(&mut self, key: Key, target: &str, offset: u64) {
+        let target = self.intern(target);
+        self.slots.insert(key, Slot { offset, target });
+        self.maybe_compact();
+    }
+
+    fn intern(&mut self, name: &str) -> u32 {
+        match self.targets.id(name) {
+            Some(id) => id,
+            None => Arc::make_mut(&mut self.targets).intern(name),
+        }
     }
 
     /// Whether any entry sorts after `key`.
     pub(super) fn has_later(&self, key: Key) -> bool {
-        self.slots
-            .range((Bound::Excluded(key), Bound::Unbounded))
-            .next()
-            .is_some()
+        self.base.last_key().is_some_and(|last| last > key)
+            || self
+                .slots
+                .range((Bound::Excluded(key), Bound::Unbounded))
+                .next()
+                .is_some()
     }
 
     /// See [`super::Ledger::mark_stored`].
@@ -208,8 +262,60 @@ impl EntryIndex {
         if let Some(slot) = self.slots.get_mut(key) {
             if self.resident.remove(key).is_some() {
                 slot.offset = offset;
+                self.maybe_compact();
             }
         }
+    }
+
+    /// Merges the overlay's stored entries into the flat index once there are many.
+    fn maybe_compact(&mut self) {
+        let stored = self.slots.len() - self.resident.len();
+        if stored > MIN_OVERLAY.max(self.base.len() / 4) {
+            self.compact();
+        }
+    }
+
+    /// Merges the overlay's stored entries into the flat index; entries not yet stored
+    /// stay in the overlay.
+    pub(super) fn compact(&mut self) {
+        let stored = self.stored_overlay();
+        if stored.is_empty() {
+            return;
+        }
+        self.base = self.base.merged(&stored);
+        self.slots.retain(|_, slot| slot.offset == RESIDENT);
+        let mut ids = DigestIndex::default();
+        for key in self.slots.keys() {
+            ids.insert(key.digest, key.at, false);
+        }
+        ids.merge();
+        self.ids = ids;
+    }
+
+    /// The overlay's stored entries, in key order.
+    fn stored_overlay(&self) -> Vec<FlatEntry> {
+        self.slots
+            .iter()
+            .filter(|(_, slot)| slot.offset != RESIDENT)
+            .map(|(key, slot)| FlatEntry {
+                key: *key,
+                offset: slot.offset,
+                target: slot.target,
+            })
+            .collect()
+    }
+
+    /// Every entry as stored in the log, for a checkpoint: the flat index (shared), the
+    /// overlay's entries and the target names. `None` while some entry is not yet stored.
+    pub(super) fn stored_parts(&self) -> Option<(FlatIndex, Vec<FlatEntry>, Arc<Targets>)> {
+        if !self.resident.is_empty() || self.reader.is_none() {
+            return None;
+        }
+        Some((
+            self.base.clone(),
+            self.stored_overlay(),
+            self.targets.clone(),
+        ))
     }
 
     /// See [`super::Ledger::unstored`].
@@ -225,61 +331,90 @@ impl EntryIndex {
         self.resident.len()
     }
 
-    /// The body of the entry at `key`, from memory or through the reader. A read failure is
-    /// logged and the entry treated as unavailable: the caller (sync) sends what it can.
-    fn body(&self, key: &Key, slot: &Slot) -> Option<Entry> {
-        if slot.offset == RESIDENT {
+    /// The body of the entry at `key` whose slot says `offset`, from memory or through the
+    /// reader. A read failure is logged and the entry treated as unavailable: the caller
+    /// (sync) sends what it can.
+    fn body(&self, key: &Key, offset: u64) -> Option<Entry> {
+        if offset == RESIDENT {
             return self.resident.get(key).cloned();
         }
-        read_body(self.reader.as_deref()?, key, slot.offset)
+        read_body(self.reader.as_deref()?, key, offset)
     }
 
     /// The body of the entry at `key`, if present and readable.
     pub(super) fn body_at(&self, key: &Key) -> Option<Entry> {
-        self.slots.get(key).and_then(|slot| self.body(key, slot))
+        match self.slots.get(key) {
+            Some(slot) => self.body(key, slot.offset),
+            None => self
+                .base
+                .find(key)
+                .and_then(|i| self.body(key, self.base.offset(i))),
+        }
     }
 
     /// Whether an entry with this digest is present.
     pub(super) fn contains(&self, digest: &Digest) -> bool {
-        self.ids.contains(digest)
+        self.base.find_digest(digest).is_some() || self.ids.contains(digest)
     }
 
     /// The entry with this digest, if present (and readable).
     pub(super) fn get(&self, digest: &Digest) -> Option<Entry> {
+        if let Some(i) = self.base.find_digest(digest) {
+            return self.body(&self.base.key(i), self.base.offset(i));
+        }
         let at = self.ids.get(digest)?;
         let key = Key {
             at,
             digest: *digest,
         };
         let slot = self.slots.get(&key)?;
-        self.body(&key, slot)
+        self.body(&key, slot.offset)
     }
 
     /// Number of entries.
     pub(super) fn len(&self) -> usize {
-        self.slots.len()
+        self.base.len() + self.slots.len()
     }
 
     /// The largest key present.
     pub(super) fn newest(&self) -> Option<Key> {
-        self.slots.keys().next_back().copied()
+        self.base
+            .last_key()
+            .max(self.slots.keys().next_back().copied())
     }
 
-    fn range_iter(&self, lower: Key, upper: Key) -> impl Iterator<Item = (&Key, &Slot)> + '_ {
-        // An inverted range is treated as empty rather than panicking: ranges come from peers.
-        let (lower, upper) = if lower <= upper {
+    /// `(lower, upper)`, or an empty range when inverted: ranges come from peers.
+    fn bounds(lower: Key, upper: Key) -> (Key, Key) {
+        if lower <= upper {
             (lower, upper)
         } else {
             (upper, upper)
-        };
-        self.slots
+        }
+    }
+
+    /// Every entry with `lower <= key < upper` in key order: its key and its slot's offset.
+    fn range_iter(&self, lower: Key, upper: Key) -> impl Iterator<Item = (Key, u64)> + '_ {
+        let (lower, upper) = Self::bounds(lower, upper);
+        let (from, to) = (self.base.lower_bound(&lower), self.base.lower_bound(&upper));
+        let stored = (from..to).map(|i| (self.base.key(i), self.base.offset(i)));
+        let added = self
+            .slots
             .range((Bound::Included(lower), Bound::Excluded(upper)))
+            .map(|(key, slot)| (*key, slot.offset));
+        merge_by_key(stored, added, |item| item.0)
     }
 
     /// Fingerprint of the entries with `lower <= key < upper`, summed key by key.
     pub(super) fn range_fingerprint(&self, lower: Key, upper: Key) -> Fingerprint {
-        let mut fp = Fingerprint::default();
-        for (key, _) in self.range_iter(lower, upper) {
+        let (lower, upper) = Self::bounds(lower, upper);
+        let mut fp = self
+            .base
+            .fingerprint(self.base.lower_bound(&lower), self.base.lower_bound(&upper));
+        for key in self
+            .slots
+            .range((Bound::Included(lower), Bound::Excluded(upper)))
+            .map(|(key, _)| key)
+        {
             fp.add(key.digest.as_u128());
         }
         fp
@@ -287,13 +422,13 @@ impl EntryIndex {
 
     /// Keys of the entries with `lower <= key < upper`, in key order (no body is read).
     pub(super) fn range_keys(&self, lower: Key, upper: Key) -> impl Iterator<Item = Key> + '_ {
-        self.range_iter(lower, upper).map(|(key, _)| *key)
+        self.range_iter(lower, upper).map(|(key, _)| key)
     }
 
     /// Entries with `lower <= key < upper`, in key order, read lazily.
     pub(super) fn range(&self, lower: Key, upper: Key) -> impl Iterator<Item = Entry> + '_ {
         self.range_iter(lower, upper)
-            .filter_map(|(key, slot)| self.body(key, slot))
+            .filter_map(|(key, offset)| self.body(&key, offset))
     }
 
     /// Entries with `lower <= key < upper` whose key passes `keep`, in key order; bodies are
@@ -306,7 +441,7 @@ impl EntryIndex {
     ) -> impl Iterator<Item = Entry> + 'a {
         self.range_iter(lower, upper)
             .filter(move |(key, _)| keep(key))
-            .filter_map(|(key, slot)| self.body(key, slot))
+            .filter_map(|(key, offset)| self.body(&key, offset))
     }
 
     /// See [`super::Ledger::split`].
@@ -316,12 +451,12 @@ impl EntryIndex {
         let mut bounds = Vec::with_capacity(parts);
         let mut start = lower;
         if parts > 1 {
-            for (index, (key, _)) in self.range_iter(lower, upper).enumerate() {
+            for (index, key) in self.range_keys(lower, upper).enumerate() {
                 // Cut in front of the item at each (i * count / parts) position.
                 let next_cut = (bounds.len() + 1) * count / parts;
-                if index == next_cut && index > 0 && *key > start {
-                    bounds.push((start, *key));
-                    start = *key;
+                if index == next_cut && index > 0 && key > start {
+                    bounds.push((start, key));
+                    start = key;
                     if bounds.len() + 1 == parts {
                         break;
                     }
@@ -332,20 +467,40 @@ impl EntryIndex {
         bounds
     }
 
-    /// Every key in order with where its body is: a copy detached from the index (bodies
-    /// not yet stored are cloned), to read the bodies back on another thread.
-    pub(super) fn bodies(&self) -> Vec<(Key, StoredBody)> {
-        self.slots
+    /// A copy detached from the index, to read the bodies back on another thread.
+    pub(super) fn detached(&self) -> DetachedIndex {
+        let overlay = self
+            .slots
             .iter()
-            .map(|(key, slot)| match slot.offset {
-                RESIDENT => (
-                    *key,
-                    StoredBody::Resident(self.resident.get(key).cloned().map(Box::new)),
-                ),
-                offset => (*key, StoredBody::At(offset)),
+            .map(|(key, slot)| {
+                let body = match slot.offset {
+                    RESIDENT => StoredBody::Resident(self.resident.get(key).cloned().map(Box::new)),
+                    offset => StoredBody::At(offset),
+                };
+                (*key, body, slot.target)
             })
-            .collect()
+            .collect();
+        DetachedIndex {
+            base: self.base.clone(),
+            overlay,
+            targets: self.targets.clone(),
+            reader: self.reader.clone(),
+        }
     }
+}
+
+/// Merges two iterators sorted by `key` into one sorted iterator (ties: `a` first).
+fn merge_by_key<T, K: Ord>(
+    a: impl Iterator<Item = T>,
+    b: impl Iterator<Item = T>,
+    key: impl Fn(&T) -> K,
+) -> impl Iterator<Item = T> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if key(y) < key(x) => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 /// Reads the body of the entry at `key` from the log at `offset`. A read failure or a

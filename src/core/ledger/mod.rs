@@ -10,15 +10,22 @@
 //! Totals are sums of deltas, so they never depend on arrival order; history views (running
 //! totals) do depend on order, which is why everything iterates in [`Key`] order.
 //!
-//! - `index`: the compact sorted index, the digest index and reading bodies back.
+//! - `flat`: the stored entries' keys, offsets and targets as flat sorted arrays.
+//! - `targets`: target names as small numbers, so one player's entries are found unread.
+//! - `index`: the flat index plus the entries added since, the digest index and reading
+//!   bodies back.
 //! - `replay`: judging entries under the officer roster, totals, and replays.
 //! - `builder`: the index-only ledger built while a log is scanned.
 //! - `history`: history rows, also from a snapshot taken off the event loop.
+//! - `snapshot`: a ledger as a checkpoint holds it, and back.
 
 mod builder;
+mod flat;
 mod history;
 mod index;
 mod replay;
+mod snapshot;
+mod targets;
 #[cfg(test)]
 mod test_support;
 
@@ -31,6 +38,7 @@ pub use history::{HistoryRow, HistorySource};
 use index::EntryIndex;
 pub use index::{BodyReadError, EntryReader};
 use replay::{ReplayNeed, ReplayState};
+pub use snapshot::{EncodedSnapshot, LedgerSnapshot, SnapshotError, SNAPSHOT_VERSION};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -100,6 +108,29 @@ impl Ledger {
         }
         let need = self.account(&entry, key);
         self.index.insert_resident(key, entry);
+        self.replay_if(key, need);
+        true
+    }
+
+    /// Adds an entry read from the log at `offset` (the part of a log past a checkpoint) if
+    /// its digest is new, keeping only where it is. Without a reader the body is held in
+    /// memory instead. Returns false (and changes nothing) for a duplicate.
+    pub(crate) fn insert_stored(&mut self, key: Key, entry: &Entry, offset: u64) -> bool {
+        debug_assert_eq!(key, entry.key());
+        if self.index.reader().is_none() {
+            return self.insert_keyed(key, entry.clone());
+        }
+        if !self.index.insert_digest(key.digest, key.at, true) {
+            return false;
+        }
+        let need = self.account(entry, key);
+        self.index.insert_stored(key, &entry.target, offset);
+        self.replay_if(key, need);
+        true
+    }
+
+    /// Replays the log if the entry just indexed at `key` may have changed verdicts.
+    fn replay_if(&mut self, key: Key, need: ReplayNeed) {
         let needed = match need {
             ReplayNeed::None => false,
             // A roster change after every entry held (the usual case: one just made)
@@ -113,7 +144,6 @@ impl Ledger {
                 false => self.replay.recompute(&self.index),
             }
         }
-        true
     }
 
     /// Starts a batch of inserts (a merge): replays a roster change calls for wait for
@@ -280,27 +310,28 @@ impl Ledger {
     }
 
     /// History in replay order with the running total of each entry's target, optionally
-    /// for one player only.
+    /// for one player only (then only that player's entry bodies are read back).
     pub fn history(&self, player: Option<&str>) -> Vec<HistoryRow> {
-        history::history_rows(
-            self.replay.root(),
-            self.replay.revocations().clone(),
-            self.iter(),
-            player,
-        )
+        self.history_source().history(player)
     }
 
-    /// What [`Ledger::history`] needs, detached from the ledger: the index in key order (a
-    /// copy of keys and offsets, plus the bodies not yet stored), the reader and the roster
-    /// keys. The daemon builds the history from it on a blocking thread, so reading a large
-    /// log back does not stall sync.
+    /// What [`Ledger::history`] needs, detached from the ledger: the index in key order (the
+    /// flat part shared, the entries added since copied, with the bodies not yet stored),
+    /// the reader and the roster. The daemon builds the history from it on a blocking
+    /// thread, so reading a large log back does not stall sync.
     pub fn history_source(&self) -> HistorySource {
         HistorySource::new(
             self.replay.root(),
             self.replay.revocations().clone(),
-            self.index.reader().cloned(),
-            self.index.bodies(),
+            self.replay.roster_changes().clone(),
+            self.index.detached(),
         )
+    }
+
+    /// Moves every stored entry into the flat index (the same compaction that happens by
+    /// itself as entries are stored), so memory per entry is the flat index's.
+    pub fn compact(&mut self) {
+        self.index.compact();
     }
 }
 
@@ -370,6 +401,54 @@ mod tests {
         let (ledger, _) = Ledger::from_entries((1..=3).map(|i| entry(i, i as u8, "P", 1)));
         assert_eq!(ledger.range_fingerprint(Key::MAX, Key::MIN).count, 0);
         assert_eq!(ledger.range(Key::MAX, Key::MIN).count(), 0);
+    }
+
+    /// Moving the stored entries of the overlay into the flat index changes no answer;
+    /// entries not yet stored stay where they are.
+    #[test]
+    fn compaction_changes_no_answer() {
+        let reader = Arc::new(MemoryReader::default());
+        let mut builder = LedgerBuilder::new();
+        for i in 0..30u64 {
+            let e = entry(i * 2, i as u8, ["Ann", "Bo"][i as usize % 2], 1);
+            reader.put(100 + i, e.clone());
+            builder.push(&e, 100 + i);
+        }
+        let (mut ledger, _) = builder.finish(reader.clone());
+        for i in 0..20u64 {
+            let e = entry(i * 3 + 1, 100 + i as u8, "Cy", i as i64);
+            assert!(ledger.insert(e.clone()));
+            if i % 4 != 0 {
+                reader.put(500 + i, e.clone());
+                ledger.mark_stored(&e.key(), 500 + i);
+            }
+        }
+        let before = ledger.clone();
+        ledger.compact();
+        assert_eq!(ledger.resident_len(), 5);
+        assert_eq!(ledger.unstored(), before.unstored());
+        assert_eq!(ledger.len(), 50);
+        assert_eq!(ledger.history(None), before.history(None));
+        assert_eq!(ledger.history(Some("Cy")), before.history(Some("Cy")));
+        let parts = before.split(Key::MIN, Key::MAX, 7);
+        assert_eq!(ledger.split(Key::MIN, Key::MAX, 7), parts);
+        for (lo, hi) in parts {
+            assert_eq!(
+                ledger.range_fingerprint(lo, hi),
+                before.range_fingerprint(lo, hi)
+            );
+            assert_eq!(
+                ledger.range_keys(lo, hi).collect::<Vec<_>>(),
+                before.range_keys(lo, hi).collect::<Vec<_>>()
+            );
+        }
+        for e in before.iter() {
+            assert!(ledger.contains(&e.digest()));
+            assert_eq!(ledger.get(&e.digest()), Some(e.clone()));
+            // A duplicate is still refused wherever the first copy sits.
+            assert!(!ledger.insert(e));
+        }
+        assert_eq!(ledger.newest(), before.newest());
     }
 
     #[test]

@@ -53,6 +53,55 @@ pub(super) struct ReplayState {
 }
 
 impl ReplayState {
+    /// The state of a bulk load judged with no root key (an open roster, as a log scan
+    /// judges it): every point entry counted in `totals`, every roster entry (all keyed in
+    /// `roster_keys`) rejected.
+    pub(super) fn open_roster(
+        totals: BTreeMap<String, i64>,
+        roster_keys: BTreeSet<Key>,
+    ) -> ReplayState {
+        ReplayState {
+            rejected: roster_keys.len() as u64,
+            totals,
+            roster_keys,
+            ..ReplayState::default()
+        }
+    }
+
+    /// The state a replay under `root` left, as a checkpoint keeps it: the roster caches
+    /// are derived from `roster` (the valid roster changes, by key) again.
+    pub(super) fn restore(
+        root: Option<PublicKey>,
+        roster_keys: BTreeSet<Key>,
+        roster: BTreeMap<Key, Entry>,
+        totals: BTreeMap<String, i64>,
+        rejected: u64,
+    ) -> ReplayState {
+        let revocation_parts = RevocationTracker::from_changes(root, roster.values());
+        let mut state = ReplayState {
+            root,
+            roster_keys,
+            revocations: Arc::new(revocation_parts.complete().clone()),
+            revocation_parts,
+            roster,
+            totals,
+            rejected,
+            ..ReplayState::default()
+        };
+        state.refresh_roster_caches();
+        state
+    }
+
+    /// The key of every roster entry, valid or not.
+    pub(super) fn roster_keys(&self) -> &BTreeSet<Key> {
+        &self.roster_keys
+    }
+
+    /// The valid roster changes (signed by the root key), by key.
+    pub(super) fn roster_changes(&self) -> &BTreeMap<Key, Entry> {
+        &self.roster
+    }
+
     /// Judges a new entry at `key` and adds it to the totals if it counts; says whether the
     /// verdicts on other entries may have changed.
     pub(super) fn account(&mut self, entry: &Entry, key: Key) -> ReplayNeed {
