@@ -1,6 +1,7 @@
 //! The state directory's exclusive lock.
 
-use crate::store::error::{io_err, StoreError};
+use crate::store::error::{io_err, InvalidInput, StoreError};
+use crate::store::format;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 
@@ -45,6 +46,22 @@ impl StateLock {
                 source,
             }),
         }
+    }
+
+    /// The path of `group`'s log in this state directory, refusing a group name that is not
+    /// a plain file-name component (so no name can reach outside the directory). Open,
+    /// verify and repair all name the log through here.
+    pub fn log_path(&self, group: &str) -> Result<PathBuf, StoreError> {
+        if !format::is_plain_group_name(group) {
+            return Err(StoreError::InvalidInput {
+                path: self.state_dir().to_path_buf(),
+                action: "opening the log for a group in",
+                problem: InvalidInput::GroupName {
+                    group: group.to_string(),
+                },
+            });
+        }
+        Ok(format::log_file_path(self.state_dir(), group))
     }
 
     /// The locked state directory.

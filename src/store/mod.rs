@@ -271,16 +271,7 @@ impl LogStore {
         replay: &mut dyn Replay,
         repair_unsynced_holes: bool,
     ) -> Result<(LogStore, OpenReport), StoreError> {
-        if !format::is_plain_group_name(group) {
-            return Err(StoreError::InvalidInput {
-                path: lock.state_dir().to_path_buf(),
-                action: "opening the log for a group in",
-                problem: InvalidInput::GroupName {
-                    group: group.to_string(),
-                },
-            });
-        }
-        let path = Self::log_path(lock.state_dir(), group);
+        let path = lock.log_path(group)?;
         migrate::upgrade_v1_log(&path)?;
         let mut file = OpenOptions::new()
             .read(true)

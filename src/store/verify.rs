@@ -12,7 +12,7 @@
 use crate::proto::digest::Digest;
 use crate::proto::hlc::Hlc;
 use crate::store::atomic::Replacement;
-use crate::store::error::{io_err, Damage, InvalidInput, StoreError};
+use crate::store::error::{io_err, Damage, StoreError};
 use crate::store::format::{self, HeaderState, FORMAT_VERSION, HEADER_LEN};
 use crate::store::lock::StateLock;
 use crate::store::scanner::{read_header, Progress, RecordScanner, Scanned};
@@ -142,16 +142,7 @@ pub fn repair(
 }
 
 fn existing_log(lock: &StateLock, group: &str) -> Result<PathBuf, StoreError> {
-    if !format::is_plain_group_name(group) {
-        return Err(StoreError::InvalidInput {
-            path: lock.state_dir().to_path_buf(),
-            action: "opening the log for a group in",
-            problem: InvalidInput::GroupName {
-                group: group.to_string(),
-            },
-        });
-    }
-    let path = format::log_file_path(lock.state_dir(), group);
+    let path = lock.log_path(group)?;
     if !path.exists() {
         return Err(StoreError::Io {
             source: io::Error::new(io::ErrorKind::NotFound, "no log file for this group"),
