@@ -6,8 +6,10 @@
 //! - [`ledger`]: the compact sorted index of the log, totals, fingerprints and history.
 //! - [`roster`]: which signed entries count: the officer roster and revocations.
 //! - [`roster::plan`]: officer planning: the signed entries `officer add`/`remove` append.
+//! - [`batch`]: planning an officer's multi-entry changes (award, decay, import, revert).
 //! - [`rng`]: the seeded RNG the sync core draws from.
 
+pub mod batch;
 pub mod ledger;
 pub mod rng;
 pub mod roster;

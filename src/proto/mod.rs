@@ -7,6 +7,8 @@
 //! - [`fingerprint`]: set fingerprints that sync compares.
 //! - [`keys`]: ed25519 public keys and the seal (signature) an entry carries.
 //! - [`entry`]: the immutable log entry and its bounds.
+//! - [`text`]: rules for new names and reasons, when two names are one player, and escaping
+//!   text read back for a terminal.
 //! - [`signature`]: signing entries and checking their seals.
 //! - [`limits`]: datagram sizes shared by the codec and the sealing layer.
 //! - [`wire`]: the datagram codec (version byte + postcard).
@@ -20,4 +22,5 @@ pub mod keys;
 pub mod limits;
 pub mod seal;
 pub mod signature;
+pub mod text;
 pub mod wire;

@@ -28,6 +28,13 @@ pub struct HistoryRow {
     /// order: who really wrote it, whatever its free-text `actor` says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signed_by: Option<String>,
+    /// The digest (32 hex digits) of the entry this one reverts, when it is a revert that
+    /// counts (see [`super::revert`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverts: Option<String>,
+    /// The digest of the revert that undoes this entry, if one counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reverted_by: Option<String>,
 }
 
 /// A snapshot of what a history needs ([`super::Ledger::history_source`]); `Send`, so it can
@@ -128,9 +135,12 @@ pub(super) fn history_rows(
                 total,
                 rejected: verdict.rejection().map(str::to_string),
                 signed_by,
+                reverts: None,
+                reverted_by: None,
             });
         }
     }
+    super::revert::link_reverts(&mut rows);
     rows
 }
 

@@ -17,6 +17,7 @@
 //! - `replay`: judging entries under the officer roster, totals, and replays.
 //! - `builder`: the index-only ledger built while a log is scanned.
 //! - `history`: history rows, also from a snapshot taken off the event loop.
+//! - [`revert`]: the link from a reverting entry to the entry it reverts.
 //! - `snapshot`: a ledger as a checkpoint holds it, and back.
 
 mod builder;
@@ -24,6 +25,7 @@ mod flat;
 mod history;
 mod index;
 mod replay;
+pub mod revert;
 mod snapshot;
 mod targets;
 #[cfg(test)]
@@ -302,6 +304,22 @@ impl Ledger {
     /// One player's current total (0 if never adjusted).
     pub fn total(&self, player: &str) -> i64 {
         self.replay.totals().get(player).copied().unwrap_or(0)
+    }
+
+    /// The spelling under which `name` is in the ledger: `name` itself if some entry targets
+    /// exactly it, else an existing player whose name is the same under
+    /// [`crate::proto::text::name_key`] (case and Unicode form ignored; the smallest such
+    /// spelling, so every peer picks the same one), else `None` (a new player).
+    pub fn resolve_player(&self, name: &str) -> Option<String> {
+        let totals = self.replay.totals();
+        if totals.contains_key(name) {
+            return Some(name.to_string());
+        }
+        let key = crate::proto::text::name_key(name);
+        totals
+            .keys()
+            .find(|existing| crate::proto::text::name_key(existing) == key)
+            .cloned()
     }
 
     /// All entries in replay order, read lazily.
