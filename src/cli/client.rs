@@ -51,16 +51,24 @@ pub fn request<C: LedgerCommand + Clone>(config: &Config, command: C) -> Result<
     let log = loot_sync::store::LogStore::log_path(&config.state_dir, &config.group.name);
     let log = std::path::absolute(&log).unwrap_or(log);
     let kind: Request = command.clone().into();
-    let is_adjust = matches!(kind, Request::Adjust(_));
-    // Writes may start a ledger (a group's first `officer add` happens before any daemon
-    // ran); reads may not.
-    let writes = is_adjust || matches!(kind, Request::Append(_));
+    // Entries this machine signs (none in a dry run).
+    let signs = match &kind {
+        Request::Adjust(_) | Request::Revert(_) => true,
+        Request::Award(award) => !award.dry_run,
+        Request::Decay(decay) => !decay.dry_run,
+        Request::Import(import) => !import.dry_run,
+        _ => false,
+    };
+    let writes = signs || matches!(kind, Request::Append(_));
+    // Writes that name their players may start a ledger (a group's first `officer add` or
+    // `import` happens before any daemon ran); reads, decay and revert may not.
+    let may_start = writes && !matches!(kind, Request::Decay(_) | Request::Revert(_));
     let new_ledger = !log.exists();
-    if new_ledger && !writes {
+    if new_ledger && !may_start {
         // Reading an empty ledger into existence would hide a wrong directory or config.
         return Err(NoLedger { socket, log }.into());
     }
-    if is_adjust {
+    if signs {
         // Offline the officer key is only loaded with a warning (reads need none), so an
         // adjust says why the key cannot be used instead of "no officer key".
         config.officer_key().context("security.officer_key_file")?;

@@ -15,8 +15,11 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
 
-/// Longest request line accepted, in bytes (not counting its newline).
-pub const MAX_REQUEST_BYTES: usize = 16 * 1024;
+/// Longest request line accepted, in bytes (not counting its newline): room for an
+/// `import` or `award` of [`MAX_BATCH`] players with long names.
+pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
+/// Most players one `award` or `import` may name (a guild's whole roster fits).
+pub const MAX_BATCH: usize = 4096;
 /// Longest reply line the client accepts (history of a big log can be large).
 pub const MAX_REPLY_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -41,6 +44,82 @@ pub struct Adjust {
     /// Who makes the change; the daemon's node name when absent.
     #[serde(default)]
     pub actor: Option<String>,
+}
+
+/// Award the same points to several players: one entry each, written, fsynced and sent as
+/// one batch, or nothing at all when any item is bad.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Award {
+    /// The players, each at most once (names match in any letter case).
+    pub players: Vec<String>,
+    /// Points each gets (negative to remove).
+    pub delta: i64,
+    /// Why.
+    pub reason: String,
+    /// Who makes the change; the daemon's node name when absent.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only plan: write nothing, answer what would be written.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Decay every non-zero total on this peer by a percentage, as one batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decay {
+    /// The percentage in hundredths (1000 is 10 %), more than 0 and at most 10,000.
+    pub percent_hundredths: u32,
+    /// Why.
+    pub reason: String,
+    /// Who makes the change; the daemon's node name when absent.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only plan: write nothing, answer what would be written.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Append the entry undoing an earlier point entry, linked to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revert {
+    /// The entry: a prefix of its digest or id, matching exactly one entry.
+    pub entry: String,
+    /// The officer's words, after the link (may be empty).
+    #[serde(default)]
+    pub reason: String,
+    /// Who makes the change; the daemon's node name when absent.
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// One line of an import: a player and the balance they should have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Balance {
+    /// The player.
+    pub player: String,
+    /// Their total once imported.
+    pub points: i64,
+}
+
+/// Set players' totals to given balances (opening balances), one entry per player whose
+/// total differs, as one batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Import {
+    /// The balances, each player at most once.
+    pub balances: Vec<Balance>,
+    /// Why.
+    pub reason: String,
+    /// Who makes the change; the daemon's node name when absent.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// Only plan: write nothing, answer what would be written.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// Append an entry made and signed elsewhere (an officer roster change signed by the root
@@ -95,6 +174,14 @@ pub enum Request {
     Adjust(Adjust),
     /// See [`Append`].
     Append(Append),
+    /// See [`Award`].
+    Award(Award),
+    /// See [`Decay`].
+    Decay(Decay),
+    /// See [`Revert`].
+    Revert(Revert),
+    /// See [`Import`].
+    Import(Import),
     /// See [`Points`].
     Points(Points),
     /// See [`History`].
@@ -114,6 +201,38 @@ pub struct AdjustResult {
     pub entry: Entry,
     /// The player's total after replaying it.
     pub total: i64,
+    /// Notes for the officer: the name matched an existing player spelled differently, or
+    /// a new player's name looks like an existing one's.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// One entry of a batch (award, decay, import, revert), written or planned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchChange {
+    /// The player.
+    pub player: String,
+    /// Their total before.
+    pub before: i64,
+    /// Points the entry adds.
+    pub delta: i64,
+    /// Their total after (on this peer).
+    pub after: i64,
+    /// The entry as recorded; `None` in a dry run.
+    #[serde(default)]
+    pub entry: Option<Entry>,
+}
+
+/// Result of a batch: what was written (or, in a dry run, would be).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchResult {
+    /// Whether the entries are on disk (false: a dry run, nothing written).
+    pub written: bool,
+    /// One per entry, in the order written.
+    pub changes: Vec<BatchChange>,
+    /// Notes for the officer (name spellings matched, look-alikes).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// Totals by player.
@@ -208,6 +327,13 @@ pub struct StatusResult {
     pub listed: Vec<ListedStatus>,
     /// Counters: datagrams sent/received, drops by reason, sessions.
     pub counters: BTreeMap<String, u64>,
+    /// Id of the group key sealing datagrams (8 hex digits); `None` in the clear.
+    #[serde(default)]
+    pub group_key_id: Option<String>,
+    /// Officers on the roster as this peer judges it; `None` without a root key (an open
+    /// roster).
+    #[serde(default)]
+    pub officers: Option<usize>,
 }
 
 /// Result of `sync on|off`.
@@ -233,6 +359,8 @@ pub enum Response {
     Adjusted(Box<AdjustResult>),
     /// To [`Append`]: the entry as stored.
     Appended(Box<Entry>),
+    /// To [`Award`], [`Decay`], [`Revert`] and [`Import`].
+    Batch(BatchResult),
     /// To [`Points`].
     Points(PointsResult),
     /// To [`History`].
@@ -264,6 +392,10 @@ macro_rules! command {
 
 command!(Adjust => Adjust, AdjustResult, |o| Response::Adjusted(Box::new(o)));
 command!(Append => Append, Entry, |o| Response::Appended(Box::new(o)));
+command!(Award => Award, BatchResult, Response::Batch);
+command!(Decay => Decay, BatchResult, Response::Batch);
+command!(Revert => Revert, BatchResult, Response::Batch);
+command!(Import => Import, BatchResult, Response::Batch);
 command!(Points => Points, PointsResult, Response::Points);
 command!(History => History, HistoryResult, Response::History);
 command!(Status => Status, StatusResult, |o| Response::Status(Box::new(o)));

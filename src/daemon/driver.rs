@@ -16,7 +16,7 @@ use super::resolve::ListedUpdate;
 use super::status::{self, DriverCounters};
 use crate::config::{Config, FsyncPolicy};
 use crate::control::{
-    Adjust, Append, Command, DebugState, History, Outcome, Points, Refusal, Request, Status,
+    Adjust, Append, BatchResult, Command, DebugState, History, Outcome, Points, Refusal, Request, Status,
     SwitchDebug, SwitchSync, SyncState,
 };
 use crate::core::ledger::Ledger;
@@ -343,6 +343,10 @@ impl Driver {
                 adjusted.map(Adjust::respond)
             }
             Request::Append(append) => self.apply(now, append).map(Append::respond),
+            Request::Award(award) => self.apply_batch(now, award),
+            Request::Decay(decay) => self.apply_batch(now, decay),
+            Request::Revert(revert) => self.apply_batch(now, revert),
+            Request::Import(import) => self.apply_batch(now, import),
             Request::Points(points) => self.apply(now, points).map(Points::respond),
             Request::History(history) => return self.build_history(history, reply),
             Request::Status(Status {}) => Ok(Status::respond(status::status(
@@ -369,6 +373,22 @@ impl Driver {
         let _ = reply.send(outcome);
     }
 
+    /// Runs a batch (award, decay, revert, import) and tells the observer of every entry
+    /// it acknowledged.
+    fn apply_batch<C: LedgerCommand<Output = BatchResult>>(
+        &mut self,
+        now: Now,
+        command: C,
+    ) -> Outcome {
+        let done = self.apply(now, command)?;
+        if let Some(observer) = &self.options.observer {
+            for entry in done.changes.iter().filter_map(|c| c.entry.as_ref()) {
+                observer.acknowledged(entry);
+            }
+        }
+        Ok(C::respond(done))
+    }
+
     fn apply<C: LedgerCommand>(&mut self, now: Now, command: C) -> Result<C::Output, Refusal> {
         let node = &self.config.node;
         Ok(crate::node::apply(
@@ -384,6 +404,15 @@ impl Driver {
     /// from a snapshot of the index, so sync carries on meanwhile.
     fn build_history(&self, history: History, reply: oneshot::Sender<Outcome>) {
         let source = self.peer.ledger().history_source();
+        // Names match in any case and Unicode form, as they do for adjust.
+        let history = History {
+            player: history.player.map(|name| {
+                self.peer
+                    .ledger()
+                    .resolve_player(name.trim())
+                    .unwrap_or(name)
+            }),
+        };
         let (tx, rx) = std::sync::mpsc::sync_channel::<oneshot::Sender<Outcome>>(1);
         let spawned = std::thread::Builder::new()
             .name("lootsync-history".into())

@@ -2,12 +2,15 @@
 //! and history. The daemon serves them on its core thread; the offline CLI on the log it
 //! opened. Status and the sync and debug switches need a running daemon and are not here.
 
-use crate::control::Adjust;
+use crate::control::{Adjust, Award, BatchChange, BatchResult, Decay, Import, Revert};
 use crate::control::{AdjustResult, Append, Command, History, HistoryResult, Points, PointsResult};
+use crate::core::batch::{self, BatchError, Plan, PlannedChange, RevertRefusal};
 use crate::core::roster::Roster;
 use crate::core::sync::{Now, Peer};
 use crate::proto::entry::{AdjustRequest, Entry, EntryError, EntryKind};
+use crate::proto::entry::{MAX_NAME_BYTES, MAX_REASON_BYTES};
 use crate::proto::signature::{self, SignatureError};
+use crate::proto::text::clean_new_text;
 use crate::store::{LogStore, StoreError};
 use thiserror::Error;
 
@@ -45,6 +48,20 @@ pub enum ApplyError {
     /// An adjust the entry rules refuse (names, lengths, a revoked officer key, ...).
     #[error("invalid adjustment: {}", user_words(.0))]
     InvalidAdjustment(EntryError),
+    /// A batch (award, decay, import) with a bad item; nothing was written.
+    #[error("refused, nothing written: {0}")]
+    Batch(#[from] BatchError),
+    /// A revert that cannot be made; nothing was written.
+    #[error("revert refused: {0}")]
+    Revert(#[from] RevertRefusal),
+    /// A batch bigger than one request may carry.
+    #[error("refused, nothing written: {given} players; at most {max} in one batch")]
+    TooManyPlayers {
+        /// How many were given.
+        given: usize,
+        /// The limit.
+        max: usize,
+    },
     /// An appended entry that is not a valid entry.
     #[error("invalid entry: {0}")]
     InvalidEntry(EntryError),
@@ -81,27 +98,194 @@ impl LedgerCommand for Adjust {
         node: &str,
         now: Now,
     ) -> Result<AdjustResult, ApplyError> {
-        let reason = self.reason.trim().to_string();
-        if reason.is_empty() {
+        if self.reason.trim().is_empty() {
             return Err(ApplyError::EmptyReason);
         }
-        let adjust = AdjustRequest {
-            actor: self
-                .actor
-                .unwrap_or_else(|| node.to_string())
-                .trim()
-                .to_string(),
-            target: self.player.trim().to_string(),
-            delta: self.delta,
-            reason,
-        };
-        let entry = peer
-            .prepare_adjust(now, &adjust)
+        let reason = clean_new_text("reason", &self.reason, MAX_REASON_BYTES, true)
             .map_err(ApplyError::InvalidAdjustment)?;
-        record(peer, store, now, &entry)?;
+        let player = clean_new_text("player", &self.player, MAX_NAME_BYTES, true)
+            .map_err(ApplyError::InvalidAdjustment)?;
+        let (player, warning) = batch::resolve_one(peer.ledger(), player);
+        let plan = Plan {
+            changes: vec![PlannedChange {
+                before: peer.ledger().total(&player),
+                player,
+                delta: self.delta,
+            }],
+            warnings: warning.into_iter().collect(),
+        };
+        let entries = prepare(peer, now, node, self.actor, &plan, |_| reason.clone())
+            .map_err(ApplyError::InvalidAdjustment)?;
+        record(peer, store, now, &entries)?;
+        let entry = entries.into_iter().next().expect("one entry planned");
         let total = peer.ledger().total(&entry.target);
-        Ok(AdjustResult { entry, total })
+        Ok(AdjustResult {
+            entry,
+            total,
+            warnings: plan.warnings,
+        })
     }
+}
+
+impl LedgerCommand for Award {
+    fn apply(
+        self,
+        peer: &mut Peer,
+        store: &mut LogStore,
+        node: &str,
+        now: Now,
+    ) -> Result<BatchResult, ApplyError> {
+        check_batch_size(self.players.len())?;
+        let reason = batch::clean_reason(&self.reason, MAX_REASON_BYTES)?;
+        let plan = batch::plan_award(peer.ledger(), &self.players, self.delta)?;
+        write_batch(peer, store, node, now, self.actor, plan, self.dry_run, |_| {
+            reason.clone()
+        })
+    }
+}
+
+impl LedgerCommand for Decay {
+    fn apply(
+        self,
+        peer: &mut Peer,
+        store: &mut LogStore,
+        node: &str,
+        now: Now,
+    ) -> Result<BatchResult, ApplyError> {
+        let reason = batch::clean_reason(&self.reason, MAX_REASON_BYTES)?;
+        let plan = batch::plan_decay(peer.ledger(), self.percent_hundredths)?;
+        write_batch(peer, store, node, now, self.actor, plan, self.dry_run, |_| {
+            reason.clone()
+        })
+    }
+}
+
+impl LedgerCommand for Import {
+    fn apply(
+        self,
+        peer: &mut Peer,
+        store: &mut LogStore,
+        node: &str,
+        now: Now,
+    ) -> Result<BatchResult, ApplyError> {
+        check_batch_size(self.balances.len())?;
+        let reason = batch::clean_reason(&self.reason, MAX_REASON_BYTES)?;
+        let balances: Vec<(String, i64)> = self
+            .balances
+            .into_iter()
+            .map(|b| (b.player, b.points))
+            .collect();
+        let plan = batch::plan_import(peer.ledger(), &balances)?;
+        write_batch(peer, store, node, now, self.actor, plan, self.dry_run, |_| {
+            reason.clone()
+        })
+    }
+}
+
+impl LedgerCommand for Revert {
+    fn apply(
+        self,
+        peer: &mut Peer,
+        store: &mut LogStore,
+        node: &str,
+        now: Now,
+    ) -> Result<BatchResult, ApplyError> {
+        let original = batch::find_entry(peer.ledger(), &self.entry)?;
+        // Only the player's own entries decide whether it counts and is already reverted.
+        let rows = peer.ledger().history(Some(&original.target));
+        let plan = batch::plan_revert(original, &rows, &self.reason)?;
+        let reason = plan.reason.clone();
+        let batch_plan = Plan {
+            changes: vec![plan.change],
+            warnings: Vec::new(),
+        };
+        write_batch(peer, store, node, now, self.actor, batch_plan, false, |_| {
+            reason.clone()
+        })
+    }
+}
+
+fn check_batch_size(given: usize) -> Result<(), ApplyError> {
+    if given > crate::control::MAX_BATCH {
+        return Err(ApplyError::TooManyPlayers {
+            given,
+            max: crate::control::MAX_BATCH,
+        });
+    }
+    Ok(())
+}
+
+/// Makes and signs the entries of `plan` (nothing is written): all of them, or none when
+/// any is refused (an officer key that cannot sign refuses the first).
+fn prepare(
+    peer: &mut Peer,
+    now: Now,
+    node: &str,
+    actor: Option<String>,
+    plan: &Plan,
+    reason: impl Fn(&PlannedChange) -> String,
+) -> Result<Vec<Entry>, EntryError> {
+    let actor = match actor {
+        Some(actor) => clean_new_text("actor", &actor, MAX_NAME_BYTES, true)?,
+        None => node.trim().to_string(),
+    };
+    plan.changes
+        .iter()
+        .map(|change| {
+            peer.prepare_adjust(
+                now,
+                &AdjustRequest {
+                    actor: actor.clone(),
+                    target: change.player.clone(),
+                    delta: change.delta,
+                    reason: reason(change),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Writes `plan` as one batch (one write, one fdatasync, one broadcast), or with `dry_run`
+/// only says what it would write.
+#[allow(clippy::too_many_arguments)]
+fn write_batch(
+    peer: &mut Peer,
+    store: &mut LogStore,
+    node: &str,
+    now: Now,
+    actor: Option<String>,
+    plan: Plan,
+    dry_run: bool,
+    reason: impl Fn(&PlannedChange) -> String,
+) -> Result<BatchResult, ApplyError> {
+    let changes = |entries: Vec<Option<Entry>>| {
+        plan.changes
+            .iter()
+            .zip(entries)
+            .map(|(change, entry)| BatchChange {
+                player: change.player.clone(),
+                before: change.before,
+                delta: change.delta,
+                after: change.before.wrapping_add(change.delta),
+                entry,
+            })
+            .collect()
+    };
+    if dry_run {
+        return Ok(BatchResult {
+            written: false,
+            changes: changes(vec![None; plan.changes.len()]),
+            warnings: plan.warnings.clone(),
+        });
+    }
+    let entries =
+        prepare(peer, now, node, actor, &plan, reason).map_err(ApplyError::InvalidAdjustment)?;
+    record(peer, store, now, &entries)?;
+    Ok(BatchResult {
+        written: true,
+        changes: changes(entries.into_iter().map(Some).collect()),
+        warnings: plan.warnings.clone(),
+    })
 }
 
 impl LedgerCommand for Append {
@@ -125,7 +309,7 @@ impl LedgerCommand for Append {
             return Err(ApplyError::NotARosterChange);
         }
         if !peer.ledger().contains(&entry.key().digest) {
-            record(peer, store, now, &entry)?;
+            record(peer, store, now, std::slice::from_ref(&entry))?;
         }
         Ok(entry)
     }
@@ -151,27 +335,33 @@ impl LedgerCommand for History {
         _node: &str,
         _now: Now,
     ) -> Result<HistoryResult, ApplyError> {
-        Ok(peer.ledger().history(self.player.as_deref()))
+        // Names match in any case and Unicode form, as they do for adjust.
+        let player = self
+            .player
+            .map(|name| peer.ledger().resolve_player(name.trim()).unwrap_or(name));
+        Ok(peer.ledger().history(player.as_deref()))
     }
 }
 
-/// Durable before success is reported: append, then fdatasync, then apply.
+/// Durable before success is reported: append every entry with one write and one
+/// fdatasync (all or none: a failed write is cut back off), then apply them and send them
+/// together.
 fn record(
     peer: &mut Peer,
     store: &mut LogStore,
     now: Now,
-    entry: &Entry,
+    entries: &[Entry],
 ) -> Result<(), ApplyError> {
     let offsets = store
-        .append_durable(std::slice::from_ref(entry))
+        .append_durable(entries)
         .map_err(|error| ApplyError::NotRecorded {
             rollback_pending: store.rollback_pending(),
             error,
         })?;
-    peer.commit_local(now, entry.clone());
-    let key = entry.key();
-    for offset in offsets {
-        peer.mark_stored(&key, offset);
+    let keys: Vec<_> = entries.iter().map(Entry::key).collect();
+    peer.commit_local_batch(now, entries.to_vec());
+    for (key, offset) in keys.iter().zip(offsets) {
+        peer.mark_stored(key, offset);
     }
     // Offline commands keep the next one's replay short; the daemon has its own schedule
     // (this does nothing there).
@@ -197,7 +387,11 @@ fn user_words(err: &EntryError) -> String {
             format!("{} is {len} bytes; the limit is {max}", rename(field))
         }
         EntryError::ControlChars { field } => {
-            format!("{} contains control characters", rename(field))
+            format!(
+                "{} contains control or invisible characters (tabs, line breaks, escape \
+                 sequences, bidirectional overrides)",
+                rename(field)
+            )
         }
         other => other.to_string(),
     }

@@ -189,6 +189,11 @@ impl Sealer {
         }
     }
 
+    /// Id of the key datagrams are sealed with; `None` without a group key.
+    pub fn key_id(&self) -> Option<KeyId> {
+        self.keyring.as_ref().map(Keyring::current_id)
+    }
+
     /// Whether a group key is configured.
     pub fn is_keyed(&self) -> bool {
         self.keyring.is_some()

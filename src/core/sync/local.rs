@@ -59,18 +59,27 @@ impl Peer {
     /// Applies a local entry that is now durable, and sends it to the group and the unicast
     /// peers at once.
     pub fn commit_local(&mut self, now: Now, entry: Entry) {
-        // A roster change made by the CLI carries its own stamp: later local entries must
-        // sort after it.
-        self.clock.observe(entry.at, now.unix_ms);
-        if !self.ledger.insert(entry.clone()) {
-            return;
+        self.commit_local_batch(now, vec![entry]);
+    }
+
+    /// Applies local entries made durable together (an award, a decay, an import), and
+    /// sends them together: packed into as few datagrams as they fit.
+    pub fn commit_local_batch(&mut self, now: Now, entries: Vec<Entry>) {
+        let mut new = Vec::with_capacity(entries.len());
+        for entry in entries {
+            // A roster change made by the CLI carries its own stamp: later local entries
+            // must sort after it.
+            self.clock.observe(entry.at, now.unix_ms);
+            if self.ledger.insert(entry.clone()) {
+                new.push(entry);
+            }
         }
-        if self.sync_enabled {
+        if self.sync_enabled && !new.is_empty() {
             let spread = Spread {
                 group: true,
                 ..Spread::default()
             };
-            self.spread_entries(now, &[entry], spread);
+            self.spread_entries(now, &new, spread);
         }
     }
 }

@@ -171,6 +171,12 @@ impl Peer {
         self.admission.set_cookie_key(cookie_key);
     }
 
+    /// Id of the group key datagrams are sealed with (what `status` shows); `None` in the
+    /// clear.
+    pub fn group_key_id(&self) -> Option<crate::proto::seal::KeyId> {
+        self.outbox.sealer().key_id()
+    }
+
     /// Number of source addresses tracked for rate limiting (bounded by
     /// [`Tuning::max_sources`]).
     pub fn tracked_sources(&self) -> usize {
