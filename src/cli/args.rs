@@ -74,6 +74,14 @@ pub enum OfficerCommand {
         #[arg(long, value_name = "FILE")]
         root_key: Option<PathBuf>,
     },
+    /// Show the officer roster as this peer judges it: each officer's name, public key,
+    /// when and by whom they were added, whether their key is revoked, and how many of
+    /// their entries count; and the root key the roster is judged under.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The subcommands.
@@ -94,6 +102,80 @@ pub enum Command {
         /// Why (shown in history; at most 256 bytes).
         #[arg(long, value_name = "TEXT")]
         reason: String,
+        /// Who makes the change (default: this node's name from the config).
+        #[arg(long, value_name = "NAME")]
+        actor: Option<String>,
+    },
+    /// Award the same points to several players at once (a whole raid): one entry per
+    /// player, written and fsynced as one batch and sent to the group together. All or
+    /// nothing: a bad name refuses the whole award and names it. Names match existing
+    /// players in any letter case.
+    #[command(allow_negative_numbers = true)]
+    Award {
+        /// Points each player gets; negative to remove. Non-zero, at most 1,000,000,000
+        /// either way.
+        #[arg(long, value_name = "N", value_parser = parse_delta)]
+        delta: i64,
+        /// Why (shown in history; at most 256 bytes, no control characters).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// The players; each at most once.
+        #[arg(value_name = "PLAYER")]
+        players: Vec<String>,
+        /// Also read players from FILE, one name per line (blank lines skipped).
+        #[arg(long, value_name = "FILE")]
+        players_file: Option<PathBuf>,
+        /// Who makes the change (default: this node's name from the config).
+        #[arg(long, value_name = "NAME")]
+        actor: Option<String>,
+    },
+    /// Decay every player's total by a percentage, as one batch: for each non-zero total,
+    /// an entry of -(total x P / 100) truncated toward zero (totals too small to lose a
+    /// whole point get none; negative totals move back toward zero). Computed from THIS
+    /// peer's view: entries it has not yet received are not decayed, so sync first.
+    Decay {
+        /// The percentage, more than 0 and at most 100, with up to two decimals (10, 2.5).
+        #[arg(long, value_name = "P", value_parser = parse_percent)]
+        percent: u32,
+        /// Why (shown in history).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// Print the table of entries it would write, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who makes the change (default: this node's name from the config).
+        #[arg(long, value_name = "NAME")]
+        actor: Option<String>,
+    },
+    /// Undo one earlier point entry: append the entry with the same player and the opposite
+    /// delta, linked to it (its reason starts `revert <digest>`). History shows both. An
+    /// entry can be reverted once; roster changes are undone with `officer`, not here.
+    Revert {
+        /// The entry: its digest as `history` shows it (8 hex digits are usually enough),
+        /// or its id (as `adjust` prints it); any unambiguous prefix of either.
+        #[arg(value_name = "ENTRY")]
+        entry: String,
+        /// Why (appended after the link; at most 215 bytes).
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        reason: String,
+        /// Who makes the change (default: this node's name from the config).
+        #[arg(long, value_name = "NAME")]
+        actor: Option<String>,
+    },
+    /// Set players' totals from a `player,points` CSV file (what `export --format csv`
+    /// writes: a header line, RFC 4180 quoting): one opening-balance entry per player whose
+    /// total on this peer differs, for the difference, as one batch. Players not in the file
+    /// keep their totals; players already at their balance get no entry.
+    Import {
+        /// The CSV file (`-` for standard input).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Why (shown in history).
+        #[arg(long, value_name = "TEXT", default_value = "opening balance")]
+        reason: String,
+        /// Print the table of entries it would write, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Who makes the change (default: this node's name from the config).
         #[arg(long, value_name = "NAME")]
         actor: Option<String>,
@@ -223,14 +305,19 @@ pub enum ExportFormat {
     Json,
 }
 
+/// The one delta check every command shares ([`loot_sync::core::batch::check_delta`]), so
+/// the parser and the ledger refuse with the same words.
 fn parse_delta(text: &str) -> Result<i64, String> {
-    let max = loot_sync::proto::entry::MAX_ABS_DELTA;
-    let out_of_range = || format!("must be a non-zero whole number from -{max} to {max}");
-    let delta: i64 = text.trim().parse().map_err(|_| out_of_range())?;
-    if delta == 0 || delta.abs() > max {
-        return Err(out_of_range());
-    }
-    Ok(delta)
+    use loot_sync::core::batch::{check_delta, DeltaOutOfRange};
+    let delta: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{:?} is not a whole number", text))?;
+    check_delta(delta).map_err(|err: DeltaOutOfRange| err.to_string())
+}
+
+fn parse_percent(text: &str) -> Result<u32, String> {
+    loot_sync::core::batch::parse_percent(text).map_err(|err| err.to_string())
 }
 
 /// A switch position.
@@ -270,7 +357,7 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(
-                err.contains("from -1000000000 to 1000000000"),
+                err.contains("from -1000000000 to 1000000000") || err.contains("not a whole number"),
                 "{bad}: {err}"
             );
         }

@@ -5,7 +5,8 @@
 //! an export reads the running daemon's ledger, or the log itself when no daemon runs.
 
 use super::args::ExportFormat;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use loot_sync::control::Balance;
 use loot_sync::core::ledger::HistoryRow;
 use loot_sync::proto::entry::EntryKind;
 use serde::Serialize;
@@ -34,11 +35,13 @@ struct HistoryRecord<'a> {
     reason: &'a str,
     /// What the entry does: `points` or a roster change.
     kind: &'static str,
-    /// The signer's public key in hex, empty for an unsigned entry.
-    signer: String,
+    /// The signer's public key in hex; empty in CSV, `null` in JSON, for an unsigned entry.
+    signer: Option<String>,
     rejected: Option<&'a str>,
     digest: String,
     signed_by: Option<&'a str>,
+    /// The digest of the entry this one reverts.
+    reverts: Option<&'a str>,
 }
 
 impl<'a> HistoryRecord<'a> {
@@ -60,13 +63,11 @@ impl<'a> HistoryRecord<'a> {
                 EntryKind::OfficerRemove => "officer_remove",
                 EntryKind::OfficerRevoke { .. } => "officer_revoke",
             },
-            signer: e
-                .seal
-                .map(|seal| seal.signer.to_string())
-                .unwrap_or_default(),
+            signer: e.seal.map(|seal| seal.signer.to_string()),
             rejected: row.rejected.as_deref(),
             digest: e.digest().to_hex(),
             signed_by: row.signed_by.as_deref(),
+            reverts: row.reverts.as_deref(),
         }
     }
 }
@@ -77,6 +78,68 @@ pub fn ranked(totals: &BTreeMap<String, i64>) -> Vec<(&str, i64)> {
     let mut rows: Vec<(&str, i64)> = totals.iter().map(|(n, t)| (n.as_str(), *t)).collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
     rows
+}
+
+/// Reads a standings file (`player,points`, as [`standings`] writes it in CSV: a header
+/// line, RFC 4180 quoting) for `import`. Every error names its line; names are checked as
+/// new entries' names are, and each player may appear once (in any letter case).
+pub fn read_standings(bytes: &[u8]) -> Result<Vec<Balance>> {
+    use loot_sync::proto::entry::MAX_NAME_BYTES;
+    use loot_sync::proto::text::{clean_new_text, name_key, terminal_safe};
+    use std::collections::HashMap;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(bytes);
+    let mut balances = Vec::new();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut header = false;
+    for record in reader.records() {
+        let record = record.map_err(|err| {
+            let line = err.position().map_or(0, |p| p.line());
+            anyhow::anyhow!("line {line}: {err}")
+        })?;
+        let line = record.position().map_or(0, |p| p.line());
+        if !header {
+            let fields: Vec<&str> = record.iter().map(str::trim).collect();
+            if fields != ["player", "points"] {
+                bail!(
+                    "line {line}: expected the header line `player,points` (as `lootsync export \
+                     --format csv` writes it)"
+                );
+            }
+            header = true;
+            continue;
+        }
+        if record.len() == 1 && record[0].trim().is_empty() {
+            continue;
+        }
+        if record.len() != 2 {
+            bail!(
+                "line {line}: expected 2 fields (player,points), found {}",
+                record.len()
+            );
+        }
+        let player = clean_new_text("player", &record[0], MAX_NAME_BYTES, true)
+            .map_err(|err| anyhow::anyhow!("line {line}: player name: {err}"))?;
+        let points: i64 = record[1].trim().parse().map_err(|_| {
+            anyhow::anyhow!(
+                "line {line}: points {:?} is not a whole number",
+                terminal_safe(&record[1])
+            )
+        })?;
+        if let Some(first) = seen.insert(name_key(&player), line) {
+            bail!(
+                "line {line}: {} is already on line {first} (names match in any letter case)",
+                terminal_safe(&player)
+            );
+        }
+        balances.push(Balance { player, points });
+    }
+    if !header {
+        bail!("the file is empty: expected the header line `player,points`");
+    }
+    Ok(balances)
 }
 
 /// Renders standings (`player,points`).
@@ -143,7 +206,7 @@ mod tests {
     /// The history columns spreadsheets and scripts rely on, pinned so a renamed or
     /// reordered field in [`HistoryRecord`] fails here.
     const HISTORY_HEADER: &str = "id,at,time,actor,player,delta,new_total_as_authored,total,\
-                                  reason,kind,signer,rejected,digest,signed_by\r\n";
+                                  reason,kind,signer,rejected,digest,signed_by,reverts\r\n";
 
     fn row(target: &str, delta: i64, total: i64, reason: &str) -> HistoryRow {
         HistoryRow {
@@ -160,6 +223,8 @@ mod tests {
                 .build(),
             total,
             rejected: None,
+            reverts: None,
+            reverted_by: None,
         }
     }
 
@@ -211,6 +276,30 @@ mod tests {
     }
 
     #[test]
+    fn standings_read_back_what_export_writes_and_errors_name_the_line() {
+        let totals = BTreeMap::from([
+            ("Bob, Jr.".to_string(), -5),
+            ("Alice".to_string(), 30),
+            ("Zoë \"Z\"".to_string(), 7),
+        ]);
+        let text = standings(&totals, ExportFormat::Csv).unwrap();
+        let read = read_standings(text.as_bytes()).unwrap();
+        let back: BTreeMap<String, i64> =
+            read.into_iter().map(|b| (b.player, b.points)).collect();
+        assert_eq!(back, totals);
+
+        let err = |text: &str| read_standings(text.as_bytes()).unwrap_err().to_string();
+        assert!(err("name,total\n").contains("line 1: expected the header"));
+        assert!(err("").contains("empty"));
+        assert!(err("player,points\nAnn,5\nBo,x\n").starts_with("line 3: points"));
+        assert!(err("player,points\nAnn,5\nBo\n").starts_with("line 3: expected 2 fields"));
+        assert!(err("player,points\nAnn,5\nann,6\n").contains("already on line 2"));
+        let escaped = err("player,points\n\"A\u{1b}[2J\",5\n");
+        assert!(escaped.starts_with("line 2: player name"), "{escaped}");
+        assert!(err("player,points\n\"multi\nline\",5\nBo,x\n").starts_with("line 4"));
+    }
+
+    #[test]
     fn an_empty_history_is_its_header_line() {
         assert_eq!(history(&[], ExportFormat::Csv).unwrap(), HISTORY_HEADER);
         assert_eq!(history(&[], ExportFormat::Json).unwrap(), "[]\n");
@@ -242,6 +331,7 @@ mod tests {
         expected.sort_unstable();
         assert_eq!(keys, expected);
         assert_eq!(json[0]["delta"], 7);
+        assert_eq!(json[0]["signer"], serde_json::Value::Null, "absent, like the others");
         assert_eq!(json[0]["player"], "Bob");
     }
 }

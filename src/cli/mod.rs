@@ -9,8 +9,9 @@
 //! - `client`: reaching a ledger: the daemon's control socket, or the log itself offline.
 //! - `run`: `lootsync run` and the logging every command sets up.
 //! - `ledger`: `adjust`, `points`, `history` and `export`.
+//! - `raid`: an officer's raid night: `award`, `decay`, `revert` and `import`.
 //! - `export`: the CSV and JSON forms of standings and the audit trail.
-//! - `officer`: `officer add`/`remove` and `keygen`.
+//! - `officer`: `officer add`/`remove`/`list` and `keygen`.
 //! - `daemon_cmd`: `status`, `peers` and the `sync` and `debug` switches.
 //! - `config_cmd`: `config check` and `init`.
 //! - `maintenance`: `verify` and `repair`.
@@ -30,6 +31,7 @@ mod ledger;
 mod maintenance;
 mod officer;
 mod output;
+mod raid;
 mod run;
 
 use anyhow::{bail, Context, Result};
@@ -46,7 +48,10 @@ pub fn main() -> std::process::ExitCode {
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("lootsync: error: {err:#}");
+            // Errors may quote text from the log or a peer: escaped like every output.
+            let text = format!("{err:#}");
+            let safe: Vec<String> = text.split('\n').map(output::terminal_safe).collect();
+            eprintln!("lootsync: error: {}", safe.join("\n"));
             std::process::ExitCode::FAILURE
         }
     }
@@ -92,6 +97,39 @@ fn dispatch(cli: Cli) -> Result<()> {
             reason,
             actor,
         } => ledger::adjust(&config, player, delta, reason, actor),
+        Command::Award {
+            delta,
+            reason,
+            players,
+            players_file,
+            actor,
+        } => raid::award(
+            &config,
+            raid::AwardArgs {
+                delta,
+                reason,
+                players,
+                players_file,
+                actor,
+            },
+        ),
+        Command::Decay {
+            percent,
+            reason,
+            dry_run,
+            actor,
+        } => raid::decay(&config, percent, reason, dry_run, actor),
+        Command::Revert {
+            entry,
+            reason,
+            actor,
+        } => raid::revert(&config, entry, reason, actor),
+        Command::Import {
+            file,
+            reason,
+            dry_run,
+            actor,
+        } => raid::import(&config, &file, reason, dry_run, actor),
         Command::Points { json } => ledger::points(&config, json),
         Command::History { player, json } => ledger::history(&config, player, json),
         Command::Export { format, history } => ledger::export(&config, format, history),

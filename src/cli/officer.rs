@@ -3,11 +3,13 @@
 
 use super::args::{KeyKind, OfficerCommand};
 use super::client::{request, NoLedger};
+use super::output::{print_officers, terminal_safe};
 use anyhow::{bail, Context, Result};
 use loot_sync::config::Config;
 use loot_sync::control::{Append, History};
 use loot_sync::core::ledger::{HistoryRow, Ledger};
 use loot_sync::core::rng::SeededRng;
+use loot_sync::core::roster::listing::officer_listing;
 use loot_sync::core::roster::plan::{self, OfficerChange, PlanRefusal, RosterView};
 use loot_sync::node as ops;
 use loot_sync::proto::entry::{Entry, EntryError};
@@ -47,6 +49,34 @@ pub fn keygen(kind: KeyKind, file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Prints the roster as this peer judges it (`officer list`), with the root key it is
+/// judged under.
+pub fn list(config: &Config, json: bool) -> Result<()> {
+    let Some(root) = config.root_public_key() else {
+        if json {
+            println!("{}", serde_json::json!({"root_public_key": null, "officers": []}));
+        } else {
+            println!(
+                "open roster: no security.root_public_key is set, so there are no officers and \
+                 every entry counts (see `lootsync keygen root`)"
+            );
+        }
+        return Ok(());
+    };
+    let view = JudgedLog::fetch(config, root)?;
+    let listing = officer_listing(&view.ledger, &view.rows);
+    if json {
+        let out = serde_json::json!({
+            "root_public_key": root.to_string(),
+            "officers": listing,
+        });
+        println!("{out}");
+    } else {
+        print_officers(&root.to_string(), &listing);
+    }
+    Ok(())
+}
+
 /// Plans roster changes signed by the root key (from `--root-key` or
 /// `security.root_key_file`) and appends them through the daemon, or offline. A removal, and
 /// an add that replaces an officer's key, revoke the old key: see [`plan::officer_change`].
@@ -56,6 +86,7 @@ pub fn change(config: &Config, command: OfficerCommand) -> Result<()> {
         | OfficerCommand::Remove { name, root_key, .. } => {
             (root_key.clone(), name.trim().to_string())
         }
+        OfficerCommand::List { json } => return list(config, *json),
     };
     let Some(root_path) = root_key.or_else(|| config.security.root_key_file.clone()) else {
         bail!("officer changes are signed by the group's root key: pass --root-key FILE or set security.root_key_file");
@@ -79,6 +110,7 @@ pub fn change(config: &Config, command: OfficerCommand) -> Result<()> {
                 .with_context(|| format!("PUBKEY {public_key:?}"))?,
         },
         OfficerCommand::Remove { revoke_all, .. } => OfficerChange::Remove { revoke_all },
+        OfficerCommand::List { .. } => unreachable!("answered above"),
     };
     let first_at = Hlc::new(ops::system_unix_ms(), 0);
     let entries = match plan::officer_change(
@@ -106,7 +138,12 @@ pub fn change(config: &Config, command: OfficerCommand) -> Result<()> {
                 entry: Box::new(entry.clone()),
             },
         )?;
-        println!("{}: {} [{}]", entry.reason, entry.target, entry.id);
+        println!(
+            "{}: {} [{}]",
+            terminal_safe(&entry.reason),
+            terminal_safe(&entry.target),
+            entry.id
+        );
     }
     Ok(())
 }

@@ -2,25 +2,94 @@
 //! export formats live with their commands; this is only what a person reads.
 
 use super::export;
-use loot_sync::control::{AdjustResult, ListedStatus, PeerStatus, StatusResult};
+use loot_sync::control::{AdjustResult, BatchResult, ListedStatus, PeerStatus, StatusResult};
 use loot_sync::core::ledger::HistoryRow;
+use loot_sync::core::roster::listing::{OfficerListing, OfficerState};
+pub use loot_sync::proto::text::terminal_safe;
 use loot_sync::store::verify::VerifyReport;
 use std::collections::BTreeMap;
+use unicode_width::UnicodeWidthStr;
+
+/// `text` made terminal-safe and padded with spaces to `width` terminal columns (by display
+/// width, so wide characters such as CJK or emoji keep the columns aligned).
+fn cell(text: &str, width: usize) -> String {
+    let safe = terminal_safe(text);
+    let pad = width.saturating_sub(safe.width());
+    format!("{safe}{}", " ".repeat(pad))
+}
+
+/// The widest of `texts` in terminal columns once made safe, at least `min`.
+fn column_width<'a>(texts: impl Iterator<Item = &'a str>, min: usize) -> usize {
+    texts
+        .map(|text| terminal_safe(text).width())
+        .max()
+        .unwrap_or(0)
+        .max(min)
+}
+
+/// Prints the officer's notes (spellings matched, look-alikes) on stderr.
+fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("lootsync: {}", terminal_safe(warning));
+    }
+}
 
 /// One line confirming a recorded adjustment and the player's new total.
 pub fn print_adjusted(result: &AdjustResult) {
+    print_warnings(&result.warnings);
     let e = &result.entry;
     println!(
-        "recorded {:+} for {} by {} ({}); {} now has {} point{} [{}]",
+        "recorded {:+} for {} by {} ({}); {} now has {} point{} [{} digest {}]",
         e.delta,
-        e.target,
-        e.actor,
-        e.reason,
-        e.target,
+        terminal_safe(&e.target),
+        terminal_safe(&e.actor),
+        terminal_safe(&e.reason),
+        terminal_safe(&e.target),
         result.total,
         if result.total.abs() == 1 { "" } else { "s" },
-        e.id
+        e.id,
+        e.digest()
     );
+}
+
+/// The table of a batch (award, decay, import, revert): one line per entry with the
+/// player's total before and after, then what happened.
+pub fn print_batch(command: &str, result: &BatchResult) {
+    print_warnings(&result.warnings);
+    if result.changes.is_empty() {
+        println!("{command}: nothing to write (every total is already as asked)");
+        return;
+    }
+    let width = column_width(result.changes.iter().map(|c| c.player.as_str()), 6);
+    println!(
+        "{}  {:>10}  {:>10}  {:>10}{}",
+        cell("player", width),
+        "before",
+        "change",
+        "after",
+        if result.written { "  entry" } else { "" }
+    );
+    for change in &result.changes {
+        let entry = change
+            .entry
+            .as_ref()
+            .map(|e| format!("  {}", e.digest()))
+            .unwrap_or_default();
+        println!(
+            "{}  {:>10}  {:>+10}  {:>10}{entry}",
+            cell(&change.player, width),
+            change.before,
+            change.delta,
+            change.after
+        );
+    }
+    let n = result.changes.len();
+    let entries = if n == 1 { "entry" } else { "entries" };
+    if result.written {
+        println!("{command}: recorded {n} {entries} in one batch (on disk, sent to the group)");
+    } else {
+        println!("{command}: dry run, would write {n} {entries}; nothing written");
+    }
 }
 
 /// The summary of a log check: size, span, notes and every damaged region.
@@ -61,29 +130,24 @@ pub fn print_verify(report: &VerifyReport) {
 /// Standings as a table, highest total first.
 pub fn print_points(totals: &BTreeMap<String, i64>) {
     if totals.is_empty() {
-        println!(
-            "no adjustments count yet (entries that count for nothing are marked in `lootsync history`)"
-        );
+        println!("no points yet: no adjustment that counts has been recorded");
         return;
     }
     let rows = export::ranked(totals);
-    let width = rows
-        .iter()
-        .map(|(name, _)| name.chars().count())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    println!("{:<width$}  {:>8}", "player", "points");
+    let width = column_width(rows.iter().map(|(name, _)| *name), 6);
+    println!("{}  {:>8}", cell("player", width), "points");
     for (name, total) in rows {
-        println!("{name:<width$}  {total:>8}");
+        println!("{}  {total:>8}", cell(name, width));
     }
 }
 
-/// The audit trail, one line per entry, with why an entry counts for nothing.
+/// The audit trail, one line per entry: its digest (what `revert` takes), time, author,
+/// player, change and running total, reason, the revert links, and why an entry counts for
+/// nothing. Every text field is escaped: entries may come from any peer.
 pub fn print_history(rows: &[HistoryRow], player: Option<&str>) {
     if rows.is_empty() {
         match player {
-            Some(player) => println!("no adjustments recorded for {player}"),
+            Some(player) => println!("no adjustments recorded for {}", terminal_safe(player)),
             None => println!("no adjustments recorded yet"),
         }
         return;
@@ -102,41 +166,67 @@ pub fn print_history(rows: &[HistoryRow], player: Option<&str>) {
             .as_deref()
             .map(|why| format!("  [{why}]"))
             .unwrap_or_default();
+        let short = |hex: &str| hex.get(..8).unwrap_or(hex).to_string();
+        let mut links = String::new();
+        if let Some(of) = &row.reverts {
+            links.push_str(&format!("  [reverts {}]", short(of)));
+        }
+        if let Some(by) = &row.reverted_by {
+            links.push_str(&format!("  [reverted by {}]", short(by)));
+        }
         // Who really wrote it: the signer's roster name, when the free-text actor differs.
         let author = match row.signed_by.as_deref() {
             Some(officer) if officer != e.actor => format!("{} (key of {officer})", e.actor),
             _ => e.actor.clone(),
         };
         println!(
-            "{}  {:<12} {:<12} {what}  {}{rejected}",
-            e.at, author, e.target, e.reason
+            "{}  {}  {} {} {what}  {}{links}{rejected}",
+            e.digest(),
+            e.at,
+            cell(&author, 12),
+            cell(&e.target, 12),
+            terminal_safe(&e.reason)
         );
     }
 }
 
-/// Text a peer chose (its node name), made safe for a terminal: control characters (an
-/// escape sequence could rewrite the screen) and the invisible characters that reorder or
-/// hide text (bidirectional overrides, zero-width marks) are shown as `\u{..}` escapes.
-pub fn terminal_safe(text: &str) -> String {
-    let mut safe = String::with_capacity(text.len());
-    for c in text.chars() {
-        let invisible = matches!(
-            c,
-            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
-        );
-        if c.is_control() || invisible {
-            safe.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            safe.push(c);
-        }
+/// The roster: one line per officer key ever added, then the root key it is judged under.
+pub fn print_officers(root: &str, listing: &[OfficerListing]) {
+    println!("root key:  {root}");
+    if listing.is_empty() {
+        println!("no officers yet: add one with `lootsync officer add NAME PUBKEY`");
+        return;
     }
-    safe
+    let width = column_width(listing.iter().map(|o| o.name.as_str()), 7);
+    println!(
+        "{}  {:<8}  {:<24}  {:<10}  {:>7}  public key",
+        cell("officer", width),
+        "state",
+        "added",
+        "added by",
+        "entries"
+    );
+    for officer in listing {
+        let state = match officer.state {
+            OfficerState::Active => "officer",
+            OfficerState::Revoked => "revoked",
+            OfficerState::Removed => "removed",
+        };
+        println!(
+            "{}  {state:<8}  {:<24}  {}  {:>7}  {}",
+            cell(&officer.name, width),
+            officer.added_at,
+            cell(&officer.added_by, 10),
+            officer.entries_counted,
+            officer.public_key
+        );
+    }
 }
 
 /// One line per peer: name, how it is reached, address, when last heard, in sync or not.
 pub fn print_peers(peers: &[PeerStatus]) {
     for peer in peers {
-        let name = peer.name.as_deref().map_or("?".to_owned(), terminal_safe);
+        let name = cell(peer.name.as_deref().unwrap_or("?"), 16);
         let heard = match peer.last_heard_ms_ago {
             Some(ms) => format!("heard {ms:>6} ms ago"),
             None => "never heard".to_owned(),
@@ -148,7 +238,7 @@ pub fn print_peers(peers: &[PeerStatus]) {
             (Some(_), false) => "differs",
         };
         println!(
-            "  {name:<16} {:<9} {:<22} {heard:<21} {state}",
+            "  {name} {:<9} {:<22} {heard:<21} {state}",
             peer.reached.as_str(),
             peer.address,
         );
@@ -179,8 +269,19 @@ pub fn print_listed(listed: &[ListedStatus]) {
 
 /// The running daemon's node, sync state, how it reaches peers, peers and counters.
 pub fn print_status(status: &StatusResult) {
-    println!("node:        {}", status.node);
+    println!("node:        {}", terminal_safe(&status.node));
     println!("group:       {}", status.group);
+    println!(
+        "group key:   {}",
+        status
+            .group_key_id
+            .as_deref()
+            .unwrap_or("none (datagrams in the clear)")
+    );
+    println!(
+        "officers:    {}",
+        status.officers.map_or("open roster (no root key)".to_string(), |n| n.to_string())
+    );
     println!(
         "sync:        {}",
         if status.sync_enabled { "on" } else { "off" }
@@ -208,16 +309,14 @@ pub fn print_status(status: &StatusResult) {
 
 #[cfg(test)]
 mod tests {
-    use super::terminal_safe;
+    use super::{cell, column_width};
 
     #[test]
-    fn peer_chosen_text_is_made_terminal_safe() {
-        assert_eq!(terminal_safe("bob"), "bob");
-        assert_eq!(terminal_safe("Zoë 🐉"), "Zoë 🐉");
-        assert_eq!(terminal_safe("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
-        assert_eq!(terminal_safe("x\ny\rz\u{7f}"), "x\\u{a}y\\u{d}z\\u{7f}");
-        assert_eq!(terminal_safe("\u{202e}evil"), "\\u{202e}evil");
-        assert_eq!(terminal_safe("a\u{200b}b"), "a\\u{200b}b");
-        assert!(!terminal_safe("\u{9b}31m").chars().any(char::is_control));
+    fn cells_pad_by_display_width_and_escape() {
+        assert_eq!(cell("ab", 4), "ab  ");
+        // Two CJK characters take four columns.
+        assert_eq!(cell("\u{5f20}\u{4e09}", 6), "\u{5f20}\u{4e09}  ");
+        assert_eq!(cell("a\u{1b}b", 0), "a\\u{1b}b");
+        assert_eq!(column_width(["\u{5f20}\u{4e09}", "x"].into_iter(), 1), 4);
     }
 }

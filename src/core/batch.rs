@@ -93,7 +93,7 @@ pub enum BatchError {
 /// The one message for a delta out of range, used by the command line's parser and by
 /// every command that plans entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("delta {0} is out of range: it must be a non-zero whole number from -{MAX_ABS_DELTA} to {MAX_ABS_DELTA}")]
+#[error("{}", EntryError::BadDelta { delta: *.0 })]
 pub struct DeltaOutOfRange(pub i64);
 
 /// Checks a delta for one entry.

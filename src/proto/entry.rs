@@ -126,7 +126,10 @@ pub enum EntryError {
         field: &'static str,
     },
     /// The delta is zero or too large.
-    #[error("delta {delta} is out of range (must be non-zero, at most {MAX_ABS_DELTA} in size)")]
+    #[error(
+        "delta {delta} is out of range: it must be a non-zero whole number from \
+         -{MAX_ABS_DELTA} to {MAX_ABS_DELTA}"
+    )]
     BadDelta {
         /// The rejected delta.
         delta: i64,

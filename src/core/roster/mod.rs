@@ -7,8 +7,10 @@
 //! whatever order the entries arrived in.
 //!
 //! - this file: the [`Roster`] and its judgement of each entry in replay order.
+//! - [`listing`]: the roster as `officer list` shows it.
 //! - [`plan`]: planning roster changes (add, remove, revocation parts) as signed entries.
 
+pub mod listing;
 pub mod plan;
 
 use crate::proto::digest::Digest;
