@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// Longest request line accepted, in bytes (not counting its newline): room for an
-/// `import` or `award` of [`MAX_BATCH`] players with long names.
-pub const MAX_REQUEST_BYTES: usize = 512 * 1024;
+/// `import` or `award` of [`MAX_BATCH`] players with the longest names.
+pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
 /// Most players one `award` or `import` may name (a guild's whole roster fits).
-pub const MAX_BATCH: usize = 4096;
+pub const MAX_BATCH: usize = 1000;
 /// Longest reply line the client accepts (history of a big log can be large).
 pub const MAX_REPLY_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -521,12 +521,43 @@ mod tests {
         ));
         // The limit is on the request, not its newline: a padded request of exactly the
         // limit is accepted.
-        let padded = format!(
-            "{:<width$}\n",
-            r#"{"cmd":"points"}"#,
-            width = MAX_REQUEST_BYTES
-        );
+        let padded = {
+            // Built by hand: format! widths stop at 65,535.
+            let mut line = String::from(r#"{"cmd":"points"}"#);
+            line.push_str(&" ".repeat(MAX_REQUEST_BYTES - line.len()));
+            line.push('\n');
+            line
+        };
         assert_eq!(parse_request(&padded).unwrap(), Request::Points(Points {}));
+    }
+
+    #[test]
+    fn the_largest_batch_fits_one_request() {
+        let name = "n".repeat(crate::proto::entry::MAX_NAME_BYTES);
+        let award = Award {
+            players: vec![name.clone(); MAX_BATCH],
+            delta: -1_000_000_000,
+            reason: "r".repeat(crate::proto::entry::MAX_REASON_BYTES),
+            actor: Some(name.clone()),
+            dry_run: false,
+        };
+        let line = serde_json::to_string(&Request::from(award.clone())).unwrap();
+        assert!(line.len() <= MAX_REQUEST_BYTES, "{}", line.len());
+        assert_eq!(parse_request(&line).unwrap(), Request::Award(award));
+        let import = Import {
+            balances: vec![
+                Balance {
+                    player: name.clone(),
+                    points: i64::MIN
+                };
+                MAX_BATCH
+            ],
+            reason: "r".repeat(crate::proto::entry::MAX_REASON_BYTES),
+            actor: Some(name),
+            dry_run: true,
+        };
+        let line = serde_json::to_string(&Request::from(import)).unwrap();
+        assert!(line.len() <= MAX_REQUEST_BYTES, "{}", line.len());
     }
 
     #[test]
