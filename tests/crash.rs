@@ -432,35 +432,21 @@ fn verify_reports_damage_and_repair_keeps_every_intact_record() {
 }
 
 /// Runs `lootsync adjust` with the file size limit set so the log cannot grow past
-/// `max_file_bytes`, the way a full disk stops a write part-way. SIGXFSZ is ignored so the
-/// write returns EFBIG instead of killing the process.
+/// `max_file_bytes`, the way a full disk stops a write part-way.
 fn adjust_with_file_size_limit(config: &Path, max_file_bytes: u64, delta: i64) -> Output {
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new(BIN);
-    command.arg("--config").arg(config).args([
-        "adjust",
-        "--player",
-        "Lee",
-        "--delta",
-        &delta.to_string(),
-        "--reason",
-        "a reason long enough that the record is cut part-way",
-    ]);
-    // SAFETY: only async-signal-safe calls (signal, setrlimit) run between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit {
-                rlim_cur: max_file_bytes as libc::rlim_t,
-                rlim_max: libc::RLIM_INFINITY,
-            };
-            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command.output().expect("run lootsync")
+    common::run_cli_with_file_size_limit(
+        config,
+        max_file_bytes,
+        &[
+            "adjust",
+            "--player",
+            "Lee",
+            "--delta",
+            &delta.to_string(),
+            "--reason",
+            "a reason long enough that the record is cut part-way",
+        ],
+    )
 }
 
 #[test]

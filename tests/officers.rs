@@ -14,9 +14,7 @@ use loot_sync::daemon::{DaemonOptions, RunningDaemon};
 use loot_sync::proto::entry::{Entry, EntryKind};
 use loot_sync::proto::hlc::Hlc;
 use loot_sync::proto::keys::PublicKey;
-use loot_sync::proto::seal::{Keyring, NoncePrefix, Sealer};
 use loot_sync::proto::signature::SecretKey;
-use loot_sync::proto::wire::{self, Body, Envelope};
 use loot_sync::store::keyfile::KeyKind;
 use loot_sync::store::keys::{
     create_group_key_file, create_signing_key_file, load_group_key, load_signing_key,
@@ -81,22 +79,8 @@ async fn append(d: &RunningDaemon, entry: Entry) {
 /// Sends entries to every daemon's whisper socket as one LOG_ENTRY datagram sealed with the
 /// group key in `dir`, as a modified client of a group member could (loopback unicast).
 fn inject(dir: &Path, port: u16, daemons: &[&RunningDaemon], entries: Vec<Entry>) {
-    let clear = wire::encode(&Envelope {
-        group: common::group_name(port),
-        from: 0xf0f0,
-        whisper_port: 9,
-        body: Body::LogEntry(entries),
-    })
-    .unwrap();
-    let key = load_group_key(&dir.join("group.key")).unwrap();
-    let mut prefix = [0u8; 16];
-    getrandom::fill(&mut prefix).unwrap();
-    let mut sealer = Sealer::new(Keyring::new(key, vec![]), NoncePrefix(prefix));
-    let datagram = sealer.seal(clear).unwrap();
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for d in daemons {
-        socket.send_to(&datagram, d.whisper_addr).unwrap();
-    }
+    let to: Vec<_> = daemons.iter().map(|d| d.whisper_addr).collect();
+    common::send_log_entries(port, &to, entries, Some(&dir.join("group.key")));
 }
 
 async fn full_history(d: &RunningDaemon) -> Vec<HistoryRow> {
@@ -401,6 +385,40 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
         r#"{"Ann":7}"#
     );
 
+    // The roster as this peer judges it, and the root key it is judged under.
+    let listed = run_cli(&config, &["officer", "list"]);
+    let text = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(listed.status.success(), "{listed:?}");
+    assert!(text.contains(&format!("root key:  {root_pub}")), "{text}");
+    let line = text.lines().find(|l| l.starts_with("alice")).expect(&text);
+    assert!(
+        line.contains("officer") && line.contains(&officer_pub) && line.contains(" 1  "),
+        "{line}"
+    );
+    let listed = run_cli(&config, &["officer", "list", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(json["root_public_key"], root_pub.as_str());
+    assert_eq!(json["officers"][0]["name"], "alice");
+    assert_eq!(json["officers"][0]["state"], "active");
+    assert_eq!(json["officers"][0]["entries_counted"], 1);
+    assert_eq!(json["officers"][0]["added_by"], "root");
+    // A roster change is not reverted: `officer` changes the roster.
+    let trail = run_cli(&config, &["history", "--json"]);
+    let trail: serde_json::Value = serde_json::from_slice(&trail.stdout).unwrap();
+    let roster_digest = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["kind"] == "officer_add")
+        .map(|row| row["digest"].as_str().unwrap().to_string())
+        .unwrap();
+    let refused = run_cli(&config, &["revert", &roster_digest[..10]]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("lootsync officer add"),
+        "{refused:?}"
+    );
+
     let remove_alice_signed_by = |key_file: &str| {
         let key = dir.path().join(key_file).to_string_lossy().to_string();
         run_cli(&config, &["officer", "remove", "alice", "--root-key", &key])
@@ -479,6 +497,26 @@ fn keygen_officer_add_and_signed_adjust_from_the_command_line() {
         String::from_utf8_lossy(&again.stderr).contains("not an officer"),
         "{again:?}"
     );
+    // A revoked key cannot award either: the whole award is refused, nothing written.
+    let award = run_cli(
+        &config,
+        &["award", "--delta", "5", "--reason", "raid", "Ann", "Bo"],
+    );
+    assert!(!award.status.success());
+    assert!(
+        String::from_utf8_lossy(&award.stderr).contains("is revoked"),
+        "{award:?}"
+    );
+    assert_eq!(points_json(), r#"{"Ann":7}"#);
+    let listed = run_cli(&config, &["officer", "list", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let states: Vec<&str> = json["officers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["revoked", "revoked"], "{json}");
 }
 
 /// A group's first roster change happens before any daemon ran: `officer add` starts the

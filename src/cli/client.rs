@@ -63,8 +63,12 @@ pub fn request<C: LedgerCommand + Clone>(config: &Config, command: C) -> Result<
     // Writes that name their players may start a ledger (a group's first `officer add` or
     // `import` happens before any daemon ran); reads, decay and revert may not.
     let may_start = writes && !matches!(kind, Request::Decay(_) | Request::Revert(_));
+    // A dry run of an import or award may look at an empty ledger (what would an import
+    // into a new group write?); the ledger opened for it is removed again.
+    let looks_only = matches!(&kind, Request::Award(a) if a.dry_run)
+        || matches!(&kind, Request::Import(i) if i.dry_run);
     let new_ledger = !log.exists();
-    if new_ledger && !may_start {
+    if new_ledger && !may_start && !looks_only {
         // Reading an empty ledger into existence would hide a wrong directory or config.
         return Err(NoLedger { socket, log }.into());
     }
@@ -87,7 +91,16 @@ pub fn request<C: LedgerCommand + Clone>(config: &Config, command: C) -> Result<
         mono_ms: 0,
         unix_ms,
     };
-    match ops::apply(&mut peer, &mut store, &config.node, now, command) {
+    let outcome = ops::apply(&mut peer, &mut store, &config.node, now, command);
+    if new_ledger && (outcome.is_err() || !writes) {
+        // A refused first write, or a dry run, must not leave an empty ledger behind: the
+        // next read would then not say "no ledger here", and a wrong directory would go
+        // unnoticed.
+        drop(store);
+        let _ = std::fs::remove_file(loot_sync::store::synced_mark_path(&log));
+        let _ = std::fs::remove_file(&log);
+    }
+    match outcome {
         Ok(output) => {
             if writes {
                 // Say where it went: an officer in the wrong directory must not split the
@@ -100,16 +113,6 @@ pub fn request<C: LedgerCommand + Clone>(config: &Config, command: C) -> Result<
             }
             Ok(output)
         }
-        Err(err) => {
-            if new_ledger {
-                // A refused first write must not leave an empty ledger behind: the next read
-                // would then not say "no ledger here", and a wrong directory would go
-                // unnoticed.
-                drop(store);
-                let _ = std::fs::remove_file(loot_sync::store::synced_mark_path(&log));
-                let _ = std::fs::remove_file(&log);
-            }
-            Err(err.into())
-        }
+        Err(err) => Err(err.into()),
     }
 }

@@ -124,6 +124,68 @@ pub fn run_cli(config: &Path, args: &[&str]) -> std::process::Output {
         .expect("run lootsync")
 }
 
+/// Runs the real `lootsync` binary like [`run_cli`], with the file size limit set so no file
+/// can grow past `max_file_bytes`, the way a full disk stops a write part-way. SIGXFSZ is
+/// ignored so the write returns EFBIG instead of killing the process.
+pub fn run_cli_with_file_size_limit(
+    config: &Path,
+    max_file_bytes: u64,
+    args: &[&str],
+) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_lootsync"));
+    command.arg("--config").arg(config).args(args);
+    // SAFETY: only async-signal-safe calls (signal, setrlimit) run between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: max_file_bytes as libc::rlim_t,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.output().expect("run lootsync")
+}
+
+/// Sends `entries` to each address in `to` as one LOG_ENTRY datagram of test group `port`
+/// from a made-up node, sealed with the group key in `key_file` when given: what a
+/// modified (or older, or hostile) client of a group member could send (loopback unicast).
+pub fn send_log_entries(
+    port: u16,
+    to: &[std::net::SocketAddr],
+    entries: Vec<loot_sync::proto::entry::Entry>,
+    key_file: Option<&Path>,
+) {
+    use loot_sync::proto::seal::{Keyring, NoncePrefix, Sealer};
+    use loot_sync::proto::wire::{self, Body, Envelope};
+    let clear = wire::encode(&Envelope {
+        group: group_name(port),
+        from: 0xf0f0,
+        whisper_port: 9,
+        body: Body::LogEntry(entries),
+    })
+    .unwrap();
+    let datagram = match key_file {
+        Some(file) => {
+            let key = loot_sync::store::keys::load_group_key(file).unwrap();
+            let mut prefix = [0u8; 16];
+            getrandom::fill(&mut prefix).unwrap();
+            let mut sealer = Sealer::new(Keyring::new(key, vec![]), NoncePrefix(prefix));
+            sealer.seal(clear).unwrap()
+        }
+        None => clear,
+    };
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for addr in to {
+        socket.send_to(&datagram, addr).unwrap();
+    }
+}
+
 /// A socket that has joined the test group on `port`, on loopback only, as another member
 /// (or an eavesdropper) on the LAN would; reads time out after 100 ms.
 pub fn group_listener(port: u16) -> std::net::UdpSocket {
