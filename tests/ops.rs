@@ -382,11 +382,9 @@ async fn malformed_control_requests_get_error_replies_and_change_nothing() {
         let reply = converse(&mut stream, b"{\"cmd\":\"points\"}\n").unwrap();
         assert_eq!(reply["result"], serde_json::json!({"Aria": 5}));
         // A request of exactly the size limit (padded with spaces) is still served.
-        let padded = format!(
-            "{:<width$}\n",
-            r#"{"cmd":"points"}"#,
-            width = control::MAX_REQUEST_BYTES
-        );
+        let mut padded = String::from(r#"{"cmd":"points"}"#);
+        padded.push_str(&" ".repeat(control::MAX_REQUEST_BYTES - padded.len()));
+        padded.push('\n');
         let reply = converse(&mut stream, padded.as_bytes()).unwrap();
         assert_eq!(reply["ok"], true, "{reply}");
 
