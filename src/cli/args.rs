@@ -241,10 +241,12 @@ pub enum Command {
         history: bool,
     },
     /// Play the seed's scenarios with three peers in this process, on loopback, and print
-    /// their final standings side by side (exit status 0 only if they are identical).
+    /// their final standings side by side (exit status 0 only if they are identical). The
+    /// peers use their own built-in configs and temporary state: `--config` is refused.
     Demo {
-        /// Multicast group port (on 127.0.0.1, TTL 1).
-        #[arg(long, default_value_t = DEMO_DEFAULT_PORT, value_name = "PORT")]
+        /// Multicast group port (on 127.0.0.1, TTL 1), 1 to 65535.
+        #[arg(long, default_value_t = DEMO_DEFAULT_PORT, value_name = "PORT",
+              value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
         /// Also show the HELLO heartbeat lines.
         #[arg(long)]

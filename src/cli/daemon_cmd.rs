@@ -3,7 +3,7 @@
 
 use super::args::OnOff;
 use super::client::daemon_request;
-use super::output::{print_peers, print_status};
+use super::output::{print_name_clashes, print_peers, print_status};
 use anyhow::Result;
 use loot_sync::config::Config;
 use loot_sync::control::{Status, SwitchDebug, SwitchSync};
@@ -29,6 +29,7 @@ pub fn peers(config: &Config, json: bool) -> Result<()> {
         println!("no peers heard");
     } else {
         print_peers(&status.peers);
+        print_name_clashes(&status.node, &status.peers);
     }
     Ok(())
 }

@@ -12,10 +12,54 @@ pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
     clap_complete::generate(shell, &mut command, "lootsync", out);
 }
 
-/// Writes the `lootsync(1)` man page (roff) to `out`.
+/// Writes the `lootsync(1)` man page (roff) to `out`: what clap knows, then the FILES,
+/// ENVIRONMENT and EXAMPLES sections it cannot.
 pub fn man_page(out: &mut dyn Write) -> io::Result<()> {
-    clap_mangen::Man::new(Cli::command()).render(out)
+    clap_mangen::Man::new(Cli::command()).render(out)?;
+    out.write_all(EXTRA_SECTIONS.as_bytes())
 }
+
+/// The sections of `lootsync(1)` beyond the generated ones (roff).
+const EXTRA_SECTIONS: &str = r#".SH FILES
+.TP
+\fI/etc/lootsync/lootsync.toml\fR
+the config (\fB\-\-config\fR); without one, the embedded loopback defaults are used
+.TP
+\fIstate_dir/<group>.lootlog\fR
+the append\-only log: the truth every total is replayed from
+.TP
+\fIstate_dir/<group>.lootlog.checkpoint\fR, \fI.synced\fR
+a cache of the replay and the length known to be on disk; safe to delete
+.TP
+\fIstate_dir/lootsync.lock\fR
+held by the daemon, or by a command working offline
+.TP
+\fIstate_dir/control.sock\fR
+the running daemon's control socket (mode 0600, or 0660 with control.group)
+.TP
+\fIgroup.key\fR, \fIofficer.key\fR, \fIroot.key\fR
+secret keys written by \fBlootsync keygen\fR, mode 0600
+.SH ENVIRONMENT
+.TP
+\fBRUST_LOG\fR
+overrides log.level (e.g. info,sync=debug for the SYNC lines)
+.TP
+\fBNOTIFY_SOCKET\fR
+set by systemd: the daemon reports READY=1 and STOPPING=1 to it
+.SH EXAMPLES
+.nf
+lootsync run
+lootsync adjust \-\-player Alice \-\-delta 30 \-\-reason "raid attendance"
+lootsync award \-\-delta 10 \-\-reason "Onyxia kill" Alice Bob Carol
+lootsync decay \-\-percent 10 \-\-reason "weekly decay" \-\-dry\-run
+lootsync history \-\-player Bob
+lootsync revert 1a2b3c4d \-\-reason "Bob was not there"
+lootsync import standings.csv \-\-dry\-run
+lootsync export \-\-format csv > standings.csv
+lootsync officer list
+lootsync status
+.fi
+"#;
 
 /// `lootsync man`: the main page on stdout, or with `dir` every page written there (their
 /// paths printed).
@@ -39,6 +83,9 @@ pub fn print_man_pages(dir: Option<&Path>) -> anyhow::Result<()> {
 pub fn write_man_pages(dir: &Path) -> io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     clap_mangen::generate_to(Cli::command(), dir)?;
+    let mut main = Vec::new();
+    man_page(&mut main)?;
+    std::fs::write(dir.join("lootsync.1"), main)?;
     let mut written: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -84,6 +131,10 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("export"), "subcommands listed");
+        for section in [".SH FILES", ".SH ENVIRONMENT", ".SH EXAMPLES"] {
+            assert!(page.contains(section), "{section}");
+        }
+        assert!(page.contains("lootsync award"), "{page}");
 
         let dir = tempfile::tempdir().unwrap();
         let files = write_man_pages(dir.path()).unwrap();
@@ -96,6 +147,8 @@ mod tests {
             names.contains(&"lootsync-export.1".to_string()),
             "{names:?}"
         );
+        let main = std::fs::read_to_string(dir.path().join("lootsync.1")).unwrap();
+        assert!(main.contains(".SH EXAMPLES"), "the written page has them too");
         let export = std::fs::read_to_string(dir.path().join("lootsync-export.1")).unwrap();
         assert!(export.contains("history"), "{export}");
     }

@@ -1,6 +1,7 @@
 //! `lootsync verify` and `lootsync repair`: checking and rebuilding the log, which both need
 //! it to themselves (no daemon running).
 
+use super::client::NoLedger;
 use super::output::print_verify;
 use anyhow::{bail, Result};
 use loot_sync::config::Config;
@@ -65,7 +66,18 @@ pub fn repair(config: &Config) -> Result<()> {
 }
 
 /// Takes the state-directory lock for verify/repair, which need the log to themselves.
+/// With no log there is nothing to check: the same "no ledger here" as every other command,
+/// and no lock file or state directory left behind.
 fn lock_for_maintenance(config: &Config, command: &str) -> Result<loot_sync::store::StateLock> {
+    let log = loot_sync::store::LogStore::log_path(&config.state_dir, &config.group.name);
+    if !log.exists() {
+        let socket = loot_sync::control::socket_path(&config.state_dir);
+        return Err(NoLedger {
+            socket: std::path::absolute(&socket).unwrap_or(socket),
+            log: std::path::absolute(&log).unwrap_or(log),
+        }
+        .into());
+    }
     match ops::acquire_lock(config, ops::OFFLINE_LOCK_WAIT) {
         Ok(lock) => Ok(lock),
         Err(StoreError::Locked { path }) => bail!(

@@ -74,6 +74,13 @@ fn stop_quietly_when_stdout_closes() {
 fn dispatch(cli: Cli) -> Result<()> {
     // Loaded before anything runs, so even a command that does not use the file (demo,
     // init, ...) never hides a broken `--config`.
+    if let (Command::Demo { .. }, Some(path)) = (&cli.command, &cli.config) {
+        bail!(
+            "demo runs three peers of its own on loopback and reads no config file; drop \
+             --config {}",
+            path.display()
+        );
+    }
     let loaded = match &cli.config {
         Some(path) if !matches!(cli.command, Command::Config(_)) => Some(Config::load(path)?),
         _ => None,

@@ -245,6 +245,30 @@ pub fn print_peers(peers: &[PeerStatus]) {
     }
 }
 
+/// Notes on node names used by more than one daemon: two daemons left on the default node
+/// name (the hostname) look like one in every log line and in `peers`.
+pub fn print_name_clashes(own: &str, peers: &[PeerStatus]) {
+    let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+    for name in peers.iter().filter_map(|p| p.name.as_deref()) {
+        *count.entry(name).or_default() += 1;
+    }
+    if let Some(n) = count.get(own) {
+        println!(
+            "note: {n} peer{} also named {:?}, this daemon's own node name: give every daemon \
+             its own `node` in its config",
+            if *n == 1 { " is" } else { "s are" },
+            terminal_safe(own)
+        );
+    }
+    for (name, n) in count.into_iter().filter(|(name, n)| *n > 1 && *name != own) {
+        println!(
+            "note: {n} peers are named {:?}: either daemons share a node name (give each its \
+             own `node`) or one restarted less than sync.peer_timeout ago",
+            terminal_safe(name)
+        );
+    }
+}
+
 /// One line per `[peers] addresses` entry: what it resolved to, or why it did not.
 pub fn print_listed(listed: &[ListedStatus]) {
     for entry in listed {
@@ -301,6 +325,7 @@ pub fn print_status(status: &StatusResult) {
     }
     println!("peers:       {}", status.peers.len());
     print_peers(&status.peers);
+    print_name_clashes(&status.node, &status.peers);
     println!("counters:");
     for (name, value) in &status.counters {
         println!("  {name:<24} {value}");
