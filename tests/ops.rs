@@ -587,3 +587,57 @@ fn demo_exits_zero_with_identical_standings() {
     }
     assert!(stdout.contains("standings identical on all three peers"));
 }
+
+/// Rough edges a new user met: one "no ledger here" (and no litter) from every command with
+/// no ledger, one message for a delta out of range, and demo arguments refused up front.
+#[test]
+fn no_ledger_bad_delta_and_demo_arguments_get_one_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port());
+    for args in [
+        &["points"][..],
+        &["verify"],
+        &["repair"],
+        &["decay", "--percent", "10", "--reason", "r"],
+    ] {
+        let out = cli(&config, args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no ledger here"), "{args:?}: {err}");
+        assert!(
+            !dir.path().join("state").exists(),
+            "{args:?} left files behind"
+        );
+    }
+    let parser = cli(
+        &config,
+        &["adjust", "--player", "A", "--delta", "0", "--reason", "r"],
+    );
+    let parser = String::from_utf8_lossy(&parser.stderr).to_string();
+    let award = std::process::Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .args(["award", "--delta", "2000000000", "--reason", "r", "A"])
+        .output()
+        .unwrap();
+    let award = String::from_utf8_lossy(&award.stderr).to_string();
+    for text in [&parser, &award] {
+        assert!(
+            text.contains(
+                "out of range: it must be a non-zero whole number from -1000000000 to 1000000000"
+            ),
+            "{text}"
+        );
+    }
+    let demo = cli(&config, &["demo"]);
+    assert!(!demo.status.success());
+    assert!(String::from_utf8_lossy(&demo.stderr).contains("reads no config file"));
+    let port0 = Command::new(BIN)
+        .args(["demo", "--port", "0"])
+        .output()
+        .unwrap();
+    assert!(!port0.status.success());
+    assert!(
+        String::from_utf8_lossy(&port0.stderr).contains("--port"),
+        "{port0:?}"
+    );
+}

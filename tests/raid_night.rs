@@ -165,13 +165,24 @@ fn an_offline_raid_night_import_award_decay_and_revert() {
     // All or nothing: a bad name, a duplicate or a hostile reason refuses the whole award.
     let bad_name = refused(
         &config,
-        &["award", "--delta", "5", "--reason", "r", "Cy", "Ev\u{1b}[2Jil"],
+        &[
+            "award",
+            "--delta",
+            "5",
+            "--reason",
+            "r",
+            "Cy",
+            "Ev\u{1b}[2Jil",
+        ],
     );
     assert!(
         bad_name.contains("item 2") && bad_name.contains("\\u{1b}"),
         "{bad_name}"
     );
-    assert!(!bad_name.contains('\u{1b}'), "the refusal itself is escaped");
+    assert!(
+        !bad_name.contains('\u{1b}'),
+        "the refusal itself is escaped"
+    );
     let twice = refused(
         &config,
         &["award", "--delta", "5", "--reason", "r", "Cy", "CY"],
@@ -184,7 +195,15 @@ fn an_offline_raid_night_import_award_decay_and_revert() {
     assert!(tab.contains("invalid reason"), "{tab}");
     let esc = refused(
         &config,
-        &["adjust", "--player", "Cy", "--delta", "5", "--reason", "\u{1b}[31mred"],
+        &[
+            "adjust",
+            "--player",
+            "Cy",
+            "--delta",
+            "5",
+            "--reason",
+            "\u{1b}[31mred",
+        ],
     );
     assert!(esc.contains("control or invisible"), "{esc}");
     assert_eq!(points(&config), expected, "nothing written");
@@ -193,7 +212,14 @@ fn an_offline_raid_night_import_award_decay_and_revert() {
     let before = history(&config).len();
     let dry = ok(
         &config,
-        &["decay", "--percent", "10", "--reason", "weekly", "--dry-run"],
+        &[
+            "decay",
+            "--percent",
+            "10",
+            "--reason",
+            "weekly",
+            "--dry-run",
+        ],
     );
     assert!(dry.contains("would write 3 entries"), "{dry}");
     assert_eq!(history(&config).len(), before, "a dry run writes nothing");
@@ -205,7 +231,9 @@ fn an_offline_raid_night_import_award_decay_and_revert() {
         ("Zoë".to_string(), 20),
     ]);
     assert_eq!(points(&config), decayed);
-    assert!(refused(&config, &["decay", "--percent", "0", "--reason", "r"]).contains("more than 0"));
+    assert!(
+        refused(&config, &["decay", "--percent", "0", "--reason", "r"]).contains("more than 0")
+    );
 
     // Revert Newbie's award by a digest prefix: linked both ways in history.
     let award = digest_of(&config, "Newbie", 10);
@@ -217,9 +245,15 @@ fn an_offline_raid_night_import_award_decay_and_revert() {
     assert_eq!(points(&config)["Newbie"], -1);
     let text = ok(&config, &["history", "--player", "Newbie"]);
     assert!(text.contains(&format!("[reverted by ")), "{text}");
-    assert!(text.contains(&format!("[reverts {}]", &award[..8])), "{text}");
+    assert!(
+        text.contains(&format!("[reverts {}]", &award[..8])),
+        "{text}"
+    );
     let rows = history(&config);
-    let revert = rows.iter().find(|r| r["reverts"] == award.as_str()).unwrap();
+    let revert = rows
+        .iter()
+        .find(|r| r["reverts"] == award.as_str())
+        .unwrap();
     assert_eq!(revert["delta"], -10);
     assert!(revert["reason"]
         .as_str()
@@ -236,7 +270,10 @@ fn an_offline_raid_night_import_award_decay_and_revert() {
 fn a_batch_cut_by_a_failed_write_leaves_no_part_of_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config_file(dir.path(), "officer", free_port());
-    ok(&config, &["adjust", "--player", "Ann", "--delta", "1", "--reason", "r"]);
+    ok(
+        &config,
+        &["adjust", "--player", "Ann", "--delta", "1", "--reason", "r"],
+    );
     let log = std::fs::read_dir(dir.path().join("state"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -250,8 +287,15 @@ fn a_batch_cut_by_a_failed_write_leaves_no_part_of_it() {
     let out = run_cli_with_file_size_limit(&config, before.len() as u64 + 150, &args);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("not recorded") && err.contains("the log is unchanged"), "{err}");
-    assert_eq!(std::fs::read(&log).unwrap(), before, "no part of the batch kept");
+    assert!(
+        err.contains("not recorded") && err.contains("the log is unchanged"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        before,
+        "no part of the batch kept"
+    );
     assert_eq!(points(&config), BTreeMap::from([("Ann".to_string(), 1)]));
     ok(&config, &args);
     assert_eq!(points(&config).len(), 5);
@@ -277,9 +321,14 @@ fn batches_through_running_daemons_reach_a_peer_whole_and_hostile_text_prints_es
     );
     ok(
         &alice,
-        &["award", "--delta", "10", "--reason", "raid", "Alice", "Zoë", "Cy"],
+        &[
+            "award", "--delta", "10", "--reason", "raid", "Alice", "Zoë", "Cy",
+        ],
     );
-    ok(&alice, &["decay", "--percent", "50", "--reason", "season end"]);
+    ok(
+        &alice,
+        &["decay", "--percent", "50", "--reason", "season end"],
+    );
     let cy = digest_of(&alice, "Cy", 10);
     ok(&alice, &["revert", &cy[..8]]);
     let expected = BTreeMap::from([
@@ -311,7 +360,11 @@ fn batches_through_running_daemons_reach_a_peer_whole_and_hostile_text_prints_es
         wait_for("the hostile entry arrives", || {
             points(config).contains_key("Mal\u{202e}lory")
         });
-        for args in [&["history"][..], &["points"], &["history", "--player", "mal\u{202e}lory"]] {
+        for args in [
+            &["history"][..],
+            &["points"],
+            &["history", "--player", "mal\u{202e}lory"],
+        ] {
             let text = ok(config, args);
             assert!(
                 !text.chars().any(|c| c == '\u{1b}' || c == '\u{202e}'),
@@ -320,7 +373,10 @@ fn batches_through_running_daemons_reach_a_peer_whole_and_hostile_text_prints_es
             assert!(text.contains("Mal\\u{202e}lory"), "{args:?}: {text}");
         }
         let text = ok(config, &["history"]);
-        assert!(text.contains("\\u{1b}[2J\\u{1b}[31mfake row\\u{a}Alice +1000"), "{text}");
+        assert!(
+            text.contains("\\u{1b}[2J\\u{1b}[31mfake row\\u{a}Alice +1000"),
+            "{text}"
+        );
         assert_eq!(text.lines().count(), history(config).len(), "no faked row");
         // JSON stays JSON: the same text, escaped the JSON way.
         let json = ok(config, &["history", "--json"]);

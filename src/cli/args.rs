@@ -359,7 +359,8 @@ mod tests {
             .unwrap_err()
             .to_string();
             assert!(
-                err.contains("from -1000000000 to 1000000000") || err.contains("not a whole number"),
+                err.contains("from -1000000000 to 1000000000")
+                    || err.contains("not a whole number"),
                 "{bad}: {err}"
             );
         }

@@ -148,7 +148,10 @@ mod tests {
             "{names:?}"
         );
         let main = std::fs::read_to_string(dir.path().join("lootsync.1")).unwrap();
-        assert!(main.contains(".SH EXAMPLES"), "the written page has them too");
+        assert!(
+            main.contains(".SH EXAMPLES"),
+            "the written page has them too"
+        );
         let export = std::fs::read_to_string(dir.path().join("lootsync-export.1")).unwrap();
         assert!(export.contains("history"), "{export}");
     }

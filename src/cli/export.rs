@@ -284,8 +284,7 @@ mod tests {
         ]);
         let text = standings(&totals, ExportFormat::Csv).unwrap();
         let read = read_standings(text.as_bytes()).unwrap();
-        let back: BTreeMap<String, i64> =
-            read.into_iter().map(|b| (b.player, b.points)).collect();
+        let back: BTreeMap<String, i64> = read.into_iter().map(|b| (b.player, b.points)).collect();
         assert_eq!(back, totals);
 
         let err = |text: &str| read_standings(text.as_bytes()).unwrap_err().to_string();
@@ -298,7 +297,10 @@ mod tests {
         assert!(escaped.starts_with("line 2: player name"), "{escaped}");
         // A quoted line break is read as RFC 4180 says, and then refused in a name.
         let multi = err("player,points\n\"multi\nline\",5\nBo,x\n");
-        assert!(multi.starts_with("line 2: player name") && multi.contains("control"), "{multi}");
+        assert!(
+            multi.starts_with("line 2: player name") && multi.contains("control"),
+            "{multi}"
+        );
     }
 
     #[test]
@@ -333,7 +335,11 @@ mod tests {
         expected.sort_unstable();
         assert_eq!(keys, expected);
         assert_eq!(json[0]["delta"], 7);
-        assert_eq!(json[0]["signer"], serde_json::Value::Null, "absent, like the others");
+        assert_eq!(
+            json[0]["signer"],
+            serde_json::Value::Null,
+            "absent, like the others"
+        );
         assert_eq!(json[0]["player"], "Bob");
     }
 }

@@ -54,7 +54,10 @@ pub fn keygen(kind: KeyKind, file: &Path) -> Result<()> {
 pub fn list(config: &Config, json: bool) -> Result<()> {
     let Some(root) = config.root_public_key() else {
         if json {
-            println!("{}", serde_json::json!({"root_public_key": null, "officers": []}));
+            println!(
+                "{}",
+                serde_json::json!({"root_public_key": null, "officers": []})
+            );
         } else {
             println!(
                 "open roster: no security.root_public_key is set, so there are no officers and \

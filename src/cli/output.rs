@@ -304,7 +304,9 @@ pub fn print_status(status: &StatusResult) {
     );
     println!(
         "officers:    {}",
-        status.officers.map_or("open roster (no root key)".to_string(), |n| n.to_string())
+        status
+            .officers
+            .map_or("open roster (no root key)".to_string(), |n| n.to_string())
     );
     println!(
         "sync:        {}",

@@ -79,12 +79,7 @@ pub fn decay(
 }
 
 /// Appends the entry undoing `entry`.
-pub fn revert(
-    config: &Config,
-    entry: String,
-    reason: String,
-    actor: Option<String>,
-) -> Result<()> {
+pub fn revert(config: &Config, entry: String, reason: String, actor: Option<String>) -> Result<()> {
     let result = request(
         config,
         Revert {

@@ -6,8 +6,8 @@
 use crate::core::ledger::revert::{revert_reason, REVERT_LINK_BYTES};
 use crate::core::ledger::{HistoryRow, Ledger};
 use crate::proto::digest::{Digest, Key};
-use crate::proto::entry::{Entry, EntryError, EntryKind, MAX_ABS_DELTA, MAX_NAME_BYTES};
 use crate::proto::entry::MAX_REASON_BYTES;
+use crate::proto::entry::{Entry, EntryError, EntryKind, MAX_ABS_DELTA, MAX_NAME_BYTES};
 use crate::proto::text::{clean_new_text, looks_alike, name_key, terminal_safe};
 use std::collections::HashMap;
 use thiserror::Error;
@@ -428,13 +428,8 @@ pub fn plan_revert(
             by,
         });
     }
-    let words = clean_new_text(
-        "reason",
-        words,
-        MAX_REASON_BYTES - REVERT_LINK_BYTES,
-        false,
-    )
-    .map_err(RevertRefusal::BadReason)?;
+    let words = clean_new_text("reason", words, MAX_REASON_BYTES - REVERT_LINK_BYTES, false)
+        .map_err(RevertRefusal::BadReason)?;
     let before = rows.last().map_or(0, |row| row.total);
     Ok(RevertPlan {
         change: PlannedChange {
@@ -468,7 +463,11 @@ mod tests {
     #[test]
     fn decay_truncates_toward_zero_skips_zeros_and_shrinks_negative_totals() {
         assert_eq!(decay_delta(15, 1000), -1, "1.5 truncates to 1");
-        assert_eq!(decay_delta(-15, 1000), 1, "-1.5 truncates to -1: back toward zero");
+        assert_eq!(
+            decay_delta(-15, 1000),
+            1,
+            "-1.5 truncates to -1: back toward zero"
+        );
         assert_eq!(decay_delta(9, 1000), 0);
         assert_eq!(decay_delta(100, 250), -2, "2.5 % of 100");
         assert_eq!(decay_delta(100, 10_000), -100);
@@ -498,7 +497,9 @@ mod tests {
         assert_eq!(parse_percent("2.5"), Ok(250));
         assert_eq!(parse_percent("12.75"), Ok(1275));
         assert_eq!(parse_percent("100"), Ok(10_000));
-        for bad in ["0", "0.00", "100.01", "1.234", "-5", "abc", "", ".5", "5.", "1e2"] {
+        for bad in [
+            "0", "0.00", "100.01", "1.234", "-5", "abc", "", ".5", "5.", "1e2",
+        ] {
             assert_eq!(parse_percent(bad), Err(BatchError::BadPercent), "{bad}");
         }
     }
@@ -513,14 +514,27 @@ mod tests {
             .iter()
             .map(|c| (c.player.as_str(), c.before))
             .collect();
-        assert_eq!(got, vec![("Alice", 10), ("Bob", 0)], "existing spelling kept");
+        assert_eq!(
+            got,
+            vec![("Alice", 10), ("Bob", 0)],
+            "existing spelling kept"
+        );
         assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
 
         let err = plan_award(&l, &names(&["Bob", "Ca\u{1b}[2Jrl", "Dee"]), 5).unwrap_err();
-        assert!(matches!(err, BatchError::BadName { item: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, BatchError::BadName { item: 2, .. }),
+            "{err:?}"
+        );
         let text = err.to_string();
-        assert!(text.contains("item 2") && text.contains("\\u{1b}"), "{text}");
-        assert!(!text.contains('\u{1b}'), "the message itself is terminal-safe");
+        assert!(
+            text.contains("item 2") && text.contains("\\u{1b}"),
+            "{text}"
+        );
+        assert!(
+            !text.contains('\u{1b}'),
+            "the message itself is terminal-safe"
+        );
 
         assert_eq!(
             plan_award(&l, &names(&["Bob", "BOB"]), 5),
@@ -558,7 +572,10 @@ mod tests {
             .collect();
         assert_eq!(got, vec![("Bo", 13), ("Cy", -7)]);
         let err = plan_import(&l, &[("Ann".into(), 0), ("Zed".into(), i64::MAX)]).unwrap_err();
-        assert!(matches!(err, BatchError::TooLarge { item: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, BatchError::TooLarge { item: 2, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -597,7 +614,10 @@ mod tests {
         roster.kind = EntryKind::OfficerRemove;
         roster.new_total = 0;
         let refused = plan_revert(roster, &[], "").unwrap_err();
-        assert!(refused.to_string().contains("lootsync officer"), "{refused}");
+        assert!(
+            refused.to_string().contains("lootsync officer"),
+            "{refused}"
+        );
     }
 
     #[test]

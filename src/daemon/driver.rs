@@ -16,8 +16,8 @@ use super::resolve::ListedUpdate;
 use super::status::{self, DriverCounters};
 use crate::config::{Config, FsyncPolicy};
 use crate::control::{
-    Adjust, Append, BatchResult, Command, DebugState, History, Outcome, Points, Refusal, Request, Status,
-    SwitchDebug, SwitchSync, SyncState,
+    Adjust, Append, BatchResult, Command, DebugState, History, Outcome, Points, Refusal, Request,
+    Status, SwitchDebug, SwitchSync, SyncState,
 };
 use crate::core::ledger::Ledger;
 use crate::core::rng::SeededRng;

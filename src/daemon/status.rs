@@ -98,10 +98,7 @@ pub(super) fn status(
             .collect(),
         counters,
         group_key_id: peer.group_key_id().map(|id| id.to_string()),
-        officers: peer
-            .ledger()
-            .root()
-            .map(|_| peer.ledger().officers().len()),
+        officers: peer.ledger().root().map(|_| peer.ledger().officers().len()),
     }
 }
 

@@ -138,9 +138,16 @@ impl LedgerCommand for Award {
         check_batch_size(self.players.len())?;
         let reason = batch::clean_reason(&self.reason, MAX_REASON_BYTES)?;
         let plan = batch::plan_award(peer.ledger(), &self.players, self.delta)?;
-        write_batch(peer, store, node, now, self.actor, plan, self.dry_run, |_| {
-            reason.clone()
-        })
+        write_batch(
+            peer,
+            store,
+            node,
+            now,
+            self.actor,
+            plan,
+            self.dry_run,
+            |_| reason.clone(),
+        )
     }
 }
 
@@ -154,9 +161,16 @@ impl LedgerCommand for Decay {
     ) -> Result<BatchResult, ApplyError> {
         let reason = batch::clean_reason(&self.reason, MAX_REASON_BYTES)?;
         let plan = batch::plan_decay(peer.ledger(), self.percent_hundredths)?;
-        write_batch(peer, store, node, now, self.actor, plan, self.dry_run, |_| {
-            reason.clone()
-        })
+        write_batch(
+            peer,
+            store,
+            node,
+            now,
+            self.actor,
+            plan,
+            self.dry_run,
+            |_| reason.clone(),
+        )
     }
 }
 
@@ -176,9 +190,16 @@ impl LedgerCommand for Import {
             .map(|b| (b.player, b.points))
             .collect();
         let plan = batch::plan_import(peer.ledger(), &balances)?;
-        write_batch(peer, store, node, now, self.actor, plan, self.dry_run, |_| {
-            reason.clone()
-        })
+        write_batch(
+            peer,
+            store,
+            node,
+            now,
+            self.actor,
+            plan,
+            self.dry_run,
+            |_| reason.clone(),
+        )
     }
 }
 
@@ -199,9 +220,16 @@ impl LedgerCommand for Revert {
             changes: vec![plan.change],
             warnings: Vec::new(),
         };
-        write_batch(peer, store, node, now, self.actor, batch_plan, false, |_| {
-            reason.clone()
-        })
+        write_batch(
+            peer,
+            store,
+            node,
+            now,
+            self.actor,
+            batch_plan,
+            false,
+            |_| reason.clone(),
+        )
     }
 }
 

@@ -116,7 +116,14 @@ mod tests {
             clean_new_text("player", "Zoe\u{301}", 64, true).unwrap(),
             "Zo\u{e9}"
         );
-        for bad in ["a\tb", "a\nb", "\u{1b}[31mred", "x\u{9b}y", "\u{202e}gnp", "a\u{200d}b"] {
+        for bad in [
+            "a\tb",
+            "a\nb",
+            "\u{1b}[31mred",
+            "x\u{9b}y",
+            "\u{202e}gnp",
+            "a\u{200d}b",
+        ] {
             assert_eq!(
                 clean_new_text("reason", bad, 256, true),
                 Err(EntryError::ControlChars { field: "reason" }),
@@ -141,7 +148,10 @@ mod tests {
         assert_ne!(name_key("Alice"), name_key("Alicia"));
         assert!(looks_alike("Alice", "\u{410}lice"), "Cyrillic A");
         assert!(looks_alike("Alice", "AIice"), "capital I for l");
-        assert!(!looks_alike("Alice", "alice"), "the same player, not a look-alike");
+        assert!(
+            !looks_alike("Alice", "alice"),
+            "the same player, not a look-alike"
+        );
         assert!(!looks_alike("Alice", "Bob"));
     }
 }

@@ -37,7 +37,10 @@ pub fn reverted_digest(reason: &str) -> Option<Digest> {
     let mut bytes = [0u8; 16];
     for (i, byte) in bytes.iter_mut().enumerate() {
         let pair = hex.get(i * 2..i * 2 + 2)?;
-        if !pair.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !pair
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return None;
         }
         *byte = u8::from_str_radix(pair, 16).ok()?;
@@ -96,7 +99,10 @@ mod tests {
         assert_eq!(revert_reason(d, "x").len(), REVERT_LINK_BYTES + 1);
         assert_eq!(reverted_digest("revert abab"), None);
         assert_eq!(reverted_digest(&format!("revert {}x", d.to_hex())), None);
-        assert_eq!(reverted_digest(&format!("revert {}", "AB".repeat(16))), None);
+        assert_eq!(
+            reverted_digest(&format!("revert {}", "AB".repeat(16))),
+            None
+        );
         assert_eq!(reverted_digest("boss kill"), None);
     }
 
