@@ -16,9 +16,7 @@ use loot_sync::proto::hlc::Hlc;
 use loot_sync::proto::keys::PublicKey;
 use loot_sync::proto::signature::SecretKey;
 use loot_sync::store::keyfile::KeyKind;
-use loot_sync::store::keys::{
-    create_group_key_file, create_signing_key_file, load_group_key, load_signing_key,
-};
+use loot_sync::store::keys::{create_group_key_file, create_signing_key_file, load_signing_key};
 use loot_sync::testing::EntryBuilder;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -549,6 +549,11 @@ mod tests {
             plan_award(&l, &names(&["Bob"]), 0),
             Err(BatchError::BadDelta(0))
         );
+        // One message for a delta out of range: the entry rule's words everywhere.
+        assert_eq!(
+            DeltaOutOfRange(0).to_string(),
+            EntryError::BadDelta { delta: 0 }.to_string()
+        );
         let lookalike = plan_award(&l, &names(&["A\u{406}ice"]), 1).unwrap();
         assert!(
             lookalike.warnings[0].contains("looks like"),
