@@ -54,10 +54,10 @@ pub fn print_adjusted(result: &AdjustResult) {
 
 /// The table of a batch (award, decay, import, revert): one line per entry with the
 /// player's total before and after, then what happened.
-pub fn print_batch(command: &str, result: &BatchResult) {
+pub fn print_batch(command: &str, result: &BatchResult, nothing: &str) {
     print_warnings(&result.warnings);
     if result.changes.is_empty() {
-        println!("{command}: nothing to write (every total is already as asked)");
+        println!("{command}: nothing to write ({nothing})");
         return;
     }
     let width = column_width(result.changes.iter().map(|c| c.player.as_str()), 6);

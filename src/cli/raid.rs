@@ -42,7 +42,7 @@ pub fn award(config: &Config, args: AwardArgs) -> Result<()> {
             dry_run: false,
         },
     )?;
-    print_batch("award", &result);
+    print_batch("award", &result, "no players");
     Ok(())
 }
 
@@ -74,7 +74,11 @@ pub fn decay(
             dry_run,
         },
     )?;
-    print_batch("decay", &result);
+    print_batch(
+        "decay",
+        &result,
+        "no total on this peer is large enough to lose a whole point",
+    );
     Ok(())
 }
 
@@ -88,7 +92,7 @@ pub fn revert(config: &Config, entry: String, reason: String, actor: Option<Stri
             actor,
         },
     )?;
-    print_batch("revert", &result);
+    print_batch("revert", &result, "nothing to undo");
     Ok(())
 }
 
@@ -112,7 +116,11 @@ pub fn import(
             dry_run,
         },
     )?;
-    print_batch("import", &result);
+    print_batch(
+        "import",
+        &result,
+        "every total on this peer already equals the file",
+    );
     Ok(())
 }
 

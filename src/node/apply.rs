@@ -50,10 +50,10 @@ pub enum ApplyError {
     InvalidAdjustment(EntryError),
     /// A batch (award, decay, import) with a bad item; nothing was written.
     #[error("refused, nothing written: {0}")]
-    Batch(#[from] BatchError),
+    Batch(BatchError),
     /// A revert that cannot be made; nothing was written.
     #[error("revert refused: {0}")]
-    Revert(#[from] RevertRefusal),
+    Revert(RevertRefusal),
     /// A batch bigger than one request may carry.
     #[error("refused, nothing written: {given} players; at most {max} in one batch")]
     TooManyPlayers {
@@ -88,6 +88,20 @@ pub enum ApplyError {
         /// Part of the record is still in the log, to be cut before the next write.
         rollback_pending: bool,
     },
+}
+
+// By hand rather than `#[from]`, which would also make the inner error the `source` and
+// print its words twice in a `{:#}` chain.
+impl From<BatchError> for ApplyError {
+    fn from(err: BatchError) -> ApplyError {
+        ApplyError::Batch(err)
+    }
+}
+
+impl From<RevertRefusal> for ApplyError {
+    fn from(err: RevertRefusal) -> ApplyError {
+        ApplyError::Revert(err)
+    }
 }
 
 impl LedgerCommand for Adjust {
