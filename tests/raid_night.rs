@@ -183,6 +183,11 @@ fn an_offline_raid_night_import_award_decay_and_revert() {
         !bad_name.contains('\u{1b}'),
         "the refusal itself is escaped"
     );
+    assert_eq!(
+        bad_name.matches("item 2").count(),
+        1,
+        "said once: {bad_name}"
+    );
     let twice = refused(
         &config,
         &["award", "--delta", "5", "--reason", "r", "Cy", "CY"],
