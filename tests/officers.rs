@@ -16,7 +16,9 @@ use loot_sync::proto::hlc::Hlc;
 use loot_sync::proto::keys::PublicKey;
 use loot_sync::proto::signature::SecretKey;
 use loot_sync::store::keyfile::KeyKind;
-use loot_sync::store::keys::{create_group_key_file, create_signing_key_file, load_signing_key};
+use loot_sync::store::keys::{
+    create_group_key_file, create_signing_key_file, load_group_key, load_signing_key,
+};
 use loot_sync::testing::EntryBuilder;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -185,8 +187,13 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
     adjust(&alice, "Ann", 10).await.unwrap();
     adjust(&bob, "Ann", 20).await.unwrap();
     all_hold(&everyone, "every peer holds the officers' entries", 4).await;
+    let group_key = load_group_key(&dir.path().join("group.key")).unwrap();
     for d in everyone {
         assert_eq!(points(d).await.get("Ann"), Some(&30));
+        // status names the group key and counts the roster as this peer judges it.
+        let shown = status(d).await;
+        assert_eq!(shown.group_key_id, Some(group_key.id().to_string()));
+        assert_eq!(shown.officers, Some(2));
     }
 
     // Mallory's own key is not on the roster, so her daemon refuses to adjust, and the
