@@ -8,6 +8,7 @@ use crate::core::ledger::{HistoryRow, Ledger};
 use crate::proto::digest::{Digest, Key};
 use crate::proto::entry::MAX_REASON_BYTES;
 use crate::proto::entry::{Entry, EntryError, EntryKind, MAX_ABS_DELTA, MAX_NAME_BYTES};
+use crate::proto::hlc::Hlc;
 use crate::proto::text::{clean_new_text, looks_alike, name_key, terminal_safe};
 use std::collections::HashMap;
 use thiserror::Error;
@@ -370,25 +371,38 @@ pub struct RevertPlan {
 
 /// The entry `selector` names: a prefix of its digest (as `history` shows it) or of its id
 /// (with or without hyphens), matching exactly one entry.
+///
+/// Digests are in the index, so matching them reads no entry body. Ids are UUID v7, whose
+/// first 12 hex digits are the millisecond their entry was stamped at: only the entries
+/// stamped in the window an id prefix allows are read back, so naming an entry by its id
+/// costs about one read, not a scan of the log. (An entry whose id does not carry its stamp,
+/// such as one upgraded from a version 1 log, is named by its digest.)
 pub fn find_entry(ledger: &Ledger, selector: &str) -> Result<Entry, RevertRefusal> {
     let wanted = selector.trim().to_ascii_lowercase();
     let plain: String = wanted.chars().filter(|c| *c != '-').collect();
     if plain.len() < MIN_SELECTOR_LEN || !plain.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(RevertRefusal::BadSelector);
     }
-    // Digests are in the index: no entry body is read to match them.
     let mut found: Vec<Key> = ledger
         .range_keys(Key::MIN, Key::MAX)
         .filter(|key| key.digest.to_hex().starts_with(&plain))
         .collect();
-    let by_id: Vec<Entry> = ledger
-        .iter()
-        .filter(|e| e.id.simple().to_string().starts_with(&plain))
-        .collect();
-    for e in &by_id {
-        let key = e.key();
-        if !found.contains(&key) {
-            found.push(key);
+    let (first_ms, last_ms) = id_time_window(&plain);
+    let lower = Key {
+        at: Hlc::new(first_ms, 0),
+        digest: Digest([0; 16]),
+    };
+    let upper = match last_ms.checked_add(1) {
+        // Stamps hold 48 bits of milliseconds; past the last one, the range is open.
+        Some(after) if after < 1 << 48 => Key {
+            at: Hlc::new(after, 0),
+            digest: Digest([0; 16]),
+        },
+        _ => Key::MAX,
+    };
+    for e in ledger.range(lower, upper) {
+        if e.id.simple().to_string().starts_with(&plain) && !found.contains(&e.key()) {
+            found.push(e.key());
         }
     }
     match found.as_slice() {
@@ -402,6 +416,16 @@ pub fn find_entry(ledger: &Ledger, selector: &str) -> Result<Entry, RevertRefusa
             candidates: many.iter().take(5).map(|k| k.digest.to_hex()).collect(),
         }),
     }
+}
+
+/// The milliseconds (first, last) an id starting with the hex digits `plain` can carry: its
+/// first 12 hex digits are a UUID v7's 48-bit millisecond stamp.
+fn id_time_window(plain: &str) -> (u64, u64) {
+    let digits = plain.len().min(12);
+    let prefix = u64::from_str_radix(&plain[..digits], 16).unwrap_or(0);
+    let free_bits = 4 * (12 - digits) as u32;
+    let first = prefix << free_bits;
+    (first, first | ((1u64 << free_bits) - 1))
 }
 
 /// `revert`: the entry undoing the one `selector` names, judged on `rows` (the history of
@@ -623,6 +647,28 @@ mod tests {
             refused.to_string().contains("lootsync officer"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn id_prefixes_give_the_window_of_stamps_they_allow() {
+        assert_eq!(
+            id_time_window("0190abcd1234"),
+            (0x0190_abcd_1234, 0x0190_abcd_1234)
+        );
+        assert_eq!(
+            id_time_window("0190abcd1234ffff"),
+            (0x0190_abcd_1234, 0x0190_abcd_1234)
+        );
+        assert_eq!(id_time_window("0190"), (0x0190 << 32, (0x0191 << 32) - 1));
+        assert_eq!(id_time_window("ffff"), (0xffff << 32, (1 << 48) - 1));
+        // An entry stamped at the very end of time is still found by its id.
+        let late = EntryBuilder::at_ms((1 << 48) - 1)
+            .id_random([3; 10])
+            .target("Z")
+            .delta(1)
+            .build();
+        let l = ledger(vec![late.clone()]);
+        assert_eq!(find_entry(&l, &late.id.to_string()), Ok(late));
     }
 
     #[test]

@@ -58,29 +58,45 @@ pub fn is_revert_of(entry: &Entry, original: &Entry) -> bool {
 }
 
 /// Fills `reverts` and `reverted_by` of rows (in replay order) that a revert links, both ways.
-/// Only a revert that counts links: one that counts for nothing undid nothing.
+/// Only a revert that counts links: one that counts for nothing undid nothing. Digests are
+/// hashed only for the few rows a revert could point at (same player, opposite delta), so a
+/// history without reverts costs nothing extra.
 pub(super) fn link_reverts(rows: &mut [HistoryRow]) {
-    let by_digest: HashMap<Digest, usize> = rows
+    let reverts: Vec<(usize, Digest)> = rows
         .iter()
         .enumerate()
-        .map(|(i, row)| (row.entry.digest(), i))
+        .filter(|(_, row)| row.rejected.is_none())
+        .filter_map(|(i, row)| reverted_digest(&row.entry.reason).map(|d| (i, d)))
         .collect();
-    for i in 0..rows.len() {
-        if rows[i].rejected.is_some() {
-            continue;
+    if reverts.is_empty() {
+        return;
+    }
+    let mut candidates: HashMap<(&str, i64), Vec<usize>> = HashMap::new();
+    for (j, row) in rows.iter().enumerate() {
+        if row.entry.kind == EntryKind::Points {
+            candidates
+                .entry((row.entry.target.as_str(), row.entry.delta))
+                .or_default()
+                .push(j);
         }
-        let Some(target) = reverted_digest(&rows[i].entry.reason) else {
-            continue;
-        };
-        let Some(&j) = by_digest.get(&target) else {
-            continue;
-        };
-        if j == i || !is_revert_of(&rows[i].entry, &rows[j].entry) {
-            continue;
+    }
+    let mut links = Vec::new();
+    for (i, target) in reverts {
+        let revert = &rows[i].entry;
+        let key = (revert.target.as_str(), revert.delta.wrapping_neg());
+        let original = candidates.get(&key).and_then(|list| {
+            list.iter()
+                .copied()
+                .find(|&j| j != i && rows[j].entry.digest() == target)
+        });
+        if let Some(j) = original.filter(|&j| is_revert_of(revert, &rows[j].entry)) {
+            links.push((i, j, target, revert.digest()));
         }
+    }
+    for (i, j, target, revert) in links {
         rows[i].reverts = Some(target.to_hex());
         if rows[j].reverted_by.is_none() {
-            rows[j].reverted_by = Some(rows[i].entry.digest().to_hex());
+            rows[j].reverted_by = Some(revert.to_hex());
         }
     }
 }
