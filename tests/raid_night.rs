@@ -130,6 +130,21 @@ fn an_offline_raid_night_import_award_decay_and_revert() {
     assert!(err.contains("line 3: points \"five\""), "{err}");
     assert_eq!(history(&config).len(), 3, "nothing written");
 
+    let dry = ok(
+        &config,
+        &[
+            "award",
+            "--delta",
+            "10",
+            "--reason",
+            "r",
+            "Alice",
+            "--dry-run",
+        ],
+    );
+    assert!(dry.contains("would write 1 entry"), "{dry}");
+    assert_eq!(history(&config).len(), 3, "a dry run writes nothing");
+
     // Award: names in any case go to the existing player (said on stderr), more from a
     // file; one entry each.
     let players = dir.path().join("raid.txt");

@@ -125,6 +125,9 @@ pub enum Command {
         /// Also read players from FILE, one name per line (blank lines skipped).
         #[arg(long, value_name = "FILE")]
         players_file: Option<PathBuf>,
+        /// Print the table of entries it would write, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
         /// Who makes the change (default: this node's name from the config).
         #[arg(long, value_name = "NAME")]
         actor: Option<String>,

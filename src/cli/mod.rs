@@ -109,6 +109,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             reason,
             players,
             players_file,
+            dry_run,
             actor,
         } => raid::award(
             &config,
@@ -118,6 +119,7 @@ fn dispatch(cli: Cli) -> Result<()> {
                 players,
                 players_file,
                 actor,
+                dry_run,
             },
         ),
         Command::Decay {

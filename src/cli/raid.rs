@@ -24,6 +24,8 @@ pub struct AwardArgs {
     pub players_file: Option<PathBuf>,
     /// Who makes the change.
     pub actor: Option<String>,
+    /// Only show what it would write.
+    pub dry_run: bool,
 }
 
 /// Awards `delta` to every player named, as one batch.
@@ -39,7 +41,7 @@ pub fn award(config: &Config, args: AwardArgs) -> Result<()> {
             delta: args.delta,
             reason: args.reason,
             actor: args.actor,
-            dry_run: false,
+            dry_run: args.dry_run,
         },
     )?;
     print_batch("award", &result, "no players");
