@@ -628,6 +628,20 @@ fn no_ledger_bad_delta_and_demo_arguments_get_one_clear_message() {
             "{text}"
         );
     }
+    // An OS error is said once, not once by the message and again as its cause.
+    let keyless = dir.path().join("keyless.toml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "[security]\nofficer_key_file = \"{}\"\n",
+        dir.path().join("missing.key").display()
+    ));
+    std::fs::write(&keyless, text).unwrap();
+    let out = cli(
+        &keyless,
+        &["adjust", "--player", "A", "--delta", "1", "--reason", "r"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
     let demo = cli(&config, &["demo"]);
     assert!(!demo.status.success());
     assert!(String::from_utf8_lossy(&demo.stderr).contains("reads no config file"));

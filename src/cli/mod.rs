@@ -49,12 +49,29 @@ pub fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             // Errors may quote text from the log or a peer: escaped like every output.
-            let text = format!("{err:#}");
+            let text = error_text(&err);
             let safe: Vec<String> = text.split('\n').map(output::terminal_safe).collect();
             eprintln!("lootsync: error: {}", safe.join("\n"));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, `: `-separated, each said once: a cause whose words its parent
+/// already ends with (an I/O error a message quotes, then also gives as its source) is not
+/// repeated.
+fn error_text(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let words = cause.to_string();
+        if text.is_empty() {
+            text = words;
+        } else if !text.ends_with(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
+    }
+    text
 }
 
 /// Restores the default SIGPIPE action, so `lootsync export | head` ends quietly like any
@@ -181,4 +198,32 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
 /// `--config` is given.
 fn default_config() -> Result<Config> {
     loot_sync::config::starter::embedded().context("embedded default config")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn a_cause_the_message_already_quotes_is_said_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let quoted = anyhow::Error::new(std::io::Error::other(format!("cannot open key: {io}")))
+            .context("security.group_key_file");
+        assert_eq!(
+            error_text(&quoted),
+            format!("security.group_key_file: cannot open key: {io}")
+        );
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot access key file k: {source}")]
+        struct Access {
+            source: std::io::Error,
+        }
+        let repeated = anyhow::Error::new(Access {
+            source: std::io::Error::from_raw_os_error(libc::ENOENT),
+        });
+        let text = error_text(&repeated);
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+        let chained = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&chained), "outer: inner");
+    }
 }
