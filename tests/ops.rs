@@ -642,6 +642,15 @@ fn no_ledger_bad_delta_and_demo_arguments_get_one_clear_message() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
+    // `config check` checks the key files as `run` would, instead of saying "valid".
+    let checked = cli(&keyless, &["config", "check", keyless.to_str().unwrap()]);
+    assert!(!checked.status.success());
+    let err = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        err.contains("security.officer_key_file") && err.contains("missing.key"),
+        "{err}"
+    );
+    assert!(!err.contains("valid"), "{err}");
     let demo = cli(&config, &["demo"]);
     assert!(!demo.status.success());
     assert!(String::from_utf8_lossy(&demo.stderr).contains("reads no config file"));

@@ -1,9 +1,10 @@
 //! The configuration file tools: `config check` and `init`.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use loot_sync::config::starter;
 use loot_sync::config::Config;
 use loot_sync::control;
+use loot_sync::store::keys::load_keyring;
 use std::path::Path;
 
 /// Validates `file` and prints the effective configuration (defaults filled in).
@@ -13,6 +14,13 @@ pub fn check(file: &Path) -> Result<()> {
         // Valid syntax is not enough: the daemon needs the group on this machine.
         control::group_id(group)?;
     }
+    // What `run` loads at start-up, checked the same way (existence, kind, mode), so
+    // "valid" means the daemon starts with it.
+    if let Some(current) = &config.security.group_key_file {
+        load_keyring(current, &config.security.previous_key_files)
+            .context("security.group_key_file")?;
+    }
+    config.officer_key().context("security.officer_key_file")?;
     eprintln!("{}: valid", file.display());
     for note in reach_notes(&config) {
         eprintln!("note: {note}");
