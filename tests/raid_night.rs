@@ -343,11 +343,22 @@ fn batches_through_running_daemons_reach_a_peer_whole_and_hostile_text_prints_es
         !String::from_utf8_lossy(&out.stderr).contains("recorded directly"),
         "went through the daemon"
     );
+    let fsyncs = || -> u64 {
+        let status: serde_json::Value =
+            serde_json::from_str(&ok(&alice, &["status", "--json"])).unwrap();
+        status["counters"]["log_fsyncs"].as_u64().unwrap()
+    };
+    let before = fsyncs();
     ok(
         &alice,
         &[
             "award", "--delta", "10", "--reason", "raid", "Alice", "Zoë", "Cy",
         ],
+    );
+    assert_eq!(
+        fsyncs() - before,
+        1,
+        "three entries, one write and one fsync"
     );
     ok(
         &alice,
