@@ -73,6 +73,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(path) if !matches!(cli.command, Command::Config(_)) => Some(Config::load(path)?),
         _ => None,
     };
+    let config_file = cli.config.clone();
     let Some(command) = run_standalone(cli.command)? else {
         return Ok(());
     };
@@ -81,7 +82,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         None => default_config()?,
     };
     if let Command::Run = command {
-        return run::daemon(config);
+        return run::daemon(config, config_file);
     }
     // The one-shot commands log only warnings: their output is what they print.
     run::init_logging("warn");
@@ -120,7 +121,9 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
                 bail!("the three peers ended with different standings")
             }
         }
-        Command::Config(ConfigCommand::Check { file }) => config_cmd::check(&file)?,
+        Command::Config(ConfigCommand::Check { file, user }) => {
+            config_cmd::check(&file, user.as_deref())?
+        }
         Command::Init { dir } => config_cmd::init(&dir)?,
         Command::Keygen { kind, file } => officer::keygen(kind, &file)?,
         Command::Completions { shell } => docs::completions(shell, &mut std::io::stdout()),
