@@ -146,7 +146,8 @@ fn syslog_priority(level: Level) -> u8 {
     }
 }
 
-/// An event format that puts the sd-daemon priority prefix before another format's line.
+/// An event format that puts the sd-daemon priority prefix before each line another format
+/// writes.
 struct SyslogPriority<F>(F);
 
 impl<S, N, F> FormatEvent<S, N> for SyslogPriority<F>
@@ -161,8 +162,15 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        write!(writer, "<{}>", syslog_priority(*event.metadata().level()))?;
-        self.0.format_event(ctx, writer, event)
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        // Every line of a message that spans several (a TOML error quoting the file) is a
+        // journal entry of its own: each carries the priority, or the rest would be info.
+        let priority = syslog_priority(*event.metadata().level());
+        for part in line.lines() {
+            writeln!(writer, "<{priority}>{part}")?;
+        }
+        Ok(())
     }
 }
 
@@ -204,18 +212,24 @@ mod tests {
             warn!("NO GROUP KEY");
             info!("started");
             tracing::debug!("hidden? no: no filter here");
+            warn!("reload failed:\n  unknown field `bogus`");
         });
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines.len(), 6, "{text}");
         assert!(lines[0].starts_with("<3>ERROR node{name=\"alice\"}: "), "{text}");
         assert!(lines[1].starts_with("<4>"), "{text}");
         assert!(lines[1].ends_with("NO GROUP KEY"), "{text}");
         assert!(lines[2].starts_with("<6>"), "{text}");
         assert!(lines[3].starts_with("<7>"), "{text}");
+        assert!(lines[4].starts_with("<4>") && lines[4].ends_with("reload failed:"), "{text}");
+        assert_eq!(lines[5], "<4>  unknown field `bogus`", "{text}");
         assert!(!text.contains('\x1b'), "colour in {text:?}");
         // No timestamp of our own: the journal stamps each entry.
-        assert!(!text.contains(char::is_numeric), "{text}");
+        assert!(
+            lines.iter().all(|line| !line[3..].contains(char::is_numeric)),
+            "{text}"
+        );
     }
 
     #[test]
