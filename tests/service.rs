@@ -158,12 +158,28 @@ fn sighup_reloads_the_config_file_and_journal_lines_carry_priorities() {
     let root_file = root_key.to_str().unwrap();
     let keygen = run_cli(&config, &["keygen", "root", root_file]);
     let root_public = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
-    let keygen = run_cli(&config, &["keygen", "officer", dir.path().join("o.key").to_str().unwrap()]);
+    let keygen = run_cli(
+        &config,
+        &[
+            "keygen",
+            "officer",
+            dir.path().join("o.key").to_str().unwrap(),
+        ],
+    );
     let officer_public = String::from_utf8(keygen.stdout).unwrap().trim().to_owned();
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("[security]\nroot_public_key = \"{root_public}\"\n"));
+    text.push_str(&format!(
+        "[security]\nroot_public_key = \"{root_public}\"\n"
+    ));
     std::fs::write(&config, text).unwrap();
-    let add = ["officer", "add", "boss", &officer_public, "--root-key", root_file];
+    let add = [
+        "officer",
+        "add",
+        "boss",
+        &officer_public,
+        "--root-key",
+        root_file,
+    ];
     let before = run_cli(&config, &add);
     assert!(!before.status.success());
     let said = String::from_utf8_lossy(&before.stderr);
@@ -172,7 +188,11 @@ fn sighup_reloads_the_config_file_and_journal_lines_carry_priorities() {
     signal(&daemon, libc::SIGHUP);
     wait_for("the reload", || read_log().contains("reloaded"));
     let after = run_cli(&config, &add);
-    assert!(after.status.success(), "{}", String::from_utf8_lossy(&after.stderr));
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
 
     signal(&daemon, libc::SIGTERM);
     assert!(wait_exit(&mut daemon).success());
@@ -200,11 +220,16 @@ fn config_check_checks_key_files_as_run_will_and_the_service_users_access() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config_file(dir.path(), "alice", free_port());
     let key = dir.path().join("group.key");
-    assert!(run_cli(&config, &["keygen", "group", key.to_str().unwrap()])
-        .status
-        .success());
+    assert!(
+        run_cli(&config, &["keygen", "group", key.to_str().unwrap()])
+            .status
+            .success()
+    );
     let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("[security]\ngroup_key_file = \"{}\"\n", key.display()));
+    text.push_str(&format!(
+        "[security]\ngroup_key_file = \"{}\"\n",
+        key.display()
+    ));
     std::fs::write(&config, text).unwrap();
     let check = |extra: &[&str]| {
         let mut args = vec!["config", "check", config.to_str().unwrap()];
@@ -213,17 +238,26 @@ fn config_check_checks_key_files_as_run_will_and_the_service_users_access() {
             .args(&args)
             .output()
             .unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
 
     let (ok, said) = check(&[]);
     assert!(ok, "{said}");
-    assert!(said.contains("security.group_key_file") && said.contains("a group key, private"), "{said}");
+    assert!(
+        said.contains("security.group_key_file") && said.contains("a group key, private"),
+        "{said}"
+    );
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let (ok, said) = check(&[]);
     assert!(!ok, "{said}");
-    assert!(said.contains("chmod 600") && said.contains("would refuse to start"), "{said}");
+    assert!(
+        said.contains("chmod 600") && said.contains("would refuse to start"),
+        "{said}"
+    );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     // `nobody` owns nothing here: it may not read the key, and the fix is named.
@@ -247,7 +281,11 @@ fn config_check_checks_key_files_as_run_will_and_the_service_users_access() {
         .unwrap();
     let status = wait_exit(&mut run);
     let mut said = String::new();
-    run.stderr.take().unwrap().read_to_string(&mut said).unwrap();
+    run.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut said)
+        .unwrap();
     assert!(!status.success());
     assert_eq!(said.matches("os error 2").count(), 1, "{said}");
 }
@@ -261,7 +299,11 @@ fn init_makes_a_private_key_directory() {
         .arg(&target)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let keys = target.join("keys");
     let mode = std::fs::metadata(&keys).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700);

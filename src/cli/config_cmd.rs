@@ -4,9 +4,7 @@ use anyhow::{bail, Context, Result};
 use loot_sync::config::starter;
 use loot_sync::config::Config;
 use loot_sync::control;
-use loot_sync::store::keyfile::{
-    self, KeyAccess, KeyKind, SERVICE_CREDENTIAL_ID, SERVICE_KEY_DIR,
-};
+use loot_sync::store::keyfile::{self, KeyAccess, KeyKind, SERVICE_CREDENTIAL_ID, SERVICE_KEY_DIR};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
@@ -158,7 +156,10 @@ fn check_key_file(
     if let Some(user) = user {
         match KeyAccess::of(path, user.uid, &user.groups).map_err(problem)? {
             KeyAccess::Credential => {
-                let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy())
+                    .unwrap_or_default();
                 line.push_str(&format!(
                     "; lootsync.service passes it to {} as credential {SERVICE_CREDENTIAL_ID}_{name}",
                     user.name

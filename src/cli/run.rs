@@ -217,17 +217,25 @@ mod tests {
         let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 6, "{text}");
-        assert!(lines[0].starts_with("<3>ERROR node{name=\"alice\"}: "), "{text}");
+        assert!(
+            lines[0].starts_with("<3>ERROR node{name=\"alice\"}: "),
+            "{text}"
+        );
         assert!(lines[1].starts_with("<4>"), "{text}");
         assert!(lines[1].ends_with("NO GROUP KEY"), "{text}");
         assert!(lines[2].starts_with("<6>"), "{text}");
         assert!(lines[3].starts_with("<7>"), "{text}");
-        assert!(lines[4].starts_with("<4>") && lines[4].ends_with("reload failed:"), "{text}");
+        assert!(
+            lines[4].starts_with("<4>") && lines[4].ends_with("reload failed:"),
+            "{text}"
+        );
         assert_eq!(lines[5], "<4>  unknown field `bogus`", "{text}");
         assert!(!text.contains('\x1b'), "colour in {text:?}");
         // No timestamp of our own: the journal stamps each entry.
         assert!(
-            lines.iter().all(|line| !line[3..].contains(char::is_numeric)),
+            lines
+                .iter()
+                .all(|line| !line[3..].contains(char::is_numeric)),
             "{text}"
         );
     }

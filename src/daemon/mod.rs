@@ -94,10 +94,7 @@ pub async fn run_until_signal(config: Config, options: DaemonOptions) -> Result<
     // `start` returns once the log is replayed and every socket is bound: that is ready.
     notify_systemd("READY=1\nSTATUS=log replayed, sockets up");
     while let Signal::Reload = signals.next().await {
-        notify_systemd(&format!(
-            "RELOADING=1\nMONOTONIC_USEC={}",
-            monotonic_usec()
-        ));
+        notify_systemd(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
         reload::reload_from_file(&daemon, config_file.as_deref()).await;
         notify_systemd("READY=1\nSTATUS=reloaded, sockets up");
     }

@@ -170,7 +170,12 @@ impl Driver {
         }
 
         if config.log.level != self.config.log.level {
-            match self.options.log_control.as_ref().map(|control| control.set_level(&config.log.level)) {
+            match self
+                .options
+                .log_control
+                .as_ref()
+                .map(|control| control.set_level(&config.log.level))
+            {
                 Some(Ok(())) => applied.push(format!("log level {:?}", config.log.level)),
                 Some(Err(err)) => warn!("reload: log.level not changed: {err}"),
                 None => warn!("reload: log.level not changed: this daemon's logging is fixed"),

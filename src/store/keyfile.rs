@@ -369,7 +369,10 @@ mod tests {
             secret
         );
         let wrong = read_private_with(&in_dir, KeyKind::Officer, Some(credentials.path()));
-        assert!(matches!(wrong, Err(KeyFileError::Format { .. })), "{wrong:?}");
+        assert!(
+            matches!(wrong, Err(KeyFileError::Format { .. })),
+            "{wrong:?}"
+        );
 
         // Elsewhere, or without credentials, the file itself is read, and its mode checked.
         let elsewhere = credentials.path().join("own.key");
@@ -417,10 +420,7 @@ mod tests {
         assert_eq!(KeyAccess::of(&path, 0, &[]).unwrap(), KeyAccess::Readable);
         assert_eq!(
             KeyAccess::of(&path, stranger, &[group]).unwrap(),
-            KeyAccess::Unreadable {
-                owner,
-                mode: 0o600
-            }
+            KeyAccess::Unreadable { owner, mode: 0o600 }
         );
         // The unit passes files of its key directory in, whoever owns them.
         assert_eq!(
