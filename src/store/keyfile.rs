@@ -121,8 +121,9 @@ pub enum KeyFileError {
     #[error(
         "key file {} is not readable by this process (uid {uid}): under systemd keep key \
          files in {SERVICE_KEY_DIR}/ (root-owned, mode 0600), which lootsync.service passes \
-         to the daemon as credentials, then `systemctl restart lootsync`; run by hand, \
-         the file must be the running user's own, mode 0600",
+         to the daemon as credentials (LoadCredential={SERVICE_CREDENTIAL_ID}:{SERVICE_KEY_DIR}), \
+         then `systemctl restart lootsync`; run by hand, the file must be the running \
+         user's own, mode 0600",
         path.display()
     )]
     NotReadable {
