@@ -10,7 +10,6 @@ use loot_sync::daemon::DaemonOptions;
 use loot_sync::proto::entry::{Entry, EntryKind};
 use loot_sync::proto::signature::SecretKey;
 use loot_sync::testing::EntryBuilder;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -272,22 +271,27 @@ fn config_check_checks_key_files_as_run_will_and_the_service_users_access() {
     std::fs::remove_file(&key).unwrap();
     let (ok, said) = check(&[]);
     assert!(!ok && said.contains("group.key"), "{said}");
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let meta = log.metadata().unwrap();
     let mut run = Command::new(env!("CARGO_BIN_EXE_lootsync"))
         .arg("--config")
         .arg(&config)
         .arg("run")
-        .stderr(Stdio::piped())
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(log)
         .spawn()
         .unwrap();
     let status = wait_exit(&mut run);
-    let mut said = String::new();
-    run.stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut said)
-        .unwrap();
+    let said = std::fs::read_to_string(&log_path).unwrap();
     assert!(!status.success());
     assert_eq!(said.matches("os error 2").count(), 1, "{said}");
+    // Under systemd the final error is at error priority, like the log lines.
+    let failed = said.lines().find(|l| l.contains("daemon failed")).unwrap();
+    assert!(
+        failed.starts_with("<3>lootsync: error: daemon failed"),
+        "{said}"
+    );
 }
 
 #[test]

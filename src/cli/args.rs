@@ -220,6 +220,10 @@ pub enum ConfigCommand {
         /// and the config.
         #[arg(long, value_name = "NAME")]
         user: Option<String>,
+        /// Print only problems, not the effective configuration and the key lines (for
+        /// the unit's ExecStartPre=).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 

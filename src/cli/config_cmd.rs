@@ -13,8 +13,8 @@ const SERVICE_USER: &str = "lootsync";
 
 /// Validates `file`, checks its key files as `run` will (and for `user`, or the unit's user
 /// when run by root, whether that user gets at them), and prints the effective
-/// configuration (defaults filled in).
-pub fn check(file: &Path, user: Option<&str>) -> Result<()> {
+/// configuration (defaults filled in), or, `quiet`, only the problems.
+pub fn check(file: &Path, user: Option<&str>, quiet: bool) -> Result<()> {
     let config = Config::load(file)?;
     if let Some(group) = &config.control.group {
         // Valid syntax is not enough: the daemon needs the group on this machine.
@@ -31,7 +31,8 @@ pub fn check(file: &Path, user: Option<&str>) -> Result<()> {
     let keys = key_files(&config);
     for (key, path, kind) in &keys {
         match check_key_file(key, path, *kind, service_user.as_ref()) {
-            Ok(line) => eprintln!("{line}"),
+            Ok(line) if !quiet => eprintln!("{line}"),
+            Ok(_) => {}
             Err(problem) => problems.push(problem),
         }
     }
@@ -46,7 +47,7 @@ pub fn check(file: &Path, user: Option<&str>) -> Result<()> {
             Err(err) => problems.push(format!("{:#}", anyhow::Error::new(err))),
         }
     }
-    match (&service_user, keys.is_empty()) {
+    match (&service_user, keys.is_empty() || quiet) {
         (_, true) => {}
         (Some(user), false) => eprintln!(
             "note: checked for user {}; not checked: the directories above each key file and \
@@ -61,13 +62,16 @@ pub fn check(file: &Path, user: Option<&str>) -> Result<()> {
     }
     if !problems.is_empty() {
         for problem in &problems {
-            eprintln!("error: {problem}");
+            eprint!("{}", super::run::error_lines(&format!("error: {problem}")));
         }
         bail!(
             "{}: {} problem(s) with key files; the daemon would refuse to start",
             file.display(),
             problems.len()
         );
+    }
+    if quiet {
+        return Ok(());
     }
     eprintln!("{}: valid", file.display());
     for note in reach_notes(&config) {

@@ -46,7 +46,7 @@ pub fn main() -> std::process::ExitCode {
     match dispatch(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("lootsync: error: {err:#}");
+            eprint!("{}", run::error_lines(&format!("lootsync: error: {err:#}")));
             std::process::ExitCode::FAILURE
         }
     }
@@ -121,8 +121,8 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
                 bail!("the three peers ended with different standings")
             }
         }
-        Command::Config(ConfigCommand::Check { file, user }) => {
-            config_cmd::check(&file, user.as_deref())?
+        Command::Config(ConfigCommand::Check { file, user, quiet }) => {
+            config_cmd::check(&file, user.as_deref(), quiet)?
         }
         Command::Init { dir } => config_cmd::init(&dir)?,
         Command::Keygen { kind, file } => officer::keygen(kind, &file)?,

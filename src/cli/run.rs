@@ -136,6 +136,26 @@ fn stderr_is_journal() -> bool {
     value.to_str() == Some(&format!("{}:{}", meta.dev(), meta.ino()))
 }
 
+/// `message` as the lines to print on stderr for a command's final error: under systemd
+/// each line carries the error priority (`<3>`), as the log lines do, so `daemon failed`
+/// shows in `journalctl -p err`.
+pub fn error_lines(message: &str) -> String {
+    journal_lines(
+        message,
+        stderr_is_journal().then_some(syslog_priority(Level::ERROR)),
+    )
+}
+
+/// `text` line by line, each prefixed with `<priority>` when there is one.
+fn journal_lines(text: &str, priority: Option<u8>) -> String {
+    text.lines()
+        .map(|line| match priority {
+            Some(priority) => format!("<{priority}>{line}\n"),
+            None => format!("{line}\n"),
+        })
+        .collect()
+}
+
 /// The syslog priority journald reads from a line's `<N>` prefix.
 fn syslog_priority(level: Level) -> u8 {
     match level {
@@ -167,10 +187,7 @@ where
         // Every line of a message that spans several (a TOML error quoting the file) is a
         // journal entry of its own: each carries the priority, or the rest would be info.
         let priority = syslog_priority(*event.metadata().level());
-        for part in line.lines() {
-            writeln!(writer, "<{priority}>{part}")?;
-        }
-        Ok(())
+        writer.write_str(&journal_lines(&line, Some(priority)))
     }
 }
 
