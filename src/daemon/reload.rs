@@ -155,7 +155,13 @@ impl Driver {
         self.peer.set_roster(root, officer_key);
         if root_changed {
             applied.push(match root {
-                None => "open roster (no root key)".to_owned(),
+                None => {
+                    warn!(
+                        "OPEN ROSTER: the reloaded config has no security.root_public_key, so \
+                         ANY peer may write entries that count"
+                    );
+                    "open roster (no root key)".to_owned()
+                }
                 Some(root) => format!(
                     "root key {root}: {} officers, {} entries rejected",
                     self.peer.ledger().officers().len(),
