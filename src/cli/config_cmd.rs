@@ -55,6 +55,10 @@ pub fn check(file: &Path, user: Option<&str>, quiet: bool) -> Result<()> {
              service)",
             user.name
         ),
+        (None, false) if nix::unistd::geteuid().is_root() => eprintln!(
+            "note: not checked whether the service user can get at the key files: there is no \
+             user {SERVICE_USER} (the unit's User=) here; pass --user NAME for another account"
+        ),
         (None, false) => eprintln!(
             "note: not checked whether the service user can get at the key files: run this as \
              root, or pass --user NAME"
