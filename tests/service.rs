@@ -138,11 +138,23 @@ fn sighup_reloads_the_config_file_and_journal_lines_carry_priorities() {
     let log = std::fs::File::create(&log_path).unwrap();
     // What systemd sets when stderr is the journal: that stream's device and inode.
     let meta = log.metadata().unwrap();
+    // systemd's notify socket, played by the test.
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let next_notification = || {
+        let mut buf = [0u8; 512];
+        let len = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..len]).into_owned()
+    };
     let mut daemon = Command::new(env!("CARGO_BIN_EXE_lootsync"))
         .arg("--config")
         .arg(&config)
         .arg("run")
         .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env("NOTIFY_SOCKET", &notify_path)
         .env_remove("RUST_LOG")
         .stdout(Stdio::null())
         .stderr(log)
@@ -184,7 +196,14 @@ fn sighup_reloads_the_config_file_and_journal_lines_carry_priorities() {
     let said = String::from_utf8_lossy(&before.stderr);
     assert!(said.contains("reload the daemon"), "{said}");
 
+    assert!(next_notification().starts_with("READY=1"));
     signal(&daemon, libc::SIGHUP);
+    let reloading = next_notification();
+    let usec = reloading
+        .strip_prefix("RELOADING=1\nMONOTONIC_USEC=")
+        .unwrap_or_else(|| panic!("{reloading:?}"));
+    assert!(usec.parse::<u64>().unwrap() > 0, "{reloading:?}");
+    assert!(next_notification().starts_with("READY=1"));
     wait_for("the reload", || read_log().contains("reloaded"));
     let after = run_cli(&config, &add);
     assert!(
@@ -195,6 +214,7 @@ fn sighup_reloads_the_config_file_and_journal_lines_carry_priorities() {
 
     signal(&daemon, libc::SIGTERM);
     assert!(wait_exit(&mut daemon).success());
+    assert_eq!(next_notification(), "STOPPING=1");
     let text = read_log();
     for line in text.lines() {
         let priority = line.get(..3).unwrap_or_default();
