@@ -294,10 +294,23 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate FILE and print the effective configuration (defaults filled in); errors
     /// name the key, and syntax errors the line and column.
+    ///
+    /// It also checks what `run` checks beyond the file: each key file exists, holds the
+    /// right kind of key and is private (mode 0600), and whether the service user gets at
+    /// it: the user named by --user, or, run by root, the unit's user `lootsync` if that
+    /// account exists.
     Check {
         /// The config file.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Also check that this user (the one the daemon runs as) can get at the key files
+        /// and the config.
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Print only problems, not the effective configuration and the key lines (for
+        /// the unit's ExecStartPre=).
+        #[arg(long, short)]
+        quiet: bool,
     },
 }
 

@@ -51,7 +51,10 @@ pub fn main() -> std::process::ExitCode {
             // Errors may quote text from the log or a peer: escaped like every output.
             let text = error_text(&err);
             let safe: Vec<String> = text.split('\n').map(output::terminal_safe).collect();
-            eprintln!("lootsync: error: {}", safe.join("\n"));
+            eprint!(
+                "{}",
+                run::error_lines(&format!("lootsync: error: {}", safe.join("\n")))
+            );
             std::process::ExitCode::FAILURE
         }
     }
@@ -102,6 +105,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Some(path) if !matches!(cli.command, Command::Config(_)) => Some(Config::load(path)?),
         _ => None,
     };
+    let config_file = cli.config.clone();
     let Some(command) = run_standalone(cli.command)? else {
         return Ok(());
     };
@@ -110,7 +114,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         None => default_config()?,
     };
     if let Command::Run = command {
-        return run::daemon(config);
+        return run::daemon(config, config_file);
     }
     // The one-shot commands log only warnings: their output is what they print.
     run::init_logging("warn");
@@ -184,7 +188,9 @@ fn run_standalone(command: Command) -> Result<Option<Command>> {
                 bail!("the three peers ended with different standings")
             }
         }
-        Command::Config(ConfigCommand::Check { file }) => config_cmd::check(&file)?,
+        Command::Config(ConfigCommand::Check { file, user, quiet }) => {
+            config_cmd::check(&file, user.as_deref(), quiet)?
+        }
         Command::Init { dir } => config_cmd::init(&dir)?,
         Command::Keygen { kind, file } => officer::keygen(kind, &file)?,
         Command::Completions { shell } => docs::completions(shell, &mut std::io::stdout()),

@@ -15,6 +15,7 @@ use loot_sync::node as ops;
 use loot_sync::proto::entry::{Entry, EntryError};
 use loot_sync::proto::hlc::Hlc;
 use loot_sync::proto::keys::PublicKey;
+use loot_sync::store::keyfile::{in_service_key_dir, SERVICE_KEY_DIR};
 use loot_sync::store::keys::{
     create_group_key_file, create_signing_key_file, load_signing_key, rng_seed_from_os,
 };
@@ -27,8 +28,9 @@ pub fn keygen(kind: KeyKind, file: &Path) -> Result<()> {
         let id = create_group_key_file(file)?;
         println!(
             "wrote group key {id} to {} (mode 0600); copy it to every member and set \
-             [security] group_key_file",
-            file.display()
+             [security] group_key_file{}",
+            file.display(),
+            service_hint(file)
         );
         return Ok(());
     }
@@ -38,12 +40,17 @@ pub fn keygen(kind: KeyKind, file: &Path) -> Result<()> {
     };
     let key = create_signing_key_file(file, stored_as)?;
     eprintln!(
-        "wrote {} key {} (mode 0600); its public key:",
+        "wrote {} key {} (mode 0600){}; its public key:",
         match kind {
             KeyKind::Root => "root",
             _ => "officer",
         },
-        file.display()
+        file.display(),
+        match kind {
+            // The root key belongs off the peers, not where the service reads keys.
+            KeyKind::Root => String::new(),
+            _ => service_hint(file),
+        }
     );
     println!("{}", key.public());
     Ok(())
@@ -78,6 +85,19 @@ pub fn list(config: &Config, json: bool) -> Result<()> {
         print_officers(&root.to_string(), &listing);
     }
     Ok(())
+}
+
+/// Where the service will find a daemon key written to `file`: the unit reads only the
+/// files in its key directory (as credentials), so say so when `file` is elsewhere.
+fn service_hint(file: &Path) -> String {
+    if in_service_key_dir(file) {
+        format!("; lootsync.service passes the files in {SERVICE_KEY_DIR}/ to the daemon as credentials")
+    } else {
+        format!(
+            "; for the systemd unit, keep it in {SERVICE_KEY_DIR}/ (root-owned, mode 0600), \
+             which lootsync.service passes to the daemon as credentials"
+        )
+    }
 }
 
 /// Plans roster changes signed by the root key (from `--root-key` or

@@ -173,6 +173,9 @@ impl Driver {
                 self.flushing = false;
                 self.finish_flush(outcome);
             }
+            Event::Reload(reload, reply) => {
+                let _ = reply.send(self.reload(*reload));
+            }
             Event::Stop | Event::Abort => unreachable!("handled by the event loop"),
         }
     }

@@ -21,7 +21,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Net(#[from] NetError),
     /// The officer key file is missing, unreadable, malformed or readable by others.
-    #[error("security.officer_key_file: {0}")]
+    #[error("security.officer_key_file")]
     OfficerKey(#[from] KeyFileError),
     /// A group key file is missing, malformed or readable by others, or the OS gave no
     /// entropy for the nonce prefix.

@@ -26,6 +26,11 @@ pub(super) enum Event {
     Listed(ListedUpdate),
     /// The group commit in flight finished with this outcome.
     Flushed(std::io::Result<()>),
+    /// Reload: apply a re-read config and keys, and say what was done.
+    Reload(
+        Box<super::reload::Reload>,
+        oneshot::Sender<super::reload::Reloaded>,
+    ),
     /// Graceful shutdown: send what is queued, flush, remove the control socket, unlock.
     Stop,
     /// Stop at once, as a crash would: nothing flushed beyond what is already synced.

@@ -54,7 +54,9 @@
 //! - `error`: why a daemon could not start ([`DaemonError`]).
 //! - [`net`]: the two UDP sockets, every option set before bind.
 //! - [`notify`]: systemd's service notification protocol.
-//! - this file: running until a stop signal, telling systemd ([`run_until_signal`]).
+//! - `reload`: what SIGHUP (`systemctl reload`) re-reads and applies ([`Reloaded`]).
+//! - this file: running until a stop signal, reloading on SIGHUP, telling systemd
+//!   ([`run_until_signal`]).
 
 mod checkpoint;
 mod clock;
@@ -66,6 +68,7 @@ mod io;
 pub mod net;
 pub mod notify;
 mod options;
+mod reload;
 mod resolve;
 mod running;
 mod start;
@@ -74,18 +77,27 @@ mod status;
 pub use clock::{Clock, OffsetClock, SystemClock};
 pub use error::DaemonError;
 pub use options::{DaemonOptions, LedgerObserver, LogControl, LogControlError};
+pub use reload::{ReloadError, Reloaded};
 pub use running::RunningDaemon;
 pub use start::start;
 
 use crate::config::Config;
 use tracing::{debug, info, warn};
 
-/// Runs a daemon until SIGINT or SIGTERM, then shuts it down gracefully.
+/// Runs a daemon until SIGINT or SIGTERM, then shuts it down gracefully. SIGHUP re-reads
+/// `options.config_file` and applies what a running daemon can take ([`RunningDaemon::reload`]).
 pub async fn run_until_signal(config: Config, options: DaemonOptions) -> Result<(), DaemonError> {
+    // Before start-up: SIGHUP's default action would end the process during a long replay.
+    let mut signals = Signals::new();
+    let config_file = options.config_file.clone();
     let daemon = start(config, options).await?;
     // `start` returns once the log is replayed and every socket is bound: that is ready.
     notify_systemd("READY=1\nSTATUS=log replayed, sockets up");
-    wait_for_signal().await;
+    while let Signal::Reload = signals.next().await {
+        notify_systemd(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        reload::reload_from_file(&daemon, config_file.as_deref()).await;
+        notify_systemd("READY=1\nSTATUS=reloaded, sockets up");
+    }
     info!("shutting down");
     notify_systemd("STOPPING=1");
     daemon.stop().await;
@@ -102,18 +114,64 @@ fn notify_systemd(state: &str) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// `CLOCK_MONOTONIC` in microseconds, which systemd wants beside `RELOADING=1`.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid timespec for the call to fill; CLOCK_MONOTONIC always exists
+    // on Linux, and on failure `now` stays zero (systemd then only lacks the timestamp).
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+    }
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}
+
+/// What a signal asks of the daemon.
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// The signals the daemon acts on: SIGINT and SIGTERM stop it, SIGHUP reloads.
+struct Signals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let watch = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(err) => {
+                warn!("cannot watch {name} ({err})");
+                None
+            }
+        };
+        Signals {
+            terminate: watch(SignalKind::terminate(), "SIGTERM"),
+            interrupt: watch(SignalKind::interrupt(), "SIGINT"),
+            hangup: watch(SignalKind::hangup(), "SIGHUP"),
+        }
+    }
+
+    async fn next(&mut self) -> Signal {
+        // A signal that cannot be watched never arrives.
+        async fn recv(stream: &mut Option<tokio::signal::unix::Signal>) {
+            match stream {
+                Some(stream) => {
+                    stream.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(err) => {
-            warn!("cannot watch SIGTERM ({err}); stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            _ = recv(&mut self.terminate) => Signal::Stop,
+            _ = recv(&mut self.interrupt) => Signal::Stop,
+            _ = recv(&mut self.hangup) => Signal::Reload,
         }
     }
 }

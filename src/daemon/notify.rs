@@ -22,14 +22,14 @@ pub enum NotifyError {
         /// The variable's value.
         value: String,
     },
-    /// Sending the datagram failed.
-    #[error("cannot notify systemd on {address}: {source}")]
+    /// Sending the datagram failed. The OS error is in the message and not a separate
+    /// source: it is logged as one line, and a chain printer would repeat it.
+    #[error("cannot notify systemd on {address}: {error}")]
     Send {
         /// The socket address.
         address: String,
         /// The OS error.
-        #[source]
-        source: io::Error,
+        error: io::Error,
     },
 }
 
@@ -50,9 +50,9 @@ pub fn notify_to(address: &str, state: &str) -> Result<(), NotifyError> {
     let bad = || NotifyError::BadAddress {
         value: address.to_string(),
     };
-    let send_err = |source| NotifyError::Send {
+    let send_err = |error| NotifyError::Send {
         address: address.to_string(),
-        source,
+        error,
     };
     let socket = UnixDatagram::unbound().map_err(send_err)?;
     if let Some(name) = address.strip_prefix('@') {

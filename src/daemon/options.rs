@@ -4,6 +4,7 @@ use super::clock::{Clock, SystemClock};
 use crate::core::sync::Channel;
 use crate::proto::entry::Entry;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Why debug logging could not be switched (whatever the installed [`LogControl`] hit).
@@ -14,6 +15,11 @@ pub type LogControlError = Box<dyn std::error::Error + Send + Sync>;
 pub trait LogControl: Send + Sync + 'static {
     /// Turns SYNC debug lines on or off.
     fn set_sync_debug(&self, enabled: bool) -> Result<(), LogControlError>;
+
+    /// Replaces the configured filter (`log.level`, on reload), keeping the SYNC switch.
+    fn set_level(&self, _level: &str) -> Result<(), LogControlError> {
+        Err("this daemon's log filter cannot be changed at run time".into())
+    }
 }
 
 /// Sees entries enter a daemon's ledger the moment they do (a measurement hook: the
@@ -45,6 +51,9 @@ pub struct DaemonOptions {
     pub seed: Option<u64>,
     /// Told about every entry entering the ledger; `None` in normal runs.
     pub observer: Option<Arc<dyn LedgerObserver>>,
+    /// The file the config was read from, read again on SIGHUP (`systemctl reload`);
+    /// `None`: a reload only says there is nothing to re-read.
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for DaemonOptions {
@@ -55,6 +64,7 @@ impl Default for DaemonOptions {
             receive_drop_rate: 0.0,
             seed: None,
             observer: None,
+            config_file: None,
         }
     }
 }

@@ -230,8 +230,9 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     })
 }
 
-/// Loads the group key(s) named in `[security]`, or warns loudly that traffic is in the clear.
-fn security(config: &Config) -> Result<Sealer, GroupKeyError> {
+/// Loads the group key(s) named in `[security]`, or warns loudly that traffic is in the clear
+/// (at start-up and on reload).
+pub(super) fn security(config: &Config) -> Result<Sealer, GroupKeyError> {
     let Some(current) = &config.security.group_key_file else {
         let reach = match config.group.multicast() {
             Some(group) => format!("group {group} or this daemon"),

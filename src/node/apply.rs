@@ -68,12 +68,26 @@ pub enum ApplyError {
     /// An appended entry whose signature does not hold.
     #[error("entry not accepted: {0}")]
     BadSignature(SignatureError),
-    /// An append to a peer that has no roster to change.
+    /// An append to a peer that has no roster to change (often a daemon started before
+    /// the root key was put in its config).
     #[error(
-        "this peer has no security.root_public_key: roster changes count only in a group \
-         with a root key"
+        "this daemon runs without security.root_public_key, and roster changes count only \
+         in a group with a root key: if the config file sets it now, reload the daemon \
+         (`systemctl reload lootsync`, or SIGHUP) and try again"
     )]
     NoRootKey,
+    /// A roster change signed by another root key than the daemon runs with.
+    #[error(
+        "entry not accepted: it is signed by key {signer}, not by root key {root} this \
+         daemon runs with: if {signer} is the group's root key and the config file names \
+         it now, reload the daemon (`systemctl reload lootsync`, or SIGHUP) and try again"
+    )]
+    OtherRootKey {
+        /// The key that signed the change.
+        signer: crate::proto::keys::PublicKey,
+        /// The daemon's root key.
+        root: crate::proto::keys::PublicKey,
+    },
     /// An appended entry that is not a roster change signed by the root key.
     #[error(
         "entry not accepted: only roster changes signed by the group's root key can be \
@@ -343,10 +357,15 @@ impl LedgerCommand for Append {
         signature::verify(&entry).map_err(ApplyError::BadSignature)?;
         // Append exists for roster changes signed elsewhere (by the root key holder);
         // anything else would be stored and count for nothing, so say so instead.
-        let root = peer.ledger().root();
-        if root.is_none() {
+        let Some(root) = peer.ledger().root() else {
             return Err(ApplyError::NoRootKey);
+        };
+        if let Some(signer) = entry.seal.map(|seal| seal.signer) {
+            if entry.kind != EntryKind::Points && signer != root {
+                return Err(ApplyError::OtherRootKey { signer, root });
+            }
         }
+        let root = Some(root);
         if entry.kind == EntryKind::Points || !Roster::is_valid_roster_change(root, &entry) {
             return Err(ApplyError::NotARosterChange);
         }

@@ -88,13 +88,13 @@ pub enum CheckpointRejected {
     Missing,
     /// It could not be read.
     #[error("cannot read the checkpoint: {0}")]
-    Io(#[source] io::Error),
+    Io(io::Error),
     /// Its bytes are damaged or cut short.
     #[error("the checkpoint is damaged ({0})")]
     Damaged(&'static str),
     /// Its ledger snapshot is unusable.
     #[error("the checkpoint is damaged ({0})")]
-    Snapshot(#[source] SnapshotError),
+    Snapshot(SnapshotError),
     /// Another version's, or another group's.
     #[error("the checkpoint is foreign ({0})")]
     Foreign(String),

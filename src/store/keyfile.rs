@@ -7,10 +7,20 @@
 //!
 //! Which key types the bytes become, and where new secrets come from, is
 //! [`crate::store::keys`].
+//!
+//! # Where the service finds its keys
+//!
+//! Key files stay private to whoever owns them (mode 0600, root's under systemd). The shipped
+//! unit hands the daemon the files in [`SERVICE_KEY_DIR`] as systemd credentials
+//! (`LoadCredential=keys:/etc/lootsync/keys`): systemd copies each file `NAME` there, at
+//! service start, to `$CREDENTIALS_DIRECTORY/keys_NAME`, readable by the service user only.
+//! [`read_private`] reads a key file in that directory from its credential when there is
+//! one, and any other key file directly. [`KeyAccess`] says, for `config check`, whether a
+//! given user will get at a key file one way or the other.
 
 use std::fmt;
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -18,6 +28,14 @@ use thiserror::Error;
 pub const SECRET_BYTES: usize = 32;
 /// Length of the kind tag that starts a key file.
 pub const TAG_BYTES: usize = 8;
+
+/// The environment variable in which systemd names the service's credentials directory.
+pub const CREDENTIALS_ENV: &str = "CREDENTIALS_DIRECTORY";
+/// The directory of key files the shipped unit passes to the daemon as credentials.
+pub const SERVICE_KEY_DIR: &str = "/etc/lootsync/keys";
+/// The credential id the unit gives [`SERVICE_KEY_DIR`] (`LoadCredential=keys:...`):
+/// systemd names the credential of each file `NAME` in it `keys_NAME`.
+pub const SERVICE_CREDENTIAL_ID: &str = "keys";
 
 /// Which key a file holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,12 +106,32 @@ pub enum KeyFormatError {
 /// (group, officer, root), whatever module uses the key.
 #[derive(Debug, Error)]
 pub enum KeyFileError {
-    /// Reading or writing the file failed.
-    #[error("cannot access key file {}: {source}", path.display())]
+    /// Reading or writing the file failed (the OS error is the source, printed once by
+    /// whoever prints the chain).
+    #[error("cannot access key file {}", path.display())]
     Io {
         /// The key file.
         path: PathBuf,
         /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// This process may not read the file: the usual mistake of a service whose key files
+    /// are root's. The message names the layout that works.
+    #[error(
+        "key file {} is not readable by this process (uid {uid}): under systemd keep key \
+         files in {SERVICE_KEY_DIR}/ (root-owned, mode 0600), which lootsync.service passes \
+         to the daemon as credentials (LoadCredential={SERVICE_CREDENTIAL_ID}:{SERVICE_KEY_DIR}), \
+         then `systemctl restart lootsync`; run by hand, the file must be the running \
+         user's own, mode 0600",
+        path.display()
+    )]
+    NotReadable {
+        /// The key file.
+        path: PathBuf,
+        /// Who tried.
+        uid: u32,
+        /// The OS error (permission denied).
         #[source]
         source: std::io::Error,
     },
@@ -126,10 +164,7 @@ pub enum KeyFileError {
 
 /// Writes `contents` to a new key file at `path`, mode 0600, synced; never overwrites.
 pub fn create_private(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io = |source| io_error(path, source);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -144,25 +179,126 @@ pub fn create_private(path: &Path, contents: &[u8]) -> Result<(), KeyFileError> 
 }
 
 /// The secret in the key file at `path`, refusing a file group or others may access, or one
-/// that holds another kind of key.
+/// that holds another kind of key. Under systemd (`$CREDENTIALS_DIRECTORY` set), a key file
+/// in [`SERVICE_KEY_DIR`] is read from its credential when the unit passed one.
 pub fn read_private(path: &Path, kind: KeyKind) -> Result<[u8; SECRET_BYTES], KeyFileError> {
-    let io = |source| KeyFileError::Io {
-        path: path.to_path_buf(),
-        source,
+    let credentials = std::env::var_os(CREDENTIALS_ENV).map(PathBuf::from);
+    read_private_with(path, kind, credentials.as_deref())
+}
+
+/// [`read_private`] with the credentials directory given (`None`: not under systemd).
+pub fn read_private_with(
+    path: &Path,
+    kind: KeyKind,
+    credentials: Option<&Path>,
+) -> Result<[u8; SECRET_BYTES], KeyFileError> {
+    let credential = credentials
+        .and_then(|dir| credential_for(path, dir))
+        .filter(|credential| credential.exists());
+    let bytes = match credential {
+        // systemd made this copy readable by the service user only (its mode may show an
+        // ACL mask in the group bits, so the mode check below does not apply to it).
+        Some(credential) => std::fs::read(&credential).map_err(|source| io_error(path, source))?,
+        None => {
+            check_private_mode(path)?;
+            std::fs::read(path).map_err(|source| io_error(path, source))?
+        }
     };
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o7777;
+    decode(kind, &bytes).map_err(|reason| KeyFileError::Format {
+        path: path.to_path_buf(),
+        expected: kind,
+        reason,
+    })
+}
+
+/// Whether [`read_private`] would read `path` from a credential: the file of credential
+/// `keys_NAME` in `credentials` for a key file `NAME` in [`SERVICE_KEY_DIR`], else `None`.
+pub fn credential_for(path: &Path, credentials: &Path) -> Option<PathBuf> {
+    if !in_service_key_dir(path) {
+        return None;
+    }
+    let name = path.file_name()?.to_str()?;
+    Some(credentials.join(format!("{SERVICE_CREDENTIAL_ID}_{name}")))
+}
+
+/// Whether `path` names a file directly in [`SERVICE_KEY_DIR`] (the files the unit passes
+/// as credentials; systemd skips subdirectories' files under other names).
+pub fn in_service_key_dir(path: &Path) -> bool {
+    path.parent() == Some(Path::new(SERVICE_KEY_DIR))
+}
+
+/// Refuses a key file that group or others may access.
+fn check_private_mode(path: &Path) -> Result<(), KeyFileError> {
+    let mode = std::fs::metadata(path)
+        .map_err(|source| io_error(path, source))?
+        .permissions()
+        .mode()
+        & 0o7777;
     if mode & 0o077 != 0 {
         return Err(KeyFileError::TooOpen {
             path: path.to_path_buf(),
             mode,
         });
     }
-    let bytes = std::fs::read(path).map_err(io)?;
-    decode(kind, &bytes).map_err(|reason| KeyFileError::Format {
-        path: path.to_path_buf(),
-        expected: kind,
-        reason,
-    })
+    Ok(())
+}
+
+/// The error for an OS failure on `path`: a refused read names the layout that works.
+fn io_error(path: &Path, source: std::io::Error) -> KeyFileError {
+    let path = path.to_path_buf();
+    match source.kind() {
+        std::io::ErrorKind::PermissionDenied => KeyFileError::NotReadable {
+            path,
+            uid: nix::unistd::geteuid().as_raw(),
+            source,
+        },
+        _ => KeyFileError::Io { path, source },
+    }
+}
+
+/// Whether a user can get at a key file, as `config check --user` reports it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum KeyAccess {
+    /// The unit passes it as a credential: the user needs no access to the file itself.
+    Credential,
+    /// The user may read the file itself.
+    Readable,
+    /// The user may not read it, and the unit does not pass it either.
+    Unreadable {
+        /// The file's owner.
+        owner: u32,
+        /// Its permission bits.
+        mode: u32,
+    },
+}
+
+impl KeyAccess {
+    /// How `user` (uid, and every group id it is in) gets at the key file `path`; the file
+    /// is assumed to exist (an error otherwise). Only the file's own bits and owner are
+    /// judged, not the directories above it or the unit's sandbox.
+    pub fn of(path: &Path, uid: u32, groups: &[u32]) -> Result<KeyAccess, KeyFileError> {
+        if in_service_key_dir(path) {
+            return Ok(KeyAccess::Credential);
+        }
+        let meta = std::fs::metadata(path).map_err(|source| io_error(path, source))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        let readable = uid == 0
+            || if meta.uid() == uid {
+                mode & 0o400 != 0
+            } else if groups.contains(&meta.gid()) {
+                mode & 0o040 != 0
+            } else {
+                mode & 0o004 != 0
+            };
+        Ok(if readable {
+            KeyAccess::Readable
+        } else {
+            KeyAccess::Unreadable {
+                owner: meta.uid(),
+                mode,
+            }
+        })
+    }
 }
 
 /// The file contents for a new key of `kind`.
@@ -214,6 +350,84 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(message, "it holds an officer key, not a group key");
+    }
+
+    #[test]
+    fn a_service_key_is_read_from_its_credential_and_other_keys_from_their_file() {
+        let secret = [5u8; SECRET_BYTES];
+        let credentials = tempfile::tempdir().unwrap();
+        let in_dir = Path::new(SERVICE_KEY_DIR).join("group.key");
+        let credential = credentials.path().join("keys_group.key");
+        assert_eq!(
+            credential_for(&in_dir, credentials.path()),
+            Some(credential.clone())
+        );
+        // systemd's copy may show an ACL mask as group bits: that is not a key others read.
+        std::fs::write(&credential, encode(KeyKind::Group, &secret)).unwrap();
+        std::fs::set_permissions(&credential, std::fs::Permissions::from_mode(0o440)).unwrap();
+        assert_eq!(
+            read_private_with(&in_dir, KeyKind::Group, Some(credentials.path())).unwrap(),
+            secret
+        );
+        let wrong = read_private_with(&in_dir, KeyKind::Officer, Some(credentials.path()));
+        assert!(
+            matches!(wrong, Err(KeyFileError::Format { .. })),
+            "{wrong:?}"
+        );
+
+        // Elsewhere, or without credentials, the file itself is read, and its mode checked.
+        let elsewhere = credentials.path().join("own.key");
+        assert_eq!(credential_for(&elsewhere, credentials.path()), None);
+        create_private(&elsewhere, &encode(KeyKind::Group, &secret)).unwrap();
+        assert_eq!(
+            read_private_with(&elsewhere, KeyKind::Group, Some(credentials.path())).unwrap(),
+            secret
+        );
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let open = read_private_with(&elsewhere, KeyKind::Group, None).unwrap_err();
+        assert!(open.to_string().contains("chmod 600"), "{open}");
+    }
+
+    #[test]
+    fn a_refused_read_names_the_layout_that_works_and_the_os_error_once() {
+        let denied = io_error(
+            Path::new("/etc/lootsync/group.key"),
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        );
+        let chain = format!("{:#}", anyhow::Error::new(denied));
+        assert!(chain.contains(SERVICE_KEY_DIR), "{chain}");
+        assert!(chain.contains("systemctl restart lootsync"), "{chain}");
+        assert_eq!(chain.matches("os error 13").count(), 1, "{chain}");
+        let missing = io_error(
+            Path::new("/nowhere/group.key"),
+            std::io::Error::from_raw_os_error(libc::ENOENT),
+        );
+        let chain = format!("{:#}", anyhow::Error::new(missing));
+        assert_eq!(chain.matches("os error 2").count(), 1, "{chain}");
+    }
+
+    #[test]
+    fn key_access_follows_the_owner_and_the_service_key_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("officer.key");
+        create_private(&path, &encode(KeyKind::Officer, &[1; SECRET_BYTES])).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let (owner, group) = (meta.uid(), meta.gid());
+        let stranger = owner.wrapping_add(4242).max(1);
+        assert_eq!(
+            KeyAccess::of(&path, owner, &[]).unwrap(),
+            KeyAccess::Readable
+        );
+        assert_eq!(KeyAccess::of(&path, 0, &[]).unwrap(), KeyAccess::Readable);
+        assert_eq!(
+            KeyAccess::of(&path, stranger, &[group]).unwrap(),
+            KeyAccess::Unreadable { owner, mode: 0o600 }
+        );
+        // The unit passes files of its key directory in, whoever owns them.
+        assert_eq!(
+            KeyAccess::of(&Path::new(SERVICE_KEY_DIR).join("x.key"), stranger, &[]).unwrap(),
+            KeyAccess::Credential
+        );
     }
 
     #[test]
