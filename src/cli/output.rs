@@ -2,6 +2,7 @@
 //! export formats live with their commands; this is only what a person reads.
 
 use super::export;
+use loot_sync::control::terminal_safe;
 use loot_sync::control::{AdjustResult, ListedStatus, PeerStatus, StatusResult};
 use loot_sync::core::ledger::HistoryRow;
 use loot_sync::store::verify::VerifyReport;
@@ -114,25 +115,6 @@ pub fn print_history(rows: &[HistoryRow], player: Option<&str>) {
     }
 }
 
-/// Text a peer chose (its node name), made safe for a terminal: control characters (an
-/// escape sequence could rewrite the screen) and the invisible characters that reorder or
-/// hide text (bidirectional overrides, zero-width marks) are shown as `\u{..}` escapes.
-pub fn terminal_safe(text: &str) -> String {
-    let mut safe = String::with_capacity(text.len());
-    for c in text.chars() {
-        let invisible = matches!(
-            c,
-            '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}'
-        );
-        if c.is_control() || invisible {
-            safe.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            safe.push(c);
-        }
-    }
-    safe
-}
-
 /// One line per peer: name, how it is reached, address, when last heard, in sync or not.
 pub fn print_peers(peers: &[PeerStatus]) {
     for peer in peers {
@@ -192,6 +174,13 @@ pub fn print_status(status: &StatusResult) {
     if let Some(whisper) = &status.whisper {
         println!("whisper:     {whisper}");
     }
+    if let Some(http) = &status.http {
+        match (&http.url, &http.error) {
+            (Some(url), _) => println!("web page:    {url}"),
+            (None, Some(error)) => println!("web page:    none ({error})"),
+            (None, None) => println!("web page:    none"),
+        }
+    }
     println!("entries:     {}", status.entries);
     println!("fingerprint: {}", status.fingerprint);
     if !status.listed.is_empty() {
@@ -203,21 +192,5 @@ pub fn print_status(status: &StatusResult) {
     println!("counters:");
     for (name, value) in &status.counters {
         println!("  {name:<24} {value}");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::terminal_safe;
-
-    #[test]
-    fn peer_chosen_text_is_made_terminal_safe() {
-        assert_eq!(terminal_safe("bob"), "bob");
-        assert_eq!(terminal_safe("Zoë 🐉"), "Zoë 🐉");
-        assert_eq!(terminal_safe("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
-        assert_eq!(terminal_safe("x\ny\rz\u{7f}"), "x\\u{a}y\\u{d}z\\u{7f}");
-        assert_eq!(terminal_safe("\u{202e}evil"), "\\u{202e}evil");
-        assert_eq!(terminal_safe("a\u{200b}b"), "a\\u{200b}b");
-        assert!(!terminal_safe("\u{9b}31m").chars().any(char::is_control));
     }
 }

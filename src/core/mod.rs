@@ -7,7 +7,9 @@
 //! - [`roster`]: which signed entries count: the officer roster and revocations.
 //! - [`roster::plan`]: officer planning: the signed entries `officer add`/`remove` append.
 //! - [`rng`]: the seeded RNG the sync core draws from.
+//! - [`histogram`]: fixed-bucket latency histograms (catch-up durations, fsync latency).
 
+pub mod histogram;
 pub mod ledger;
 pub mod rng;
 pub mod roster;
