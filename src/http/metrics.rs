@@ -25,31 +25,31 @@ pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 
 /// Status counters exported as Prometheus counters (`lootsync_<name>_total`), with help.
 const COUNTERS: &[(&str, &str)] = &[
-    ("datagrams_sent", "Datagrams sent (group and unicast)."),
-    ("bytes_sent", "Bytes in the datagrams sent."),
-    ("datagrams_received", "Datagrams received, dropped ones included."),
-    ("bytes_received", "Bytes in the datagrams received."),
-    ("entries_merged", "Entries learned from peers."),
-    ("entries_pushed", "Entries multicast because a sync found a peer lacking them."),
-    ("sessions_started", "Reconciliation (catch-up) sessions started."),
-    ("sessions_completed", "Reconciliation sessions that ran to completion."),
-    ("sessions_aborted", "Reconciliation sessions abandoned (partner silent or gone)."),
-    ("send_errors", "Datagrams the socket could not send."),
-    ("log_fsyncs", "fdatasync calls that made appended records durable."),
-    ("log_remote_appends", "Batches of merged entries appended to the log."),
-    ("log_append_failures", "Appends of merged entries that failed."),
-    ("encode_failures", "Messages that could not be encoded (a bug if not 0)."),
-    ("peers_evicted", "Peers forgotten early because the peer table was full."),
-    ("answers_limited", "Answers cut short by the anti-amplification limit."),
+    ("datagrams_sent", "Datagrams sent (group and unicast)"),
+    ("bytes_sent", "Bytes in the datagrams sent"),
+    ("datagrams_received", "Datagrams received, dropped ones included"),
+    ("bytes_received", "Bytes in the datagrams received"),
+    ("entries_merged", "Entries learned from peers"),
+    ("entries_pushed", "Entries multicast because a sync found a peer lacking them"),
+    ("sessions_started", "Reconciliation (catch-up) sessions started"),
+    ("sessions_completed", "Reconciliation sessions that ran to completion"),
+    ("sessions_aborted", "Reconciliation sessions abandoned (partner silent or gone)"),
+    ("send_errors", "Datagrams the socket could not send"),
+    ("log_fsyncs", "fdatasync calls that made appended records durable"),
+    ("log_remote_appends", "Batches of merged entries appended to the log"),
+    ("log_append_failures", "Appends of merged entries that failed"),
+    ("encode_failures", "Messages that could not be encoded (a bug if not 0)"),
+    ("peers_evicted", "Peers forgotten early because the peer table was full"),
+    ("answers_limited", "Answers cut short by the anti-amplification limit"),
 ];
 
 /// Status values that go up and down, exported as gauges (`lootsync_<name>`).
 const GAUGES: &[(&str, &str)] = &[
-    ("players", "Players with a total."),
-    ("log_bytes", "Size of the log file in bytes."),
-    ("log_unstored", "Entries merged but not yet appended to the log."),
-    ("checkpoint_entries", "Entries the log's checkpoint covers."),
-    ("entries_rejected", "Entries that count for nothing (unsigned, not an officer...)."),
+    ("players", "Players with a total"),
+    ("log_bytes", "Size of the log file in bytes"),
+    ("log_unstored", "Entries merged but not yet appended to the log"),
+    ("checkpoint_entries", "Entries the log's checkpoint covers"),
+    ("entries_rejected", "Entries that count for nothing (unsigned, not an officer...)"),
 ];
 
 /// The page: status asked of the core, then encoded.
@@ -69,22 +69,22 @@ fn registry(status: &StatusResult) -> Registry {
     let counters = &status.counters;
     registry.register(
         "entries",
-        "Entries in the log.",
+        "Entries in the log",
         ConstGauge::new(status.entries as i64),
     );
     registry.register(
         "sync_enabled",
-        "Whether sync is on (1) or off (0).",
+        "Whether sync is on (1) or off (0)",
         ConstGauge::new(i64::from(status.sync_enabled)),
     );
     registry.register(
         "officers",
-        "Officers in the roster at the end of the log.",
+        "Officers in the roster at the end of the log",
         ConstGauge::new(status.officers.len() as i64),
     );
     registry.register(
         "peers",
-        "Peers known, by how they reach us and whether their set equals ours.",
+        "Peers known, by how they reach us and whether their set equals ours",
         peers(&status.peers),
     );
     for (name, help) in COUNTERS {
@@ -107,13 +107,13 @@ fn registry(status: &StatusResult) -> Registry {
     }
     registry.register(
         "datagrams_dropped",
-        "Datagrams (or entries in them) dropped, by reason.",
+        "Datagrams (or entries in them) dropped, by reason",
         dropped,
     );
     if let Some(age_ms) = counters.get("checkpoint_age_ms") {
         registry.register_with_unit(
             "checkpoint_age",
-            "Time since the log's checkpoint was written.",
+            "Time since the log's checkpoint was written",
             Unit::Seconds,
             ConstGauge::new(*age_ms as f64 / 1e3),
         );
@@ -122,12 +122,12 @@ fn registry(status: &StatusResult) -> Registry {
         (
             "catch_up",
             "catch_up_duration",
-            "How long completed reconciliation (catch-up) sessions took.",
+            "How long completed reconciliation (catch-up) sessions took",
         ),
         (
             "fsync",
             "fsync_duration",
-            "How long the fdatasync of appended records took.",
+            "How long the fdatasync of appended records took",
         ),
     ];
     for (key, name, help) in histograms {
