@@ -64,12 +64,15 @@ svg.chart { display: block; width: 100%; height: auto; margin: 0.4rem 0 1rem; }
 svg .line { fill: none; stroke: var(--accent); stroke-width: 1.6; }
 svg .line.neg { stroke: var(--neg); }
 svg .zero { stroke: var(--line); stroke-dasharray: 3 3; }
-svg text.axis { fill: var(--muted); font-size: 12px; }
+svg text.axis { fill: var(--muted); font-size: 13px; }
+@media (max-width: 36rem) { svg text.axis { font-size: 22px; } }
 .empty { color: var(--muted); padding: 1rem; }
 footer { color: var(--muted); font-size: 0.85rem; }
 @media (max-width: 36rem) {
   .hide-narrow { display: none; }
   th, td { padding: 0.35rem 0.4rem; }
+  td.time { white-space: normal; min-width: 5.5rem; }
+  td.reason { min-width: 7rem; }
   body { font-size: 14px; }
 }
 "#;

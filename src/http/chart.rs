@@ -57,14 +57,21 @@ pub(super) fn history_chart(points: &[(u64, i64)], first: &str, last: &str) -> M
         return html! {};
     }
     let totals: Vec<i64> = points.iter().map(|(_, total)| *total).collect();
-    let y = scale_y(&totals, height - 20.0, 8.0);
+    let y = scale_y(&totals, height - 20.0, 14.0);
     let plot = width - LABEL_ROOM;
     // Evenly spaced by entry, not by time: bursts of entries in one raid stay readable.
-    let step = plot / (points.len().max(2) - 1) as f64;
+    // Each entry's total holds for one step, the last one up to the right edge.
+    let step = plot / points.len() as f64;
     let x = |i: usize| LABEL_ROOM + i as f64 * step;
     let mut path = format!("M{:.1},{:.1}", x(0), y(0));
     for (i, total) in totals.iter().enumerate() {
-        path.push_str(&format!(" L{:.1},{:.1} L{:.1},{:.1}", x(i), y(*total), x(i + 1).min(width), y(*total)));
+        path.push_str(&format!(
+            " L{:.1},{:.1} L{:.1},{:.1}",
+            x(i),
+            y(*total),
+            x(i + 1),
+            y(*total)
+        ));
     }
     let high = totals.iter().copied().max().unwrap_or(0).max(0);
     let low = totals.iter().copied().min().unwrap_or(0).min(0);
