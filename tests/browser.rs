@@ -134,7 +134,10 @@ async fn chromium_renders_the_standings_and_runs_no_injected_script() {
         assert!(dom.contains("<main id=\"live\""), "{name} {url}: {dom}");
         // Injected markup stayed text: no element it tried to make, no script that ran.
         assert!(!dom.contains("<img"), "{name}: {dom}");
-        assert!(!dom.contains("pwned</title>"), "{name}: injected script ran: {dom}");
+        assert!(
+            !dom.contains("pwned</title>"),
+            "{name}: injected script ran: {dom}"
+        );
         assert!(!dom.contains("<script>alert"), "{name}: {dom}");
         assert_eq!(
             dom.matches("<script").count(),
@@ -143,18 +146,32 @@ async fn chromium_renders_the_standings_and_runs_no_injected_script() {
         );
     }
     let standings = &doms[0];
-    assert!(standings.contains("<title>Standings · Loot Sync</title>"), "{standings}");
-    for (player, total) in [("Aria", "135"), ("Bram", "110"), ("Cara", "40"), ("Dorn", "-15")] {
+    assert!(
+        standings.contains("<title>Standings · Loot Sync</title>"),
+        "{standings}"
+    );
+    for (player, total) in [
+        ("Aria", "135"),
+        ("Bram", "110"),
+        ("Cara", "40"),
+        ("Dorn", "-15"),
+    ] {
         assert!(
             standings.contains(&format!(">{player}</a></td><td class=\"num")),
             "{player} in {standings}"
         );
-        assert!(standings.contains(&format!(">{total}</td>")), "{total} in {standings}");
+        assert!(
+            standings.contains(&format!(">{total}</td>")),
+            "{total} in {standings}"
+        );
     }
     let aria = standings.find(">Aria<").unwrap();
     let dorn = standings.find(">Dorn<").unwrap();
     assert!(aria < dorn, "ranked");
-    assert!(standings.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{standings}");
+    assert!(
+        standings.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{standings}"
+    );
     assert!(doms[1].contains("Bracers of Might") && doms[1].contains("<svg class=\"chart\""));
     assert!(
         doms[2].contains("&lt;script&gt;document.title='pwned'&lt;/script&gt;"),
@@ -163,7 +180,11 @@ async fn chromium_renders_the_standings_and_runs_no_injected_script() {
     );
     for shot in &shots {
         let bytes = std::fs::read(shot).unwrap_or_else(|_| panic!("no {}", shot.display()));
-        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is a PNG", shot.display());
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is a PNG",
+            shot.display()
+        );
         println!("screenshot: {}", shot.display());
     }
     web.daemon.stop().await;

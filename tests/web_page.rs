@@ -40,7 +40,11 @@ fn metrics(text: &str) -> prometheus_parse::Scrape {
         + 3 * histograms.len();
     let scrape =
         prometheus_parse::Scrape::parse(lines.into_iter().map(Ok)).expect("Prometheus text");
-    assert_eq!(scrape.samples.len(), samples, "every sample line parsed:\n{text}");
+    assert_eq!(
+        scrape.samples.len(),
+        samples,
+        "every sample line parsed:\n{text}"
+    );
     assert_eq!(text.lines().last(), Some("# EOF"));
     scrape
 }
@@ -110,10 +114,21 @@ async fn routes_answer_with_their_types_and_the_json_is_the_clis() {
     let bob = page.find(">Bob</a>").expect("Bob listed");
     assert!(aria < bob, "ranked by points");
     assert!(page.contains("class=\"num neg\">-3<"), "{page}");
-    assert!(!page.contains("<script>alert") && !page.contains("<img"), "{page}");
-    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
-    let player = get(addr, "/player/%3Cscript%3Ealert(1)%3C%2Fscript%3E").await.body;
-    assert!(player.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"), "{player}");
+    assert!(
+        !page.contains("<script>alert") && !page.contains("<img"),
+        "{page}"
+    );
+    assert!(
+        page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{page}"
+    );
+    let player = get(addr, "/player/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+        .await
+        .body;
+    assert!(
+        player.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"),
+        "{player}"
+    );
     assert!(!player.contains("<img"), "{player}");
 
     // The JSON routes print what the CLI prints, byte for byte.
@@ -127,9 +142,12 @@ async fn routes_answer_with_their_types_and_the_json_is_the_clis() {
         cli(config, &["history", "--json"]).await
     );
     assert_eq!(
-        get(addr, "/api/history?player=%3Cscript%3Ealert(1)%3C%2Fscript%3E")
-            .await
-            .body,
+        get(
+            addr,
+            "/api/history?player=%3Cscript%3Ealert(1)%3C%2Fscript%3E"
+        )
+        .await
+        .body,
         cli(config, &["history", "--player", HOSTILE[0], "--json"]).await
     );
     // Status has clocks and counters in it that move between two calls: compare the rest.
@@ -254,9 +272,11 @@ async fn bad_requests_are_refused_and_sync_goes_on() {
     })
     .await
     .unwrap();
-    wait_until(Duration::from_secs(10), "an extra connection refused", || async {
-        get(addr, "/api/points").await.code == 503
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "an extra connection refused",
+        || async { get(addr, "/api/points").await.code == 503 },
+    )
     .await;
     drop(held);
     wait_until(Duration::from_secs(10), "slots freed", || async {
@@ -266,16 +286,21 @@ async fn bad_requests_are_refused_and_sync_goes_on() {
 
     // Through all of it, sync went on: bob's adjust reaches alice and her page.
     adjust(&bob, "Dana", 4, "still syncing").await;
-    wait_until(Duration::from_secs(20), "alice's page shows bob's entry", || async {
-        get(addr, "/api/points").await.body.contains("\"Dana\":4")
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "alice's page shows bob's entry",
+        || async { get(addr, "/api/points").await.body.contains("\"Dana\":4") },
+    )
     .await;
     bob.stop().await;
     web.daemon.stop().await;
 }
 
 /// The next event's data holding `wanted`.
-async fn next_mark(events: &mut tokio::sync::mpsc::UnboundedReceiver<String>, wanted: &str) -> String {
+async fn next_mark(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    wanted: &str,
+) -> String {
     let waiting = async {
         loop {
             let line = events.recv().await.expect("stream open");
@@ -313,14 +338,19 @@ async fn an_adjust_made_through_the_cli_reaches_an_open_event_stream() {
     next_mark(&mut events, "\"entries\":0").await;
     cli(
         &web.config_file,
-        &["adjust", "--player", "Aria", "--delta", "5", "--reason", "live"],
+        &[
+            "adjust", "--player", "Aria", "--delta", "5", "--reason", "live",
+        ],
     )
     .await;
     let mark = next_mark(&mut events, "\"entries\":1").await;
     // The page's own mark is what the script compares the event with.
     let page = get(addr, "/").await.body;
     let shown = mark.replace('"', "&quot;");
-    assert!(page.contains(&format!("data-mark=\"{shown}\"")), "{mark} in {page}");
+    assert!(
+        page.contains(&format!("data-mark=\"{shown}\"")),
+        "{mark} in {page}"
+    );
     web.daemon.stop().await;
 }
 

@@ -2,7 +2,9 @@
 
 use super::resolve::ListedUpdate;
 use crate::config::Config;
-use crate::control::{HttpStatus, ListedStatus, OfficerStatus, PeerReach, PeerStatus, StatusResult};
+use crate::control::{
+    HttpStatus, ListedStatus, OfficerStatus, PeerReach, PeerStatus, StatusResult,
+};
 use crate::core::sync::{Now, Peer, Reach};
 use crate::store::LogStore;
 use std::collections::BTreeMap;

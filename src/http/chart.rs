@@ -101,7 +101,10 @@ mod tests {
     fn sparkline_spans_the_box_and_marks_a_negative_end() {
         let svg = sparkline(&[0, 10, -5]).into_string();
         assert!(svg.contains("points=\"0.0,"), "{svg}");
-        assert!(svg.contains(" 100.0,"), "last point at the right edge: {svg}");
+        assert!(
+            svg.contains(" 100.0,"),
+            "last point at the right edge: {svg}"
+        );
         assert!(svg.contains("class=\"line neg\""), "{svg}");
         assert!(sparkline(&[]).into_string().is_empty());
         let flat = sparkline(&[3]).into_string();
@@ -111,7 +114,10 @@ mod tests {
     #[test]
     fn history_chart_labels_its_range_escaped() {
         let svg = history_chart(&[(1, 5), (2, -3)], "<first>", "last").into_string();
-        assert!(svg.contains(">5</text>") && svg.contains(">-3</text>"), "{svg}");
+        assert!(
+            svg.contains(">5</text>") && svg.contains(">-3</text>"),
+            "{svg}"
+        );
         assert!(svg.contains("&lt;first&gt;"), "{svg}");
         assert!(svg.starts_with("<svg"), "{svg}");
     }

@@ -27,29 +27,68 @@ pub(super) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 const COUNTERS: &[(&str, &str)] = &[
     ("datagrams_sent", "Datagrams sent (group and unicast)"),
     ("bytes_sent", "Bytes in the datagrams sent"),
-    ("datagrams_received", "Datagrams received, dropped ones included"),
+    (
+        "datagrams_received",
+        "Datagrams received, dropped ones included",
+    ),
     ("bytes_received", "Bytes in the datagrams received"),
     ("entries_merged", "Entries learned from peers"),
-    ("entries_pushed", "Entries multicast because a sync found a peer lacking them"),
-    ("sessions_started", "Reconciliation (catch-up) sessions started"),
-    ("sessions_completed", "Reconciliation sessions that ran to completion"),
-    ("sessions_aborted", "Reconciliation sessions abandoned (partner silent or gone)"),
+    (
+        "entries_pushed",
+        "Entries multicast because a sync found a peer lacking them",
+    ),
+    (
+        "sessions_started",
+        "Reconciliation (catch-up) sessions started",
+    ),
+    (
+        "sessions_completed",
+        "Reconciliation sessions that ran to completion",
+    ),
+    (
+        "sessions_aborted",
+        "Reconciliation sessions abandoned (partner silent or gone)",
+    ),
     ("send_errors", "Datagrams the socket could not send"),
-    ("log_fsyncs", "fdatasync calls that made appended records durable"),
-    ("log_remote_appends", "Batches of merged entries appended to the log"),
-    ("log_append_failures", "Appends of merged entries that failed"),
-    ("encode_failures", "Messages that could not be encoded (a bug if not 0)"),
-    ("peers_evicted", "Peers forgotten early because the peer table was full"),
-    ("answers_limited", "Answers cut short by the anti-amplification limit"),
+    (
+        "log_fsyncs",
+        "fdatasync calls that made appended records durable",
+    ),
+    (
+        "log_remote_appends",
+        "Batches of merged entries appended to the log",
+    ),
+    (
+        "log_append_failures",
+        "Appends of merged entries that failed",
+    ),
+    (
+        "encode_failures",
+        "Messages that could not be encoded (a bug if not 0)",
+    ),
+    (
+        "peers_evicted",
+        "Peers forgotten early because the peer table was full",
+    ),
+    (
+        "answers_limited",
+        "Answers cut short by the anti-amplification limit",
+    ),
 ];
 
 /// Status values that go up and down, exported as gauges (`lootsync_<name>`).
 const GAUGES: &[(&str, &str)] = &[
     ("players", "Players with a total"),
     ("log_bytes", "Size of the log file in bytes"),
-    ("log_unstored", "Entries merged but not yet appended to the log"),
+    (
+        "log_unstored",
+        "Entries merged but not yet appended to the log",
+    ),
     ("checkpoint_entries", "Entries the log's checkpoint covers"),
-    ("entries_rejected", "Entries that count for nothing (unsigned, not an officer...)"),
+    (
+        "entries_rejected",
+        "Entries that count for nothing (unsigned, not an officer...)",
+    ),
 ];
 
 /// The page: status asked of the core, then encoded.

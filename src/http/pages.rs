@@ -222,8 +222,14 @@ fn render_player(status: &StatusResult, name: &str, rows: &[HistoryRow]) -> Mark
         .filter(|r| r.entry.kind == EntryKind::Points)
         .map(|r| (r.entry.at.unix_ms(), r.total))
         .collect();
-    let first = rows.first().map(|r| short_time(r.entry.at)).unwrap_or_default();
-    let last = rows.last().map(|r| short_time(r.entry.at)).unwrap_or_default();
+    let first = rows
+        .first()
+        .map(|r| short_time(r.entry.at))
+        .unwrap_or_default();
+    let last = rows
+        .last()
+        .map(|r| short_time(r.entry.at))
+        .unwrap_or_default();
     let shown = terminal_safe(name);
     let content = html! {
         h1 { (shown) }
@@ -400,11 +406,20 @@ mod tests {
     fn assert_inert(page: &str) {
         assert!(!page.contains("<script>alert"), "{page}");
         assert!(!page.contains("<img"), "{page}");
-        assert!(page.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"), "{page}");
+        assert!(
+            page.contains("&quot;&gt;&lt;img src=x onerror=alert(1)&gt;"),
+            "{page}"
+        );
         assert!(!page.chars().any(|c| c.is_control() && c != '\n'), "{page}");
         assert!(!page.contains('\u{202e}'), "{page}");
-        assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{page}");
-        assert!(page.contains("\\u{1b}[2Jape\\u{0}nul\\u{202e}rtl"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}"
+        );
+        assert!(
+            page.contains("\\u{1b}[2Jape\\u{0}nul\\u{202e}rtl"),
+            "{page}"
+        );
     }
 
     #[test]

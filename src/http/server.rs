@@ -198,7 +198,11 @@ mod tests {
         let status = binding.status().expect("on");
         assert_eq!(status.url, None);
         assert!(
-            status.error.as_deref().unwrap().contains(&taken.to_string()),
+            status
+                .error
+                .as_deref()
+                .unwrap()
+                .contains(&taken.to_string()),
             "{status:?}"
         );
 
@@ -207,7 +211,10 @@ mod tests {
             bind: "127.0.0.1:0".into(),
         };
         let url = bind(&config).status().unwrap().url.unwrap();
-        assert!(url.starts_with("http://127.0.0.1:") && !url.ends_with(":0/"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:") && !url.ends_with(":0/"),
+            "{url}"
+        );
         let off = HttpConfig {
             enabled: false,
             ..config

@@ -337,7 +337,11 @@ mod tests {
         pending.run().unwrap();
         store.finish_background_sync(Ok(())).unwrap();
         assert_eq!(store.fsyncs(), 1);
-        assert_eq!(store.fsync_latency().count(), 1, "the background sync was timed");
+        assert_eq!(
+            store.fsync_latency().count(),
+            1,
+            "the background sync was timed"
+        );
         store.sync().unwrap();
         assert_eq!(store.fsync_latency().count(), 2, "and the foreground one");
         assert_eq!(store.fsyncs(), 2, "the later append was still unsynced");
