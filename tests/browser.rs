@@ -110,6 +110,10 @@ async fn chromium_renders_the_standings_and_runs_no_injected_script() {
         for (name, url) in &jobs {
             let dom = run_browser(&browser, &browser_dir, &["--dump-dom".into(), url.clone()]);
             doms.push(dom);
+            if *name == "hostile" {
+                // Its DOM is what matters; two screenshots are enough to look at.
+                continue;
+            }
             for (width, height, size) in [(390, 844, "phone"), (1280, 800, "desktop")] {
                 let shot = screenshots.join(format!("{name}-{size}.png"));
                 let _ = std::fs::remove_file(&shot);

@@ -167,6 +167,15 @@ async fn routes_answer_with_their_types_and_the_json_is_the_clis() {
     let human = cli(config, &["status"]).await;
     assert!(human.contains(&format!("web page:    {url}")), "{human}");
 
+    // A loopback page answers only to loopback names (no DNS rebinding).
+    let rebound = web::raw(
+        addr,
+        b"GET /api/points HTTP/1.0\r\nHost: evil.example:47680\r\n\r\n",
+    );
+    assert_eq!(rebound.code, 403, "{rebound:?}");
+    let named = web::raw(addr, b"GET /api/points HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    assert_eq!(named.code, 200);
+
     // Read-only: no method but GET (and HEAD) is served, and nothing changed.
     for method in ["POST", "PUT", "DELETE"] {
         assert_eq!(request(addr, method, "/").await.code, 405, "{method}");

@@ -109,10 +109,18 @@ impl Binding {
         let listener = TcpListener::from_std(self.listener?)
             .map_err(|err| warn!("no web page: {err}"))
             .ok()?;
+        // A page on loopback answers only to loopback names (see `router::check_host`).
+        let loopback_only = listener
+            .local_addr()
+            .is_ok_and(|local| local.ip().is_loopback());
         let core: Arc<dyn Dispatch> = Arc::new(core);
         let live = Live::new();
         let watching = live.watch(core.clone());
-        let app = router(AppState { core, live });
+        let app = router(AppState {
+            core,
+            live,
+            loopback_only,
+        });
         Some(async move {
             let watching = tokio::spawn(watching.in_current_span());
             accept_loop(listener, app).await;
