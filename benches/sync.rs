@@ -398,6 +398,7 @@ fn bench_config(state_dir: &std::path::Path, node: &str, group_name: &str, port:
     config.group.interface = Ipv4Addr::LOCALHOST;
     config.group.ttl = 1;
     config.whisper.bind = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+    config.http.enabled = false;
     config.validate().expect("bench config is valid");
     config
 }

@@ -12,6 +12,7 @@
 //! - [`node`]: a peer's ledger opened from disk and the requests applied to it, shared by the
 //!   daemon and the offline commands.
 //! - [`control`]: the typed control protocol between the CLI and a running daemon.
+//! - [`http`]: the read-only web page and Prometheus metrics, asking the core as the CLI does.
 //! - [`daemon`]: the tokio driver: sockets, timers, the core's thread, systemd notification.
 //!
 //! The `lootsync` command line is the binary target (`src/main.rs` and `src/cli/`).
@@ -21,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod core;
 pub mod daemon;
+pub mod http;
 pub mod node;
 pub mod proto;
 pub mod store;

@@ -193,7 +193,7 @@ async fn only_officers_entries_count_on_every_peer_with_a_group_key() {
         // status names the group key and counts the roster as this peer judges it.
         let shown = status(d).await;
         assert_eq!(shown.group_key_id, Some(group_key.id().to_string()));
-        assert_eq!(shown.officers, Some(2));
+        assert_eq!(shown.roster_size, Some(2));
     }
 
     // Mallory's own key is not on the roster, so her daemon refuses to adjust, and the

@@ -6,79 +6,12 @@
 
 use super::args::ExportFormat;
 use anyhow::{bail, Context, Result};
+pub use loot_sync::control::export::ranked;
+use loot_sync::control::export::{json_array, HistoryRecord, Standing};
 use loot_sync::control::Balance;
 use loot_sync::core::ledger::HistoryRow;
-use loot_sync::proto::entry::EntryKind;
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// One line of a standings export; its fields are the columns, in order.
-#[derive(Debug, Default, Serialize)]
-struct Standing<'a> {
-    player: &'a str,
-    points: i64,
-}
-
-/// One line of a history export; its fields are the columns, in order, and the keys of the
-/// JSON objects.
-#[derive(Debug, Default, Serialize)]
-struct HistoryRecord<'a> {
-    id: String,
-    /// The raw clock stamp, which sorts exactly as the replay does.
-    at: u64,
-    time: String,
-    actor: &'a str,
-    player: &'a str,
-    delta: i64,
-    new_total_as_authored: i64,
-    total: i64,
-    reason: &'a str,
-    /// What the entry does: `points` or a roster change.
-    kind: &'static str,
-    /// The signer's public key in hex; empty in CSV, `null` in JSON, for an unsigned entry.
-    signer: Option<String>,
-    rejected: Option<&'a str>,
-    digest: String,
-    signed_by: Option<&'a str>,
-    /// The digest of the entry this one reverts.
-    reverts: Option<&'a str>,
-}
-
-impl<'a> HistoryRecord<'a> {
-    fn of(row: &'a HistoryRow) -> HistoryRecord<'a> {
-        let e = &row.entry;
-        HistoryRecord {
-            id: e.id.to_string(),
-            at: e.at.0,
-            time: e.at.wall_time(),
-            actor: &e.actor,
-            player: &e.target,
-            delta: e.delta,
-            new_total_as_authored: e.new_total,
-            total: row.total,
-            reason: &e.reason,
-            kind: match e.kind {
-                EntryKind::Points => "points",
-                EntryKind::OfficerAdd { .. } => "officer_add",
-                EntryKind::OfficerRemove => "officer_remove",
-                EntryKind::OfficerRevoke { .. } => "officer_revoke",
-            },
-            signer: e.seal.map(|seal| seal.signer.to_string()),
-            rejected: row.rejected.as_deref(),
-            digest: e.digest().to_hex(),
-            signed_by: row.signed_by.as_deref(),
-            reverts: row.reverts.as_deref(),
-        }
-    }
-}
-
-/// Standings in display order: highest total first, ties by name, so an export reads like
-/// `lootsync points`.
-pub fn ranked(totals: &BTreeMap<String, i64>) -> Vec<(&str, i64)> {
-    let mut rows: Vec<(&str, i64)> = totals.iter().map(|(n, t)| (n.as_str(), *t)).collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    rows
-}
 
 /// Reads a standings file (`player,points`, as [`standings`] writes it in CSV: a header
 /// line, RFC 4180 quoting) for `import`. Every error names its line; names are checked as
@@ -161,14 +94,7 @@ fn render<R: Serialize + Default>(
 ) -> Result<String> {
     match format {
         ExportFormat::Csv => csv_text(records),
-        ExportFormat::Json => {
-            let array = records
-                .map(serde_json::to_value)
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut out = serde_json::to_string(&array)?;
-            out.push('\n');
-            Ok(out)
-        }
+        ExportFormat::Json => Ok(json_array(records)?),
     }
 }
 

@@ -305,7 +305,7 @@ pub fn print_status(status: &StatusResult) {
     println!(
         "officers:    {}",
         status
-            .officers
+            .roster_size
             .map_or("open roster (no root key)".to_string(), |n| n.to_string())
     );
     println!(
@@ -318,6 +318,13 @@ pub fn print_status(status: &StatusResult) {
     );
     if let Some(whisper) = &status.whisper {
         println!("whisper:     {whisper}");
+    }
+    if let Some(http) = &status.http {
+        match (&http.url, &http.error) {
+            (Some(url), _) => println!("web page:    {url}"),
+            (None, Some(error)) => println!("web page:    none ({error})"),
+            (None, None) => println!("web page:    none"),
+        }
     }
     println!("entries:     {}", status.entries);
     println!("fingerprint: {}", status.fingerprint);

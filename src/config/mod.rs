@@ -15,6 +15,7 @@
 //! - `security`: `[security]`, the group key and officer keys ([`SecurityConfig`]).
 //! - `control`: `[control]`, who may use the control socket ([`ControlConfig`]).
 //! - `log`: `[log]`, diagnostic output ([`LogConfig`]).
+//! - `http`: `[http]`, the web page and metrics ([`HttpConfig`]).
 //! - `duration`: durations written as `"500ms"` or `"1h 30m"`.
 //! - [`starter`]: the commented starter config `lootsync init` writes.
 //! - this file: [`Config`] itself, loading and the checks across sections.
@@ -22,6 +23,7 @@
 mod control;
 mod duration;
 mod group;
+mod http;
 mod log;
 mod peers;
 mod security;
@@ -32,6 +34,7 @@ mod whisper;
 
 pub use control::{ControlConfig, MAX_UNIX_GROUP_LEN};
 pub use group::{GroupConfig, EXAMPLE_GROUP_ADDRESS, MAX_GROUP_NAME_LEN};
+pub use http::{HttpConfig, DEFAULT_HTTP_BIND};
 pub use log::LogConfig;
 pub use peers::{
     PeerAddressError, PeerTarget, PeersConfig, MAX_LISTED_PEERS, MAX_RESOLVE_INTERVAL,
@@ -87,6 +90,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Keys: the group key and officer signatures (`[security]`).
     pub security: SecurityConfig,
+    /// The web page and metrics (`[http]`).
+    pub http: HttpConfig,
 }
 
 impl Default for Config {
@@ -102,6 +107,7 @@ impl Default for Config {
             control: ControlConfig::default(),
             storage: StorageConfig::default(),
             security: SecurityConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -191,6 +197,8 @@ impl Config {
         self.security.validate()?;
 
         self.log.validate()?;
+
+        self.http.validate()?;
         Ok(())
     }
 
@@ -417,6 +425,7 @@ mod tests {
                 batch_interval: Duration::from_millis(50),
             },
             security: SecurityConfig::default(),
+            http: HttpConfig::default(),
         };
         assert_eq!(c, expected);
         // Apart from the node name and the multicast group (which the defaults leave off,

@@ -8,6 +8,7 @@
 //! decodes to, so a caller cannot ask for points and read a status. [`Request`] is the union
 //! the server receives and [`Response`] the union it answers with.
 
+use crate::core::histogram::Histogram;
 use crate::core::ledger::HistoryRow;
 use crate::proto::entry::Entry;
 use serde::de::DeserializeOwned;
@@ -333,7 +334,39 @@ pub struct StatusResult {
     /// Officers on the roster as this peer judges it; `None` without a root key (an open
     /// roster).
     #[serde(default)]
-    pub officers: Option<usize>,
+    pub roster_size: Option<usize>,
+    /// Latency histograms (`catch_up`, `fsync`), bucketed by
+    /// [`crate::core::histogram::BOUNDS_US`].
+    #[serde(default)]
+    pub histograms: BTreeMap<String, Histogram>,
+    /// The officer roster at the end of the log (empty for an open roster).
+    #[serde(default)]
+    pub officers: Vec<OfficerStatus>,
+    /// The web page, when `[http]` turns it on.
+    #[serde(default)]
+    pub http: Option<HttpStatus>,
+}
+
+/// One officer of the roster, as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OfficerStatus {
+    /// The roster name. Chosen by whoever holds the root key, but carried by peers: escape
+    /// it before showing it.
+    pub name: String,
+    /// The officer's public key (hex).
+    pub key: String,
+}
+
+/// The web page as `status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpStatus {
+    /// `http.bind` as configured.
+    pub bind: String,
+    /// Where the page is served (`http://IP:port/`), or `None` when it could not be.
+    pub url: Option<String>,
+    /// Why it is not served (the port is taken, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Result of `sync on|off`.

@@ -8,8 +8,10 @@
 //! - [`roster::plan`]: officer planning: the signed entries `officer add`/`remove` append.
 //! - [`batch`]: planning an officer's multi-entry changes (award, decay, import, revert).
 //! - [`rng`]: the seeded RNG the sync core draws from.
+//! - [`histogram`]: fixed-bucket latency histograms (catch-up durations, fsync latency).
 
 pub mod batch;
+pub mod histogram;
 pub mod ledger;
 pub mod rng;
 pub mod roster;

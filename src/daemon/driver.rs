@@ -71,6 +71,8 @@ pub(super) struct Driver {
     pub control_path: PathBuf,
     /// Whether the group socket is a member of the multicast group (not while sync is off).
     pub group_member: bool,
+    /// The web page, for status (`None` when `[http]` turns it off).
+    pub http: Option<crate::control::HttpStatus>,
 }
 
 /// How the event loop ended.
@@ -359,6 +361,7 @@ impl Driver {
                 &self.counters,
                 self.whisper_addr,
                 &self.listed,
+                self.http.as_ref(),
                 now,
             ))),
             Request::Sync(SwitchSync { enabled }) => {

@@ -65,6 +65,11 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         control::bind(&control_path, config.control.group.as_deref()).map_err(control_error)?;
     let listener = UnixListener::from_std(listener)
         .map_err(|err| control_error(control::SocketError::Io(err)))?;
+    // Before the daemon runs: a taken port is a warning here, and status shows the URL.
+    let web = {
+        let _enter = span.enter();
+        crate::http::bind(&config.http)
+    };
     let rng = match options.seed {
         Some(seed) => SeededRng::new(seed),
         None => SeededRng::new(rng_seed_from_os()),
@@ -175,6 +180,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         drop_rng,
         control_path: control_path.clone(),
         group_member,
+        http: web.status(),
     };
     let (finished_tx, finished) = oneshot::channel();
     let core_span = span.clone();
@@ -192,11 +198,14 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         slots: inbox_slots,
         observer,
     };
-    let control_events = events.clone();
-    let dispatch = move |request, reply| {
-        // A send error means the core thread is gone; dropping `reply` tells the client.
-        let _ = control_events.send(Event::Control(request, reply));
+    // The control socket and the web page hand requests to the core thread alike.
+    let to_core = |events: mpsc::Sender<Event>| {
+        move |request, reply| {
+            // A send error means the core thread is gone; dropping `reply` tells the client.
+            let _ = events.send(Event::Control(request, reply));
+        }
     };
+    let dispatch = to_core(events.clone());
     let mut tasks = vec![
         tokio::spawn(
             io::receive_loop(whisper_socket.clone(), Channel::Whisper, receivers.clone())
@@ -204,6 +213,9 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         ),
         tokio::spawn(control::server::serve(listener, dispatch).instrument(span.clone())),
     ];
+    if let Some(serving) = web.serve(to_core(events.clone())) {
+        tasks.push(tokio::spawn(serving.instrument(span.clone())));
+    }
     if let Some(group_socket) = group_socket {
         tasks.push(tokio::spawn(
             io::receive_loop(group_socket, Channel::Group, receivers).instrument(span.clone()),

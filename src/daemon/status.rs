@@ -2,7 +2,9 @@
 
 use super::resolve::ListedUpdate;
 use crate::config::Config;
-use crate::control::{ListedStatus, PeerReach, PeerStatus, StatusResult};
+use crate::control::{
+    HttpStatus, ListedStatus, OfficerStatus, PeerReach, PeerStatus, StatusResult,
+};
 use crate::core::sync::{Now, Peer, Reach};
 use crate::store::LogStore;
 use std::collections::BTreeMap;
@@ -25,6 +27,7 @@ pub(super) struct DriverCounters {
 }
 
 /// The status reply.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn status(
     config: &Config,
     peer: &Peer,
@@ -32,6 +35,7 @@ pub(super) fn status(
     daemon: &DriverCounters,
     whisper: SocketAddr,
     listed: &ListedUpdate,
+    http: Option<&HttpStatus>,
     now: Now,
 ) -> StatusResult {
     let ours = peer.ledger().fingerprint();
@@ -74,6 +78,24 @@ pub(super) fn status(
     for (reason, count) in &stats.dropped {
         counters.insert(format!("dropped_{reason}"), *count);
     }
+    counters.insert("log_bytes".to_string(), store.len_bytes());
+    counters.insert("players".to_string(), peer.ledger().totals().len() as u64);
+    if let Some(age) = checkpoint_age_ms(store) {
+        counters.insert("checkpoint_age_ms".to_string(), age);
+    }
+    let histograms = BTreeMap::from([
+        ("catch_up".to_string(), stats.catch_up.clone()),
+        ("fsync".to_string(), store.fsync_latency().clone()),
+    ]);
+    let officers = peer
+        .ledger()
+        .officers()
+        .into_iter()
+        .map(|(name, key)| OfficerStatus {
+            name,
+            key: key.to_string(),
+        })
+        .collect();
     StatusResult {
         node: config.node.clone(),
         group: config.group.name.clone(),
@@ -98,8 +120,20 @@ pub(super) fn status(
             .collect(),
         counters,
         group_key_id: peer.group_key_id().map(|id| id.to_string()),
-        officers: peer.ledger().root().map(|_| peer.ledger().officers().len()),
+        roster_size: peer.ledger().root().map(|_| peer.ledger().officers().len()),
+        histograms,
+        officers,
+        http: http.cloned(),
     }
+}
+
+/// How long ago the log's checkpoint was written (its file's modification time), if there
+/// is one.
+fn checkpoint_age_ms(store: &LogStore) -> Option<u64> {
+    let path = crate::store::checkpoint_path(store.path());
+    let written = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+    let age = std::time::SystemTime::now().duration_since(written).ok()?;
+    Some(age.as_millis() as u64)
 }
 
 /// The peers heard recently, then each listed address that no peer in that list answers

@@ -1,5 +1,6 @@
 //! The write side of an open log: appends, fdatasync, and group commit on another thread.
 
+use crate::core::histogram::Histogram;
 use crate::proto::entry::Entry;
 use crate::store::checkpoint::CheckpointState;
 use crate::store::error::{io_err, InvalidInput, StoreError};
@@ -9,6 +10,9 @@ use crate::store::synced_mark::SyncedMark;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 /// An open, locked, append-only log for one group. Opened by [`LogStore::open`] and its
 /// variants; read back through [`crate::store::LogReader`].
@@ -28,6 +32,10 @@ pub struct LogStore {
     rollback_pending: bool,
     /// fdatasync calls that made appended records durable (for status and tests).
     fsyncs: u64,
+    /// How long those fdatasync calls took (for status and metrics).
+    fsync_latency: Histogram,
+    /// How long the last background sync took, in µs, written by the thread that ran it.
+    background_took_us: Arc<AtomicU64>,
     /// A sync failed. After a failed fsync the kernel may have dropped the dirty pages and a
     /// retry can report success without the data being on disk, so every later sync fails
     /// too rather than claim durability.
@@ -46,12 +54,18 @@ pub struct LogStore {
 pub struct PendingSync {
     /// A second handle to the log file (fdatasync on it covers writes made through any).
     file: File,
+    /// Where the time the sync took goes, for the store's latency histogram.
+    took_us: Arc<AtomicU64>,
 }
 
 impl PendingSync {
     /// Blocks until everything appended before the sync began is on disk.
     pub fn run(self) -> io::Result<()> {
-        self.file.sync_data()
+        let started = Instant::now();
+        let outcome = self.file.sync_data();
+        self.took_us
+            .store(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        outcome
     }
 }
 
@@ -73,6 +87,8 @@ impl LogStore {
             unsynced: false,
             rollback_pending: false,
             fsyncs: 0,
+            fsync_latency: Histogram::default(),
+            background_took_us: Arc::new(AtomicU64::new(0)),
             sync_failed: false,
             background_sync_len: None,
             synced_mark,
@@ -173,7 +189,11 @@ impl LogStore {
         if !self.unsynced {
             return Ok(());
         }
-        if let Err(source) = self.file.sync_data() {
+        let started = Instant::now();
+        let synced = self.file.sync_data();
+        self.fsync_latency
+            .observe_us(started.elapsed().as_micros() as u64);
+        if let Err(source) = synced {
             self.sync_failed = true;
             return Err(StoreError::Io {
                 path: self.path.clone(),
@@ -209,7 +229,10 @@ impl LogStore {
         // Everything up to here will be covered; later appends need a later sync.
         self.unsynced = false;
         self.background_sync_len = Some(self.len);
-        Ok(Some(PendingSync { file }))
+        Ok(Some(PendingSync {
+            file,
+            took_us: self.background_took_us.clone(),
+        }))
     }
 
     /// Records the outcome of a background sync started by
@@ -218,6 +241,8 @@ impl LogStore {
         match outcome {
             Ok(()) => {
                 self.fsyncs += 1;
+                self.fsync_latency
+                    .observe_us(self.background_took_us.load(Ordering::Relaxed));
                 if let Some(len) = self.background_sync_len.take() {
                     self.synced_mark.record(len);
                 }
@@ -239,6 +264,12 @@ impl LogStore {
     /// How many fdatasync calls made appended records durable since the log was opened.
     pub fn fsyncs(&self) -> u64 {
         self.fsyncs
+    }
+
+    /// How long the fdatasync calls of appended records took (in the foreground and on the
+    /// group-commit thread), since the log was opened.
+    pub fn fsync_latency(&self) -> &Histogram {
+        &self.fsync_latency
     }
 
     /// Path of the log file.
@@ -306,7 +337,13 @@ mod tests {
         pending.run().unwrap();
         store.finish_background_sync(Ok(())).unwrap();
         assert_eq!(store.fsyncs(), 1);
+        assert_eq!(
+            store.fsync_latency().count(),
+            1,
+            "the background sync was timed"
+        );
         store.sync().unwrap();
+        assert_eq!(store.fsync_latency().count(), 2, "and the foreground one");
         assert_eq!(store.fsyncs(), 2, "the later append was still unsynced");
         store.sync().unwrap();
         assert_eq!(store.fsyncs(), 2, "nothing new");

@@ -61,6 +61,8 @@ pub fn config(state_dir: &Path, node: &str, port: u16) -> Config {
     config.whisper.bind = std::net::SocketAddrV4::new(LOOPBACK, 0);
     config.sync.heartbeat = Duration::from_millis(200);
     config.sync.peer_timeout = Duration::from_millis(1500);
+    // No web page unless a test asks for one (on a port of its own).
+    config.http.enabled = false;
     config.validate().expect("test config is valid");
     config
 }
@@ -106,6 +108,8 @@ ttl = 1
 bind = "127.0.0.1:0"
 [sync]
 heartbeat = "200ms"
+[http]
+enabled = false
 "#,
         dir.join("state").display(),
         group_name(port)

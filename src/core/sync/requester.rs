@@ -355,11 +355,13 @@ impl Peer {
             return;
         };
         self.stats.sessions_completed += 1;
+        let took_ms = now.mono_ms.saturating_sub(session.started_ms);
+        self.stats.catch_up.observe_us(took_ms.saturating_mul(1000));
         info!(
             target: "sync",
             "SYNC reconciled with {} in {} ms: {} requests, {} entries received, {} multicast to the group",
             session.label,
-            now.mono_ms.saturating_sub(session.started_ms),
+            took_ms,
             session.requests,
             session.received,
             session.pushed

@@ -1,5 +1,6 @@
 //! The peer's counters: what it sent, received, dropped and achieved.
 
+use crate::core::histogram::Histogram;
 use std::collections::BTreeMap;
 
 #[cfg(doc)]
@@ -51,6 +52,8 @@ pub struct Stats {
     /// Requests that asked nothing, sent to prove our address to a unicast peer that gave
     /// us a new cookie.
     pub address_proofs: u64,
+    /// How long completed reconciliation sessions (catch-ups) took, start to finish.
+    pub catch_up: Histogram,
 }
 
 impl Stats {
