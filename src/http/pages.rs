@@ -257,6 +257,14 @@ fn render_player(status: &StatusResult, name: &str, rows: &[HistoryRow]) -> Mark
                                 (total_cell(row.total))
                                 td.reason {
                                     (terminal_safe(&row.entry.reason))
+                                    // Digests are hex we computed, but they pass through the
+                                    // escaping like everything else.
+                                    @if let Some(original) = &row.reverts {
+                                        " " span.tag title=(original) { "reverts " (original.get(..8).unwrap_or(original)) }
+                                    }
+                                    @if let Some(by) = &row.reverted_by {
+                                        " " span.tag title=(by) { "reverted by " (by.get(..8).unwrap_or(by)) }
+                                    }
                                     @if let Some(why) = &row.rejected {
                                         " " span.tag title=(terminal_safe(why)) { "counts for nothing: " (terminal_safe(why)) }
                                     }
@@ -451,5 +459,18 @@ mod tests {
         assert!(page.contains("counts for nothing"), "{page}");
         assert!(page.contains("class=\"num neg\">-5<"), "{page}");
         assert!(page.contains("<svg class=\"chart\""), "{page}");
+    }
+
+    #[test]
+    fn a_player_page_links_a_revert_and_the_entry_it_reverts() {
+        let mut original = row("Bob", "boots", 10, 10);
+        original.rejected = None;
+        original.reverted_by = Some("f00dfeed".repeat(4));
+        let mut reverting = row("Bob", "revert", -10, 0);
+        reverting.rejected = None;
+        reverting.reverts = Some("abcdef01".repeat(4));
+        let page = render_player(&status(), "Bob", &[original, reverting]).into_string();
+        assert!(page.contains("reverts abcdef01<"), "{page}");
+        assert!(page.contains("reverted by f00dfeed<"), "{page}");
     }
 }
