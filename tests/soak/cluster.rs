@@ -34,17 +34,14 @@ pub const WHISPER_PORT: u16 = 47684;
 const START_LIMIT: Duration = Duration::from_secs(60);
 /// How full node 0's tmpfs state dir may get (the disk the nemesis fills).
 pub const TMPFS_BYTES: u64 = 96 << 20;
-/// Where Debian's `faketime` package puts the preload library.
-const FAKETIME_LIBS: [&str; 2] = [
-    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
-];
-
-/// The preload library of libfaketime, if installed.
+/// libfaketime's preload library where Debian's `faketime` package puts it
+/// (`/usr/lib/ARCH-linux-gnu/faketime/libfaketime.so.1`), if installed.
 pub fn faketime_lib() -> Option<PathBuf> {
-    FAKETIME_LIBS
-        .iter()
-        .map(PathBuf::from)
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with("-linux-gnu"))
+        .map(|e| e.path().join("faketime/libfaketime.so.1"))
         .find(|path| path.is_file())
 }
 

@@ -317,9 +317,8 @@ impl<'a> Nemesis<'a> {
     pub fn midway(&mut self) {
         let killed = std::mem::take(&mut self.active.killed);
         for i in killed {
-            if self.rng.chance(0.5) {
-                self.restart(i, "midway");
-            } else {
+            // One that fails to come back (a violation, recorded) is tried again at the heal.
+            if !(self.rng.chance(0.5) && self.restart(i, "midway")) {
                 self.active.killed.push(i);
             }
         }
@@ -403,8 +402,8 @@ impl<'a> Nemesis<'a> {
         torn.len()
     }
 
-    /// Starts node `i` again; a failure is a violation.
-    fn restart(&mut self, i: usize, when: &str) {
+    /// Starts node `i` again; a failure is a violation. Whether it runs.
+    fn restart(&mut self, i: usize, when: &str) -> bool {
         let node = &self.cluster.nodes[i];
         let mut proc = node.proc();
         let result = node.start_locked(&mut proc, &self.cluster.bin, &self.cluster.faketime);
@@ -413,10 +412,12 @@ impl<'a> Nemesis<'a> {
             Ok(()) => {
                 self.note(format!("restart n{i} ({when})"));
                 self.check_torn_cut(i);
+                true
             }
             Err(e) => {
                 self.note(format!("restart n{i} FAILED"));
                 self.failures.push(format!("restart of n{i} {when}: {e}"));
+                false
             }
         }
     }
@@ -586,13 +587,19 @@ impl<'a> Nemesis<'a> {
         let (a, b) = self.sides();
         self.cut(&a, &b, true);
         self.note(format!("partition {a:?} | {b:?} for an officer change"));
-        if !self.spares.is_empty() {
+        // Not through a stopped daemon (the CLI would wait for it).
+        let paused = self.active.paused.clone();
+        let a: Vec<usize> = a.into_iter().filter(|i| !paused.contains(i)).collect();
+        let b: Vec<usize> = b.into_iter().filter(|i| !paused.contains(i)).collect();
+        if !self.spares.is_empty() && !b.is_empty() {
             let old = self.spares.remove(0);
             let remover = b[self.rng.below(b.len() as u64) as usize];
             self.roster_cli(remover, &["officer", "remove", &old]);
         }
-        let adder = a[self.rng.below(a.len() as u64) as usize];
-        self.add_spare(adder);
+        if !a.is_empty() {
+            let adder = a[self.rng.below(a.len() as u64) as usize];
+            self.add_spare(adder);
+        }
     }
 
     fn roster_cli(&mut self, i: usize, args: &[&str]) {
