@@ -145,7 +145,11 @@ fn run(settings: &Settings) -> Report {
     std::thread::scope(|scope| {
         if violations.is_empty() {
             for node in cluster.nodes.iter().filter(|n| n.officer) {
-                let (w, c, seed) = (&workload, &cluster, settings.seed * 1000 + node.index as u64);
+                let (w, c, seed) = (
+                    &workload,
+                    &cluster,
+                    settings.seed * 1000 + node.index as u64,
+                );
                 scope.spawn(move || w.officer(c, node.index, seed));
             }
             for r in 0..2 {
@@ -157,7 +161,9 @@ fn run(settings: &Settings) -> Report {
             scope.spawn(move || m.run(c, every, started));
             nemesis.add_first_spare();
             if let Err(e) = checker::converge(&cluster, settings.converge_limit) {
-                nemesis.failures.push(format!("before the first episode: {e}"));
+                nemesis
+                    .failures
+                    .push(format!("before the first episode: {e}"));
             }
             nemesis.take_snapshot();
             episodes(settings, &cluster, &workload, &mut nemesis, &mut heals);

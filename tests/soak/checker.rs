@@ -252,8 +252,10 @@ pub fn final_check(cluster: &Cluster, ops: &[Op], jumps: &[(usize, u64, u64, u64
     }
     for (i, p) in points.iter().enumerate().skip(1) {
         if p != &points[0] {
-            out.violations
-                .push(format!("n{i}'s totals differ from n0's: {p:?} vs {:?}", points[0]));
+            out.violations.push(format!(
+                "n{i}'s totals differ from n0's: {p:?} vs {:?}",
+                points[0]
+            ));
         }
     }
     out.entries = ids[0].len();
@@ -323,10 +325,7 @@ pub fn final_check(cluster: &Cluster, ops: &[Op], jumps: &[(usize, u64, u64, u64
         ));
     }
     let known: BTreeSet<String> = ops.iter().map(|op| reason(op.id)).collect();
-    let strangers = by_reason
-        .keys()
-        .filter(|r| !known.contains(**r))
-        .count();
+    let strangers = by_reason.keys().filter(|r| !known.contains(**r)).count();
     if strangers > 0 {
         out.violations.push(format!(
             "{strangers} point entries match no adjust the workload made"
@@ -334,7 +333,11 @@ pub fn final_check(cluster: &Cluster, ops: &[Op], jumps: &[(usize, u64, u64, u64
     }
     let rejected: Vec<String> = histories[0]
         .iter()
-        .filter_map(|r| r.rejected.as_ref().map(|why| format!("{}: {why}", r.entry.reason)))
+        .filter_map(|r| {
+            r.rejected
+                .as_ref()
+                .map(|why| format!("{}: {why}", r.entry.reason))
+        })
         .collect();
     if !rejected.is_empty() {
         out.violations.push(format!(

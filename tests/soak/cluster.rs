@@ -48,7 +48,9 @@ pub fn faketime_lib() -> Option<PathBuf> {
 /// Whether this kernel has tc netem (many, CI's among them, are built without it): tried on
 /// a veth pair in a namespace of our own.
 pub fn netem_available(sw: &Ns) -> bool {
-    sw.ip(&["link", "add", "probe0", "type", "veth", "peer", "name", "probe1"]);
+    sw.ip(&[
+        "link", "add", "probe0", "type", "veth", "peer", "name", "probe1",
+    ]);
     let ok = try_run(
         "ip",
         &[
@@ -465,7 +467,10 @@ root_key_file = "{root}"
     /// Replaces the switch's fault rules with `faults` (one atomic nftables transaction),
     /// adding the replaced rules' counts to the run's totals first.
     pub fn set_net(&self, faults: &NetFaults) {
-        if self.rules_loaded.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        if self
+            .rules_loaded
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
             let (b, l, d) = self.net_counts();
             let mut total = self.datagrams.lock().unwrap();
             *total = (total.0 + b, total.1 + l, total.2 + d);
@@ -541,7 +546,15 @@ table netdev soakdup {{
             let _ = try_run(
                 "ip",
                 &[
-                    "netns", "exec", &self.sw.name, "tc", "qdisc", "del", "dev", &port, "root",
+                    "netns",
+                    "exec",
+                    &self.sw.name,
+                    "tc",
+                    "qdisc",
+                    "del",
+                    "dev",
+                    &port,
+                    "root",
                 ],
             );
             if ms > 0 {
@@ -608,4 +621,3 @@ pub fn missing_requirements() -> Vec<String> {
     }
     missing
 }
-

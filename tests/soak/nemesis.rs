@@ -135,7 +135,7 @@ impl<'a> Nemesis<'a> {
     /// A nemesis over `cluster` seeded with `seed`, logging to `log`.
     pub fn new(
         cluster: &'a Cluster,
-            seed: u64,
+        seed: u64,
         started: Instant,
         log: Option<std::fs::File>,
     ) -> Nemesis<'a> {
@@ -175,8 +175,8 @@ impl<'a> Nemesis<'a> {
     /// Picks the faults of the next episode: `forced` if given, plus (in the long run) now
     /// and then a second one that does not also cut the network.
     pub fn choose(&mut self, forced: Option<Fault>, combine: bool) -> Vec<Fault> {
-        let first = forced
-            .unwrap_or_else(|| Fault::ALL[self.rng.below(Fault::ALL.len() as u64) as usize]);
+        let first =
+            forced.unwrap_or_else(|| Fault::ALL[self.rng.below(Fault::ALL.len() as u64) as usize]);
         let mut faults = vec![first];
         if combine && self.rng.chance(0.35) {
             let second = Fault::ALL[self.rng.below(Fault::ALL.len() as u64) as usize];
@@ -276,7 +276,8 @@ impl<'a> Nemesis<'a> {
                 let ahead = self.rng.below(officers as u64) as usize;
                 let minutes = self.between(60, 180);
                 self.jump(ahead, &format!("+{minutes}m"));
-                self.jumps.push((ahead, minutes, unix_ms() + 1500, u64::MAX));
+                self.jumps
+                    .push((ahead, minutes, unix_ms() + 1500, u64::MAX));
                 let behind = self.rng.below(n as u64) as usize;
                 if behind != ahead && self.rng.chance(0.7) {
                     let minutes = self.between(30, 180);
@@ -286,10 +287,7 @@ impl<'a> Nemesis<'a> {
             Fault::DiskFull => {
                 let filler = self.cluster.tmpfs().join("filler");
                 let written = fill(&filler);
-                self.note(format!(
-                    "disk of n0 full ({} MiB filler)",
-                    written >> 20
-                ));
+                self.note(format!("disk of n0 full ({} MiB filler)", written >> 20));
                 self.active.filler = Some(filler);
             }
             Fault::SyncOff => {
@@ -551,7 +549,8 @@ impl<'a> Nemesis<'a> {
             "restore n{i}'s state dir from the copy taken earlier ({files} files) and restart"
         ));
         if let Err(e) = result {
-            self.failures.push(format!("restart of n{i} after restore: {e}"));
+            self.failures
+                .push(format!("restart of n{i} after restore: {e}"));
         }
         // The next restore uses a newer copy of some node.
         if self.rng.chance(0.5) {
@@ -627,7 +626,6 @@ impl<'a> Nemesis<'a> {
     pub fn started(&self) -> Instant {
         self.started
     }
-
 }
 
 /// The true time, Unix ms (this process has no libfaketime).

@@ -102,8 +102,16 @@ impl Report {
             "adjusts: {} acknowledged, {} failed, {} unanswered ({} of which got in); {} via the CLI",
             o.acknowledged, o.failed, o.unknown, o.unknown_present, o.via_cli
         );
-        let _ = writeln!(t, "reads: {} answered, {} failed", o.reads_ok, o.reads_failed);
-        let faults: Vec<String> = self.faults.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let _ = writeln!(
+            t,
+            "reads: {} answered, {} failed",
+            o.reads_ok, o.reads_failed
+        );
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         let _ = writeln!(t, "faults: {}", faults.join(", "));
         if !self.netem {
             let _ = writeln!(
@@ -176,12 +184,21 @@ impl Report {
             serde_json::to_string_pretty(self).expect("report serializes"),
         )?;
         std::fs::write(dir.join("chart.svg"), self.svg(samples))?;
-        let mut csv = String::from("at_s,node,generation,rss_kib,fds,peers,entries,log_bytes,output_bytes\n");
+        let mut csv =
+            String::from("at_s,node,generation,rss_kib,fds,peers,entries,log_bytes,output_bytes\n");
         for s in samples {
             let _ = writeln!(
                 csv,
                 "{:.1},{},{},{},{},{},{},{},{}",
-                s.at, s.node, s.generation, s.rss_kib, s.fds, s.peers, s.entries, s.log_bytes, s.output_bytes
+                s.at,
+                s.node,
+                s.generation,
+                s.rss_kib,
+                s.fds,
+                s.peers,
+                s.entries,
+                s.log_bytes,
+                s.output_bytes
             );
         }
         std::fs::write(dir.join("samples.csv"), csv)
@@ -196,8 +213,8 @@ impl Report {
         const TOP: f64 = 30.0;
         const GAP: f64 = 60.0;
         let colours = [
-            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-            "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939",
+            "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+            "#bcbd22", "#17becf", "#393b79", "#637939",
         ];
         let span = self.duration_s.max(1.0);
         let x = |at: f64| LEFT + (at / span) * (W - LEFT - 20.0);

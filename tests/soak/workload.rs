@@ -201,7 +201,13 @@ impl Workload {
         let result = n.cli(
             &cluster.bin,
             &[
-                "adjust", "--player", player, "--delta", &delta, "--reason", &reason(id),
+                "adjust",
+                "--player",
+                player,
+                "--delta",
+                &delta,
+                "--reason",
+                &reason(id),
             ],
         );
         drop(proc);
