@@ -138,12 +138,7 @@ impl Workload {
             } else {
                 magnitude
             };
-            let cli = rng.chance(0.05);
-            let outcome = if cli {
-                self.adjust_cli(cluster, node, &player, delta, id)
-            } else {
-                self.adjust_socket(cluster, node, &player, delta, id)
-            };
+            let (outcome, cli) = self.adjust(cluster, node, (&player, delta, id), rng.chance(0.05));
             self.ops.lock().unwrap().push(Op {
                 id,
                 node,
@@ -157,64 +152,56 @@ impl Workload {
         }
     }
 
-    fn adjust_socket(
+    /// One adjust through node `node`: by the CLI if `cli` (and the daemon is not stopped),
+    /// else through the control socket. Its outcome, and whether the CLI made it.
+    fn adjust(
         &self,
         cluster: &Cluster,
         node: usize,
-        player: &str,
-        delta: i64,
-        id: u64,
-    ) -> Outcome {
+        (player, delta, id): (&str, i64, u64),
+        cli: bool,
+    ) -> (Outcome, bool) {
         let n = &cluster.nodes[node];
+        if cli {
+            // Holding the process lock keeps a restart from racing an offline adjust for the
+            // log's lock; a stopped daemon would block the CLI while we hold it.
+            let proc = n.proc();
+            if proc.life != Life::Paused {
+                let delta = delta.to_string();
+                let result = n.cli(
+                    &cluster.bin,
+                    &[
+                        "adjust",
+                        "--player",
+                        player,
+                        "--delta",
+                        &delta,
+                        "--reason",
+                        &reason(id),
+                    ],
+                );
+                drop(proc);
+                return match result {
+                    Ok(_) => (Outcome::Acked, true),
+                    Err(e) => (Outcome::Unknown(e), true),
+                };
+            }
+        }
         let adjust = Adjust {
             player: player.to_owned(),
             delta,
             reason: reason(id),
             actor: None,
         };
-        match control::call(&n.socket(), adjust) {
+        let outcome = match control::call(&n.socket(), adjust) {
             Ok(_) => Outcome::Acked,
             // Nobody listening: the request never reached a daemon.
             Err(e @ ControlError::NotRunning { .. }) => Outcome::Failed(e.to_string()),
             // The daemon answered no: nothing was written (a full disk, say).
             Err(e @ ControlError::Refused { .. }) => Outcome::Failed(e.to_string()),
             Err(e) => Outcome::Unknown(e.to_string()),
-        }
-    }
-
-    fn adjust_cli(
-        &self,
-        cluster: &Cluster,
-        node: usize,
-        player: &str,
-        delta: i64,
-        id: u64,
-    ) -> Outcome {
-        let n = &cluster.nodes[node];
-        // Holding the process lock keeps a restart from racing an offline adjust for the
-        // log's lock; a stopped daemon would block the CLI while we hold it, so skip those.
-        let proc = n.proc();
-        if proc.life == Life::Paused {
-            return Outcome::Failed("daemon stopped; CLI not tried".into());
-        }
-        let delta = delta.to_string();
-        let result = n.cli(
-            &cluster.bin,
-            &[
-                "adjust",
-                "--player",
-                player,
-                "--delta",
-                &delta,
-                "--reason",
-                &reason(id),
-            ],
-        );
-        drop(proc);
-        match result {
-            Ok(_) => Outcome::Acked,
-            Err(e) => Outcome::Unknown(e),
-        }
+        };
+        (outcome, false)
     }
 
     /// Runs one reader until stopped: `points` mostly, `status`, a player's `history`, and
