@@ -104,7 +104,8 @@ struct Active {
     clocks: Vec<usize>,
     /// Torn tails appended and not yet checked: (node, offset, bytes).
     torn: Vec<(usize, u64, Vec<u8>)>,
-    filler: Option<PathBuf>,
+    /// The filler file and how long node 0's output was when the disk filled.
+    filler: Option<(PathBuf, u64)>,
     sync_off: Vec<usize>,
 }
 
@@ -286,9 +287,11 @@ impl<'a> Nemesis<'a> {
             }
             Fault::DiskFull => {
                 let filler = self.cluster.tmpfs().join("filler");
+                let output =
+                    std::fs::metadata(&self.cluster.nodes[0].output).map_or(0, |m| m.len());
                 let written = fill(&filler);
                 self.note(format!("disk of n0 full ({} MiB filler)", written >> 20));
-                self.active.filler = Some(filler);
+                self.active.filler = Some((filler, output));
             }
             Fault::SyncOff => {
                 for i in self.some_nodes((n - 1) / 2) {
@@ -350,8 +353,9 @@ impl<'a> Nemesis<'a> {
         for jump in self.jumps.iter_mut().filter(|j| j.3 == u64::MAX) {
             jump.3 = now;
         }
-        if let Some(filler) = self.active.filler.take() {
+        if let Some((filler, output)) = self.active.filler.take() {
             let _ = std::fs::remove_file(filler);
+            self.check_full_disk_logged(output);
         }
         for i in std::mem::take(&mut self.active.killed) {
             self.restart(i, "at the heal");
@@ -418,6 +422,26 @@ impl<'a> Nemesis<'a> {
                 false
             }
         }
+    }
+
+    /// What node 0 logged about I/O errors while its disk was full (from byte `from` of its
+    /// output on) must name the cause. Found by this soak: the daemon logged "I/O error
+    /// while appending to …" and never "No space left on device" (regression test:
+    /// `store::error::tests::describe_names_the_operating_system_error_under_an_io_error`).
+    fn check_full_disk_logged(&mut self, from: u64) {
+        let text = std::fs::read(&self.cluster.nodes[0].output).unwrap_or_default();
+        let since = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC).to_string();
+        let io_errors: Vec<&str> = since.lines().filter(|l| l.contains("I/O error")).collect();
+        if let Some(bad) = io_errors.iter().find(|l| !l.contains(&full)) {
+            self.failures.push(format!(
+                "n0 logged an I/O error on a full disk without its cause ({full:?}): {bad}"
+            ));
+        }
+        self.note(format!(
+            "n0 logged {} I/O errors while its disk was full",
+            io_errors.len()
+        ));
     }
 
     /// After node `i` restarted: the torn bytes appended to its log before must be gone
