@@ -306,6 +306,7 @@ fn episodes(
             at,
             faults: names,
             converged_s,
+            load: load_average(),
         });
         if converged_s.is_none() {
             break;
@@ -318,4 +319,12 @@ fn episodes(
             std::thread::sleep(Duration::from_secs(nemesis.between(0, 5)));
         }
     }
+}
+
+/// The machine's 1-minute load average (0 if unreadable).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }

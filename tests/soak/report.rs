@@ -16,6 +16,9 @@ pub struct Heal {
     pub faults: Vec<&'static str>,
     /// Seconds until every node had one fingerprint (None: it never did).
     pub converged_s: Option<f64>,
+    /// The machine's 1-minute load average then (convergence slows when the daemons wait
+    /// for a CPU: a shared machine says so here).
+    pub load: f64,
 }
 
 /// Adjust outcomes.
@@ -135,6 +138,15 @@ impl Report {
             self.heals.len(),
             self.convergence_median_s,
             self.convergence_max_s
+        );
+        let mut loads: Vec<f64> = self.heals.iter().map(|h| h.load).collect();
+        loads.sort_by(f64::total_cmp);
+        let _ = writeln!(
+            t,
+            "machine load average at the heals: median {:.1}, max {:.1} (on {} CPUs)",
+            loads.get(loads.len() / 2).copied().unwrap_or(0.0),
+            loads.last().copied().unwrap_or(0.0),
+            std::thread::available_parallelism().map_or(0, |n| n.get())
         );
         let _ = writeln!(
             t,
