@@ -375,6 +375,9 @@ pub struct NodeResources {
     pub rss_growth_mib_per_hour: f64,
     /// Seconds the last process's judged samples span.
     pub judged_seconds: f64,
+    /// RSS gained per 1,000 entries the log gained over the judged samples, KiB (None when
+    /// the log did not grow): how much of the growth the entries explain.
+    pub rss_kib_per_1000_entries: Option<f64>,
     /// Most open descriptors seen.
     pub fds_max: u64,
     /// Most peers seen, and at the end.
@@ -412,6 +415,13 @@ pub fn resources(
         let (rss_start, growth, span) = match (judged.first(), judged.last()) {
             (Some(first), Some(end)) => (first.rss_kib, slope(&judged), end.at - first.at),
             _ => (last.rss_kib, 0.0, 0.0),
+        };
+        let per_entry = match (judged.first(), judged.last()) {
+            (Some(first), Some(end)) if end.entries > first.entries => Some(
+                (end.rss_kib as f64 - first.rss_kib as f64) * 1000.0
+                    / (end.entries - first.entries) as f64,
+            ),
+            _ => None,
         };
         // Growth beyond what the entries explain: from the lowest judged sample onwards.
         if let Some(low) = judged.iter().min_by_key(|s| s.rss_kib) {
@@ -458,6 +468,7 @@ pub fn resources(
             rss_max_mib: mib(mine.iter().map(|s| s.rss_kib).max().unwrap_or(0)),
             rss_growth_mib_per_hour: growth,
             judged_seconds: span,
+            rss_kib_per_1000_entries: per_entry,
             fds_max: mine.iter().map(|s| s.fds).max().unwrap_or(0),
             peers_max,
             peers_end: last.peers,

@@ -155,12 +155,12 @@ impl Report {
         );
         let _ = writeln!(
             t,
-            "node  procs  RSS start→end (max) MiB   growth MiB/h (over s)  fds  peers max/end  entries  log KiB  output KiB"
+            "node  procs  RSS start→end (max) MiB   growth MiB/h (over s)  KiB/1k entries  fds  peers max/end  entries  log KiB  output KiB"
         );
         for r in &self.resources {
             let _ = writeln!(
                 t,
-                "{:<5} {:>5}  {:>6.1} → {:>6.1} ({:>6.1})   {:>+8.2} ({:>6.0})        {:>4}  {:>4}/{:<4}       {:>7}  {:>7}  {:>9}",
+                "{:<5} {:>5}  {:>6.1} → {:>6.1} ({:>6.1})   {:>+8.2} ({:>6.0})  {:>14}  {:>4}  {:>4}/{:<4}       {:>7}  {:>7}  {:>9}",
                 r.node,
                 r.processes,
                 r.rss_start_mib,
@@ -168,6 +168,8 @@ impl Report {
                 r.rss_max_mib,
                 r.rss_growth_mib_per_hour,
                 r.judged_seconds,
+                r.rss_kib_per_1000_entries
+                    .map_or("-".to_owned(), |k| format!("{k:+.0}")),
                 r.fds_max,
                 r.peers_max,
                 r.peers_end,
