@@ -122,6 +122,11 @@ fn soak_real_daemons_under_faults_lose_nothing() {
 
 /// Runs the whole soak and writes its report.
 fn run(settings: &Settings) -> Report {
+    // A run that was killed left node 0's tmpfs mounted in its run directory.
+    let _ = net::try_run(
+        "umount",
+        &["-l", settings.report.join("run/n0/state").to_str().unwrap()],
+    );
     let _ = std::fs::remove_dir_all(&settings.report);
     std::fs::create_dir_all(&settings.report).unwrap();
     let work = settings.report.join("run");
