@@ -196,7 +196,15 @@ fn run(settings: &Settings) -> Report {
         }
     }
     let samples = monitor.samples.lock().unwrap().clone();
-    let resources = checker::resources(&cluster, &samples, &mut violations);
+    let resources = checker::resources(
+        &cluster
+            .nodes
+            .iter()
+            .map(|n| n.name.clone())
+            .collect::<Vec<_>>(),
+        &samples,
+        &mut violations,
+    );
     let count = |f: fn(&Outcome) -> bool| ops.iter().filter(|op| f(&op.outcome)).count();
     let mut report = Report {
         seed: settings.seed,

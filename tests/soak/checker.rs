@@ -233,6 +233,21 @@ pub fn final_check(cluster: &Cluster, ops: &[Op], jumps: &[(usize, u64, u64, u64
             }
         }
     }
+    let mut judged = judge(&histories, &points, &prints, ops, jumps);
+    judged.violations.splice(0..0, out.violations);
+    judged
+}
+
+/// The final check's verdict on what the nodes hold (`histories`, `points` and their
+/// fingerprints `prints`, one per node, n0 first) given what the workload did.
+pub fn judge(
+    histories: &[HistoryResult],
+    points: &[BTreeMap<String, i64>],
+    prints: &BTreeSet<String>,
+    ops: &[Op],
+    jumps: &[(usize, u64, u64, u64)],
+) -> Final {
+    let mut out = Final::default();
     if prints.len() != 1 {
         out.violations
             .push(format!("fingerprints differ at the end: {prints:?}"));
@@ -393,17 +408,18 @@ pub struct NodeResources {
 }
 
 /// Summarizes each node's samples and finds growth the entry count does not explain.
+/// `names` are the nodes' names, by index.
 pub fn resources(
-    cluster: &Cluster,
+    names: &[String],
     samples: &[Sample],
     violations: &mut Vec<String>,
 ) -> Vec<NodeResources> {
-    let n = cluster.nodes.len();
+    let n = names.len();
     let mut out = Vec::new();
-    for node in &cluster.nodes {
-        let mine: Vec<&Sample> = samples.iter().filter(|s| s.node == node.index).collect();
+    for (index, name) in names.iter().enumerate() {
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.node == index).collect();
         let Some(last) = mine.last() else {
-            violations.push(format!("{}: never sampled", node.name));
+            violations.push(format!("{}: never sampled", name));
             continue;
         };
         let judged: Vec<&Sample> = mine
@@ -432,7 +448,7 @@ pub fn resources(
                     violations.push(format!(
                         "{}: RSS grew {:.1} MiB from {:.0}s to {:.0}s while the log gained only \
                          {gained} entries (allowed {:.1} MiB)",
-                        node.name,
+                        name,
                         mib(s.rss_kib - low.rss_kib),
                         low.at,
                         s.at,
@@ -447,7 +463,7 @@ pub fn resources(
             if high > low + FD_SLACK {
                 violations.push(format!(
                     "{}: open descriptors grew from {low} to {high}",
-                    node.name
+                    name
                 ));
             }
         }
@@ -457,11 +473,11 @@ pub fn resources(
         if peers_max > 2 * n {
             violations.push(format!(
                 "{}: peer table reached {peers_max} entries with {n} nodes",
-                node.name
+                name
             ));
         }
         out.push(NodeResources {
-            node: node.name.clone(),
+            node: name.clone(),
             processes: last.generation,
             rss_start_mib: mib(rss_start),
             rss_end_mib: mib(last.rss_kib),
@@ -498,4 +514,261 @@ fn slope(samples: &[&Sample]) -> f64 {
     }
     // KiB per second to MiB per hour.
     num / den * 3600.0 / 1024.0
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checker must catch what it is there to catch: each test feeds it a made-up end
+    //! state with one fault in it (these need no root and no daemon).
+
+    use super::*;
+    use loot_sync::core::ledger::HistoryRow;
+    use loot_sync::testing::EntryBuilder;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn op(id: u64, player: &str, delta: i64, outcome: Outcome) -> Op {
+        Op {
+            id,
+            node: 0,
+            player: player.into(),
+            delta,
+            cli: false,
+            outcome,
+            wall_ms: NOW + id * 1000,
+        }
+    }
+
+    /// The history row of `op`'s entry, stamped `ahead_ms` after the op's time.
+    fn row(op: &Op, ahead_ms: u64) -> HistoryRow {
+        let mut random = [0u8; 10];
+        random[..8].copy_from_slice(&op.id.to_le_bytes());
+        HistoryRow {
+            entry: EntryBuilder::at_ms(op.wall_ms + ahead_ms)
+                .id_random(random)
+                .target(op.player.clone())
+                .delta(op.delta)
+                .reason(reason(op.id))
+                .build(),
+            total: 0,
+            rejected: None,
+            signed_by: None,
+        }
+    }
+
+    fn totals(rows: &[HistoryRow]) -> BTreeMap<String, i64> {
+        let mut totals = BTreeMap::new();
+        for r in rows {
+            *totals.entry(r.entry.target.clone()).or_default() += r.entry.delta;
+        }
+        totals
+    }
+
+    /// Two nodes holding `rows`, in agreement.
+    fn agreeing(ops: &[Op], rows: Vec<HistoryRow>) -> Final {
+        let points = totals(&rows);
+        judge(
+            &[rows.clone(), rows],
+            &[points.clone(), points],
+            &BTreeSet::from(["3:abc".to_owned()]),
+            ops,
+            &[],
+        )
+    }
+
+    fn ops() -> Vec<Op> {
+        vec![
+            op(0, "Aria", 5, Outcome::Acked),
+            op(1, "Bo", -3, Outcome::Acked),
+            op(2, "Aria", 7, Outcome::Unknown("timed out".into())),
+            op(3, "Bo", 9, Outcome::Failed("refused".into())),
+        ]
+    }
+
+    #[test]
+    fn a_clean_end_passes_and_counts_unanswered_adjusts_that_got_in() {
+        let ops = ops();
+        let end = agreeing(
+            &ops,
+            vec![row(&ops[0], 0), row(&ops[1], 0), row(&ops[2], 0)],
+        );
+        assert!(end.violations.is_empty(), "{:?}", end.violations);
+        assert_eq!(
+            (end.entries, end.unknown_present, end.total_points),
+            (3, 1, 9)
+        );
+    }
+
+    #[test]
+    fn a_lost_acknowledged_adjust_is_a_violation() {
+        let ops = ops();
+        let end = agreeing(&ops, vec![row(&ops[0], 0)]);
+        assert!(
+            end.violations
+                .iter()
+                .any(|v| v.contains("1 acknowledged adjusts are missing")),
+            "{:?}",
+            end.violations
+        );
+    }
+
+    #[test]
+    fn a_refused_adjust_that_got_in_is_a_violation() {
+        let ops = ops();
+        let end = agreeing(
+            &ops,
+            vec![row(&ops[0], 0), row(&ops[1], 0), row(&ops[3], 0)],
+        );
+        assert!(
+            end.violations
+                .iter()
+                .any(|v| v.contains("op 3 was refused")),
+            "{:?}",
+            end.violations
+        );
+    }
+
+    #[test]
+    fn nodes_that_differ_are_violations() {
+        let ops = ops();
+        let full = vec![row(&ops[0], 0), row(&ops[1], 0)];
+        let short = vec![row(&ops[0], 0)];
+        let end = judge(
+            &[full.clone(), short.clone()],
+            &[totals(&full), totals(&short)],
+            &BTreeSet::from(["2:aaa".to_owned(), "1:bbb".to_owned()]),
+            &ops,
+            &[],
+        );
+        let all = end.violations.join("\n");
+        assert!(all.contains("fingerprints differ"), "{all}");
+        assert!(
+            all.contains("n1's entry set differs from n0's: 1 missing, 0 extra"),
+            "{all}"
+        );
+        assert!(all.contains("n1's totals differ"), "{all}");
+    }
+
+    #[test]
+    fn totals_that_are_not_the_sum_of_the_deltas_are_a_violation() {
+        let ops = ops();
+        let rows = vec![row(&ops[0], 0), row(&ops[1], 0)];
+        let mut points = totals(&rows);
+        *points.get_mut("Aria").unwrap() += 1;
+        let end = judge(
+            &[rows],
+            &[points],
+            &BTreeSet::from(["2:abc".to_owned()]),
+            &ops,
+            &[],
+        );
+        assert!(
+            end.violations
+                .iter()
+                .any(|v| v.contains("not the sum of the acknowledged deltas")),
+            "{:?}",
+            end.violations
+        );
+    }
+
+    #[test]
+    fn an_entry_no_adjust_made_is_a_violation() {
+        let ops = ops();
+        let stranger = op(99, "Cy", 1, Outcome::Acked);
+        let end = agreeing(
+            &ops,
+            vec![row(&ops[0], 0), row(&ops[1], 0), row(&stranger, 0)],
+        );
+        assert!(
+            end.violations
+                .iter()
+                .any(|v| v.contains("1 point entries match no adjust")),
+            "{:?}",
+            end.violations
+        );
+    }
+
+    #[test]
+    fn a_forward_clock_jump_must_show_in_the_entries_made_meanwhile() {
+        let ops = vec![op(0, "Aria", 5, Outcome::Acked)];
+        let jump = [(0, 90, NOW - 1, NOW + 1)];
+        let judge_with = |ahead_ms: u64| {
+            let rows = vec![row(&ops[0], ahead_ms)];
+            let points = totals(&rows);
+            judge(
+                &[rows],
+                &[points],
+                &BTreeSet::from(["1:a".to_owned()]),
+                &ops,
+                &jump,
+            )
+        };
+        let seen = judge_with(90 * 60_000);
+        assert_eq!(seen.jumped, (1, 1));
+        assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+        let unseen = judge_with(0);
+        assert_eq!(unseen.jumped, (1, 0));
+        assert!(
+            unseen
+                .violations
+                .iter()
+                .any(|v| v.contains("never reached the daemon")),
+            "{:?}",
+            unseen.violations
+        );
+    }
+
+    fn sample(at: f64, rss_mib: u64, fds: u64, entries: usize) -> Sample {
+        Sample {
+            at,
+            node: 0,
+            generation: 1,
+            age: at,
+            rss_kib: rss_mib * 1024,
+            fds,
+            peers: 2,
+            entries,
+            log_bytes: 200 * entries as u64,
+            output_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn rss_growth_the_entries_do_not_explain_is_a_violation_and_explained_growth_is_not() {
+        let names = ["n0".to_owned()];
+        // 20 → 80 MiB over an hour while the log gained 100 entries: a leak.
+        let leak: Vec<Sample> = (0..=60)
+            .map(|m| sample(60.0 * m as f64, 20 + m, 30, 1000 + m as usize))
+            .collect();
+        let mut violations = Vec::new();
+        let summary = resources(&names, &leak, &mut violations);
+        assert!(
+            violations.iter().any(|v| v.contains("RSS grew")),
+            "{violations:?}"
+        );
+        assert!((summary[0].rss_growth_mib_per_hour - 60.0).abs() < 1.0);
+        // The same growth with 60,000 entries gained (1 KiB each): explained.
+        let growth: Vec<Sample> = (0..=60)
+            .map(|m| sample(60.0 * m as f64, 20 + m, 30, 1000 + 1000 * m as usize))
+            .collect();
+        let mut violations = Vec::new();
+        resources(&names, &growth, &mut violations);
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    #[test]
+    fn descriptors_that_keep_growing_are_a_violation() {
+        let names = ["n0".to_owned()];
+        let samples: Vec<Sample> = (0..=60)
+            .map(|m| sample(20.0 + m as f64, 20, 20 + m, 1000))
+            .collect();
+        let mut violations = Vec::new();
+        resources(&names, &samples, &mut violations);
+        assert!(
+            violations
+                .iter()
+                .any(|v| v.contains("open descriptors grew from 20 to 80")),
+            "{violations:?}"
+        );
+    }
 }
