@@ -229,6 +229,7 @@ fn run(settings: &Settings) -> Report {
         convergence_max_s: 0.0,
         clock_jumped_entries: end.jumped,
         nemesis_events: nemesis.events,
+        slowest_roster_change_s: nemesis.slowest_roster_change,
         entries: end.entries,
         total_points: end.total_points,
         resources,

@@ -54,6 +54,11 @@ pub fn run(program: &str, args: &[&str]) -> String {
 /// Runs `program args` with a time limit; its stdout, or an error naming the command and
 /// what it printed.
 pub fn try_run(program: &str, args: &[&str]) -> Result<String, String> {
+    try_run_limited(program, args, COMMAND_LIMIT)
+}
+
+/// [`try_run`] with a time limit of `limit` instead of the usual one.
+pub fn try_run_limited(program: &str, args: &[&str], limit: Duration) -> Result<String, String> {
     let line = format!("{program} {}", args.join(" "));
     let mut child = Command::new(tool_path(program).unwrap_or_else(|| program.into()))
         .args(args)
@@ -79,10 +84,10 @@ pub fn try_run(program: &str, args: &[&str]) -> Result<String, String> {
         if let Some(status) = child.try_wait().map_err(|e| format!("`{line}`: {e}"))? {
             break status;
         }
-        if start.elapsed() > COMMAND_LIMIT {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("`{line}` took longer than {COMMAND_LIMIT:?}"));
+            return Err(format!("`{line}` took longer than {limit:?}"));
         }
         std::thread::sleep(Duration::from_millis(1));
     };

@@ -18,7 +18,7 @@
 //! file the nemesis rewrites (a clock jump while the daemon runs). Node 0's state dir is a
 //! small tmpfs, so the nemesis can fill its disk.
 
-use super::net::{remove_stale_namespaces, run, tool_path, try_run, Ns, PREFIX};
+use super::net::{remove_stale_namespaces, run, tool_path, try_run, try_run_limited, Ns, PREFIX};
 use loot_sync::control::{self, ControlError, Status, StatusResult};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,11 @@ pub const WHISPER_PORT: u16 = 47684;
 /// How long a daemon may take to answer on its control socket after starting (a big log is
 /// replayed first; debug builds are slow).
 const START_LIMIT: Duration = Duration::from_secs(60);
+/// How long the adjust CLI may take.
+pub const CLI_LIMIT: Duration = Duration::from_secs(20);
+/// How long `officer add|remove` may take: it fetches and re-judges the whole log (every
+/// signature) in the CLI, which on a long run's log in a debug build takes many seconds.
+pub const ROSTER_LIMIT: Duration = Duration::from_secs(180);
 /// How full node 0's tmpfs state dir may get (the disk the nemesis fills).
 pub const TMPFS_BYTES: u64 = 96 << 20;
 /// libfaketime's preload library where Debian's `faketime` package puts it
@@ -237,13 +242,14 @@ impl Node {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Runs the real CLI inside the node's namespace: `lootsync --config FILE args`.
-    pub fn cli(&self, bin: &Path, args: &[&str]) -> Result<String, String> {
+    /// Runs the real CLI inside the node's namespace: `lootsync --config FILE args`, for
+    /// at most `limit`.
+    pub fn cli(&self, bin: &Path, args: &[&str], limit: Duration) -> Result<String, String> {
         let config = self.config.to_str().unwrap();
         let bin = bin.to_str().unwrap();
         let mut all = vec!["netns", "exec", &self.ns, bin, "--config", config];
         all.extend_from_slice(args);
-        try_run("ip", &all)
+        try_run_limited("ip", &all, limit)
     }
 }
 
@@ -441,7 +447,11 @@ root_key_file = "{root}"
         }
         for node in &self.nodes {
             if let Some(public) = &node.officer_public {
-                self.nodes[0].cli(&self.bin, &["officer", "add", &node.name, public])?;
+                self.nodes[0].cli(
+                    &self.bin,
+                    &["officer", "add", &node.name, public],
+                    ROSTER_LIMIT,
+                )?;
             }
         }
         let officers = self.nodes.iter().filter(|n| n.officer).count();

@@ -10,7 +10,7 @@
 //! filled); `sync off`/`on`; a node's state dir restored from an old copy; an officer added
 //! on one side of a partition while another is removed on the other side.
 
-use super::cluster::{Cluster, Life, NetFaults};
+use super::cluster::{Cluster, Life, NetFaults, ROSTER_LIMIT};
 use loot_sync::control::{self, SwitchSync};
 use loot_sync::core::rng::SeededRng;
 use std::collections::BTreeMap;
@@ -120,6 +120,8 @@ pub struct Nemesis<'a> {
     pub counts: BTreeMap<&'static str, u64>,
     /// Problems it hit undoing a fault (a daemon that would not restart): violations.
     pub failures: Vec<String>,
+    /// The slowest `officer add|remove` so far, seconds.
+    pub slowest_roster_change: f64,
     /// Forward clock jumps: (node, minutes, from, to) in true Unix ms.
     pub jumps: Vec<(usize, u64, u64, u64)>,
     active: Active,
@@ -148,6 +150,7 @@ impl<'a> Nemesis<'a> {
             counts: BTreeMap::new(),
             failures: Vec::new(),
             jumps: Vec::new(),
+            slowest_roster_change: 0.0,
             active: Active::default(),
             snapshot: None,
             spares: Vec::new(),
@@ -483,8 +486,10 @@ impl<'a> Nemesis<'a> {
         )
         .trim()
         .to_owned();
-        self.roster_cli(i, &["officer", "add", &name, &public]);
-        self.spares.push(name);
+        // Only an officer that was added can be removed later.
+        if self.roster_cli(i, &["officer", "add", &name, &public]) {
+            self.spares.push(name);
+        }
     }
 
     fn cut(&mut self, a: &[usize], b: &[usize], both_ways: bool) {
@@ -625,23 +630,34 @@ impl<'a> Nemesis<'a> {
         }
     }
 
-    fn roster_cli(&mut self, i: usize, args: &[&str]) {
+    /// Runs `lootsync args` (an officer change) on node `i`; whether it succeeded.
+    fn roster_cli(&mut self, i: usize, args: &[&str]) -> bool {
         let node = &self.cluster.nodes[i];
         let proc = node.proc();
+        let started = Instant::now();
         let result = if proc.life == Life::Paused {
             Err("daemon stopped".to_owned())
         } else {
-            node.cli(&self.cluster.bin, args)
+            node.cli(&self.cluster.bin, args, ROSTER_LIMIT)
         };
         drop(proc);
+        let took = started.elapsed().as_secs_f64();
+        self.slowest_roster_change = self.slowest_roster_change.max(took);
         match result {
-            Ok(_) => self.note(format!("n{i}: lootsync {}", args[..3].join(" "))),
+            Ok(_) => {
+                self.note(format!(
+                    "n{i}: lootsync {} ({took:.1} s)",
+                    args[..3].join(" ")
+                ));
+                true
+            }
             Err(e) => {
                 self.note(format!("n{i}: lootsync {} {} failed", args[0], args[1]));
                 // A full disk refuses it; anything else is a problem.
                 if self.active.filler.is_none() || i != 0 {
                     self.failures.push(format!("n{i}: {}: {e}", args.join(" ")));
                 }
+                false
             }
         }
     }

@@ -72,6 +72,8 @@ pub struct Report {
     pub clock_jumped_entries: (usize, usize),
     /// Lines in the nemesis log.
     pub nemesis_events: usize,
+    /// The slowest `officer add|remove` through the CLI, seconds.
+    pub slowest_roster_change_s: f64,
     /// Entries on every node at the end, and the sum of all totals.
     pub entries: usize,
     /// See `entries`.
@@ -126,6 +128,11 @@ impl Report {
             t,
             "clock jumps: {} of {} adjusts through a jumped-ahead node carry the jumped time",
             self.clock_jumped_entries.1, self.clock_jumped_entries.0
+        );
+        let _ = writeln!(
+            t,
+            "slowest officer add/remove (CLI): {:.1} s",
+            self.slowest_roster_change_s
         );
         let (b, l, d) = self.datagrams_blocked_lost_duplicated;
         let _ = writeln!(

@@ -8,7 +8,7 @@
 //! namespace); one in twenty runs the real CLI inside the node's namespace. The CLI on a node
 //! whose daemon the nemesis killed writes the log itself: an officer's offline edit.
 
-use super::cluster::{Cluster, Life};
+use super::cluster::{Cluster, Life, CLI_LIMIT};
 use loot_sync::control::{self, Adjust, ControlError, History, Points, Status};
 use loot_sync::core::rng::SeededRng;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -179,6 +179,7 @@ impl Workload {
                         "--reason",
                         &reason(id),
                     ],
+                    CLI_LIMIT,
                 );
                 drop(proc);
                 return match result {
