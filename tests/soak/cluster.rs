@@ -10,7 +10,7 @@
 //! Safety: only TEST-NET-1 addresses (192.0.2.0/24); multicast only on the nodes' own `eth0`
 //! with TTL 1; veth pairs are made directly between two of our namespaces, so nothing appears
 //! in the default namespace, and the default namespace's interfaces, routes and firewall are
-//! never touched. Namespaces are named `lsnat-PID-soakN-ROLE` so `tests/nat/net.rs` cleans up
+//! never touched. Namespaces are named `lsnat-PID-soak-ROLE` so `tests/nat/net.rs` cleans up
 //! what a killed run left.
 //!
 //! Each daemon runs as `ip netns exec nI lootsync --config FILE run` (ip execs the binary, so
