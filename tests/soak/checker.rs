@@ -527,6 +527,14 @@ mod tests {
 
     const NOW: u64 = 1_800_000_000_000;
 
+    /// Fails unless some violation mentions `text`.
+    fn assert_caught(violations: &[String], text: &str) {
+        assert!(
+            violations.iter().any(|v| v.contains(text)),
+            "no violation mentions {text:?}: {violations:?}"
+        );
+    }
+
     fn op(id: u64, player: &str, delta: i64, outcome: Outcome) -> Op {
         Op {
             id,
@@ -603,13 +611,7 @@ mod tests {
     fn a_lost_acknowledged_adjust_is_a_violation() {
         let ops = ops();
         let end = agreeing(&ops, vec![row(&ops[0], 0)]);
-        assert!(
-            end.violations
-                .iter()
-                .any(|v| v.contains("1 acknowledged adjusts are missing")),
-            "{:?}",
-            end.violations
-        );
+        assert_caught(&end.violations, "1 acknowledged adjusts are missing");
     }
 
     #[test]
@@ -619,13 +621,7 @@ mod tests {
             &ops,
             vec![row(&ops[0], 0), row(&ops[1], 0), row(&ops[3], 0)],
         );
-        assert!(
-            end.violations
-                .iter()
-                .any(|v| v.contains("op 3 was refused")),
-            "{:?}",
-            end.violations
-        );
+        assert_caught(&end.violations, "op 3 was refused");
     }
 
     #[test]
@@ -662,13 +658,7 @@ mod tests {
             &ops,
             &[],
         );
-        assert!(
-            end.violations
-                .iter()
-                .any(|v| v.contains("not the sum of the acknowledged deltas")),
-            "{:?}",
-            end.violations
-        );
+        assert_caught(&end.violations, "not the sum of the acknowledged deltas");
     }
 
     #[test]
@@ -679,13 +669,7 @@ mod tests {
             &ops,
             vec![row(&ops[0], 0), row(&ops[1], 0), row(&stranger, 0)],
         );
-        assert!(
-            end.violations
-                .iter()
-                .any(|v| v.contains("1 point entries match no adjust")),
-            "{:?}",
-            end.violations
-        );
+        assert_caught(&end.violations, "1 point entries match no adjust");
     }
 
     #[test]
@@ -708,14 +692,7 @@ mod tests {
         assert!(seen.violations.is_empty(), "{:?}", seen.violations);
         let unseen = judge_with(0);
         assert_eq!(unseen.jumped, (1, 0));
-        assert!(
-            unseen
-                .violations
-                .iter()
-                .any(|v| v.contains("never reached the daemon")),
-            "{:?}",
-            unseen.violations
-        );
+        assert_caught(&unseen.violations, "never reached the daemon");
     }
 
     fn sample(at: f64, rss_mib: u64, fds: u64, entries: usize) -> Sample {
@@ -742,10 +719,7 @@ mod tests {
             .collect();
         let mut violations = Vec::new();
         let summary = resources(&names, &leak, &mut violations);
-        assert!(
-            violations.iter().any(|v| v.contains("RSS grew")),
-            "{violations:?}"
-        );
+        assert_caught(&violations, "RSS grew");
         assert!((summary[0].rss_growth_mib_per_hour - 60.0).abs() < 1.0);
         // The same growth with 60,000 entries gained (1 KiB each): explained.
         let growth: Vec<Sample> = (0..=60)
@@ -764,11 +738,6 @@ mod tests {
             .collect();
         let mut violations = Vec::new();
         resources(&names, &samples, &mut violations);
-        assert!(
-            violations
-                .iter()
-                .any(|v| v.contains("open descriptors grew from 20 to 80")),
-            "{violations:?}"
-        );
+        assert_caught(&violations, "open descriptors grew from 20 to 80");
     }
 }
