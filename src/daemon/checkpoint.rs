@@ -54,7 +54,7 @@ impl Checkpoints {
             Ok(None) => return,
             Ok(Some(job)) => job,
             Err(err) => {
-                warn!("cannot take a checkpoint: {err:#}");
+                warn!("cannot take a checkpoint: {}", err.describe());
                 return;
             }
         };
@@ -92,7 +92,7 @@ impl Checkpoints {
                 started.elapsed().as_millis()
             ),
             Ok(None) => {}
-            Err(err) => warn!("cannot write a checkpoint at shutdown: {err:#}"),
+            Err(err) => warn!("cannot write a checkpoint at shutdown: {}", err.describe()),
         }
     }
 
@@ -117,7 +117,7 @@ fn record(
 ) {
     match outcome {
         Ok(Ok(written)) => store.finish_checkpoint(&written),
-        Ok(Err(err)) => warn!("cannot write a checkpoint: {err:#}"),
+        Ok(Err(err)) => warn!("cannot write a checkpoint: {}", err.describe()),
         Err(_) => error!("the checkpoint thread panicked"),
     }
 }

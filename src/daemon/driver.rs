@@ -210,13 +210,13 @@ impl Driver {
     fn flush(&mut self) {
         self.flush_at = None;
         if let Err(err) = self.store.sync() {
-            error!("cannot flush log: {err:#}");
+            error!("cannot flush log: {}", err.describe());
         }
     }
 
     fn finish_flush(&mut self, outcome: std::io::Result<()>) {
         if let Err(err) = self.store.finish_background_sync(outcome) {
-            error!("cannot flush log: {err:#}");
+            error!("cannot flush log: {}", err.describe());
         }
     }
 
@@ -256,7 +256,7 @@ impl Driver {
                 }
             },
             Ok(None) => {}
-            Err(err) => error!("cannot flush log: {err:#}"),
+            Err(err) => error!("cannot flush log: {}", err.describe()),
         }
     }
 
@@ -309,8 +309,9 @@ impl Driver {
             Err(err) => {
                 self.counters.append_failures += 1;
                 error!(
-                    "cannot store {} entries learned from peers (kept in memory and retried with the next batch): {err:#}",
-                    pending.len()
+                    "cannot store {} entries learned from peers (kept in memory and retried with the next batch): {}",
+                    pending.len(),
+                    err.describe()
                 );
             }
         }

@@ -453,17 +453,6 @@ pub(crate) fn log_rejected(log: &Path, why: &CheckpointRejected) {
     }
 }
 
-/// Where the error came from, for a log line (the store's error names the file).
-pub(crate) fn describe(err: &StoreError) -> String {
-    let mut text = err.to_string();
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
-        source = cause.source();
-    }
-    text
-}
-
 impl LogStore {
     /// Takes a checkpoint of `ledger`, the ledger of this log, to write with
     /// [`CheckpointJob::write`] (on any thread) and hand back to
@@ -578,7 +567,7 @@ impl LogStore {
                 started.elapsed().as_millis()
             ),
             Ok(None) => {}
-            Err(err) => tracing::warn!("cannot write a checkpoint: {}", describe(&err)),
+            Err(err) => tracing::warn!("cannot write a checkpoint: {}", err.describe()),
         }
     }
 }

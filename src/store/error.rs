@@ -98,6 +98,19 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The error and every cause under it, `: `-joined, for a log line. `Display` shows only
+    /// the top ("I/O error while appending to PATH"); an operator needs the cause under it
+    /// ("No space left on device"), and `{:#}` adds it only for `anyhow` errors.
+    pub fn describe(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+
     /// Whether this is damage to the log on disk (as opposed to an I/O failure, a lock held
     /// elsewhere or a bad request): what `lootsync verify` and `lootsync repair` are for.
     pub fn is_damage(&self) -> bool {
@@ -172,5 +185,29 @@ pub(crate) fn io_err<'a>(
         path: path.to_path_buf(),
         action,
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the soak test (issue 16): with node 0's disk full, the daemon logged "cannot
+    /// store 3 entries learned from peers …: I/O error while appending to …/soak.lootlog" and
+    /// "cannot write a checkpoint: I/O error while writing …", never saying the disk was full.
+    #[test]
+    fn describe_names_the_operating_system_error_under_an_io_error() {
+        let full = io::Error::from_raw_os_error(libc::ENOSPC);
+        let expected = full.to_string();
+        let err = io_err(Path::new("/state/group.lootlog"), "appending to")(full);
+        let text = err.describe();
+        assert!(
+            text.starts_with("I/O error while appending to /state/group.lootlog: "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&expected),
+            "{text} should end with {expected}"
+        );
     }
 }

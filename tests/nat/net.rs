@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 /// How long any one `ip`/`nft` command may take before the test gives up on it.
 const COMMAND_LIMIT: Duration = Duration::from_secs(20);
 /// Prefix of every namespace these tests create.
-const PREFIX: &str = "lsnat";
+pub const PREFIX: &str = "lsnat";
 
 /// The hub's public address.
 pub const HUB: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
@@ -54,6 +54,11 @@ pub fn run(program: &str, args: &[&str]) -> String {
 /// Runs `program args` with a time limit; its stdout, or an error naming the command and
 /// what it printed.
 pub fn try_run(program: &str, args: &[&str]) -> Result<String, String> {
+    try_run_limited(program, args, COMMAND_LIMIT)
+}
+
+/// [`try_run`] with a time limit of `limit` instead of the usual one.
+pub fn try_run_limited(program: &str, args: &[&str], limit: Duration) -> Result<String, String> {
     let line = format!("{program} {}", args.join(" "));
     let mut child = Command::new(tool_path(program).unwrap_or_else(|| program.into()))
         .args(args)
@@ -79,10 +84,10 @@ pub fn try_run(program: &str, args: &[&str]) -> Result<String, String> {
         if let Some(status) = child.try_wait().map_err(|e| format!("`{line}`: {e}"))? {
             break status;
         }
-        if start.elapsed() > COMMAND_LIMIT {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("`{line}` took longer than {COMMAND_LIMIT:?}"));
+            return Err(format!("`{line}` took longer than {limit:?}"));
         }
         std::thread::sleep(Duration::from_millis(1));
     };
@@ -114,7 +119,9 @@ pub struct Ns {
 }
 
 impl Ns {
-    fn create(name: String) -> Ns {
+    /// Creates namespace `name` with its loopback up (`name` should start with
+    /// `lsnat-PID-`, so a killed run's leftovers are found by [`remove_stale_namespaces`]).
+    pub fn create(name: String) -> Ns {
         run("ip", &["netns", "add", &name]);
         let ns = Ns { name };
         ns.ip(&["link", "set", "lo", "up"]);
@@ -157,7 +164,7 @@ impl Ns {
     }
 
     /// Sets an IPv4 sysctl of this namespace (`/proc/sys/net/...` is per namespace).
-    fn sysctl(&self, key: &str, value: &str) {
+    pub fn sysctl(&self, key: &str, value: &str) {
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         self.exec("sh", &["-c", &format!("echo {value} > {path}")]);
     }
@@ -181,7 +188,7 @@ impl Ns {
     }
 
     /// Ids of the processes running in this namespace.
-    fn pids(&self) -> Vec<i32> {
+    pub fn pids(&self) -> Vec<i32> {
         try_run("ip", &["netns", "pids", &self.name])
             .unwrap_or_default()
             .split_whitespace()
@@ -393,7 +400,7 @@ pub fn nat_ruleset() -> String {
 
 /// Deletes namespaces of ours whose creating process no longer exists (a run that was
 /// SIGKILLed before its drops ran). Namespaces of live processes are left alone.
-fn remove_stale_namespaces() {
+pub fn remove_stale_namespaces() {
     let Ok(list) = try_run("ip", &["netns", "list"]) else {
         return;
     };

@@ -1,0 +1,743 @@
+//! The checker: watches the daemons while the run goes on (resources sampled every few
+//! seconds, unexpected exits), measures convergence after every heal, and at the end checks
+//! that nothing acknowledged was lost and every node holds the same ledger.
+
+use super::cluster::{Cluster, Life};
+use super::workload::{reason, Op, Outcome};
+use loot_sync::control::{self, History, HistoryResult, Points};
+use loot_sync::proto::entry::EntryKind;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// RSS growth allowed within one process's life beyond its lowest sample after warm-up:
+/// this much, plus [`RSS_PER_ENTRY`] per entry the log gained meanwhile.
+const RSS_SLACK: u64 = 24 << 20;
+/// RSS an entry may explain (the in-memory index keeps ~100 bytes per entry; the rest is
+/// allocator slack and history replies).
+const RSS_PER_ENTRY: u64 = 2048;
+/// Open descriptors a process may gain over its lowest count (concurrent control
+/// connections from the workload and readers come and go).
+const FD_SLACK: u64 = 32;
+/// A log's size may be at most this per entry, plus [`LOG_SLACK`].
+const LOG_BYTES_PER_ENTRY: u64 = 1024;
+const LOG_SLACK: u64 = 64 << 10;
+/// Samples at the start of each process's life not judged (start-up, replay, first sync).
+const WARM_UP: Duration = Duration::from_secs(10);
+
+/// One node's resources at one moment.
+#[derive(Clone, Debug, Serialize)]
+pub struct Sample {
+    /// Seconds into the run.
+    pub at: f64,
+    /// Which node.
+    pub node: usize,
+    /// Which of its processes (1 for the first start, 2 after a restart, …).
+    pub generation: u32,
+    /// Seconds since that process started.
+    pub age: f64,
+    /// Resident set size, KiB.
+    pub rss_kib: u64,
+    /// Open file descriptors.
+    pub fds: u64,
+    /// Peers (and silent listed addresses) in `status`.
+    pub peers: usize,
+    /// Entries in its log.
+    pub entries: usize,
+    /// The ledger log's size.
+    pub log_bytes: u64,
+    /// Bytes the daemon has written to stdout/stderr (all its processes).
+    pub output_bytes: u64,
+}
+
+/// What the checker saw while the run went on.
+#[derive(Default)]
+pub struct Monitor {
+    /// Every sample.
+    pub samples: Mutex<Vec<Sample>>,
+    /// Violations found so far.
+    pub violations: Mutex<Vec<String>>,
+    /// Ends the sampling thread.
+    pub stop: AtomicBool,
+}
+
+impl Monitor {
+    /// Records a violation.
+    pub fn violation(&self, what: String) {
+        eprintln!("VIOLATION: {what}");
+        self.violations.lock().unwrap().push(what);
+    }
+
+    /// Samples every running daemon every `interval` until stopped, and reports any daemon
+    /// that exited without the nemesis killing it.
+    pub fn run(&self, cluster: &Cluster, interval: Duration, started: Instant) {
+        while !self.stop.load(Ordering::Relaxed) {
+            for node in &cluster.nodes {
+                if let Some(status) = node.exited() {
+                    self.violation(format!(
+                        "{} exited unexpectedly ({status}); its output ends:\n{}",
+                        node.name,
+                        node.output_tail(20)
+                    ));
+                    continue;
+                }
+                let (pid, generation, age) = {
+                    let proc = node.proc();
+                    if proc.life != Life::Up {
+                        continue;
+                    }
+                    let Some(pid) = proc.pid() else {
+                        continue;
+                    };
+                    (pid, proc.starts, proc.started.elapsed().as_secs_f64())
+                };
+                let Some((rss_kib, fds)) = proc_resources(pid) else {
+                    continue;
+                };
+                let Ok(status) = node.status() else {
+                    continue;
+                };
+                let log_bytes = node
+                    .ledger_log()
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .map_or(0, |m| m.len());
+                let output_bytes = std::fs::metadata(&node.output).map_or(0, |m| m.len());
+                let sample = Sample {
+                    at: started.elapsed().as_secs_f64(),
+                    node: node.index,
+                    generation,
+                    age,
+                    rss_kib,
+                    fds,
+                    peers: status.peers.len(),
+                    entries: status.entries,
+                    log_bytes,
+                    output_bytes,
+                };
+                if sample.log_bytes > LOG_SLACK + LOG_BYTES_PER_ENTRY * sample.entries as u64 {
+                    self.violation(format!(
+                        "{}: log of {} bytes for {} entries",
+                        node.name, sample.log_bytes, sample.entries
+                    ));
+                }
+                self.samples.lock().unwrap().push(sample);
+            }
+            let until = Instant::now() + interval;
+            while Instant::now() < until && !self.stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// (RSS in KiB, open descriptors) of process `pid`, from /proc.
+fn proc_resources(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    Some((rss, fds))
+}
+
+/// Waits until every daemon reports the same fingerprint and entry count; the time it took,
+/// or what each daemon had when `limit` passed.
+pub fn converge(cluster: &Cluster, limit: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    loop {
+        let seen: Vec<Result<(usize, String), String>> = cluster
+            .nodes
+            .iter()
+            .map(|n| {
+                n.status()
+                    .map(|s| (s.entries, s.fingerprint))
+                    .map_err(|e| e.to_string())
+            })
+            .collect();
+        let distinct: BTreeSet<_> = seen.iter().filter_map(|s| s.as_ref().ok()).collect();
+        if seen.iter().all(Result::is_ok) && distinct.len() == 1 {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > limit {
+            let each: Vec<String> = cluster
+                .nodes
+                .iter()
+                .zip(&seen)
+                .map(|(n, s)| format!("{}: {s:?}", n.name))
+                .collect();
+            return Err(format!(
+                "no convergence within {limit:?} of the heal: {}",
+                each.join("; ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What the final check found.
+#[derive(Debug, Default, Serialize)]
+pub struct Final {
+    /// Entries on every node.
+    pub entries: usize,
+    /// Point entries whose op had no answer but which exist (they count).
+    pub unknown_present: usize,
+    /// Sum of all totals.
+    pub total_points: i64,
+    /// Adjusts made through a node whose clock had jumped forward, and how many of their
+    /// entries carry the jumped time.
+    pub jumped: (usize, usize),
+    /// Violations.
+    pub violations: Vec<String>,
+}
+
+/// After the last heal and convergence: every acknowledged adjust on every node; identical
+/// entry sets, fingerprints and totals; totals equal to the sum of the acknowledged deltas
+/// (plus those of unanswered adjusts that did get in); no refused adjust anywhere; nothing
+/// rejected (the workload's officers stay officers).
+///
+/// `jumps` are the forward clock jumps (node, minutes, from, to; true Unix ms): an adjust
+/// acknowledged through that node meanwhile must carry a timestamp that far ahead, which
+/// shows the jump reached the daemon.
+pub fn final_check(cluster: &Cluster, ops: &[Op], jumps: &[(usize, u64, u64, u64)]) -> Final {
+    let mut out = Final::default();
+    let mut histories: Vec<HistoryResult> = Vec::new();
+    let mut points: Vec<BTreeMap<String, i64>> = Vec::new();
+    let mut prints = BTreeSet::new();
+    for node in &cluster.nodes {
+        let socket = node.socket();
+        match (
+            control::call(&socket, History { player: None }),
+            control::call(&socket, Points {}),
+            node.status(),
+        ) {
+            (Ok(h), Ok(p), Ok(s)) => {
+                histories.push(h);
+                points.push(p);
+                prints.insert(s.fingerprint);
+            }
+            (h, p, s) => {
+                out.violations.push(format!(
+                    "{}: cannot read its ledger at the end: {:?} {:?} {:?}",
+                    node.name,
+                    h.err(),
+                    p.err(),
+                    s.err()
+                ));
+                return out;
+            }
+        }
+    }
+    let mut judged = judge(&histories, &points, &prints, ops, jumps);
+    judged.violations.splice(0..0, out.violations);
+    judged
+}
+
+/// The final check's verdict on what the nodes hold (`histories`, `points` and their
+/// fingerprints `prints`, one per node, n0 first) given what the workload did.
+pub fn judge(
+    histories: &[HistoryResult],
+    points: &[BTreeMap<String, i64>],
+    prints: &BTreeSet<String>,
+    ops: &[Op],
+    jumps: &[(usize, u64, u64, u64)],
+) -> Final {
+    let mut out = Final::default();
+    if prints.len() != 1 {
+        out.violations
+            .push(format!("fingerprints differ at the end: {prints:?}"));
+    }
+    let ids: Vec<BTreeSet<String>> = histories
+        .iter()
+        .map(|h| h.iter().map(|r| r.entry.id.to_string()).collect())
+        .collect();
+    for (i, set) in ids.iter().enumerate().skip(1) {
+        if set != &ids[0] {
+            let missing = ids[0].difference(set).count();
+            let extra = set.difference(&ids[0]).count();
+            out.violations.push(format!(
+                "n{i}'s entry set differs from n0's: {missing} missing, {extra} extra"
+            ));
+        }
+    }
+    for (i, p) in points.iter().enumerate().skip(1) {
+        if p != &points[0] {
+            out.violations.push(format!(
+                "n{i}'s totals differ from n0's: {p:?} vs {:?}",
+                points[0]
+            ));
+        }
+    }
+    out.entries = ids[0].len();
+    // What the ops should have produced, from n0's history (the others are equal, above).
+    let by_reason: BTreeMap<&str, _> = histories[0]
+        .iter()
+        .filter(|r| matches!(r.entry.kind, EntryKind::Points))
+        .map(|r| (r.entry.reason.as_str(), r))
+        .collect();
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    let mut lost = Vec::new();
+    for op in ops {
+        let reason = reason(op.id);
+        let row = by_reason.get(reason.as_str());
+        match (&op.outcome, row) {
+            (Outcome::Acked, None) => lost.push(op.id),
+            (Outcome::Acked, Some(_)) => {
+                *expected.entry(op.player.clone()).or_default() += op.delta;
+            }
+            (Outcome::Failed(why), Some(_)) => out.violations.push(format!(
+                "op {} was refused ({why}) but its entry exists",
+                op.id
+            )),
+            (Outcome::Unknown(_), Some(_)) => {
+                out.unknown_present += 1;
+                *expected.entry(op.player.clone()).or_default() += op.delta;
+            }
+            (_, None) => {}
+        }
+        if let Some(row) = row {
+            if row.entry.target != op.player || row.entry.delta != op.delta {
+                out.violations.push(format!(
+                    "op {}'s entry says {} {:+}, the op was {} {:+}",
+                    op.id, row.entry.target, row.entry.delta, op.player, op.delta
+                ));
+            }
+        }
+    }
+    for op in ops.iter().filter(|op| op.outcome == Outcome::Acked) {
+        let Some(&(_, minutes, _, _)) = jumps
+            .iter()
+            .find(|j| j.0 == op.node && j.2 < op.wall_ms && op.wall_ms < j.3)
+        else {
+            continue;
+        };
+        out.jumped.0 += 1;
+        let ahead = minutes.saturating_sub(5) * 60_000;
+        if by_reason
+            .get(reason(op.id).as_str())
+            .is_some_and(|row| row.entry.at.unix_ms() >= op.wall_ms + ahead)
+        {
+            out.jumped.1 += 1;
+        }
+    }
+    if out.jumped.0 > 0 && out.jumped.1 == 0 {
+        out.violations.push(format!(
+            "{} adjusts were made through a node whose clock had jumped forward, and none \
+             carries the jumped time: the jump never reached the daemon (libfaketime)",
+            out.jumped.0
+        ));
+    }
+    if !lost.is_empty() {
+        out.violations.push(format!(
+            "{} acknowledged adjusts are missing after the final heal (ops {:?}…)",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        ));
+    }
+    let known: BTreeSet<String> = ops.iter().map(|op| reason(op.id)).collect();
+    let strangers = by_reason.keys().filter(|r| !known.contains(**r)).count();
+    if strangers > 0 {
+        out.violations.push(format!(
+            "{strangers} point entries match no adjust the workload made"
+        ));
+    }
+    let rejected: Vec<String> = histories[0]
+        .iter()
+        .filter_map(|r| {
+            r.rejected
+                .as_ref()
+                .map(|why| format!("{}: {why}", r.entry.reason))
+        })
+        .collect();
+    if !rejected.is_empty() {
+        out.violations.push(format!(
+            "{} entries rejected, e.g. {}",
+            rejected.len(),
+            rejected[0]
+        ));
+    }
+    expected.retain(|_, v| *v != 0);
+    let mut shown = points[0].clone();
+    shown.retain(|_, v| *v != 0);
+    if shown != expected {
+        out.violations.push(format!(
+            "totals {shown:?} are not the sum of the acknowledged deltas {expected:?}"
+        ));
+    }
+    out.total_points = points[0].values().sum();
+    out
+}
+
+/// Per-node resource summary, and violations for growth the entry count does not explain.
+#[derive(Debug, Serialize)]
+pub struct NodeResources {
+    /// Node name.
+    pub node: String,
+    /// Processes it ran (1 + restarts).
+    pub processes: u32,
+    /// RSS of the last process at its first judged sample and at the end, MiB.
+    pub rss_start_mib: f64,
+    /// See `rss_start_mib`.
+    pub rss_end_mib: f64,
+    /// Highest RSS seen, MiB.
+    pub rss_max_mib: f64,
+    /// Least-squares slope of the last process's RSS over its judged samples, MiB per hour.
+    pub rss_growth_mib_per_hour: f64,
+    /// Seconds the last process's judged samples span.
+    pub judged_seconds: f64,
+    /// RSS gained per 1,000 entries the log gained over the judged samples, KiB (None when
+    /// the log did not grow): how much of the growth the entries explain.
+    pub rss_kib_per_1000_entries: Option<f64>,
+    /// Most open descriptors seen.
+    pub fds_max: u64,
+    /// Most peers seen, and at the end.
+    pub peers_max: usize,
+    /// Peers at the last sample.
+    pub peers_end: usize,
+    /// Entries and log size at the last sample.
+    pub entries_end: usize,
+    /// See `entries_end`.
+    pub log_bytes_end: u64,
+    /// Daemon output written over the run.
+    pub output_bytes_end: u64,
+}
+
+/// Summarizes each node's samples and finds growth the entry count does not explain.
+/// `names` are the nodes' names, by index.
+pub fn resources(
+    names: &[String],
+    samples: &[Sample],
+    violations: &mut Vec<String>,
+) -> Vec<NodeResources> {
+    let n = names.len();
+    let mut out = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let mine: Vec<&Sample> = samples.iter().filter(|s| s.node == index).collect();
+        let Some(last) = mine.last() else {
+            violations.push(format!("{}: never sampled", name));
+            continue;
+        };
+        let judged: Vec<&Sample> = mine
+            .iter()
+            .copied()
+            .filter(|s| s.generation == last.generation && s.age >= WARM_UP.as_secs_f64())
+            .collect();
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let (rss_start, growth, span) = match (judged.first(), judged.last()) {
+            (Some(first), Some(end)) => (first.rss_kib, slope(&judged), end.at - first.at),
+            _ => (last.rss_kib, 0.0, 0.0),
+        };
+        let per_entry = match (judged.first(), judged.last()) {
+            (Some(first), Some(end)) if end.entries > first.entries => Some(
+                (end.rss_kib as f64 - first.rss_kib as f64) * 1000.0
+                    / (end.entries - first.entries) as f64,
+            ),
+            _ => None,
+        };
+        // Growth beyond what the entries explain: from the lowest judged sample onwards.
+        if let Some(low) = judged.iter().min_by_key(|s| s.rss_kib) {
+            for s in judged.iter().filter(|s| s.at > low.at) {
+                let gained = s.entries.saturating_sub(low.entries) as u64;
+                let allowed = RSS_SLACK + RSS_PER_ENTRY * gained;
+                if (s.rss_kib - low.rss_kib) * 1024 > allowed {
+                    violations.push(format!(
+                        "{}: RSS grew {:.1} MiB from {:.0}s to {:.0}s while the log gained only \
+                         {gained} entries (allowed {:.1} MiB)",
+                        name,
+                        mib(s.rss_kib - low.rss_kib),
+                        low.at,
+                        s.at,
+                        allowed as f64 / 1048576.0
+                    ));
+                    break;
+                }
+            }
+        }
+        if let Some(low) = judged.iter().map(|s| s.fds).min() {
+            let high = judged.iter().map(|s| s.fds).max().unwrap_or(low);
+            if high > low + FD_SLACK {
+                violations.push(format!(
+                    "{}: open descriptors grew from {low} to {high}",
+                    name
+                ));
+            }
+        }
+        let peers_max = mine.iter().map(|s| s.peers).max().unwrap_or(0);
+        // Listed and multicast views of one peer are one entry; a restarted peer may show
+        // beside its old self until that expires; never more than twice the cluster.
+        if peers_max > 2 * n {
+            violations.push(format!(
+                "{}: peer table reached {peers_max} entries with {n} nodes",
+                name
+            ));
+        }
+        out.push(NodeResources {
+            node: name.clone(),
+            processes: last.generation,
+            rss_start_mib: mib(rss_start),
+            rss_end_mib: mib(last.rss_kib),
+            rss_max_mib: mib(mine.iter().map(|s| s.rss_kib).max().unwrap_or(0)),
+            rss_growth_mib_per_hour: growth,
+            judged_seconds: span,
+            rss_kib_per_1000_entries: per_entry,
+            fds_max: mine.iter().map(|s| s.fds).max().unwrap_or(0),
+            peers_max,
+            peers_end: last.peers,
+            entries_end: last.entries,
+            log_bytes_end: last.log_bytes,
+            output_bytes_end: last.output_bytes,
+        });
+    }
+    out
+}
+
+/// Least-squares slope of RSS over time, MiB per hour (0 with fewer than 3 samples).
+fn slope(samples: &[&Sample]) -> f64 {
+    if samples.len() < 3 {
+        return 0.0;
+    }
+    let n = samples.len() as f64;
+    let mx = samples.iter().map(|s| s.at).sum::<f64>() / n;
+    let my = samples.iter().map(|s| s.rss_kib as f64).sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for s in samples {
+        num += (s.at - mx) * (s.rss_kib as f64 - my);
+        den += (s.at - mx) * (s.at - mx);
+    }
+    if den == 0.0 {
+        return 0.0;
+    }
+    // KiB per second to MiB per hour.
+    num / den * 3600.0 / 1024.0
+}
+
+#[cfg(test)]
+mod tests {
+    //! The checker must catch what it is there to catch: each test feeds it a made-up end
+    //! state with one fault in it (these need no root and no daemon).
+
+    use super::*;
+    use loot_sync::core::ledger::HistoryRow;
+    use loot_sync::testing::EntryBuilder;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    /// Fails unless some violation mentions `text`.
+    fn assert_caught(violations: &[String], text: &str) {
+        assert!(
+            violations.iter().any(|v| v.contains(text)),
+            "no violation mentions {text:?}: {violations:?}"
+        );
+    }
+
+    fn op(id: u64, player: &str, delta: i64, outcome: Outcome) -> Op {
+        Op {
+            id,
+            node: 0,
+            player: player.into(),
+            delta,
+            cli: false,
+            outcome,
+            wall_ms: NOW + id * 1000,
+        }
+    }
+
+    /// The history row of `op`'s entry, stamped `ahead_ms` after the op's time.
+    fn row(op: &Op, ahead_ms: u64) -> HistoryRow {
+        let mut random = [0u8; 10];
+        random[..8].copy_from_slice(&op.id.to_le_bytes());
+        HistoryRow {
+            entry: EntryBuilder::at_ms(op.wall_ms + ahead_ms)
+                .id_random(random)
+                .target(op.player.clone())
+                .delta(op.delta)
+                .reason(reason(op.id))
+                .build(),
+            total: 0,
+            rejected: None,
+            signed_by: None,
+        }
+    }
+
+    fn totals(rows: &[HistoryRow]) -> BTreeMap<String, i64> {
+        let mut totals = BTreeMap::new();
+        for r in rows {
+            *totals.entry(r.entry.target.clone()).or_default() += r.entry.delta;
+        }
+        totals
+    }
+
+    /// Two nodes holding `rows`, in agreement.
+    fn agreeing(ops: &[Op], rows: Vec<HistoryRow>) -> Final {
+        let points = totals(&rows);
+        judge(
+            &[rows.clone(), rows],
+            &[points.clone(), points],
+            &BTreeSet::from(["3:abc".to_owned()]),
+            ops,
+            &[],
+        )
+    }
+
+    fn ops() -> Vec<Op> {
+        vec![
+            op(0, "Aria", 5, Outcome::Acked),
+            op(1, "Bo", -3, Outcome::Acked),
+            op(2, "Aria", 7, Outcome::Unknown("timed out".into())),
+            op(3, "Bo", 9, Outcome::Failed("refused".into())),
+        ]
+    }
+
+    #[test]
+    fn a_clean_end_passes_and_counts_unanswered_adjusts_that_got_in() {
+        let ops = ops();
+        let end = agreeing(
+            &ops,
+            vec![row(&ops[0], 0), row(&ops[1], 0), row(&ops[2], 0)],
+        );
+        assert!(end.violations.is_empty(), "{:?}", end.violations);
+        assert_eq!(
+            (end.entries, end.unknown_present, end.total_points),
+            (3, 1, 9)
+        );
+    }
+
+    #[test]
+    fn a_lost_acknowledged_adjust_is_a_violation() {
+        let ops = ops();
+        let end = agreeing(&ops, vec![row(&ops[0], 0)]);
+        assert_caught(&end.violations, "1 acknowledged adjusts are missing");
+    }
+
+    #[test]
+    fn a_refused_adjust_that_got_in_is_a_violation() {
+        let ops = ops();
+        let end = agreeing(
+            &ops,
+            vec![row(&ops[0], 0), row(&ops[1], 0), row(&ops[3], 0)],
+        );
+        assert_caught(&end.violations, "op 3 was refused");
+    }
+
+    #[test]
+    fn nodes_that_differ_are_violations() {
+        let ops = ops();
+        let full = vec![row(&ops[0], 0), row(&ops[1], 0)];
+        let short = vec![row(&ops[0], 0)];
+        let end = judge(
+            &[full.clone(), short.clone()],
+            &[totals(&full), totals(&short)],
+            &BTreeSet::from(["2:aaa".to_owned(), "1:bbb".to_owned()]),
+            &ops,
+            &[],
+        );
+        let all = end.violations.join("\n");
+        assert!(all.contains("fingerprints differ"), "{all}");
+        assert!(
+            all.contains("n1's entry set differs from n0's: 1 missing, 0 extra"),
+            "{all}"
+        );
+        assert!(all.contains("n1's totals differ"), "{all}");
+    }
+
+    #[test]
+    fn totals_that_are_not_the_sum_of_the_deltas_are_a_violation() {
+        let ops = ops();
+        let rows = vec![row(&ops[0], 0), row(&ops[1], 0)];
+        let mut points = totals(&rows);
+        *points.get_mut("Aria").unwrap() += 1;
+        let end = judge(
+            &[rows],
+            &[points],
+            &BTreeSet::from(["2:abc".to_owned()]),
+            &ops,
+            &[],
+        );
+        assert_caught(&end.violations, "not the sum of the acknowledged deltas");
+    }
+
+    #[test]
+    fn an_entry_no_adjust_made_is_a_violation() {
+        let ops = ops();
+        let stranger = op(99, "Cy", 1, Outcome::Acked);
+        let end = agreeing(
+            &ops,
+            vec![row(&ops[0], 0), row(&ops[1], 0), row(&stranger, 0)],
+        );
+        assert_caught(&end.violations, "1 point entries match no adjust");
+    }
+
+    #[test]
+    fn a_forward_clock_jump_must_show_in_the_entries_made_meanwhile() {
+        let ops = vec![op(0, "Aria", 5, Outcome::Acked)];
+        let jump = [(0, 90, NOW - 1, NOW + 1)];
+        let judge_with = |ahead_ms: u64| {
+            let rows = vec![row(&ops[0], ahead_ms)];
+            let points = totals(&rows);
+            judge(
+                &[rows],
+                &[points],
+                &BTreeSet::from(["1:a".to_owned()]),
+                &ops,
+                &jump,
+            )
+        };
+        let seen = judge_with(90 * 60_000);
+        assert_eq!(seen.jumped, (1, 1));
+        assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+        let unseen = judge_with(0);
+        assert_eq!(unseen.jumped, (1, 0));
+        assert_caught(&unseen.violations, "never reached the daemon");
+    }
+
+    fn sample(at: f64, rss_mib: u64, fds: u64, entries: usize) -> Sample {
+        Sample {
+            at,
+            node: 0,
+            generation: 1,
+            age: at,
+            rss_kib: rss_mib * 1024,
+            fds,
+            peers: 2,
+            entries,
+            log_bytes: 200 * entries as u64,
+            output_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn rss_growth_the_entries_do_not_explain_is_a_violation_and_explained_growth_is_not() {
+        let names = ["n0".to_owned()];
+        // 20 → 80 MiB over an hour while the log gained 100 entries: a leak.
+        let leak: Vec<Sample> = (0..=60)
+            .map(|m| sample(60.0 * m as f64, 20 + m, 30, 1000 + m as usize))
+            .collect();
+        let mut violations = Vec::new();
+        let summary = resources(&names, &leak, &mut violations);
+        assert_caught(&violations, "RSS grew");
+        assert!((summary[0].rss_growth_mib_per_hour - 60.0).abs() < 1.0);
+        // The same growth with 60,000 entries gained (1 KiB each): explained.
+        let growth: Vec<Sample> = (0..=60)
+            .map(|m| sample(60.0 * m as f64, 20 + m, 30, 1000 + 1000 * m as usize))
+            .collect();
+        let mut violations = Vec::new();
+        resources(&names, &growth, &mut violations);
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    #[test]
+    fn descriptors_that_keep_growing_are_a_violation() {
+        let names = ["n0".to_owned()];
+        let samples: Vec<Sample> = (0..=60)
+            .map(|m| sample(20.0 + m as f64, 20, 20 + m, 1000))
+            .collect();
+        let mut violations = Vec::new();
+        resources(&names, &samples, &mut violations);
+        assert_caught(&violations, "open descriptors grew from 20 to 80");
+    }
+}
