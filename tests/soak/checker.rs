@@ -561,6 +561,8 @@ mod tests {
             total: 0,
             rejected: None,
             signed_by: None,
+            reverts: None,
+            reverted_by: None,
         }
     }
 
