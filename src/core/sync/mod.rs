@@ -376,6 +376,7 @@ impl Peer {
                 if let Some(peer) = self.peers.get_mut(sender) {
                     peer.name = Some(hello.name);
                     peer.fingerprint = Some(hello.fingerprint);
+                    peer.newest = hello.newest;
                 }
                 self.observe_difference(now, sender);
                 self.maybe_start_session(now);
