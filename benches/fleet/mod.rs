@@ -20,8 +20,9 @@ pub const HUB: usize = 0;
 
 /// Real daemons started together; stopped with [`Fleet::stop`].
 pub struct Fleet {
-    /// The daemons, in the order their configs were made (the hub first in a hub fleet).
-    pub daemons: Vec<RunningDaemon>,
+    /// The daemons, in the order their configs were made (the hub first in a hub fleet);
+    /// shared, so requests can run at once from spawned tasks.
+    pub daemons: Vec<Arc<RunningDaemon>>,
     /// Whether this is a hub fleet (daemon [`HUB`] is the hub, the others its spokes).
     pub hub: bool,
     /// The daemons' heartbeat (the config default).
@@ -80,6 +81,11 @@ impl Traffic {
     }
 }
 
+/// The name of daemon `i` of the fleet whose group is `group`.
+pub fn node_name(group: &str, i: usize) -> String {
+    format!("{group}{i}")
+}
+
 /// A fleet daemon's config: `bench_config` on loopback, sealed with the fleet's key.
 fn fleet_config(dir: &Path, node: &str, group: &str, port: u16) -> Config {
     let mut config = super::bench_config(dir, node, group, port);
@@ -88,28 +94,32 @@ fn fleet_config(dir: &Path, node: &str, group: &str, port: u16) -> Config {
 }
 
 impl Fleet {
-    /// `n` daemons on one multicast group (`group` on `port`), each holding `entries`;
-    /// `options(i)` gives daemon `i` its hooks. Returns once every daemon hears the others
-    /// and agrees with them.
+    /// `n` daemons on one multicast group (`group` on `port`), each holding `entries`,
+    /// sealing with a group key if `sealed`; `options(i)` gives daemon `i` its hooks, and
+    /// `node` its name. Returns once every daemon hears the others and agrees with them.
     pub async fn lan(
         n: usize,
         group: &str,
         port: u16,
         entries: &[Entry],
+        sealed: bool,
         options: impl Fn(usize) -> DaemonOptions,
     ) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         create_group_key_file(&dir.path().join("group.key")).unwrap();
         let mut configs = Vec::new();
         for i in 0..n {
-            let config = fleet_config(dir.path(), &format!("{group}{i}"), group, port);
+            let mut config = fleet_config(dir.path(), &node_name(group, i), group, port);
+            if !sealed {
+                config.security.group_key_file = None;
+            }
             super::seed_log(&config, entries);
             configs.push(config);
         }
         let heartbeat = configs[0].sync.heartbeat;
         let mut daemons = Vec::new();
         for (i, config) in configs.into_iter().enumerate() {
-            daemons.push(daemon::start(config, options(i)).await.unwrap());
+            daemons.push(Arc::new(daemon::start(config, options(i)).await.unwrap()));
         }
         let fleet = Fleet {
             daemons,
@@ -139,14 +149,14 @@ impl Fleet {
         let heartbeat = hub.sync.heartbeat;
         let hub = daemon::start(hub, options(HUB)).await.unwrap();
         let listed = hub.whisper_addr.to_string();
-        let mut daemons = vec![hub];
+        let mut daemons = vec![Arc::new(hub)];
         for i in 1..=spokes {
-            let mut spoke = fleet_config(dir.path(), &format!("{group}{i}"), group, 1);
+            let mut spoke = fleet_config(dir.path(), &node_name(group, i), group, 1);
             spoke.group.address = None;
             spoke.peers.addresses = vec![listed.clone()];
             spoke.validate().expect("spoke config is valid");
             super::seed_log(&spoke, entries);
-            daemons.push(daemon::start(spoke, options(i)).await.unwrap());
+            daemons.push(Arc::new(daemon::start(spoke, options(i)).await.unwrap()));
         }
         let fleet = Fleet {
             daemons,
@@ -203,10 +213,13 @@ impl Fleet {
         all
     }
 
-    /// Stops every daemon.
+    /// Stops every daemon (no request may still be running).
     pub async fn stop(self) {
         for d in self.daemons {
-            d.stop().await;
+            match Arc::try_unwrap(d) {
+                Ok(d) => d.stop().await,
+                Err(_) => panic!("a request to the daemon is still running"),
+            }
         }
     }
 }
@@ -233,7 +246,7 @@ impl LedgerObserver for Reporter {
     }
 }
 
-/// Daemon `i`'s options with a [`Reporter`] on `tx`.
+/// Daemon `i`'s options: a [`Reporter`] on `tx`, its RNG seeded with `i`.
 pub fn reporting(tx: &tokio::sync::mpsc::UnboundedSender<Seen>, i: usize) -> DaemonOptions {
     DaemonOptions {
         observer: Some(Arc::new(Reporter(tx.clone(), i))),

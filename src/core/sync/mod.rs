@@ -352,7 +352,7 @@ impl Peer {
         );
         self.touch_peer(now, envelope.from, whisper, channel);
         if learned {
-            self.greet_learned(envelope.from, whisper);
+            self.greet_learned(now, envelope.from, whisper);
         }
         // Built only when the line is wanted: this runs for every datagram.
         if tracing::enabled!(target: "sync", tracing::Level::DEBUG) {

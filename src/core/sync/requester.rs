@@ -319,9 +319,11 @@ impl Peer {
             if allowance.is_some_and(|allowed| sealed_len > allowed) {
                 // The partner's address is unproven and has not sent us enough to pay for
                 // even this request: a forged HELLO must not aim a session at a bystander.
-                // Some side will try again once the address is proven or has sent more.
+                // Some side tries again once the address is proven or has sent more.
                 self.stats.requests_withheld += 1;
                 self.abort_session("its address is unproven and over the 3x limit");
+                // Our cookie may never have reached it: offer it again.
+                self.greet_again_if_unproven(now, partner, addr);
                 return;
             }
             if cookie.is_none() {
