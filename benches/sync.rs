@@ -28,11 +28,11 @@ mod quiet;
 
 use common::{full_mode, percentile, Figure};
 use loot_sync::config::Config;
-use loot_sync::control::{Adjust, Status, StatusResult};
+use loot_sync::control::Status;
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig};
-use loot_sync::daemon::{self, DaemonOptions, LedgerObserver, RunningDaemon};
-use loot_sync::proto::entry::{Entry, EntryId};
+use loot_sync::daemon::{self, DaemonOptions, LedgerObserver};
+use loot_sync::proto::entry::Entry;
 use loot_sync::proto::wire;
 use loot_sync::store::{LogStore, StateLock};
 use loot_sync::testing::{EntryBuilder, PeerConfigBuilder, World};

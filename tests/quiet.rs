@@ -58,6 +58,18 @@ fn a_burst_of_300_adjusts_starts_no_session() {
 fn a_batch_of_40_entries_at_once_starts_no_session() {
     let cost = Burst::new(40, 40, 0).run();
     assert_quiet("batch of 40 among 40 peers", &cost);
+    // Daemons started together send their HELLOs in a cluster: whenever the batch falls,
+    // the first HELLOs after it must not make the others' older reports look like a
+    // majority to pull from.
+    for offset_ms in (0..2_000).step_by(250) {
+        let cost = Burst {
+            starts_over_ms: 50,
+            offset_ms,
+            ..Burst::new(10, 40, 0)
+        }
+        .run();
+        assert_quiet(&format!("batch of 40 among 10 peers started together, +{offset_ms} ms"), &cost);
+    }
 }
 
 #[test]

@@ -225,6 +225,13 @@ fn real(what: &str, burst: RealBurst) -> Vec<Figure> {
             officer.await.unwrap();
         }
         let ended = Instant::now();
+        // How long until every daemon holds everything (repairs may run past the window).
+        let total = history.len() + burst.officers * burst.adjusts;
+        while fleet.entries().await.iter().any(|n| *n < total) {
+            assert!(ended.elapsed() < Duration::from_secs(120), "{what}: not converged");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let converged = ended.elapsed();
         tokio::time::sleep_until((ended + 2 * heartbeat).into()).await;
         let window = started.elapsed();
         let after = fleet.traffic().await;
@@ -233,13 +240,6 @@ fn real(what: &str, burst: RealBurst) -> Vec<Figure> {
             .zip(&before)
             .map(|(a, b)| a.since(*b))
             .collect();
-        // Repairs may still run: how long until every daemon holds everything.
-        let total = history.len() + burst.officers * burst.adjusts;
-        while fleet.entries().await.iter().any(|n| *n < total) {
-            assert!(ended.elapsed() < Duration::from_secs(120), "{what}: not converged");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let converged = ended.elapsed();
         let whisper_port = fleet.daemons[0].whisper_addr.port();
         fleet.stop().await;
         (per_daemon, window, heartbeat, converged, whisper_port)

@@ -11,7 +11,8 @@ use crate::proto::entry::{AdjustRequest, Entry};
 use crate::proto::wire::{self, Body, Envelope, Hello};
 use std::collections::BTreeSet;
 
-/// Virtual time the burst starts at: the peers have been in sync and idle since 0.
+/// Virtual time the burst starts at (plus [`Burst::offset_ms`]): the peers have been in
+/// sync and idle since they started.
 const BURST_START_MS: u64 = 10_000;
 /// How long after it was made an entry must be on every peer that did not lose it (the
 /// world's links take 1 ms; this leaves room for queues).
@@ -32,6 +33,12 @@ pub struct Burst {
     pub loss: f64,
     /// Every peer's HELLO interval.
     pub heartbeat_ms: u64,
+    /// The peers are started over this long (daemons started together send their HELLOs in
+    /// a cluster for a while; started by hand, spread out).
+    pub starts_over_ms: u64,
+    /// Virtual ms the burst starts after [`BURST_START_MS`] (where it falls between the
+    /// HELLOs).
+    pub offset_ms: u64,
     /// Seeds the peers and the network.
     pub seed: u64,
 }
@@ -70,6 +77,8 @@ impl Burst {
             over_ms,
             loss: 0.0,
             heartbeat_ms: 2_000,
+            starts_over_ms: 2_000,
+            offset_ms: 0,
             seed: 1,
         }
     }
@@ -100,9 +109,11 @@ impl Burst {
         }
         world.net.set_loss_everywhere(self.loss);
         for i in 0..self.peers {
+            world.run_until(i as u64 * self.starts_over_ms / self.peers as u64);
             world.start(i);
         }
-        world.run_until(BURST_START_MS - 1);
+        let burst_start = BURST_START_MS + self.offset_ms;
+        world.run_until(burst_start - 1);
         let before = totals(&world);
         let sessions_before: Vec<u64> = (0..self.peers)
             .map(|i| world.peer(i).stats().sessions_started)
@@ -114,7 +125,7 @@ impl Burst {
         let mut missed = BTreeSet::new();
         let mut floor_bytes = 0u64;
         for k in 0..self.adjusts {
-            let at = BURST_START_MS + k as u64 * self.over_ms / self.adjusts.max(1) as u64;
+            let at = burst_start + k as u64 * self.over_ms / self.adjusts.max(1) as u64;
             world.run_until(at);
             check_arrivals(&world, &made, &mut checked, at, &mut missed);
             for officer in 0..self.officers {
@@ -138,7 +149,7 @@ impl Burst {
                 made.push((at, entry.key().digest));
             }
         }
-        let end = BURST_START_MS + self.over_ms;
+        let end = burst_start + self.over_ms;
         let window_end = end + 2 * self.heartbeat_ms;
         let mut converged_at = None;
         let mut t = end;
@@ -158,7 +169,7 @@ impl Burst {
         if converged_at.is_none() {
             converged_at = world.run_until_converged(60_000, 10);
         }
-        let window_ms = window_end - BURST_START_MS;
+        let window_ms = window_end - burst_start;
         let heartbeats = window_ms as f64 / self.heartbeat_ms as f64;
         let hello_bytes: u64 = (0..self.peers).map(|i| hello_len(world.peer(i), i)).sum();
         let entries = (self.adjusts * self.officers) as u64;

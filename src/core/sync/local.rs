@@ -65,6 +65,7 @@ impl Peer {
         if !self.ledger.insert(entry.clone()) {
             return;
         }
+        self.changed_ms = now.mono_ms;
         if self.sync_enabled {
             let spread = Spread {
                 group: true,

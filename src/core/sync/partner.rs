@@ -28,8 +28,11 @@
 //! younger than [`settle_ms`] by the wall clock (entries may still be in flight), the
 //! majority rule only picks a partner whose difference from us has stayed the same over
 //! two of its reports at least [`settle_ms`] apart: a lost entry keeps the difference put,
-//! entries in flight change it at every report. When both newest entries are older, a
-//! difference is acted on at once, as before (a late joiner does not wait).
+//! entries in flight change it at every report. So does a partner whose last report is
+//! older than our set's last change: it may lack only what we just received, which it has
+//! probably received too (its next HELLO will say). Otherwise (both newest entries older,
+//! a report newer than our change) a difference is acted on at once, as before: a late
+//! joiner does not wait.
 
 use super::peer_table::{PeerInfo, PeerTable};
 use super::{Now, Peer};
@@ -190,7 +193,10 @@ impl Peer {
         let fresh = |key: Option<Key>| {
             key.is_some_and(|k| k.at.unix_ms().saturating_add(settle) > now.unix_ms)
         };
-        if !fresh(self.ledger.newest()) && !fresh(peer.newest) {
+        // A report from before our set last changed may differ only by what we just
+        // received (and so, probably, did they).
+        let current = peer.reported_ms.is_some_and(|at| at >= self.changed_ms);
+        if current && !fresh(self.ledger.newest()) && !fresh(peer.newest) {
             return true;
         }
         self.stalemates

@@ -39,6 +39,8 @@ pub struct PeerInfo {
     /// The newest key of its set, as its last HELLO reported it (`None`: empty, or only
     /// heard in a summary).
     pub newest: Option<Key>,
+    /// When it last reported its fingerprint (monotonic ms).
+    pub reported_ms: Option<u64>,
     /// When we last heard anything from it (monotonic ms).
     pub last_heard_ms: u64,
     /// How it reaches us (kept current as time passes and as the listed addresses change).
@@ -256,6 +258,7 @@ impl Peer {
                     whisper,
                     fingerprint: None,
                     newest: None,
+                    reported_ms: None,
                     last_heard_ms: now.mono_ms,
                     reached: Reach::Learned,
                     last_group_ms: on_group.then_some(now.mono_ms),
