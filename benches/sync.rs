@@ -932,7 +932,11 @@ fn idle_daemons_figures(seconds: u64) -> Vec<Figure> {
         (idle.datagrams_sent, idle.bytes_sent, elapsed, heartbeat)
     });
     let per_second = |total: u64| total as f64 / nodes as f64 / elapsed;
-    let hello_bytes = hello_len(&fleet::node_name("bench-idle", nodes - 1), "bench-idle", entries) as f64;
+    let hello_bytes = hello_len(
+        &fleet::node_name("bench-idle", nodes - 1),
+        "bench-idle",
+        entries,
+    ) as f64;
     let heartbeats = 1.0 / heartbeat.as_secs_f64();
     println!(
         "idle: 20 real daemons in sync for {elapsed:.1} s, per peer per second: {:.2} datagrams, \

@@ -40,7 +40,11 @@ fn group_sizes() -> Vec<usize> {
     match std::env::var("LOOTSYNC_QUIET_PEERS") {
         Ok(list) => list
             .split(',')
-            .map(|n| n.trim().parse().expect("LOOTSYNC_QUIET_PEERS: numbers, comma-separated"))
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .expect("LOOTSYNC_QUIET_PEERS: numbers, comma-separated")
+            })
             .collect(),
         Err(_) => vec![10, 40],
     }
@@ -68,7 +72,10 @@ fn a_batch_of_40_entries_at_once_starts_no_session() {
             ..Burst::new(10, 40, 0)
         }
         .run();
-        assert_quiet(&format!("batch of 40 among 10 peers started together, +{offset_ms} ms"), &cost);
+        assert_quiet(
+            &format!("batch of 40 among 10 peers started together, +{offset_ms} ms"),
+            &cost,
+        );
     }
 }
 

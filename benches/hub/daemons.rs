@@ -24,10 +24,7 @@ pub fn figures(idle_seconds: u64, adjusts: usize) -> Vec<Figure> {
     let warmup = 10;
     let (idle, mut hub, hub_slow) = super::super::runtime().block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let fleet = Fleet::hub(SPOKES, "bench-hub", &entries, |i| {
-            fleet::reporting(&tx, i)
-        })
-        .await;
+        let fleet = Fleet::hub(SPOKES, "bench-hub", &entries, |i| fleet::reporting(&tx, i)).await;
         // A heartbeat more, so greetings and address proofs are behind us.
         tokio::time::sleep(fleet.heartbeat).await;
         let before = fleet.traffic().await[HUB];

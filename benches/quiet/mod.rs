@@ -16,9 +16,9 @@ use super::fleet::{self, Fleet, Traffic};
 use loot_sync::control::Adjust;
 use loot_sync::daemon::{DaemonOptions, LedgerObserver};
 use loot_sync::proto::entry::{Entry, EntryId};
-use std::collections::HashMap;
 use loot_sync::proto::wire;
 use loot_sync::testing::{Burst, BurstCost};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,13 @@ const QUIET_PORT: u16 = 47857;
 const MAX_RATIO: f64 = 1.2;
 
 /// The three figures of one burst: datagrams and bytes beside their floors, sessions.
-fn burst_figures(what: &str, datagrams: (u64, u64), bytes: (u64, u64), sessions: u64, lossless: bool) -> Vec<Figure> {
+fn burst_figures(
+    what: &str,
+    datagrams: (u64, u64),
+    bytes: (u64, u64),
+    sessions: u64,
+    lossless: bool,
+) -> Vec<Figure> {
     let mut figures = vec![
         Figure::ratio_goal(
             format!("{what}: datagrams, all peers (baseline: the floor)"),
@@ -228,7 +234,10 @@ fn real(what: &str, burst: RealBurst) -> Vec<Figure> {
         // How long until every daemon holds everything (repairs may run past the window).
         let total = history.len() + burst.officers * burst.adjusts;
         while fleet.entries().await.iter().any(|n| *n < total) {
-            assert!(ended.elapsed() < Duration::from_secs(120), "{what}: not converged");
+            assert!(
+                ended.elapsed() < Duration::from_secs(120),
+                "{what}: not converged"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let converged = ended.elapsed();
@@ -272,10 +281,15 @@ fn real(what: &str, burst: RealBurst) -> Vec<Figure> {
     let entry_bytes: u64 = made
         .iter()
         .map(|e| {
-            wire::pack_log_entries("bench-quiet", u64::MAX, whisper_port, std::slice::from_ref(e))
-                .iter()
-                .map(|(_, d)| d.len() as u64)
-                .sum::<u64>()
+            wire::pack_log_entries(
+                "bench-quiet",
+                u64::MAX,
+                whisper_port,
+                std::slice::from_ref(e),
+            )
+            .iter()
+            .map(|(_, d)| d.len() as u64)
+            .sum::<u64>()
         })
         .sum();
     let mut final_set = history.clone();

@@ -54,7 +54,11 @@ fn tuning(config: &Config) -> Tuning {
     Tuning {
         // Never below the heartbeat: a silent listed peer is not tried more often than an
         // answering one hears from us.
-        listed_retry_max_ms: config.peers.retry_max.max(config.sync.heartbeat).as_millis() as u64,
+        listed_retry_max_ms: config
+            .peers
+            .retry_max
+            .max(config.sync.heartbeat)
+            .as_millis() as u64,
         max_learned_peers: max_learned,
         // The peer table and the per-address limits must hold every learned peer besides
         // the listed and LAN ones, or a hub's spokes would push each other out.

@@ -87,7 +87,12 @@ fn a_difference_that_may_be_in_flight_is_pulled_only_once_it_holds() {
     // The same difference, reported again a heartbeat later: it holds, so something was
     // lost: pull.
     let later = t + heartbeat;
-    a.handle_datagram(now(later), Channel::Group, from, &hello_with_newest(2, fresh));
+    a.handle_datagram(
+        now(later),
+        Channel::Group,
+        from,
+        &hello_with_newest(2, fresh),
+    );
     assert!(a.in_session(), "the difference held: pull");
     // A difference whose newest entries are old cannot be in flight: pulled at once.
     let mut c = peer(0, vec![entry(1, "P")], 3);
