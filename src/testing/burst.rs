@@ -142,10 +142,11 @@ impl Burst {
                 });
                 let node = world.peer(officer).node_id();
                 let port = super::node_addr(officer).port();
-                floor_bytes += wire::pack_log_entries("raid", node, port, &[entry.clone()])
-                    .iter()
-                    .map(|(_, d)| d.len() as u64)
-                    .sum::<u64>();
+                floor_bytes +=
+                    wire::pack_log_entries("raid", node, port, std::slice::from_ref(&entry))
+                        .iter()
+                        .map(|(_, d)| d.len() as u64)
+                        .sum::<u64>();
                 made.push((at, entry.key().digest));
             }
         }
