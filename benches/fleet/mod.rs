@@ -34,10 +34,15 @@ pub struct Fleet {
 /// What one daemon (or a sum of daemons) sent and received, from its status counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traffic {
+    /// Datagrams sent (every copy of a unicast fan-out counts).
     pub datagrams_sent: u64,
+    /// Bytes of those datagrams.
     pub bytes_sent: u64,
+    /// Datagrams received.
     pub datagrams_received: u64,
+    /// Bytes of those datagrams.
     pub bytes_received: u64,
+    /// Reconciliation sessions this daemon started.
     pub sessions_started: u64,
     /// Datagrams the loss hook dropped on receipt ([`DaemonOptions::receive_drop_rate`]).
     pub hook_drops: u64,
@@ -226,7 +231,9 @@ impl Fleet {
 
 /// What the observers saw: an adjust acknowledged on its daemon, or entries merged on one.
 pub enum Seen {
+    /// An adjust was acknowledged on its daemon.
     Acknowledged(EntryId, Instant),
+    /// Daemon `.0` merged an entry from a peer.
     Merged(usize, EntryId, Instant),
 }
 
