@@ -5,7 +5,8 @@
 //! catch-up up to 20k entries, short propagation and idle runs); `LOOTSYNC_BENCH_FULL=1
 //! cargo bench --bench sync` runs the published sizes (1,000,000-entry reconciliation,
 //! catch-up sweep 1k..1M, 1,000 propagated adjusts, 30 s idle). Multicast stays on
-//! 127.0.0.1 with TTL 1, on the bench's own ports (47790, 47851-47853) and group names.
+//! 127.0.0.1 with TTL 1, on the bench's own ports (47790, 47851-47853, 47856, 47857) and
+//! group names.
 //! The catch-up sweep is written to `target/bench/catchup.csv` and `catchup.svg`.
 //!
 //! `LOOTSYNC_BENCH_ONLY=<figure>` runs one figure (see `main`); `LOOTSYNC_BENCH_ONLY=sans-io`
@@ -14,17 +15,24 @@
 //! `LOOTSYNC_BENCH_ONLY=hub` runs the hub figures (`hub/`: an idle hub with 40 spokes behind
 //! NAT, a spoke's 10,000-entry catch-up through the hub vs straight from one peer, and an
 //! adjust's propagation from one spoke to 39 through the hub vs on one LAN).
+//! `LOOTSYNC_BENCH_ONLY=hub-daemons` runs the same idle and propagation figures with real
+//! daemons (`hub/daemons.rs`: a hub and 40 spokes on loopback, unicast only).
+//! `LOOTSYNC_BENCH_ONLY=quiet` runs the bursts of issue 18 (`quiet/`: what 300 adjusts cost
+//! the whole group beside the floor, sans-IO up to 200 peers and real daemons up to 40, or
+//! 100 in full mode); `quiet-sans-io` only the simulated ones.
 
 mod common;
+mod fleet;
 mod hub;
+mod quiet;
 
 use common::{full_mode, percentile, Figure};
 use loot_sync::config::Config;
-use loot_sync::control::{Adjust, Status, StatusResult};
+use loot_sync::control::Status;
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig};
-use loot_sync::daemon::{self, DaemonOptions, LedgerObserver, RunningDaemon};
-use loot_sync::proto::entry::{Entry, EntryId};
+use loot_sync::daemon::{self, DaemonOptions, LedgerObserver};
+use loot_sync::proto::entry::Entry;
 use loot_sync::proto::wire;
 use loot_sync::store::{LogStore, StateLock};
 use loot_sync::testing::{EntryBuilder, PeerConfigBuilder, World};
@@ -769,113 +777,27 @@ fn ms_label(value: f64) -> String {
     }
 }
 
-/// What a propagation observer saw, stamped the moment the daemon saw it.
-enum Seen {
-    Acknowledged(EntryId, Instant),
-    Merged(EntryId, Instant),
-}
-
-/// Forwards every acknowledged or merged entry id, with the instant, to the bench.
-struct Reporter(tokio::sync::mpsc::UnboundedSender<Seen>);
-
-impl LedgerObserver for Reporter {
-    fn acknowledged(&self, entry: &Entry) {
-        let _ = self.0.send(Seen::Acknowledged(entry.id, Instant::now()));
-    }
-    fn merged(&self, entries: &[Entry]) {
-        let at = Instant::now();
-        for entry in entries {
-            let _ = self.0.send(Seen::Merged(entry.id, at));
-        }
-    }
-}
-
-/// Polls status until every daemon hears `peers` peers (set-up only, not measured).
-async fn wait_for_peers(daemons: &[RunningDaemon], peers: usize, limit: Duration) {
-    let started = Instant::now();
-    loop {
-        let mut all = true;
-        for d in daemons {
-            let status = d.request(Status {}).await.unwrap();
-            let heard = status.peers.len();
-            let in_sync = status.peers.iter().all(|p| p.in_sync);
-            all &= heard == peers && in_sync;
-        }
-        if all {
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "daemons did not all hear each other"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Real-time propagation among 10 real daemons: for each adjust, the time from the origin
-/// acknowledging it (just before its reply is sent) until the last of the other 9 has
-/// merged it, both instants taken inside the daemons by a [`LedgerObserver`].
+/// Real-time propagation among 10 real daemons on one LAN (clear, no group key): for each
+/// adjust, the time from the origin acknowledging it (just before its reply is sent) until
+/// the last of the other 9 has merged it, both instants taken inside the daemons by a
+/// [`LedgerObserver`].
 fn propagation_samples(adjusts: usize, warmup: usize) -> (Vec<f64>, usize) {
-    let dir = tempfile::tempdir().unwrap();
     let nodes = 10;
     runtime().block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut daemons = Vec::new();
-        for i in 0..nodes {
-            let config = bench_config(
-                dir.path(),
-                &format!("prop{i}"),
-                "bench-propagation",
-                PROPAGATION_PORT,
-            );
-            let options = DaemonOptions {
-                observer: Some(Arc::new(Reporter(tx.clone()))),
-                seed: Some(i as u64),
-                ..DaemonOptions::default()
-            };
-            daemons.push(daemon::start(config, options).await.unwrap());
-        }
-        wait_for_peers(&daemons, nodes - 1, Duration::from_secs(30)).await;
-        let mut samples = Vec::new();
-        let mut slow = 0;
-        for i in 0..warmup + adjusts {
-            let origin = &daemons[i % nodes];
-            let reply = origin
-                .request(Adjust {
-                    player: format!("player{}", i % 40),
-                    delta: 1,
-                    reason: "propagation bench".into(),
-                    actor: None,
-                })
-                .await
-                .unwrap();
-            let id: EntryId = reply.entry.id;
-            let (mut acknowledged, mut merged) = (None, Vec::new());
-            while acknowledged.is_none() || merged.len() < nodes - 1 {
-                let seen = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-                    .await
-                    .expect("every daemon applies the adjust within 30 s")
-                    .unwrap();
-                match seen {
-                    Seen::Acknowledged(seen, at) if seen == id => acknowledged = Some(at),
-                    Seen::Merged(seen, at) if seen == id => merged.push(at),
-                    _ => {}
-                }
-            }
-            let last = merged.into_iter().max().unwrap();
-            let latency = ms(last.saturating_duration_since(acknowledged.unwrap()));
-            if latency > 1000.0 {
-                // Repaired by reconciliation after a lost LOG_ENTRY, not by the push.
-                slow += 1;
-            }
-            if i >= warmup {
-                samples.push(latency);
-            }
-        }
-        for d in daemons {
-            d.stop().await;
-        }
-        (samples, slow)
+        let fleet = fleet::Fleet::lan(
+            nodes,
+            "bench-propagation",
+            PROPAGATION_PORT,
+            &[],
+            false,
+            |i| fleet::reporting(&tx, i),
+        )
+        .await;
+        let all: Vec<usize> = (0..nodes).collect();
+        let measured = fleet::propagation(&fleet, &mut rx, &all, &all, adjusts, warmup).await;
+        fleet.stop().await;
+        measured
     })
 }
 
@@ -994,52 +916,28 @@ fn propagation_figures(adjusts: usize) -> Vec<Figure> {
 /// 20 real daemons in sync and idle: what each sends per second, from their own counters.
 fn idle_daemons_figures(seconds: u64) -> Vec<Figure> {
     let nodes = 20;
-    let dir = tempfile::tempdir().unwrap();
-    let configs: Vec<Config> = (0..nodes)
-        .map(|i| bench_config(dir.path(), &format!("idle{i}"), "bench-idle", IDLE_PORT))
-        .collect();
-    let heartbeat = configs[0].sync.heartbeat;
     // In sync on a realistic log, so HELLOs carry a real fingerprint and newest key.
     let entries = common::make_entries(1_000, 5);
-    for config in &configs {
-        seed_log(config, &entries);
-    }
-    let (datagrams, bytes, elapsed) = runtime().block_on(async {
-        let mut daemons = Vec::new();
-        for config in &configs {
-            daemons.push(
-                daemon::start(config.clone(), DaemonOptions::default())
-                    .await
-                    .unwrap(),
-            );
-        }
-        wait_for_peers(&daemons, nodes - 1, Duration::from_secs(60)).await;
-        let sent = |status: &StatusResult| {
-            (
-                status.counters["datagrams_sent"],
-                status.counters["bytes_sent"],
-            )
-        };
-        let mut before = Vec::new();
-        for d in &daemons {
-            before.push(sent(&d.request(Status {}).await.unwrap()));
-        }
+    let (datagrams, bytes, elapsed, heartbeat) = runtime().block_on(async {
+        let fleet = fleet::Fleet::lan(nodes, "bench-idle", IDLE_PORT, &entries, false, |_| {
+            DaemonOptions::default()
+        })
+        .await;
+        let before = fleet::Traffic::sum(&fleet.traffic().await);
         let started = Instant::now();
         tokio::time::sleep(Duration::from_secs(seconds)).await;
-        let (mut datagrams, mut bytes) = (0, 0);
-        for (d, (d0, b0)) in daemons.iter().zip(before) {
-            let (d1, b1) = sent(&d.request(Status {}).await.unwrap());
-            datagrams += d1 - d0;
-            bytes += b1 - b0;
-        }
+        let idle = fleet::Traffic::sum(&fleet.traffic().await).since(before);
         let elapsed = started.elapsed().as_secs_f64();
-        for d in daemons {
-            d.stop().await;
-        }
-        (datagrams, bytes, elapsed)
+        let heartbeat = fleet.heartbeat;
+        fleet.stop().await;
+        (idle.datagrams_sent, idle.bytes_sent, elapsed, heartbeat)
     });
     let per_second = |total: u64| total as f64 / nodes as f64 / elapsed;
-    let hello_bytes = hello_len("idle19", "bench-idle", entries) as f64;
+    let hello_bytes = hello_len(
+        &fleet::node_name("bench-idle", nodes - 1),
+        "bench-idle",
+        entries,
+    ) as f64;
     let heartbeats = 1.0 / heartbeat.as_secs_f64();
     println!(
         "idle: 20 real daemons in sync for {elapsed:.1} s, per peer per second: {:.2} datagrams, \
@@ -1193,6 +1091,8 @@ fn main() {
     let runs = if full { 3 } else { 1 };
     let adjusts = if full { 1_000 } else { 100 };
     let idle_seconds = if full { 30 } else { 5 };
+    let hub_idle_seconds = if full { 30 } else { 10 };
+    let hub_adjusts = if full { 400 } else { 100 };
     // `LOOTSYNC_BENCH_ONLY=<figure>` runs one figure (for a profiler).
     let only = std::env::var("LOOTSYNC_BENCH_ONLY").ok();
     let figures = match only.as_deref() {
@@ -1209,6 +1109,13 @@ fn main() {
             figures.extend(hub::propagation_figures());
             figures
         }
+        Some("hub-daemons") => hub::daemons::figures(hub_idle_seconds, hub_adjusts),
+        Some("quiet") => {
+            let mut figures = quiet::sans_io_figures();
+            figures.extend(quiet::real_figures(full));
+            figures
+        }
+        Some("quiet-sans-io") => quiet::sans_io_figures(),
         // The figures that need no sockets: deterministic byte and round-trip counts, quick.
         Some("sans-io") => {
             let mut figures = reconciliation_figures(reconcile_size);
@@ -1218,11 +1125,13 @@ fn main() {
             figures.extend(hub::idle_figures());
             figures.extend(hub::catch_up_figures());
             figures.extend(hub::propagation_figures());
+            figures.extend(quiet::sans_io_figures());
             figures
         }
         Some(other) => panic!(
             "LOOTSYNC_BENCH_ONLY={other}: expected catchup-cpu, signed-catchup-cpu, \
-             late-joiner, catchup-sweep, propagation, idle, hub or sans-io"
+             late-joiner, catchup-sweep, propagation, idle, hub, hub-daemons, quiet, \
+             quiet-sans-io or sans-io"
         ),
         None => {
             println!(
@@ -1238,6 +1147,9 @@ fn main() {
             figures.extend(hub::idle_figures());
             figures.extend(hub::catch_up_figures());
             figures.extend(hub::propagation_figures());
+            figures.extend(hub::daemons::figures(hub_idle_seconds, hub_adjusts));
+            figures.extend(quiet::sans_io_figures());
+            figures.extend(quiet::real_figures(full));
             figures
         }
     };

@@ -11,6 +11,8 @@
 //! * propagation: an adjust on one spoke reaching the 39 others through the hub (two hops),
 //!   beside 40 peers on one LAN (one multicast hop).
 
+pub mod daemons;
+
 use super::common::Figure;
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig};

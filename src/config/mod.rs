@@ -409,6 +409,8 @@ mod tests {
             peers: PeersConfig {
                 addresses: Vec::new(),
                 resolve_interval: Duration::from_secs(60),
+                retry_max: Duration::from_secs(15),
+                max_learned: 256,
             },
             sync: SyncConfig {
                 enabled: true,

@@ -21,6 +21,13 @@ pub const MIN_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest allowed `peers.resolve_interval`: a home IP that changed must be found again
 /// within a day.
 pub const MAX_RESOLVE_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Shortest allowed `peers.retry_max`.
+pub const MIN_RETRY_MAX: Duration = Duration::from_secs(1);
+/// Longest allowed `peers.retry_max`: a hub that came back must be found within the hour.
+pub const MAX_RETRY_MAX: Duration = Duration::from_secs(60 * 60);
+/// Most allowed `peers.max_learned`: each learned peer gets every heartbeat and every
+/// forwarded entry, so this bounds what one daemon (a hub) sends.
+pub const MAX_LEARNED_PEERS: usize = 4_096;
 /// Longest host name (RFC 1035: 253 characters without the trailing dot).
 const MAX_HOST_LEN: usize = 253;
 /// Longest label of a host name (RFC 1035).
@@ -38,6 +45,16 @@ pub struct PeersConfig {
     /// address changes (a home connection) is found again. IP literals are never resolved.
     #[serde(with = "super::duration")]
     pub resolve_interval: Duration,
+    /// Longest wait between two HELLOs to a listed peer that does not answer (1s to 1h; a
+    /// longer `sync.heartbeat` wins, so silent peers are never tried more often than
+    /// answering ones get HELLOs). The wait starts at one heartbeat and doubles up to this; a
+    /// listed peer is never given up (a hub restarts, a home comes back).
+    #[serde(with = "super::duration")]
+    pub retry_max: Duration,
+    /// Most learned peers (peers that contacted us, typically the homes listing a hub) kept
+    /// as destinations (0 to 4096; 0: none, only listed and multicast peers); beyond this the
+    /// one heard from longest ago is forgotten.
+    pub max_learned: usize,
 }
 
 impl Default for PeersConfig {
@@ -45,6 +62,8 @@ impl Default for PeersConfig {
         PeersConfig {
             addresses: Vec::new(),
             resolve_interval: Duration::from_secs(60),
+            retry_max: Duration::from_secs(15),
+            max_learned: 256,
         }
     }
 }
@@ -90,6 +109,26 @@ impl PeersConfig {
                     humantime::format_duration(interval),
                     humantime::format_duration(MIN_RESOLVE_INTERVAL),
                     humantime::format_duration(MAX_RESOLVE_INTERVAL),
+                ),
+            ));
+        }
+        if !(MIN_RETRY_MAX..=MAX_RETRY_MAX).contains(&self.retry_max) {
+            return Err(invalid(
+                "peers.retry_max",
+                format!(
+                    "{} is out of range {}..={}",
+                    humantime::format_duration(self.retry_max),
+                    humantime::format_duration(MIN_RETRY_MAX),
+                    humantime::format_duration(MAX_RETRY_MAX),
+                ),
+            ));
+        }
+        if self.max_learned > MAX_LEARNED_PEERS {
+            return Err(invalid(
+                "peers.max_learned",
+                format!(
+                    "{} is more than the maximum {MAX_LEARNED_PEERS}",
+                    self.max_learned
                 ),
             ));
         }
@@ -236,6 +275,8 @@ mod tests {
         let c = parse("").unwrap();
         assert!(c.peers.addresses.is_empty());
         assert_eq!(c.peers.resolve_interval, Duration::from_secs(60));
+        assert_eq!(c.peers.retry_max, Duration::from_secs(15));
+        assert_eq!(c.peers.max_learned, 256);
         // An empty list and no section mean the same.
         assert_eq!(parse("[peers]\naddresses = []").unwrap(), c);
     }
@@ -361,6 +402,9 @@ mod tests {
             "[peers]\nresolve_interval = \"1d 1s\"",
             "peers.resolve_interval",
         );
+        assert_invalid("[peers]\nretry_max = \"999ms\"", "peers.retry_max");
+        assert_invalid("[peers]\nretry_max = \"1h 1s\"", "peers.retry_max");
+        assert_invalid("[peers]\nmax_learned = 4097", "peers.max_learned");
         // The message quotes the bad entry and says why.
         let e = parse("[peers]\naddresses = [\"127.0.0.2:5\", \"hub.example.org\"]").unwrap_err();
         assert_eq!(
@@ -382,6 +426,10 @@ mod tests {
         .unwrap();
         parse("[peers]\nresolve_interval = \"1s\"").unwrap();
         parse("[peers]\nresolve_interval = \"1d\"").unwrap();
+        let c = parse("[peers]\nretry_max = \"1h\"\nmax_learned = 4096").unwrap();
+        assert_eq!(c.peers.retry_max, Duration::from_secs(3600));
+        assert_eq!(c.peers.max_learned, 4096);
+        parse("[peers]\nretry_max = \"2s\"\nmax_learned = 0").unwrap();
         parse("[peers]\naddresses = [\"127.0.0.1:1\", \"127.0.0.1:65535\"]").unwrap();
     }
 
@@ -391,5 +439,7 @@ mod tests {
         assert_parse_error("[peers]\naddresses = [47684]\n", "addresses", 2);
         assert_parse_error("[peers]\nresolve_interval = 60\n", "resolve_interval", 2);
         assert_parse_error("[peers]\nhub = \"x:1\"\n", "hub", 2);
+        assert_parse_error("[peers]\nmax_learned = -1\n", "max_learned", 2);
+        assert_parse_error("[peers]\nretry_max = 15\n", "retry_max", 2);
     }
 }

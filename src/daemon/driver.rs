@@ -10,7 +10,8 @@
 
 use super::commit::Committer;
 use super::error::RequestError;
-use super::event::{Event, Outgoing};
+use super::event::Event;
+use super::io::Outlet;
 use super::options::DaemonOptions;
 use super::resolve::ListedUpdate;
 use super::status::{self, DriverCounters};
@@ -54,8 +55,8 @@ pub(super) struct Driver {
     /// The listed addresses last handed to the peer, and how each configured address
     /// resolved (for status).
     pub listed: ListedUpdate,
-    /// Datagrams for the send task.
-    pub outbox: tokio::sync::mpsc::Sender<Outgoing>,
+    /// Where datagrams go out (at once, or through the send task).
+    pub outlet: Outlet,
     /// Room in the inbox; one slot comes back per datagram taken.
     pub inbox_slots: Arc<Semaphore>,
     pub committer: Committer,
@@ -275,9 +276,7 @@ impl Driver {
                     continue;
                 }
             };
-            // Waits only while the send task is a full queue behind. An error means the
-            // send task is gone, which happens only as the runtime shuts down.
-            let _ = self.outbox.blocking_send(Outgoing { to, bytes });
+            self.outlet.send(to, bytes);
         }
     }
 

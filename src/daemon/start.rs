@@ -5,7 +5,7 @@ use super::commit::Committer;
 use super::driver::{warn_if_no_valid_roster, Driver};
 use super::error::DaemonError;
 use super::event::Event;
-use super::io::{self, Inbox, INBOX_DATAGRAMS, OUTBOX_DATAGRAMS};
+use super::io::{self, Inbox, INBOX_DATAGRAMS};
 use super::net;
 use super::options::DaemonOptions;
 use super::resolve::{self, ListedUpdate};
@@ -142,8 +142,8 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
     let group_socket = sockets.group.map(Arc::new);
     let whisper_socket = Arc::new(sockets.whisper);
     let inbox_slots = Arc::new(Semaphore::new(INBOX_DATAGRAMS));
-    let (outbox, outgoing) = tokio::sync::mpsc::channel(OUTBOX_DATAGRAMS);
     let send_errors = Arc::new(AtomicU64::new(0));
+    let (outlet, send_task) = io::Outlet::new(whisper_socket.clone(), send_errors.clone());
     let drop_rng = SeededRng::new(options.seed.unwrap_or(0) ^ 0x5eed);
     // `net::open` joins the group only when sync starts on (and only if there is one).
     let group_member = config.sync.enabled && group_socket.is_some();
@@ -166,7 +166,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         group_addr: sockets.group_addr,
         whisper_addr: sockets.whisper_addr,
         listed: ListedUpdate::default(),
-        outbox,
+        outlet,
         inbox_slots: inbox_slots.clone(),
         committer,
         started,
@@ -230,8 +230,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         );
         tasks.push(tokio::spawn(resolving.instrument(span.clone())));
     }
-    let sender =
-        tokio::spawn(io::send_loop(whisper_socket, outgoing, send_errors).instrument(span));
+    let sender = tokio::spawn(send_task.instrument(span));
     Ok(RunningDaemon {
         whisper_addr: sockets.whisper_addr,
         control_path,

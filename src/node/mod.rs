@@ -43,6 +43,52 @@ pub fn peer_config(config: &Config, whisper_port: u16) -> PeerConfig {
         heartbeat_ms: config.sync.heartbeat.as_millis() as u64,
         peer_timeout_ms: config.sync.peer_timeout.as_millis() as u64,
         max_clock_drift_ms: config.sync.max_clock_drift.as_millis() as u64,
-        tuning: Tuning::default(),
+        tuning: tuning(config),
+    }
+}
+
+/// The protocol knobs the config sets (`[peers]`); the rest keep their defaults.
+fn tuning(config: &Config) -> Tuning {
+    let defaults = Tuning::default();
+    let max_learned = config.peers.max_learned;
+    Tuning {
+        // Never below the heartbeat: a silent listed peer is not tried more often than an
+        // answering one hears from us.
+        listed_retry_max_ms: config
+            .peers
+            .retry_max
+            .max(config.sync.heartbeat)
+            .as_millis() as u64,
+        max_learned_peers: max_learned,
+        // The peer table and the per-address limits must hold every learned peer besides
+        // the listed and LAN ones, or a hub's spokes would push each other out.
+        max_peers: defaults.max_peers.max(max_learned + 64),
+        max_sources: defaults.max_sources.max(2 * max_learned),
+        ..defaults
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn peers_keys_reach_the_sync_core() {
+        let mut config = Config::default();
+        config.peers.retry_max = Duration::from_secs(40);
+        config.peers.max_learned = 1_000;
+        let tuning = peer_config(&config, 1).tuning;
+        assert_eq!(tuning.listed_retry_max_ms, 40_000);
+        assert_eq!(tuning.max_learned_peers, 1_000);
+        // Room for every learned peer in the peer table and the per-address limits.
+        assert!(tuning.max_peers >= 1_000 + 64);
+        assert!(tuning.max_sources >= 2_000);
+        // A heartbeat longer than the ceiling wins.
+        config.sync.heartbeat = Duration::from_secs(60);
+        assert_eq!(peer_config(&config, 1).tuning.listed_retry_max_ms, 60_000);
+        let defaults = peer_config(&Config::default(), 1).tuning;
+        assert_eq!(defaults.listed_retry_max_ms, 15_000);
+        assert_eq!(defaults.max_learned_peers, 256);
     }
 }

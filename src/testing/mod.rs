@@ -5,6 +5,8 @@
 //! - `network`: how the world's network treats datagrams ([`Network`]) and what it counted.
 //! - `entry`: [`EntryBuilder`], entries with defaults for every field a test ignores.
 //! - `peer_config`: [`PeerConfigBuilder`], a sync [`PeerConfig`] for tests.
+//! - `burst`: [`Burst`], officers adjusting among peers on one LAN, measured beside the
+//!   floor (issue "quiet under load").
 //!
 //! The world models what the daemon meets on a LAN (loss, duplication, delay, partitions,
 //! finite receive buffers, crashes) and beyond it (multicast domains, one-way multicast,
@@ -13,11 +15,13 @@
 //!
 //! [`PeerConfig`]: crate::core::sync::PeerConfig
 
+mod burst;
 mod entry;
 mod network;
 mod peer_config;
 mod world;
 
+pub use burst::{Burst, BurstCost};
 pub use entry::EntryBuilder;
 pub use network::{Nat, NetCounters, Network, ReceiveLimit};
 pub use peer_config::PeerConfigBuilder;

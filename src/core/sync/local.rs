@@ -74,7 +74,11 @@ impl Peer {
                 new.push(entry);
             }
         }
-        if self.sync_enabled && !new.is_empty() {
+        if new.is_empty() {
+            return;
+        }
+        self.changed_ms = now.mono_ms;
+        if self.sync_enabled {
             let spread = Spread {
                 group: true,
                 ..Spread::default()

@@ -81,6 +81,7 @@ impl Peer {
         self.ledger.end_batch();
         let count = fresh.len();
         if count > 0 {
+            self.changed_ms = now.mono_ms;
             self.stats.entries_merged += count as u64;
             debug!(target: "sync", "SYNC merged {count} new entries; totals recalculated");
             self.forward(now, &fresh, origin);

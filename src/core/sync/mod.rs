@@ -114,6 +114,9 @@ pub struct Peer {
     unicast: Unicast,
     /// Differences from peers that nobody reconciles (see `partner`).
     stalemates: Stalemates,
+    /// When our set last changed (monotonic ms): a peer's report from before then may
+    /// differ only by what we just received (see `partner`).
+    changed_ms: u64,
     announcer: Announcer,
     admission: Admission,
     outbox: Outbox,
@@ -153,6 +156,7 @@ impl Peer {
             peers: PeerTable::default(),
             unicast: Unicast::default(),
             stalemates: Stalemates::default(),
+            changed_ms: 0,
             announcer: Announcer::new(now),
             admission: Admission::new(cookie_key),
             forgeries: ForgeryMemory::default(),
@@ -358,7 +362,7 @@ impl Peer {
         );
         self.touch_peer(now, envelope.from, whisper, channel);
         if learned {
-            self.greet_learned(envelope.from, whisper);
+            self.greet_learned(now, envelope.from, whisper);
         }
         // Built only when the line is wanted: this runs for every datagram.
         if tracing::enabled!(target: "sync", tracing::Level::DEBUG) {
@@ -382,6 +386,8 @@ impl Peer {
                 if let Some(peer) = self.peers.get_mut(sender) {
                     peer.name = Some(hello.name);
                     peer.fingerprint = Some(hello.fingerprint);
+                    peer.newest = hello.newest;
+                    peer.reported_ms = Some(now.mono_ms);
                 }
                 self.observe_difference(now, sender);
                 self.maybe_start_session(now);
@@ -415,6 +421,7 @@ impl Peer {
                     SyncRequest::Probe { fingerprint } => {
                         if let Some(peer) = self.peers.get_mut(sender) {
                             peer.fingerprint = Some(fingerprint);
+                            peer.reported_ms = Some(now.mono_ms);
                         }
                         self.observe_difference(now, sender);
                         if fingerprint != self.ledger.fingerprint() {
@@ -444,6 +451,7 @@ impl Peer {
                 if let Some(peer) = self.peers.get_mut(sender) {
                     peer.name = Some(name);
                     peer.fingerprint = Some(fingerprint);
+                    peer.reported_ms = Some(now.mono_ms);
                 }
                 self.take_cookie(now, sender, whisper, cookie);
                 self.observe_difference(now, sender);

@@ -20,9 +20,23 @@
 //! stopped reporting (it may have crashed). The side holding the smaller set acts first and
 //! the bigger side waits twice as long, so usually one side moves; a peer reconciling with
 //! us (it sent us a range request) resets the wait.
+//!
+//! # Entries in flight are no difference: the settling rule
+//! While an officer adjusts, entries are on their way to every peer when HELLOs are heard,
+//! so fingerprints differ for a moment all over the group; a session for each such moment
+//! would cost far more than the entries themselves. So when either side's newest entry is
+//! younger than [`settle_ms`] by the wall clock (entries may still be in flight), the
+//! majority rule only picks a partner whose difference from us has stayed the same over
+//! two of its reports at least [`settle_ms`] apart: a lost entry keeps the difference put,
+//! entries in flight change it at every report. So does a partner whose last report is
+//! older than our set's last change: it may lack only what we just received, which it has
+//! probably received too (its next HELLO will say). Otherwise (both newest entries older,
+//! a report newer than our change) a difference is acted on at once, as before: a late
+//! joiner does not wait.
 
-use super::peer_table::PeerTable;
+use super::peer_table::{PeerInfo, PeerTable};
 use super::{Now, Peer};
+use crate::proto::digest::Key;
 use crate::proto::fingerprint::Fingerprint;
 use crate::proto::wire::NodeId;
 use ::core::net::SocketAddr;
@@ -49,6 +63,13 @@ struct Stalemate {
     /// When the peer last reported it: a peer that went quiet (crashed, say) is not pulled
     /// from on an old report.
     seen_ms: u64,
+}
+
+/// How long a difference must hold before it counts while entries may be in flight, and
+/// how young a newest entry must be to make that so: half a heartbeat (two reports of one
+/// peer are a heartbeat apart, so a lost entry is still pulled at its second report).
+pub(super) fn settle_ms(heartbeat_ms: u64) -> u64 {
+    heartbeat_ms / 2
 }
 
 impl Stalemates {
@@ -145,6 +166,7 @@ impl Peer {
             .iter()
             .filter(|p| PeerTable::live(p, now, timeout) && p.fingerprint == Some(target_fp))
             .filter(|p| !self.peers.held_off(p.node, now, holdoff))
+            .filter(|p| self.settled(now, p))
             .map(|p| (p.node, p.whisper, p.label()))
             .collect();
         if candidates.is_empty() {
@@ -162,6 +184,25 @@ impl Peer {
         // partner beyond the LAN is one of them.
         self.start_session(now, partner, addr, label, mine, false);
         true
+    }
+
+    /// Whether our difference from `peer` is not just entries in flight (the settling
+    /// rule, see the module docs).
+    fn settled(&self, now: Now, peer: &PeerInfo) -> bool {
+        let settle = settle_ms(self.cfg.heartbeat_ms);
+        let fresh = |key: Option<Key>| {
+            key.is_some_and(|k| k.at.unix_ms().saturating_add(settle) > now.unix_ms)
+        };
+        // A report from before our set last changed may differ only by what we just
+        // received (and so, probably, did they).
+        let current = peer.reported_ms.is_some_and(|at| at >= self.changed_ms);
+        if current && !fresh(self.ledger.newest()) && !fresh(peer.newest) {
+            return true;
+        }
+        self.stalemates
+            .by_peer
+            .get(&peer.node)
+            .is_some_and(|watched| watched.seen_ms >= watched.since_ms + settle)
     }
 
     /// The stalemate rule (see the module docs): pulls from the peer whose difference has

@@ -4,6 +4,7 @@
 //! is one peer, not two.
 
 use super::{Channel, Now, Peer};
+use crate::proto::digest::Key;
 use crate::proto::fingerprint::Fingerprint;
 use crate::proto::wire::NodeId;
 use ::core::net::SocketAddr;
@@ -35,6 +36,11 @@ pub struct PeerInfo {
     pub whisper: SocketAddr,
     /// Its whole-set fingerprint, as last reported.
     pub fingerprint: Option<Fingerprint>,
+    /// The newest key of its set, as its last HELLO reported it (`None`: empty, or only
+    /// heard in a summary).
+    pub newest: Option<Key>,
+    /// When it last reported its fingerprint (monotonic ms).
+    pub reported_ms: Option<u64>,
     /// When we last heard anything from it (monotonic ms).
     pub last_heard_ms: u64,
     /// How it reaches us (kept current as time passes and as the listed addresses change).
@@ -251,6 +257,8 @@ impl Peer {
                     name: None,
                     whisper,
                     fingerprint: None,
+                    newest: None,
+                    reported_ms: None,
                     last_heard_ms: now.mono_ms,
                     reached: Reach::Learned,
                     last_group_ms: on_group.then_some(now.mono_ms),

@@ -250,6 +250,9 @@ impl Peer {
                 break;
             }
             let (partner, addr) = (session.partner, session.addr);
+            // Held to the partner address's 3x allowance until it is proven (see
+            // `request_allowance`); `None`: not limited.
+            let allowance = self.request_allowance(now, partner, addr);
             // Room left after the version byte and the envelope (which grows with the group
             // name); 4 more bytes for the list lengths, whose varints grow as lists fill.
             let limit = MAX_MESSAGE - 1 - self.request_overhead() - 4;
@@ -299,6 +302,41 @@ impl Peer {
                 want.push(id);
             }
             let request_id = self.requester.next_request_id;
+            let cookie = self.admission.cookie_from(addr);
+            let mut request = RangesRequest {
+                request_id,
+                runs,
+                want: want.clone(),
+                cookie,
+                padding: Vec::new(),
+            };
+            let used = wire::encoded_len(
+                &self
+                    .outbox
+                    .envelope(Body::SyncRequest(SyncRequest::Ranges(request.clone()))),
+            );
+            let sealed_len = (used + self.outbox.seal_overhead()) as u64;
+            if allowance.is_some_and(|allowed| sealed_len > allowed) {
+                // The partner's address is unproven and has not sent us enough to pay for
+                // even this request: a forged HELLO must not aim a session at a bystander.
+                // Some side tries again once the address is proven or has sent more.
+                self.stats.requests_withheld += 1;
+                self.abort_session("its address is unproven and over the 3x limit");
+                // Our cookie may never have reached it: offer it again.
+                self.greet_again_if_unproven(now, partner, addr);
+                return;
+            }
+            if cookie.is_none() {
+                // Unproven with this partner: fill the datagram (as far as our own allowance
+                // for its address goes), so its 3x allowance pays for a first answer of
+                // several datagrams (which bring us the cookie).
+                let mut fill = (MAX_MESSAGE - 1).saturating_sub(used + 2);
+                if let Some(allowed) = allowance {
+                    fill = fill.min((allowed - sealed_len).saturating_sub(2) as usize);
+                }
+                request.padding = vec![0; fill];
+            }
+            let session = self.requester.session.as_mut().expect("checked above");
             self.requester.next_request_id += 1;
             session.requests += 1;
             session.inflight.insert(
@@ -306,40 +344,40 @@ impl Peer {
                 Inflight {
                     sent_ms: now.mono_ms,
                     spans,
-                    want: want.clone(),
+                    want,
                     covered: Vec::new(),
                     parts_seen: BTreeSet::new(),
                     parts_total: None,
                 },
             );
             self.stats.requests_sent += 1;
-            let cookie = self.admission.cookie_from(addr);
-            let mut request = RangesRequest {
-                request_id,
-                runs,
-                want,
-                cookie,
-                padding: Vec::new(),
-            };
-            if cookie.is_none() {
-                // Unproven with this partner: fill the datagram, so its 3x allowance pays
-                // for a first answer of several datagrams (which bring us the cookie).
-                let used = wire::encoded_len(
-                    &self
-                        .outbox
-                        .envelope(Body::SyncRequest(SyncRequest::Ranges(request.clone()))),
-                );
-                request.padding = vec![0; (MAX_MESSAGE - 1).saturating_sub(used + 2)];
+            let body = Body::SyncRequest(SyncRequest::Ranges(request));
+            match allowance {
+                Some(allowed) => self.send_limited(partner, addr, body, allowed),
+                None => {
+                    self.outbox
+                        .send_to(&mut self.stats, &self.peers, partner, addr, body);
+                }
             }
-            self.outbox.send_to(
-                &mut self.stats,
-                &self.peers,
-                partner,
-                addr,
-                Body::SyncRequest(SyncRequest::Ranges(request)),
-            );
         }
         self.finish_session_if_done(now);
+    }
+
+    /// What our requests to the session partner `partner` at `addr` may still cost, or
+    /// `None` when they are not limited. An address we learned from a whisper datagram can
+    /// be forged (a member sending a HELLO "from" a bystander), so until it echoed our
+    /// cookie it gets at most 3x the bytes it sent us, requests included, like every answer
+    /// to it. Listed addresses are the operator's own choice; a peer heard on the group
+    /// channel is on our LAN and answers at its advertised whisper port.
+    fn request_allowance(&self, now: Now, partner: NodeId, addr: SocketAddr) -> Option<u64> {
+        let timeout = self.cfg.peer_timeout_ms;
+        let trusted = self.unicast.is_listed(addr)
+            || self.admission.proven(addr)
+            || self
+                .peers
+                .get(partner)
+                .is_some_and(|p| p.heard_on_group(now, timeout));
+        (!trusted).then(|| self.allowance(addr))
     }
 
     fn finish_session_if_done(&mut self, now: Now) {

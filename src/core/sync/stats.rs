@@ -43,6 +43,9 @@ pub struct Stats {
     pub entries_forwarded: u64,
     /// Datagrams not sent to an unproven learned peer because its 3x allowance was spent.
     pub unicast_withheld: u64,
+    /// Session requests not sent (and their session given up) because the partner's
+    /// address was unproven and its 3x allowance spent.
+    pub requests_withheld: u64,
     /// HELLOs sent to silent listed peers (retries with backoff).
     pub listed_retries: u64,
     /// Learned peers forgotten early because there were `max_learned_peers` of them.

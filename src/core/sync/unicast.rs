@@ -63,6 +63,8 @@ struct Learned {
     last_heard_ms: u64,
     /// When it last asked for unicast (see the module docs).
     wants_unicast_ms: Option<u64>,
+    /// When we last greeted it (sent it a cookie to prove its address with).
+    greeted_ms: Option<u64>,
 }
 
 /// One unicast destination of a group-bound message.
@@ -273,6 +275,7 @@ impl Peer {
                 node,
                 last_heard_ms: now.mono_ms,
                 wants_unicast_ms: Some(now.mono_ms),
+                greeted_ms: None,
             },
         );
         true
@@ -384,7 +387,10 @@ impl Peer {
     /// fingerprint) without waiting a heartbeat: with a summary, which is a HELLO carrying
     /// a cookie, so the peer can prove its address (see [`Peer::take_cookie`]) and get what
     /// we forward beyond 3x what it sends us.
-    pub(super) fn greet_learned(&mut self, node: NodeId, addr: SocketAddr) {
+    pub(super) fn greet_learned(&mut self, now: Now, node: NodeId, addr: SocketAddr) {
+        if let Some(learned) = self.unicast.learned.get_mut(&addr) {
+            learned.greeted_ms = Some(now.mono_ms);
+        }
         let body = Body::SyncResponse(SyncResponse::Summary {
             name: self.cfg.node_name.clone(),
             fingerprint: self.ledger.fingerprint(),
@@ -396,6 +402,22 @@ impl Peer {
             limited: !self.admission.proven(addr),
         };
         self.send_to_targets(body, &[target]);
+    }
+
+    /// Greets the learned peer `node` at `addr` again if its address is still unproven and
+    /// it was last greeted a heartbeat ago or more: the first greeting may have been lost,
+    /// and without a proven address a session we start with it cannot get far (see
+    /// `requester::request_allowance`).
+    pub(super) fn greet_again_if_unproven(&mut self, now: Now, node: NodeId, addr: SocketAddr) {
+        let heartbeat = self.cfg.heartbeat_ms;
+        let due = self.unicast.learned.get(&addr).is_some_and(|learned| {
+            learned
+                .greeted_ms
+                .is_none_or(|at| at + heartbeat <= now.mono_ms)
+        });
+        if due && !self.admission.proven(addr) {
+            self.greet_learned(now, node, addr);
+        }
     }
 
     /// Keeps the cookie the peer `node` at `addr` gave us. A new cookie from a unicast peer

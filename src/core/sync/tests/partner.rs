@@ -57,3 +57,47 @@ fn serving_holdoff_ends_on_time_even_before_a_timer_runs() {
     a.handle_datagram(now(after), Channel::Group, from, &hello);
     assert!(a.in_session(), "hold-off over: b is a partner again");
 }
+
+/// A HELLO from `node` (whisper port 1002) reporting `count` entries, the newest made at
+/// unix ms `newest_ms`.
+fn hello_with_newest(count: u64, newest_ms: u64) -> Vec<u8> {
+    let newest = EntryBuilder::at_ms(newest_ms).id_random([9; 10]).build();
+    clear_datagram(
+        42,
+        1002,
+        Body::Hello(Hello {
+            name: "b".into(),
+            fingerprint: Fingerprint { count, sum: 5 },
+            newest: Some(newest.key()),
+        }),
+    )
+}
+
+#[test]
+fn a_difference_that_may_be_in_flight_is_pulled_only_once_it_holds() {
+    // B reports one entry more than we hold, made just now: it may be on its way to us.
+    let heartbeat = config(0).heartbeat_ms;
+    let from: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+    let mut a = peer(0, vec![entry(1, "P")], 3);
+    a.start(now(0));
+    let t = 5_000;
+    let fresh = now(t).unix_ms - 10;
+    a.handle_datagram(now(t), Channel::Group, from, &hello_with_newest(2, fresh));
+    assert!(!a.in_session(), "in flight, perhaps: wait");
+    // The same difference, reported again a heartbeat later: it holds, so something was
+    // lost: pull.
+    let later = t + heartbeat;
+    a.handle_datagram(
+        now(later),
+        Channel::Group,
+        from,
+        &hello_with_newest(2, fresh),
+    );
+    assert!(a.in_session(), "the difference held: pull");
+    // A difference whose newest entries are old cannot be in flight: pulled at once.
+    let mut c = peer(0, vec![entry(1, "P")], 3);
+    c.start(now(0));
+    let old = now(t).unix_ms - 10 * heartbeat;
+    c.handle_datagram(now(t), Channel::Group, from, &hello_with_newest(2, old));
+    assert!(c.in_session(), "nothing in flight: pull at once");
+}

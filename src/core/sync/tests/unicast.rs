@@ -23,6 +23,15 @@ fn hello_body(name: &str, count: u64) -> Body {
     })
 }
 
+/// A HELLO from a node holding what an empty peer holds (no session is started with it).
+fn empty_set_hello(name: &str) -> Body {
+    Body::Hello(Hello {
+        name: name.into(),
+        fingerprint: Fingerprint::default(),
+        newest: None,
+    })
+}
+
 /// Where each datagram in `actions` goes (`None`: the group) and what it carries (clear
 /// datagrams only).
 fn sends(actions: Vec<Action>) -> Vec<(Option<SocketAddr>, Body)> {
@@ -255,9 +264,11 @@ fn learned_peers_expire_after_the_peer_timeout_and_are_capped() {
     let mut a = Peer::new(config, vec![], SeededRng::new(3), now(0));
     a.start(now(0));
     a.drain_actions();
+    // Our set (so no session), in a HELLO as long as a real one.
+    let long_name = "s".repeat(60);
     let spoke = |k: u16| SocketAddr::from(([203, 0, 113, k as u8], 40_000 + k));
     for k in 1..=6u16 {
-        let d = clear_datagram(100 + u64::from(k), 47684, hello_body("s", 0));
+        let d = clear_datagram(100 + u64::from(k), 47684, empty_set_hello(&long_name));
         a.handle_datagram(now(u64::from(k)), Channel::Whisper, spoke(k), &d);
     }
     let learned: Vec<SocketAddr> = a
@@ -282,7 +293,7 @@ fn learned_peers_expire_after_the_peer_timeout_and_are_capped() {
     assert_eq!(hellos, (3..=6).map(|k| Some(spoke(k))).collect::<Vec<_>>());
     // Spoke 6 keeps talking; the others fall silent and expire.
     for t in (1_000..=9_000).step_by(1_000) {
-        let d = clear_datagram(106, 47684, hello_body("s", 0));
+        let d = clear_datagram(106, 47684, empty_set_hello(&long_name));
         a.handle_datagram(now(t), Channel::Whisper, spoke(6), &d);
         a.handle_timeout(now(t));
     }
@@ -321,12 +332,7 @@ fn an_unproven_learned_peer_gets_at_most_3x_what_it_sent() {
     a.start(now(0));
     let victim: SocketAddr = "198.51.100.20:4000".parse().unwrap();
     // It claims our (empty) set: no session is started with it.
-    let same_set = Body::Hello(Hello {
-        name: "v".into(),
-        fingerprint: Fingerprint::default(),
-        newest: None,
-    });
-    let forged_hello = clear_datagram(9, 4000, same_set);
+    let forged_hello = clear_datagram(9, 4000, empty_set_hello("v"));
     a.handle_datagram(now(5), Channel::Whisper, victim, &forged_hello);
     let mut to_victim = 0u64;
     let mut tally = |actions: Vec<Action>| {
@@ -412,4 +418,58 @@ fn a_peer_heard_both_ways_is_one_peer_reached_by_multicast() {
     let seen_by_b: Vec<&PeerInfo> = world.peer(1).peers().collect();
     assert_eq!(seen_by_b.len(), 1);
     assert_eq!(seen_by_b[0].reached, Reach::Listed);
+}
+
+#[test]
+fn a_forged_hello_cannot_aim_a_session_at_a_bystander_beyond_3x() {
+    // A member forges HELLOs "from" a bystander, claiming a set bigger than ours: we would
+    // pull from it at once (majority rule) and keep at it (retries, the stalemate rule).
+    // Every byte we send there, session requests included, stays within 3x what came
+    // from that address.
+    let mut a = Peer::new(
+        unicast_config(0, false).build(),
+        vec![],
+        SeededRng::new(3),
+        now(0),
+    );
+    a.start(now(0));
+    a.drain_actions();
+    let victim: SocketAddr = "198.51.100.20:4000".parse().unwrap();
+    let mut received = 0u64;
+    let mut to_victim = 0u64;
+    let mut tally = |actions: Vec<Action>| {
+        for action in actions {
+            if let Action::SendTo(to, bytes) = action {
+                if to == victim {
+                    to_victim += bytes.len() as u64;
+                }
+            }
+        }
+    };
+    for i in 0..10u64 {
+        let t = 5 + i * 2_000;
+        let forged_hello = clear_datagram(9, 4000, hello_body("v", 500));
+        received += forged_hello.len() as u64;
+        a.handle_datagram(now(t), Channel::Whisper, victim, &forged_hello);
+        tally(a.drain_actions());
+        // Its timers until the next HELLO: request timeouts and retries.
+        let mut at = t;
+        while let Some(due) = a.poll_timeout() {
+            at = due.max(at);
+            if at >= t + 2_000 {
+                break;
+            }
+            a.handle_timeout(now(at));
+            tally(a.drain_actions());
+        }
+    }
+    assert!(
+        a.stats().sessions_started > 0,
+        "it tried to pull from the claimed bigger set"
+    );
+    assert!(
+        to_victim <= 3 * received,
+        "{to_victim} bytes sent to the bystander for {received} received"
+    );
+    assert!(a.stats().requests_withheld > 0);
 }
