@@ -66,7 +66,7 @@ impl Peer {
                 self.stats.dropped("known_forgery");
                 continue;
             }
-            if let Err(err) = crate::proto::signature::verify(&entry) {
+            if let Err(err) = self.signatures.verify(&entry) {
                 debug!(target: "sync", "SYNC dropped entry {}: {err}", entry.id);
                 self.stats.dropped("bad_signature");
                 self.forgeries.remember(key.digest);
