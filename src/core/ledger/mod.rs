@@ -101,7 +101,7 @@ impl Ledger {
 
     /// [`Ledger::insert`] for a caller that already computed `key` (`entry.key()`), which
     /// saves hashing the entry again.
-    pub(crate) fn insert_keyed(&mut self, key: Key, entry: Entry) -> bool {
+    pub fn insert_keyed(&mut self, key: Key, entry: Entry) -> bool {
         debug_assert_eq!(key, entry.key());
         if !self.index.insert_digest(key.digest, key.at, true) {
             return false;
