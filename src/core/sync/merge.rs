@@ -74,7 +74,8 @@ impl Peer {
             }
             self.clock.observe(entry.at, now.unix_ms);
             self.requester.arrived(&key.digest);
-            self.ledger.insert_keyed(key, entry.clone());
+            // Found absent at the top of this iteration; nothing inserted since.
+            self.ledger.insert_absent(key, entry.clone());
             fresh.push(entry);
             keys.push(key);
         }
