@@ -23,6 +23,10 @@
 //!   fresh process running the offline `points`.
 //!   Goals at 1,000,000 entries: `points` ≤ 50 ms and ≤ 100 MB, `adjust` ≤ 100 ms.
 //! - Writing a checkpoint, against a raw write of the same bytes plus one fdatasync.
+//!
+//! `LOOTSYNC_BENCH_ONLY=merge` runs the merge figure alone (for a profiler);
+//! `LOOTSYNC_BENCH_ENTRIES=n` sets the log size of the cold-start, memory, checkpoint and
+//! offline figures (the scaling table in docs/benchmarks.md).
 
 mod common;
 
@@ -32,6 +36,7 @@ use loot_sync::control::{Adjust, Points};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig};
 use loot_sync::node;
+use loot_sync::proto::digest::Key;
 use loot_sync::proto::entry::Entry;
 use loot_sync::proto::limits::MAX_DATAGRAM;
 use loot_sync::proto::wire;
@@ -269,13 +274,15 @@ fn merge_once(entries: &[Entry], state: &Path) -> (f64, u64, usize) {
     // and fsync once the oldest unsynced append is 50 ms old.
     // As many entries per merged batch as one LOG_ENTRY datagram carries.
     let per_datagram = (MAX_DATAGRAM - ENVELOPE_ALLOWANCE) / wire::encoded_len(&entries[0]);
+    // Each entry is hashed once (its key), as `Peer::merge` does and hands the key on.
     for chunk in entries.chunks(per_datagram.max(1)) {
-        for entry in chunk {
-            ledger.insert(entry.clone());
+        let keys: Vec<Key> = chunk.iter().map(Entry::key).collect();
+        for (entry, key) in chunk.iter().zip(&keys) {
+            ledger.insert_keyed(*key, entry.clone());
         }
         let offsets = store.append_located(chunk).unwrap();
-        for (entry, offset) in chunk.iter().zip(offsets) {
-            ledger.mark_stored(&entry.key(), offset);
+        for (key, offset) in keys.iter().zip(offsets) {
+            ledger.mark_stored(key, offset);
         }
         let since = *unsynced_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= BATCH_INTERVAL {
@@ -692,12 +699,25 @@ fn main() {
         return;
     }
     let full = common::full_mode();
+    // `LOOTSYNC_BENCH_ONLY=merge` runs the merge figure alone (for a profiler).
+    if std::env::var("LOOTSYNC_BENCH_ONLY").as_deref() == Ok("merge") {
+        let root = tempfile::tempdir().expect("temp dir");
+        common::print_table("Storage figures", &[merge_figure(100_000, root.path())]);
+        return;
+    }
     println!(
         "lootsync store benchmarks ({} mode; LOOTSYNC_BENCH_FULL=1 for published sizes)",
         if full { "full" } else { "quick" }
     );
     let root = tempfile::tempdir().expect("temp dir");
-    let count = if full { 1_000_000 } else { 100_000 };
+    // `LOOTSYNC_BENCH_ENTRIES=n` measures another log size (the scaling table).
+    let count = std::env::var("LOOTSYNC_BENCH_ENTRIES")
+        .ok()
+        .map(|n| {
+            n.parse()
+                .expect("LOOTSYNC_BENCH_ENTRIES: a number of entries")
+        })
+        .unwrap_or(if full { 1_000_000 } else { 100_000 });
     let mut figures = cold_start_figure(count, root.path());
     figures.push(memory_figure(root.path()));
     figures.extend(checkpoint_figures(count, root.path()));

@@ -10,8 +10,20 @@ use std::fmt;
 /// field, so no peer can suppress another's entry by racing a different body under its id.
 /// It orders entries that share a timestamp and is what sync asks for. Kept as big-endian
 /// bytes: 16 bytes on the wire, byte alignment in the index, and byte order is numeric order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 16]);
+
+impl std::hash::Hash for Digest {
+    /// One word instead of a length and 16 bytes: the digest is already uniform, and the
+    /// maps keyed by it (the merge's digest index, bodies awaiting their append) keep the
+    /// standard keyed SipHash, so remote peers still cannot aim entries at one bucket.
+    /// Equal digests write equal words, so this agrees with `Eq`.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_ne_bytes(word));
+    }
+}
 
 impl Ord for Digest {
     /// Numeric order of the big-endian bytes (the same as their byte order), compared as one

@@ -110,10 +110,24 @@ impl DigestIndex {
                 slot.insert(at);
             }
         }
-        if merge_when_large && self.recent.len() > Self::MIN_RECENT.max(self.sorted.len() / 8) {
-            self.merge();
+        if merge_when_large {
+            self.merge_if_large();
         }
         true
+    }
+
+    /// Adds `digest`, which the caller knows is absent (no search).
+    fn insert_absent(&mut self, digest: Digest, at: Hlc) {
+        debug_assert!(!self.contains(&digest));
+        self.recent.insert(digest, at);
+        self.merge_if_large();
+    }
+
+    /// Folds the recent map into the vector once it passes an eighth of it.
+    fn merge_if_large(&mut self) {
+        if self.recent.len() > Self::MIN_RECENT.max(self.sorted.len() / 8) {
+            self.merge();
+        }
     }
 
     fn merge(&mut self) {
@@ -214,6 +228,12 @@ impl EntryIndex {
             return false;
         }
         self.ids.insert(digest, at, merge_when_large)
+    }
+
+    /// Adds `digest`, which the caller has just looked up and not found.
+    pub(super) fn insert_digest_absent(&mut self, digest: Digest, at: Hlc) {
+        debug_assert!(self.base.find_digest(&digest).is_none());
+        self.ids.insert_absent(digest, at);
     }
 
     /// Indexes an entry whose digest was just inserted, holding its body in memory.

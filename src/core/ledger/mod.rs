@@ -103,15 +103,27 @@ impl Ledger {
 
     /// [`Ledger::insert`] for a caller that already computed `key` (`entry.key()`), which
     /// saves hashing the entry again.
-    pub(crate) fn insert_keyed(&mut self, key: Key, entry: Entry) -> bool {
+    pub fn insert_keyed(&mut self, key: Key, entry: Entry) -> bool {
         debug_assert_eq!(key, entry.key());
         if !self.index.insert_digest(key.digest, key.at, true) {
             return false;
         }
+        self.place_resident(key, entry);
+        true
+    }
+
+    /// [`Ledger::insert_keyed`] for an entry the caller has just found absent
+    /// ([`Ledger::contains`]): the merge looks each digest up once, not twice.
+    pub(crate) fn insert_absent(&mut self, key: Key, entry: Entry) {
+        debug_assert_eq!(key, entry.key());
+        self.index.insert_digest_absent(key.digest, key.at);
+        self.place_resident(key, entry);
+    }
+
+    fn place_resident(&mut self, key: Key, entry: Entry) {
         let need = self.account(&entry, key);
         self.index.insert_resident(key, entry);
         self.replay_if(key, need);
-        true
     }
 
     /// Adds an entry read from the log at `offset` (the part of a log past a checkpoint) if

@@ -66,7 +66,7 @@ impl Peer {
                 self.stats.dropped("known_forgery");
                 continue;
             }
-            if let Err(err) = crate::proto::signature::verify(&entry) {
+            if let Err(err) = self.signatures.verify(&entry) {
                 debug!(target: "sync", "SYNC dropped entry {}: {err}", entry.id);
                 self.stats.dropped("bad_signature");
                 self.forgeries.remember(key.digest);
@@ -74,7 +74,8 @@ impl Peer {
             }
             self.clock.observe(entry.at, now.unix_ms);
             self.requester.arrived(&key.digest);
-            self.ledger.insert_keyed(key, entry.clone());
+            // Found absent at the top of this iteration; nothing inserted since.
+            self.ledger.insert_absent(key, entry.clone());
             fresh.push(entry);
             keys.push(key);
         }

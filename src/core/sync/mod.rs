@@ -81,7 +81,7 @@ use crate::proto::entry::Entry;
 use crate::proto::hlc::HlcClock;
 use crate::proto::keys::PublicKey;
 use crate::proto::seal::Sealer;
-use crate::proto::signature::SecretKey;
+use crate::proto::signature::{SecretKey, Verifier};
 use crate::proto::wire::{self, Body, NodeId, SyncRequest, SyncResponse};
 use ::core::net::SocketAddr;
 use admission::Admission;
@@ -121,6 +121,7 @@ pub struct Peer {
     admission: Admission,
     outbox: Outbox,
     forgeries: ForgeryMemory,
+    signatures: Verifier,
     push: PushQueue,
     requester: Requester,
     stats: Stats,
@@ -160,6 +161,7 @@ impl Peer {
             announcer: Announcer::new(now),
             admission: Admission::new(cookie_key),
             forgeries: ForgeryMemory::default(),
+            signatures: Verifier::default(),
             push: PushQueue::new(now),
             requester: Requester::default(),
             stats: Stats::default(),

@@ -256,6 +256,11 @@ impl Peer {
             // Room left after the version byte and the envelope (which grows with the group
             // name); 4 more bytes for the list lengths, whose varints grow as lists fill.
             let limit = MAX_MESSAGE - 1 - self.request_overhead() - 4;
+            // Spread the spans over the free slots of the window, so the partner serves
+            // one request while this side merges the answer to another; packing them all
+            // into one request would leave the rest of the window idle.
+            let free = self.cfg.tuning.window.max(1) - session.inflight.len();
+            let span_cap = session.todo.len().div_ceil(free).max(1);
             let mut size = 0;
             let mut spans = Vec::new();
             let mut runs: Vec<Run> = Vec::new();
@@ -276,7 +281,7 @@ impl Peer {
                     } else {
                         wire::encoded_len(&span.lower) + 2
                     };
-                if !spans.is_empty() && size + cost > limit {
+                if !spans.is_empty() && (size + cost > limit || spans.len() >= span_cap) {
                     break;
                 }
                 size += cost;
