@@ -269,11 +269,7 @@ fn propagation_samples(world: &mut World, authors: &[usize], adjusts: usize) -> 
             delta: 1,
             reason: format!("loot {k}"),
         };
-        let entry = world.act(author, |p, now| {
-            let entry = p.prepare_adjust(now, &request).expect("valid adjust");
-            p.commit_local(now, entry.clone());
-            entry
-        });
+        let entry = world.adjust(author, &request);
         let digest = entry.key().digest;
         let start = world.now_ms();
         let everyone =

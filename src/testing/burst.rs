@@ -135,11 +135,7 @@ impl Burst {
                     delta: 1,
                     reason: format!("burst {k}"),
                 };
-                let entry = world.act(officer, |p, now| {
-                    let entry = p.prepare_adjust(now, &request).expect("a valid adjust");
-                    p.commit_local(now, entry.clone());
-                    entry
-                });
+                let entry = world.adjust(officer, &request);
                 let node = world.peer(officer).node_id();
                 let port = super::node_addr(officer).port();
                 floor_bytes +=

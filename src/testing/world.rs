@@ -13,7 +13,7 @@ use super::network::{NetCounters, Network, Route};
 use crate::core::rng::SeededRng;
 use crate::core::sync::{Action, Channel, Now, Peer};
 use crate::proto::digest::Key;
-use crate::proto::entry::Entry;
+use crate::proto::entry::{AdjustRequest, Entry};
 use ::core::net::SocketAddr;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -336,6 +336,21 @@ impl<D: Disk> World<D> {
         let result = f(peer, now);
         self.dispatch(i);
         result
+    }
+
+    /// Node `i` makes `request` as a local adjust and commits it at once (what a durable
+    /// adjust through the daemon does), and sends what that produces; the entry made.
+    ///
+    /// # Panics
+    /// When `request` is not a valid adjust (a test's own input) or node `i` is down.
+    pub fn adjust(&mut self, i: usize, request: &AdjustRequest) -> Entry {
+        self.act(i, |peer, now| {
+            let entry = peer
+                .prepare_adjust(now, request)
+                .expect("the test's adjust is valid");
+            peer.commit_local(now, entry.clone());
+            entry
+        })
     }
 
     /// Whether every node runs and all hold the same set.
