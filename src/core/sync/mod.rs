@@ -62,6 +62,7 @@ mod peer_table;
 mod push;
 mod requester;
 mod responder;
+mod rto;
 mod stats;
 mod unicast;
 
@@ -285,8 +286,7 @@ impl Peer {
         let due = [
             Some(self.announcer.next_hello_ms()),
             self.push.next_due(),
-            self.requester
-                .next_timeout(self.cfg.tuning.request_timeout_ms),
+            self.requester.next_timeout(),
             self.peers.next_expiry(self.cfg.peer_timeout_ms),
             self.unicast.next_contact_ms(),
         ];
