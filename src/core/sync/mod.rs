@@ -385,8 +385,8 @@ impl Peer {
         let sender = envelope.from;
         match envelope.body {
             Body::Hello(hello) => {
+                self.learn_name(sender, hello.name);
                 if let Some(peer) = self.peers.get_mut(sender) {
-                    peer.name = Some(hello.name);
                     peer.fingerprint = Some(hello.fingerprint);
                     peer.newest = hello.newest;
                     peer.reported_ms = Some(now.mono_ms);
@@ -450,8 +450,8 @@ impl Peer {
                 fingerprint,
                 cookie,
             }) => {
+                self.learn_name(sender, name);
                 if let Some(peer) = self.peers.get_mut(sender) {
-                    peer.name = Some(name);
                     peer.fingerprint = Some(fingerprint);
                     peer.reported_ms = Some(now.mono_ms);
                 }
