@@ -11,6 +11,7 @@
 use super::commit::Committer;
 use super::error::RequestError;
 use super::event::Event;
+use super::failure_streak::{FailureStreak, StreakLog};
 use super::io::Outlet;
 use super::options::DaemonOptions;
 use super::resolve::ListedUpdate;
@@ -68,6 +69,8 @@ pub(super) struct Driver {
     /// Whether merged roster changes, none signed by this peer's root key, were warned
     /// about (once per run: usually this peer's root key is mistyped).
     pub warned_no_valid_roster: bool,
+    /// Failed appends of merged entries in a row, so a full disk is not one error per batch.
+    pub append_failures: FailureStreak,
     pub drop_rng: SeededRng,
     pub control_path: PathBuf,
     /// Whether the group socket is a member of the multicast group (not while sync is off).
@@ -297,6 +300,12 @@ impl Driver {
         match self.store.append_located(&pending) {
             Ok(offsets) => {
                 self.counters.remote_appends += 1;
+                if let StreakLog::Recovered { failures } = self.append_failures.succeeded() {
+                    info!(
+                        "storing entries learned from peers works again ({failures} failed appends before; {} entries now stored)",
+                        pending.len()
+                    );
+                }
                 for (key, offset) in keys.iter().zip(offsets) {
                     self.peer.mark_stored(key, offset);
                 }
@@ -307,11 +316,20 @@ impl Driver {
             }
             Err(err) => {
                 self.counters.append_failures += 1;
-                error!(
-                    "cannot store {} entries learned from peers (kept in memory and retried with the next batch): {}",
-                    pending.len(),
-                    err.describe()
-                );
+                let now_ms = self.started.elapsed().as_millis() as u64;
+                match self.append_failures.failed(now_ms) {
+                    StreakLog::First => error!(
+                        "cannot store {} entries learned from peers (kept in memory and retried with the next batch): {}",
+                        pending.len(),
+                        err.describe()
+                    ),
+                    StreakLog::Ongoing { suppressed } => warn!(
+                        "still cannot store entries learned from peers ({} waiting in memory; {suppressed} more failed appends not logged): {}",
+                        pending.len(),
+                        err.describe()
+                    ),
+                    StreakLog::Quiet | StreakLog::Recovered { .. } => {}
+                }
             }
         }
         match self.config.storage.fsync {

@@ -47,6 +47,7 @@
 //! - `checkpoint`: when checkpoints of the log are written, and the thread writing one.
 //! - `io`: the socket tasks: receive loops and the send task.
 //! - `event`: the messages between the threads.
+//! - `failure_streak`: how often a failure repeating with every attempt is logged.
 //! - `status`: what `lootsync status` shows, and the daemon's own counters.
 //! - `running`: the handle to a running daemon ([`RunningDaemon`]).
 //! - `options`: the hooks tests, benchmarks and the CLI plug in ([`DaemonOptions`]).
@@ -64,6 +65,7 @@ mod commit;
 mod driver;
 mod error;
 mod event;
+mod failure_streak;
 mod io;
 pub mod net;
 pub mod notify;

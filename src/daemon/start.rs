@@ -5,6 +5,7 @@ use super::commit::Committer;
 use super::driver::{warn_if_no_valid_roster, Driver};
 use super::error::DaemonError;
 use super::event::Event;
+use super::failure_streak::{FailureStreak, REMINDER_INTERVAL_MS};
 use super::io::{self, Inbox, INBOX_DATAGRAMS};
 use super::net;
 use super::options::DaemonOptions;
@@ -177,6 +178,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
             ..DriverCounters::default()
         },
         warned_no_valid_roster,
+        append_failures: FailureStreak::new(REMINDER_INTERVAL_MS),
         drop_rng,
         control_path: control_path.clone(),
         group_member,

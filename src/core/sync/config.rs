@@ -7,8 +7,12 @@ use super::Action;
 /// Protocol knobs that users rarely touch; the simulator tightens them for speed.
 #[derive(Clone, Debug)]
 pub struct Tuning {
-    /// How long to wait for a response before asking again for the unanswered spans.
+    /// Shortest wait for a response before asking again for the unanswered spans, and the
+    /// wait before the partner's round trip is known; the wait adapts to the round trips
+    /// measured (see `rto`) and doubles on every timeout.
     pub request_timeout_ms: u64,
+    /// Longest wait for a response, however slow the partner or however many timeouts.
+    pub request_timeout_max_ms: u64,
     /// Consecutive requests with no answer at all before a session is abandoned.
     pub max_silent_requests: u32,
     /// Most datagrams a responder sends back for one request (paces big transfers).
@@ -61,6 +65,9 @@ impl Default for Tuning {
     fn default() -> Tuning {
         Tuning {
             request_timeout_ms: 300,
+            // A starved responder answered after more than a second in the soak test; with
+            // `max_silent_requests` this bounds how long a silent partner is waited for.
+            request_timeout_max_ms: 3_000,
             max_silent_requests: 8,
             response_budget: 32,
             window: 2,

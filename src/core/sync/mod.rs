@@ -62,6 +62,7 @@ mod peer_table;
 mod push;
 mod requester;
 mod responder;
+mod rto;
 mod stats;
 mod unicast;
 
@@ -285,8 +286,7 @@ impl Peer {
         let due = [
             Some(self.announcer.next_hello_ms()),
             self.push.next_due(),
-            self.requester
-                .next_timeout(self.cfg.tuning.request_timeout_ms),
+            self.requester.next_timeout(),
             self.peers.next_expiry(self.cfg.peer_timeout_ms),
             self.unicast.next_contact_ms(),
         ];
@@ -385,8 +385,8 @@ impl Peer {
         let sender = envelope.from;
         match envelope.body {
             Body::Hello(hello) => {
+                self.learn_name(sender, hello.name);
                 if let Some(peer) = self.peers.get_mut(sender) {
-                    peer.name = Some(hello.name);
                     peer.fingerprint = Some(hello.fingerprint);
                     peer.newest = hello.newest;
                     peer.reported_ms = Some(now.mono_ms);
@@ -450,8 +450,8 @@ impl Peer {
                 fingerprint,
                 cookie,
             }) => {
+                self.learn_name(sender, name);
                 if let Some(peer) = self.peers.get_mut(sender) {
-                    peer.name = Some(name);
                     peer.fingerprint = Some(fingerprint);
                     peer.reported_ms = Some(now.mono_ms);
                 }

@@ -8,8 +8,8 @@ use crate::proto::digest::Key;
 use crate::proto::fingerprint::Fingerprint;
 use crate::proto::wire::NodeId;
 use ::core::net::SocketAddr;
-use std::collections::{BTreeMap, HashMap};
-use tracing::{debug, info};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use tracing::{debug, info, warn};
 
 /// How a peer reaches us, for status output and for choosing where group-bound messages go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +81,9 @@ pub(super) struct PeerTable {
     /// When each peer last sent us a range request: it is reconciling with us, so it is not
     /// picked as our partner until [`super::Tuning::serving_holdoff_ms`] has passed.
     serving: HashMap<NodeId, u64>,
+    /// Peers already warned about for using our node name (kept when sync is switched off,
+    /// so a switch does not repeat the warning; bounded like the table).
+    name_clashes: BTreeSet<NodeId>,
 }
 
 impl PeerTable {
@@ -196,6 +199,32 @@ impl Peer {
                 peer.reached = reach;
             }
         }
+    }
+
+    /// Records the name `node` gave itself, and warns (once per peer) when it is our own
+    /// node name: two daemons left on the default name (the hostname) otherwise look like
+    /// one in every log line, and nothing but the CLI's `peers` would say so.
+    pub(super) fn learn_name(&mut self, node: NodeId, name: String) {
+        let Some(peer) = self.peers.get_mut(node) else {
+            return;
+        };
+        let clash = name == self.cfg.node_name && node != self.node_id;
+        peer.name = Some(name);
+        let whisper = peer.whisper;
+        if !clash || self.peers.name_clashes.contains(&node) {
+            return;
+        }
+        if self.peers.name_clashes.len() >= self.cfg.tuning.max_peers {
+            // Made-up node ids must not grow it without bound: warning again is the lesser harm.
+            self.peers.name_clashes.clear();
+        }
+        self.peers.name_clashes.insert(node);
+        self.stats.name_clashes += 1;
+        warn!(
+            target: "sync",
+            "SYNC peer {node:016x} at {whisper} uses our node name {:?}: give every daemon its own `node` in its config",
+            self.cfg.node_name
+        );
     }
 
     /// Records that `node` was heard at `now` on `channel`, answerable at `reply`; a peer

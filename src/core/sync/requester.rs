@@ -5,6 +5,7 @@
 
 use super::fanout::Origin;
 use super::push::PushVia;
+use super::rto::Rto;
 use super::{Now, Peer};
 use crate::proto::digest::{Digest, Key};
 use crate::proto::fingerprint::Fingerprint;
@@ -38,6 +39,8 @@ pub(super) struct Span {
 #[derive(Debug)]
 struct Inflight {
     sent_ms: u64,
+    /// When it times out: `sent_ms` plus the timeout when it was sent.
+    deadline_ms: u64,
     spans: Vec<Span>,
     want: Vec<Digest>,
     covered: Vec<(Key, Key)>,
@@ -54,6 +57,11 @@ struct Session {
     todo: VecDeque<Span>,
     want: BTreeSet<Digest>,
     inflight: BTreeMap<u64, Inflight>,
+    /// When the requests that timed out lately were sent, by id: a late answer to one still
+    /// measures the round trip and shows the partner is alive (only slow).
+    expired: BTreeMap<u64, u64>,
+    /// How long to wait for an answer, learnt from this partner's round trips.
+    rto: Rto,
     silent_requests: u32,
     started_ms: u64,
     requests: u64,
@@ -130,12 +138,12 @@ impl Requester {
     }
 
     /// When the first request in flight times out (monotonic ms).
-    pub(super) fn next_timeout(&self, request_timeout_ms: u64) -> Option<u64> {
+    pub(super) fn next_timeout(&self) -> Option<u64> {
         self.session.as_ref().and_then(|session| {
             session
                 .inflight
                 .values()
-                .map(|inflight| inflight.sent_ms + request_timeout_ms)
+                .map(|inflight| inflight.deadline_ms)
                 .min()
         })
     }
@@ -166,6 +174,11 @@ impl Peer {
             }]),
             want: BTreeSet::new(),
             inflight: BTreeMap::new(),
+            expired: BTreeMap::new(),
+            rto: Rto::new(
+                self.cfg.tuning.request_timeout_ms,
+                self.cfg.tuning.request_timeout_max_ms,
+            ),
             silent_requests: 0,
             started_ms: now.mono_ms,
             requests: 0,
@@ -348,6 +361,7 @@ impl Peer {
                 request_id,
                 Inflight {
                     sent_ms: now.mono_ms,
+                    deadline_ms: now.mono_ms + session.rto.timeout_ms(),
                     spans,
                     want,
                     covered: Vec::new(),
@@ -431,13 +445,33 @@ impl Peer {
             answer: true,
         };
         let received = self.merge(now, response.entries, origin);
-        let is_ours =
-            self.requester.session.as_ref().is_some_and(|s| {
-                s.partner == sender && s.inflight.contains_key(&response.request_id)
-            });
-        if !is_ours {
+        let Some(session) = self
+            .requester
+            .session
+            .as_mut()
+            .filter(|s| s.partner == sender)
+        else {
             self.stats.dropped("stale_response");
             return;
+        };
+        match session.inflight.get(&response.request_id) {
+            // The first datagram of an answer measures the round trip.
+            Some(inflight) if inflight.parts_seen.is_empty() => {
+                session
+                    .rto
+                    .sample(now.mono_ms.saturating_sub(inflight.sent_ms));
+            }
+            Some(_) => {}
+            None => {
+                // An answer to a request that timed out: its spans are asked again already,
+                // but it shows how slow the partner is, and that it still answers.
+                if let Some(sent_ms) = session.expired.remove(&response.request_id) {
+                    session.rto.sample(now.mono_ms.saturating_sub(sent_ms));
+                    session.silent_requests = 0;
+                }
+                self.stats.dropped("stale_response");
+                return;
+            }
         }
         let mut follow_up: Vec<Span> = Vec::new();
         let mut lacking: Vec<Digest> = Vec::new();
@@ -542,24 +576,37 @@ impl Peer {
     /// Retires the requests that timed out (their unanswered spans are asked again) and
     /// gives the session up after too many went wholly unanswered.
     pub(super) fn expire_requests(&mut self, now: Now) {
-        let timeout = self.cfg.tuning.request_timeout_ms;
         let Some(session) = self.requester.session.as_mut() else {
             return;
         };
         let expired: Vec<(u64, bool)> = session
             .inflight
             .iter()
-            .filter(|(_, f)| f.sent_ms + timeout <= now.mono_ms)
+            .filter(|(_, f)| f.deadline_ms <= now.mono_ms)
             .map(|(id, f)| (*id, f.parts_seen.is_empty()))
             .collect();
         if expired.is_empty() {
             return;
         }
+        // Once per round of timeouts, not per request: a window of requests sent together
+        // times out together.
+        session.rto.back_off();
         for (id, silent) in &expired {
             if *silent {
                 session.silent_requests += 1;
+                if let Some(inflight) = session.inflight.get(id) {
+                    session.expired.insert(*id, inflight.sent_ms);
+                }
             }
-            debug!(target: "sync", "SYNC request {id} to {} timed out; asking again", session.label);
+            debug!(
+                target: "sync",
+                "SYNC request {id} to {} timed out; asking again (now waiting {} ms)",
+                session.label,
+                session.rto.timeout_ms()
+            );
+        }
+        while session.expired.len() > MAX_EXPIRED_REMEMBERED {
+            session.expired.pop_first();
         }
         let give_up = session.silent_requests > self.cfg.tuning.max_silent_requests;
         for (id, _) in expired {
@@ -572,6 +619,9 @@ impl Peer {
         self.pump(now);
     }
 }
+
+/// How many timed-out requests a session remembers, to learn from their late answers.
+const MAX_EXPIRED_REMEMBERED: usize = 64;
 
 /// Removes the covered parts from a list of spans; what is left must be asked again.
 pub(super) fn subtract_spans(spans: &[Span], mut covered: Vec<(Key, Key)>) -> Vec<Span> {

@@ -55,6 +55,8 @@ pub struct Stats {
     /// Requests that asked nothing, sent to prove our address to a unicast peer that gave
     /// us a new cookie.
     pub address_proofs: u64,
+    /// Peers found using our own node name (each warned about once).
+    pub name_clashes: u64,
     /// How long completed reconciliation sessions (catch-ups) took, start to finish.
     pub catch_up: Histogram,
 }

@@ -8,6 +8,7 @@ mod hub;
 mod local;
 mod officers;
 mod partner;
+mod peer_table;
 mod requester;
 mod responder;
 mod sealing;
