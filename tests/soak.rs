@@ -7,7 +7,9 @@
 //!
 //! `cargo test --test soak` runs the short version: 5 daemons, seed 16, one episode of every
 //! fault kind in a seeded order, about a minute and a half. `LOOTSYNC_SOAK_MINUTES=60` runs
-//! the long one (8 daemons, random episodes, now and then two faults at once). Either writes
+//! the long one (8 daemons, random episodes, now and then two faults at once). Both end with
+//! a quiet tail (`LOOTSYNC_SOAK_TAIL_SECS`, 8 s short, 300 s long): the daemons idle,
+//! sampled, and their RSS must stay flat. Either writes
 //! `report.txt`, `report.json`, `chart.svg`, `samples.csv` and `nemesis.log` under
 //! `target/tmp/soak/seed-SEED/` (or `LOOTSYNC_SOAK_REPORT`) and fails on any violation.
 //!
@@ -48,6 +50,9 @@ struct Settings {
     report: PathBuf,
     sample_every: Duration,
     converge_limit: Duration,
+    /// The quiet tail: how long the daemons idle after the last heal, still sampled, with
+    /// the workload and the nemesis stopped (the checker wants RSS flat over it).
+    tail: Duration,
 }
 
 fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
@@ -83,6 +88,14 @@ impl Settings {
             report,
             sample_every: Duration::from_secs(if long { 5 } else { 1 }),
             converge_limit: Duration::from_secs(120),
+            // Long enough in the long run for a slow leak to pass the checker's allowance
+            // and for the daemons' five-minute checkpoint to fall inside; the short run's
+            // few seconds catch only a gross leak, for the price of a few seconds of CI.
+            tail: Duration::from_secs(env("LOOTSYNC_SOAK_TAIL_SECS").unwrap_or(if long {
+                300
+            } else {
+                8
+            })),
         }
     }
 }
@@ -144,6 +157,7 @@ fn run(settings: &Settings) -> Report {
     let mut nemesis = Nemesis::new(&cluster, settings.seed, started, Some(log));
     let mut heals = Vec::new();
     let mut violations = Vec::new();
+    let mut tail_from = 0.0;
     if let Err(e) = cluster.start_all() {
         violations.push(format!("start: {e}"));
     }
@@ -175,8 +189,16 @@ fn run(settings: &Settings) -> Report {
         }
         workload.stop.store(true, Ordering::SeqCst);
         workload.wait_idle(Duration::from_secs(60));
-        // One last sample of everyone, converged and quiet, then stop sampling.
-        std::thread::sleep(settings.sample_every * 2);
+        // The quiet tail: converged, no faults, no adjusts, no reads; only the checker's
+        // sampling (and its `status` calls) goes on. At least two samples of everyone.
+        if violations.is_empty() {
+            tail_from = started.elapsed().as_secs_f64();
+            nemesis.note(format!(
+                "quiet tail: {} s with no workload and no faults",
+                settings.tail.as_secs()
+            ));
+            std::thread::sleep(settings.tail.max(settings.sample_every * 2));
+        }
         monitor.stop.store(true, Ordering::SeqCst);
     });
     let ops = workload.ops();
@@ -196,15 +218,9 @@ fn run(settings: &Settings) -> Report {
         }
     }
     let samples = monitor.samples.lock().unwrap().clone();
-    let resources = checker::resources(
-        &cluster
-            .nodes
-            .iter()
-            .map(|n| n.name.clone())
-            .collect::<Vec<_>>(),
-        &samples,
-        &mut violations,
-    );
+    let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+    let resources = checker::resources(&names, &samples, &mut violations);
+    let tail = checker::tail(&names, &samples, tail_from, &mut violations);
     let count = |f: fn(&Outcome) -> bool| ops.iter().filter(|op| f(&op.outcome)).count();
     let mut report = Report {
         seed: settings.seed,
@@ -233,6 +249,8 @@ fn run(settings: &Settings) -> Report {
         entries: end.entries,
         total_points: end.total_points,
         resources,
+        tail_from_s: tail_from,
+        tail,
         violations,
     };
     report.summarize();

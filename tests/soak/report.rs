@@ -1,7 +1,7 @@
 //! The run's one-page report: text for people, JSON for tools, and an SVG chart of each
 //! node's RSS and of the convergence time after every heal, drawn by the small code below.
 
-use super::checker::{NodeResources, Sample};
+use super::checker::{NodeResources, Sample, TailResources};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -80,6 +80,10 @@ pub struct Report {
     pub total_points: i64,
     /// Resources per node.
     pub resources: Vec<NodeResources>,
+    /// Seconds into the run when the quiet tail began (no workload, no faults).
+    pub tail_from_s: f64,
+    /// Resources per node over the quiet tail.
+    pub tail: Vec<TailResources>,
     /// Everything that went wrong (the goal is none).
     pub violations: Vec<String>,
 }
@@ -185,6 +189,32 @@ impl Report {
                 r.output_bytes_end / 1024
             );
         }
+        let _ = writeln!(
+            t,
+            "quiet tail from {:.0} s to the end (no workload, no faults):",
+            self.tail_from_s
+        );
+        let _ = writeln!(
+            t,
+            "node  RSS start → end (max) MiB   growth MiB/h (over s)  entries gained  log bytes gained  fds start/end  peers end"
+        );
+        for r in &self.tail {
+            let _ = writeln!(
+                t,
+                "{:<5} {:>6.1} → {:>6.1} ({:>6.1})   {:>+8.2} ({:>6.0})  {:>14}  {:>16}  {:>6}/{:<6}  {:>9}",
+                r.node,
+                r.rss_start_mib,
+                r.rss_end_mib,
+                r.rss_max_mib,
+                r.rss_growth_mib_per_hour,
+                r.seconds,
+                r.entries_gained,
+                r.log_bytes_gained,
+                r.fds.0,
+                r.fds.1,
+                r.peers_end
+            );
+        }
         if self.violations.is_empty() {
             let _ = writeln!(t, "violations: none");
         } else {
@@ -226,7 +256,7 @@ impl Report {
     }
 
     /// Two panels over the run's time: each node's RSS (one line per node, broken at a
-    /// restart) and the convergence time after each heal (one bar per heal).
+    /// restart; the quiet tail shaded) and the convergence time after each heal (one bar per heal).
     pub fn svg(&self, samples: &[Sample]) -> String {
         const W: f64 = 900.0;
         const PANEL: f64 = 220.0;
@@ -300,6 +330,15 @@ impl Report {
                     at
                 );
             }
+        }
+        // The quiet tail, shaded behind the RSS lines.
+        if self.tail_from_s > 0.0 {
+            let _ = writeln!(
+                s,
+                r##"<rect x="{:.1}" y="{TOP}" width="{:.1}" height="{PANEL}" fill="#f2f2f2"><title>quiet tail</title></rect>"##,
+                x(self.tail_from_s),
+                x(span) - x(self.tail_from_s)
+            );
         }
         // RSS lines: one polyline per (node, process).
         let mut lines: BTreeMap<(usize, u32), Vec<(f64, f64)>> = BTreeMap::new();
