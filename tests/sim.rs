@@ -39,11 +39,11 @@ use loot_sync::proto::keys::PublicKey;
 use loot_sync::proto::signature::SecretKey;
 use loot_sync::proto::wire;
 use loot_sync::testing::{
-    Disk, EntryBuilder, PeerConfigBuilder, ReceiveLimit, World, BASE_UNIX_MS, WHISPER_BASE_PORT,
+    Disk, EntryBuilder, PeerConfigBuilder, ReceiveLimit, Sweep, World, BASE_UNIX_MS,
+    WHISPER_BASE_PORT,
 };
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 // ---- protocol configuration -----------------------------------------------------------------
@@ -920,86 +920,28 @@ fn run_seed(seed: u64, verbose: bool, trace: bool) -> Result<SeedReport, String>
     })
 }
 
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
-}
-
-fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    payload
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap_or_else(|| "panic".into())
-}
-
 /// The seed sweep: `SIM_SEED=n` runs exactly that seed, otherwise `SIM_SEEDS` seeds (300 by
 /// default) from `SIM_SEED_START` (0), spread over `SIM_THREADS` (2) threads.
 #[test]
 fn sim_sweep() {
-    let single = env_u64("SIM_SEED");
-    let seeds: Vec<u64> = match single {
-        Some(seed) => vec![seed],
-        None => {
-            let start = env_u64("SIM_SEED_START").unwrap_or(0);
-            let count = env_u64("SIM_SEEDS").unwrap_or(300);
-            (start..start + count).collect()
-        }
-    };
-    let verbose = single.is_some() && std::env::var_os("SIM_VERBOSE").is_some();
-    if verbose {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .without_time()
-            .with_ansi(false)
-            .try_init();
-    }
+    let sweep = Sweep::from_env();
+    let verbose = sweep.verbose;
     // One line per seed, ending in the hash of every datagram the run sent: two builds that
     // print the same lines behaved identically.
     let csv = std::env::var_os("SIM_CSV").is_some();
-    let threads = env_u64("SIM_THREADS").unwrap_or(2).max(1) as usize;
     let started = std::time::Instant::now();
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Result<SeedReport, String>>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(seeds.len()) {
-            s.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&seed) = seeds.get(k) else {
-                    break;
-                };
-                let outcome = std::panic::catch_unwind(|| run_seed(seed, verbose, csv))
-                    .unwrap_or_else(|panic| {
-                        Err(format!(
-                            "seed {seed} PANICKED: {}\n  replay: SIM_SEED={seed} cargo test --test sim -- --nocapture",
-                            panic_message(panic)
-                        ))
-                    });
-                match &outcome {
-                    Err(report) => eprintln!("{report}"),
-                    Ok(r) if csv => eprintln!(
-                        "csv,{},{},{},{},{},{},{:016x}",
-                        r.seed,
-                        r.nodes,
-                        r.entries,
-                        r.converge_ms,
-                        r.missing,
-                        r.heal_datagrams,
-                        r.trace
-                    ),
-                    Ok(_) => {}
-                }
-                results.lock().unwrap().push(outcome);
-            });
-        }
-    });
-    let results = results.into_inner().unwrap();
+    let results = sweep.run(
+        "sim",
+        |seed| run_seed(seed, verbose, csv),
+        |outcome| match outcome {
+            Err(report) => eprintln!("{report}"),
+            Ok(r) if csv => eprintln!(
+                "csv,{},{},{},{},{},{},{:016x}",
+                r.seed, r.nodes, r.entries, r.converge_ms, r.missing, r.heal_datagrams, r.trace
+            ),
+            Ok(_) => {}
+        },
+    );
     let ok: Vec<&SeedReport> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     let runs = ok.len().max(1) as u64;
@@ -1039,7 +981,7 @@ fn sim_sweep() {
     );
     // Straight to stderr, past the test harness's capture: the one line CI should show.
     let _ = writeln!(std::io::stderr(), "{summary}");
-    if single.is_some() {
+    if sweep.seeds.len() == 1 {
         if let Some(r) = ok.first() {
             eprintln!("{r:?}");
         }

@@ -33,13 +33,11 @@ use loot_sync::core::sync::{Now, Peer, PeerConfig, Reach};
 use loot_sync::proto::digest::Key;
 use loot_sync::proto::entry::{AdjustRequest, Entry, EntryId};
 use loot_sync::testing::{
-    node_addr, Disk, EntryBuilder, PeerConfigBuilder, ReceiveLimit, World, BASE_UNIX_MS,
+    node_addr, Disk, EntryBuilder, PeerConfigBuilder, ReceiveLimit, Sweep, World, BASE_UNIX_MS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 
 // ---- protocol and network settings ----------------------------------------------------------
 
@@ -698,65 +696,22 @@ fn shuffle(items: &mut [usize], rng: &mut SeededRng) {
 
 // ---- the sweep ------------------------------------------------------------------------------
 
-fn env_u64(name: &str) -> Option<u64> {
-    let value = std::env::var(name).ok()?;
-    Some(
-        value
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
-    )
-}
-
 /// `SIM_SEED=n` runs exactly that seed, otherwise `SIM_SEEDS` seeds (300 by default) from
 /// `SIM_SEED_START` (0), spread over `SIM_THREADS` (2) threads.
 #[test]
 fn hub_sweep() {
-    let single = env_u64("SIM_SEED");
-    let seeds: Vec<u64> = match single {
-        Some(seed) => vec![seed],
-        None => {
-            let start = env_u64("SIM_SEED_START").unwrap_or(0);
-            (start..start + env_u64("SIM_SEEDS").unwrap_or(300)).collect()
-        }
-    };
-    let verbose = single.is_some() && std::env::var_os("SIM_VERBOSE").is_some();
-    if verbose {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .without_time()
-            .with_ansi(false)
-            .try_init();
-    }
-    let threads = env_u64("SIM_THREADS").unwrap_or(2).max(1) as usize;
+    let sweep = Sweep::from_env();
+    let verbose = sweep.verbose;
     let started = std::time::Instant::now();
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Result<Report, String>>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads.min(seeds.len()) {
-            s.spawn(|| {
-                while let Some(&seed) = seeds.get(next.fetch_add(1, Ordering::Relaxed)) {
-                let outcome = std::panic::catch_unwind(|| run_seed(seed, verbose))
-                    .unwrap_or_else(|panic| {
-                        let message = panic
-                            .downcast_ref::<String>()
-                            .cloned()
-                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                            .unwrap_or_default();
-                        Err(format!(
-                            "seed {seed} PANICKED: {message}\n  replay: SIM_SEED={seed} cargo test --test sim_hub -- --nocapture"
-                        ))
-                    });
-                if let Err(report) = &outcome {
-                    eprintln!("{report}");
-                }
-                results.lock().unwrap().push(outcome);
-                }
-            });
-        }
-    });
-    let results = results.into_inner().unwrap();
+    let results = sweep.run(
+        "sim_hub",
+        |seed| run_seed(seed, verbose),
+        |outcome| {
+            if let Err(report) = outcome {
+                eprintln!("{report}");
+            }
+        },
+    );
     let ok: Vec<&Report> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     let churn: Vec<&&Report> = ok.iter().filter(|r| !r.store_and_forward).collect();

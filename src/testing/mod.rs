@@ -19,10 +19,12 @@ mod burst;
 mod entry;
 mod network;
 mod peer_config;
+mod sweep;
 mod world;
 
 pub use burst::{Burst, BurstCost};
 pub use entry::EntryBuilder;
 pub use network::{Nat, NetCounters, Network, ReceiveLimit};
 pub use peer_config::PeerConfigBuilder;
+pub use sweep::{env_u64, Sweep};
 pub use world::{node_addr, Disk, NoDisk, World, BASE_UNIX_MS, WHISPER_BASE_PORT};
