@@ -196,6 +196,69 @@ async fn routes_answer_with_their_types_and_the_json_is_the_clis() {
     web.daemon.stop().await;
 }
 
+/// The row of `player` in the standings page.
+fn standings_row<'a>(page: &'a str, player: &str) -> &'a str {
+    let at = page
+        .find(&format!(">{player}</a>"))
+        .unwrap_or_else(|| panic!("{player} listed: {page}"));
+    let start = page[..at].rfind("<tr").expect("row start");
+    let end = at + page[at..].find("</tr>").expect("row end");
+    &page[start..end]
+}
+
+/// The standings' trends are built from the whole history once per ledger state, however
+/// many views ask, and rebuilt when an entry arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standings_read_the_history_once_per_ledger_state() {
+    common::init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let web = web::start(dir.path(), "alice", free_port()).await;
+    let (d, addr) = (&web.daemon, web.addr);
+    adjust(d, "Aria", 10, "boss kill").await;
+    let builds = |scrape: &prometheus_parse::Scrape| {
+        sample(scrape, "lootsync_http_standings_builds_total", None)
+    };
+    let before = metrics(&get(addr, "/metrics").await.body);
+    assert_eq!(builds(&before), 0.0, "nothing built before a view");
+
+    let (a, b, c, e) = tokio::join!(
+        get(addr, "/"),
+        get(addr, "/"),
+        get(addr, "/"),
+        get(addr, "/")
+    );
+    let views = [a, b, c, e];
+    let first = views[0].body.clone();
+    for view in &views {
+        assert_eq!(view.code, 200);
+        assert_eq!(
+            standings_row(&view.body, "Aria"),
+            standings_row(&first, "Aria")
+        );
+    }
+    assert_eq!(get(addr, "/").await.code, 200);
+    assert_eq!(
+        builds(&metrics(&get(addr, "/metrics").await.body)),
+        1.0,
+        "five views, one build"
+    );
+
+    adjust(d, "Aria", 5, "second kill").await;
+    let after = get(addr, "/").await.body;
+    assert_eq!(
+        builds(&metrics(&get(addr, "/metrics").await.body)),
+        2.0,
+        "a new entry, a new build"
+    );
+    assert_ne!(
+        standings_row(&after, "Aria"),
+        standings_row(&first, "Aria"),
+        "the trend shows the new entry"
+    );
+    assert!(standings_row(&after, "Aria").contains(">15<"), "{after}");
+    web.daemon.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_move_when_datagrams_arrive_and_peers_catch_up() {
     common::init_tracing();

@@ -94,9 +94,16 @@ const GAUGES: &[(&str, &str)] = &[
 /// The page: status asked of the core, then encoded.
 pub(super) async fn metrics(State(state): State<AppState>) -> Result<Response, QueryError> {
     let status = ask(&state.core, Status {}).await?;
+    let mut registry = registry(&status);
+    registry.register(
+        "http_standings_builds",
+        "Times the standings' trends were rebuilt from the whole history (once per ledger \
+         state, however many pages view it)",
+        ConstCounter::new(state.trends.builds()),
+    );
     let mut text = String::new();
     // Writing to a String cannot fail; an encoder error would be a bug in the metric code.
-    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &registry(&status)) {
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &registry) {
         return Err(QueryError::Refused(format!("cannot encode metrics: {err}")));
     }
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response())

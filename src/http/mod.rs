@@ -18,6 +18,7 @@
 //! * `api`: `/api/points`, `/api/history`, `/api/status`: the CLI's JSON.
 //! * `metrics`: `/metrics` in Prometheus text format.
 //! * `live`: `/events`, server-sent events when the ledger changes.
+//! * `trends`: the standings' trend column, built once per ledger state for every view.
 //! * `assets`: our stylesheet and script (no third-party code, nothing from other sites).
 
 mod api;
@@ -29,5 +30,6 @@ mod pages;
 mod query;
 mod router;
 pub mod server;
+mod trends;
 
 pub use server::{bind, Binding, MAX_CONNECTIONS};

@@ -10,6 +10,7 @@ use super::chart::{history_chart, sparkline};
 use super::live::Mark;
 use super::query::{ask, QueryError};
 use super::router::AppState;
+use super::trends::Trends;
 use crate::control::export::ranked;
 use crate::control::{terminal_safe, History, Points, PointsResult, Status, StatusResult};
 use crate::core::ledger::HistoryRow;
@@ -19,19 +20,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
-use std::collections::BTreeMap;
-
-/// How many of a player's latest totals the standings' sparkline shows.
-const SPARK_ENTRIES: usize = 30;
 
 /// `/`: the standings.
 pub(super) async fn standings(State(state): State<AppState>) -> Result<Markup, QueryError> {
-    let (status, totals, rows) = tokio::join!(
-        ask(&state.core, Status {}),
-        ask(&state.core, Points {}),
-        ask(&state.core, History { player: None }),
-    );
-    Ok(render_standings(&status?, &totals?, &rows?))
+    let (status, totals) = tokio::join!(ask(&state.core, Status {}), ask(&state.core, Points {}));
+    let status = status?;
+    let trends = state.trends.get(&state.core, &status).await?;
+    Ok(render_standings(&status, &totals?, &trends))
 }
 
 /// `/player/{name}`: one player's history; `404` for a name with no entries.
@@ -160,14 +155,7 @@ fn player_href(name: &str) -> String {
     )
 }
 
-fn render_standings(status: &StatusResult, totals: &PointsResult, rows: &[HistoryRow]) -> Markup {
-    // Per player: the running totals of their point entries, and the last one's time.
-    let mut per_player: BTreeMap<&str, (Vec<i64>, Option<Hlc>)> = BTreeMap::new();
-    for row in rows.iter().filter(|r| r.entry.kind == EntryKind::Points) {
-        let (trail, last) = per_player.entry(row.entry.target.as_str()).or_default();
-        trail.push(row.total);
-        *last = Some(row.entry.at);
-    }
+fn render_standings(status: &StatusResult, totals: &PointsResult, trends: &Trends) -> Markup {
     let ranked = ranked(totals);
     let content = html! {
         h1 { "Standings" }
@@ -185,13 +173,13 @@ fn render_standings(status: &StatusResult, totals: &PointsResult, rows: &[Histor
                     } }
                     tbody {
                         @for (rank, (name, total)) in ranked.iter().enumerate() {
-                            @let (trail, last) = per_player.get(name).cloned().unwrap_or_default();
+                            @let trend = trends.get(*name).cloned().unwrap_or_default();
                             tr {
                                 td.num { (rank + 1) }
                                 td.name { a href=(player_href(name)) { (terminal_safe(name)) } }
                                 (total_cell(*total))
-                                td.time.hide-narrow { (last.map(short_time).unwrap_or_default()) }
-                                td { (sparkline(&trail[trail.len().saturating_sub(SPARK_ENTRIES)..])) }
+                                td.time.hide-narrow { (trend.last.map(short_time).unwrap_or_default()) }
+                                td { (sparkline(&trend.totals)) }
                             }
                         }
                     }
@@ -354,6 +342,7 @@ mod tests {
     use super::*;
     use crate::control::{OfficerStatus, PeerReach, PeerStatus};
     use crate::testing::EntryBuilder;
+    use std::collections::BTreeMap;
 
     const HOSTILE: [&str; 3] = [
         "<script>alert(1)</script>",
@@ -441,7 +430,8 @@ mod tests {
             .map(|name| row(name, HOSTILE[0], -3, -3))
             .collect();
         let totals: PointsResult = HOSTILE.iter().map(|n| (n.to_string(), -3)).collect();
-        let standings = render_standings(&status(), &totals, &rows).into_string();
+        let trends = crate::http::trends::trends_of(&rows);
+        let standings = render_standings(&status(), &totals, &trends).into_string();
         assert_inert(&standings);
         // Links are percent-encoded into one path segment.
         assert!(standings.contains("/player/%3Cscript%3Ealert%281%29%3C%2Fscript%3E"));

@@ -1,6 +1,7 @@
 //! The routes, and the headers every response carries.
 
 use super::live::Live;
+use super::trends::TrendCache;
 use super::{api, assets, live, metrics, pages};
 use crate::control::server::Dispatch;
 use axum::extract::{Request, State};
@@ -21,6 +22,8 @@ pub(super) struct AppState {
     pub live: Live,
     /// Served on a loopback address: requests must name a loopback host.
     pub loopback_only: bool,
+    /// The standings' trends of the latest ledger state.
+    pub trends: Arc<TrendCache>,
 }
 
 /// Only our own script and style run or apply; nothing loads from another site; the page

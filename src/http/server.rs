@@ -120,6 +120,7 @@ impl Binding {
             core,
             live,
             loopback_only,
+            trends: Default::default(),
         });
         Some(async move {
             let watching = tokio::spawn(watching.in_current_span());
