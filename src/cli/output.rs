@@ -3,6 +3,7 @@
 
 use super::export;
 use loot_sync::control::{AdjustResult, BatchResult, ListedStatus, PeerStatus, StatusResult};
+use loot_sync::core::histogram::{Histogram, BOUNDS_US};
 use loot_sync::core::ledger::HistoryRow;
 use loot_sync::core::roster::listing::{OfficerListing, OfficerState};
 pub use loot_sync::proto::text::terminal_safe;
@@ -335,15 +336,71 @@ pub fn print_status(status: &StatusResult) {
     println!("peers:       {}", status.peers.len());
     print_peers(&status.peers);
     print_name_clashes(&status.node, &status.peers);
+    if !status.histograms.is_empty() {
+        println!("latency:");
+        for (name, histogram) in &status.histograms {
+            println!("  {name:<24} {}", latency_summary(histogram));
+        }
+    }
     println!("counters:");
     for (name, value) in &status.counters {
         println!("  {name:<24} {value}");
     }
 }
 
+/// One histogram in words: how many, the mean, and the buckets holding the median and the
+/// 99th percentile (a histogram knows only that the quantile is at most its bucket's bound).
+fn latency_summary(histogram: &Histogram) -> String {
+    let count = histogram.count();
+    let bound = |q: f64| match histogram.quantile_bound_us(q) {
+        Some(Some(us)) => format!("≤ {}", micros(us)),
+        _ => format!("> {}", micros(*BOUNDS_US.last().unwrap_or(&0))),
+    };
+    if count == 0 {
+        return "none yet".to_string();
+    }
+    format!(
+        "{count} timed, mean {}, median {}, 99th percentile {}",
+        micros(histogram.sum_us / count),
+        bound(0.5),
+        bound(0.99)
+    )
+}
+
+/// Microseconds as a short human duration (`250 µs`, `2.5 ms`, `1.2 s`).
+fn micros(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{} ms", trim_float(us as f64 / 1e3)),
+        _ => format!("{} s", trim_float(us as f64 / 1e6)),
+    }
+}
+
+/// One decimal, dropped when it is zero (`2.5`, `10`).
+fn trim_float(value: f64) -> String {
+    let text = format!("{value:.1}");
+    text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{cell, column_width};
+    use super::{cell, column_width, latency_summary, micros};
+    use loot_sync::core::histogram::Histogram;
+
+    #[test]
+    fn latency_reads_as_counts_mean_and_bucket_bounds() {
+        let mut h = Histogram::default();
+        assert_eq!(latency_summary(&h), "none yet");
+        for us in [800, 900, 2_000, 40_000] {
+            h.observe_us(us);
+        }
+        assert_eq!(
+            latency_summary(&h),
+            "4 timed, mean 10.9 ms, median ≤ 1 ms, 99th percentile ≤ 50 ms"
+        );
+        assert_eq!(micros(250), "250 µs");
+        assert_eq!(micros(2_500_000), "2.5 s");
+    }
 
     #[test]
     fn cells_pad_by_display_width_and_escape() {

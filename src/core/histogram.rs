@@ -62,6 +62,26 @@ impl Histogram {
             .chain([None])
             .zip(self.counts.iter().copied())
     }
+
+    /// The upper bound of the bucket holding the `q`-quantile (`0.0..=1.0`) of the
+    /// observations, in µs: the quantile is at most this. `None` when nothing was observed;
+    /// `Some(None)` when it lies above every bound.
+    pub fn quantile_bound_us(&self, q: f64) -> Option<Option<u64>> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        // The rank of the q-quantile among the observations, 1-based, at least the first.
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bound, count) in self.buckets() {
+            seen += count;
+            if seen >= rank {
+                return Some(bound);
+            }
+        }
+        Some(None)
+    }
 }
 
 #[cfg(test)]
@@ -85,5 +105,20 @@ mod tests {
         assert_eq!(buckets[0], (Some(100), 2));
         assert_eq!(buckets[1], (Some(250), 1));
         assert_eq!(buckets.last(), Some(&(None, 1)));
+    }
+
+    #[test]
+    fn quantiles_name_the_bucket_that_holds_them() {
+        let mut h = Histogram::default();
+        assert_eq!(h.quantile_bound_us(0.5), None, "nothing observed");
+        for _ in 0..98 {
+            h.observe_us(800);
+        }
+        h.observe_us(20_000);
+        h.observe_us(400_000_000);
+        assert_eq!(h.quantile_bound_us(0.0), Some(Some(1_000)));
+        assert_eq!(h.quantile_bound_us(0.5), Some(Some(1_000)));
+        assert_eq!(h.quantile_bound_us(0.99), Some(Some(25_000)));
+        assert_eq!(h.quantile_bound_us(1.0), Some(None), "above every bound");
     }
 }
