@@ -64,7 +64,7 @@ impl CombTable {
                 multiples.push(multiple);
             }
             // 2^(w−1)·base doubled is the next position's base, 2^w·base.
-            base = &multiple + &multiple;
+            base = multiple + multiple;
         }
         CombTable {
             width,
