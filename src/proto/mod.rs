@@ -9,11 +9,13 @@
 //! - [`entry`]: the immutable log entry and its bounds.
 //! - [`text`]: rules for new names and reasons, when two names are one player, and escaping
 //!   text read back for a terminal.
+//! - [`comb`]: fixed-base tables that multiply one point by many scalars quickly.
 //! - [`signature`]: signing entries and checking their seals.
 //! - [`limits`]: datagram sizes shared by the codec and the sealing layer.
 //! - [`wire`]: the datagram codec (version byte + postcard).
 //! - [`seal`]: the group key: sealing and opening datagrams (XChaCha20-Poly1305).
 
+pub mod comb;
 pub mod digest;
 pub mod entry;
 pub mod fingerprint;

@@ -7,6 +7,7 @@
 //! (checksummed, written by us), so a million-entry replay does no crypto. Which signed
 //! entries *count* is the roster's decision ([`crate::core::roster`]).
 
+use crate::proto::comb::CombTable;
 use crate::proto::entry::{Entry, EntryId, EntryKind};
 use crate::proto::hlc::Hlc;
 use crate::proto::keys::{PublicKey, Seal};
@@ -17,6 +18,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha512};
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::OnceLock;
 use thiserror::Error;
 
 /// Prefix of every signed message, so a signature made for an entry can never be replayed
@@ -126,8 +128,48 @@ pub fn verify(entry: &Entry) -> Result<(), SignatureError> {
 
 /// How many signers' keys a [`Verifier`] keeps. A group has a handful
 /// of officers; anyone with the group key can sign with fresh keys, so the cache is bounded
-/// and simply emptied when full.
+/// and emptied when full, except for the signers with a table.
 const MAX_CACHED_SIGNERS: usize = 64;
+
+/// Checks of one signer's entries before its [`CombTable`] is built. A table costs about
+/// as much as six checks without it and saves two thirds of every later one; an officer
+/// signs thousands of entries, while someone signing with a fresh key per entry (anyone
+/// holding the group key can) then never makes the verifier build one.
+const TABLE_AFTER_CHECKS: u32 = 16;
+
+/// How many signers get a table (each [`SIGNER_TABLE_WIDTH`] table is 220 KiB): bounds
+/// the memory to about 3.5 MiB whatever keys arrive.
+const MAX_SIGNER_TABLES: usize = 16;
+const _: () = assert!(MAX_SIGNER_TABLES < MAX_CACHED_SIGNERS);
+
+/// Digit width of a signer's table: 43 additions per `[k]A`, 1,376 points.
+const SIGNER_TABLE_WIDTH: usize = 6;
+
+/// Digit width of the one base-point table shared by every verifier: 32 additions per
+/// `[s]B`, 4,096 points (640 KiB, built once per process, in about 1 ms).
+const BASE_TABLE_WIDTH: usize = 8;
+
+/// The base point's table, built on first use.
+fn base_table() -> &'static CombTable {
+    static TABLE: OnceLock<CombTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        CombTable::new(
+            &curve25519_dalek::constants::ED25519_BASEPOINT_POINT,
+            BASE_TABLE_WIDTH,
+        )
+    })
+}
+
+/// What a [`Verifier`] keeps about one signer whose key can sign (a point not of small
+/// order).
+struct Signer {
+    /// The key negated, for `[s]B + [k](−A)`.
+    minus_a: EdwardsPoint,
+    /// Entries checked so far (saturating), to decide when a table pays.
+    checked: u32,
+    /// `−A`'s table, once the signer has had [`TABLE_AFTER_CHECKS`] checks.
+    table: Option<Box<CombTable>>,
+}
 
 /// Checks the seals of many entries with exactly the rule of [`verify`]
 /// (`verify_strict`), caching per signer what the rule needs from the key.
@@ -140,24 +182,55 @@ const MAX_CACHED_SIGNERS: usize = 64;
 /// batch and single agree) would make new peers keep crafted entries that peers of earlier
 /// versions drop as forgeries: a permanent difference between versions that reconciliation
 /// can never close. So the rule stays `verify_strict`, and the speed comes from not redoing
-/// per-signer work: the key is decompressed and checked once, and `[k]A` uses a
-/// precomputed table of the key, like `[s]B` uses the base point's.
-#[derive(Default)]
+/// per-signer work: the key is decompressed and checked once, and for a signer seen often
+/// `[k]A` uses a precomputed table of the key ([`CombTable`]), like `[s]B` uses the base
+/// point's. Either way the same point `R' = [s]B − [k]A` is computed, so the answer cannot
+/// depend on which path computed it.
 pub struct Verifier {
     /// Per signer, worked out once: the error if the key is not a point
-    /// (`BadSigner`) or of small order (no signature by it verifies strictly), else the
-    /// negated point, so no entry pays for decompressing its signer's key again.
-    signers: HashMap<PublicKey, Result<EdwardsPoint, SignatureError>>,
+    /// (`BadSigner`) or of small order (no signature by it verifies strictly), else what
+    /// checking its signatures needs, so no entry pays for decompressing its key again.
+    signers: HashMap<PublicKey, Result<Signer, SignatureError>>,
+    /// Tables among `signers` (at most [`MAX_SIGNER_TABLES`]).
+    tables: usize,
+    /// Checks before a signer's table is built ([`TABLE_AFTER_CHECKS`]; tests lower it to
+    /// run every check through the tables).
+    table_after: u32,
     message: Vec<u8>,
+}
+
+impl Default for Verifier {
+    fn default() -> Verifier {
+        Verifier {
+            signers: HashMap::new(),
+            tables: 0,
+            table_after: TABLE_AFTER_CHECKS,
+            message: Vec::new(),
+        }
+    }
 }
 
 impl fmt::Debug for Verifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Verifier({} signers cached)", self.signers.len())
+        write!(
+            f,
+            "Verifier({} signers cached, {} tables)",
+            self.signers.len(),
+            self.tables
+        )
     }
 }
 
 impl Verifier {
+    /// A verifier that builds a signer's table after `checks` checks by it (0: on first
+    /// sight), for tests and benchmarks that must exercise one path or the other.
+    pub fn with_table_after(checks: u32) -> Verifier {
+        Verifier {
+            table_after: checks,
+            ..Verifier::default()
+        }
+    }
+
     /// Checks an entry's seal; the same answer as [`verify`] for every input.
     pub fn verify(&mut self, entry: &Entry) -> Result<(), SignatureError> {
         let Some(seal) = &entry.seal else {
@@ -180,11 +253,18 @@ impl Verifier {
         hash.update(&message);
         self.message = message;
         let k = Scalar::from_hash(hash);
-        let minus_a = *self.signer(&seal.signer)?;
+        let signer = self.signer(&seal.signer)?;
         // R' = [s]B - [k]A; verify_strict accepts iff R' encodes to exactly R and R is not
         // of small order. R' always encodes canonically, so equal bytes also mean R decodes
         // (to R'): verify_strict's decompression of R adds nothing, and is skipped.
-        let expected = EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &minus_a, &s);
+        let expected = match &signer.table {
+            Some(table) => {
+                let mut sum = table.mul(&k);
+                base_table().add_product(&mut sum, &s);
+                sum
+            }
+            None => EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &signer.minus_a, &s),
+        };
         if expected.compress().0 == seal.r && !expected.is_small_order() {
             Ok(())
         } else {
@@ -198,23 +278,41 @@ impl Verifier {
         entries.iter().map(|entry| self.verify(entry)).collect()
     }
 
-    /// The cached facts about `key`, worked out on first sight.
-    fn signer(&mut self, key: &PublicKey) -> Result<&EdwardsPoint, SignatureError> {
+    /// The cached facts about `key`, worked out on first sight, counting one more check by
+    /// it (and building its table when that pays).
+    fn signer(&mut self, key: &PublicKey) -> Result<&Signer, SignatureError> {
         if !self.signers.contains_key(key) {
             if self.signers.len() >= MAX_CACHED_SIGNERS {
-                self.signers.clear();
+                // Keep the signers that earned a table (at most a quarter of the cache):
+                // a stream of one-off keys must not make the officers rebuild theirs.
+                self.signers
+                    .retain(|_, signer| signer.as_ref().is_ok_and(|s| s.table.is_some()));
             }
             let signer = match VerifyingKey::from_bytes(&key.0) {
                 Err(_) => Err(SignatureError::BadSigner),
                 Ok(point) if point.is_weak() => Err(SignatureError::BadSignature),
-                Ok(point) => Ok(-point.to_edwards()),
+                Ok(point) => Ok(Signer {
+                    minus_a: -point.to_edwards(),
+                    checked: 0,
+                    table: None,
+                }),
             };
             self.signers.insert(*key, signer);
         }
-        match &self.signers[key] {
-            Ok(table) => Ok(table),
-            Err(err) => Err(err.clone()),
+        let entry = self.signers.get_mut(key).expect("inserted above");
+        let signer = entry.as_mut().map_err(|err| err.clone())?;
+        if signer.table.is_none()
+            && signer.checked >= self.table_after
+            && self.tables < MAX_SIGNER_TABLES
+        {
+            signer.table = Some(Box::new(CombTable::new(
+                &signer.minus_a,
+                SIGNER_TABLE_WIDTH,
+            )));
+            self.tables += 1;
         }
+        signer.checked = signer.checked.saturating_add(1);
+        Ok(signer)
     }
 }
 
@@ -264,8 +362,10 @@ mod tests {
     use curve25519_dalek::edwards::CompressedEdwardsY;
     use curve25519_dalek::traits::IsIdentity;
 
-    /// The same answer from the reference rule and from a [`Verifier`] (fresh, and one that
-    /// has seen the signer before), which is the property every peer relies on.
+    /// The same answer from the reference rule and from a [`Verifier`] on both of its paths:
+    /// the caller's (tests make theirs with tables from first sight, and keep it, so its
+    /// cache is exercised), a fresh one (generic double-scalar multiplication) and a fresh
+    /// one that builds the signer's table at once. This is the property every peer relies on.
     fn decide(entry: &Entry, verifier: &mut Verifier) -> Result<(), SignatureError> {
         let reference = verify(entry);
         assert_eq!(
@@ -277,10 +377,27 @@ mod tests {
         assert_eq!(
             Verifier::default().verify(entry),
             reference,
-            "fresh verifier disagrees with verify_strict on {:?}",
+            "fresh verifier (generic path) disagrees with verify_strict on {:?}",
             entry.seal
         );
+        let mut tabled = Verifier::with_table_after(0);
+        assert_eq!(
+            tabled.verify(entry),
+            reference,
+            "fresh verifier (table path) disagrees with verify_strict on {:?}",
+            entry.seal
+        );
+        if signing_key(entry) {
+            assert_eq!(tabled.tables, 1, "the table path was taken");
+        }
         reference
+    }
+
+    /// Whether the entry's signer is a key a table is built for (a point not of small order).
+    fn signing_key(entry: &Entry) -> bool {
+        entry.seal.as_ref().is_some_and(|seal| {
+            VerifyingKey::from_bytes(&seal.signer.0).is_ok_and(|key| !key.is_weak())
+        })
     }
 
     /// The eight points of order dividing 8: the torsion part `P - [1/8]([8]P)` of the
@@ -350,7 +467,7 @@ mod tests {
 
     #[test]
     fn verifier_agrees_with_verify_strict_on_small_order_keys_and_nonces() {
-        let mut verifier = Verifier::default();
+        let mut verifier = Verifier::with_table_after(0);
         let encodings = small_order_encodings();
         assert!(encodings.len() >= 14, "{} encodings", encodings.len());
         let mut entry = points(7);
@@ -381,7 +498,7 @@ mod tests {
 
     #[test]
     fn verifier_agrees_with_verify_strict_on_non_canonical_r_and_s() {
-        let mut verifier = Verifier::default();
+        let mut verifier = Verifier::with_table_after(0);
         let key = SecretKey::from_seed([6; 32]);
         let mut entry = points(9);
         key.sign(&mut entry);
@@ -451,7 +568,7 @@ mod tests {
         // (that multiplies the torsion by an even coefficient half of the time) and a
         // cofactored check (ZIP-215) differ from verify_strict. Hand-signed over many
         // messages, both outcomes must occur, and the verifier must agree on every one.
-        let mut verifier = Verifier::default();
+        let mut verifier = Verifier::with_table_after(0);
         let torsion = torsion_points();
         let a = Scalar::from(1234567u64);
         let r = Scalar::from(7654321u64);
@@ -501,7 +618,7 @@ mod tests {
             .collect();
         batch.push(points(500)); // unsigned: passes
         batch[5].delta += 1; // one bad signature
-        let mut verifier = Verifier::default();
+        let mut verifier = Verifier::with_table_after(0);
         let results = verifier.verify_all(&batch);
         for (entry, result) in batch.iter().zip(&results) {
             assert_eq!(*result, verify(entry));
@@ -524,7 +641,7 @@ mod tests {
     #[test]
     fn verifier_agrees_with_verify_strict_on_random_damage() {
         // Flip one byte of R, s or the key of good signatures, over a seeded spread.
-        let mut verifier = Verifier::default();
+        let mut verifier = Verifier::with_table_after(0);
         let key = SecretKey::from_seed([8; 32]);
         let mut state = 0x2545f4914f6cdd1du64;
         for ms in 0..300u64 {
@@ -542,5 +659,125 @@ mod tests {
             field[(state >> 8) as usize % 32] ^= (state >> 16) as u8 | 1;
             assert!(decide(&entry, &mut verifier).is_err());
         }
+    }
+
+    #[test]
+    fn verifier_agrees_with_verify_strict_on_thousands_of_random_seals() {
+        // Random signers (a few officers signing often, so their tables are built, and
+        // one-off keys), random entries, and about half of the seals tampered in a random
+        // way: a flipped bit in R, s, the key or the signed fields, R or s replaced by
+        // random bytes or another entry's, s pushed past ℓ. One long-lived verifier with the
+        // default table policy, one with tables from first sight, and the reference.
+        let officers: Vec<SecretKey> = (0..4u8)
+            .map(|i| SecretKey::from_seed([40 + i; 32]))
+            .collect();
+        let mut state = 0x853c49e6748fea9bu64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut default = Verifier::default();
+        let mut tabled = Verifier::with_table_after(0);
+        let (mut accepted, mut rejected) = (0, 0);
+        let mut previous: Option<Seal> = None;
+        for i in 0..3_000u64 {
+            let mut entry = points(i * 7 + next() % 7);
+            entry.delta = (next() % 1_000) as i64 - 500;
+            entry.reason = format!("raid {}", next() % 100);
+            let one_off;
+            let key = if next() % 8 == 0 {
+                one_off = SecretKey::from_seed({
+                    let mut seed = [0u8; 32];
+                    seed[..8].copy_from_slice(&next().to_le_bytes());
+                    seed
+                });
+                &one_off
+            } else {
+                &officers[(next() % 4) as usize]
+            };
+            key.sign(&mut entry);
+            let seal = entry.seal.as_mut().unwrap();
+            let bit = (next() % 256) as usize;
+            match next() % 16 {
+                0 => seal.r[bit / 8] ^= 1 << (bit % 8),
+                1 => seal.s[bit / 8] ^= 1 << (bit % 8),
+                2 => seal.signer.0[bit / 8] ^= 1 << (bit % 8),
+                3 => entry.delta ^= 1 << (bit % 63),
+                4 => seal.r = std::array::from_fn(|_| next() as u8),
+                5 => {
+                    seal.s = std::array::from_fn(|_| next() as u8);
+                    seal.s[31] &= 0x0f; // mostly canonical, so the points get checked
+                }
+                6 => {
+                    if let Some(other) = &previous {
+                        seal.r = other.r;
+                    }
+                }
+                7 => {
+                    if let Some(other) = &previous {
+                        seal.s = other.s;
+                    }
+                }
+                8 => {
+                    // s + ℓ·m for a small m that keeps it below 2^256: never canonical.
+                    let order = Scalar::ZERO - Scalar::ONE;
+                    let mut carry = 1u16;
+                    let order_bytes = order.to_bytes();
+                    for (byte, add) in seal.s.iter_mut().zip(order_bytes) {
+                        let sum = *byte as u16 + add as u16 + carry;
+                        *byte = sum as u8;
+                        carry = sum >> 8;
+                    }
+                }
+                _ => {}
+            }
+            previous = entry.seal;
+            let reference = verify(&entry);
+            assert_eq!(
+                default.verify(&entry),
+                reference,
+                "default verifier, case {i}"
+            );
+            assert_eq!(
+                tabled.verify(&entry),
+                reference,
+                "tabled verifier, case {i}"
+            );
+            match reference {
+                Ok(()) => accepted += 1,
+                Err(_) => rejected += 1,
+            }
+        }
+        assert!(
+            accepted > 1_000 && rejected > 1_000,
+            "accepted {accepted}, rejected {rejected}"
+        );
+        assert!(
+            default.tables > 0 && tabled.tables > 0,
+            "both verifiers used tables"
+        );
+    }
+
+    #[test]
+    fn a_stream_of_one_off_keys_keeps_the_officers_tables() {
+        let officer = SecretKey::from_seed([50; 32]);
+        let mut verifier = Verifier::default();
+        for ms in 0..=u64::from(TABLE_AFTER_CHECKS) {
+            let mut entry = points(ms);
+            officer.sign(&mut entry);
+            assert_eq!(verifier.verify(&entry), Ok(()));
+        }
+        assert_eq!(verifier.tables, 1);
+        for i in 0..3 * MAX_CACHED_SIGNERS as u64 {
+            let mut entry = points(100 + i);
+            SecretKey::from_seed([i as u8; 32]).sign(&mut entry);
+            assert_eq!(verifier.verify(&entry), Ok(()));
+            assert!(verifier.signers.len() <= MAX_CACHED_SIGNERS);
+        }
+        let kept = &verifier.signers[&officer.public()];
+        assert!(kept.as_ref().is_ok_and(|s| s.table.is_some()));
+        assert_eq!(verifier.tables, 1, "one-off keys never reach a table");
     }
 }
