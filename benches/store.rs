@@ -24,7 +24,8 @@
 //!   Goals at 1,000,000 entries: `points` ≤ 50 ms and ≤ 100 MB, `adjust` ≤ 100 ms.
 //! - Writing a checkpoint, against a raw write of the same bytes plus one fdatasync.
 //!
-//! `LOOTSYNC_BENCH_ONLY=merge` runs the merge figure alone (for a profiler);
+//! `LOOTSYNC_BENCH_ONLY=merge` runs the merge figure alone, `LOOTSYNC_BENCH_ONLY=cold-start`
+//! the cold-start figures alone (for a profiler);
 //! `LOOTSYNC_BENCH_ENTRIES=n` sets the log size of the cold-start, memory, checkpoint and
 //! offline figures (the scaling table in docs/benchmarks.md).
 
@@ -685,6 +686,18 @@ fn memory_figure(root: &Path) -> Figure {
     )
 }
 
+/// The log size of the cold-start, memory, checkpoint and offline figures:
+/// `LOOTSYNC_BENCH_ENTRIES=n` measures another one (the scaling table).
+fn entries_to_measure(full: bool) -> usize {
+    std::env::var("LOOTSYNC_BENCH_ENTRIES")
+        .ok()
+        .map(|n| {
+            n.parse()
+                .expect("LOOTSYNC_BENCH_ENTRIES: a number of entries")
+        })
+        .unwrap_or(if full { 1_000_000 } else { 100_000 })
+}
+
 fn main() {
     if let Some(state) = std::env::var_os(OFFLINE_CHILD_ENV) {
         offline_child(Path::new(&state));
@@ -699,25 +712,28 @@ fn main() {
         return;
     }
     let full = common::full_mode();
-    // `LOOTSYNC_BENCH_ONLY=merge` runs the merge figure alone (for a profiler).
-    if std::env::var("LOOTSYNC_BENCH_ONLY").as_deref() == Ok("merge") {
-        let root = tempfile::tempdir().expect("temp dir");
-        common::print_table("Storage figures", &[merge_figure(100_000, root.path())]);
-        return;
+    // `LOOTSYNC_BENCH_ONLY=merge` runs the merge figure alone, `cold-start` the cold-start
+    // figures alone (for a profiler).
+    match std::env::var("LOOTSYNC_BENCH_ONLY").as_deref() {
+        Ok("merge") => {
+            let root = tempfile::tempdir().expect("temp dir");
+            common::print_table("Storage figures", &[merge_figure(100_000, root.path())]);
+            return;
+        }
+        Ok("cold-start") => {
+            let root = tempfile::tempdir().expect("temp dir");
+            let figures = cold_start_figure(entries_to_measure(full), root.path());
+            common::print_table("Storage figures", &figures);
+            return;
+        }
+        _ => {}
     }
     println!(
         "lootsync store benchmarks ({} mode; LOOTSYNC_BENCH_FULL=1 for published sizes)",
         if full { "full" } else { "quick" }
     );
     let root = tempfile::tempdir().expect("temp dir");
-    // `LOOTSYNC_BENCH_ENTRIES=n` measures another log size (the scaling table).
-    let count = std::env::var("LOOTSYNC_BENCH_ENTRIES")
-        .ok()
-        .map(|n| {
-            n.parse()
-                .expect("LOOTSYNC_BENCH_ENTRIES: a number of entries")
-        })
-        .unwrap_or(if full { 1_000_000 } else { 100_000 });
+    let count = entries_to_measure(full);
     let mut figures = cold_start_figure(count, root.path());
     figures.push(memory_figure(root.path()));
     figures.extend(checkpoint_figures(count, root.path()));

@@ -8,7 +8,7 @@
 //!
 //! This module is the only place that builds or parses that framing. Everything that reads a
 //! log goes through [`parse_record`] (usually via the scanner), and everything that writes
-//! one goes through [`encode_record`] or [`frame`], so the format cannot drift between the
+//! one goes through [`encode_record`], so the format cannot drift between the
 //! writer, the open-time scan, verify, repair, migration and the reader.
 
 use crate::proto::entry::{Entry, EntryError, EntryId};
@@ -199,14 +199,23 @@ fn record_crc(len: u32, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload)
 }
 
-/// Appends `payload` framed as a record to `out`, whatever the payload holds, as
-/// [`encode_record`] frames an entry in place. Callers are migration (payloads it has
-/// already checked) and tests (which need checksummed garbage).
+/// Appends `payload` framed as a record to `out`, whatever the payload holds (tests need
+/// checksummed garbage and records of the old format).
+#[cfg(test)]
 pub(crate) fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(payload.len()).expect("a payload is far below 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&record_crc(len, payload).to_le_bytes());
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
     out.extend_from_slice(payload);
+    fill_prefix(&mut out[start..]);
+}
+
+/// Writes the length and checksum into the first [`RECORD_HEADER_LEN`] bytes of `record`,
+/// whose payload follows them.
+fn fill_prefix(record: &mut [u8]) {
+    let (prefix, payload) = record.split_at_mut(RECORD_HEADER_LEN);
+    let len = u32::try_from(payload.len()).expect("a payload is far below 4 GiB");
+    prefix[..4].copy_from_slice(&len.to_le_bytes());
+    prefix[4..].copy_from_slice(&record_crc(len, payload).to_le_bytes());
 }
 
 /// Frames `entry` as a record and appends it to `out`; on error `out` is unchanged.
@@ -237,10 +246,7 @@ pub(crate) fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), Enco
             bytes,
         });
     }
-    let len = bytes as u32;
-    let crc = record_crc(len, &out[start + RECORD_HEADER_LEN..]);
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    out[start + 4..start + RECORD_HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    fill_prefix(&mut out[start..]);
     Ok(())
 }
 

@@ -203,6 +203,13 @@ impl FlatIndex {
         lo
     }
 
+    /// Whether an entry with this key, if present, is here: whether `key` lies within
+    /// the first and last keys. Entries merged from peers are mostly newer than all the
+    /// stored ones, and this settles them without a search.
+    pub(super) fn spans(&self, key: &Key) -> bool {
+        self.len > 0 && self.key(0) <= *key && self.key(self.len - 1) >= *key
+    }
+
     /// The position of `key`, if present.
     pub(super) fn find(&self, key: &Key) -> Option<usize> {
         let i = self.lower_bound(key);

@@ -146,9 +146,10 @@ impl EntryIndex {
         self.reader.as_ref()
     }
 
-    /// Whether the flat index holds an entry with this digest.
-    pub(super) fn in_base(&self, digest: &Digest) -> bool {
-        self.base.find_digest(digest).is_some()
+    /// Whether the flat index holds the entry at `key`. A digest names one entry, hence
+    /// one timestamp, so the key's place settles most lookups without a search.
+    pub(super) fn in_base(&self, key: &Key) -> bool {
+        self.base.spans(key) && self.base.find_digest(&key.digest).is_some()
     }
 
     /// Indexes an entry at `key`, holding its body in memory, unless the overlay already
@@ -331,7 +332,13 @@ impl EntryIndex {
 
     /// Whether an entry with this digest is present.
     pub(super) fn contains(&self, digest: &Digest) -> bool {
-        self.slots.contains_key(digest) || self.in_base(digest)
+        self.slots.contains_key(digest) || self.base.find_digest(digest).is_some()
+    }
+
+    /// Whether the entry at `key` is present: [`EntryIndex::contains`] for a caller that
+    /// knows the entry's timestamp too, usually without searching the flat index.
+    pub(super) fn contains_key(&self, key: &Key) -> bool {
+        self.slots.contains_key(&key.digest) || self.in_base(key)
     }
 
     /// The entry with this digest, if present (and readable).

@@ -105,18 +105,18 @@ impl Ledger {
     /// saves hashing the entry again.
     pub fn insert_keyed(&mut self, key: Key, entry: Entry) -> bool {
         debug_assert_eq!(key, entry.key());
-        if self.index.in_base(&key.digest) {
+        if self.index.in_base(&key) {
             return false;
         }
         self.place_resident(key, entry)
     }
 
     /// [`Ledger::insert_keyed`] for an entry the caller has just found absent
-    /// ([`Ledger::contains`]): the merge looks each digest up in the flat index once, not
-    /// twice.
+    /// ([`Ledger::contains_key`]): the merge looks each digest up in the flat index once,
+    /// not twice.
     pub(crate) fn insert_absent(&mut self, key: Key, entry: Entry) {
         debug_assert_eq!(key, entry.key());
-        debug_assert!(!self.contains(&key.digest));
+        debug_assert!(!self.contains_key(&key));
         self.place_resident(key, entry);
     }
 
@@ -140,8 +140,7 @@ impl Ledger {
         if self.index.reader().is_none() {
             return self.insert_keyed(key, entry.clone());
         }
-        if self.index.in_base(&key.digest) || !self.index.insert_stored(key, &entry.target, offset)
-        {
+        if self.index.in_base(&key) || !self.index.insert_stored(key, &entry.target, offset) {
             return false;
         }
         let need = self.account(entry, key);
@@ -251,6 +250,13 @@ impl Ledger {
     /// Whether an entry with this digest is present.
     pub fn contains(&self, digest: &Digest) -> bool {
         self.index.contains(digest)
+    }
+
+    /// Whether the entry at `key` is present: [`Ledger::contains`] for a caller that has
+    /// the whole key, which usually spares a search of the stored entries (a merge asks
+    /// this of every entry it receives).
+    pub fn contains_key(&self, key: &Key) -> bool {
+        self.index.contains_key(key)
     }
 
     /// The entry with this digest, if present (and readable).
