@@ -301,6 +301,8 @@ fn merge_once(entries: &[Entry], state: &Path) -> (f64, f64, u64, usize) {
     for chunk in entries.chunks(per_datagram.max(1)) {
         let keys: Vec<Key> = chunk.iter().map(Entry::key).collect();
         for (entry, key) in chunk.iter().zip(&keys) {
+            // The daemon's merge clones each entry into the ledger too (the decoded
+            // datagram's copy goes to the append).
             ledger.insert_keyed(*key, entry.clone());
         }
         let offsets = store.append_located(chunk).unwrap();
