@@ -263,11 +263,37 @@ impl Entry {
             Ok(bytes) => hasher.update(bytes),
             Err(_) => hasher.update(postcard::to_stdvec(self).expect("entries always serialize")),
         }
-        let hash = hasher.finalize();
-        let mut first = [0u8; 16];
-        first.copy_from_slice(&hash[..16]);
-        Digest(first)
+        digest_of(hasher)
     }
+
+    /// [`Entry::key`] of an entry just decoded from `encoding` (its postcard bytes, as a log
+    /// record holds them), hashing those bytes instead of encoding the entry again. postcard
+    /// also reads overlong varints, which would hash differently: bytes not as long as the
+    /// entry's own encoding are such (every other part of an encoding has one form), and
+    /// then the entry is encoded afresh, so the digest never depends on how it was written.
+    pub fn key_from_encoding(&self, encoding: &[u8]) -> Key {
+        use sha2::Digest as _;
+        let size = postcard::serialize_with_flavor(self, postcard::ser_flavors::Size::default());
+        if size.ok() != Some(encoding.len()) {
+            return self.key();
+        }
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(DIGEST_DOMAIN);
+        hasher.update(encoding);
+        Key {
+            at: self.at,
+            digest: digest_of(hasher),
+        }
+    }
+}
+
+/// The first 128 bits of the hash in `hasher`.
+fn digest_of(hasher: sha2::Sha256) -> Digest {
+    use sha2::Digest as _;
+    let hash = hasher.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&hash[..16]);
+    Digest(first)
 }
 
 /// Prefix of every digest's hash input, so a digest can never equal a hash of anything else.
@@ -377,6 +403,22 @@ mod tests {
         by_bytes.sort_by_key(|d| d.0);
         digests.sort();
         assert_eq!(digests, by_bytes);
+    }
+
+    /// Hashing the bytes an entry was decoded from gives its digest; bytes that decode to
+    /// the same entry through an overlong varint still give the same digest.
+    #[test]
+    fn key_from_the_encoding_is_the_key() {
+        let e = sample();
+        let canonical = postcard::to_stdvec(&e).unwrap();
+        assert_eq!(e.key_from_encoding(&canonical), e.key());
+        // The first varint (the id's length, 16) written in two bytes instead of one.
+        assert_eq!(canonical[0], 16);
+        let mut overlong = vec![16 | 0x80, 0];
+        overlong.extend_from_slice(&canonical[1..]);
+        let decoded: Entry = postcard::from_bytes(&overlong).unwrap();
+        assert_eq!(decoded, e, "postcard reads the overlong form");
+        assert_eq!(decoded.key_from_encoding(&overlong), e.key());
     }
 
     #[test]

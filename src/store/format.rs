@@ -8,7 +8,7 @@
 //!
 //! This module is the only place that builds or parses that framing. Everything that reads a
 //! log goes through [`parse_record`] (usually via the scanner), and everything that writes
-//! one goes through [`encode_record`] or [`frame`], so the format cannot drift between the
+//! one goes through [`encode_record`], so the format cannot drift between the
 //! writer, the open-time scan, verify, repair, migration and the reader.
 
 use crate::proto::entry::{Entry, EntryError, EntryId};
@@ -199,14 +199,23 @@ fn record_crc(len: u32, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload)
 }
 
-/// Appends `payload` framed as a record to `out`, whatever the payload holds. Callers other
-/// than [`encode_record`] are migration (payloads it has already checked) and tests (which
-/// need checksummed garbage).
+/// Appends `payload` framed as a record to `out`, whatever the payload holds (tests need
+/// checksummed garbage and records of the old format).
+#[cfg(test)]
 pub(crate) fn frame(payload: &[u8], out: &mut Vec<u8>) {
-    let len = u32::try_from(payload.len()).expect("a payload is far below 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&record_crc(len, payload).to_le_bytes());
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
     out.extend_from_slice(payload);
+    fill_prefix(&mut out[start..]);
+}
+
+/// Writes the length and checksum into the first [`RECORD_HEADER_LEN`] bytes of `record`,
+/// whose payload follows them.
+fn fill_prefix(record: &mut [u8]) {
+    let (prefix, payload) = record.split_at_mut(RECORD_HEADER_LEN);
+    let len = u32::try_from(payload.len()).expect("a payload is far below 4 GiB");
+    prefix[..4].copy_from_slice(&len.to_le_bytes());
+    prefix[4..].copy_from_slice(&record_crc(len, payload).to_le_bytes());
 }
 
 /// Frames `entry` as a record and appends it to `out`; on error `out` is unchanged.
@@ -217,20 +226,50 @@ pub(crate) fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), Enco
             id: entry.id,
             error,
         })?;
-    let payload = postcard::to_stdvec(entry).map_err(|error| EncodeError::Encode {
-        id: entry.id,
-        error,
-    })?;
-    // Cannot happen for a validated entry, but a record the reader would reject must never
-    // be written.
-    if payload.len() > MAX_RECORD_BYTES {
-        return Err(EncodeError::TooLarge {
+    // Encoded in place behind room for the prefix: no buffer per record, one copy.
+    let start = out.len();
+    out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
+    if let Err(error) = postcard::serialize_with_flavor(entry, Append(out)) {
+        out.truncate(start);
+        return Err(EncodeError::Encode {
             id: entry.id,
-            bytes: payload.len(),
+            error,
         });
     }
-    frame(&payload, out);
+    let bytes = out.len() - start - RECORD_HEADER_LEN;
+    // Cannot happen for a validated entry, but a record the reader would reject must never
+    // be written.
+    if bytes > MAX_RECORD_BYTES {
+        out.truncate(start);
+        return Err(EncodeError::TooLarge {
+            id: entry.id,
+            bytes,
+        });
+    }
+    fill_prefix(&mut out[start..]);
     Ok(())
+}
+
+/// A postcard output that appends to a borrowed buffer (postcard's own vector flavor owns
+/// its buffer, and gives nothing back on an error).
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Decodes a checksummed payload into a valid entry, or says why it is not one.
@@ -284,6 +323,18 @@ mod tests {
         let mut out = Vec::new();
         encode_record(e, &mut out).unwrap();
         out
+    }
+
+    /// Encoding in place frames exactly as [`frame`] does around the payload, behind
+    /// whatever the buffer held.
+    #[test]
+    fn a_record_encoded_in_place_is_the_framed_payload() {
+        let e = entry(6);
+        let mut framed = vec![1, 2, 3];
+        frame(&postcard::to_stdvec(&e).unwrap(), &mut framed);
+        let mut in_place = vec![1, 2, 3];
+        encode_record(&e, &mut in_place).unwrap();
+        assert_eq!(in_place, framed);
     }
 
     #[test]

@@ -58,14 +58,13 @@ pub use synced_mark::synced_mark_path;
 pub use writer::{LogStore, PendingSync};
 
 use crate::core::ledger::{Ledger, LedgerBuilder};
-use crate::proto::digest::Digest;
+use crate::proto::digest::{DigestSet, Key};
 use crate::proto::entry::Entry;
 use atomic::sync_parent_dir;
 use checkpoint::{CheckpointState, Covers};
 use error::io_err;
-use format::{HeaderState, FORMAT_VERSION, HEADER_LEN};
+use format::{HeaderState, FORMAT_VERSION, HEADER_LEN, RECORD_HEADER_LEN};
 use scanner::{read_header, Progress, RecordScanner, Scanned};
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -97,21 +96,21 @@ trait Replay {
         HEADER_LEN
     }
 
-    /// Receives each intact record's entry and offset from the start on; returns false when
-    /// the entry repeats an earlier one (it is then counted as a duplicate).
-    fn visit(&mut self, entry: Entry, offset: u64) -> bool;
+    /// Receives each intact record's entry, key and offset from the start on; returns false
+    /// when the entry repeats an earlier one (it is then counted as a duplicate).
+    fn visit(&mut self, entry: Entry, key: Key, offset: u64) -> bool;
 }
 
 /// Collects every distinct entry, in file order.
 #[derive(Default)]
 struct CollectEntries {
     entries: Vec<Entry>,
-    seen: HashSet<Digest>,
+    seen: DigestSet,
 }
 
 impl Replay for CollectEntries {
-    fn visit(&mut self, entry: Entry, _offset: u64) -> bool {
-        let new = self.seen.insert(entry.digest());
+    fn visit(&mut self, entry: Entry, key: Key, _offset: u64) -> bool {
+        let new = self.seen.insert(key.digest);
         if new {
             self.entries.push(entry);
         }
@@ -165,12 +164,12 @@ impl Replay for IndexLog<'_> {
         }
     }
 
-    fn visit(&mut self, entry: Entry, offset: u64) -> bool {
+    fn visit(&mut self, entry: Entry, key: Key, offset: u64) -> bool {
         self.records += 1;
         match &mut self.loaded {
-            Some((ledger, _)) => ledger.insert_stored(entry.key(), &entry, offset),
+            Some((ledger, _)) => ledger.insert_stored(key, &entry, offset),
             None => {
-                self.builder.push(&entry, offset);
+                self.builder.push_keyed(&entry, key, offset);
                 true
             }
         }
@@ -390,7 +389,12 @@ fn load(
         };
         match item.map_err(io_err(path, "reading log"))? {
             Scanned::Record(record) => {
-                if replay.visit(record.entry, record.offset) {
+                // Hashed from the bytes just checked, not from the entry encoded again.
+                let key = match scanner.record_bytes(&record) {
+                    Some(bytes) => record.entry.key_from_encoding(&bytes[RECORD_HEADER_LEN..]),
+                    None => record.entry.key(),
+                };
+                if replay.visit(record.entry, key, record.offset) {
                     entries += 1;
                 } else {
                     duplicates_skipped += 1;

@@ -47,7 +47,13 @@ impl LedgerBuilder {
     /// Adds the entry whose record is at `offset`. A record repeating an earlier one (same
     /// digest) is dropped when the ledger is built; the first in the file wins.
     pub fn push(&mut self, entry: &Entry, offset: u64) {
-        let key = entry.key();
+        self.push_keyed(entry, entry.key(), offset);
+    }
+
+    /// [`LedgerBuilder::push`] for a caller that has the entry's key (`entry.key()`)
+    /// already: a scan hashes each record's bytes once.
+    pub fn push_keyed(&mut self, entry: &Entry, key: Key, offset: u64) {
+        debug_assert_eq!(key, entry.key());
         let target = self.targets.intern(&entry.target);
         let delta = (entry.kind == EntryKind::Points).then_some(entry.delta);
         if let (NO_TARGET, Some(delta)) = (target, delta) {

@@ -4,11 +4,11 @@
 
 use super::flat::{FlatEntry, FlatIndex};
 use super::targets::Targets;
-use crate::proto::digest::{Digest, Key};
+use crate::proto::digest::{Digest, DigestMap, Key};
 use crate::proto::entry::Entry;
 use crate::proto::fingerprint::Fingerprint;
 use crate::proto::hlc::Hlc;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeSet;
 use std::ops::Bound;
 use std::sync::Arc;
 use thiserror::Error;
@@ -52,94 +52,20 @@ const RESIDENT: u64 = u64::MAX;
 
 /// Stored entries in the overlay are merged into the flat index once there are more of them
 /// than this or a quarter of the flat index, whichever is more: merging copies the whole
-/// flat index, so it must stay rare, while the overlay (a B-tree) costs about twice the
-/// memory per entry.
+/// flat index, so it must stay rare, while the overlay costs about twice the memory per
+/// entry.
 const MIN_OVERLAY: usize = 65_536;
 
-/// What the overlay keeps per entry beside its key (which holds the digest that
-/// fingerprints sum): where the body is and whose entry it is.
+/// What the overlay keeps per entry beside its digest: its timestamp (the digest and the
+/// timestamp are its key), where the body is and whose entry it is.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Slot {
+    /// The entry's timestamp.
+    at: Hlc,
     /// Byte offset of the entry's record in the log, or [`RESIDENT`].
     offset: u64,
     /// The target's id.
     target: u32,
-}
-
-/// Finds an entry's timestamp (and so its key) by digest. Most digests sit in a sorted vector
-/// (24 bytes each, no hash-table slack); new ones go to a small hash map that is merged into
-/// the vector when it grows past an eighth of it, so inserts stay cheap on average.
-#[derive(Clone, Debug, Default)]
-pub(super) struct DigestIndex {
-    sorted: Vec<(Digest, Hlc)>,
-    recent: HashMap<Digest, Hlc>,
-}
-
-impl DigestIndex {
-    /// Below this many recent digests a merge is not worth its sort.
-    const MIN_RECENT: usize = 4096;
-
-    fn get(&self, digest: &Digest) -> Option<Hlc> {
-        if let Some(at) = self.recent.get(digest) {
-            return Some(*at);
-        }
-        self.sorted
-            .binary_search_by(|(probe, _)| probe.cmp(digest))
-            .ok()
-            .map(|i| self.sorted[i].1)
-    }
-
-    fn contains(&self, digest: &Digest) -> bool {
-        self.get(digest).is_some()
-    }
-
-    /// Adds `digest` unless present; returns whether it was new. With `merge_when_large`,
-    /// the recent map is folded into the vector once it passes an eighth of it.
-    fn insert(&mut self, digest: Digest, at: Hlc, merge_when_large: bool) -> bool {
-        if !self.sorted.is_empty()
-            && self
-                .sorted
-                .binary_search_by(|(probe, _)| probe.cmp(&digest))
-                .is_ok()
-        {
-            return false;
-        }
-        match self.recent.entry(digest) {
-            std::collections::hash_map::Entry::Occupied(_) => return false,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(at);
-            }
-        }
-        if merge_when_large {
-            self.merge_if_large();
-        }
-        true
-    }
-
-    /// Adds `digest`, which the caller knows is absent (no search).
-    fn insert_absent(&mut self, digest: Digest, at: Hlc) {
-        debug_assert!(!self.contains(&digest));
-        self.recent.insert(digest, at);
-        self.merge_if_large();
-    }
-
-    /// Folds the recent map into the vector once it passes an eighth of it.
-    fn merge_if_large(&mut self) {
-        if self.recent.len() > Self::MIN_RECENT.max(self.sorted.len() / 8) {
-            self.merge();
-        }
-    }
-
-    fn merge(&mut self) {
-        let mut recent: Vec<(Digest, Hlc)> = self.recent.drain().collect();
-        recent.sort_unstable_by_key(|(digest, _)| *digest);
-        self.recent = HashMap::new();
-        // Exact reservation: a doubling Vec would waste up to half of a large index.
-        self.sorted.reserve_exact(recent.len());
-        self.sorted.extend(recent);
-        // Two sorted runs: the stable sort detects them and merges in linear time.
-        self.sorted.sort_by_key(|(digest, _)| *digest);
-    }
 }
 
 /// Where one entry's body is, in a detached copy of the index ([`EntryIndex::detached`]).
@@ -174,17 +100,21 @@ impl DetachedIndex {
 }
 
 /// Every entry's key and where its body is: stored entries in a flat, sorted index loaded in
-/// bulk (at start-up, from a checkpoint or the scan), entries added since in a sorted map
-/// beside it (the overlay), plus a digest index for the overlay. An entry is in one of the
-/// two, never both.
+/// bulk (at start-up, from a checkpoint or the scan), entries added since in an overlay
+/// beside it. An entry is in one of the two, never both.
+///
+/// The overlay is one hash map by digest, which answers "is it here, under which key, where
+/// is its body" with one lookup (a merge asks that of every entry it receives), plus the
+/// overlay's keys in order for ranges.
 #[derive(Clone, Default)]
 pub(super) struct EntryIndex {
     base: FlatIndex,
-    slots: BTreeMap<Key, Slot>,
-    /// The digests of the overlay's entries (the flat index finds its own).
-    ids: DigestIndex,
+    /// The overlay's entries by digest.
+    slots: DigestMap<Slot>,
+    /// The overlay's keys in key order.
+    order: BTreeSet<Key>,
     /// Bodies not readable through the reader (yet): entries inserted in memory.
-    resident: HashMap<Key, Entry>,
+    resident: DigestMap<Entry>,
     reader: Option<Arc<dyn EntryReader>>,
     /// Target names by id, shared with detached copies (copied on write).
     targets: Arc<Targets>,
@@ -216,45 +146,57 @@ impl EntryIndex {
         self.reader.as_ref()
     }
 
-    /// Notes a new digest; false if it is already present. See [`DigestIndex::insert`] for
-    /// `merge_when_large`.
-    pub(super) fn insert_digest(
-        &mut self,
-        digest: Digest,
-        at: Hlc,
-        merge_when_large: bool,
-    ) -> bool {
-        if self.base.find_digest(&digest).is_some() {
-            return false;
-        }
-        self.ids.insert(digest, at, merge_when_large)
+    /// Whether the flat index holds the entry at `key`. A digest names one entry, hence
+    /// one timestamp, so the key's place settles most lookups without a search.
+    pub(super) fn in_base(&self, key: &Key) -> bool {
+        self.base.spans(key) && self.base.find_digest(&key.digest).is_some()
     }
 
-    /// Adds `digest`, which the caller has just looked up and not found.
-    pub(super) fn insert_digest_absent(&mut self, digest: Digest, at: Hlc) {
-        debug_assert!(self.base.find_digest(&digest).is_none());
-        self.ids.insert_absent(digest, at);
-    }
-
-    /// Indexes an entry whose digest was just inserted, holding its body in memory.
-    pub(super) fn insert_resident(&mut self, key: Key, entry: Entry) {
+    /// Indexes an entry at `key`, holding its body in memory, unless the overlay already
+    /// has its digest (the caller has looked in the flat index: see
+    /// [`EntryIndex::in_base`]). Returns the body as held, `None` for a duplicate.
+    pub(super) fn insert_resident(&mut self, key: Key, entry: Entry) -> Option<&Entry> {
         let target = self.intern(&entry.target);
-        self.slots.insert(
+        let slot = Slot {
+            at: key.at,
+            offset: RESIDENT,
+            target,
+        };
+        if !self.claim(key, slot) {
+            return None;
+        }
+        Some(self.resident.entry(key.digest).or_insert(entry))
+    }
+
+    /// Indexes an entry at `key` whose record is at `offset` of the log (a reader must be
+    /// set), unless the overlay already has its digest (the caller has looked in the flat
+    /// index). Returns whether it was new.
+    pub(super) fn insert_stored(&mut self, key: Key, target: &str, offset: u64) -> bool {
+        let target = self.intern(target);
+        if !self.claim(
             key,
             Slot {
-                offset: RESIDENT,
+                at: key.at,
+                offset,
                 target,
             },
-        );
-        self.resident.insert(key, entry);
+        ) {
+            return false;
+        }
+        self.maybe_compact();
+        true
     }
 
-    /// Indexes an entry whose digest was just inserted and whose record is at `offset` of
-    /// the log (a reader must be set).
-    pub(super) fn insert_stored(&mut self, key: Key, target: &str, offset: u64) {
-        let target = self.intern(target);
-        self.slots.insert(key, Slot { offset, target });
-        self.maybe_compact();
+    /// Adds `slot` to the overlay under `key` unless its digest is there already.
+    fn claim(&mut self, key: Key, slot: Slot) -> bool {
+        match self.slots.entry(key.digest) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(slot);
+                self.order.insert(key);
+                true
+            }
+        }
     }
 
     fn intern(&mut self, name: &str) -> u32 {
@@ -268,7 +210,7 @@ impl EntryIndex {
     pub(super) fn has_later(&self, key: Key) -> bool {
         self.base.last_key().is_some_and(|last| last > key)
             || self
-                .slots
+                .order
                 .range((Bound::Excluded(key), Bound::Unbounded))
                 .next()
                 .is_some()
@@ -279,8 +221,8 @@ impl EntryIndex {
         if self.reader.is_none() || offset == RESIDENT {
             return;
         }
-        if let Some(slot) = self.slots.get_mut(key) {
-            if self.resident.remove(key).is_some() {
+        if let Some(slot) = self.slots.get_mut(&key.digest) {
+            if slot.at == key.at && self.resident.remove(&key.digest).is_some() {
                 slot.offset = offset;
                 self.maybe_compact();
             }
@@ -304,21 +246,23 @@ impl EntryIndex {
         }
         self.base = self.base.merged(&stored);
         self.slots.retain(|_, slot| slot.offset == RESIDENT);
-        let mut ids = DigestIndex::default();
-        for key in self.slots.keys() {
-            ids.insert(key.digest, key.at, false);
-        }
-        ids.merge();
-        self.ids = ids;
+        let slots = &self.slots;
+        self.order.retain(|key| slots.contains_key(&key.digest));
+    }
+
+    /// The overlay's entries in key order, with their slots.
+    fn overlay(&self) -> impl Iterator<Item = (Key, Slot)> + '_ {
+        self.order
+            .iter()
+            .filter_map(|key| self.slots.get(&key.digest).map(|slot| (*key, *slot)))
     }
 
     /// The overlay's stored entries, in key order.
     fn stored_overlay(&self) -> Vec<FlatEntry> {
-        self.slots
-            .iter()
+        self.overlay()
             .filter(|(_, slot)| slot.offset != RESIDENT)
             .map(|(key, slot)| FlatEntry {
-                key: *key,
+                key,
                 offset: slot.offset,
                 target: slot.target,
             })
@@ -341,9 +285,20 @@ impl EntryIndex {
     /// See [`super::Ledger::unstored`].
     pub(super) fn unstored(&self) -> Option<(Vec<Entry>, Vec<Key>)> {
         self.reader.as_ref()?;
-        let mut pending: Vec<(&Key, &Entry)> = self.resident.iter().collect();
-        pending.sort_unstable_by_key(|(key, _)| **key);
-        Some(pending.into_iter().map(|(k, e)| (e.clone(), *k)).unzip())
+        let mut pending: Vec<(Key, &Entry)> = self
+            .resident
+            .iter()
+            .filter_map(|(digest, entry)| {
+                let slot = self.slots.get(digest)?;
+                let key = Key {
+                    at: slot.at,
+                    digest: *digest,
+                };
+                Some((key, entry))
+            })
+            .collect();
+        pending.sort_unstable_by_key(|(key, _)| *key);
+        Some(pending.into_iter().map(|(k, e)| (e.clone(), k)).unzip())
     }
 
     /// Entries whose bodies are held in memory.
@@ -356,15 +311,18 @@ impl EntryIndex {
     /// (sync) sends what it can.
     fn body(&self, key: &Key, offset: u64) -> Option<Entry> {
         if offset == RESIDENT {
-            return self.resident.get(key).cloned();
+            return self.resident.get(&key.digest).cloned();
         }
         read_body(self.reader.as_deref()?, key, offset)
     }
 
     /// The body of the entry at `key`, if present and readable.
     pub(super) fn body_at(&self, key: &Key) -> Option<Entry> {
-        match self.slots.get(key) {
-            Some(slot) => self.body(key, slot.offset),
+        match self.slots.get(&key.digest) {
+            // A digest names one entry, so one timestamp: another is another key.
+            Some(slot) => (slot.at == key.at)
+                .then(|| self.body(key, slot.offset))
+                .flatten(),
             None => self
                 .base
                 .find(key)
@@ -374,33 +332,36 @@ impl EntryIndex {
 
     /// Whether an entry with this digest is present.
     pub(super) fn contains(&self, digest: &Digest) -> bool {
-        self.base.find_digest(digest).is_some() || self.ids.contains(digest)
+        self.slots.contains_key(digest) || self.base.find_digest(digest).is_some()
+    }
+
+    /// Whether the entry at `key` is present: [`EntryIndex::contains`] for a caller that
+    /// knows the entry's timestamp too, usually without searching the flat index.
+    pub(super) fn contains_key(&self, key: &Key) -> bool {
+        self.slots.contains_key(&key.digest) || self.in_base(key)
     }
 
     /// The entry with this digest, if present (and readable).
     pub(super) fn get(&self, digest: &Digest) -> Option<Entry> {
-        if let Some(i) = self.base.find_digest(digest) {
-            return self.body(&self.base.key(i), self.base.offset(i));
+        if let Some(slot) = self.slots.get(digest) {
+            let key = Key {
+                at: slot.at,
+                digest: *digest,
+            };
+            return self.body(&key, slot.offset);
         }
-        let at = self.ids.get(digest)?;
-        let key = Key {
-            at,
-            digest: *digest,
-        };
-        let slot = self.slots.get(&key)?;
-        self.body(&key, slot.offset)
+        let i = self.base.find_digest(digest)?;
+        self.body(&self.base.key(i), self.base.offset(i))
     }
 
     /// Number of entries.
     pub(super) fn len(&self) -> usize {
-        self.base.len() + self.slots.len()
+        self.base.len() + self.order.len()
     }
 
     /// The largest key present.
     pub(super) fn newest(&self) -> Option<Key> {
-        self.base
-            .last_key()
-            .max(self.slots.keys().next_back().copied())
+        self.base.last_key().max(self.order.last().copied())
     }
 
     /// `(lower, upper)`, or an empty range when inverted: ranges come from peers.
@@ -418,9 +379,9 @@ impl EntryIndex {
         let (from, to) = (self.base.lower_bound(&lower), self.base.lower_bound(&upper));
         let stored = (from..to).map(|i| (self.base.key(i), self.base.offset(i)));
         let added = self
-            .slots
+            .order
             .range((Bound::Included(lower), Bound::Excluded(upper)))
-            .map(|(key, slot)| (*key, slot.offset));
+            .filter_map(|key| self.slots.get(&key.digest).map(|slot| (*key, slot.offset)));
         merge_by_key(stored, added, |item| item.0)
     }
 
@@ -431,9 +392,8 @@ impl EntryIndex {
             .base
             .fingerprint(self.base.lower_bound(&lower), self.base.lower_bound(&upper));
         for key in self
-            .slots
+            .order
             .range((Bound::Included(lower), Bound::Excluded(upper)))
-            .map(|(key, _)| key)
         {
             fp.add(key.digest.as_u128());
         }
@@ -490,14 +450,15 @@ impl EntryIndex {
     /// A copy detached from the index, to read the bodies back on another thread.
     pub(super) fn detached(&self) -> DetachedIndex {
         let overlay = self
-            .slots
-            .iter()
+            .overlay()
             .map(|(key, slot)| {
                 let body = match slot.offset {
-                    RESIDENT => StoredBody::Resident(self.resident.get(key).cloned().map(Box::new)),
+                    RESIDENT => {
+                        StoredBody::Resident(self.resident.get(&key.digest).cloned().map(Box::new))
+                    }
                     offset => StoredBody::At(offset),
                 };
-                (*key, body, slot.target)
+                (key, body, slot.target)
             })
             .collect();
         DetachedIndex {
@@ -566,7 +527,7 @@ pub(super) fn read_body(reader: &dyn EntryReader, key: &Key, offset: u64) -> Opt
 mod tests {
     use super::*;
     use crate::core::ledger::test_support::{entry, MemoryReader};
-    use crate::core::ledger::LedgerBuilder;
+    use crate::core::ledger::{Ledger, LedgerBuilder};
 
     #[test]
     fn unreadable_or_mismatched_bodies_are_skipped_not_a_panic() {
@@ -587,22 +548,55 @@ mod tests {
         assert_eq!(ledger.total("Bo"), 2);
     }
 
+    /// One lookup by digest answers for the overlay whether its entries are resident or
+    /// stored, and the flat index for the rest: every entry is found by digest and by key,
+    /// a duplicate is refused wherever the first copy sits, and marking a key the overlay
+    /// does not hold (a digest with another timestamp) changes nothing.
     #[test]
-    fn digest_index_finds_every_digest_across_merges() {
-        let mut index = DigestIndex::default();
-        let ids: Vec<Digest> = (0..20_000u64)
-            .map(|i| entry(i, 1, "Ann", 1).digest())
-            .collect();
-        for (i, id) in ids.iter().enumerate() {
-            assert!(!index.contains(id), "{i}");
-            assert!(index.insert(*id, Hlc(i as u64), true));
-            assert!(!index.insert(*id, Hlc(0), true), "{i} again");
+    fn every_entry_is_found_once_wherever_it_sits() {
+        let reader = Arc::new(MemoryReader::default());
+        let mut builder = LedgerBuilder::new();
+        let stored: Vec<Entry> = (0..40u64).map(|i| entry(i * 2, 1, "Ann", 1)).collect();
+        for (i, e) in stored.iter().enumerate() {
+            reader.put(i as u64, e.clone());
+            builder.push(e, i as u64);
         }
-        assert!(index.sorted.len() > 15_000, "merged along the way");
-        assert!(index.recent.len() <= DigestIndex::MIN_RECENT.max(index.sorted.len() / 8));
-        for (i, id) in ids.iter().enumerate() {
-            assert_eq!(index.get(id), Some(Hlc(i as u64)));
+        let (mut ledger, _) = builder.finish(reader.clone());
+        let added: Vec<Entry> = (0..40u64).map(|i| entry(i * 2 + 1, 2, "Bo", 2)).collect();
+        for (i, e) in added.iter().enumerate() {
+            assert!(!ledger.contains(&e.digest()), "{i}");
+            assert!(ledger.insert(e.clone()), "{i}");
+            if i % 2 == 0 {
+                reader.put(1000 + i as u64, e.clone());
+                ledger.mark_stored(&e.key(), 1000 + i as u64);
+            }
         }
-        assert!(!index.contains(&entry(30_000, 1, "Ann", 1).digest()));
+        // A digest under a timestamp that is not its own: no such key, nothing changes.
+        let odd = &added[1];
+        let wrong = Key {
+            at: Hlc(odd.at.0 + 1),
+            digest: odd.digest(),
+        };
+        ledger.mark_stored(&wrong, 5000);
+        assert_eq!(ledger.resident_len(), 20);
+        assert_eq!(ledger.index.body_at(&wrong), None);
+        let check = |ledger: &Ledger| {
+            for e in stored.iter().chain(&added) {
+                assert_eq!(ledger.get(&e.digest()).as_ref(), Some(e));
+                assert_eq!(ledger.index.body_at(&e.key()).as_ref(), Some(e));
+                assert!(!ledger.clone().insert(e.clone()), "a duplicate");
+            }
+            assert_eq!(ledger.len(), 80);
+            assert_eq!(ledger.iter().count(), 80);
+            assert!(!ledger.contains(&entry(1000, 3, "Cy", 1).digest()));
+        };
+        check(&ledger);
+        ledger.compact();
+        assert_eq!(
+            ledger.index.order.len(),
+            20,
+            "only the resident stay in the overlay"
+        );
+        check(&ledger);
     }
 }

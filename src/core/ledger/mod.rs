@@ -105,25 +105,31 @@ impl Ledger {
     /// saves hashing the entry again.
     pub fn insert_keyed(&mut self, key: Key, entry: Entry) -> bool {
         debug_assert_eq!(key, entry.key());
-        if !self.index.insert_digest(key.digest, key.at, true) {
+        if self.index.in_base(&key) {
             return false;
         }
-        self.place_resident(key, entry);
-        true
+        self.place_resident(key, entry)
     }
 
     /// [`Ledger::insert_keyed`] for an entry the caller has just found absent
-    /// ([`Ledger::contains`]): the merge looks each digest up once, not twice.
+    /// ([`Ledger::contains_key`]): the merge looks each digest up in the flat index once,
+    /// not twice.
     pub(crate) fn insert_absent(&mut self, key: Key, entry: Entry) {
         debug_assert_eq!(key, entry.key());
-        self.index.insert_digest_absent(key.digest, key.at);
+        debug_assert!(!self.contains_key(&key));
         self.place_resident(key, entry);
     }
 
-    fn place_resident(&mut self, key: Key, entry: Entry) {
-        let need = self.account(&entry, key);
-        self.index.insert_resident(key, entry);
+    /// Indexes an entry absent from the flat index, moving its body in; false for a
+    /// duplicate of one in the overlay.
+    fn place_resident(&mut self, key: Key, entry: Entry) -> bool {
+        let Some(entry) = self.index.insert_resident(key, entry) else {
+            return false;
+        };
+        self.fingerprint.add(key.digest.as_u128());
+        let need = self.replay.account(entry, key);
         self.replay_if(key, need);
+        true
     }
 
     /// Adds an entry read from the log at `offset` (the part of a log past a checkpoint) if
@@ -134,11 +140,10 @@ impl Ledger {
         if self.index.reader().is_none() {
             return self.insert_keyed(key, entry.clone());
         }
-        if !self.index.insert_digest(key.digest, key.at, true) {
+        if self.index.in_base(&key) || !self.index.insert_stored(key, &entry.target, offset) {
             return false;
         }
         let need = self.account(entry, key);
-        self.index.insert_stored(key, &entry.target, offset);
         self.replay_if(key, need);
         true
     }
@@ -175,8 +180,8 @@ impl Ledger {
         }
     }
 
-    /// Totals and fingerprint for a new entry at `key` (its digest is already in the digest
-    /// index), and whether the verdicts on other entries may have changed.
+    /// Totals and fingerprint for a new entry at `key` (already indexed), and whether the
+    /// verdicts on other entries may have changed.
     fn account(&mut self, entry: &Entry, key: Key) -> ReplayNeed {
         self.fingerprint.add(key.digest.as_u128());
         self.replay.account(entry, key)
@@ -245,6 +250,13 @@ impl Ledger {
     /// Whether an entry with this digest is present.
     pub fn contains(&self, digest: &Digest) -> bool {
         self.index.contains(digest)
+    }
+
+    /// Whether the entry at `key` is present: [`Ledger::contains`] for a caller that has
+    /// the whole key, which usually spares a search of the stored entries (a merge asks
+    /// this of every entry it receives).
+    pub fn contains_key(&self, key: &Key) -> bool {
+        self.index.contains_key(key)
     }
 
     /// The entry with this digest, if present (and readable).

@@ -1,6 +1,7 @@
 //! Target names as small numbers: the index keeps each entry's target as an id into this
 //! table, so one player's history can be found without reading every entry body back.
 
+use crate::proto::digest::DigestState;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -12,7 +13,8 @@ pub(super) const NO_TARGET: u32 = u32::MAX;
 #[derive(Clone, Debug, Default)]
 pub(super) struct Targets {
     names: Vec<Arc<str>>,
-    ids: HashMap<Arc<str>, u32>,
+    /// Keyed like the digest maps: names come from other peers' entries.
+    ids: HashMap<Arc<str>, u32, DigestState>,
 }
 
 impl Targets {

@@ -54,7 +54,7 @@ impl Peer {
         self.ledger.begin_batch();
         for entry in entries {
             let key = entry.key();
-            if self.ledger.contains(&key.digest) {
+            if self.ledger.contains_key(&key) {
                 continue;
             }
             // A forged or damaged signature is dropped before it can enter the set: that
