@@ -132,13 +132,13 @@ pub fn verify(entry: &Entry) -> Result<(), SignatureError> {
 const MAX_CACHED_SIGNERS: usize = 64;
 
 /// Checks of one signer's entries before its [`CombTable`] is built. A table costs about
-/// as much as six checks without it and saves two thirds of every later one; an officer
+/// as much as eight checks without it and halves every later one; an officer
 /// signs thousands of entries, while someone signing with a fresh key per entry (anyone
 /// holding the group key can) then never makes the verifier build one.
 const TABLE_AFTER_CHECKS: u32 = 16;
 
-/// How many signers get a table (each [`SIGNER_TABLE_WIDTH`] table is 220 KiB): bounds
-/// the memory to about 3.5 MiB whatever keys arrive.
+/// How many signers get a table (each [`SIGNER_TABLE_WIDTH`] table is 215 KiB): bounds
+/// the memory to about 3.4 MiB whatever keys arrive.
 const MAX_SIGNER_TABLES: usize = 16;
 const _: () = assert!(MAX_SIGNER_TABLES < MAX_CACHED_SIGNERS);
 
