@@ -170,14 +170,21 @@ mod tests {
     use std::fs;
     use tempfile::TempDir;
 
-    #[test]
-    fn log_reader_checks_what_it_reads() {
-        let dir = TempDir::new().unwrap();
+    /// A log of three records in `dir`: their entries, the file's bytes, where each record
+    /// ends, the file and a reader of it.
+    fn three_records(dir: &TempDir) -> (Vec<Entry>, Vec<u8>, Vec<u64>, PathBuf, LogReader) {
         let all = entries(0..3);
         let (bytes, ends) = log_bytes(&all);
         let path = dir.path().join("log");
         fs::write(&path, &bytes).unwrap();
         let reader = LogReader::open(&path).unwrap();
+        (all, bytes, ends, path, reader)
+    }
+
+    #[test]
+    fn log_reader_checks_what_it_reads() {
+        let dir = TempDir::new().unwrap();
+        let (all, bytes, ends, path, reader) = three_records(&dir);
         assert_eq!(reader.read_entry(HEADER_LEN).unwrap(), all[0]);
         assert_eq!(reader.read_entry(ends[1]).unwrap(), all[2]);
         assert!(
@@ -221,11 +228,7 @@ mod tests {
     #[test]
     fn log_reader_hands_back_stored_payloads_as_the_wire_encodes_entries() {
         let dir = TempDir::new().unwrap();
-        let all = entries(0..3);
-        let (bytes, ends) = log_bytes(&all);
-        let path = dir.path().join("log");
-        fs::write(&path, &bytes).unwrap();
-        let reader = LogReader::open(&path).unwrap();
+        let (all, bytes, ends, path, reader) = three_records(&dir);
         let mut out = vec![9];
         for (i, at) in [HEADER_LEN, ends[0], ends[1]].into_iter().enumerate() {
             let mut one = Vec::new();
