@@ -236,6 +236,77 @@ pub fn encode(envelope: &Envelope) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
+/// Entries in their encoded form, one after another: each is `postcard(Entry)`, exactly the
+/// payload of the entry's log record, so a responder copies stored bytes into an answer
+/// instead of decoding each entry and encoding it again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncodedEntries {
+    count: usize,
+    bytes: Vec<u8>,
+}
+
+impl EncodedEntries {
+    /// Appends one entry's encoding (as [`encoded_len`] counts it: a log record's payload).
+    pub fn push_encoded(&mut self, encoded: &[u8]) {
+        self.count += 1;
+        self.bytes.extend_from_slice(encoded);
+    }
+
+    /// Appends `entry`, encoding it (for entries that are not stored yet).
+    pub fn push(&mut self, entry: &Entry) -> Result<(), WireError> {
+        let bytes = std::mem::take(&mut self.bytes);
+        self.bytes = postcard::to_extend(entry, bytes)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Number of entries held.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Encodes `envelope`, whose body is a [`SyncResponse::Ranges`] with an empty `entries`
+/// list, as if `entries` were that list: byte for byte what [`encode`] makes of the
+/// decoded entries, without encoding them again.
+pub fn encode_with_entries(
+    envelope: &Envelope,
+    entries: &EncodedEntries,
+) -> Result<Vec<u8>, WireError> {
+    let Body::SyncResponse(SyncResponse::Ranges(response)) = &envelope.body else {
+        return Err(WireError::Bounds(
+            "entries spliced into a message without them",
+        ));
+    };
+    if !response.entries.is_empty() {
+        return Err(WireError::Bounds(
+            "entries spliced into a list that has some",
+        ));
+    }
+    let mut out = postcard::to_extend(envelope, vec![WIRE_VERSION])?;
+    // Postcard writes a struct's fields in order with nothing after the last; the body is
+    // the envelope's last field and `want` and `cookie` the fields after `entries`, so the
+    // empty list is the one zero length byte just before their bytes.
+    let after = encoded_len(&response.want) + encoded_len(&response.cookie);
+    let at = out.len() - after - 1;
+    debug_assert_eq!(out[at], 0, "the empty entries list");
+    let rest = out.split_off(at + 1);
+    out.truncate(at);
+    // A list's length is a varint, as postcard writes a `usize`.
+    let mut out = postcard::to_extend(&entries.count, out)?;
+    out.extend_from_slice(&entries.bytes);
+    out.extend_from_slice(&rest);
+    if out.len() > MAX_MESSAGE {
+        return Err(WireError::TooLarge(out.len()));
+    }
+    Ok(out)
+}
+
 /// Size in bytes that `value` takes inside a postcard message (used to pack datagrams).
 pub fn encoded_len<T: Serialize>(value: &T) -> usize {
     // Counts bytes without building them: the packers call this for every entry they send.
@@ -443,6 +514,82 @@ mod tests {
             assert_eq!(bytes[0], WIRE_VERSION);
             assert_eq!(decode(&bytes).unwrap(), env);
         }
+    }
+
+    #[test]
+    fn spliced_entries_encode_byte_for_byte_as_decoded_ones() {
+        let response = |entries: Vec<Entry>, want: Vec<Digest>, cookie| {
+            envelope(Body::SyncResponse(SyncResponse::Ranges(RangesResponse {
+                request_id: 300,
+                part: 1,
+                parts: 2,
+                runs: vec![Run {
+                    lower: entry(1).key(),
+                    items: vec![RangeItem {
+                        upper: Key::MAX,
+                        mode: Mode::Done,
+                    }],
+                }],
+                entries,
+                want,
+                cookie,
+            })))
+        };
+        let small = |i: u64| {
+            crate::testing::EntryBuilder::at_ms(1_700_000_000_000 + i)
+                .id_random([i as u8; 10])
+                .actor("a")
+                .target("t")
+                .delta(-(i as i64) - 1)
+                .reason("r")
+                .build()
+        };
+        let cases: Vec<(Vec<Entry>, Vec<Digest>, Option<Cookie>)> = vec![
+            (vec![], vec![], None),
+            (vec![entry(1)], vec![], None),
+            (
+                vec![entry(1), entry(2)],
+                vec![entry(3).digest()],
+                Some([7; 8]),
+            ),
+            ((0..20).map(small).collect(), vec![], Some([0; 8])),
+        ];
+        for (entries, want, cookie) in cases {
+            let mut encoded = EncodedEntries::default();
+            for (i, e) in entries.iter().enumerate() {
+                // Both ways in: stored bytes (as a log record's payload) and entries.
+                if i % 2 == 0 {
+                    encoded.push_encoded(&postcard::to_stdvec(e).unwrap());
+                } else {
+                    encoded.push(e).unwrap();
+                }
+            }
+            assert_eq!(encoded.len(), entries.len());
+            let whole = encode(&response(entries.clone(), want.clone(), cookie)).unwrap();
+            let spliced =
+                encode_with_entries(&response(Vec::new(), want.clone(), cookie), &encoded).unwrap();
+            assert_eq!(spliced, whole);
+            assert_eq!(decode(&spliced).unwrap(), response(entries, want, cookie));
+        }
+        // Lists of 128 and more have a longer length prefix: still what postcard writes.
+        for count in [127usize, 128, 300, 20_000] {
+            let list = vec![(); count];
+            assert_eq!(
+                postcard::to_stdvec(&count).unwrap(),
+                postcard::to_stdvec(&list).unwrap()
+            );
+        }
+        // Too much to fit one datagram, or a body with no such list: refused.
+        let mut many = EncodedEntries::default();
+        for i in 0..5 {
+            many.push(&entry(i)).unwrap();
+        }
+        assert!(matches!(
+            encode_with_entries(&response(Vec::new(), vec![], None), &many),
+            Err(WireError::TooLarge(_))
+        ));
+        assert!(encode_with_entries(&envelope(Body::LogEntry(vec![])), &many).is_err());
+        assert!(encode_with_entries(&response(vec![entry(1)], vec![], None), &many).is_err());
     }
 
     #[test]

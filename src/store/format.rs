@@ -12,6 +12,7 @@
 //! writer, the open-time scan, verify, repair, migration and the reader.
 
 use crate::proto::entry::{Entry, EntryError, EntryId};
+use crate::proto::hlc::Hlc;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use thiserror::Error;
@@ -283,6 +284,15 @@ pub(crate) fn decode_payload(payload: &[u8]) -> Result<Entry, PayloadError> {
         .validate()
         .map_err(|error| PayloadError::InvalidEntry(Arc::new(error)))?;
     Ok(entry)
+}
+
+/// The timestamp of the entry a checksummed payload holds, read from the payload's first
+/// fields (postcard writes a struct's fields in order: `id`, then `at`) without decoding
+/// the rest. Lets a reader that copies payloads check it copied the entry it meant to.
+pub(crate) fn payload_timestamp(payload: &[u8]) -> Result<Hlc, PayloadError> {
+    postcard::take_from_bytes::<(EntryId, Hlc)>(payload)
+        .map(|((_, at), _)| at)
+        .map_err(PayloadError::Decode)
 }
 
 /// The whole size of the record that `bytes` start with, judged from its prefix alone.

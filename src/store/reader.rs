@@ -2,6 +2,7 @@
 
 use crate::core::ledger::{BodyReadError, EntryReader};
 use crate::proto::entry::Entry;
+use crate::proto::hlc::Hlc;
 use crate::store::error::{io_err, Damage, StoreError};
 use crate::store::format;
 use crate::store::scanner::RecordScanner;
@@ -79,29 +80,58 @@ impl LogReader {
 
     /// The entry whose record starts at byte `offset`.
     pub fn read_entry(&self, offset: u64) -> Result<Entry, ReadError> {
+        self.read_with(offset, |scanner| {
+            Ok(scanner
+                .read_record()?
+                .map(|read| read.map(|record| record.entry)))
+        })
+    }
+
+    /// The payload of the record that starts at byte `offset` (its checksum verified, not
+    /// decoded: `postcard(Entry)`), appended to `out`; returns the entry's timestamp.
+    pub fn read_payload(&self, offset: u64, out: &mut Vec<u8>) -> Result<Hlc, ReadError> {
+        self.read_with(offset, |scanner| {
+            Ok(scanner.read_payload()?.map(|read| {
+                read.and_then(|payload| {
+                    let at = format::payload_timestamp(payload).map_err(Damage::Payload)?;
+                    out.extend_from_slice(payload);
+                    Ok(at)
+                })
+            }))
+        })
+    }
+
+    /// Reads what `read` reads at `offset`, a second time from the file if the window's
+    /// bytes do not check out.
+    fn read_with<T>(
+        &self,
+        offset: u64,
+        mut read: impl FnMut(&mut RecordScanner<File>) -> io::Result<Option<Result<T, Damage>>>,
+    ) -> Result<T, ReadError> {
         // A poisoned lock only means another reader panicked mid-read; the window is then
         // merely stale, which the retry below handles.
         let mut scanner = self.scanner.lock().unwrap_or_else(PoisonError::into_inner);
-        match self.read_once(&mut scanner, offset) {
-            Ok(entry) => Ok(entry),
+        match self.read_once(&mut scanner, offset, &mut read) {
+            Ok(value) => Ok(value),
             Err(_) => {
                 // Perhaps a stale window (bytes of a failed append, since cut and
                 // rewritten): read afresh before calling it damage.
                 scanner.seek(offset);
                 scanner.forget();
-                self.read_once(&mut scanner, offset)
+                self.read_once(&mut scanner, offset, &mut read)
             }
         }
     }
 
-    fn read_once(
+    fn read_once<T>(
         &self,
         scanner: &mut RecordScanner<File>,
         offset: u64,
-    ) -> Result<Entry, ReadError> {
+        read: &mut impl FnMut(&mut RecordScanner<File>) -> io::Result<Option<Result<T, Damage>>>,
+    ) -> Result<T, ReadError> {
         scanner.seek(offset);
-        match scanner.read_record() {
-            Ok(Some(Ok(record))) => Ok(record.entry),
+        match read(scanner) {
+            Ok(Some(Ok(value))) => Ok(value),
             Ok(Some(Err(damage))) => Err(ReadError::Damaged {
                 path: self.path.clone(),
                 offset,
@@ -125,6 +155,11 @@ impl EntryReader for LogReader {
         self.read_entry(offset)
             .map_err(|err| BodyReadError::new(offset, err))
     }
+
+    fn read_encoded_at(&self, offset: u64, out: &mut Vec<u8>) -> Result<Hlc, BodyReadError> {
+        self.read_payload(offset, out)
+            .map_err(|err| BodyReadError::new(offset, err))
+    }
 }
 
 #[cfg(test)]
@@ -135,14 +170,21 @@ mod tests {
     use std::fs;
     use tempfile::TempDir;
 
-    #[test]
-    fn log_reader_checks_what_it_reads() {
-        let dir = TempDir::new().unwrap();
+    /// A log of three records in `dir`: their entries, the file's bytes, where each record
+    /// ends, the file and a reader of it.
+    fn three_records(dir: &TempDir) -> (Vec<Entry>, Vec<u8>, Vec<u64>, PathBuf, LogReader) {
         let all = entries(0..3);
         let (bytes, ends) = log_bytes(&all);
         let path = dir.path().join("log");
         fs::write(&path, &bytes).unwrap();
         let reader = LogReader::open(&path).unwrap();
+        (all, bytes, ends, path, reader)
+    }
+
+    #[test]
+    fn log_reader_checks_what_it_reads() {
+        let dir = TempDir::new().unwrap();
+        let (all, bytes, ends, path, reader) = three_records(&dir);
         assert_eq!(reader.read_entry(HEADER_LEN).unwrap(), all[0]);
         assert_eq!(reader.read_entry(ends[1]).unwrap(), all[2]);
         assert!(
@@ -181,6 +223,42 @@ mod tests {
         let text = cause.to_string();
         assert!(text.contains(&path.display().to_string()), "{text}");
         assert!(text.contains(&format!("offset {}", ends[0])), "{text}");
+    }
+
+    #[test]
+    fn log_reader_hands_back_stored_payloads_as_the_wire_encodes_entries() {
+        let dir = TempDir::new().unwrap();
+        let (all, bytes, ends, path, reader) = three_records(&dir);
+        let mut out = vec![9];
+        for (i, at) in [HEADER_LEN, ends[0], ends[1]].into_iter().enumerate() {
+            let mut one = Vec::new();
+            assert_eq!(reader.read_payload(at, &mut one).unwrap(), all[i].at);
+            assert_eq!(one, postcard::to_stdvec(&all[i]).unwrap());
+            assert_eq!(one.len(), crate::proto::wire::encoded_len(&all[i]));
+            // Appends after what `out` held.
+            EntryReader::read_encoded_at(&reader, at, &mut out).unwrap();
+        }
+        let mut expected = vec![9];
+        for entry in &all {
+            expected.extend(postcard::to_stdvec(entry).unwrap());
+        }
+        assert_eq!(out, expected);
+        // Checked like a decoded read: damage and a wrong offset are errors, `out` untouched.
+        let mut damaged = bytes.clone();
+        damaged[ends[0] as usize + 12] ^= 1;
+        fs::write(&path, &damaged).unwrap();
+        let reader = LogReader::open(&path).unwrap();
+        let mut none = Vec::new();
+        assert!(matches!(
+            reader.read_payload(ends[0], &mut none),
+            Err(ReadError::Damaged { .. })
+        ));
+        assert!(reader.read_payload(ends[0] + 1, &mut none).is_err());
+        assert!(matches!(
+            reader.read_payload(ends[2], &mut none),
+            Err(ReadError::PastEnd { .. })
+        ));
+        assert!(none.is_empty());
     }
 
     #[test]

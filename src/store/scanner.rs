@@ -197,24 +197,48 @@ impl<F: Borrow<File>> RecordScanner<F> {
         }
     }
 
-    fn step(&mut self) -> io::Result<Step> {
-        let offset = self.offset();
+    /// Reads the record at the cursor as [`RecordScanner::read_record`] does, but hands
+    /// back its payload (the checksum verified) without decoding it: what a sync answer
+    /// copies into a datagram.
+    pub(crate) fn read_payload(&mut self) -> io::Result<Option<Result<&[u8], Damage>>> {
+        Ok(match self.frame()? {
+            None => None,
+            Some(Err(defect)) => Some(Err(Damage::Record(defect))),
+            Some(Ok(total)) => {
+                let at = self.pos;
+                self.pos += total;
+                Some(Ok(&self.buf[at + RECORD_HEADER_LEN..at + total]))
+            }
+        })
+    }
+
+    /// Brings the record at the cursor into the window and checks its frame (length and
+    /// checksum): its whole length, or `None` at the end of the file. The cursor stays.
+    fn frame(&mut self) -> io::Result<Option<Result<usize, RecordDefect>>> {
         if self.fill(RECORD_HEADER_LEN)? == 0 {
-            return Ok(Step::End);
+            return Ok(None);
         }
         // Two reads at most: the prefix says how much more the record needs, so a reader
         // near the end of a growing log does not read a maximal record's worth every time.
         let total = match format::record_len(&self.buf[self.pos..self.filled]) {
             Ok(total) => total,
-            Err(defect) => return Ok(Step::BadFrame(defect)),
+            Err(defect) => return Ok(Some(Err(defect))),
         };
         self.fill(total)?;
-        let decode = self.decode;
-        let (payload, total) = match format::parse_record(&self.buf[self.pos..self.filled]) {
-            Ok(parsed) => parsed,
-            Err(defect) => return Ok(Step::BadFrame(defect)),
+        Ok(Some(
+            format::parse_record(&self.buf[self.pos..self.filled]).map(|(_, total)| total),
+        ))
+    }
+
+    fn step(&mut self) -> io::Result<Step> {
+        let offset = self.offset();
+        let total = match self.frame()? {
+            None => return Ok(Step::End),
+            Some(Err(defect)) => return Ok(Step::BadFrame(defect)),
+            Some(Ok(total)) => total,
         };
-        Ok(match decode(payload) {
+        let payload = &self.buf[self.pos + RECORD_HEADER_LEN..self.pos + total];
+        Ok(match (self.decode)(payload) {
             Ok(entry) => {
                 self.pos += total;
                 Step::Record(Record {

@@ -18,6 +18,18 @@ use thiserror::Error;
 pub trait EntryReader: Send + Sync {
     /// The entry whose record starts at byte `offset` of the log, or why it cannot be read.
     fn read_at(&self, offset: u64) -> Result<Entry, BodyReadError>;
+
+    /// The encoding of that entry (`postcard(Entry)`, the record's payload) appended to
+    /// `out`, for sync answers that copy it into datagrams. Readers that hold the encoded
+    /// bytes hand them over without decoding; the default encodes what `read_at` gives.
+    /// Also returns the entry's timestamp, so the caller can check the index's key.
+    fn read_encoded_at(&self, offset: u64, out: &mut Vec<u8>) -> Result<Hlc, BodyReadError> {
+        let entry = self.read_at(offset)?;
+        let bytes = postcard::to_extend(&entry, std::mem::take(out))
+            .map_err(|err| BodyReadError::new(offset, err))?;
+        *out = bytes;
+        Ok(entry.at)
+    }
 }
 
 /// Why an [`EntryReader`] could not give back the entry at an offset.
@@ -409,6 +421,37 @@ impl EntryIndex {
     pub(super) fn range(&self, lower: Key, upper: Key) -> impl Iterator<Item = Entry> + '_ {
         self.range_iter(lower, upper)
             .filter_map(|(key, offset)| self.body(&key, offset))
+    }
+
+    /// The encoded entries with `lower <= key < upper` whose key passes `keep`, in key
+    /// order, each with its key: stored bodies are copied from the log, not decoded.
+    pub(super) fn range_encoded_where<'a>(
+        &'a self,
+        lower: Key,
+        upper: Key,
+        mut keep: impl FnMut(&Key) -> bool + 'a,
+    ) -> impl Iterator<Item = (Key, Vec<u8>)> + 'a {
+        self.range_iter(lower, upper)
+            .filter(move |(key, _)| keep(key))
+            .filter_map(|(key, offset)| self.encoded_body(&key, offset).map(|b| (key, b)))
+    }
+
+    /// `body`, encoded; a stored body is copied as the reader holds it.
+    fn encoded_body(&self, key: &Key, offset: u64) -> Option<Vec<u8>> {
+        if offset != RESIDENT {
+            if let Some(reader) = self.reader.as_deref() {
+                let mut out = Vec::new();
+                // As in `read_body`, the timestamp catches a wrong record; on any failure
+                // `body` reads it again the ordinary way, and logs what is wrong.
+                if reader
+                    .read_encoded_at(offset, &mut out)
+                    .is_ok_and(|at| at == key.at)
+                {
+                    return Some(out);
+                }
+            }
+        }
+        postcard::to_stdvec(&self.body(key, offset)?).ok()
     }
 
     /// Entries with `lower <= key < upper` whose key passes `keep`, in key order; bodies are

@@ -303,6 +303,18 @@ impl Ledger {
         self.index.range(lower, upper)
     }
 
+    /// The entries with `lower <= key < upper` whose key passes `keep`, in key order, each
+    /// with its key and encoded (`postcard(Entry)`): a body stored in the log is copied from
+    /// its record, not decoded, so sync answers splice it into datagrams as it is.
+    pub fn range_encoded_where<'a>(
+        &'a self,
+        lower: Key,
+        upper: Key,
+        keep: impl FnMut(&Key) -> bool + 'a,
+    ) -> impl Iterator<Item = (Key, Vec<u8>)> + 'a {
+        self.index.range_encoded_where(lower, upper, keep)
+    }
+
     /// Entries with `lower <= key < upper` whose key passes `keep`, in key order; bodies are
     /// read only for the entries kept.
     pub fn range_where<'a>(

@@ -215,9 +215,20 @@ impl Peer {
     /// charges it to the address's allowance.
     pub(super) fn send_limited(&mut self, node: NodeId, addr: SocketAddr, body: Body, limit: u64) {
         let kind = body.kind();
-        let Some(bytes) = self.outbox.encode_body(&mut self.stats, body) else {
-            return;
-        };
+        if let Some(bytes) = self.outbox.encode_body(&mut self.stats, body) {
+            self.send_limited_encoded(node, addr, kind, bytes, limit);
+        }
+    }
+
+    /// [`Peer::send_limited`] for a message of `kind` already encoded.
+    pub(super) fn send_limited_encoded(
+        &mut self,
+        node: NodeId,
+        addr: SocketAddr,
+        kind: &str,
+        bytes: Vec<u8>,
+        limit: u64,
+    ) {
         if (bytes.len() + self.outbox.seal_overhead()) as u64 > limit {
             self.stats.answers_limited += 1;
             debug!(target: "sync", "SYNC {kind} to unproven {addr} withheld: over the 3x limit");

@@ -7,11 +7,12 @@
 use super::{Now, Peer};
 use crate::proto::wire::{Body, SyncRequest};
 
-/// When the next HELLO is due and when we last probed.
+/// When the next HELLO is due and when we last probed or answered a probe with a HELLO.
 #[derive(Debug)]
 pub(super) struct Announcer {
     next_hello_ms: u64,
     last_probe_ms: Option<u64>,
+    last_early_hello_ms: Option<u64>,
 }
 
 impl Announcer {
@@ -20,6 +21,7 @@ impl Announcer {
         Announcer {
             next_hello_ms: now.mono_ms,
             last_probe_ms: None,
+            last_early_hello_ms: None,
         }
     }
 
@@ -38,6 +40,22 @@ impl Peer {
         let base = self.cfg.heartbeat_ms.max(1);
         let jitter = self.rng.below(base / 5 + 1);
         self.announcer.next_hello_ms = now.mono_ms + base - base / 10 + jitter;
+    }
+
+    /// Answers a probe heard on the group from a peer whose set differs with our HELLO now
+    /// rather than at the next heartbeat: a joiner trusts an address it heard on the group
+    /// (see `request_allowance`), so it can start pulling from us at once instead of up to a
+    /// heartbeat later. Probes cost at most one such HELLO per tenth of a heartbeat.
+    pub(super) fn hello_for_probe(&mut self, now: Now) {
+        let gap = self.cfg.heartbeat_ms / 10;
+        let recent = self
+            .announcer
+            .last_early_hello_ms
+            .is_some_and(|at| at + gap > now.mono_ms);
+        if !recent {
+            self.announcer.last_early_hello_ms = Some(now.mono_ms);
+            self.send_hello(now);
+        }
     }
 
     /// Asks the group who differs from us, at most once a heartbeat.

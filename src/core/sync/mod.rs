@@ -427,6 +427,9 @@ impl Peer {
                         }
                         self.observe_difference(now, sender);
                         if fingerprint != self.ledger.fingerprint() {
+                            if channel == Channel::Group {
+                                self.hello_for_probe(now);
+                            }
                             let body = Body::SyncResponse(SyncResponse::Summary {
                                 name: self.cfg.node_name.clone(),
                                 fingerprint: self.ledger.fingerprint(),

@@ -6,7 +6,9 @@ use super::{Action, Stats};
 use crate::proto::digest::Key;
 use crate::proto::entry::Entry;
 use crate::proto::seal::{DatagramSealError, Sealer};
-use crate::proto::wire::{self, Body, Envelope, NodeId};
+use crate::proto::wire::{
+    self, Body, EncodedEntries, Envelope, NodeId, RangesResponse, SyncResponse,
+};
 use ::core::net::SocketAddr;
 use tracing::{debug, warn};
 
@@ -71,7 +73,28 @@ impl Outbox {
     /// Encodes a message in our envelope; a failure is counted and logged, never sent.
     pub(super) fn encode_body(&mut self, stats: &mut Stats, body: Body) -> Option<Vec<u8>> {
         let kind = body.kind();
-        match wire::encode(&self.envelope(body)) {
+        Self::encoded(stats, kind, wire::encode(&self.envelope(body)))
+    }
+
+    /// Encodes a range answer in our envelope with `entries` (already encoded) spliced in
+    /// as its entries; a failure is counted and logged, never sent.
+    pub(super) fn encode_answer(
+        &mut self,
+        stats: &mut Stats,
+        answer: RangesResponse,
+        entries: &EncodedEntries,
+    ) -> Option<Vec<u8>> {
+        let envelope = self.envelope(Body::SyncResponse(SyncResponse::Ranges(answer)));
+        let kind = envelope.body.kind();
+        Self::encoded(stats, kind, wire::encode_with_entries(&envelope, entries))
+    }
+
+    fn encoded(
+        stats: &mut Stats,
+        kind: &str,
+        encoded: Result<Vec<u8>, wire::WireError>,
+    ) -> Option<Vec<u8>> {
+        match encoded {
             Ok(bytes) => Some(bytes),
             Err(err) => {
                 stats.encode_failures += 1;
@@ -94,16 +117,28 @@ impl Outbox {
         let kind = body.kind();
         let count = body.entry_count();
         match self.encode_body(stats, body) {
-            Some(bytes) => {
-                debug!(
-                    target: "sync",
-                    "SYNC send {kind} to {} ({addr}) entries={count}",
-                    peers.label(node)
-                );
-                self.send_to_addr(stats, addr, bytes)
-            }
+            Some(bytes) => self.send_encoded_to(stats, peers, node, addr, (kind, count), bytes),
             None => 0,
         }
+    }
+
+    /// Sends an encoded message of `kind` carrying `count` entries over whisper to `node`
+    /// at `addr`; returns the bytes put on the wire.
+    pub(super) fn send_encoded_to(
+        &mut self,
+        stats: &mut Stats,
+        peers: &PeerTable,
+        node: NodeId,
+        addr: SocketAddr,
+        (kind, count): (&str, usize),
+        clear: Vec<u8>,
+    ) -> usize {
+        debug!(
+            target: "sync",
+            "SYNC send {kind} to {} ({addr}) entries={count}",
+            peers.label(node)
+        );
+        self.send_to_addr(stats, addr, clear)
     }
 
     /// Seals an encoded message; a failure is counted and logged, never sent.

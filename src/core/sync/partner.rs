@@ -169,6 +169,20 @@ impl Peer {
             .filter(|p| self.settled(now, p))
             .map(|p| (p.node, p.whisper, p.label()))
             .collect();
+        // Prefer a partner whose address we may send to freely (heard on the group, listed
+        // or proven): a session with one we merely got a summary from over whisper would be
+        // given up at its first request (see `request_allowance`), and a joiner hears the
+        // summary and the HELLO of each member that answers its probe.
+        let trusted: Vec<_> = candidates
+            .iter()
+            .filter(|(node, addr, _)| self.request_allowance(now, *node, *addr).is_none())
+            .cloned()
+            .collect();
+        let candidates = if trusted.is_empty() {
+            candidates
+        } else {
+            trusted
+        };
         if candidates.is_empty() {
             return false;
         }

@@ -388,7 +388,12 @@ impl Peer {
     /// cookie it gets at most 3x the bytes it sent us, requests included, like every answer
     /// to it. Listed addresses are the operator's own choice; a peer heard on the group
     /// channel is on our LAN and answers at its advertised whisper port.
-    fn request_allowance(&self, now: Now, partner: NodeId, addr: SocketAddr) -> Option<u64> {
+    pub(super) fn request_allowance(
+        &self,
+        now: Now,
+        partner: NodeId,
+        addr: SocketAddr,
+    ) -> Option<u64> {
         let timeout = self.cfg.peer_timeout_ms;
         let trusted = self.unicast.is_listed(addr)
             || self.admission.proven(addr)

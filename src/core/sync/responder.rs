@@ -10,7 +10,8 @@ use crate::proto::digest::{Digest, Key};
 use crate::proto::entry::Entry;
 use crate::proto::limits::{MAX_DATAGRAM, MAX_MESSAGE};
 use crate::proto::wire::{
-    self, Body, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run, SyncResponse, MAX_IDS,
+    self, Body, EncodedEntries, Mode, NodeId, RangeItem, RangesRequest, RangesResponse, Run,
+    SyncResponse, MAX_IDS,
 };
 use ::core::net::SocketAddr;
 use std::collections::HashSet;
@@ -71,15 +72,19 @@ impl Peer {
                 answer_range(&self.ledger, &mut builder, lo, hi, &item.mode, &tuning);
             }
         }
-        for mut part in builder.finish() {
+        for (mut part, entries) in builder.finish() {
             part.cookie = cookie;
-            let body = Body::SyncResponse(SyncResponse::Ranges(part));
+            let Some(bytes) = self.outbox.encode_answer(&mut self.stats, part, &entries) else {
+                continue;
+            };
+            let kind = "SYNC_RESPONSE";
             if proven {
+                let what = (kind, entries.len());
                 self.outbox
-                    .send_to(&mut self.stats, &self.peers, sender, to, body);
+                    .send_encoded_to(&mut self.stats, &self.peers, sender, to, what, bytes);
             } else {
                 let allowance = self.allowance(to);
-                self.send_limited(sender, to, body, allowance);
+                self.send_limited_encoded(sender, to, kind, bytes, allowance);
             }
         }
     }
@@ -101,7 +106,7 @@ fn answer_range(
         Mode::Fingerprint(theirs) => {
             if theirs.count == 0 {
                 // They have nothing here: send everything (as much as the budget allows).
-                b.entries_covering(lo, hi, ledger.range(lo, hi));
+                b.entries_covering(lo, hi, ledger.range_encoded_where(lo, hi, |_| true));
                 return;
             }
             let mine = ledger.range_fingerprint(lo, hi);
@@ -133,18 +138,21 @@ fn answer_range(
             b.entries_covering(
                 lo,
                 hi,
-                ledger.range_where(lo, hi, |key| !theirs.contains(&key.digest)),
+                ledger.range_encoded_where(lo, hi, |key| !theirs.contains(&key.digest)),
             );
         }
     }
 }
 
-/// Packs a response into datagrams that each stand alone, within a datagram budget.
+/// Packs a response into datagrams that each stand alone, within a datagram budget. The
+/// entries of each datagram are kept encoded (stored bodies as the log holds them), to be
+/// spliced into its encoding.
 struct ResponseBuilder {
     request_id: u64,
     budget: usize,
-    full: Vec<RangesResponse>,
+    full: Vec<(RangesResponse, EncodedEntries)>,
     current: RangesResponse,
+    entries: EncodedEntries,
     size: usize,
     exhausted: bool,
 }
@@ -162,6 +170,7 @@ impl ResponseBuilder {
             budget: budget.max(1),
             full: Vec::new(),
             current: Self::blank(request_id),
+            entries: EncodedEntries::default(),
             size: 0,
             exhausted: false,
         }
@@ -193,8 +202,9 @@ impl ResponseBuilder {
             return false;
         }
         let done = std::mem::replace(&mut self.current, Self::blank(self.request_id));
+        let entries = std::mem::take(&mut self.entries);
         self.size = 0;
-        self.full.push(done);
+        self.full.push((done, entries));
         if self.full.len() >= self.budget {
             self.exhausted = true;
             return false;
@@ -267,8 +277,12 @@ impl ResponseBuilder {
         if !self.fits(cost) && !self.flush() {
             return false;
         }
+        if self.entries.push(entry).is_err() {
+            // Cannot happen for an entry that fits a datagram; skipping it only leaves the
+            // requester asking again.
+            return true;
+        }
         self.size += cost;
-        self.current.entries.push(entry.clone());
         true
     }
 
@@ -276,15 +290,19 @@ impl ResponseBuilder {
     /// When a datagram fills, the part answered so far is closed in it, so every datagram
     /// covers exactly the entries it carries; when the budget runs out, the rest of the span
     /// stays unanswered and the requester asks for it again.
-    fn entries_covering(&mut self, lo: Key, hi: Key, entries: impl Iterator<Item = Entry>) {
+    fn entries_covering(
+        &mut self,
+        lo: Key,
+        hi: Key,
+        entries: impl Iterator<Item = (Key, Vec<u8>)>,
+    ) {
         let mut cursor = lo;
-        for entry in entries {
+        for (key, encoded) in entries {
             if self.exhausted {
                 return;
             }
-            let cost = wire::encoded_len(&entry);
+            let cost = encoded.len();
             if !self.fits(cost + RESERVE) {
-                let key = entry.key();
                 if cursor < key {
                     let item = RangeItem {
                         upper: key,
@@ -299,20 +317,21 @@ impl ResponseBuilder {
                 }
             }
             self.size += cost;
-            self.current.entries.push(entry);
+            self.entries.push_encoded(&encoded);
         }
         self.item(cursor, hi, Mode::Done);
     }
 
-    fn finish(mut self) -> Vec<RangesResponse> {
+    fn finish(mut self) -> Vec<(RangesResponse, EncodedEntries)> {
         let current = std::mem::replace(&mut self.current, Self::blank(self.request_id));
+        let entries = std::mem::take(&mut self.entries);
         let has_content =
-            !current.runs.is_empty() || !current.entries.is_empty() || !current.want.is_empty();
+            !current.runs.is_empty() || !entries.is_empty() || !current.want.is_empty();
         if (has_content || self.full.is_empty()) && self.full.len() < self.budget {
-            self.full.push(current);
+            self.full.push((current, entries));
         }
         let parts = self.full.len() as u16;
-        for (index, part) in self.full.iter_mut().enumerate() {
+        for (index, (part, _)) in self.full.iter_mut().enumerate() {
             part.part = index as u16;
             part.parts = parts;
         }

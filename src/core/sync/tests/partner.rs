@@ -101,3 +101,69 @@ fn a_difference_that_may_be_in_flight_is_pulled_only_once_it_holds() {
     c.handle_datagram(now(t), Channel::Group, from, &hello_with_newest(2, old));
     assert!(c.in_session(), "nothing in flight: pull at once");
 }
+
+#[test]
+fn a_joiner_pulls_at_once_instead_of_waiting_for_a_heartbeat() {
+    // A member that announced itself long ago answers a joiner's probe heard on the group
+    // with a HELLO at once: the joiner trusts an address heard on the group (an answer
+    // over whisper alone is unproven, see `request_allowance`), so it need not wait for
+    // the member's next heartbeat (about 1,000 ms away here) to start pulling.
+    let entries: Vec<Entry> = (0..200).map(|i| entry(i, "P")).collect();
+    let mut world = World::new(SeededRng::new(0));
+    let a = world.insert(peer(0, entries.clone(), 1));
+    world.start(a);
+    world.run_until(300);
+    let b = world.insert(Peer::new(
+        config(1),
+        Vec::new(),
+        SeededRng::new(2),
+        now(300),
+    ));
+    world.start(b);
+    world.run_until(360);
+    assert_eq!(
+        world.peer(b).ledger().len(),
+        entries.len(),
+        "{}",
+        world.describe()
+    );
+    assert_eq!(world.peer(b).stats().sessions_completed, 1);
+}
+
+#[test]
+fn probes_heard_on_the_group_cost_at_most_one_hello_per_tenth_of_a_heartbeat() {
+    let mut a = peer(0, vec![entry(1, "P")], 1);
+    a.start(now(0));
+    a.drain_actions();
+    let probe = clear_datagram(
+        77,
+        4000,
+        Body::SyncRequest(SyncRequest::Probe {
+            fingerprint: Fingerprint::default(),
+        }),
+    );
+    let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+    let mut hellos_at = Vec::new();
+    // A probe every 5 ms for 300 ms (under the request rate limit's burst); the heartbeat
+    // is 1,000 ms, so the first comes at once and then one per 100 ms.
+    for ms in (300..600).step_by(5) {
+        a.handle_datagram(now(ms), Channel::Group, from, &probe);
+        for action in a.drain_actions() {
+            if let Action::SendGroup(bytes) = action {
+                if matches!(wire::decode(&bytes).unwrap().body, Body::Hello(_)) {
+                    hellos_at.push(ms);
+                }
+            }
+        }
+    }
+    assert_eq!(hellos_at, vec![300, 400, 500], "{hellos_at:?}");
+    // Over whisper a probe is answered with a summary only: a HELLO to the group would not
+    // reach a unicast peer anyway.
+    a.handle_datagram(now(700), Channel::Whisper, from, &probe);
+    let hellos = a
+        .drain_actions()
+        .into_iter()
+        .filter(|action| matches!(action, Action::SendGroup(_)))
+        .count();
+    assert_eq!(hellos, 0);
+}
