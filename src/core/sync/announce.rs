@@ -46,16 +46,22 @@ impl Peer {
     /// rather than at the next heartbeat: a joiner trusts an address it heard on the group
     /// (see `request_allowance`), so it can start pulling from us at once instead of up to a
     /// heartbeat later. Probes cost at most one such HELLO per tenth of a heartbeat.
+    ///
+    /// It goes to the group only: the prober heard its probe's answer there, and a copy to
+    /// every unicast peer would let anyone on the LAN multiply our WAN traffic tenfold with
+    /// made-up probes. The heartbeat's schedule is left alone, so probes cannot shift it.
     pub(super) fn hello_for_probe(&mut self, now: Now) {
         let gap = self.cfg.heartbeat_ms / 10;
         let recent = self
             .announcer
             .last_early_hello_ms
             .is_some_and(|at| at + gap > now.mono_ms);
-        if !recent {
-            self.announcer.last_early_hello_ms = Some(now.mono_ms);
-            self.send_hello(now);
+        if recent || !self.cfg.multicast {
+            return;
         }
+        self.announcer.last_early_hello_ms = Some(now.mono_ms);
+        let body = self.hello_body();
+        self.send_to_group(body);
     }
 
     /// Asks the group who differs from us, at most once a heartbeat.

@@ -69,6 +69,15 @@ impl Peer {
         self.send_sealed(clear, self.cfg.multicast, &targets);
     }
 
+    /// Sends one message by multicast only (no copy to the unicast peers).
+    pub(super) fn send_to_group(&mut self, body: Body) {
+        let kind = body.kind();
+        if let Some(clear) = self.outbox.encode_body(&mut self.stats, body) {
+            debug!(target: "sync", "SYNC send {kind} to group");
+            self.send_sealed(clear, self.cfg.multicast, &[]);
+        }
+    }
+
     /// Sends one message to `targets` only (a retry to a silent listed peer, a greeting).
     pub(super) fn send_to_targets(&mut self, body: Body, targets: &[Target]) {
         if let Some(clear) = self.outbox.encode_body(&mut self.stats, body) {

@@ -133,7 +133,20 @@ fn a_joiner_pulls_at_once_instead_of_waiting_for_a_heartbeat() {
 #[test]
 fn probes_heard_on_the_group_cost_at_most_one_hello_per_tenth_of_a_heartbeat() {
     let mut a = peer(0, vec![entry(1, "P")], 1);
+    let hub: SocketAddr = "198.51.100.7:47684".parse().unwrap();
+    a.set_listed_peers(now(0), vec![hub]);
     a.start(now(0));
+    // The hub answers: a live unicast peer, which gets every heartbeat's HELLO.
+    let hub_hello = clear_datagram(
+        55,
+        hub.port(),
+        Body::Hello(Hello {
+            name: "hub".into(),
+            fingerprint: Fingerprint::default(),
+            newest: None,
+        }),
+    );
+    a.handle_datagram(now(10), Channel::Whisper, hub, &hub_hello);
     a.drain_actions();
     let probe = clear_datagram(
         77,
@@ -144,19 +157,29 @@ fn probes_heard_on_the_group_cost_at_most_one_hello_per_tenth_of_a_heartbeat() {
     );
     let from: SocketAddr = "127.0.0.1:4000".parse().unwrap();
     let mut hellos_at = Vec::new();
+    let mut unicast_hellos = 0;
     // A probe every 5 ms for 300 ms (under the request rate limit's burst); the heartbeat
     // is 1,000 ms, so the first comes at once and then one per 100 ms.
     for ms in (300..600).step_by(5) {
         a.handle_datagram(now(ms), Channel::Group, from, &probe);
         for action in a.drain_actions() {
-            if let Action::SendGroup(bytes) = action {
-                if matches!(wire::decode(&bytes).unwrap().body, Body::Hello(_)) {
-                    hellos_at.push(ms);
+            match action {
+                Action::SendGroup(bytes)
+                    if matches!(wire::decode(&bytes).unwrap().body, Body::Hello(_)) =>
+                {
+                    hellos_at.push(ms)
                 }
+                Action::SendTo(_, bytes)
+                    if matches!(wire::decode(&bytes).unwrap().body, Body::Hello(_)) =>
+                {
+                    unicast_hellos += 1
+                }
+                _ => {}
             }
         }
     }
     assert_eq!(hellos_at, vec![300, 400, 500], "{hellos_at:?}");
+    assert_eq!(unicast_hellos, 0, "probes on the LAN cost no WAN traffic");
     // Over whisper a probe is answered with a summary only: a HELLO to the group would not
     // reach a unicast peer anyway.
     a.handle_datagram(now(700), Channel::Whisper, from, &probe);
