@@ -14,14 +14,34 @@ use std::fmt;
 pub struct Digest(pub [u8; 16]);
 
 /// The hasher of maps keyed by digests ([`DigestMap`], [`DigestSet`]): foldhash, one
-/// folded multiplication per word under a random per-process seed.
+/// folded multiplication per word, under a 64-bit seed drawn for each map from the keys of
+/// the standard library's `RandomState`, which come from the operating system.
 ///
 /// Not the identity of the digest's first bytes, although digests are uniform: a peer
 /// chooses its entries, and grinding SHA-256 until 17 leading bits agree takes about 10^5
 /// hashes per entry, cheap enough to pile entries into one probe sequence of a table whose
 /// buckets those bits pick. The seed keeps the bucket out of the sender's reach, for about
 /// the cost of the identity (a few nanoseconds, against some 20 for the standard SipHash).
-pub type DigestState = foldhash::fast::RandomState;
+/// foldhash's own `RandomState` is not used: it seeds itself from addresses and the wall
+/// clock, which is weaker, and a clock read has no place in the sans-IO core.
+#[derive(Clone, Debug)]
+pub struct DigestState(foldhash::fast::FixedState);
+
+impl Default for DigestState {
+    fn default() -> DigestState {
+        // Hashing a constant under fresh OS-seeded SipHash keys gives an unpredictable seed.
+        let seed = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8);
+        DigestState(foldhash::fast::FixedState::with_seed(seed))
+    }
+}
+
+impl std::hash::BuildHasher for DigestState {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
 
 /// A hash map keyed by digest (see [`DigestState`]).
 pub type DigestMap<V> = std::collections::HashMap<Digest, V, DigestState>;
@@ -99,4 +119,23 @@ impl Key {
         at: Hlc(u64::MAX),
         digest: Digest([0xff; 16]),
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    /// Each map gets a seed of its own: a sender who learns where a digest lands in one map
+    /// (or in one run) learns nothing about another.
+    #[test]
+    fn digest_maps_are_seeded_apart() {
+        let digest = Digest([7; 16]);
+        let hashes: std::collections::HashSet<u64> = (0..8)
+            .map(|_| DigestState::default().hash_one(digest))
+            .collect();
+        assert_eq!(hashes.len(), 8, "eight maps, eight seeds");
+        let state = DigestState::default();
+        assert_eq!(state.hash_one(digest), state.hash_one(digest), "stable per map");
+    }
 }

@@ -1,7 +1,6 @@
 //! Target names as small numbers: the index keeps each entry's target as an id into this
 //! table, so one player's history can be found without reading every entry body back.
 
-use crate::proto::digest::DigestState;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,8 +12,9 @@ pub(super) const NO_TARGET: u32 = u32::MAX;
 #[derive(Clone, Debug, Default)]
 pub(super) struct Targets {
     names: Vec<Arc<str>>,
-    /// Keyed like the digest maps: names come from other peers' entries.
-    ids: HashMap<Arc<str>, u32, DigestState>,
+    /// The standard SipHash with OS-random keys: names are chosen by other peers, and
+    /// unlike digests they can be picked freely to collide under a weaker hash.
+    ids: HashMap<Arc<str>, u32>,
 }
 
 impl Targets {
