@@ -136,6 +136,10 @@ mod tests {
             .collect();
         assert_eq!(hashes.len(), 8, "eight maps, eight seeds");
         let state = DigestState::default();
-        assert_eq!(state.hash_one(digest), state.hash_one(digest), "stable per map");
+        assert_eq!(
+            state.hash_one(digest),
+            state.hash_one(digest),
+            "stable per map"
+        );
     }
 }

@@ -266,6 +266,10 @@ impl Verifier {
             None => EdwardsPoint::vartime_double_scalar_mul_basepoint(&k, &signer.minus_a, &s),
         };
         if expected.compress().0 == seal.r && !expected.is_small_order() {
+            // Only good seals count towards a table: junk must not earn one.
+            if let Some(Ok(signer)) = self.signers.get_mut(&seal.signer) {
+                signer.checked = signer.checked.saturating_add(1);
+            }
             Ok(())
         } else {
             Err(SignatureError::BadSignature)
@@ -299,20 +303,51 @@ impl Verifier {
             };
             self.signers.insert(*key, signer);
         }
-        let entry = self.signers.get_mut(key).expect("inserted above");
-        let signer = entry.as_mut().map_err(|err| err.clone())?;
-        if signer.table.is_none()
-            && signer.checked >= self.table_after
-            && self.tables < MAX_SIGNER_TABLES
-        {
-            signer.table = Some(Box::new(CombTable::new(
-                &signer.minus_a,
-                SIGNER_TABLE_WIDTH,
-            )));
-            self.tables += 1;
+        let wants_table = match &self.signers[key] {
+            Ok(signer) if signer.table.is_none() && signer.checked >= self.table_after => {
+                Some(signer.checked)
+            }
+            _ => None,
+        };
+        if let Some(checked) = wants_table {
+            if self.tables >= MAX_SIGNER_TABLES {
+                self.free_a_table_for(checked);
+            }
+            if self.tables < MAX_SIGNER_TABLES {
+                if let Some(Ok(signer)) = self.signers.get_mut(key) {
+                    signer.table = Some(Box::new(CombTable::new(
+                        &signer.minus_a,
+                        SIGNER_TABLE_WIDTH,
+                    )));
+                    self.tables += 1;
+                }
+            }
         }
-        signer.checked = signer.checked.saturating_add(1);
-        Ok(signer)
+        let entry = self.signers.get(key).expect("inserted above");
+        entry.as_ref().map_err(|err| err.clone())
+    }
+
+    /// With every table taken, drops the table of the signer with the fewest good seals if
+    /// a signer with `checked` of them has more than twice as many: keys that signed a few
+    /// seals to claim the tables early cannot keep them from the officers who sign
+    /// thousands, and two signers of similar use do not take the table in turns.
+    fn free_a_table_for(&mut self, checked: u32) {
+        let weakest = self
+            .signers
+            .iter()
+            .filter_map(|(key, signer)| match signer {
+                Ok(signer) if signer.table.is_some() => Some((signer.checked, *key)),
+                _ => None,
+            })
+            .min_by_key(|(checked, _)| *checked);
+        if let Some((least, key)) = weakest {
+            if least.saturating_mul(2) < checked {
+                if let Some(Ok(signer)) = self.signers.get_mut(&key) {
+                    signer.table = None;
+                    self.tables -= 1;
+                }
+            }
+        }
     }
 }
 
@@ -779,5 +814,45 @@ mod tests {
         let kept = &verifier.signers[&officer.public()];
         assert!(kept.as_ref().is_ok_and(|s| s.table.is_some()));
         assert_eq!(verifier.tables, 1, "one-off keys never reach a table");
+    }
+
+    /// Keys that claim every table with a few good seals each, or with many bad ones, lose
+    /// a table to an officer who then signs many more; answers never change.
+    #[test]
+    fn tables_claimed_early_go_to_the_signer_who_uses_them_most() {
+        let mut verifier = Verifier::default();
+        let after = u64::from(TABLE_AFTER_CHECKS);
+        // Bad seals by one key: they earn nothing.
+        let junk = SecretKey::from_seed([200; 32]);
+        for ms in 0..3 * after {
+            let mut entry = points(ms);
+            junk.sign(&mut entry);
+            entry.delta += 1;
+            assert_eq!(verifier.verify(&entry), Err(SignatureError::BadSignature));
+        }
+        assert_eq!(verifier.tables, 0, "bad seals earn no table");
+        // Sixteen keys just past the threshold take every table.
+        for k in 0..MAX_SIGNER_TABLES as u8 {
+            let key = SecretKey::from_seed([100 + k; 32]);
+            for ms in 0..=after + 1 {
+                let mut entry = points(1_000 + ms);
+                key.sign(&mut entry);
+                assert_eq!(verifier.verify(&entry), Ok(()));
+            }
+        }
+        assert_eq!(verifier.tables, MAX_SIGNER_TABLES);
+        let officer = SecretKey::from_seed([50; 32]);
+        let has_table = |verifier: &Verifier| {
+            verifier.signers[&officer.public()]
+                .as_ref()
+                .is_ok_and(|s| s.table.is_some())
+        };
+        for ms in 0..=4 * after {
+            let mut entry = points(5_000 + ms);
+            officer.sign(&mut entry);
+            assert_eq!(verifier.verify(&entry), Ok(()));
+        }
+        assert!(has_table(&verifier), "the officer took a table");
+        assert_eq!(verifier.tables, MAX_SIGNER_TABLES, "still bounded");
     }
 }
