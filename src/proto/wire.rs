@@ -293,8 +293,15 @@ pub fn encode_with_entries(
     // the envelope's last field and `want` and `cookie` the fields after `entries`, so the
     // empty list is the one zero length byte just before their bytes.
     let after = encoded_len(&response.want) + encoded_len(&response.cookie);
-    let at = out.len() - after - 1;
-    debug_assert_eq!(out[at], 0, "the empty entries list");
+    // Checked in release builds too: a field added after `entries` must fail loudly here
+    // (and in the byte-for-byte test), never send a datagram spliced in the wrong place.
+    let at = out
+        .len()
+        .checked_sub(after + 1)
+        .filter(|&at| out[at] == 0)
+        .ok_or(WireError::Bounds(
+            "the empty entries list is not where the message layout puts it",
+        ))?;
     let rest = out.split_off(at + 1);
     out.truncate(at);
     // A list's length is a varint, as postcard writes a `usize`.
