@@ -254,9 +254,8 @@ impl EncodedEntries {
 
     /// Appends `entry`, encoding it (for entries that are not stored yet).
     pub fn push(&mut self, entry: &Entry) -> Result<(), WireError> {
-        let bytes = std::mem::take(&mut self.bytes);
-        self.bytes = postcard::to_extend(entry, bytes)?;
-        self.count += 1;
+        // Encoded aside, so a failure leaves the entries already held intact.
+        self.push_encoded(&postcard::to_stdvec(entry)?);
         Ok(())
     }
 

@@ -15,6 +15,7 @@ use crate::proto::wire::{
 };
 use ::core::net::SocketAddr;
 use std::collections::HashSet;
+use tracing::debug;
 
 impl Peer {
     /// Answers a range request from `sender` at `to`; `proven` when it echoed our cookie.
@@ -277,10 +278,11 @@ impl ResponseBuilder {
         if !self.fits(cost) && !self.flush() {
             return false;
         }
-        if self.entries.push(entry).is_err() {
-            // Cannot happen for an entry that fits a datagram; skipping it only leaves the
-            // requester asking again.
-            return true;
+        if let Err(err) = self.entries.push(entry) {
+            // Cannot happen for an entry that decoded; were it to, the span stops short of
+            // this entry (never closed past it), so the requester asks for the rest again.
+            debug!(target: "sync", "SYNC cannot encode an entry for an answer: {err}");
+            return false;
         }
         self.size += cost;
         true
