@@ -447,6 +447,11 @@ impl EntryIndex {
                     .read_encoded_at(offset, &mut out)
                     .is_ok_and(|at| at == key.at)
                 {
+                    // As `read_body` does: in tests, the whole key, not just its timestamp.
+                    debug_assert!(
+                        postcard::from_bytes::<Entry>(&out).is_ok_and(|entry| entry.key() == *key),
+                        "the record at {offset} is not the entry {key:?}"
+                    );
                     return Some(out);
                 }
             }
