@@ -20,6 +20,8 @@
 //! `LOOTSYNC_BENCH_ONLY=quiet` runs the bursts of issue 18 (`quiet/`: what 300 adjusts cost
 //! the whole group beside the floor, sans-IO up to 200 peers and real daemons up to 40, or
 //! 100 in full mode); `quiet-sans-io` only the simulated ones.
+//! `LOOTSYNC_BENCH_ONLY=catchup-sweep LOOTSYNC_BENCH_ENTRIES=n` runs the real-daemon
+//! catch-up at that one size (the scaling table's 10,000,000 row).
 
 mod common;
 mod fleet;
@@ -436,8 +438,10 @@ fn raw_udp_transfer(total_bytes: usize) -> (Duration, usize, usize) {
     socket2::SockRef::from(&receiver)
         .set_recv_buffer_size(4 << 20)
         .unwrap();
+    // Up to 5 s for the first datagram (a loaded machine may start the sender late), then
+    // 300 ms of silence ends the transfer.
     receiver
-        .set_read_timeout(Some(Duration::from_millis(300)))
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let to = receiver.local_addr().unwrap();
     let count = total_bytes.div_ceil(1200);
@@ -448,6 +452,9 @@ fn raw_udp_transfer(total_bytes: usize) -> (Duration, usize, usize) {
         while got < count {
             match receiver.recv(&mut buf) {
                 Ok(_) => {
+                    if got == 0 {
+                        let _ = receiver.set_read_timeout(Some(Duration::from_millis(300)));
+                    }
                     got += 1;
                     last = Instant::now();
                 }
@@ -1156,11 +1163,19 @@ fn main() {
     // The late-joiner goal applies to this size; the sweep gives the chart its points, each
     // the median of `runs` runs (1,000,000 entries: one run).
     let catch_up_goal_size = if full { 100_000 } else { 20_000 };
-    let sizes: &[usize] = if full {
+    let default_sizes: &[usize] = if full {
         &[1_000, 10_000, 100_000, 1_000_000]
     } else {
         &[1_000, 10_000, 20_000]
     };
+    // `LOOTSYNC_BENCH_ENTRIES=n` sweeps the catch-up at that size alone (the scaling table's
+    // 10,000,000 row).
+    let chosen_size: Option<usize> = std::env::var("LOOTSYNC_BENCH_ENTRIES").ok().map(|n| {
+        n.parse()
+            .expect("LOOTSYNC_BENCH_ENTRIES: a number of entries")
+    });
+    let chosen_sizes = chosen_size.map(|n| [n]);
+    let sizes: &[usize] = chosen_sizes.as_ref().map_or(default_sizes, |one| one);
     let runs = if full { 3 } else { 1 };
     let adjusts = if full { 1_000 } else { 100 };
     let idle_seconds = if full { 30 } else { 5 };
