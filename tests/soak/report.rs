@@ -21,9 +21,12 @@ pub struct Heal {
     pub load: f64,
 }
 
-/// Adjust outcomes.
+/// Officer commands' outcomes.
 #[derive(Debug, Default, Serialize)]
 pub struct Ops {
+    /// Acknowledged commands by kind (`adjust`, `award`, `decay`, `revert`), and the
+    /// entries (acknowledged deltas) they made.
+    pub acknowledged_by_kind: Vec<(&'static str, usize, usize)>,
     /// Acknowledged.
     pub acknowledged: usize,
     /// Refused or never sent.
@@ -108,9 +111,15 @@ impl Report {
         let o = &self.ops;
         let _ = writeln!(
             t,
-            "adjusts: {} acknowledged, {} failed, {} unanswered ({} of which got in); {} via the CLI",
+            "officer commands: {} acknowledged, {} failed, {} unanswered ({} of which got in); {} via the CLI",
             o.acknowledged, o.failed, o.unknown, o.unknown_present, o.via_cli
         );
+        let kinds: Vec<String> = o
+            .acknowledged_by_kind
+            .iter()
+            .map(|(kind, ops, deltas)| format!("{kind} {ops} ({deltas} deltas)"))
+            .collect();
+        let _ = writeln!(t, "acknowledged: {}", kinds.join(", "));
         let _ = writeln!(
             t,
             "reads: {} answered, {} failed",
