@@ -36,7 +36,7 @@ const WARM_UP: Duration = Duration::from_secs(10);
 /// [`RSS_PER_ENTRY`] per entry its log still gained. Idle is not allocation-free: the
 /// five-minute checkpoint copies the index on a thread of its own, sync sessions keep
 /// confirming the fingerprints, the checker's `status` calls come and go, and glibc keeps
-/// the pages such peaks touched (one arena per thread that allocated). The short run's idle
+/// some pages such peaks touched (in two arenas: `daemon::allocator`). The short run's idle
 /// seconds showed single steps of 0.7 MiB; a few such steps fit in 4 MiB, a leak does not
 /// for long: over the long run's 300-s tail it fails growth faster than 48 MiB/h (the
 /// 36 MiB/h seen while the log grew would need a 7-minute tail); slower growth shows in the
