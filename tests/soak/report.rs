@@ -52,7 +52,7 @@ pub struct Report {
     pub nodes: usize,
     /// See `nodes`.
     pub officers: usize,
-    /// Adjusts per second during bursts.
+    /// Officer commands per second during bursts.
     pub rate: f64,
     /// Seconds the run took.
     pub duration_s: f64,
@@ -105,7 +105,7 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "Loot Sync soak: seed {}, {} nodes ({} officers), {:.0} s, bursts of {} adjusts/s",
+            "Loot Sync soak: seed {}, {} nodes ({} officers), {:.0} s, bursts of {} officer commands/s",
             self.seed, self.nodes, self.officers, self.duration_s, self.rate
         );
         let o = &self.ops;

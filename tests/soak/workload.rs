@@ -1,9 +1,9 @@
-//! The workload: officers adjusting points concurrently in bursts (a raid night: a boss dies,
-//! everyone gets points at once, then quiet), and readers calling `points`, `history` and
-//! `status`. Every adjust is recorded with its outcome, so the checker knows what was
-//! acknowledged.
+//! The workload: officers adjusting, awarding, decaying and reverting points concurrently in
+//! bursts (a raid night: a boss dies, everyone gets points at once, then quiet), and readers
+//! calling `points`, `history` and `status`. Every command is recorded with its outcome and
+//! the entries it makes, so the checker knows what was acknowledged.
 //!
-//! Most adjusts go through the control socket (`loot_sync::control::call` on the node's
+//! Every command but one adjust in twenty goes through the control socket (`loot_sync::control::call` on the node's
 //! socket, from the default namespace: a Unix socket is a file, not part of a network
 //! namespace); one in twenty runs the real CLI inside the node's namespace. The CLI on a node
 //! whose daemon the nemesis killed writes the log itself: an officer's offline edit.
@@ -104,12 +104,12 @@ pub struct Workload {
     pub in_flight: AtomicUsize,
     /// Ends every workload thread.
     pub stop: AtomicBool,
-    /// Adjusts per second over the whole cluster, during a burst.
+    /// Officer commands per second over the whole cluster, during a burst.
     pub rate: f64,
 }
 
 impl Workload {
-    /// A workload adjusting at `rate` per second (cluster-wide) during bursts.
+    /// A workload issuing `rate` officer commands per second (cluster-wide) during bursts.
     pub fn new(rate: f64) -> Workload {
         Workload {
             ops: Mutex::new(Vec::new()),
@@ -136,7 +136,7 @@ impl Workload {
         true
     }
 
-    /// Runs one officer adjusting through `node` until stopped.
+    /// Runs one officer working through `node` until stopped.
     pub fn officer(&self, cluster: &Cluster, node: usize, seed: u64) {
         let officers = cluster.nodes.iter().filter(|n| n.officer).count().max(1);
         let per_officer = (self.rate / officers as f64).max(0.01);
