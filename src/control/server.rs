@@ -29,6 +29,12 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub trait Dispatch: Send + Sync + 'static {
     /// Starts answering `request`; the answer goes to `reply`.
     fn dispatch(&self, request: Request, reply: oneshot::Sender<Outcome>);
+
+    /// Called once a history reply of `rows` rows has been written and its memory freed
+    /// (the daemon hands large frees back to the system here). Does nothing by default.
+    fn history_written(&self, rows: usize) {
+        let _ = rows;
+    }
 }
 
 impl<F> Dispatch for F
@@ -168,7 +174,13 @@ async fn serve_connection(
                 }
             }
         };
-        if write_reply(&mut write, &reply).await.is_err() || too_long {
+        let written = write_reply(&mut write, &reply).await;
+        if let Some(Response::History(rows)) = &reply.result {
+            let rows = rows.len();
+            drop(reply);
+            dispatch.history_written(rows);
+        }
+        if written.is_err() || too_long {
             return;
         }
     }
@@ -297,6 +309,43 @@ mod tests {
                 .unwrap();
             assert_eq!(String::from_utf8(chunked).unwrap(), whole, "{count} rows");
         }
+    }
+
+    /// After a history reply is written the dispatcher hears how many rows it had (the
+    /// daemon trims the allocator there); after other replies it hears nothing.
+    #[test]
+    fn the_dispatcher_hears_when_a_history_reply_is_written() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Counting(Arc<AtomicUsize>);
+        impl Dispatch for Counting {
+            fn dispatch(&self, request: Request, reply: oneshot::Sender<Outcome>) {
+                let response = match request {
+                    Request::History(_) => Response::History(Vec::new()),
+                    _ => Response::Points(PointsResult::new()),
+                };
+                let _ = reply.send(Ok(response));
+            }
+            fn history_written(&self, rows: usize) {
+                self.0.fetch_add(rows + 1, Ordering::SeqCst);
+            }
+        }
+        let runtime = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::control::socket_path(dir.path());
+        let listener = crate::control::bind(&path, None).unwrap();
+        let heard = Arc::new(AtomicUsize::new(0));
+        let counting = Counting(heard.clone());
+        runtime
+            .spawn(async move { serve(UnixListener::from_std(listener).unwrap(), counting).await });
+        let mut stream = connect(&path);
+        assert!(converse(&mut stream, b"{\"cmd\":\"points\"}\n").is_some());
+        assert_eq!(heard.load(Ordering::SeqCst), 0);
+        assert!(converse(&mut stream, b"{\"cmd\":\"history\"}\n").is_some());
+        let start = std::time::Instant::now();
+        while heard.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(heard.load(Ordering::SeqCst), 1, "one history of 0 rows");
     }
 
     #[test]
