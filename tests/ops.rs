@@ -682,8 +682,9 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 /// JSON at 20,000 signed entries) for good: glibc's dynamic mmap threshold moved such
 /// buffers into per-thread arenas that are never trimmed. With the allocator tuned at start
 /// (`daemon::allocator`), repeated full histories of a 10,000-entry log leave the real
-/// daemon within a few MiB of its size after the first (measured: +0.9 MiB; untuned +6.4
-/// MiB, and +9.1 MiB before replies were written in chunks). The peak bound catches only a
+/// daemon within a few MiB of its size after the first (measured: +0.02 MiB, +0.9 MiB
+/// before the daemon trimmed after long histories; untuned +6.4 MiB, and +9.1 MiB before
+/// replies were written in chunks). The peak bound catches only a
 /// gross regression: these unsigned rows are short (about 300 bytes of JSON), so writing
 /// the reply in chunks (`control::server`) lowers this peak only from +6.5 to +4.9 MiB;
 /// with signed rows at 20,000 entries it lowered it from +24.4 to +12.8 MiB.
