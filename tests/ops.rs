@@ -664,3 +664,96 @@ fn no_ledger_bad_delta_and_demo_arguments_get_one_clear_message() {
         "{port0:?}"
     );
 }
+
+/// Resident size of process `pid` now and at its highest so far, in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} in /proc/PID/status"))
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// Issue 16's soak found daemons keeping the peak of every full `history` reply (16 MiB of
+/// JSON at 20,000 signed entries) for good: glibc's dynamic mmap threshold moved such
+/// buffers into per-thread arenas that are never trimmed. With the allocator tuned at start
+/// (`daemon::allocator`), repeated full histories of a 10,000-entry log leave the real
+/// daemon within a few MiB of its size after the first (measured: +0.02 MiB, +0.9 MiB
+/// before the daemon trimmed after long histories; untuned +6.4 MiB, and +9.1 MiB before
+/// replies were written in chunks). The peak bound catches only a
+/// gross regression: these unsigned rows are short (about 300 bytes of JSON), so writing
+/// the reply in chunks (`control::server`) lowers this peak only from +6.5 to +4.9 MiB;
+/// with signed rows at 20,000 entries it lowered it from +24.4 to +12.8 MiB.
+#[test]
+fn repeated_full_history_replies_do_not_stay_resident() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), free_port());
+    let daemon = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .env_remove("RUST_LOG")
+        .env_remove("MALLOC_ARENA_MAX")
+        .env_remove("GLIBC_TUNABLES")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn daemon");
+    let pid = daemon.id();
+    let _daemon = KillOnDrop(Some(daemon));
+    let socket = control::socket_path(&dir.path().join("state"));
+    let start = Instant::now();
+    while control::call(&socket, control::Status {}).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "daemon never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let players: Vec<String> = (0..control::MAX_BATCH)
+        .map(|i| format!("raider{i:04}"))
+        .collect();
+    for round in 0..10 {
+        control::call(
+            &socket,
+            control::Award {
+                players: players.clone(),
+                delta: 1 + round,
+                reason: format!("boss {round}"),
+                actor: None,
+                dry_run: false,
+            },
+        )
+        .expect("award");
+    }
+    let history = || {
+        let rows = control::call(&socket, control::History { player: None }).expect("history");
+        assert_eq!(rows.len(), 10 * control::MAX_BATCH);
+    };
+    let (before, _) = rss_kib(pid);
+    history();
+    let (after_first, _) = rss_kib(pid);
+    for _ in 0..5 {
+        history();
+    }
+    let (after_sixth, peak) = rss_kib(pid);
+    let grown = after_sixth.saturating_sub(after_first);
+    let above = peak.saturating_sub(before);
+    eprintln!(
+        "daemon RSS with 10,000 entries: {before} KiB before a full history, {after_first} KiB \
+         after one, {after_sixth} KiB after six (+{grown} KiB); peak {peak} KiB (+{above} KiB)"
+    );
+    assert!(
+        grown < 3 * 1024,
+        "five more full histories left the daemon {grown} KiB larger \
+         ({after_first} -> {after_sixth} KiB)"
+    );
+    assert!(
+        above < 9 * 1024,
+        "a full history took the daemon {above} KiB above its size before ({before} -> {peak} KiB)"
+    );
+}

@@ -37,7 +37,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use workload::{Outcome, Workload};
+use workload::{Kind, Outcome, Workload};
 
 /// The run's knobs, from the environment.
 struct Settings {
@@ -230,6 +230,19 @@ fn run(settings: &Settings) -> Report {
         duration_s: started.elapsed().as_secs_f64(),
         netem: cluster.netem,
         ops: Ops {
+            acknowledged_by_kind: Kind::ALL
+                .iter()
+                .map(|&kind| {
+                    let acked = ops
+                        .iter()
+                        .filter(|op| op.kind == kind && op.outcome == Outcome::Acked);
+                    let deltas = acked
+                        .clone()
+                        .map(|op| op.effect.as_ref().map_or(0, Vec::len))
+                        .sum();
+                    (kind.name(), acked.count(), deltas)
+                })
+                .collect(),
             acknowledged: count(|o| matches!(o, Outcome::Acked)),
             failed: count(|o| matches!(o, Outcome::Failed(_))),
             unknown: count(|o| matches!(o, Outcome::Unknown(_))),

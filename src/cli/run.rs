@@ -23,7 +23,12 @@ use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 /// Runs the daemon until SIGINT or SIGTERM; SIGHUP re-reads `config_file` (when the config
 /// came from one).
 pub fn daemon(config: Config, config_file: Option<PathBuf>) -> Result<()> {
+    // Before any thread exists (arenas are made per thread).
+    let tuned = daemon::allocator::tune_for_daemon();
     let log_control = init_logging(&config.log.level);
+    if !tuned {
+        tracing::warn!("the allocator refused its settings: large freed buffers may stay resident");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

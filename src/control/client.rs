@@ -95,7 +95,16 @@ pub fn call<C: Command>(path: &Path, command: C) -> Result<C::Output, ControlErr
     let mut reply = String::new();
     let read = BufReader::new((&stream).take(MAX_REPLY_BYTES)).read_line(&mut reply);
     match (sent, read) {
-        (_, Ok(n)) if n > 0 => {}
+        // A reply is one whole line: one without its newline was cut short (the daemon
+        // stopped or was killed while writing it, which a long history gives time for),
+        // a broken conversation rather than a reply that makes no sense.
+        (_, Ok(n)) if n > 0 && reply.ends_with('\n') => {}
+        (_, Ok(n)) if n > 0 => {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the daemon closed the connection in the middle of its reply",
+            )))
+        }
         (Err(err), _) | (Ok(()), Err(err)) => return Err(io_err(err)),
         (Ok(()), Ok(_)) => return Err(io_err(io::ErrorKind::UnexpectedEof.into())),
     }
@@ -151,5 +160,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = call(&socket_path(dir.path()), Points {}).unwrap_err();
         assert!(matches!(err, ControlError::NotRunning { .. }));
+    }
+
+    /// A daemon killed while writing a long reply leaves half a line: that is a broken
+    /// conversation (found by issue 16's soak, which counted it as an unreadable reply),
+    /// while a whole line that is not a reply stays an unreadable reply.
+    #[test]
+    fn a_reply_cut_short_is_a_broken_conversation_not_an_unreadable_reply() {
+        use std::io::{BufRead, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let path = socket_path(dir.path());
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let server = std::thread::spawn(move || {
+            for answer in [&br#"{"ok":true,"result":{"Ar"#[..], b"not json\n"] {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = String::new();
+                BufReader::new(&stream).read_line(&mut request).unwrap();
+                stream.write_all(answer).unwrap();
+            }
+        });
+        let cut = call(&path, Points {}).unwrap_err();
+        assert!(
+            matches!(&cut, ControlError::Io { source, .. } if source.kind() == io::ErrorKind::UnexpectedEof),
+            "{cut:?}"
+        );
+        let garbled = call(&path, Points {}).unwrap_err();
+        assert!(
+            matches!(garbled, ControlError::BadReply { .. }),
+            "{garbled:?}"
+        );
+        server.join().unwrap();
     }
 }

@@ -5,6 +5,7 @@
 use super::protocol::{
     parse_request, BadRequest, Outcome, Reply, Request, Response, MAX_REQUEST_BYTES,
 };
+use crate::core::ledger::HistoryRow;
 use futures_util::StreamExt;
 use std::io;
 use std::sync::Arc;
@@ -28,6 +29,12 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub trait Dispatch: Send + Sync + 'static {
     /// Starts answering `request`; the answer goes to `reply`.
     fn dispatch(&self, request: Request, reply: oneshot::Sender<Outcome>);
+
+    /// Called once a history reply of `rows` rows has been written and its memory freed
+    /// (the daemon hands large frees back to the system here). Does nothing by default.
+    fn history_written(&self, rows: usize) {
+        let _ = rows;
+    }
 }
 
 impl<F> Dispatch for F
@@ -167,7 +174,13 @@ async fn serve_connection(
                 }
             }
         };
-        if write_reply(&mut write, &reply).await.is_err() || too_long {
+        let written = write_reply(&mut write, &reply).await;
+        if let Some(Response::History(rows)) = &reply.result {
+            let rows = rows.len();
+            drop(reply);
+            dispatch.history_written(rows);
+        }
+        if written.is_err() || too_long {
             return;
         }
     }
@@ -177,10 +190,42 @@ async fn write_reply(
     write: &mut (impl tokio::io::AsyncWrite + Unpin),
     reply: &Reply<Response>,
 ) -> io::Result<()> {
+    if let (true, None, Some(Response::History(rows))) = (reply.ok, &reply.error, &reply.result) {
+        return write_history(write, rows).await;
+    }
     let mut out = serde_json::to_string(reply)
         .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode reply"}"#.into());
     out.push('\n');
     write.write_all(out.as_bytes()).await
+}
+
+/// History rows encoded per write of a history reply.
+const HISTORY_ROWS_PER_WRITE: usize = 256;
+
+/// Writes a successful history reply a few hundred rows at a time, the same line
+/// `serde_json` makes of the whole [`Reply`]. Why: a whole log's history is about 800 bytes
+/// of JSON per row (16 MiB at 20,000 entries), and encoding it into one string made every
+/// full `history` cost the daemon that much memory on top of the rows (issue 16's soak).
+async fn write_history(
+    write: &mut (impl tokio::io::AsyncWrite + Unpin),
+    rows: &[HistoryRow],
+) -> io::Result<()> {
+    let mut out = Vec::with_capacity(64 * 1024);
+    out.extend_from_slice(br#"{"ok":true,"result":["#);
+    for (n, chunk) in rows.chunks(HISTORY_ROWS_PER_WRITE).enumerate() {
+        for (i, row) in chunk.iter().enumerate() {
+            if n > 0 || i > 0 {
+                out.push(b',');
+            }
+            // A row cannot fail to encode (no maps, no non-string keys); if one did, the
+            // connection is closed mid-line and the client reports a reply it cannot read.
+            serde_json::to_writer(&mut out, row)?;
+        }
+        write.write_all(&out).await?;
+        out.clear();
+    }
+    out.extend_from_slice(b"]}\n");
+    write.write_all(&out).await
 }
 
 #[cfg(test)]
@@ -234,6 +279,73 @@ mod tests {
             .enable_all()
             .build()
             .unwrap()
+    }
+
+    /// A history reply written in chunks is byte for byte the line the whole reply
+    /// encodes to: empty, within one chunk, and over several.
+    #[test]
+    fn a_history_reply_written_in_chunks_is_the_whole_replys_line() {
+        use crate::testing::EntryBuilder;
+        for count in [0, 1, HISTORY_ROWS_PER_WRITE, 2 * HISTORY_ROWS_PER_WRITE + 3] {
+            let rows: Vec<HistoryRow> = (0..count)
+                .map(|i| HistoryRow {
+                    entry: EntryBuilder::at_ms(1_700_000_000_000 + i as u64)
+                        .target(format!("player \"{i}\""))
+                        .delta(i as i64 - 3)
+                        .reason(format!("row {i}\n"))
+                        .build(),
+                    total: i as i64,
+                    rejected: (i % 3 == 0).then(|| "not an officer".to_owned()),
+                    signed_by: (i % 2 == 0).then(|| "Aria".to_owned()),
+                    reverts: None,
+                    reverted_by: None,
+                })
+                .collect();
+            let reply = Reply::ok(Response::History(rows.clone()));
+            let whole = serde_json::to_string(&reply).unwrap() + "\n";
+            let mut chunked = Vec::new();
+            runtime()
+                .block_on(write_reply(&mut chunked, &reply))
+                .unwrap();
+            assert_eq!(String::from_utf8(chunked).unwrap(), whole, "{count} rows");
+        }
+    }
+
+    /// After a history reply is written the dispatcher hears how many rows it had (the
+    /// daemon trims the allocator there); after other replies it hears nothing.
+    #[test]
+    fn the_dispatcher_hears_when_a_history_reply_is_written() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Counting(Arc<AtomicUsize>);
+        impl Dispatch for Counting {
+            fn dispatch(&self, request: Request, reply: oneshot::Sender<Outcome>) {
+                let response = match request {
+                    Request::History(_) => Response::History(Vec::new()),
+                    _ => Response::Points(PointsResult::new()),
+                };
+                let _ = reply.send(Ok(response));
+            }
+            fn history_written(&self, rows: usize) {
+                self.0.fetch_add(rows + 1, Ordering::SeqCst);
+            }
+        }
+        let runtime = runtime();
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::control::socket_path(dir.path());
+        let listener = crate::control::bind(&path, None).unwrap();
+        let heard = Arc::new(AtomicUsize::new(0));
+        let counting = Counting(heard.clone());
+        runtime
+            .spawn(async move { serve(UnixListener::from_std(listener).unwrap(), counting).await });
+        let mut stream = connect(&path);
+        assert!(converse(&mut stream, b"{\"cmd\":\"points\"}\n").is_some());
+        assert_eq!(heard.load(Ordering::SeqCst), 0);
+        assert!(converse(&mut stream, b"{\"cmd\":\"history\"}\n").is_some());
+        let start = std::time::Instant::now();
+        while heard.load(Ordering::SeqCst) == 0 && start.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(heard.load(Ordering::SeqCst), 1, "one history of 0 rows");
     }
 
     #[test]

@@ -44,6 +44,7 @@
 //! - `start`: start-up: keys, log, sockets and control socket opened in order ([`start()`]).
 //! - `driver`: the core thread, the only one that touches the peer and the log.
 //! - `commit`: the group-commit thread, where merged entries' fdatasyncs run.
+//! - [`allocator`]: glibc's allocator told to give large freed buffers back.
 //! - `checkpoint`: when checkpoints of the log are written, and the thread writing one.
 //! - `io`: the socket tasks: receive loops and the send task.
 //! - `event`: the messages between the threads.
@@ -59,6 +60,7 @@
 //! - this file: running until a stop signal, reloading on SIGHUP, telling systemd
 //!   ([`run_until_signal`]).
 
+pub mod allocator;
 mod checkpoint;
 mod clock;
 mod commit;

@@ -1,6 +1,7 @@
 //! Start-up: keys, log, sockets and control socket are opened here, in this order, and every
 //! failure is returned before anything runs; then the threads and tasks are started.
 
+use super::allocator;
 use super::commit::Committer;
 use super::driver::{warn_if_no_valid_roster, Driver};
 use super::error::DaemonError;
@@ -207,7 +208,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
             let _ = events.send(Event::Control(request, reply));
         }
     };
-    let dispatch = to_core(events.clone());
+    let dispatch = allocator::ReleaseAfterHistory(to_core(events.clone()));
     let mut tasks = vec![
         tokio::spawn(
             io::receive_loop(whisper_socket.clone(), Channel::Whisper, receivers.clone())

@@ -56,10 +56,10 @@ pub fn open_log_indexed(
     Ok(opened)
 }
 
-/// Hands memory freed after a large replay (the scan's buffers, the index's growth) back
-/// to the operating system. glibc keeps freed blocks below its mmap threshold in the heap,
-/// so without this a daemon's resident size stays at its start-up peak.
-fn release_freed_memory() {
+/// Hands memory freed after a large replay (the scan's buffers, the index's growth) or a
+/// large reply back to the operating system. glibc keeps freed blocks below its mmap
+/// threshold in the heap, so without this a daemon's resident size stays at such peaks.
+pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // libc, not nix: malloc_trim is a glibc extension nix does not wrap.
     // SAFETY: malloc_trim only walks and trims the allocator's own free lists.

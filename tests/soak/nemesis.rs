@@ -47,11 +47,14 @@ pub enum Fault {
     Restore,
     /// An officer added and another removed, on two sides of a partition.
     OfficerChange,
+    /// A daemon killed and its checkpoint damaged (bytes flipped, cut short, or another
+    /// node's) before it restarts: it must ignore the checkpoint and rebuild from the log.
+    Checkpoint,
 }
 
 impl Fault {
     /// Every kind, in a fixed order.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::Kill,
         Fault::Pause,
         Fault::Partition,
@@ -64,6 +67,7 @@ impl Fault {
         Fault::SyncOff,
         Fault::Restore,
         Fault::OfficerChange,
+        Fault::Checkpoint,
     ];
 
     /// Its name in reports.
@@ -81,6 +85,7 @@ impl Fault {
             Fault::SyncOff => "sync off",
             Fault::Restore => "restore old state",
             Fault::OfficerChange => "officer change in partition",
+            Fault::Checkpoint => "damaged checkpoint",
         }
     }
 
@@ -107,6 +112,8 @@ struct Active {
     /// The filler file and how long node 0's output was when the disk filled.
     filler: Option<(PathBuf, u64)>,
     sync_off: Vec<usize>,
+    /// Nodes restarting over a damaged checkpoint, with the entries they held before.
+    damaged: Vec<(usize, usize)>,
 }
 
 /// The nemesis: its seeded choices, its log and its tallies.
@@ -186,7 +193,12 @@ impl<'a> Nemesis<'a> {
             let second = Fault::ALL[self.rng.below(Fault::ALL.len() as u64) as usize];
             // Micro-pauses (delay without netem) signal processes by id, so they must not
             // meet kills and restarts, nor undo a pause.
-            let signals = |f: Fault| matches!(f, Fault::Kill | Fault::Pause | Fault::Restore);
+            let signals = |f: Fault| {
+                matches!(
+                    f,
+                    Fault::Kill | Fault::Pause | Fault::Restore | Fault::Checkpoint
+                )
+            };
             let clash = second == first
                 || (second.partitions() && first.partitions())
                 || second == Fault::Restore
@@ -313,6 +325,7 @@ impl<'a> Nemesis<'a> {
             }
             Fault::Restore => self.restore(),
             Fault::OfficerChange => self.officer_change(),
+            Fault::Checkpoint => self.damage_checkpoint(),
         }
     }
 
@@ -407,6 +420,87 @@ impl<'a> Nemesis<'a> {
         torn.len()
     }
 
+    /// Kills a running node and damages its checkpoint: a few bytes flipped in the middle,
+    /// the file cut to half, or another node's checkpoint in its place (valid in itself,
+    /// but of a different log). It restarts mid-episode or at the heal like a killed node,
+    /// and must come back with at least the entries it had.
+    fn damage_checkpoint(&mut self) {
+        let n = self.cluster.nodes.len();
+        let i = self.rng.below(n as u64) as usize;
+        if self.active.killed.contains(&i) || self.active.paused.contains(&i) {
+            return;
+        }
+        let node = &self.cluster.nodes[i];
+        let Ok(before) = node.status().map(|s| s.entries) else {
+            return;
+        };
+        let mut proc = node.proc();
+        node.kill_locked(&mut proc);
+        drop(proc);
+        let Some(log) = node.ledger_log() else {
+            return;
+        };
+        let path = loot_sync::store::checkpoint_path(&log);
+        let mut bytes = std::fs::read(&path).unwrap_or_default();
+        let how = match self.rng.below(3) {
+            0 if bytes.len() > 16 => {
+                let at = self.between(8, bytes.len() as u64 - 8) as usize;
+                for b in &mut bytes[at..at + 4] {
+                    *b ^= 1 + self.rng.below(255) as u8;
+                }
+                format!("4 bytes flipped at {at}")
+            }
+            1 if !bytes.is_empty() => {
+                bytes.truncate(bytes.len() / 2);
+                format!("cut to {} bytes", bytes.len())
+            }
+            _ => {
+                let other = (i + 1 + self.rng.below(n as u64 - 1) as usize) % n;
+                let theirs = self.cluster.nodes[other]
+                    .ledger_log()
+                    .and_then(|l| std::fs::read(loot_sync::store::checkpoint_path(&l)).ok());
+                match theirs {
+                    Some(theirs) => {
+                        bytes = theirs;
+                        format!("replaced by n{other}'s")
+                    }
+                    None => {
+                        bytes = (0..64).map(|_| self.rng.below(256) as u8).collect();
+                        "replaced by 64 random bytes".into()
+                    }
+                }
+            }
+        };
+        // On n0's full disk the damage may not fit; the daemon then meets what is there.
+        let _ = std::fs::write(&path, &bytes);
+        self.note(format!(
+            "kill -9 n{i} ({before} entries); its checkpoint damaged: {how}"
+        ));
+        self.active.killed.push(i);
+        self.active.damaged.push((i, before));
+    }
+
+    /// After node `i` restarted: if its checkpoint was damaged, it must hold at least the
+    /// entries it had before (rebuilt from the log, not from the damaged checkpoint).
+    fn check_damaged_rebuilt(&mut self, i: usize) {
+        let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.active.damaged)
+            .into_iter()
+            .partition(|d| d.0 == i);
+        self.active.damaged = rest;
+        for (_, before) in mine {
+            match self.cluster.nodes[i].status() {
+                Ok(s) if s.entries >= before => {}
+                Ok(s) => self.failures.push(format!(
+                    "n{i} restarted over a damaged checkpoint with {} entries, {before} before",
+                    s.entries
+                )),
+                Err(e) => self
+                    .failures
+                    .push(format!("n{i} after its damaged checkpoint: {e}")),
+            }
+        }
+    }
+
     /// Starts node `i` again; a failure is a violation. Whether it runs.
     fn restart(&mut self, i: usize, when: &str) -> bool {
         let node = &self.cluster.nodes[i];
@@ -417,6 +511,7 @@ impl<'a> Nemesis<'a> {
             Ok(()) => {
                 self.note(format!("restart n{i} ({when})"));
                 self.check_torn_cut(i);
+                self.check_damaged_rebuilt(i);
                 true
             }
             Err(e) => {

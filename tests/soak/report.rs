@@ -21,9 +21,12 @@ pub struct Heal {
     pub load: f64,
 }
 
-/// Adjust outcomes.
+/// Officer commands' outcomes.
 #[derive(Debug, Default, Serialize)]
 pub struct Ops {
+    /// Acknowledged commands by kind (`adjust`, `award`, `decay`, `revert`), and the
+    /// entries (acknowledged deltas) they made.
+    pub acknowledged_by_kind: Vec<(&'static str, usize, usize)>,
     /// Acknowledged.
     pub acknowledged: usize,
     /// Refused or never sent.
@@ -49,7 +52,7 @@ pub struct Report {
     pub nodes: usize,
     /// See `nodes`.
     pub officers: usize,
-    /// Adjusts per second during bursts.
+    /// Officer commands per second during bursts.
     pub rate: f64,
     /// Seconds the run took.
     pub duration_s: f64,
@@ -102,15 +105,21 @@ impl Report {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "Loot Sync soak: seed {}, {} nodes ({} officers), {:.0} s, bursts of {} adjusts/s",
+            "Loot Sync soak: seed {}, {} nodes ({} officers), {:.0} s, bursts of {} officer commands/s",
             self.seed, self.nodes, self.officers, self.duration_s, self.rate
         );
         let o = &self.ops;
         let _ = writeln!(
             t,
-            "adjusts: {} acknowledged, {} failed, {} unanswered ({} of which got in); {} via the CLI",
+            "officer commands: {} acknowledged, {} failed, {} unanswered ({} of which got in); {} via the CLI",
             o.acknowledged, o.failed, o.unknown, o.unknown_present, o.via_cli
         );
+        let kinds: Vec<String> = o
+            .acknowledged_by_kind
+            .iter()
+            .map(|(kind, ops, deltas)| format!("{kind} {ops} ({deltas} deltas)"))
+            .collect();
+        let _ = writeln!(t, "acknowledged: {}", kinds.join(", "));
         let _ = writeln!(
             t,
             "reads: {} answered, {} failed",
