@@ -142,7 +142,7 @@ impl LedgerCommand for Adjust {
             }],
             warnings: warning.into_iter().collect(),
         };
-        let entries = prepare(peer, now, node, self.actor, &plan, |_| reason.clone())
+        let entries = prepare(peer, now, node, self.actor, &plan, &reason)
             .map_err(ApplyError::InvalidAdjustment)?;
         record(peer, store, now, &entries)?;
         let entry = entries.into_iter().next().expect("one entry planned");
@@ -174,7 +174,7 @@ impl LedgerCommand for Award {
             self.actor,
             plan,
             self.dry_run,
-            |_| reason.clone(),
+            &reason,
         )
     }
 }
@@ -197,7 +197,7 @@ impl LedgerCommand for Decay {
             self.actor,
             plan,
             self.dry_run,
-            |_| reason.clone(),
+            &reason,
         )
     }
 }
@@ -226,7 +226,7 @@ impl LedgerCommand for Import {
             self.actor,
             plan,
             self.dry_run,
-            |_| reason.clone(),
+            &reason,
         )
     }
 }
@@ -249,14 +249,7 @@ impl LedgerCommand for Revert {
             warnings: Vec::new(),
         };
         write_batch(
-            peer,
-            store,
-            node,
-            now,
-            self.actor,
-            batch_plan,
-            false,
-            |_| reason.clone(),
+            peer, store, node, now, self.actor, batch_plan, false, &reason,
         )
     }
 }
@@ -279,7 +272,7 @@ fn prepare(
     node: &str,
     actor: Option<String>,
     plan: &Plan,
-    reason: impl Fn(&PlannedChange) -> String,
+    reason: &str,
 ) -> Result<Vec<Entry>, EntryError> {
     let actor = match actor {
         Some(actor) => clean_new_text("actor", &actor, MAX_NAME_BYTES, true)?,
@@ -294,7 +287,7 @@ fn prepare(
                     actor: actor.clone(),
                     target: change.player.clone(),
                     delta: change.delta,
-                    reason: reason(change),
+                    reason: reason.to_string(),
                 },
             )
         })
@@ -312,7 +305,7 @@ fn write_batch(
     actor: Option<String>,
     plan: Plan,
     dry_run: bool,
-    reason: impl Fn(&PlannedChange) -> String,
+    reason: &str,
 ) -> Result<BatchResult, ApplyError> {
     let changes = |entries: Vec<Option<Entry>>| {
         plan.changes
