@@ -63,6 +63,11 @@ impl Checkpoints {
             .spawn(move || {
                 let started = Instant::now();
                 let written = job.write();
+                // The snapshot is freed here, on another thread than the one that built it.
+                // In the hour's soak (seed 2121) each daemon's first checkpoint of the quiet
+                // tail left 0.2-4.4 MiB more resident for good, with no entry added;
+                // freed small blocks stay in glibc's heaps until trimmed.
+                crate::node::release_freed_memory();
                 if let Ok(written) = &written {
                     info!(
                         "checkpoint of {} entries ({} bytes of log) written in {} ms",
