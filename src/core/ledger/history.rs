@@ -137,9 +137,7 @@ impl HistorySource {
             .collect();
         // The first add of any of them, under whatever name.
         let first_add = roster.iter().find_map(|(key, change)| match change.kind {
-            EntryKind::OfficerAdd { public_key } if counted.contains_key(&public_key) => {
-                Some(*key)
-            }
+            EntryKind::OfficerAdd { public_key } if counted.contains_key(&public_key) => Some(*key),
             _ => None,
         });
         if let Some(first_add) = first_add {
@@ -162,8 +160,7 @@ impl HistorySource {
                 let Some(entry) = entry.filter(|entry| entry.kind == EntryKind::Points) else {
                     continue;
                 };
-                let Some(signed) = entry.seal.and_then(|seal| counted.get_mut(&seal.signer))
-                else {
+                let Some(signed) = entry.seal.and_then(|seal| counted.get_mut(&seal.signer)) else {
                     continue;
                 };
                 if judge.judge_points(&entry) == Verdict::Counts {

@@ -813,13 +813,20 @@ mod tests {
             assert_eq!(in_memory.roster_view(name), expected, "{name}");
             assert_eq!(indexed.roster_view(name), expected, "{name}");
         }
-        assert!(some_kept >= 4, "the log exercises kept entries: {some_kept}");
+        assert!(
+            some_kept >= 4,
+            "the log exercises kept entries: {some_kept}"
+        );
         // Only what sorts after the name's first key was added is read back.
         let first_dave_key_add = log.iter().filter(|e| e.at.unix_ms() >= 33).count();
         let before = reader.reads.load(std::sync::atomic::Ordering::Relaxed);
         let view = indexed.roster_view("alice");
         let read = reader.reads.load(std::sync::atomic::Ordering::Relaxed) - before;
-        assert_eq!(view.keys.len(), 1, "key 4 only: alice's first key is revoked");
+        assert_eq!(
+            view.keys.len(),
+            1,
+            "key 4 only: alice's first key is revoked"
+        );
         assert!(read <= first_dave_key_add, "{read} bodies read");
         // A name with no key reads nothing.
         let before = reader.reads.load(std::sync::atomic::Ordering::Relaxed);
