@@ -37,21 +37,18 @@ mod common;
 use common::Figure;
 use loot_sync::config::Config;
 use loot_sync::control::{self, Adjust, History, Points, RosterQuery};
-use loot_sync::core::ledger::Ledger;
 use loot_sync::core::rng::SeededRng;
-use loot_sync::core::roster::plan::RosterView;
 use loot_sync::core::sync::{Now, Peer, PeerConfig};
 use loot_sync::node;
 use loot_sync::proto::digest::Key;
 use loot_sync::proto::entry::{Entry, EntryKind};
-use loot_sync::proto::keys::PublicKey;
 use loot_sync::proto::limits::MAX_DATAGRAM;
 use loot_sync::proto::signature::SecretKey;
 use loot_sync::proto::wire;
 use loot_sync::store::keyfile::KeyKind;
 use loot_sync::store::keys::create_signing_key_file;
 use loot_sync::store::{checkpoint_path, LogStore, StateLock};
-use loot_sync::testing::{EntryBuilder, PeerConfigBuilder};
+use loot_sync::testing::{whole_history_view, EntryBuilder, PeerConfigBuilder};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -748,32 +745,6 @@ impl Drop for Daemon {
 fn median_of(runs: usize, mut measure: impl FnMut() -> f64) -> f64 {
     let mut samples: Vec<f64> = (0..runs).map(|_| measure()).collect();
     median_ms(&mut samples)
-}
-
-/// The whole-history judgement `officer add`/`remove` made before the roster query: every
-/// row fetched (`rows`), rebuilt into a ledger, judged under `root`, its history replayed,
-/// and the view of `name` taken from the entries that count.
-fn whole_history_view(
-    rows: Vec<loot_sync::core::ledger::HistoryRow>,
-    root: PublicKey,
-    name: &str,
-) -> RosterView {
-    let (mut ledger, _) = Ledger::from_entries(rows.into_iter().map(|row| row.entry));
-    ledger.set_root(Some(root));
-    let rows = ledger.history(None);
-    let revoked = rows
-        .iter()
-        .filter_map(|row| match row.entry.kind {
-            EntryKind::OfficerRevoke { public_key, .. } => Some(public_key),
-            _ => None,
-        })
-        .filter(|key| ledger.is_revoked(key))
-        .collect();
-    let counted = rows
-        .iter()
-        .filter(|row| row.rejected.is_none())
-        .map(|row| &row.entry);
-    RosterView::from_counted(name, counted, ledger.officers(), revoked)
 }
 
 /// `officer add` on a log of `count` entries signed by three officers (alice signs 40 %),

@@ -9,7 +9,7 @@ mod common;
 use common::{config, init_tracing, points, run_cli, start, status, wait_until};
 use loot_sync::config::Config;
 use loot_sync::control::{Adjust, AdjustResult, Append, History, Request, RosterQuery, SwitchSync};
-use loot_sync::core::ledger::{HistoryRow, Ledger};
+use loot_sync::core::ledger::HistoryRow;
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::roster::plan::{self, OfficerChange, RosterView};
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
@@ -21,7 +21,7 @@ use loot_sync::store::keyfile::KeyKind;
 use loot_sync::store::keys::{
     create_group_key_file, create_signing_key_file, load_group_key, load_signing_key,
 };
-use loot_sync::testing::EntryBuilder;
+use loot_sync::testing::{whole_history_view, EntryBuilder};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -623,28 +623,6 @@ fn the_first_officer_add_starts_the_ledger_offline() {
     let _ = daemon.wait();
     assert!(log.contains("NO VALID ROSTER"), "{log}");
     assert!(log.contains("security.root_public_key"), "{log}");
-}
-
-/// The roster as the command line judged it before the daemon answered roster queries:
-/// the whole history fetched, rebuilt into a ledger judged under `root`, and every entry
-/// that counts handed to the planner's definition of its view.
-fn whole_history_view(rows: Vec<HistoryRow>, root: PublicKey, name: &str) -> RosterView {
-    let (mut ledger, _) = Ledger::from_entries(rows.into_iter().map(|row| row.entry));
-    ledger.set_root(Some(root));
-    let rows = ledger.history(None);
-    let revoked = rows
-        .iter()
-        .filter_map(|row| match row.entry.kind {
-            EntryKind::OfficerRevoke { public_key, .. } => Some(public_key),
-            _ => None,
-        })
-        .filter(|key| ledger.is_revoked(key))
-        .collect();
-    let counted = rows
-        .iter()
-        .filter(|row| row.rejected.is_none())
-        .map(|row| &row.entry);
-    RosterView::from_counted(name, counted, ledger.officers(), revoked)
 }
 
 /// Injects `entries` into `d` as sealed datagrams (a few per datagram, sent again until

@@ -1,9 +1,9 @@
 //! History views: every entry (or one player's) in replay order with the running total and
 //! the verdict at its place, from the ledger or from a snapshot detached from it.
 
-use super::index::{read_body, DetachedIndex, StoredBody};
+use super::index::{read_body, DetachedIndex, EntryReader, StoredBody};
 use super::targets::NO_TARGET;
-use crate::core::roster::plan::{same_name, NameKey, RosterView};
+use crate::core::roster::plan::{keys_added, NameKey, RosterView};
 use crate::core::roster::{Revocations, Roster, Verdict};
 use crate::proto::digest::{Digest, Key};
 use crate::proto::entry::{Entry, EntryKind};
@@ -95,10 +95,7 @@ impl HistorySource {
             if !read {
                 return None;
             }
-            match body {
-                StoredBody::Resident(entry) => entry.map(|entry| *entry),
-                StoredBody::At(offset) => read_body(reader.as_deref()?, &key, offset),
-            }
+            body_of(reader.as_deref(), &key, body)
         });
         history_rows(root, revocations, entries, player)
     }
@@ -124,14 +121,7 @@ impl HistorySource {
         let revoked: BTreeSet<PublicKey> = revocations.keys().copied().collect();
         // Every valid roster change counts, so these are the name's keys as the whole
         // history's counted entries give them.
-        let mut counted: BTreeMap<PublicKey, Vec<Digest>> = roster
-            .values()
-            .filter_map(|change| match change.kind {
-                EntryKind::OfficerAdd { public_key } if same_name(&change.target, name) => {
-                    Some(public_key)
-                }
-                _ => None,
-            })
+        let mut counted: BTreeMap<PublicKey, Vec<Digest>> = keys_added(roster.values(), name)
             .filter(|key| !revoked.contains(key))
             .map(|key| (key, Vec::new()))
             .collect();
@@ -151,12 +141,7 @@ impl HistorySource {
                 if key < first_add {
                     continue;
                 }
-                let entry = match body {
-                    StoredBody::Resident(entry) => entry.map(|entry| *entry),
-                    StoredBody::At(offset) => reader
-                        .as_deref()
-                        .and_then(|reader| read_body(reader, &key, offset)),
-                };
+                let entry = body_of(reader.as_deref(), &key, body);
                 let Some(entry) = entry.filter(|entry| entry.kind == EntryKind::Points) else {
                     continue;
                 };
@@ -176,6 +161,15 @@ impl HistorySource {
                 .map(|(key, counted)| NameKey { key, counted })
                 .collect(),
         }
+    }
+}
+
+/// The body of the entry at `key` from where the detached index has it: in memory, or read
+/// back through `reader`; `None` when it cannot be read (logged by [`read_body`]).
+fn body_of(reader: Option<&dyn EntryReader>, key: &Key, body: StoredBody) -> Option<Entry> {
+    match body {
+        StoredBody::Resident(entry) => entry.map(|entry| *entry),
+        StoredBody::At(offset) => read_body(reader?, key, offset),
     }
 }
 

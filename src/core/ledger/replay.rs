@@ -275,8 +275,8 @@ mod tests {
     use crate::core::ledger::test_support::{entry_builder, MemoryReader};
     use crate::core::ledger::{Ledger, LedgerBuilder};
     use crate::core::rng::SeededRng;
-    use crate::core::roster::plan::RosterView;
     use crate::proto::signature::SecretKey;
+    use crate::testing::whole_history_view;
 
     fn root() -> SecretKey {
         SecretKey::from_seed([100; 32])
@@ -752,25 +752,6 @@ mod tests {
         assert_eq!(indexed.history(None), reference.history(None));
     }
 
-    /// The roster view the officer planner is given, judged by the whole history (every
-    /// counted entry, as `officer add` once fetched it).
-    fn view_from_history(ledger: &Ledger, name: &str) -> RosterView {
-        let rows = ledger.history(None);
-        let revoked = rows
-            .iter()
-            .filter_map(|row| match row.entry.kind {
-                EntryKind::OfficerRevoke { public_key, .. } => Some(public_key),
-                _ => None,
-            })
-            .filter(|key| ledger.is_revoked(key))
-            .collect();
-        let counted = rows
-            .iter()
-            .filter(|row| row.rejected.is_none())
-            .map(|row| &row.entry);
-        RosterView::from_counted(name, counted, ledger.officers(), revoked)
-    }
-
     /// The ledger's roster view (which reads back only what sorts after the name's first
     /// key was added) is the view the whole history gives, for every name, on a log with
     /// replaced, revoked, removed and re-added keys, a key added under two names, forged
@@ -808,7 +789,7 @@ mod tests {
         indexed.set_root(Some(r.public()));
         let mut some_kept = 0;
         for name in names {
-            let expected = view_from_history(&in_memory, name);
+            let expected = whole_history_view(in_memory.history(None), r.public(), name);
             some_kept += expected.keys.iter().map(|k| k.counted.len()).sum::<usize>();
             assert_eq!(in_memory.roster_view(name), expected, "{name}");
             assert_eq!(indexed.roster_view(name), expected, "{name}");

@@ -59,14 +59,7 @@ impl RosterView {
         revoked: BTreeSet<PublicKey>,
     ) -> RosterView {
         let counted: Vec<&Entry> = counted.into_iter().collect();
-        let mut keys: Vec<PublicKey> = counted
-            .iter()
-            .filter_map(|entry| match entry.kind {
-                EntryKind::OfficerAdd { public_key } if same_name(&entry.target, name) => {
-                    Some(public_key)
-                }
-                _ => None,
-            })
+        let mut keys: Vec<PublicKey> = keys_added(counted.iter().copied(), name)
             .filter(|key| !revoked.contains(key))
             .collect();
         keys.sort();
@@ -229,8 +222,20 @@ pub fn officer_change(
 }
 
 /// Officer names compare in any letter case, as the impersonation rule compares them.
-pub(crate) fn same_name(a: &str, b: &str) -> bool {
+fn same_name(a: &str, b: &str) -> bool {
     a.to_lowercase() == b.to_lowercase()
+}
+
+/// The keys the officer adds among `entries` give officer `name` (in any letter case), in
+/// their order, repeats included.
+pub(crate) fn keys_added<'a>(
+    entries: impl Iterator<Item = &'a Entry> + 'a,
+    name: &'a str,
+) -> impl Iterator<Item = PublicKey> + 'a {
+    entries.filter_map(move |entry| match entry.kind {
+        EntryKind::OfficerAdd { public_key } if same_name(&entry.target, name) => Some(public_key),
+        _ => None,
+    })
 }
 
 /// The parts of a revocation of `key` (officer `name`), each with its history reason: the
