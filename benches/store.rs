@@ -28,7 +28,8 @@
 //! the cold-start figures alone (for a profiler); `LOOTSYNC_BENCH_ONLY=officer` measures
 //! `officer add` on a log of officers' entries (50,000, or `LOOTSYNC_BENCH_ENTRIES`),
 //! offline and through a daemon, against `lootsync points` on the same log and beside the
-//! whole-history judgement it made before the roster query;
+//! whole-history judgement it made before the roster query (and, with
+//! `LOOTSYNC_BENCH_BEFORE_BIN=path`, that binary's `officer add`);
 //! `LOOTSYNC_BENCH_ENTRIES=n` sets the log size of the cold-start, memory, checkpoint and
 //! offline figures (the scaling table in docs/benchmarks.md).
 
@@ -478,8 +479,13 @@ fn checkpoint_figures(count: usize, root: &Path) -> Vec<Figure> {
 /// Runs the real `lootsync` binary with `args` and waits for it; returns its wall time in
 /// seconds.
 fn run_binary(config: &Path, args: &[&str]) -> f64 {
+    run_binary_at(Path::new(env!("CARGO_BIN_EXE_lootsync")), config, args)
+}
+
+/// [`run_binary`] for the `lootsync` binary at `binary`.
+fn run_binary_at(binary: &Path, config: &Path, args: &[&str]) -> f64 {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_lootsync"))
+    let out = Command::new(binary)
         .arg("--config")
         .arg(config)
         .args(args)
@@ -815,19 +821,38 @@ fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
             &["officer", "add", &format!("new{added}"), &key],
         )
     };
+    // A binary from before the roster query, whose `officer add` fetches the whole history.
+    let before = std::env::var_os("LOOTSYNC_BENCH_BEFORE_BIN").map(std::path::PathBuf::from);
+    let before_bin = || {
+        before.as_ref().map(|binary| {
+            median_of(3, || {
+                run_binary_at(binary, &config_file, &["officer", "add", "alice", &alice])
+            })
+        })
+    };
     let mut figures = Vec::new();
     let mut measure = |mode: &str,
                        points_bin: f64,
                        same_bin: f64,
                        new_bin: f64,
+                       before_bin: Option<f64>,
                        query_in: f64,
                        whole_in: f64,
                        points_in: f64| {
         println!(
             "officer add, {count} entries, {mode}: binary {same_bin:.1} ms (nothing to write), \
-             {new_bin:.1} ms (a new officer), `points` {points_bin:.1} ms; in process: roster \
-             query {query_in:.1} ms, whole-history judgement {whole_in:.1} ms, points {points_in:.1} ms"
+             {new_bin:.1} ms (a new officer), `points` {points_bin:.1} ms; the binary from \
+             before: {before_bin:.1?} ms; in process: roster query {query_in:.1} ms, \
+             whole-history judgement {whole_in:.1} ms, points {points_in:.1} ms"
         );
+        if let Some(before_bin) = before_bin {
+            figures.push(Figure::reported(
+                format!("`lootsync officer add` ({mode}), {count} entries, alice's key again, the binary from before the roster query (LOOTSYNC_BENCH_BEFORE_BIN): wall time (baseline: `lootsync points`)"),
+                before_bin,
+                Some(points_bin),
+                "ms",
+            ));
+        }
         figures.extend([
             Figure::reported(
                 format!("`lootsync officer add` ({mode}), {count} entries, alice's key again (the query, nothing written): wall time of the binary (baseline: `lootsync points`)"),
@@ -903,8 +928,16 @@ fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
             node::apply(&mut peer, &mut store, "bench", now(), Points {}).unwrap();
         })
     });
+    let before_offline = before_bin();
     measure(
-        "offline", points_bin, same_bin, new_bin, query_in, whole_in, points_in,
+        "offline",
+        points_bin,
+        same_bin,
+        new_bin,
+        before_offline,
+        query_in,
+        whole_in,
+        points_in,
     );
 
     // Through a daemon.
@@ -952,8 +985,16 @@ fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
     let points_in = median_of(OFFICER_RUNS, || {
         timed(&|| drop(control::call(&socket, Points {}).unwrap()))
     });
+    let before_daemon = before_bin();
     measure(
-        "daemon", points_bin, same_bin, new_bin, query_in, whole_in, points_in,
+        "daemon",
+        points_bin,
+        same_bin,
+        new_bin,
+        before_daemon,
+        query_in,
+        whole_in,
+        points_in,
     );
     drop(daemon);
     figures
