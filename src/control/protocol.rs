@@ -624,6 +624,17 @@ mod tests {
         assert_eq!(line, r#"{"cmd":"debug","enabled":true}"#);
         let line = serde_json::to_string(&Request::from(Points {})).unwrap();
         assert_eq!(line, r#"{"cmd":"points"}"#);
+        let query = RosterQuery {
+            name: "Alice".into(),
+            root_public_key: PublicKey([7; 32]),
+        };
+        let line = serde_json::to_string(&Request::from(query.clone())).unwrap();
+        let key = format!("[{}]", ["7"; 32].join(","));
+        assert_eq!(
+            line,
+            format!(r#"{{"cmd":"roster","name":"Alice","root_public_key":{key}}}"#)
+        );
+        assert_eq!(parse_request(&line).unwrap(), Request::Roster(query));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The requests a ledger answers by itself, with or without a daemon: adjust, append, points,
-//! history and the roster query of `officer add`/`officer remove`. The daemon serves them on its core thread; the offline CLI on the log it
-//! opened. Status and the sync and debug switches need a running daemon and are not here.
+//! history and the roster query of `officer add`/`officer remove`. The daemon serves them on
+//! its core thread (history and the roster query from a snapshot, on a thread of their own);
+//! the offline CLI on the log it opened. Status and the sync and debug switches need a
+//! running daemon and are not here.
 
-use crate::control::RosterQuery;
-use crate::control::{Adjust, Award, BatchChange, BatchResult, Decay, Import, Revert};
+use crate::control::{Adjust, Award, BatchChange, BatchResult, Decay, Import, Revert, RosterQuery};
 use crate::control::{AdjustResult, Append, Command, History, HistoryResult, Points, PointsResult};
 use crate::core::batch::{self, BatchError, Plan, PlannedChange, RevertRefusal};
 use crate::core::ledger::Ledger;
