@@ -25,7 +25,11 @@
 //! - Writing a checkpoint, against a raw write of the same bytes plus one fdatasync.
 //!
 //! `LOOTSYNC_BENCH_ONLY=merge` runs the merge figure alone, `LOOTSYNC_BENCH_ONLY=cold-start`
-//! the cold-start figures alone (for a profiler);
+//! the cold-start figures alone (for a profiler); `LOOTSYNC_BENCH_ONLY=officer` measures
+//! `officer add` on a log of officers' entries (50,000, or `LOOTSYNC_BENCH_ENTRIES`),
+//! offline and through a daemon, against `lootsync points` on the same log and beside the
+//! whole-history judgement it made before the roster query (and, with
+//! `LOOTSYNC_BENCH_BEFORE_BIN=path`, that binary's `officer add`);
 //! `LOOTSYNC_BENCH_ENTRIES=n` sets the log size of the cold-start, memory, checkpoint and
 //! offline figures (the scaling table in docs/benchmarks.md).
 
@@ -33,16 +37,19 @@ mod common;
 
 use common::Figure;
 use loot_sync::config::Config;
-use loot_sync::control::{Adjust, Points};
+use loot_sync::control::{self, Adjust, History, Points, RosterQuery};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig};
 use loot_sync::node;
 use loot_sync::proto::digest::Key;
-use loot_sync::proto::entry::Entry;
+use loot_sync::proto::entry::{Entry, EntryKind};
 use loot_sync::proto::limits::MAX_DATAGRAM;
+use loot_sync::proto::signature::SecretKey;
 use loot_sync::proto::wire;
+use loot_sync::store::keyfile::KeyKind;
+use loot_sync::store::keys::create_signing_key_file;
 use loot_sync::store::{checkpoint_path, LogStore, StateLock};
-use loot_sync::testing::PeerConfigBuilder;
+use loot_sync::testing::{whole_history_view, EntryBuilder, PeerConfigBuilder};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -472,8 +479,13 @@ fn checkpoint_figures(count: usize, root: &Path) -> Vec<Figure> {
 /// Runs the real `lootsync` binary with `args` and waits for it; returns its wall time in
 /// seconds.
 fn run_binary(config: &Path, args: &[&str]) -> f64 {
+    run_binary_at(Path::new(env!("CARGO_BIN_EXE_lootsync")), config, args)
+}
+
+/// [`run_binary`] for the `lootsync` binary at `binary`.
+fn run_binary_at(binary: &Path, config: &Path, args: &[&str]) -> f64 {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_lootsync"))
+    let out = Command::new(binary)
         .arg("--config")
         .arg(config)
         .args(args)
@@ -722,6 +734,272 @@ fn memory_figure(root: &Path) -> Figure {
     )
 }
 
+/// Repetitions of each `officer` figure's measurement (the median is reported).
+const OFFICER_RUNS: usize = 5;
+
+/// A daemon (`lootsync run`) started by a figure, killed when dropped.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Median of `runs` runs of `measure`, in milliseconds (`measure` returns seconds).
+fn median_of(runs: usize, mut measure: impl FnMut() -> f64) -> f64 {
+    let mut samples: Vec<f64> = (0..runs).map(|_| measure()).collect();
+    median_ms(&mut samples)
+}
+
+/// `officer add` on a log of `count` entries signed by three officers (alice signs 40 %),
+/// offline and through a daemon: the roster query it asks now, in process and as the real
+/// binary, beside the whole-history judgement it made before (in process: the history
+/// fetched the same way, rebuilt and judged as the command line did) and `lootsync points`
+/// on the same log (the baseline: a command that reads no entry back).
+fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
+    let state = root_dir.join("officers");
+    std::fs::create_dir_all(&state).unwrap();
+    let root_file = root_dir.join("root.key");
+    let root = create_signing_key_file(&root_file, KeyKind::Root).expect("root key");
+    let officers: Vec<SecretKey> = (1..=3u8).map(|n| SecretKey::from_seed([n; 32])).collect();
+    let mut rng = SeededRng::new(11);
+    let mut entries: Vec<Entry> = ["alice", "bob", "carol"]
+        .iter()
+        .zip(&officers)
+        .map(|(name, key)| {
+            EntryBuilder::at_ms(common::BASE_MS)
+                .id_random(rng.bytes())
+                .actor("root")
+                .target(*name)
+                .delta(0)
+                .kind(EntryKind::OfficerAdd {
+                    public_key: key.public(),
+                })
+                .signed(&root)
+        })
+        .collect();
+    entries.extend((0..count.saturating_sub(3)).map(|i| {
+        EntryBuilder::at_ms(common::BASE_MS + 1 + i as u64 * 3)
+            .id_random(rng.bytes())
+            .actor("raidbox")
+            .target(format!("player{}", i % 40))
+            .delta((i % 50) as i64 + 1)
+            .reason("raid attendance")
+            .signed(&officers[[0, 0, 1, 1, 2][i % 5]])
+    }));
+    write_log(&state, &entries);
+    drop(entries);
+    let config_file = root_dir.join("officers.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "node = \"bench\"\nstate_dir = \"{}\"\n[group]\nname = \"{GROUP}\"\n\
+             [whisper]\nbind = \"127.0.0.1:0\"\n[http]\nenabled = false\n\
+             [security]\nroot_public_key = \"{}\"\nroot_key_file = \"{}\"\n",
+            state.display(),
+            root.public(),
+            root_file.display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&config_file).expect("bench config");
+    let alice = officers[0].public().to_string();
+    let query = || RosterQuery {
+        name: "alice".into(),
+        root_public_key: root.public(),
+    };
+    let mut added = 0;
+    let mut add_new = || {
+        added += 1;
+        let key = SecretKey::from_seed([100 + added as u8; 32])
+            .public()
+            .to_string();
+        run_binary(
+            &config_file,
+            &["officer", "add", &format!("new{added}"), &key],
+        )
+    };
+    // A binary from before the roster query, whose `officer add` fetches the whole history.
+    let before = std::env::var_os("LOOTSYNC_BENCH_BEFORE_BIN").map(std::path::PathBuf::from);
+    let before_bin = || {
+        before.as_ref().map(|binary| {
+            median_of(3, || {
+                run_binary_at(binary, &config_file, &["officer", "add", "alice", &alice])
+            })
+        })
+    };
+    let mut figures = Vec::new();
+    let mut measure = |mode: &str,
+                       points_bin: f64,
+                       same_bin: f64,
+                       new_bin: f64,
+                       before_bin: Option<f64>,
+                       query_in: f64,
+                       whole_in: f64,
+                       points_in: f64| {
+        println!(
+            "officer add, {count} entries, {mode}: binary {same_bin:.1} ms (nothing to write), \
+             {new_bin:.1} ms (a new officer), `points` {points_bin:.1} ms; the binary from \
+             before: {before_bin:.1?} ms; in process: roster query {query_in:.1} ms, \
+             whole-history judgement {whole_in:.1} ms, points {points_in:.1} ms"
+        );
+        if let Some(before_bin) = before_bin {
+            figures.push(Figure::reported(
+                format!("`lootsync officer add` ({mode}), {count} entries, alice's key again, the binary from before the roster query (LOOTSYNC_BENCH_BEFORE_BIN): wall time (baseline: `lootsync points`)"),
+                before_bin,
+                Some(points_bin),
+                "ms",
+            ));
+        }
+        figures.extend([
+            Figure::reported(
+                format!("`lootsync officer add` ({mode}), {count} entries, alice's key again (the query, nothing written): wall time of the binary (baseline: `lootsync points`)"),
+                same_bin,
+                Some(points_bin),
+                "ms",
+            ),
+            Figure::reported(
+                format!("`lootsync officer add` ({mode}), {count} entries, a new officer (one entry written): wall time of the binary (baseline: `lootsync points`)"),
+                new_bin,
+                Some(points_bin),
+                "ms",
+            ),
+            Figure::reported(
+                format!("officer add ({mode}), {count} entries: the roster query about alice, in process (baseline: points)"),
+                query_in,
+                Some(points_in),
+                "ms",
+            ),
+            Figure::reported(
+                format!("officer add ({mode}), {count} entries: the whole-history judgement made before, in process (baseline: points)"),
+                whole_in,
+                Some(points_in),
+                "ms",
+            ),
+        ]);
+    };
+
+    // Offline: the log opened under the lock, as every offline command does.
+    let offline_query = || {
+        let (mut peer, mut store) = node::open_offline(&config, node::system_unix_ms()).unwrap();
+        node::apply(&mut peer, &mut store, "bench", now(), query()).unwrap()
+    };
+    let offline_whole = || {
+        let (mut peer, mut store) = node::open_offline(&config, node::system_unix_ms()).unwrap();
+        let rows = node::apply(
+            &mut peer,
+            &mut store,
+            "bench",
+            now(),
+            History { player: None },
+        );
+        drop((peer, store));
+        whole_history_view(rows.unwrap(), root.public(), "alice")
+    };
+    let view = offline_query();
+    assert_eq!(view.keys.len(), 1);
+    let signed = count.saturating_sub(3);
+    assert_eq!(
+        view.keys[0].counted.len(),
+        signed / 5 * 2 + (signed % 5).min(2)
+    );
+    assert!(
+        offline_whole() == view,
+        "the query gives the whole history's view"
+    );
+    let points_bin = median_of(OFFICER_RUNS, || run_binary(&config_file, &["points"]));
+    let same_bin = median_of(OFFICER_RUNS, || {
+        run_binary(&config_file, &["officer", "add", "alice", &alice])
+    });
+    let new_bin = median_of(OFFICER_RUNS, &mut add_new);
+    let timed = |f: &dyn Fn()| {
+        let started = Instant::now();
+        f();
+        started.elapsed().as_secs_f64()
+    };
+    let query_in = median_of(OFFICER_RUNS, || timed(&|| drop(offline_query())));
+    let whole_in = median_of(3, || timed(&|| drop(offline_whole())));
+    let points_in = median_of(OFFICER_RUNS, || {
+        timed(&|| {
+            let (mut peer, mut store) =
+                node::open_offline(&config, node::system_unix_ms()).unwrap();
+            node::apply(&mut peer, &mut store, "bench", now(), Points {}).unwrap();
+        })
+    });
+    let before_offline = before_bin();
+    measure(
+        "offline",
+        points_bin,
+        same_bin,
+        new_bin,
+        before_offline,
+        query_in,
+        whole_in,
+        points_in,
+    );
+
+    // Through a daemon.
+    let daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_lootsync"))
+            .arg("--config")
+            .arg(&config_file)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start lootsync run"),
+    );
+    let socket = control::socket_path(&state);
+    let started = Instant::now();
+    while control::call(&socket, control::Status {}).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the daemon never answered"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let daemon_query = || control::call(&socket, query()).unwrap();
+    let daemon_whole = || {
+        let rows = control::call(&socket, History { player: None }).unwrap();
+        whole_history_view(rows, root.public(), "alice")
+    };
+    // (The offline runs added officers since `view`.)
+    let asked = daemon_query();
+    assert!(
+        asked.keys == view.keys,
+        "the daemon counts alice's entries as offline"
+    );
+    assert!(
+        daemon_whole() == asked,
+        "the query gives the whole history's view"
+    );
+    let points_bin = median_of(OFFICER_RUNS, || run_binary(&config_file, &["points"]));
+    let same_bin = median_of(OFFICER_RUNS, || {
+        run_binary(&config_file, &["officer", "add", "alice", &alice])
+    });
+    let new_bin = median_of(OFFICER_RUNS, &mut add_new);
+    let query_in = median_of(OFFICER_RUNS, || timed(&|| drop(daemon_query())));
+    let whole_in = median_of(3, || timed(&|| drop(daemon_whole())));
+    let points_in = median_of(OFFICER_RUNS, || {
+        timed(&|| drop(control::call(&socket, Points {}).unwrap()))
+    });
+    let before_daemon = before_bin();
+    measure(
+        "daemon",
+        points_bin,
+        same_bin,
+        new_bin,
+        before_daemon,
+        query_in,
+        whole_in,
+        points_in,
+    );
+    drop(daemon);
+    figures
+}
+
 /// The log size of the cold-start, memory, checkpoint and offline figures:
 /// `LOOTSYNC_BENCH_ENTRIES=n` measures another one (the scaling table).
 fn entries_to_measure(full: bool) -> usize {
@@ -754,6 +1032,17 @@ fn main() {
         Ok("merge") => {
             let root = tempfile::tempdir().expect("temp dir");
             common::print_table("Storage figures", &merge_figure(100_000, root.path()));
+            return;
+        }
+        Ok("officer") => {
+            let root = tempfile::tempdir().expect("temp dir");
+            let count = std::env::var("LOOTSYNC_BENCH_ENTRIES")
+                .map(|n| {
+                    n.parse()
+                        .expect("LOOTSYNC_BENCH_ENTRIES: a number of entries")
+                })
+                .unwrap_or(50_000);
+            common::print_table("Officer figures", &officer_figures(count, root.path()));
             return;
         }
         Ok("cold-start") => {

@@ -8,8 +8,10 @@ mod common;
 
 use common::{config, init_tracing, points, run_cli, start, status, wait_until};
 use loot_sync::config::Config;
-use loot_sync::control::{Adjust, AdjustResult, Append, History, SwitchSync};
+use loot_sync::control::{Adjust, AdjustResult, Append, History, Request, RosterQuery, SwitchSync};
 use loot_sync::core::ledger::HistoryRow;
+use loot_sync::core::rng::SeededRng;
+use loot_sync::core::roster::plan::{self, OfficerChange, RosterView};
 use loot_sync::daemon::{DaemonOptions, RunningDaemon};
 use loot_sync::proto::entry::{Entry, EntryKind};
 use loot_sync::proto::hlc::Hlc;
@@ -19,7 +21,7 @@ use loot_sync::store::keyfile::KeyKind;
 use loot_sync::store::keys::{
     create_group_key_file, create_signing_key_file, load_group_key, load_signing_key,
 };
-use loot_sync::testing::EntryBuilder;
+use loot_sync::testing::{whole_history_view, EntryBuilder};
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -621,4 +623,281 @@ fn the_first_officer_add_starts_the_ledger_offline() {
     let _ = daemon.wait();
     assert!(log.contains("NO VALID ROSTER"), "{log}");
     assert!(log.contains("security.root_public_key"), "{log}");
+}
+
+/// Injects `entries` into `d` as sealed datagrams (a few per datagram, sent again until
+/// it holds `total` entries: loopback may drop a burst).
+async fn inject_all(dir: &Path, port: u16, d: &RunningDaemon, entries: &[Entry], total: usize) {
+    wait_until(LIMIT, "the daemon holds the injected entries", || async {
+        if status(d).await.entries >= total {
+            return true;
+        }
+        for chunk in entries.chunks(4) {
+            inject(dir, port, &[d], chunk.to_vec());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        false
+    })
+    .await;
+}
+
+/// `officer add`/`officer remove` now ask the daemon about the one officer name instead of
+/// fetching and re-judging the whole history: the daemon's answer plans exactly the
+/// entries the whole-history judgement planned, for adds and removals of officers with
+/// kept entries over several revocation parts, a name with two keys (in two letter cases),
+/// a revoked key, impersonating, unsigned and strangers' entries; and the command line
+/// run against the daemon appends that plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemons_roster_view_plans_what_the_whole_history_planned() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    create_group_key_file(&dir.path().join("group.key")).unwrap();
+    let root_file = dir.path().join("root.key");
+    let root = create_signing_key_file(&root_file, KeyKind::Root).unwrap();
+    let config = secured_config(dir.path(), "alice", port, root.public(), None);
+    let d = start(&config, DaemonOptions::default()).await;
+    let key = |n: u8| SecretKey::from_seed([n; 32]);
+    let add = |name: &str, n: u8| {
+        roster_change(
+            &root,
+            name,
+            EntryKind::OfficerAdd {
+                public_key: key(n).public(),
+            },
+        )
+    };
+    for change in [add("alice", 1), add("bob", 2), add("carol", 3)] {
+        append(&d, change).await;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let point = |actor: &str, n: Option<u8>| {
+        let entry = entry_now().actor(actor).target("Ann").delta(1);
+        match n {
+            Some(n) => entry.signed(&key(n)),
+            None => entry.build(),
+        }
+    };
+    let mut made = Vec::new();
+    for i in 0..30 {
+        made.push(point("alice", Some(1)));
+        made.push(point("raidbox", Some(2)));
+        if i % 10 == 0 {
+            made.push(point("carol", Some(3)));
+            // Signed by alice's key as bob, by a stranger, unsigned: none counts.
+            made.push(point("bob", Some(1)));
+            made.push(point("mallory", Some(9)));
+            made.push(point("alice", None));
+        }
+    }
+    inject_all(dir.path(), port, &d, &made, 3 + made.len()).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // "ALICE" gets a second key (alice's first is not revoked); carol's key is revoked.
+    append(&d, add("ALICE", 4)).await;
+    let revoke_carol = EntryKind::OfficerRevoke {
+        public_key: key(3).public(),
+        batch: [1; 8],
+        part: 0,
+        parts: 1,
+        keep: vec![],
+    };
+    append(&d, roster_change(&root, "carol", revoke_carol)).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Not as "alice" or "ALICE": each name is now the other key's too, so that would be
+    // signing as another officer.
+    let late = [point("raidbox", Some(4)), point("raidbox", Some(1))];
+    let total = 5 + made.len() + late.len();
+    inject_all(dir.path(), port, &d, &late, total).await;
+
+    let rows = full_history(&d).await;
+    assert_eq!(rows.len(), total);
+    let changes = [
+        OfficerChange::Add {
+            public_key: key(5).public(),
+        },
+        OfficerChange::Add {
+            public_key: key(1).public(),
+        },
+        OfficerChange::Add {
+            public_key: key(3).public(),
+        },
+        OfficerChange::Remove { revoke_all: false },
+        OfficerChange::Remove { revoke_all: true },
+    ];
+    let first_at = Hlc::new(unix_ms(), 0);
+    let mut planned = 0;
+    for name in ["alice", "Alice", "bob", "carol", "dave"] {
+        let asked = RosterQuery {
+            name: name.into(),
+            root_public_key: root.public(),
+        };
+        let view = d.request(asked).await.unwrap();
+        let judged = whole_history_view(rows.clone(), root.public(), name);
+        assert_eq!(view, judged, "{name}");
+        for change in changes {
+            let plan = |view: &RosterView| {
+                plan::officer_change(view, name, change, &root, first_at, &mut SeededRng::new(3))
+            };
+            let (ours, theirs) = (plan(&view), plan(&judged));
+            assert_eq!(ours, theirs, "{name} {change:?}");
+            planned += ours.map_or(0, |entries| entries.len());
+        }
+    }
+    let alice = d
+        .request(RosterQuery {
+            name: "alice".into(),
+            root_public_key: root.public(),
+        })
+        .await
+        .unwrap();
+    let kept: Vec<usize> = alice.keys.iter().map(|k| k.counted.len()).collect();
+    let mut expected = vec![(key(1).public(), 31), (key(4).public(), 1)];
+    expected.sort();
+    assert_eq!(
+        alice
+            .keys
+            .iter()
+            .map(|k| k.key)
+            .zip(kept)
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert!(alice.is_revoked(&key(3).public()));
+    assert!(planned > 20, "the plans are not all refusals: {planned}");
+
+    // The command line, run against the daemon, removes bob keeping his 30 entries.
+    let file = dir.path().join("cli.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "node = \"cli\"\nstate_dir = \"{}\"\n[group]\nname = \"{}\"\n[http]\nenabled = false\n\
+             [security]\nroot_public_key = \"{}\"\nroot_key_file = \"{}\"\n",
+            config.state_dir.display(),
+            config.group.name,
+            root.public(),
+            root_file.display()
+        ),
+    )
+    .unwrap();
+    let before = points(&d).await;
+    let cli = tokio::task::spawn_blocking(move || run_cli(&file, &["officer", "remove", "Bob"]))
+        .await
+        .unwrap();
+    assert!(cli.status.success(), "{cli:?}");
+    let said = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        said.contains("officer removed, key revoked (part 2/2: 6 of 30 entries kept)"),
+        "{said}"
+    );
+    assert!(!said.contains("no daemon running"), "{cli:?}");
+    assert_eq!(status(&d).await.entries, total + 2);
+    // Bob's 30 entries still count; and with his key revoked "bob" is no officer's name,
+    // so alice's three entries labelled "bob" count now too.
+    assert_eq!(points(&d).await["Ann"], before["Ann"] + 3);
+    d.stop().await;
+}
+
+/// The roster query is parsed as strictly as every request and refused when the daemon
+/// judges under another root key or none; the daemon goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_roster_queries_get_error_replies() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    create_group_key_file(&dir.path().join("group.key")).unwrap();
+    let root = SecretKey::from_seed([7; 32]);
+    let other = SecretKey::from_seed([8; 32]);
+    let secured = start(
+        &secured_config(dir.path(), "secured", port, root.public(), None),
+        DaemonOptions::default(),
+    )
+    .await;
+    let open = start(&config(dir.path(), "open", port), DaemonOptions::default()).await;
+    let query = |name: &str, key: &SecretKey| RosterQuery {
+        name: name.into(),
+        root_public_key: key.public(),
+    };
+    let line = |query: RosterQuery| {
+        let mut line = serde_json::to_string(&Request::from(query)).unwrap();
+        line.push('\n');
+        line
+    };
+    let good = line(query("alice", &root));
+    let hex = root.public().to_string();
+    let cases: Vec<(String, &str)> = vec![
+        (r#"{"cmd":"roster"}"#.to_string() + "\n", "missing field"),
+        (
+            r#"{"cmd":"roster","name":"alice"}"#.to_string() + "\n",
+            "missing field `root_public_key`",
+        ),
+        (
+            good.replacen("\"name\"", "\"extra\":1,\"name\"", 1),
+            "unknown field",
+        ),
+        (
+            r#"{"cmd":"roster","name":"alice","root_public_key":[1,2,3]}"#.to_string() + "\n",
+            "invalid length",
+        ),
+        (
+            format!("{{\"cmd\":\"roster\",\"name\":\"alice\",\"root_public_key\":\"{hex}\"}}\n"),
+            "invalid type",
+        ),
+        (
+            r#"{"cmd":"roster","name":7,"root_public_key":[]}"#.to_string() + "\n",
+            "invalid type",
+        ),
+        (
+            line(query("alice", &other)),
+            "judges the roster under root key",
+        ),
+    ];
+    let path = secured.control_path.clone();
+    let open_path = open.control_path.clone();
+    let no_root = line(query("alice", &root));
+    tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let converse = |stream: &mut std::os::unix::net::UnixStream, line: &str| {
+            stream.write_all(line.as_bytes()).unwrap();
+            let mut reply = String::new();
+            BufReader::new(stream.try_clone().unwrap())
+                .read_line(&mut reply)
+                .unwrap();
+            serde_json::from_str::<serde_json::Value>(&reply).expect("replies are JSON")
+        };
+        let connect = |path: &Path| {
+            let stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream
+        };
+        let mut stream = connect(&path);
+        for (line, expected) in &cases {
+            let reply = converse(&mut stream, line);
+            assert_eq!(reply["ok"], false, "{line}: {reply}");
+            let error = reply["error"].as_str().unwrap();
+            assert!(error.contains(expected), "{expected:?} not in {error:?}");
+        }
+        // A name no officer has, however odd, is just nobody's.
+        let odd = "\u{1b}[31m".repeat(1000);
+        let reply = converse(&mut stream, &line(query(&odd, &root)));
+        assert_eq!(reply["ok"], true, "{reply}");
+        assert_eq!(reply["result"]["keys"], serde_json::json!([]));
+        // The same connection still serves the good query.
+        let reply = converse(&mut stream, &good);
+        assert_eq!(reply["ok"], true, "{reply}");
+        // A daemon with no root key judges no roster: it says so and how to fix it.
+        let reply = converse(&mut connect(&open_path), &no_root);
+        assert_eq!(reply["ok"], false, "{reply}");
+        let error = reply["error"].as_str().unwrap();
+        assert!(
+            error.contains("runs without security.root_public_key"),
+            "{error}"
+        );
+    })
+    .await
+    .unwrap();
+    assert_eq!(status(&secured).await.entries, 0);
+    secured.stop().await;
+    open.stop().await;
 }

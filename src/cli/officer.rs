@@ -6,20 +6,19 @@ use super::client::{request, NoLedger};
 use super::output::{print_officers, terminal_safe};
 use anyhow::{bail, Context, Result};
 use loot_sync::config::Config;
-use loot_sync::control::{Append, History};
+use loot_sync::control::{Append, History, RosterQuery};
 use loot_sync::core::ledger::{HistoryRow, Ledger};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::roster::listing::officer_listing;
 use loot_sync::core::roster::plan::{self, OfficerChange, PlanRefusal, RosterView};
 use loot_sync::node as ops;
-use loot_sync::proto::entry::{Entry, EntryError};
+use loot_sync::proto::entry::EntryError;
 use loot_sync::proto::hlc::Hlc;
 use loot_sync::proto::keys::PublicKey;
 use loot_sync::store::keyfile::{in_service_key_dir, SERVICE_KEY_DIR};
 use loot_sync::store::keys::{
     create_group_key_file, create_signing_key_file, load_signing_key, rng_seed_from_os,
 };
-use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Writes a new secret key of `kind` to `file` and prints what the user needs of it.
@@ -125,7 +124,7 @@ pub fn change(config: &Config, command: OfficerCommand) -> Result<()> {
             root_path.display()
         );
     }
-    let view = JudgedLog::fetch(config, root.public())?;
+    let view = roster_view(config, &name, root.public())?;
     let change = match command {
         OfficerCommand::Add { public_key, .. } => OfficerChange::Add {
             public_key: public_key
@@ -194,9 +193,26 @@ fn as_name_argument(err: EntryError) -> EntryError {
     }
 }
 
-/// The whole log, judged under the root key that signs the change, as this peer holds it
-/// (through the daemon, or from the log offline), with its history rows judged once for
-/// every question the planner asks of them.
+/// What the planner needs to know about officer `name`, judged under `root` (the key that
+/// signs the change) by the daemon, or from the log offline: a query whose answer is small
+/// whatever the log's size. A peer that judges under another root key, or none, refuses
+/// it, as it would refuse the change.
+fn roster_view(config: &Config, name: &str, root: PublicKey) -> Result<RosterView> {
+    let query = RosterQuery {
+        name: name.to_string(),
+        root_public_key: root,
+    };
+    match request(config, query) {
+        Ok(view) => Ok(view),
+        // No log yet (the first `officer add` of a new group): nothing to revoke.
+        Err(err) if err.is::<NoLedger>() => Ok(RosterView::default()),
+        Err(err) => Err(err),
+    }
+}
+
+/// The whole log, judged under the group's root key, as this peer holds it (through the
+/// daemon, or from the log offline), with its history rows judged once: what `officer
+/// list` shows.
 struct JudgedLog {
     ledger: Ledger,
     rows: Vec<HistoryRow>,
@@ -206,7 +222,7 @@ impl JudgedLog {
     fn fetch(config: &Config, root: PublicKey) -> Result<JudgedLog> {
         let rows: Vec<HistoryRow> = match request(config, History { player: None }) {
             Ok(rows) => rows,
-            // No log yet (the first `officer add` of a new group): nothing to revoke.
+            // No log yet: no officers.
             Err(err) if err.is::<NoLedger>() => Vec::new(),
             Err(err) => return Err(err),
         };
@@ -214,22 +230,5 @@ impl JudgedLog {
         ledger.set_root(Some(root));
         let rows = ledger.history(None);
         Ok(JudgedLog { ledger, rows })
-    }
-}
-
-impl RosterView for JudgedLog {
-    fn counted_entries(&self) -> impl Iterator<Item = &Entry> {
-        self.rows
-            .iter()
-            .filter(|row| row.rejected.is_none())
-            .map(|row| &row.entry)
-    }
-
-    fn officers(&self) -> BTreeMap<String, PublicKey> {
-        self.ledger.officers()
-    }
-
-    fn is_revoked(&self, key: &PublicKey) -> bool {
-        self.ledger.is_revoked(key)
     }
 }

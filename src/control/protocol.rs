@@ -10,7 +10,9 @@
 
 use crate::core::histogram::Histogram;
 use crate::core::ledger::HistoryRow;
+use crate::core::roster::plan::RosterView;
 use crate::proto::entry::Entry;
+use crate::proto::keys::PublicKey;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -146,6 +148,19 @@ pub struct History {
     pub player: Option<String>,
 }
 
+/// What `officer add`/`officer remove` need to know about one officer name: the officers,
+/// the revoked keys and the name's keys with the entries of theirs that count
+/// ([`RosterView`]), judged under `root_public_key`, the key that will sign the change.
+/// Refused when the ledger is judged under no root key or another one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterQuery {
+    /// The officer's name (compared in any letter case).
+    pub name: String,
+    /// The root key the change will be signed by.
+    pub root_public_key: PublicKey,
+}
+
 /// Node, group, sync state, peers and counters.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -187,6 +202,8 @@ pub enum Request {
     Points(Points),
     /// See [`History`].
     History(History),
+    /// See [`RosterQuery`].
+    Roster(RosterQuery),
     /// See [`Status`].
     Status(Status),
     /// See [`SwitchSync`].
@@ -398,6 +415,8 @@ pub enum Response {
     Points(PointsResult),
     /// To [`History`].
     History(HistoryResult),
+    /// To [`RosterQuery`].
+    Roster(Box<RosterView>),
     /// To [`Status`].
     Status(Box<StatusResult>),
     /// To [`SwitchSync`].
@@ -431,6 +450,7 @@ command!(Revert => Revert, BatchResult, Response::Batch);
 command!(Import => Import, BatchResult, Response::Batch);
 command!(Points => Points, PointsResult, Response::Points);
 command!(History => History, HistoryResult, Response::History);
+command!(RosterQuery => Roster, RosterView, |o| Response::Roster(Box::new(o)));
 command!(Status => Status, StatusResult, |o| Response::Status(Box::new(o)));
 command!(SwitchSync => Sync, SyncState, Response::Sync);
 command!(SwitchDebug => Debug, DebugState, Response::Debug);
@@ -604,6 +624,17 @@ mod tests {
         assert_eq!(line, r#"{"cmd":"debug","enabled":true}"#);
         let line = serde_json::to_string(&Request::from(Points {})).unwrap();
         assert_eq!(line, r#"{"cmd":"points"}"#);
+        let query = RosterQuery {
+            name: "Alice".into(),
+            root_public_key: PublicKey([7; 32]),
+        };
+        let line = serde_json::to_string(&Request::from(query.clone())).unwrap();
+        let key = format!("[{}]", ["7"; 32].join(","));
+        assert_eq!(
+            line,
+            format!(r#"{{"cmd":"roster","name":"Alice","root_public_key":{key}}}"#)
+        );
+        assert_eq!(parse_request(&line).unwrap(), Request::Roster(query));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use super::status::{self, DriverCounters};
 use crate::config::{Config, FsyncPolicy};
 use crate::control::{
     Adjust, Append, BatchResult, Command, DebugState, History, Outcome, Points, Refusal, Request,
-    Status, SwitchDebug, SwitchSync, SyncState,
+    RosterQuery, Status, SwitchDebug, SwitchSync, SyncState,
 };
 use crate::core::ledger::Ledger;
 use crate::core::rng::SeededRng;
@@ -372,6 +372,7 @@ impl Driver {
             Request::Import(import) => self.apply_batch(now, import),
             Request::Points(points) => self.apply(now, points).map(Points::respond),
             Request::History(history) => return self.build_history(history, reply),
+            Request::Roster(query) => return self.build_roster_view(query, reply),
             Request::Status(Status {}) => Ok(Status::respond(status::status(
                 &self.config,
                 &self.peer,
@@ -429,31 +430,29 @@ impl Driver {
     fn build_history(&self, history: History, reply: oneshot::Sender<Outcome>) {
         let source = self.peer.ledger().history_source();
         // Names match in any case and Unicode form, as they do for adjust.
-        let history = History {
-            player: history.player.map(|name| {
-                self.peer
-                    .ledger()
-                    .resolve_player(name.trim())
-                    .unwrap_or(name)
-            }),
-        };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<oneshot::Sender<Outcome>>(1);
-        let spawned = std::thread::Builder::new()
-            .name("lootsync-history".into())
-            .spawn(move || {
-                let rows = source.history(history.player.as_deref());
-                if let Ok(reply) = rx.recv() {
-                    let _ = reply.send(Ok(History::respond(rows)));
-                }
-            });
-        match spawned {
-            Ok(_) => {
-                let _ = tx.send(reply);
-            }
-            Err(err) => {
-                let _ = reply.send(Err(RequestError::HistoryThread(err).into()));
-            }
+        let player = history.player.map(|name| {
+            self.peer
+                .ledger()
+                .resolve_player(name.trim())
+                .unwrap_or(name)
+        });
+        answer_on_thread("history", reply, move || {
+            Ok(History::respond(source.history(player.as_deref())))
+        });
+    }
+
+    /// The roster query of `officer add`/`officer remove` reads back the entries after the
+    /// officer's first key was added: like a history, from a snapshot on a thread of its
+    /// own. Refused at once when the ledger is not judged under the change's root key.
+    fn build_roster_view(&self, query: RosterQuery, reply: oneshot::Sender<Outcome>) {
+        if let Err(err) = crate::node::judged_under(self.peer.ledger(), query.root_public_key) {
+            let _ = reply.send(Err(err.into()));
+            return;
         }
+        let source = self.peer.ledger().history_source();
+        answer_on_thread("roster", reply, move || {
+            Ok(RosterQuery::respond(source.roster_view(&query.name)))
+        });
     }
 
     fn switch_sync(&mut self, now: Now, enabled: bool) {
@@ -529,4 +528,30 @@ pub(super) fn warn_if_no_valid_roster(ledger: &Ledger, root: PublicKey) -> bool 
         );
     }
     none_valid
+}
+
+/// Answers a request with `answer`, run on a short-lived thread named after `what` so the
+/// core thread carries on with sync meanwhile.
+fn answer_on_thread(
+    what: &'static str,
+    reply: oneshot::Sender<Outcome>,
+    answer: impl FnOnce() -> Outcome + Send + 'static,
+) {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<oneshot::Sender<Outcome>>(1);
+    let spawned = std::thread::Builder::new()
+        .name(format!("lootsync-{what}"))
+        .spawn(move || {
+            let outcome = answer();
+            if let Ok(reply) = rx.recv() {
+                let _ = reply.send(outcome);
+            }
+        });
+    match spawned {
+        Ok(_) => {
+            let _ = tx.send(reply);
+        }
+        Err(error) => {
+            let _ = reply.send(Err(RequestError::Thread { what, error }.into()));
+        }
+    }
 }

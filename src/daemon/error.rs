@@ -54,7 +54,12 @@ pub(super) enum RequestError {
     /// The installed [`super::LogControl`] failed.
     #[error("cannot switch debug logging: {0}")]
     LoggingSwitch(super::options::LogControlError),
-    /// The thread that builds the history could not be started.
-    #[error("history failed: cannot start a thread: {0}")]
-    HistoryThread(std::io::Error),
+    /// The thread that builds a reply (a history, a roster view) could not be started.
+    #[error("{what} failed: cannot start a thread: {error}")]
+    Thread {
+        /// The request.
+        what: &'static str,
+        /// Why.
+        error: std::io::Error,
+    },
 }

@@ -22,8 +22,9 @@
 //!   every `resolve_interval`, and hands the core thread the addresses as an event (a slow
 //!   DNS server must not stall the core; a name that does not resolve is a warning and a
 //!   retry, never a failure);
-//! * **history** is built on a short-lived thread from a snapshot of the index, so reading
-//!   a big log back stalls neither sync nor the sockets;
+//! * **history**, and the roster query of `officer add`/`officer remove`, are built on a
+//!   short-lived thread from a snapshot of the index, so reading a big log back stalls
+//!   neither sync nor the sockets;
 //! * a **checkpoint** of the log (`checkpoint`) is written from time to time on a
 //!   short-lived thread of its own, from a snapshot the core thread takes.
 //!

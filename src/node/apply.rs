@@ -1,14 +1,19 @@
-//! The requests a ledger answers by itself, with or without a daemon: adjust, append, points
-//! and history. The daemon serves them on its core thread; the offline CLI on the log it
-//! opened. Status and the sync and debug switches need a running daemon and are not here.
+//! The requests a ledger answers by itself, with or without a daemon: adjust, append, points,
+//! history and the roster query of `officer add`/`officer remove`. The daemon serves them on
+//! its core thread (history and the roster query from a snapshot, on a thread of their own);
+//! the offline CLI on the log it opened. Status and the sync and debug switches need a
+//! running daemon and are not here.
 
-use crate::control::{Adjust, Award, BatchChange, BatchResult, Decay, Import, Revert};
+use crate::control::{Adjust, Award, BatchChange, BatchResult, Decay, Import, Revert, RosterQuery};
 use crate::control::{AdjustResult, Append, Command, History, HistoryResult, Points, PointsResult};
 use crate::core::batch::{self, BatchError, Plan, PlannedChange, RevertRefusal};
+use crate::core::ledger::Ledger;
+use crate::core::roster::plan::RosterView;
 use crate::core::roster::Roster;
 use crate::core::sync::{Now, Peer};
 use crate::proto::entry::{AdjustRequest, Entry, EntryError, EntryKind};
 use crate::proto::entry::{MAX_NAME_BYTES, MAX_REASON_BYTES};
+use crate::proto::keys::PublicKey;
 use crate::proto::signature::{self, SignatureError};
 use crate::proto::text::clean_new_text;
 use crate::store::{LogStore, StoreError};
@@ -86,6 +91,19 @@ pub enum ApplyError {
         /// The key that signed the change.
         signer: crate::proto::keys::PublicKey,
         /// The daemon's root key.
+        root: crate::proto::keys::PublicKey,
+    },
+    /// A roster query for changes signed by another root key than the ledger is judged
+    /// under: the planner would judge the roster differently from this peer.
+    #[error(
+        "this daemon judges the roster under root key {root}, not under {asked}, the key \
+         signing this change: if {asked} is the group's root key and the config file names \
+         it now, reload the daemon (`systemctl reload lootsync`, or SIGHUP) and try again"
+    )]
+    OtherRootJudges {
+        /// The key the change is to be signed by.
+        asked: crate::proto::keys::PublicKey,
+        /// The root key the ledger is judged under.
         root: crate::proto::keys::PublicKey,
     },
     /// An appended entry that is not a roster change signed by the root key.
@@ -366,6 +384,33 @@ impl LedgerCommand for Append {
             record(peer, store, now, std::slice::from_ref(&entry))?;
         }
         Ok(entry)
+    }
+}
+
+impl LedgerCommand for RosterQuery {
+    fn apply(
+        self,
+        peer: &mut Peer,
+        _store: &mut LogStore,
+        _node: &str,
+        _now: Now,
+    ) -> Result<RosterView, ApplyError> {
+        judged_under(peer.ledger(), self.root_public_key)?;
+        Ok(peer.ledger().roster_view(&self.name))
+    }
+}
+
+/// Refuses a [`RosterQuery`] unless `ledger` is judged under `root`, the key that signs the
+/// change: under another root key (or none) the roster it sees is not the one the change is
+/// planned against, and the change itself would be refused.
+pub fn judged_under(ledger: &Ledger, root: PublicKey) -> Result<(), ApplyError> {
+    match ledger.root() {
+        None => Err(ApplyError::NoRootKey),
+        Some(own) if own != root => Err(ApplyError::OtherRootJudges {
+            asked: root,
+            root: own,
+        }),
+        Some(_) => Ok(()),
     }
 }
 

@@ -14,7 +14,7 @@ mod apply;
 mod open;
 pub mod progress;
 
-pub use apply::{apply, ApplyError, LedgerCommand};
+pub use apply::{apply, judged_under, ApplyError, LedgerCommand};
 pub use open::{
     acquire_lock, open_log, open_log_indexed, open_offline, release_freed_memory, DAEMON_LOCK_WAIT,
     OFFLINE_CHECKPOINT_RECORDS, OFFLINE_LOCK_WAIT,

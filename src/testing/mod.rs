@@ -5,6 +5,8 @@
 //! - `network`: how the world's network treats datagrams ([`Network`]) and what it counted.
 //! - `entry`: [`EntryBuilder`], entries with defaults for every field a test ignores.
 //! - `peer_config`: [`PeerConfigBuilder`], a sync [`PeerConfig`] for tests.
+//! - `roster`: [`whole_history_view`], the officer planner's view judged from a whole
+//!   history, as `officer add` once made it.
 //! - `burst`: [`Burst`], officers adjusting among peers on one LAN, measured beside the
 //!   floor (issue "quiet under load").
 //!
@@ -19,6 +21,7 @@ mod burst;
 mod entry;
 mod network;
 mod peer_config;
+mod roster;
 mod sweep;
 mod world;
 
@@ -26,5 +29,6 @@ pub use burst::{Burst, BurstCost};
 pub use entry::EntryBuilder;
 pub use network::{Nat, NetCounters, Network, ReceiveLimit};
 pub use peer_config::PeerConfigBuilder;
+pub use roster::whole_history_view;
 pub use sweep::{env_u64, Sweep};
 pub use world::{node_addr, Disk, NoDisk, World, BASE_UNIX_MS, WHISPER_BASE_PORT};

@@ -1,14 +1,15 @@
 //! History views: every entry (or one player's) in replay order with the running total and
 //! the verdict at its place, from the ledger or from a snapshot detached from it.
 
-use super::index::{read_body, DetachedIndex, StoredBody};
+use super::index::{read_body, DetachedIndex, EntryReader, StoredBody};
 use super::targets::NO_TARGET;
+use crate::core::roster::plan::{keys_added, NameKey, RosterView};
 use crate::core::roster::{Revocations, Roster, Verdict};
-use crate::proto::digest::Key;
+use crate::proto::digest::{Digest, Key};
 use crate::proto::entry::{Entry, EntryKind};
 use crate::proto::keys::PublicKey;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// One line of a player's (or the whole log's) history: the entry plus the total that
@@ -94,12 +95,81 @@ impl HistorySource {
             if !read {
                 return None;
             }
-            match body {
-                StoredBody::Resident(entry) => entry.map(|entry| *entry),
-                StoredBody::At(offset) => read_body(reader.as_deref()?, &key, offset),
-            }
+            body_of(reader.as_deref(), &key, body)
         });
         history_rows(root, revocations, entries, player)
+    }
+}
+
+impl HistorySource {
+    /// What the officer planner needs to know about officer `name`
+    /// ([`RosterView::from_counted`], judged as the history is), reading back only the
+    /// entries that sort after the first roster change adding one of the name's keys:
+    /// before it none of them was an officer, so none of their entries counts. The keys
+    /// and the roster come from the valid roster changes, which are at hand unread.
+    pub fn roster_view(self, name: &str) -> RosterView {
+        let HistorySource {
+            root,
+            revocations,
+            roster,
+            index,
+        } = self;
+        let mut end = Roster::with_revocations(root, revocations.clone());
+        for change in roster.values() {
+            end.judge(change);
+        }
+        let revoked: BTreeSet<PublicKey> = revocations.keys().copied().collect();
+        // Every valid roster change counts, so these are the name's keys as the whole
+        // history's counted entries give them.
+        let mut counted: BTreeMap<PublicKey, Vec<Digest>> = keys_added(roster.values(), name)
+            .filter(|key| !revoked.contains(key))
+            .map(|key| (key, Vec::new()))
+            .collect();
+        // The first add of any of them, under whatever name.
+        let first_add = roster.iter().find_map(|(key, change)| match change.kind {
+            EntryKind::OfficerAdd { public_key } if counted.contains_key(&public_key) => Some(*key),
+            _ => None,
+        });
+        if let Some(first_add) = first_add {
+            let reader = index.reader.clone();
+            let mut judge = Roster::with_revocations(root, revocations);
+            for (key, body, _) in index.walk() {
+                if let Some(change) = roster.get(&key) {
+                    judge.judge(change);
+                    continue;
+                }
+                if key < first_add {
+                    continue;
+                }
+                let entry = body_of(reader.as_deref(), &key, body);
+                let Some(entry) = entry.filter(|entry| entry.kind == EntryKind::Points) else {
+                    continue;
+                };
+                let Some(signed) = entry.seal.and_then(|seal| counted.get_mut(&seal.signer)) else {
+                    continue;
+                };
+                if judge.judge_points(&entry) == Verdict::Counts {
+                    signed.push(key.digest);
+                }
+            }
+        }
+        RosterView {
+            officers: end.officers(),
+            revoked,
+            keys: counted
+                .into_iter()
+                .map(|(key, counted)| NameKey { key, counted })
+                .collect(),
+        }
+    }
+}
+
+/// The body of the entry at `key` from where the detached index has it: in memory, or read
+/// back through `reader`; `None` when it cannot be read (logged by [`read_body`]).
+fn body_of(reader: Option<&dyn EntryReader>, key: &Key, body: StoredBody) -> Option<Entry> {
+    match body {
+        StoredBody::Resident(entry) => entry.map(|entry| *entry),
+        StoredBody::At(offset) => read_body(reader?, key, offset),
     }
 }
 

@@ -31,6 +31,7 @@ mod targets;
 #[cfg(test)]
 mod test_support;
 
+use crate::core::roster::plan::RosterView;
 use crate::proto::digest::{Digest, Key};
 use crate::proto::entry::Entry;
 use crate::proto::fingerprint::Fingerprint;
@@ -367,6 +368,12 @@ impl Ledger {
     /// for one player only (then only that player's entry bodies are read back).
     pub fn history(&self, player: Option<&str>) -> Vec<HistoryRow> {
         self.history_source().history(player)
+    }
+
+    /// What `officer add`/`officer remove` need to know about officer `name`, judged under
+    /// this ledger's root key (see [`HistorySource::roster_view`]).
+    pub fn roster_view(&self, name: &str) -> RosterView {
+        self.history_source().roster_view(name)
     }
 
     /// What [`Ledger::history`] needs, detached from the ledger: the index in key order (the

@@ -276,6 +276,7 @@ mod tests {
     use crate::core::ledger::{Ledger, LedgerBuilder};
     use crate::core::rng::SeededRng;
     use crate::proto::signature::SecretKey;
+    use crate::testing::whole_history_view;
 
     fn root() -> SecretKey {
         SecretKey::from_seed([100; 32])
@@ -749,5 +750,71 @@ mod tests {
         assert_eq!(indexed.totals(), reference.totals());
         assert_eq!(indexed.rejected(), reference.rejected());
         assert_eq!(indexed.history(None), reference.history(None));
+    }
+
+    /// The ledger's roster view (which reads back only what sorts after the name's first
+    /// key was added) is the view the whole history gives, for every name, on a log with
+    /// replaced, revoked, removed and re-added keys, a key added under two names, forged
+    /// changes and entries rejected for every reason; from memory and from a log alike.
+    #[test]
+    fn roster_view_is_what_the_whole_history_gives() {
+        let (a, b, c, d) = (officer(1), officer(2), officer(3), officer(4));
+        let r = root();
+        let mut log = race_log();
+        let kept = points(11, 3, "Ann", 1, Some(&a));
+        log.extend([
+            // carol's key also made "Dora"'s: her entries before that add count too.
+            add(25, 40, "Dora", &c, &r),
+            points(26, 41, "Bo", 3, Some(&c)),
+            // alice's key revoked keeping one entry; "ALICE" gets key 4.
+            revoke(32, 42, &a, (7, 0, 1), &[&kept]),
+            add(33, 43, "ALICE", &d, &r),
+            points(34, 44, "Bo", 5, Some(&d)),
+            entry_builder(35, 45, "Bo", 6).actor("bob").signed(&d),
+            points(36, 46, "Bo", 7, Some(&b)),
+            // A forged add for bob's key under "eve" changes nothing.
+            add(37, 47, "eve", &b, &b),
+        ]);
+        let names = [
+            "alice", "ALICE", "bob", "Bob", "carol", "dora", "dave", "eve", "nobody",
+        ];
+        let in_memory = secured(log.clone());
+        let reader = Arc::new(MemoryReader::default());
+        let mut builder = LedgerBuilder::new();
+        for (i, e) in log.iter().enumerate() {
+            reader.put(i as u64 * 10, e.clone());
+            builder.push(e, i as u64 * 10);
+        }
+        let (mut indexed, _) = builder.finish(reader.clone());
+        indexed.set_root(Some(r.public()));
+        let mut some_kept = 0;
+        for name in names {
+            let expected = whole_history_view(in_memory.history(None), r.public(), name);
+            some_kept += expected.keys.iter().map(|k| k.counted.len()).sum::<usize>();
+            assert_eq!(in_memory.roster_view(name), expected, "{name}");
+            assert_eq!(indexed.roster_view(name), expected, "{name}");
+        }
+        assert!(
+            some_kept >= 4,
+            "the log exercises kept entries: {some_kept}"
+        );
+        // Only what sorts after the name's first key was added is read back.
+        let first_dave_key_add = log.iter().filter(|e| e.at.unix_ms() >= 33).count();
+        let before = reader.reads.load(std::sync::atomic::Ordering::Relaxed);
+        let view = indexed.roster_view("alice");
+        let read = reader.reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(
+            view.keys.len(),
+            1,
+            "key 4 only: alice's first key is revoked"
+        );
+        assert!(read <= first_dave_key_add, "{read} bodies read");
+        // A name with no key reads nothing.
+        let before = reader.reads.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(indexed.roster_view("nobody").keys.is_empty());
+        assert_eq!(
+            reader.reads.load(std::sync::atomic::Ordering::Relaxed),
+            before
+        );
     }
 }

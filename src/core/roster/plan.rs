@@ -11,22 +11,84 @@ use crate::proto::entry::{new_entry_id, Entry, EntryError, EntryKind, MAX_KEEP, 
 use crate::proto::hlc::Hlc;
 use crate::proto::keys::PublicKey;
 use crate::proto::signature::SecretKey;
-use std::collections::BTreeMap;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
 
 /// The entries' author as shown in history: roster changes are the root key's, not a
 /// person's.
 const ROOT_ACTOR: &str = "root";
 
-/// The ledger as the planner needs to see it, judged under the root key that will sign the
-/// change (a peer without that root configured would judge differently).
-pub trait RosterView {
-    /// Every entry that counts, in replay order.
-    fn counted_entries(&self) -> impl Iterator<Item = &Entry>;
+/// What the planner needs to know of the ledger about one officer name, judged under the
+/// root key that will sign the change (a peer without that root configured would judge
+/// differently). Small whatever the log's size, so a daemon can answer it over the control
+/// socket instead of shipping its whole history to the command line
+/// ([`crate::core::ledger::Ledger::roster_view`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RosterView {
     /// The officers at the end of the log, by name.
-    fn officers(&self) -> BTreeMap<String, PublicKey>;
+    pub officers: BTreeMap<String, PublicKey>,
+    /// Every key a complete revocation has revoked for good.
+    pub revoked: BTreeSet<PublicKey>,
+    /// Every key a roster change that counts made the name (in any letter case) an officer
+    /// with and that is not revoked yet, sorted by key, each once.
+    pub keys: Vec<NameKey>,
+}
+
+/// One key of the officer name a [`RosterView`] is about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameKey {
+    /// The officer key.
+    pub key: PublicKey,
+    /// The digests of the point entries it signed that count, in replay order: what a
+    /// revocation of the key keeps.
+    pub counted: Vec<Digest>,
+}
+
+impl RosterView {
+    /// The view about officer `name` by its definition: from every entry that counts, in
+    /// replay order (a whole judged history), the officers at the end of the log and the
+    /// revoked keys. [`crate::core::ledger::Ledger::roster_view`] answers the same without
+    /// reading every entry back; tests hold the two to each other.
+    pub fn from_counted<'a>(
+        name: &str,
+        counted: impl IntoIterator<Item = &'a Entry>,
+        officers: BTreeMap<String, PublicKey>,
+        revoked: BTreeSet<PublicKey>,
+    ) -> RosterView {
+        let counted: Vec<&Entry> = counted.into_iter().collect();
+        let mut keys: Vec<PublicKey> = keys_added(counted.iter().copied(), name)
+            .filter(|key| !revoked.contains(key))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let keys = keys
+            .into_iter()
+            .map(|key| NameKey {
+                key,
+                counted: counted
+                    .iter()
+                    .filter(|entry| {
+                        entry.kind == EntryKind::Points
+                            && entry.seal.is_some_and(|seal| seal.signer == key)
+                    })
+                    .map(|entry| entry.digest())
+                    .collect(),
+            })
+            .collect();
+        RosterView {
+            officers,
+            revoked,
+            keys,
+        }
+    }
+
     /// Whether a complete revocation has revoked `key` for good.
-    fn is_revoked(&self, key: &PublicKey) -> bool;
+    pub fn is_revoked(&self, key: &PublicKey) -> bool {
+        self.revoked.contains(key)
+    }
 }
 
 /// What to do to one officer.
@@ -88,14 +150,14 @@ pub enum PlanRefusal {
 }
 
 /// The entries that carry out `change` for officer `name`, in the order to append them,
-/// signed by `root`. The first is stamped `first_at`, each later one a tick after, so they
+/// signed by `root`; `view` is the ledger's judgement about `name`. The first is stamped `first_at`, each later one a tick after, so they
 /// replay in order; entry ids and revocation batch ids are drawn from `rng`.
 ///
 /// A new key for an officer revokes every earlier key of the name, or their holders could
 /// still sign entries dated while those keys were valid; the entries those keys signed that
 /// count now keep counting.
 pub fn officer_change(
-    view: &impl RosterView,
+    view: &RosterView,
     name: &str,
     change: OfficerChange,
     root: &SecretKey,
@@ -112,33 +174,27 @@ pub fn officer_change(
                 return Err(PlanRefusal::RevokedKey { key: public_key });
             }
             if let Some((officer, _)) = view
-                .officers()
-                .into_iter()
-                .find(|(officer, key)| same_name(officer, name) && *key == public_key)
+                .officers
+                .iter()
+                .find(|(officer, key)| same_name(officer, name) && **key == public_key)
             {
-                return Err(PlanRefusal::AlreadyOfficer { officer });
+                return Err(PlanRefusal::AlreadyOfficer {
+                    officer: officer.clone(),
+                });
             }
-            for old in keys_of(view, name) {
-                if old != public_key {
-                    changes.extend(revocation(view, name, old, false, "key replaced", rng)?);
+            for old in &view.keys {
+                if old.key != public_key {
+                    changes.extend(revocation(name, old, false, "key replaced", rng)?);
                 }
             }
             changes.push((EntryKind::OfficerAdd { public_key }, "officer added".into()));
         }
         OfficerChange::Remove { revoke_all } => {
-            let keys = keys_of(view, name);
-            if keys.is_empty() {
+            if view.keys.is_empty() {
                 return Err(PlanRefusal::NotAnOfficer { name: name.into() });
             }
-            for key in keys {
-                changes.extend(revocation(
-                    view,
-                    name,
-                    key,
-                    revoke_all,
-                    "officer removed",
-                    rng,
-                )?);
+            for key in &view.keys {
+                changes.extend(revocation(name, key, revoke_all, "officer removed", rng)?);
             }
         }
     }
@@ -170,21 +226,16 @@ fn same_name(a: &str, b: &str) -> bool {
     a.to_lowercase() == b.to_lowercase()
 }
 
-/// Every key `name` was ever made an officer with and that is not revoked yet, sorted.
-fn keys_of(view: &impl RosterView, name: &str) -> Vec<PublicKey> {
-    let mut keys: Vec<PublicKey> = view
-        .counted_entries()
-        .filter_map(|entry| match entry.kind {
-            EntryKind::OfficerAdd { public_key } if same_name(&entry.target, name) => {
-                Some(public_key)
-            }
-            _ => None,
-        })
-        .filter(|key| !view.is_revoked(key))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
+/// The keys the officer adds among `entries` give officer `name` (in any letter case), in
+/// their order, repeats included.
+pub(crate) fn keys_added<'a>(
+    entries: impl Iterator<Item = &'a Entry> + 'a,
+    name: &'a str,
+) -> impl Iterator<Item = PublicKey> + 'a {
+    entries.filter_map(move |entry| match entry.kind {
+        EntryKind::OfficerAdd { public_key } if same_name(&entry.target, name) => Some(public_key),
+        _ => None,
+    })
 }
 
 /// The parts of a revocation of `key` (officer `name`), each with its history reason: the
@@ -192,21 +243,14 @@ fn keys_of(view: &impl RosterView, name: &str) -> Vec<PublicKey> {
 /// part. Nothing takes effect until every part is in the log, so an interrupted run can
 /// simply be repeated.
 fn revocation(
-    view: &impl RosterView,
     name: &str,
-    key: PublicKey,
+    key: &NameKey,
     revoke_all: bool,
     why: &str,
     rng: &mut SeededRng,
 ) -> Result<Vec<(EntryKind, String)>, PlanRefusal> {
-    let counted: Vec<Digest> = view
-        .counted_entries()
-        .filter(|entry| {
-            entry.kind == EntryKind::Points && entry.seal.is_some_and(|seal| seal.signer == key)
-        })
-        .map(Entry::digest)
-        .collect();
-    let kept: &[Digest] = if revoke_all { &[] } else { &counted };
+    let counted = &key.counted;
+    let kept: &[Digest] = if revoke_all { &[] } else { counted };
     let chunks = keep_parts(kept).ok_or_else(|| PlanRefusal::TooManyToKeep {
         name: name.into(),
         kept: kept.len(),
@@ -219,7 +263,7 @@ fn revocation(
         .enumerate()
         .map(|(part, keep)| {
             let kind = EntryKind::OfficerRevoke {
-                public_key: key,
+                public_key: key.key,
                 batch,
                 part: part as u16,
                 parts,
@@ -265,19 +309,17 @@ mod tests {
         revoked: BTreeSet<PublicKey>,
     }
 
-    impl RosterView for View {
-        fn counted_entries(&self) -> impl Iterator<Item = &Entry> {
-            self.counted.iter()
-        }
-        fn officers(&self) -> BTreeMap<String, PublicKey> {
-            self.officers.clone()
-        }
-        fn is_revoked(&self, key: &PublicKey) -> bool {
-            self.revoked.contains(key)
-        }
-    }
-
     impl View {
+        /// What the planner is told about `name`.
+        fn about(&self, name: &str) -> RosterView {
+            RosterView::from_counted(
+                name,
+                &self.counted,
+                self.officers.clone(),
+                self.revoked.clone(),
+            )
+        }
+
         /// `name` made an officer with `key` by the root.
         fn with_officer(mut self, name: &str, key: PublicKey) -> View {
             let add = blank(name, EntryKind::OfficerAdd { public_key: key })
@@ -327,7 +369,8 @@ mod tests {
 
     fn plan(view: &View, name: &str, change: OfficerChange) -> Result<Vec<Entry>, PlanRefusal> {
         let root = SecretKey::from_seed(ROOT_SEED);
-        officer_change(view, name, change, &root, FIRST_AT, &mut SeededRng::new(7))
+        let view = view.about(name);
+        officer_change(&view, name, change, &root, FIRST_AT, &mut SeededRng::new(7))
     }
 
     /// Every planned entry is a valid roster change by the root, one tick after the last.
