@@ -382,10 +382,10 @@ impl ResponseBuilder {
     /// time (a fingerprint is the ordinary answer to a range, so older requesters do the
     /// same). A sub-range that does not fit is left unanswered, to be asked again whole.
     fn hand_back(&mut self, ledger: &Ledger, lo: Key, hi: Key) {
-        for (a, c) in ledger.split(lo, hi, self.hand_back_parts) {
+        for (a, c, fingerprint) in ledger.split_fingerprinted(lo, hi, self.hand_back_parts) {
             let item = RangeItem {
                 upper: c,
-                mode: Mode::Fingerprint(ledger.range_fingerprint(a, c)),
+                mode: Mode::Fingerprint(fingerprint),
             };
             let (cost, contiguous) = self.item_cost(a, &item);
             if !self.fits(cost) {
