@@ -333,6 +333,17 @@ impl Ledger {
         self.index.split(lower, upper, parts)
     }
 
+    /// [`Ledger::split`] with each sub-range's fingerprint, found in one walk over the
+    /// range's keys.
+    pub fn split_fingerprinted(
+        &self,
+        lower: Key,
+        upper: Key,
+        parts: usize,
+    ) -> Vec<(Key, Key, Fingerprint)> {
+        self.index.split_fingerprinted(lower, upper, parts)
+    }
+
     /// Current totals by player, derived from every entry.
     pub fn totals(&self) -> &BTreeMap<String, i64> {
         self.replay.totals()

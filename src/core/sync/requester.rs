@@ -137,6 +137,12 @@ impl Requester {
         }
     }
 
+    /// How many requests of the running session are in flight (none without a session).
+    #[cfg(test)]
+    pub(super) fn in_flight(&self) -> usize {
+        self.session.as_ref().map_or(0, |s| s.inflight.len())
+    }
+
     /// When the first request in flight times out (monotonic ms).
     pub(super) fn next_timeout(&self) -> Option<u64> {
         self.session.as_ref().and_then(|session| {

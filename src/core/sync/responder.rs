@@ -2,7 +2,9 @@
 //! which key spans it covers, so a lost datagram is repaired by the requester asking again
 //! for the spans nobody answered. Each request gets at most a fixed budget of datagrams back
 //! (fewer, and a cookie, for an address that has not proven itself), which paces a large
-//! catch-up by the requester's round trips.
+//! catch-up by the requester's round trips. An answer cut short by that budget hands back
+//! the rest of its span split into sub-ranges (with their fingerprints), so the requester
+//! can keep several requests in flight over them instead of asking for the rest serially.
 
 use super::{Peer, Tuning};
 use crate::core::ledger::Ledger;
@@ -53,7 +55,7 @@ impl Peer {
                 return;
             }
         }
-        let mut builder = ResponseBuilder::new(request.request_id, budget);
+        let mut builder = ResponseBuilder::new(request.request_id, budget, tuning.split_parts);
         // Explicit wants first: they are small and the requester is waiting on them.
         for id in &request.want {
             if let Some(entry) = self.ledger.get(id) {
@@ -107,7 +109,10 @@ fn answer_range(
         Mode::Fingerprint(theirs) => {
             if theirs.count == 0 {
                 // They have nothing here: send everything (as much as the budget allows).
-                b.entries_covering(lo, hi, ledger.range_encoded_where(lo, hi, |_| true));
+                let rest = b.entries_covering(lo, hi, ledger.range_encoded_where(lo, hi, |_| true));
+                if let Some(cut) = rest {
+                    b.hand_back(ledger, cut, hi);
+                }
                 return;
             }
             let mine = ledger.range_fingerprint(lo, hi);
@@ -136,11 +141,14 @@ fn answer_range(
                     b.want(*id);
                 }
             }
-            b.entries_covering(
+            let rest = b.entries_covering(
                 lo,
                 hi,
                 ledger.range_encoded_where(lo, hi, |key| !theirs.contains(&key.digest)),
             );
+            if let Some(cut) = rest {
+                b.hand_back(ledger, cut, hi);
+            }
         }
     }
 }
@@ -156,6 +164,10 @@ struct ResponseBuilder {
     entries: EncodedEntries,
     size: usize,
     exhausted: bool,
+    /// Into how many sub-ranges the rest of a span cut short is handed back.
+    hand_back_parts: usize,
+    /// Room kept free in the last datagram for those sub-ranges.
+    hand_back_room: usize,
 }
 
 /// Room for a closing `Done` item plus a new run header.
@@ -163,9 +175,30 @@ const RESERVE: usize = 64;
 /// Payload limit for the variable parts of one response datagram: room for the version
 /// byte, the envelope, the cookie (9) and slack, inside the room sealing leaves.
 const RESPONSE_LIMIT: usize = MAX_MESSAGE - 1 - 64 - 16 - 9;
+/// Most sub-ranges the rest of a cut-short span is handed back in. A few are enough to
+/// fill the requester's window (each of their answers hands back more in turn); each costs
+/// up to [`largest_item`] bytes of the answer's last datagram.
+const MAX_HAND_BACK_PARTS: usize = 8;
+
+/// Encoded size of the largest range item carrying a fingerprint.
+fn largest_item() -> usize {
+    wire::encoded_len(&RangeItem {
+        upper: Key {
+            at: crate::proto::hlc::Hlc(u64::MAX),
+            digest: Digest([u8::MAX; 16]),
+        },
+        mode: Mode::Fingerprint(crate::proto::fingerprint::Fingerprint {
+            count: u64::MAX,
+            sum: u128::MAX,
+        }),
+    })
+}
 
 impl ResponseBuilder {
-    fn new(request_id: u64, budget: usize) -> ResponseBuilder {
+    /// A builder of at most `budget` datagrams that hands back the rest of a span it cuts
+    /// short in up to `split_parts` sub-ranges.
+    fn new(request_id: u64, budget: usize, split_parts: usize) -> ResponseBuilder {
+        let hand_back_parts = split_parts.clamp(1, MAX_HAND_BACK_PARTS);
         ResponseBuilder {
             request_id,
             budget: budget.max(1),
@@ -174,6 +207,8 @@ impl ResponseBuilder {
             entries: EncodedEntries::default(),
             size: 0,
             exhausted: false,
+            hand_back_parts,
+            hand_back_room: hand_back_parts * largest_item(),
         }
     }
 
@@ -288,23 +323,38 @@ impl ResponseBuilder {
         true
     }
 
+    /// Whether the datagram being filled is the last the budget allows.
+    fn on_last_datagram(&self) -> bool {
+        self.full.len() + 1 >= self.budget
+    }
+
     /// Sends `entries` (all within `[lo, hi)`, in key order) and marks the span answered.
     /// When a datagram fills, the part answered so far is closed in it, so every datagram
-    /// covers exactly the entries it carries; when the budget runs out, the rest of the span
-    /// stays unanswered and the requester asks for it again.
+    /// covers exactly the entries it carries. When the budget runs out, returns where the
+    /// answered part ends: the last datagram still has room to hand back the rest
+    /// ([`Self::hand_back`]); what is not handed back stays unanswered and the requester
+    /// asks for it again.
     fn entries_covering(
         &mut self,
         lo: Key,
         hi: Key,
         entries: impl Iterator<Item = (Key, Vec<u8>)>,
-    ) {
+    ) -> Option<Key> {
         let mut cursor = lo;
         for (key, encoded) in entries {
             if self.exhausted {
-                return;
+                return None;
             }
             let cost = encoded.len();
-            if !self.fits(cost + RESERVE) {
+            let last = self.on_last_datagram();
+            // Only once the last datagram carries an entry, so even an entry too big to
+            // share it with the hand-back still goes out alone.
+            let keep = if last && !self.entries.is_empty() {
+                self.hand_back_room
+            } else {
+                0
+            };
+            if !self.fits(cost + RESERVE + keep) {
                 if cursor < key {
                     let item = RangeItem {
                         upper: key,
@@ -314,14 +364,38 @@ impl ResponseBuilder {
                     self.push_item(cursor, item, contiguous, item_cost);
                     cursor = key;
                 }
-                if !self.flush() {
-                    return;
+                if last {
+                    return Some(cursor);
                 }
+                self.flush();
             }
             self.size += cost;
             self.entries.push_encoded(&encoded);
         }
         self.item(cursor, hi, Mode::Done);
+        None
+    }
+
+    /// Closes the answer with the rest `[lo, hi)` of a span it was cut short in, split into
+    /// sub-ranges of about equal counts of `ledger`'s entries, each with this side's
+    /// fingerprint. The requester asks about them as separate spans, several requests at a
+    /// time (a fingerprint is the ordinary answer to a range, so older requesters do the
+    /// same). A sub-range that does not fit is left unanswered, to be asked again whole.
+    fn hand_back(&mut self, ledger: &Ledger, lo: Key, hi: Key) {
+        for (a, c, fingerprint) in ledger.split_fingerprinted(lo, hi, self.hand_back_parts) {
+            let item = RangeItem {
+                upper: c,
+                mode: Mode::Fingerprint(fingerprint),
+            };
+            let (cost, contiguous) = self.item_cost(a, &item);
+            if !self.fits(cost) {
+                break;
+            }
+            self.push_item(a, item, contiguous, cost);
+        }
+        // The budget is spent: nothing more goes into this answer.
+        self.flush();
+        self.exhausted = true;
     }
 
     fn finish(mut self) -> Vec<(RangesResponse, EncodedEntries)> {

@@ -9,6 +9,7 @@ mod local;
 mod officers;
 mod partner;
 mod peer_table;
+mod pipeline;
 mod requester;
 mod responder;
 mod sealing;
