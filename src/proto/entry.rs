@@ -177,10 +177,15 @@ pub enum EntryError {
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), EntryError> {
-    if value.trim().is_empty() {
+    // Every entry decoded from disk or the network is checked, so this is on the hot path
+    // of a merge and a cold start: trim once, and look at the characters one by one only
+    // when the name is not plain printable ASCII (which holds no control character).
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
         return Err(EntryError::EmptyName { field });
     }
-    if value.trim() != value {
+    // Trimming only removes characters, so the same length means nothing was removed.
+    if trimmed.len() != value.len() {
         // " Alice" and "Alice" would otherwise be two players.
         return Err(EntryError::Padded { field });
     }
@@ -191,7 +196,8 @@ fn check_name(field: &'static str, value: &str) -> Result<(), EntryError> {
             max: MAX_NAME_BYTES,
         });
     }
-    if value.chars().any(char::is_control) {
+    let printable_ascii = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !printable_ascii && value.chars().any(char::is_control) {
         return Err(EntryError::ControlChars { field });
     }
     Ok(())
@@ -468,6 +474,22 @@ mod tests {
         let mut e = sample();
         e.target = "Bo\nb".into();
         assert!(matches!(e.validate(), Err(EntryError::ControlChars { .. })));
+        // Outside ASCII too (C1 controls), next to accepted non-ASCII names; DEL is one.
+        for (name, ok) in [
+            ("Bö\u{85}b", false),
+            ("Bo\u{7f}b", false),
+            ("É\u{9f}", false),
+            ("Ümit", true),
+            ("Zoë O'Brien", true),
+            ("\u{3000}Bo", false),
+        ] {
+            let mut e = sample();
+            e.actor = name.into();
+            assert_eq!(e.validate().is_ok(), ok, "{name:?}");
+        }
+        let mut e = sample();
+        e.actor = "\u{3000}".into();
+        assert!(matches!(e.validate(), Err(EntryError::EmptyName { .. })));
     }
 
     #[test]
