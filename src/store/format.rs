@@ -8,8 +8,9 @@
 //!
 //! This module is the only place that builds or parses that framing. Everything that reads a
 //! log goes through [`parse_record`] (usually via the scanner), and everything that writes
-//! one goes through [`encode_record`], so the format cannot drift between the
-//! writer, the open-time scan, verify, repair, migration and the reader.
+//! one goes through [`encode_record`] (or [`encode_payload_record`], for an entry a merge
+//! has encoded already), so the format cannot drift between the writer, the open-time scan,
+//! verify, repair, migration and the reader.
 
 #[cfg(doc)]
 use crate::proto::batch::EncodedBatch;
