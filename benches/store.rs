@@ -41,7 +41,7 @@ use loot_sync::control::{self, Adjust, History, Points, RosterQuery};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig};
 use loot_sync::node;
-use loot_sync::proto::digest::Key;
+use loot_sync::proto::batch::EncodedBatch;
 use loot_sync::proto::entry::{Entry, EntryKind};
 use loot_sync::proto::limits::MAX_DATAGRAM;
 use loot_sync::proto::signature::SecretKey;
@@ -297,6 +297,8 @@ fn merge_once(entries: &[Entry], state: &Path) -> (f64, f64, u64, usize) {
     let lock = StateLock::acquire(state).unwrap();
     let (mut store, mut ledger, _) = LogStore::open_indexed(lock, GROUP, &mut |_, _| {}).unwrap();
     let start_len = store.len_bytes();
+    // The entries as decoded datagrams hand them over: owned, moved into the ledger.
+    let received = entries.to_vec();
     let (started, cpu) = (Instant::now(), thread_cpu());
     let mut unsynced_since: Option<Instant> = None;
     let mut syncs = 0;
@@ -304,16 +306,19 @@ fn merge_once(entries: &[Entry], state: &Path) -> (f64, f64, u64, usize) {
     // and fsync once the oldest unsynced append is 50 ms old.
     // As many entries per merged batch as one LOG_ENTRY datagram carries.
     let per_datagram = (MAX_DATAGRAM - ENVELOPE_ALLOWANCE) / wire::encoded_len(&entries[0]);
-    // Each entry is hashed once (its key), as `Peer::merge` does and hands the key on.
-    for chunk in entries.chunks(per_datagram.max(1)) {
-        let keys: Vec<Key> = chunk.iter().map(Entry::key).collect();
-        for (entry, key) in chunk.iter().zip(&keys) {
-            // The daemon's merge clones each entry into the ledger too (the decoded
-            // datagram's copy goes to the append).
-            ledger.insert_keyed(*key, entry.clone());
+    let mut received = received.into_iter().peekable();
+    while received.peek().is_some() {
+        // As `Peer::merge` does: each entry encoded once, hashed from that encoding, moved
+        // into the ledger; the log gets the encodings.
+        let mut batch = EncodedBatch::with_capacity(per_datagram);
+        for entry in received.by_ref().take(per_datagram.max(1)) {
+            let key = batch.stage(&entry).unwrap();
+            if ledger.insert_keyed(key, entry) {
+                batch.keep();
+            }
         }
-        let offsets = store.append_located(chunk).unwrap();
-        for (key, offset) in keys.iter().zip(offsets) {
+        let offsets = store.append_encoded(&batch).unwrap();
+        for (key, offset) in batch.keys().iter().zip(offsets) {
             ledger.mark_stored(key, offset);
         }
         let since = *unsynced_since.get_or_insert_with(Instant::now);

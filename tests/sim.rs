@@ -33,7 +33,7 @@
 use loot_sync::core::ledger::{BodyReadError, EntryReader, Ledger, LedgerBuilder};
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Peer, PeerConfig};
-use loot_sync::proto::digest::Key;
+use loot_sync::proto::batch::EncodedBatch;
 use loot_sync::proto::entry::{AdjustRequest, Entry, EntryId, EntryKind};
 use loot_sync::proto::keys::PublicKey;
 use loot_sync::proto::signature::SecretKey;
@@ -158,17 +158,11 @@ impl Node {
 struct Disks(Vec<Node>);
 
 impl Disk for Disks {
-    fn persist(
-        &mut self,
-        node: usize,
-        peer: &mut Peer,
-        entries: Vec<Entry>,
-        keys: Vec<Key>,
-        now_ms: u64,
-    ) {
+    fn persist(&mut self, node: usize, peer: &mut Peer, batch: EncodedBatch, now_ms: u64) {
         let node = &mut self.0[node];
+        let entries = batch.decode().expect("a batch holds entries' encodings");
         let first = node.file.append(&entries);
-        for (k, key) in keys.iter().enumerate() {
+        for (k, key) in batch.keys().iter().enumerate() {
             peer.mark_stored(key, first + k as u64);
         }
         node.unsynced.extend(entries);

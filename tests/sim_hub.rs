@@ -30,7 +30,7 @@
 
 use loot_sync::core::rng::SeededRng;
 use loot_sync::core::sync::{Now, Peer, PeerConfig, Reach};
-use loot_sync::proto::digest::Key;
+use loot_sync::proto::batch::EncodedBatch;
 use loot_sync::proto::entry::{AdjustRequest, Entry, EntryId};
 use loot_sync::testing::{
     node_addr, Disk, EntryBuilder, PeerConfigBuilder, ReceiveLimit, Sweep, World, BASE_UNIX_MS,
@@ -85,7 +85,8 @@ struct Machine {
 struct Disks(Vec<Machine>);
 
 impl Disk for Disks {
-    fn persist(&mut self, node: usize, _: &mut Peer, entries: Vec<Entry>, _: Vec<Key>, _: u64) {
+    fn persist(&mut self, node: usize, _: &mut Peer, batch: EncodedBatch, _: u64) {
+        let entries = batch.decode().expect("a batch holds entries' encodings");
         self.0[node].log.extend(entries);
     }
 }

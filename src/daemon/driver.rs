@@ -25,8 +25,7 @@ use crate::core::ledger::Ledger;
 use crate::core::rng::SeededRng;
 use crate::core::sync::{Action, Now, Peer};
 use crate::node::LedgerCommand;
-use crate::proto::digest::Key;
-use crate::proto::entry::{Entry, EntryKind};
+use crate::proto::batch::EncodedBatch;
 use crate::proto::keys::PublicKey;
 use crate::store::LogStore;
 use std::net::SocketAddr;
@@ -274,8 +273,8 @@ impl Driver {
                     None => continue,
                 },
                 Action::SendTo(addr, bytes) => (addr, bytes),
-                Action::Persist { entries, keys } => {
-                    self.persist(entries, keys);
+                Action::Persist(batch) => {
+                    self.persist(batch);
                     continue;
                 }
             };
@@ -284,20 +283,30 @@ impl Driver {
     }
 
     /// Appends entries learned from peers to the log (they are already in the ledger).
-    fn persist(&mut self, entries: Vec<Entry>, keys: Vec<Key>) {
+    fn persist(&mut self, batch: EncodedBatch) {
         // Everything not yet in the log: this batch, plus any batch whose append failed
         // before. Those are already counted in our fingerprint, so peers will not send them
         // again: they must reach the disk from here.
-        let earlier_failed = self.peer.ledger().resident_len() > entries.len();
-        let (pending, keys) = match earlier_failed {
-            true => self.peer.ledger().unstored().unwrap_or((entries, keys)),
-            // The common case: only this batch is waiting (no copy needed).
-            false => (entries, keys),
+        let earlier_failed = self.peer.ledger().resident_len() > batch.len();
+        let pending = match earlier_failed {
+            true => match self.peer.ledger().unstored() {
+                // Encoded again: rare, and the ledger holds them decoded.
+                Some((entries, _)) => match EncodedBatch::of(&entries) {
+                    Ok(pending) => pending,
+                    Err(err) => {
+                        error!("cannot store entries learned from peers: one is invalid: {err}");
+                        return;
+                    }
+                },
+                None => batch,
+            },
+            // The common case: only this batch is waiting, encoded as it arrived.
+            false => batch,
         };
         if pending.is_empty() {
             return;
         }
-        match self.store.append_located(&pending) {
+        match self.store.append_encoded(&pending) {
             Ok(offsets) => {
                 self.counters.remote_appends += 1;
                 if let StreakLog::Recovered { failures } = self.append_failures.succeeded() {
@@ -306,13 +315,17 @@ impl Driver {
                         pending.len()
                     );
                 }
-                for (key, offset) in keys.iter().zip(offsets) {
+                for (key, offset) in pending.keys().iter().zip(offsets) {
                     self.peer.mark_stored(key, offset);
                 }
                 if let Some(observer) = &self.options.observer {
-                    observer.merged(&pending);
+                    // Decoded again only for an observer (a measurement hook).
+                    match pending.decode() {
+                        Ok(entries) => observer.merged(&entries),
+                        Err(err) => error!("cannot decode merged entries for the observer: {err}"),
+                    }
                 }
-                self.warn_once_if_no_valid_roster(&pending);
+                self.warn_once_if_no_valid_roster(pending.has_roster_changes());
             }
             Err(err) => {
                 self.counters.append_failures += 1;
@@ -346,8 +359,8 @@ impl Driver {
     /// with a mistyped `root_public_key` every roster change is rejected here while the sets
     /// still match, and nothing else would say why. (It names no key to adopt: anyone in the
     /// group can sign roster changes with a key of their own.)
-    fn warn_once_if_no_valid_roster(&mut self, entries: &[Entry]) {
-        if self.warned_no_valid_roster || entries.iter().all(|e| e.kind == EntryKind::Points) {
+    fn warn_once_if_no_valid_roster(&mut self, roster_changes: bool) {
+        if self.warned_no_valid_roster || !roster_changes {
             return;
         }
         if let Some(root) = self.peer.ledger().root() {

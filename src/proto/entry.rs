@@ -177,10 +177,15 @@ pub enum EntryError {
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), EntryError> {
-    if value.trim().is_empty() {
+    // Every entry decoded from disk or the network is checked, so this is on the hot path
+    // of a merge and a cold start: trim once, and look at the characters one by one only
+    // when the name is not plain printable ASCII (which holds no control character).
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
         return Err(EntryError::EmptyName { field });
     }
-    if value.trim() != value {
+    // Trimming only removes characters, so the same length means nothing was removed.
+    if trimmed.len() != value.len() {
         // " Alice" and "Alice" would otherwise be two players.
         return Err(EntryError::Padded { field });
     }
@@ -191,7 +196,8 @@ fn check_name(field: &'static str, value: &str) -> Result<(), EntryError> {
             max: MAX_NAME_BYTES,
         });
     }
-    if value.chars().any(char::is_control) {
+    let printable_ascii = value.bytes().all(|b| (0x20..0x7f).contains(&b));
+    if !printable_ascii && value.chars().any(char::is_control) {
         return Err(EntryError::ControlChars { field });
     }
     Ok(())
@@ -253,16 +259,10 @@ impl Entry {
     /// are the same and sum into set fingerprints: a peer must not be able to craft a body
     /// that passes for another.
     pub fn digest(&self) -> Digest {
-        use sha2::Digest as _;
-        // A stack buffer avoids an allocation per entry on replay and merge; every valid
-        // entry fits, and an oversized (invalid) one still gets the same digest via the heap.
-        let mut buf = [0u8; 1024];
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(DIGEST_DOMAIN);
-        match postcard::to_slice(self, &mut buf) {
-            Ok(bytes) => hasher.update(bytes),
-            Err(_) => hasher.update(postcard::to_stdvec(self).expect("entries always serialize")),
-        }
+        // Encoded straight into the hash: no buffer to fill (or zero) per entry.
+        let mut hasher = digest_hasher();
+        postcard::serialize_with_flavor(self, HashInto::new(&mut hasher))
+            .expect("entries always serialize");
         digest_of(hasher)
     }
 
@@ -272,19 +272,38 @@ impl Entry {
     /// entry's own encoding are such (every other part of an encoding has one form), and
     /// then the entry is encoded afresh, so the digest never depends on how it was written.
     pub fn key_from_encoding(&self, encoding: &[u8]) -> Key {
-        use sha2::Digest as _;
         let size = postcard::serialize_with_flavor(self, postcard::ser_flavors::Size::default());
         if size.ok() != Some(encoding.len()) {
             return self.key();
         }
-        let mut hasher = sha2::Sha256::new();
-        hasher.update(DIGEST_DOMAIN);
-        hasher.update(encoding);
         Key {
             at: self.at,
-            digest: digest_of(hasher),
+            digest: digest_of_encoding(encoding),
         }
     }
+
+    /// Appends the entry's encoding (`postcard(Entry)`: what its digest hashes, a log
+    /// record's payload) to `out`.
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
+        postcard::serialize_with_flavor(self, AppendTo(out)).expect("entries always serialize");
+    }
+}
+
+/// The digest of the entry whose own encoding (as [`Entry::encode_into`] writes it) is
+/// `encoding`.
+pub(crate) fn digest_of_encoding(encoding: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    let mut hasher = digest_hasher();
+    hasher.update(encoding);
+    digest_of(hasher)
+}
+
+/// A hasher that has taken in the domain prefix.
+fn digest_hasher() -> sha2::Sha256 {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(DIGEST_DOMAIN);
+    hasher
 }
 
 /// The first 128 bits of the hash in `hasher`.
@@ -294,6 +313,83 @@ fn digest_of(hasher: sha2::Sha256) -> Digest {
     let mut first = [0u8; 16];
     first.copy_from_slice(&hash[..16]);
     Digest(first)
+}
+
+/// A postcard output that feeds a hasher, gathering the many small pieces (postcard
+/// writes a varint a byte at a time) into a small buffer first: one hasher update per
+/// byte costs more than encoding the whole entry.
+struct HashInto<'a> {
+    hasher: &'a mut sha2::Sha256,
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl<'a> HashInto<'a> {
+    fn new(hasher: &'a mut sha2::Sha256) -> HashInto<'a> {
+        HashInto {
+            hasher,
+            buf: [0; 128],
+            len: 0,
+        }
+    }
+
+    fn flush(&mut self) {
+        sha2::Digest::update(self.hasher, &self.buf[..self.len]);
+        self.len = 0;
+    }
+}
+
+impl postcard::ser_flavors::Flavor for HashInto<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.len == self.buf.len() {
+            self.flush();
+        }
+        self.buf[self.len] = byte;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if self.len + bytes.len() > self.buf.len() {
+            self.flush();
+        }
+        if bytes.len() > self.buf.len() {
+            sha2::Digest::update(self.hasher, bytes);
+        } else {
+            self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+            self.len += bytes.len();
+        }
+        Ok(())
+    }
+
+    fn finalize(mut self) -> postcard::Result<()> {
+        self.flush();
+        Ok(())
+    }
+}
+
+/// A postcard output that appends to a borrowed buffer (postcard's own vector flavor owns
+/// its buffer, and gives nothing back on an error).
+pub(crate) struct AppendTo<'a>(pub(crate) &'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for AppendTo<'_> {
+    type Output = ();
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
 }
 
 /// Prefix of every digest's hash input, so a digest can never equal a hash of anything else.
@@ -378,6 +474,22 @@ mod tests {
         let mut e = sample();
         e.target = "Bo\nb".into();
         assert!(matches!(e.validate(), Err(EntryError::ControlChars { .. })));
+        // Outside ASCII too (C1 controls), next to accepted non-ASCII names; DEL is one.
+        for (name, ok) in [
+            ("Bö\u{85}b", false),
+            ("Bo\u{7f}b", false),
+            ("É\u{9f}", false),
+            ("Ümit", true),
+            ("Zoë O'Brien", true),
+            ("\u{3000}Bo", false),
+        ] {
+            let mut e = sample();
+            e.actor = name.into();
+            assert_eq!(e.validate().is_ok(), ok, "{name:?}");
+        }
+        let mut e = sample();
+        e.actor = "\u{3000}".into();
+        assert!(matches!(e.validate(), Err(EntryError::EmptyName { .. })));
     }
 
     #[test]
@@ -419,6 +531,43 @@ mod tests {
         let decoded: Entry = postcard::from_bytes(&overlong).unwrap();
         assert_eq!(decoded, e, "postcard reads the overlong form");
         assert_eq!(decoded.key_from_encoding(&overlong), e.key());
+    }
+
+    /// However the encoding reaches the hash (straight from the entry, or as bytes kept for
+    /// the log), the digest is SHA-256 of the domain and the whole encoding: short and
+    /// long entries (longer than the hashing flavor's buffer), roster changes, signed ones.
+    #[test]
+    fn the_digest_hashes_the_whole_encoding() {
+        use sha2::Digest as _;
+        let mut entries = vec![sample()];
+        let mut long = sample();
+        long.reason = "é".repeat(MAX_REASON_BYTES / 2);
+        long.target = "t".repeat(MAX_NAME_BYTES);
+        entries.push(long.clone());
+        crate::proto::signature::SecretKey::from_seed([3; 32]).sign(&mut long);
+        entries.push(long);
+        let mut roster = sample();
+        (roster.delta, roster.new_total) = (0, 0);
+        roster.kind = EntryKind::OfficerRevoke {
+            public_key: crate::proto::signature::SecretKey::from_seed([4; 32]).public(),
+            batch: [9; 8],
+            part: 0,
+            parts: 1,
+            keep: vec![Digest([5; 16]); MAX_KEEP],
+        };
+        entries.push(roster);
+        for e in entries {
+            let bytes = postcard::to_stdvec(&e).unwrap();
+            let hash = sha2::Sha256::new()
+                .chain_update(DIGEST_DOMAIN)
+                .chain_update(&bytes)
+                .finalize();
+            assert_eq!(e.digest().0, hash[..16], "{} bytes", bytes.len());
+            assert_eq!(digest_of_encoding(&bytes), e.digest());
+            let mut out = vec![1, 2];
+            e.encode_into(&mut out);
+            assert_eq!(out[2..], bytes);
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`fingerprint`]: set fingerprints that sync compares.
 //! - [`keys`]: ed25519 public keys and the seal (signature) an entry carries.
 //! - [`entry`]: the immutable log entry and its bounds.
+//! - [`batch`]: entries as their encodings, the way a merge hands them to the log.
 //! - [`text`]: rules for new names and reasons, when two names are one player, and escaping
 //!   text read back for a terminal.
 //! - [`comb`]: fixed-base tables that multiply one point by many scalars quickly.
@@ -15,6 +16,7 @@
 //! - [`wire`]: the datagram codec (version byte + postcard).
 //! - [`seal`]: the group key: sealing and opening datagrams (XChaCha20-Poly1305).
 
+pub mod batch;
 pub mod comb;
 pub mod digest;
 pub mod entry;

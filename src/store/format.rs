@@ -8,10 +8,13 @@
 //!
 //! This module is the only place that builds or parses that framing. Everything that reads a
 //! log goes through [`parse_record`] (usually via the scanner), and everything that writes
-//! one goes through [`encode_record`], so the format cannot drift between the
-//! writer, the open-time scan, verify, repair, migration and the reader.
+//! one goes through [`encode_record`] (or [`encode_payload_record`], for an entry a merge
+//! has encoded already), so the format cannot drift between the writer, the open-time scan,
+//! verify, repair, migration and the reader.
 
-use crate::proto::entry::{Entry, EntryError, EntryId};
+#[cfg(doc)]
+use crate::proto::batch::EncodedBatch;
+use crate::proto::entry::{AppendTo, Entry, EntryError, EntryId};
 use crate::proto::hlc::Hlc;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -135,6 +138,12 @@ pub enum EncodeError {
         /// Length of its encoding.
         bytes: usize,
     },
+    /// An encoded entry is longer than a record may be.
+    #[error("an entry encodes to {bytes} bytes, more than the {MAX_RECORD_BYTES} a record holds")]
+    PayloadTooLarge {
+        /// Length of the encoding.
+        bytes: usize,
+    },
 }
 
 /// Path of the log for `group` inside `state_dir`: `state_dir/<group>.lootlog`.
@@ -204,10 +213,30 @@ fn record_crc(len: u32, payload: &[u8]) -> u32 {
 /// checksummed garbage and records of the old format).
 #[cfg(test)]
 pub(crate) fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    put_record(payload, out);
+}
+
+/// Appends `payload` framed as a record to `out`.
+fn put_record(payload: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
     out.extend_from_slice(payload);
     fill_prefix(&mut out[start..]);
+}
+
+/// Frames an entry's encoding, from an [`EncodedBatch`] (which holds only valid entries,
+/// so the record is one the reader accepts), and appends it to `out`; on error `out` is
+/// unchanged.
+pub(crate) fn encode_payload_record(payload: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    // Cannot happen for a valid entry, but a record the reader would reject must never be
+    // written.
+    if payload.len() > MAX_RECORD_BYTES {
+        return Err(EncodeError::PayloadTooLarge {
+            bytes: payload.len(),
+        });
+    }
+    put_record(payload, out);
+    Ok(())
 }
 
 /// Writes the length and checksum into the first [`RECORD_HEADER_LEN`] bytes of `record`,
@@ -230,7 +259,7 @@ pub(crate) fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), Enco
     // Encoded in place behind room for the prefix: no buffer per record, one copy.
     let start = out.len();
     out.extend_from_slice(&[0; RECORD_HEADER_LEN]);
-    if let Err(error) = postcard::serialize_with_flavor(entry, Append(out)) {
+    if let Err(error) = postcard::serialize_with_flavor(entry, AppendTo(out)) {
         out.truncate(start);
         return Err(EncodeError::Encode {
             id: entry.id,
@@ -249,28 +278,6 @@ pub(crate) fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> Result<(), Enco
     }
     fill_prefix(&mut out[start..]);
     Ok(())
-}
-
-/// A postcard output that appends to a borrowed buffer (postcard's own vector flavor owns
-/// its buffer, and gives nothing back on an error).
-struct Append<'a>(&'a mut Vec<u8>);
-
-impl postcard::ser_flavors::Flavor for Append<'_> {
-    type Output = ();
-
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.0.push(byte);
-        Ok(())
-    }
-
-    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        self.0.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<()> {
-        Ok(())
-    }
 }
 
 /// Decodes a checksummed payload into a valid entry, or says why it is not one.

@@ -884,4 +884,52 @@ mod tests {
         assert_eq!(ledger.resident_len(), 0);
         assert_eq!(ledger.get(&extra.digest()), Some(extra));
     }
+
+    /// A merge's batch (entries encoded once, for their digests and the log) is written
+    /// byte for byte as appending the entries themselves writes them, at the same offsets;
+    /// the entries read back are the entries, and reopening finds them under the same keys.
+    #[test]
+    fn an_encoded_batch_is_stored_as_the_entries_are() {
+        let es: Vec<Entry> = (0..40)
+            .map(|i| {
+                crate::store::test_support::entry_builder(i)
+                    .reason("r".repeat(i as usize * 6))
+                    .target(["Ann", "Bo", "Ümit"][i as usize % 3])
+                    .build()
+            })
+            .collect();
+        let batch = crate::proto::batch::EncodedBatch::of(&es).unwrap();
+        let (plain, encoded) = (TempDir::new().unwrap(), TempDir::new().unwrap());
+        let (offsets_plain, offsets_encoded) = {
+            let (mut a, _, _) = open_in(plain.path()).unwrap();
+            let (mut b, _, _) = open_in(encoded.path()).unwrap();
+            let mut offsets_plain = a.append_located(&es[..1]).unwrap();
+            offsets_plain.extend(a.append_located(&es[1..]).unwrap());
+            let mut offsets_encoded = b
+                .append_encoded(&crate::proto::batch::EncodedBatch::of(&es[..1]).unwrap())
+                .unwrap();
+            offsets_encoded.extend(
+                b.append_encoded(&crate::proto::batch::EncodedBatch::of(&es[1..]).unwrap())
+                    .unwrap(),
+            );
+            assert!(b.append_encoded(&Default::default()).unwrap().is_empty());
+            (offsets_plain, offsets_encoded)
+        };
+        assert_eq!(offsets_plain, offsets_encoded);
+        assert_eq!(
+            fs::read(log_file(plain.path())).unwrap(),
+            fs::read(log_file(encoded.path())).unwrap()
+        );
+        let lock = StateLock::acquire(encoded.path()).unwrap();
+        let (_store, ledger, report) = LogStore::open_indexed(lock, GROUP, &mut |_, _| {}).unwrap();
+        assert_eq!(report.entries, es.len());
+        let mut sorted = es.clone();
+        sorted.sort_by_key(Entry::key);
+        assert_eq!(ledger.iter().collect::<Vec<_>>(), sorted);
+        let keys: Vec<_> = es.iter().map(Entry::key).collect();
+        assert_eq!(batch.keys(), keys);
+        for key in &keys {
+            assert!(ledger.contains_key(key));
+        }
+    }
 }

@@ -1,10 +1,11 @@
 //! The write side of an open log: appends, fdatasync, and group commit on another thread.
 
 use crate::core::histogram::Histogram;
+use crate::proto::batch::EncodedBatch;
 use crate::proto::entry::Entry;
 use crate::store::checkpoint::CheckpointState;
 use crate::store::error::{io_err, InvalidInput, StoreError};
-use crate::store::format::encode_record;
+use crate::store::format::{encode_payload_record, encode_record, EncodeError};
 use crate::store::lock::StateLock;
 use crate::store::synced_mark::SyncedMark;
 use std::fs::{File, OpenOptions};
@@ -109,14 +110,32 @@ impl LogStore {
     /// [`LogStore::append`], returning the byte offset of each entry's record (what a
     /// [`crate::store::LogReader`] reads it back from).
     pub fn append_located(&mut self, entries: &[Entry]) -> Result<Vec<u64>, StoreError> {
-        if entries.is_empty() {
+        self.append_records(entries, encode_record)
+    }
+
+    /// [`LogStore::append_located`] for entries already encoded (a merge's batch): each
+    /// encoding becomes a record's payload as it is, with no entry encoded again.
+    pub fn append_encoded(&mut self, batch: &EncodedBatch) -> Result<Vec<u64>, StoreError> {
+        self.append_records(batch.payloads(), encode_payload_record)
+    }
+
+    /// Frames each of `items` as a record with `frame` and appends them all in one write;
+    /// returns the offset of each record. Nothing is written if one cannot be framed.
+    fn append_records<T>(
+        &mut self,
+        items: impl IntoIterator<Item = T, IntoIter: ExactSizeIterator>,
+        mut frame: impl FnMut(T, &mut Vec<u8>) -> Result<(), EncodeError>,
+    ) -> Result<Vec<u64>, StoreError> {
+        let items = items.into_iter();
+        let count = items.len();
+        if count == 0 {
             return Ok(Vec::new());
         }
-        let mut buf = Vec::with_capacity(entries.len() * 256);
-        let mut offsets = Vec::with_capacity(entries.len());
-        for entry in entries {
+        let mut buf = Vec::with_capacity(count * 256);
+        let mut offsets = Vec::with_capacity(count);
+        for item in items {
             offsets.push(self.len + buf.len() as u64);
-            encode_record(entry, &mut buf).map_err(|problem| StoreError::InvalidInput {
+            frame(item, &mut buf).map_err(|problem| StoreError::InvalidInput {
                 path: self.path.clone(),
                 action: "appending to",
                 problem: InvalidInput::Entry(problem),
@@ -144,7 +163,7 @@ impl LogStore {
         }
         self.len += buf.len() as u64;
         self.unsynced = true;
-        self.checkpoint.records_past += entries.len() as u64;
+        self.checkpoint.records_past += count as u64;
         Ok(offsets)
     }
 

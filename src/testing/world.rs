@@ -12,7 +12,7 @@
 use super::network::{NetCounters, Network, Route};
 use crate::core::rng::SeededRng;
 use crate::core::sync::{Action, Channel, Now, Peer};
-use crate::proto::digest::Key;
+use crate::proto::batch::EncodedBatch;
 use crate::proto::entry::{AdjustRequest, Entry};
 use ::core::net::SocketAddr;
 use std::cmp::Reverse;
@@ -38,16 +38,10 @@ pub fn node_addr(index: usize) -> SocketAddr {
 
 /// Where the entries a peer asks to persist ([`Action::Persist`]) go.
 pub trait Disk {
-    /// Node `node`'s peer asked, at virtual time `now_ms`, to persist `entries` (with their
-    /// `keys`); the disk may tell the peer where they went ([`Peer::mark_stored`]).
-    fn persist(
-        &mut self,
-        node: usize,
-        peer: &mut Peer,
-        entries: Vec<Entry>,
-        keys: Vec<Key>,
-        now_ms: u64,
-    );
+    /// Node `node`'s peer asked, at virtual time `now_ms`, to persist the entries of
+    /// `batch` (encoded, with their keys); the disk may tell the peer where they went
+    /// ([`Peer::mark_stored`]).
+    fn persist(&mut self, node: usize, peer: &mut Peer, batch: EncodedBatch, now_ms: u64);
 
     /// The earliest virtual time at which [`Disk::run_due`] has work (a pending group
     /// commit, say).
@@ -64,7 +58,7 @@ pub trait Disk {
 pub struct NoDisk;
 
 impl Disk for NoDisk {
-    fn persist(&mut self, _: usize, _: &mut Peer, _: Vec<Entry>, _: Vec<Key>, _: u64) {}
+    fn persist(&mut self, _: usize, _: &mut Peer, _: EncodedBatch, _: u64) {}
 }
 
 /// One datagram on its way. Ordered by (deliver time, sequence number): the sequence number
@@ -501,10 +495,10 @@ impl<D: Disk> World<D> {
                         Route::NatDropped => self.counters.nat_dropped += 1,
                     }
                 }
-                Action::Persist { entries, keys } => {
-                    self.counters.persisted += entries.len() as u64;
+                Action::Persist(batch) => {
+                    self.counters.persisted += batch.len() as u64;
                     if let Some(peer) = self.nodes[i].peer.as_mut() {
-                        self.disk.persist(i, peer, entries, keys, self.now);
+                        self.disk.persist(i, peer, batch, self.now);
                     }
                 }
             }

@@ -124,7 +124,7 @@ pub(super) struct EntryIndex {
     /// The overlay's entries by digest.
     slots: DigestMap<Slot>,
     /// The overlay's keys in key order.
-    order: BTreeSet<Key>,
+    order: OverlayOrder,
     /// Bodies not readable through the reader (yet): entries inserted in memory.
     resident: DigestMap<Entry>,
     reader: Option<Arc<dyn EntryReader>>,
@@ -220,12 +220,7 @@ impl EntryIndex {
 
     /// Whether any entry sorts after `key`.
     pub(super) fn has_later(&self, key: Key) -> bool {
-        self.base.last_key().is_some_and(|last| last > key)
-            || self
-                .order
-                .range((Bound::Excluded(key), Bound::Unbounded))
-                .next()
-                .is_some()
+        self.newest().is_some_and(|last| last > key)
     }
 
     /// See [`super::Ledger::mark_stored`].
@@ -266,7 +261,7 @@ impl EntryIndex {
     fn overlay(&self) -> impl Iterator<Item = (Key, Slot)> + '_ {
         self.order
             .iter()
-            .filter_map(|key| self.slots.get(&key.digest).map(|slot| (*key, *slot)))
+            .filter_map(|key| self.slots.get(&key.digest).map(|slot| (key, *slot)))
     }
 
     /// The overlay's stored entries, in key order.
@@ -373,7 +368,7 @@ impl EntryIndex {
 
     /// The largest key present.
     pub(super) fn newest(&self) -> Option<Key> {
-        self.base.last_key().max(self.order.last().copied())
+        self.base.last_key().max(self.order.last())
     }
 
     /// `(lower, upper)`, or an empty range when inverted: ranges come from peers.
@@ -392,8 +387,8 @@ impl EntryIndex {
         let stored = (from..to).map(|i| (self.base.key(i), self.base.offset(i)));
         let added = self
             .order
-            .range((Bound::Included(lower), Bound::Excluded(upper)))
-            .filter_map(|key| self.slots.get(&key.digest).map(|slot| (*key, slot.offset)));
+            .range(lower, upper)
+            .filter_map(|key| self.slots.get(&key.digest).map(|slot| (key, slot.offset)));
         merge_by_key(stored, added, |item| item.0)
     }
 
@@ -403,10 +398,7 @@ impl EntryIndex {
         let mut fp = self
             .base
             .fingerprint(self.base.lower_bound(&lower), self.base.lower_bound(&upper));
-        for key in self
-            .order
-            .range((Bound::Included(lower), Bound::Excluded(upper)))
-        {
+        for key in self.order.range(lower, upper) {
             fp.add(key.digest.as_u128());
         }
         fp
@@ -506,11 +498,7 @@ impl EntryIndex {
     ) -> Vec<(Key, Key, Fingerprint)> {
         let (lower, upper) = Self::bounds(lower, upper);
         let (from, to) = (self.base.lower_bound(&lower), self.base.lower_bound(&upper));
-        let added = || {
-            self.order
-                .range((Bound::Included(lower), Bound::Excluded(upper)))
-                .copied()
-        };
+        let added = || self.order.range(lower, upper);
         let count = (to - from) + added().count();
         let parts = parts.max(1).min(count.max(1));
         let stored = (from..to).map(|i| self.base.key(i));
@@ -550,6 +538,64 @@ impl EntryIndex {
             targets: self.targets.clone(),
             reader: self.reader.clone(),
         }
+    }
+}
+
+/// The overlay's keys in key order. Entries mostly arrive in key order (a catch-up asks
+/// for ranges in order, and a new entry is usually the newest), so a key after every key
+/// held is appended to a sorted vector, without the search and node splits of a
+/// `BTreeSet`; the others go to a `BTreeSet` beside it, and readers merge the two.
+#[derive(Clone, Default)]
+struct OverlayOrder {
+    /// Keys that arrived after every key then held: sorted by their arrival.
+    run: Vec<Key>,
+    /// The other keys.
+    rest: BTreeSet<Key>,
+}
+
+impl OverlayOrder {
+    /// Adds `key`, which must not be held already.
+    fn insert(&mut self, key: Key) {
+        match self.run.last() {
+            Some(last) if *last >= key => {
+                self.rest.insert(key);
+            }
+            _ => self.run.push(key),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.run.len() + self.rest.len()
+    }
+
+    /// The largest key.
+    fn last(&self) -> Option<Key> {
+        self.run.last().copied().max(self.rest.last().copied())
+    }
+
+    /// Every key, in order.
+    fn iter(&self) -> impl Iterator<Item = Key> + '_ {
+        merge_by_key(self.run.iter().copied(), self.rest.iter().copied(), |key| {
+            *key
+        })
+    }
+
+    /// The keys with `lower <= key < upper` (`lower <= upper`), in order.
+    fn range(&self, lower: Key, upper: Key) -> impl Iterator<Item = Key> + '_ {
+        let from = self.run.partition_point(|key| *key < lower);
+        let to = self.run.partition_point(|key| *key < upper);
+        let run = self.run[from..to.max(from)].iter().copied();
+        let rest = self
+            .rest
+            .range((Bound::Included(lower), Bound::Excluded(upper)))
+            .copied();
+        merge_by_key(run, rest, |key| *key)
+    }
+
+    /// Keeps only the keys that pass `keep`.
+    fn retain(&mut self, mut keep: impl FnMut(&Key) -> bool) {
+        self.run.retain(&mut keep);
+        self.rest.retain(keep);
     }
 }
 
@@ -717,5 +763,61 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Keys that arrive in order (appended to the overlay's run) and out of order (kept
+    /// beside it) read back as one sorted set: every range, its fingerprint, the newest key
+    /// and "is anything later" agree with a plain sorted list, before and after the stored
+    /// ones are compacted away.
+    #[test]
+    fn keys_in_and_out_of_arrival_order_read_back_sorted() {
+        let reader = Arc::new(MemoryReader::default());
+        let (mut ledger, _) = LedgerBuilder::new().finish(reader.clone());
+        // Mostly ascending, with stragglers, repeats of a timestamp and a jump back.
+        let times: Vec<u64> = (0..300u64)
+            .map(|i| match i % 7 {
+                3 => i / 2,
+                5 => i,
+                _ => i * 3,
+            })
+            .collect();
+        let mut all = Vec::new();
+        for (i, t) in times.iter().enumerate() {
+            let e = entry(*t, (i % 250) as u8, ["Ann", "Bo"][i % 2], 1);
+            if ledger.insert(e.clone()) {
+                all.push(e.key());
+            }
+            if i % 3 == 0 {
+                reader.put(i as u64, e.clone());
+                ledger.mark_stored(&e.key(), i as u64);
+            }
+        }
+        assert!(!ledger.index.order.rest.is_empty() && !ledger.index.order.run.is_empty());
+        all.sort();
+        let check = |ledger: &Ledger| {
+            assert_eq!(
+                ledger.range_keys(Key::MIN, Key::MAX).collect::<Vec<_>>(),
+                all
+            );
+            assert_eq!(ledger.newest(), all.last().copied());
+            for w in all.windows(37) {
+                let (lo, hi) = (w[0], w[36]);
+                let want: Vec<Key> = all
+                    .iter()
+                    .copied()
+                    .filter(|k| lo <= *k && *k < hi)
+                    .collect();
+                assert_eq!(ledger.range_keys(lo, hi).collect::<Vec<_>>(), want);
+                let mut fp = Fingerprint::default();
+                want.iter().for_each(|k| fp.add(k.digest.as_u128()));
+                assert_eq!(ledger.range_fingerprint(lo, hi), fp);
+                assert!(ledger.index.has_later(lo));
+            }
+            assert!(!ledger.index.has_later(*all.last().unwrap()));
+            assert_eq!(ledger.range_keys(all[5], all[5]).count(), 0);
+        };
+        check(&ledger);
+        ledger.compact();
+        check(&ledger);
     }
 }

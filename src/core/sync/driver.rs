@@ -2,8 +2,7 @@
 //! datagram came in, and the actions it hands back. The driver owns every socket, clock and
 //! file; these types only carry data.
 
-use crate::proto::digest::Key;
-use crate::proto::entry::Entry;
+use crate::proto::batch::EncodedBatch;
 use ::core::net::SocketAddr;
 
 #[cfg(doc)]
@@ -36,12 +35,9 @@ pub enum Action {
     /// Send this datagram to one peer's whisper socket.
     SendTo(SocketAddr, Vec<u8>),
     /// Append these entries (learned from peers) to the log, then tell [`Peer::mark_stored`]
-    /// where each went (their keys come along, so the driver need not hash them again). They
-    /// are already applied in memory; the driver may group-commit them.
-    Persist {
-        /// The entries, in merge order.
-        entries: Vec<Entry>,
-        /// `keys[i]` is `entries[i].key()`.
-        keys: Vec<Key>,
-    },
+    /// where each went. They come encoded, each with its key: the merge encoded them once
+    /// to hash them, and the log stores those bytes, so the driver neither hashes nor
+    /// encodes them again. They are already applied in memory (the ledger holds the only
+    /// decoded copy); the driver may group-commit them.
+    Persist(EncodedBatch),
 }

@@ -4,6 +4,7 @@
 
 use super::fanout::Origin;
 use super::{Now, Peer};
+use crate::proto::batch::EncodedBatch;
 use crate::proto::digest::Digest;
 use crate::proto::entry::Entry;
 use std::collections::{HashSet, VecDeque};
@@ -48,12 +49,27 @@ impl ForgeryMemory {
 impl Peer {
     /// Applies entries from a peer (`origin`), forwards the new ones (see `fanout`); returns
     /// how many were new.
+    ///
+    /// Each entry is encoded once: its digest hashes that encoding and the log stores it
+    /// (the [`Action::Persist`](super::Action::Persist) batch), while the entry itself
+    /// moves into the ledger, so nothing is cloned unless it is forwarded.
     pub(super) fn merge(&mut self, now: Now, entries: Vec<Entry>, origin: Origin) -> usize {
+        // Only unicast peers are forwarded to, and only then are the entries needed again.
+        let forwarding = !self.unicast.is_empty();
         let mut fresh = Vec::new();
-        let mut keys = Vec::new();
+        let mut batch = EncodedBatch::with_capacity(entries.len());
         self.ledger.begin_batch();
         for entry in entries {
-            let key = entry.key();
+            let key = match batch.stage(&entry) {
+                Ok(key) => key,
+                // The codec checks every entry it decodes, so this is a bug, not a peer's
+                // doing; dropped all the same, as the log could not take it.
+                Err(err) => {
+                    debug!(target: "sync", "SYNC dropped entry {}: {err}", entry.id);
+                    self.stats.dropped("invalid_entry");
+                    continue;
+                }
+            };
             if self.ledger.contains_key(&key) {
                 continue;
             }
@@ -74,19 +90,21 @@ impl Peer {
             }
             self.clock.observe(entry.at, now.unix_ms);
             self.requester.arrived(&key.digest);
+            batch.keep();
+            if forwarding {
+                fresh.push(entry.clone());
+            }
             // Found absent at the top of this iteration; nothing inserted since.
-            self.ledger.insert_absent(key, entry.clone());
-            fresh.push(entry);
-            keys.push(key);
+            self.ledger.insert_absent(key, entry);
         }
         self.ledger.end_batch();
-        let count = fresh.len();
+        let count = batch.len();
         if count > 0 {
             self.changed_ms = now.mono_ms;
             self.stats.entries_merged += count as u64;
             debug!(target: "sync", "SYNC merged {count} new entries; totals recalculated");
             self.forward(now, &fresh, origin);
-            self.outbox.persist(fresh, keys);
+            self.outbox.persist(batch);
         }
         count
     }

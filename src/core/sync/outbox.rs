@@ -3,8 +3,7 @@
 
 use super::peer_table::PeerTable;
 use super::{Action, Stats};
-use crate::proto::digest::Key;
-use crate::proto::entry::Entry;
+use crate::proto::batch::EncodedBatch;
 use crate::proto::seal::{DatagramSealError, Sealer};
 use crate::proto::wire::{
     self, Body, EncodedEntries, Envelope, NodeId, RangesResponse, SyncResponse,
@@ -66,8 +65,8 @@ impl Outbox {
     }
 
     /// Asks the driver to store entries learned from peers.
-    pub(super) fn persist(&mut self, entries: Vec<Entry>, keys: Vec<Key>) {
-        self.actions.push(Action::Persist { entries, keys });
+    pub(super) fn persist(&mut self, batch: EncodedBatch) {
+        self.actions.push(Action::Persist(batch));
     }
 
     /// Encodes a message in our envelope; a failure is counted and logged, never sent.

@@ -6,6 +6,7 @@ mod convergence;
 mod forwarding;
 mod hub;
 mod local;
+mod merge;
 mod officers;
 mod partner;
 mod peer_table;
@@ -16,6 +17,7 @@ mod sealing;
 mod unicast;
 
 use super::*;
+use crate::proto::batch::EncodedBatch;
 use crate::proto::entry::{AdjustRequest, EntryError};
 use crate::proto::fingerprint::Fingerprint;
 use crate::proto::hlc::Hlc;
