@@ -194,8 +194,9 @@ fn as_name_argument(err: EntryError) -> EntryError {
 }
 
 /// What the planner needs to know about officer `name`, judged under `root` (the key that
-/// signs the change) by the daemon, or from the log offline: a query whose answer is small
-/// whatever the log's size. A peer that judges under another root key, or none, refuses
+/// signs the change) by the daemon, or from the log offline: a query whose answer is the
+/// officers, the revoked keys and the digests of the entries the name's keys made that
+/// count, far less than the whole history. A peer that judges under another root key, or none, refuses
 /// it, as it would refuse the change.
 fn roster_view(config: &Config, name: &str, root: PublicKey) -> Result<RosterView> {
     let query = RosterQuery {

@@ -289,17 +289,26 @@ impl Driver {
         // again: they must reach the disk from here.
         let earlier_failed = self.peer.ledger().resident_len() > batch.len();
         let pending = match earlier_failed {
-            true => match self.peer.ledger().unstored() {
-                // Encoded again: rare, and the ledger holds them decoded.
-                Some((entries, _)) => match EncodedBatch::of(&entries) {
-                    Ok(pending) => pending,
-                    Err(err) => {
-                        error!("cannot store entries learned from peers: one is invalid: {err}");
-                        return;
-                    }
-                },
-                None => batch,
-            },
+            true => {
+                match self.peer.ledger().unstored() {
+                    // Encoded again: rare, and the ledger holds them decoded.
+                    Some((entries, _)) => match EncodedBatch::of(&entries) {
+                        Ok(pending) => pending,
+                        // Unreachable while every resident entry was checked on the way in;
+                        // counted and logged as a failed append (once per streak), so a bad
+                        // entry cannot flood the log with an error per merge.
+                        Err(err) => {
+                            self.counters.append_failures += 1;
+                            let now_ms = self.started.elapsed().as_millis() as u64;
+                            if let StreakLog::First = self.append_failures.failed(now_ms) {
+                                error!("cannot store entries learned from peers: one is invalid: {err}");
+                            }
+                            return;
+                        }
+                    },
+                    None => batch,
+                }
+            }
             // The common case: only this batch is waiting, encoded as it arrived.
             false => batch,
         };
