@@ -128,6 +128,64 @@ fn a_cut_short_answer_hands_back_the_rest_of_its_span_in_parts() {
     }
 }
 
+/// An id-list request cut short (the requester holds a few of the span's entries and
+/// lists them, plus two the responder lacks) hands back the rest too: coverage runs from the
+/// span's lower bound to its upper one with no gap, the listed entries are not sent, the
+/// unknown ids come back as wants, and every entry of the span is either sent or counted in
+/// a handed-back part.
+#[test]
+fn a_cut_short_id_list_answer_hands_back_the_rest_of_its_span() {
+    let entries: Vec<Entry> = (0..3000).map(|i| entry(i, "P")).collect();
+    let keys: Vec<Key> = entries.iter().map(Entry::key).collect();
+    let mut a = peer(0, entries, 1);
+    let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let (lo, hi) = (keys[100], keys[2900]);
+    let held: Vec<crate::proto::digest::Digest> = keys[100..110].iter().map(|k| k.digest).collect();
+    let unknown = [entry(5000, "Q").key().digest, entry(5001, "Q").key().digest];
+    let mut listed = held.clone();
+    listed.extend(unknown);
+    let mut request = full_ranges(9, Some(a.admission.cookie_for(to)));
+    request.runs = vec![Run {
+        lower: lo,
+        items: vec![RangeItem {
+            upper: hi,
+            mode: Mode::Ids(listed),
+        }],
+    }];
+    a.answer(77, to, request, true);
+    let (mut sent, mut handed_back, mut wants) = (Vec::new(), 0u64, Vec::new());
+    let mut cursor = lo;
+    for action in a.drain_actions() {
+        let Action::SendTo(_, bytes) = action else {
+            panic!("expected unicast")
+        };
+        let Body::SyncResponse(SyncResponse::Ranges(r)) = wire::decode(&bytes).unwrap().body else {
+            panic!("expected ranges response")
+        };
+        sent.extend(r.entries.iter().map(|e| e.key()));
+        wants.extend(r.want);
+        for run in &r.runs {
+            assert_eq!(run.lower, cursor, "coverage is contiguous");
+            for item in &run.items {
+                if let Mode::Fingerprint(fp) = item.mode {
+                    assert_eq!(a.ledger().range_fingerprint(cursor, item.upper), fp);
+                    handed_back += fp.count;
+                }
+                cursor = item.upper;
+            }
+        }
+    }
+    assert_eq!(cursor, hi, "the answer covers the span to its end");
+    assert!(handed_back > 0, "the budget cut the answer short");
+    assert!(
+        sent.iter().all(|k| !held.contains(&k.digest)),
+        "listed entries are not sent"
+    );
+    assert!(sent.iter().all(|k| lo <= *k && *k < hi));
+    assert_eq!(wants, unknown.to_vec());
+    assert_eq!(sent.len() as u64 + handed_back, 2800 - held.len() as u64);
+}
+
 #[test]
 fn an_unproven_requesters_small_answer_still_hands_back_the_rest() {
     let entries: Vec<Entry> = (0..3000).map(|i| entry(i, "P")).collect();
