@@ -23,7 +23,9 @@ use crate::proto::fingerprint::Fingerprint;
 use crate::proto::hlc::Hlc;
 use crate::proto::limits::MAX_MESSAGE;
 use crate::proto::seal::{GroupKey, Keyring, NoncePrefix};
-use crate::proto::wire::{Cookie, Envelope, Hello, Mode, RangeItem, RangesRequest, Run};
+use crate::proto::wire::{
+    Cookie, Envelope, Hello, Mode, RangeItem, RangesRequest, RangesResponse, Run,
+};
 use crate::testing::{EntryBuilder, PeerConfigBuilder, World};
 
 /// Node `node`'s config in a test world; the nodes are named "a", "b", ...
@@ -123,6 +125,26 @@ fn clear_datagram(from: NodeId, whisper_port: u16, body: Body) -> Vec<u8> {
 
 fn full_range_request(request_id: u64, cookie: Option<Cookie>) -> Body {
     Body::SyncRequest(SyncRequest::Ranges(full_ranges(request_id, cookie)))
+}
+
+/// The unicast datagrams `peer` has queued, in order (other actions are dropped).
+fn unicasts(peer: &mut Peer) -> Vec<Vec<u8>> {
+    peer.drain_actions()
+        .into_iter()
+        .filter_map(|action| match action {
+            Action::SendTo(_, datagram) => Some(datagram),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `datagram` decoded as a ranges response; anything else fails the test.
+fn ranges_response(datagram: &[u8]) -> RangesResponse {
+    let Body::SyncResponse(SyncResponse::Ranges(response)) = wire::decode(datagram).unwrap().body
+    else {
+        panic!("expected ranges response")
+    };
+    response
 }
 
 /// A request for the whole key space from a peer holding nothing.

@@ -98,9 +98,7 @@ fn a_cut_short_answer_hands_back_the_rest_of_its_span_in_parts() {
             panic!("expected unicast")
         };
         assert!(bytes.len() <= MAX_MESSAGE, "{}", bytes.len());
-        let Body::SyncResponse(SyncResponse::Ranges(r)) = wire::decode(&bytes).unwrap().body else {
-            panic!("expected ranges response")
-        };
+        let r = ranges_response(&bytes);
         sent += r.entries.len() as u64;
         for run in &r.runs {
             assert_eq!(run.lower, cursor, "coverage is contiguous");
@@ -159,9 +157,7 @@ fn a_cut_short_id_list_answer_hands_back_the_rest_of_its_span() {
         let Action::SendTo(_, bytes) = action else {
             panic!("expected unicast")
         };
-        let Body::SyncResponse(SyncResponse::Ranges(r)) = wire::decode(&bytes).unwrap().body else {
-            panic!("expected ranges response")
-        };
+        let r = ranges_response(&bytes);
         sent.extend(r.entries.iter().map(|e| e.key()));
         wants.extend(r.want);
         for run in &r.runs {
@@ -204,14 +200,7 @@ fn an_unproven_requesters_small_answer_still_hands_back_the_rest() {
     let padded = datagram.len() as u64;
     assert!(padded <= MAX_MESSAGE as u64);
     a.handle_datagram(now(1), Channel::Whisper, to, &datagram);
-    let answers: Vec<Vec<u8>> = a
-        .drain_actions()
-        .into_iter()
-        .filter_map(|x| match x {
-            Action::SendTo(_, d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let answers = unicasts(&mut a);
     let sent: u64 = answers.iter().map(|d| d.len() as u64).sum();
     assert!(answers.len() >= 2, "{} datagrams", answers.len());
     assert!(
@@ -219,9 +208,7 @@ fn an_unproven_requesters_small_answer_still_hands_back_the_rest() {
         "{sent} bytes for a {padded}-byte request"
     );
     let last = answers.last().expect("an answer");
-    let Body::SyncResponse(SyncResponse::Ranges(r)) = wire::decode(last).unwrap().body else {
-        panic!("expected ranges response")
-    };
+    let r = ranges_response(last);
     let upper = r.runs.last().unwrap().items.last().unwrap().upper;
     assert_eq!(upper, Key::MAX, "the rest is handed back");
 }

@@ -38,14 +38,7 @@ fn first_request_without_a_cookie_is_padded_and_its_answer_carries_entries() {
         }
     }
     assert!(b.in_session());
-    let requests: Vec<Vec<u8>> = b
-        .drain_actions()
-        .into_iter()
-        .filter_map(|x| match x {
-            Action::SendTo(_, d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let requests = unicasts(&mut b);
     assert_eq!(requests.len(), 1);
     assert!(
         requests[0].len() > MAX_DATAGRAM - 8 && requests[0].len() <= MAX_DATAGRAM,
@@ -53,14 +46,7 @@ fn first_request_without_a_cookie_is_padded_and_its_answer_carries_entries() {
         requests[0].len()
     );
     a.handle_datagram(now(2), Channel::Whisper, addr, &requests[0]);
-    let answers: Vec<Vec<u8>> = a
-        .drain_actions()
-        .into_iter()
-        .filter_map(|x| match x {
-            Action::SendTo(_, d) => Some(d),
-            _ => None,
-        })
-        .collect();
+    let answers = unicasts(&mut a);
     let sent: usize = answers.iter().map(Vec::len).sum();
     assert!(
         answers.len() >= 2 && sent <= 3 * requests[0].len(),
