@@ -901,3 +901,60 @@ async fn bad_roster_queries_get_error_replies() {
     secured.stop().await;
     open.stop().await;
 }
+
+/// A roster change merged late that sorts before entries the daemon holds (an officer
+/// removed on the other side of a partition, as in the soak) is replayed on the daemon's
+/// replay thread, not inside the merge on its core thread: the totals come right once it
+/// is done, the daemon counts the replay, and no replay is left pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_roster_change_merged_late_is_replayed_on_the_replay_thread() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    create_group_key_file(&dir.path().join("group.key")).unwrap();
+    let root = create_signing_key_file(&dir.path().join("root.key"), KeyKind::Root).unwrap();
+    let alice_path = dir.path().join("alice.key");
+    let alice_key = create_signing_key_file(&alice_path, KeyKind::Officer).unwrap();
+    let config = secured_config(dir.path(), "alice", port, root.public(), Some(&alice_path));
+    let d = start(&config, DaemonOptions::default()).await;
+    let added_at = unix_ms() - 10_000;
+    let add = EntryBuilder::roster_change(
+        added_at,
+        "alice",
+        EntryKind::OfficerAdd {
+            public_key: alice_key.public(),
+        },
+    )
+    .id_random([1; 10])
+    .signed(&root);
+    append(&d, add).await;
+    const ADJUSTS: usize = 40;
+    for _ in 0..ADJUSTS {
+        adjust(&d, "Ann", 1).await.unwrap();
+    }
+    assert_eq!(points(&d).await.get("Ann"), Some(&(ADJUSTS as i64)));
+    assert_eq!(counter(&d, "replays").await, 0);
+
+    // Removed 5 s after the add, on a peer this one had not heard from: before every adjust.
+    let removal = EntryBuilder::roster_change(added_at + 5_000, "alice", EntryKind::OfficerRemove)
+        .id_random([2; 10])
+        .signed(&root);
+    inject_all(dir.path(), port, &d, &[removal], ADJUSTS + 2).await;
+    wait_until(LIMIT, "the replay's totals taken in", || async {
+        counter(&d, "replay_pending").await == 0
+            && points(&d).await.get("Ann").is_none_or(|t| *t == 0)
+    })
+    .await;
+    assert!(
+        counter(&d, "replays").await >= 1,
+        "replayed on the replay thread"
+    );
+    assert_eq!(counter(&d, "entries_rejected").await, ADJUSTS as u64);
+    // What the whole history gives, judged again on its own.
+    let rows = full_history(&d).await;
+    assert_eq!(
+        rows.iter().filter(|row| row.rejected.is_some()).count(),
+        ADJUSTS
+    );
+    d.stop().await;
+}

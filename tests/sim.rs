@@ -1216,11 +1216,16 @@ fn roster_change(
 /// and re-adds officer 3 under a new key. After healing (with loss), every node must hold the
 /// same set and the same totals, rejected count and history, and those must be what a single
 /// ledger holding the union computes.
+///
+/// Odd seeds hand replays out as the daemon does (run off the peer's thread, the result
+/// taken back up to 2 s later while sync goes on): the regression test for the soak's heals
+/// that stalled a daemon's core thread on a replay.
 #[test]
 fn roster_race_across_a_partition_resolves_identically_everywhere() {
     let root = SecretKey::from_seed([200; 32]);
     let mut outcomes = BTreeSet::new();
-    for seed in 0..8u64 {
+    let mut deferred_replays = 0;
+    for seed in 0..12u64 {
         let mut rng = SeededRng::new(seed ^ 0x0ff1ce);
         let officers: Vec<SecretKey> = (0..4)
             .map(|i| SecretKey::from_seed([i as u8 + 1; 32]))
@@ -1252,6 +1257,9 @@ fn roster_race_across_a_partition_resolves_identically_everywhere() {
             .collect();
         let loss = vec![vec![0.1; 4]; 4];
         let mut sim = Sim::new(nodes, SeededRng::new(rng.next_u64()), loss, 0.02);
+        if seed % 2 == 1 {
+            sim.world.defer_replays(50 + rng.below(2_000));
+        }
         for i in 0..4 {
             sim.start_node(i, 100 * seed + i as u64);
         }
@@ -1375,10 +1383,15 @@ fn roster_race_across_a_partition_resolves_identically_everywhere() {
         }
         assert_eq!(names, expected, "seed {seed}");
         outcomes.insert(readd_wins);
+        deferred_replays += sim.world.replays_run;
     }
     assert_eq!(
         outcomes.len(),
         2,
         "the seeds cover both winners of the race"
+    );
+    assert!(
+        deferred_replays >= 20,
+        "the odd seeds replayed off the peers' thread ({deferred_replays} replays)"
     );
 }

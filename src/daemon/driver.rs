@@ -5,8 +5,9 @@
 //! Between events it waits with `recv_timeout` until the peer's next timer or the batch
 //! flush deadline. What the peer wants done comes out as actions: datagrams go to the send
 //! task's queue, entries learned from peers are appended to the log here. Entry bodies are
-//! read back from the log on this thread (answers, roster replays), so however long that
-//! takes, the sockets keep being served by their own tasks.
+//! read back from the log on this thread for answers, so however long that takes, the
+//! sockets keep being served by their own tasks; a replay of the whole log after a roster
+//! change, seconds on a large log, goes to the replay thread instead.
 
 use super::commit::Committer;
 use super::error::RequestError;
@@ -14,6 +15,7 @@ use super::event::Event;
 use super::failure_streak::{FailureStreak, StreakLog};
 use super::io::Outlet;
 use super::options::DaemonOptions;
+use super::replayer::Replayer;
 use super::resolve::ListedUpdate;
 use super::status::{self, DriverCounters};
 use crate::config::{Config, FsyncPolicy};
@@ -60,6 +62,8 @@ pub(super) struct Driver {
     /// Room in the inbox; one slot comes back per datagram taken.
     pub inbox_slots: Arc<Semaphore>,
     pub committer: Committer,
+    /// Runs the ledger's replays off this thread.
+    pub replayer: Replayer,
     pub started: Instant,
     pub flush_at: Option<Instant>,
     /// Whether a group commit is running on the commit thread (one at a time).
@@ -113,6 +117,7 @@ impl Driver {
             // Checked after every event, not only on a timeout: under steady traffic the
             // channel never times out, and heartbeats and commits must still happen.
             self.run_due_timers();
+            self.hand_out_replay();
             self.checkpoints.tick(&mut self.store, self.peer.ledger());
         };
         if let Ending::Graceful = ending {
@@ -130,6 +135,25 @@ impl Driver {
         match (timer, flush) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
+        }
+    }
+
+    /// Hands the replay the ledger wants, if any, to the replay thread (or runs it here if
+    /// that thread is gone).
+    fn hand_out_replay(&mut self) {
+        let Some(job) = self.peer.poll_replay() else {
+            return;
+        };
+        tracing::debug!(
+            target: "sync",
+            "SYNC a roster change sorts before held entries: replaying {} entries on the replay thread",
+            job.entries()
+        );
+        self.counters.replays += 1;
+        if let Err(job) = self.replayer.replay(job) {
+            if !self.peer.handle_replay(job.run()) {
+                self.counters.replays_stale += 1;
+            }
         }
     }
 
@@ -177,6 +201,11 @@ impl Driver {
             Event::Flushed(outcome) => {
                 self.flushing = false;
                 self.finish_flush(outcome);
+            }
+            Event::Replayed(result) => {
+                if !self.peer.handle_replay(result) {
+                    self.counters.replays_stale += 1;
+                }
             }
             Event::Reload(reload, reply) => {
                 let _ = reply.send(self.reload(*reload));

@@ -26,6 +26,8 @@ pub(super) enum Event {
     Listed(ListedUpdate),
     /// The group commit in flight finished with this outcome.
     Flushed(std::io::Result<()>),
+    /// The replay handed to the replay thread finished with these totals.
+    Replayed(crate::core::ledger::ReplayResult),
     /// Reload: apply a re-read config and keys, and say what was done.
     Reload(
         Box<super::reload::Reload>,

@@ -4,7 +4,7 @@
 //! # Threads
 //!
 //! The thread that serves the sockets never touches the disk. The peer reads entry bodies
-//! back from the log (to answer a range, to replay after a roster change) and a local adjust
+//! back from the log (to answer a range) and a local adjust
 //! waits for its fdatasync, so the peer and the log live on a **core thread** of their own
 //! (a plain `std::thread`, `driver`), fed by one channel and waiting on it with a timeout
 //! until the peer's next timer or the batch-flush deadline. Everything else only moves
@@ -18,6 +18,9 @@
 //!   forwards them to the core thread with a channel for the reply;
 //! * the **group-commit thread** (`commit`) runs the fdatasync of merged remote entries
 //!   and reports back to the core thread as an event;
+//! * the **replay thread** (`replayer`) sums the totals again when a merged roster change
+//!   sorts before entries already held (every body read back), from a snapshot the ledger
+//!   hands out, and reports back as an event; totals lag meanwhile;
 //! * the **resolver task** ([`resolve`]) looks up the `[peers]` host names at start-up and
 //!   every `resolve_interval`, and hands the core thread the addresses as an event (a slow
 //!   DNS server must not stall the core; a name that does not resolve is a warning and a
@@ -45,6 +48,7 @@
 //! - `start`: start-up: keys, log, sockets and control socket opened in order ([`start()`]).
 //! - `driver`: the core thread, the only one that touches the peer and the log.
 //! - `commit`: the group-commit thread, where merged entries' fdatasyncs run.
+//! - `replayer`: the replay thread, where totals are summed again after a roster change.
 //! - [`allocator`]: glibc's allocator told to give large freed buffers back.
 //! - `checkpoint`: when checkpoints of the log are written, and the thread writing one.
 //! - `io`: the socket tasks: receive loops and the send task.
@@ -74,6 +78,7 @@ pub mod net;
 pub mod notify;
 mod options;
 mod reload;
+mod replayer;
 mod resolve;
 mod running;
 mod start;

@@ -10,6 +10,7 @@ use super::failure_streak::{FailureStreak, REMINDER_INTERVAL_MS};
 use super::io::{self, Inbox, INBOX_DATAGRAMS};
 use super::net;
 use super::options::DaemonOptions;
+use super::replayer::Replayer;
 use super::resolve::{self, ListedUpdate};
 use super::running::RunningDaemon;
 use super::status::DriverCounters;
@@ -141,6 +142,9 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
 
     let (events, core_events) = mpsc::channel::<Event>();
     let committer = Committer::spawn(events.clone()).map_err(DaemonError::CoreThread)?;
+    let replayer = Replayer::spawn(events.clone()).map_err(DaemonError::CoreThread)?;
+    // Replays after a merged roster change run on the replay thread, not the core thread.
+    peer.defer_replays(true);
     let group_socket = sockets.group.map(Arc::new);
     let whisper_socket = Arc::new(sockets.whisper);
     let inbox_slots = Arc::new(Semaphore::new(INBOX_DATAGRAMS));
@@ -171,6 +175,7 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
         outlet,
         inbox_slots: inbox_slots.clone(),
         committer,
+        replayer,
         started,
         flush_at: None,
         flushing: false,

@@ -22,6 +22,10 @@ pub(super) struct DriverCounters {
     pub append_failures: u64,
     /// Datagrams dropped on purpose by the test hook.
     pub hook_drops: u64,
+    /// Replays of the whole log handed to the replay thread after a roster change.
+    pub replays: u64,
+    /// Replay results refused because another roster change needed a replay meanwhile.
+    pub replays_stale: u64,
     /// Datagrams the send task could not send (it counts them; the core only reads).
     pub send_errors: Arc<AtomicU64>,
 }
@@ -69,6 +73,12 @@ pub(super) fn status(
     );
     counters.insert("encode_failures".to_string(), stats.encode_failures);
     counters.insert("entries_rejected".to_string(), peer.ledger().rejected());
+    counters.insert("replays".to_string(), daemon.replays);
+    counters.insert("replays_stale".to_string(), daemon.replays_stale);
+    counters.insert(
+        "replay_pending".to_string(),
+        u64::from(peer.ledger().replay_pending()),
+    );
     counters.insert("peers_evicted".to_string(), stats.peers_evicted);
     counters.insert("answers_limited".to_string(), stats.answers_limited);
     if daemon.hook_drops > 0 {

@@ -63,6 +63,14 @@ const COUNTERS: &[(&str, &str)] = &[
         "Appends of merged entries that failed",
     ),
     (
+        "replays",
+        "Replays of the whole log run on the replay thread after a roster change",
+    ),
+    (
+        "replays_stale",
+        "Replay results dropped because another roster change needed a replay meanwhile",
+    ),
+    (
         "encode_failures",
         "Messages that could not be encoded (a bug if not 0)",
     ),
@@ -88,6 +96,10 @@ const GAUGES: &[(&str, &str)] = &[
     (
         "entries_rejected",
         "Entries that count for nothing (unsigned, not an officer...)",
+    ),
+    (
+        "replay_pending",
+        "1 while totals wait for a replay after a roster change (they lag meanwhile)",
     ),
 ];
 

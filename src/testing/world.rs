@@ -10,6 +10,7 @@
 //! world replays exactly.
 
 use super::network::{NetCounters, Network, Route};
+use crate::core::ledger::ReplayResult;
 use crate::core::rng::SeededRng;
 use crate::core::sync::{Action, Channel, Now, Peer};
 use crate::proto::batch::EncodedBatch;
@@ -91,6 +92,9 @@ struct Node {
     /// The virtual ms `rx_done` counts in.
     rx_ms: u64,
     rx_done: usize,
+    /// Replays handed out by the peer, run at once on their snapshot, with the virtual time
+    /// each result is taken back (see [`World::defer_replays`]).
+    replays: VecDeque<(u64, ReplayResult)>,
 }
 
 /// Peers on a simulated network, in virtual time. See the module docs.
@@ -117,6 +121,11 @@ pub struct World<D: Disk = NoDisk> {
     /// Runs every peer call inside a tracing span naming the node and the virtual time, so
     /// the peers' own log lines say who and when.
     pub verbose: bool,
+    /// How long a replay handed out by a peer takes, in virtual ms; `None`: peers replay
+    /// at once, inside the call that needs it.
+    replay_ms: Option<u64>,
+    /// How many replays peers handed out (with [`World::defer_replays`]).
+    pub replays_run: u64,
 }
 
 impl World<NoDisk> {
@@ -156,6 +165,8 @@ impl<D: Disk> World<D> {
             counters: NetCounters::default(),
             disk,
             verbose: false,
+            replay_ms: None,
+            replays_run: 0,
         }
     }
 
@@ -190,6 +201,18 @@ impl<D: Disk> World<D> {
         self.nodes.is_empty()
     }
 
+    /// Makes every peer (running now or booted later) hand its replays out, as the daemon's
+    /// do ([`Peer::defer_replays`]): each is run on its snapshot when handed out and its
+    /// result taken back `replay_ms` virtual ms later, with the peer working on meanwhile.
+    pub fn defer_replays(&mut self, replay_ms: u64) {
+        self.replay_ms = Some(replay_ms);
+        for node in &mut self.nodes {
+            if let Some(peer) = node.peer.as_mut() {
+                peer.defer_replays(true);
+            }
+        }
+    }
+
     /// Adds a machine, down until [`World::boot`], whose wall clock is `skew_ms` off;
     /// returns its index.
     pub fn add_node(&mut self, skew_ms: i64) -> usize {
@@ -204,6 +227,7 @@ impl<D: Disk> World<D> {
             rx_bytes: 0,
             rx_ms: 0,
             rx_done: 0,
+            replays: VecDeque::new(),
         });
         self.by_addr.entry(node_addr(index)).or_insert(index);
         self.net.add_node();
@@ -230,6 +254,7 @@ impl<D: Disk> World<D> {
         self.by_addr.insert(addr, index);
         self.nodes[index].started_at = 0;
         self.nodes[index].peer = Some(peer);
+        self.defer_if_asked(index);
         self.dispatch(index);
         index
     }
@@ -272,6 +297,7 @@ impl<D: Disk> World<D> {
         let mut peer = make(now);
         peer.start(now);
         self.nodes[i].peer = Some(peer);
+        self.defer_if_asked(i);
         self.dispatch(i);
     }
 
@@ -282,6 +308,16 @@ impl<D: Disk> World<D> {
         node.wake = None;
         node.rx.clear();
         node.rx_bytes = 0;
+        node.replays.clear();
+    }
+
+    /// Node `i`'s new peer hands its replays out if [`World::defer_replays`] asked.
+    fn defer_if_asked(&mut self, i: usize) {
+        if self.replay_ms.is_some() {
+            if let Some(peer) = self.nodes[i].peer.as_mut() {
+                peer.defer_replays(true);
+            }
+        }
     }
 
     /// Whether node `i` runs a peer.
@@ -347,8 +383,16 @@ impl<D: Disk> World<D> {
         })
     }
 
-    /// Whether every node runs and all hold the same set.
+    /// Whether every node runs, all hold the same set, and none has totals waiting for a
+    /// replay.
     pub fn converged(&self) -> bool {
+        if self
+            .nodes
+            .iter()
+            .any(|n| n.peer.as_ref().is_some_and(|p| p.ledger().replay_pending()))
+        {
+            return false;
+        }
         let mut fingerprints = self
             .nodes
             .iter()
@@ -365,6 +409,7 @@ impl<D: Disk> World<D> {
         self.in_flight.is_empty()
             && self.nodes.iter().all(|node| {
                 node.rx.is_empty()
+                    && node.replays.is_empty()
                     && node
                         .peer
                         .as_ref()
@@ -504,6 +549,12 @@ impl<D: Disk> World<D> {
             }
         }
         let node = &mut self.nodes[i];
+        if let Some(replay_ms) = self.replay_ms {
+            if let Some(job) = node.peer.as_mut().and_then(Peer::poll_replay) {
+                node.replays.push_back((self.now + replay_ms, job.run()));
+                self.replays_run += 1;
+            }
+        }
         let started_at = node.started_at;
         node.wake = node
             .peer
@@ -590,6 +641,9 @@ impl<D: Disk> World<D> {
             if let Some(wake) = node.wake {
                 consider(wake);
             }
+            if let Some((at, _)) = node.replays.front() {
+                consider(*at);
+            }
             if !node.rx.is_empty() {
                 let busy = node.rx_ms == self.now && node.rx_done >= read_rate;
                 consider(if busy { self.now + 1 } else { self.now });
@@ -637,6 +691,16 @@ impl<D: Disk> World<D> {
                 let peer = self.nodes[i].peer.as_mut().expect("up");
                 peer.handle_datagram(now, channel, d.src, &d.bytes);
                 self.dispatch(i);
+            }
+        }
+        for i in 0..self.nodes.len() {
+            while self.nodes[i]
+                .replays
+                .front()
+                .is_some_and(|(at, _)| *at <= t)
+            {
+                let (_, result) = self.nodes[i].replays.pop_front().expect("peeked");
+                self.act(i, |peer, _| peer.handle_replay(result));
             }
         }
         for i in 0..self.nodes.len() {

@@ -132,6 +132,7 @@ impl LedgerBuilder {
             replay: ReplayState::open_roster(totals, roster_keys),
             batching: false,
             replay_pending: false,
+            deferral: Default::default(),
         };
         (ledger, duplicates)
     }

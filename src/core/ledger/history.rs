@@ -102,6 +102,44 @@ impl HistorySource {
 }
 
 impl HistorySource {
+    /// The totals and the rejected count of every entry, judged in replay order: what
+    /// [`super::Ledger`] replays on its own thread, for a replay run elsewhere
+    /// ([`super::ReplayJob`]). The valid roster changes are at hand unread; every other
+    /// body is read back (one left out, and its read error logged, when it cannot be).
+    pub fn totals(self) -> (BTreeMap<String, i64>, u64) {
+        let HistorySource {
+            root,
+            revocations,
+            roster,
+            index,
+        } = self;
+        let reader = index.reader.clone();
+        let mut judge = Roster::with_revocations(root, revocations);
+        let mut totals = BTreeMap::new();
+        let mut rejected = 0;
+        for (key, body, _) in index.walk() {
+            let verdict = match roster.get(&key) {
+                Some(change) => judge.judge(change),
+                None => match body_of(reader.as_deref(), &key, body) {
+                    Some(entry) => match judge.judge(&entry) {
+                        Verdict::Counts if entry.kind == EntryKind::Points => {
+                            super::replay::add_points(&mut totals, &entry);
+                            continue;
+                        }
+                        verdict => verdict,
+                    },
+                    None => continue,
+                },
+            };
+            if verdict != Verdict::Counts {
+                rejected += 1;
+            }
+        }
+        (totals, rejected)
+    }
+}
+
+impl HistorySource {
     /// What the officer planner needs to know about officer `name`
     /// ([`RosterView::from_counted`], judged as the history is), reading back only the
     /// entries that sort after the first roster change adding one of the name's keys:

@@ -15,12 +15,14 @@
 //! - `index`: the flat index plus the entries added since, the digest index and reading
 //!   bodies back.
 //! - `replay`: judging entries under the officer roster, totals, and replays.
+//! - `deferred`: replays handed out to run off the caller's thread.
 //! - `builder`: the index-only ledger built while a log is scanned.
 //! - `history`: history rows, also from a snapshot taken off the event loop.
 //! - [`revert`]: the link from a reverting entry to the entry it reverts.
 //! - `snapshot`: a ledger as a checkpoint holds it, and back.
 
 mod builder;
+mod deferred;
 mod flat;
 mod history;
 mod index;
@@ -37,6 +39,8 @@ use crate::proto::entry::Entry;
 use crate::proto::fingerprint::Fingerprint;
 use crate::proto::keys::PublicKey;
 pub use builder::LedgerBuilder;
+use deferred::Deferral;
+pub use deferred::{ReplayJob, ReplayResult};
 pub use history::{HistoryRow, HistorySource};
 use index::EntryIndex;
 pub use index::{BodyReadError, EntryReader};
@@ -58,6 +62,8 @@ pub struct Ledger {
     /// only sets `replay_pending`; [`Ledger::end_batch`] replays once.
     batching: bool,
     replay_pending: bool,
+    /// Replays handed out to run elsewhere, when deferred ([`Ledger::defer_replays`]).
+    deferral: Deferral,
 }
 
 impl fmt::Debug for Ledger {
@@ -161,9 +167,74 @@ impl Ledger {
         if needed {
             match self.batching {
                 true => self.replay_pending = true,
-                false => self.replay.recompute(&self.index),
+                false => self.replay_now_or_later(),
             }
         }
+    }
+
+    /// Replays the log at once, or marks the totals stale and leaves the replay to a job
+    /// ([`Ledger::take_replay`]) when replays are deferred.
+    fn replay_now_or_later(&mut self) {
+        match self.deferral.enabled {
+            true => self.deferral.wanted = true,
+            false => self.replay.recompute(&self.index),
+        }
+    }
+
+    /// Replays the log at once; a replay handed out before is then stale.
+    fn replay_now(&mut self) {
+        self.replay.recompute(&self.index);
+        self.deferral.wanted = false;
+        self.deferral.in_flight = None;
+    }
+
+    /// Whether a replay the log needs runs elsewhere: when on, an insert that needs one
+    /// (a roster change sorting before entries already held) does not read the log back
+    /// itself; the totals and rejected count stay stale until the owner runs the job
+    /// [`Ledger::take_replay`] hands out and gives its result to [`Ledger::finish_replay`].
+    /// The daemon turns it on so its core thread never stalls on a replay. Turning it off
+    /// replays at once if one is pending.
+    pub fn defer_replays(&mut self, on: bool) {
+        self.deferral.enabled = on;
+        if !on && self.deferral.pending() {
+            self.replay_now();
+        }
+    }
+
+    /// Whether the totals wait for a replay (wanted, or handed out and not yet finished).
+    pub fn replay_pending(&self) -> bool {
+        self.deferral.pending()
+    }
+
+    /// The replay to run, if one is wanted and none is running: a snapshot of the index and
+    /// the roster that sums the totals on any thread. One at a time.
+    pub fn take_replay(&mut self) -> Option<ReplayJob> {
+        let deferral = &mut self.deferral;
+        if !deferral.enabled || !deferral.wanted || deferral.in_flight.is_some() {
+            return None;
+        }
+        deferral.wanted = false;
+        deferral.issued += 1;
+        deferral.in_flight = Some(deferral.issued);
+        let id = deferral.issued;
+        self.replay.begin_tally();
+        Some(ReplayJob::new(id, self.index.len(), self.history_source()))
+    }
+
+    /// Takes in the result of the replay [`Ledger::take_replay`] handed out last; returns
+    /// whether it was used. A result is refused when another replay became needed since
+    /// its snapshot (a new job is then wanted) or when the ledger replayed at once since.
+    pub fn finish_replay(&mut self, result: ReplayResult) -> bool {
+        if self.deferral.in_flight != Some(result.id) {
+            return false;
+        }
+        self.deferral.in_flight = None;
+        if self.deferral.wanted {
+            self.replay.drop_tally();
+            return false;
+        }
+        self.replay.take_in(result.totals, result.rejected);
+        true
     }
 
     /// Starts a batch of inserts (a merge): replays a roster change calls for wait for
@@ -177,7 +248,7 @@ impl Ledger {
     pub(crate) fn end_batch(&mut self) {
         self.batching = false;
         if std::mem::take(&mut self.replay_pending) {
-            self.replay.recompute(&self.index);
+            self.replay_now_or_later();
         }
     }
 
@@ -191,7 +262,12 @@ impl Ledger {
     /// Sets the group's root key (`None`: open roster) and, if it changed, replays every
     /// entry to judge it again.
     pub fn set_root(&mut self, root: Option<PublicKey>) {
-        self.replay.set_root(root, &self.index);
+        if self.replay.root() != root {
+            self.replay.set_root(root, &self.index);
+            // Replayed at once (a reload, rare): a replay handed out before is stale.
+            self.deferral.wanted = false;
+            self.deferral.in_flight = None;
+        }
     }
 
     /// The group's root key, if any.

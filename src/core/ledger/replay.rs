@@ -6,6 +6,7 @@
 //! roster at each entry's place in the (at, digest) order, which every peer computes alike
 //! from the same set.
 
+use super::deferred::Tally;
 use super::index::EntryIndex;
 use crate::core::roster::{RevocationTracker, Revocations, Roster, Verdict};
 use crate::proto::digest::Key;
@@ -50,6 +51,9 @@ pub(super) struct ReplayState {
     totals: BTreeMap<String, i64>,
     /// Entries that count for nothing (see [`Verdict`]).
     rejected: u64,
+    /// While a replay runs elsewhere, what entries accounted since its snapshot added
+    /// (see [`super::deferred`]).
+    since: Option<Tally>,
 }
 
 impl ReplayState {
@@ -108,7 +112,7 @@ impl ReplayState {
         if entry.kind != EntryKind::Points {
             self.roster_keys.insert(key);
             if !Roster::is_valid_roster_change(self.root, entry) {
-                self.rejected += 1;
+                self.reject();
                 return ReplayNeed::None;
             }
             self.roster.insert(key, entry.clone());
@@ -125,11 +129,45 @@ impl ReplayState {
             return ReplayNeed::Always;
         }
         if self.judge_points_at(entry, &key) != Verdict::Counts {
-            self.rejected += 1;
+            self.reject();
             return ReplayNeed::None;
         }
         add_points(&mut self.totals, entry);
+        if let Some(since) = &mut self.since {
+            add_points(&mut since.totals, entry);
+        }
         ReplayNeed::None
+    }
+
+    /// Counts one more entry that counts for nothing.
+    fn reject(&mut self) {
+        self.rejected += 1;
+        if let Some(since) = &mut self.since {
+            since.rejected += 1;
+        }
+    }
+
+    /// Starts tallying what entries accounted from now on add, for a replay whose snapshot
+    /// is taken now.
+    pub(super) fn begin_tally(&mut self) {
+        self.since = Some(Tally::default());
+    }
+
+    /// Stops tallying (the replay's result is not taken in).
+    pub(super) fn drop_tally(&mut self) {
+        self.since = None;
+    }
+
+    /// Takes in a replay's result: the snapshot's totals and rejected count, plus what was
+    /// accounted since the snapshot.
+    pub(super) fn take_in(&mut self, mut totals: BTreeMap<String, i64>, rejected: u64) {
+        let since = self.since.take().unwrap_or_default();
+        for (name, delta) in since.totals {
+            let total = totals.entry(name).or_insert(0);
+            *total = total.wrapping_add(delta);
+        }
+        self.totals = totals;
+        self.rejected = rejected + since.rejected;
     }
 
     /// The verdict on a point entry at `key`, from the caches when it can be.
@@ -218,6 +256,7 @@ impl ReplayState {
         }
         self.totals = totals;
         self.rejected = rejected;
+        self.since = None;
     }
 
     /// The group's root key, if any.
@@ -257,7 +296,7 @@ impl ReplayState {
 }
 
 /// Adds a counting point entry's delta to its target's total.
-fn add_points(totals: &mut BTreeMap<String, i64>, entry: &Entry) {
+pub(super) fn add_points(totals: &mut BTreeMap<String, i64>, entry: &Entry) {
     // Wrapping addition is associative and commutative, so totals are identical on every
     // peer whatever order entries arrive in (deltas are bounded, so it never wraps in
     // practice). Looked up before inserting so the name is only cloned for a new player.

@@ -91,8 +91,12 @@ pub struct EncodedSnapshot {
 
 impl Ledger {
     /// Captures the ledger for a checkpoint, or `None` while some entry is not yet stored
-    /// in the log (a checkpoint describes a log prefix, and such an entry is in none).
+    /// in the log (a checkpoint describes a log prefix, and such an entry is in none) or
+    /// while the totals wait for a replay run elsewhere (they are stale).
     pub fn snapshot(&self) -> Option<LedgerSnapshot> {
+        if self.replay_pending() {
+            return None;
+        }
         let (base, overlay, targets) = self.index.stored_parts()?;
         let replay = &self.replay;
         let state = State {
@@ -161,6 +165,7 @@ impl Ledger {
             replay,
             batching: false,
             replay_pending: false,
+            deferral: Default::default(),
         };
         Ok(ledger)
     }

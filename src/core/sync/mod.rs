@@ -75,7 +75,7 @@ pub use peer_table::{PeerInfo, Reach};
 pub use stats::Stats;
 pub use unicast::ListedPeer;
 
-use crate::core::ledger::Ledger;
+use crate::core::ledger::{Ledger, ReplayJob, ReplayResult};
 use crate::core::rng::SeededRng;
 use crate::proto::digest::Key;
 use crate::proto::entry::Entry;
@@ -208,6 +208,32 @@ impl Peer {
     /// appending what a [`Action::Persist`] or a local adjust asked for).
     pub fn mark_stored(&mut self, key: &Key, offset: u64) {
         self.ledger.mark_stored(key, offset);
+    }
+
+    /// Hands the ledger's replays to the caller instead of running them inside the call
+    /// that needs one (see [`Ledger::defer_replays`]): the daemon runs them on a thread of
+    /// their own, so a roster change merged at a heal never stalls its core thread.
+    pub fn defer_replays(&mut self, on: bool) {
+        self.ledger.defer_replays(on);
+    }
+
+    /// The replay to run, if the ledger needs one and none is running (only when
+    /// deferred): poll it after every call, as [`Peer::drain_actions`], run it anywhere, and
+    /// give the result to [`Peer::handle_replay`].
+    pub fn poll_replay(&mut self) -> Option<ReplayJob> {
+        self.ledger.take_replay()
+    }
+
+    /// Takes in a replay's result; returns whether it was used (a stale one is not, and
+    /// [`Peer::poll_replay`] then hands out a new job).
+    pub fn handle_replay(&mut self, result: ReplayResult) -> bool {
+        let used = self.ledger.finish_replay(result);
+        tracing::debug!(
+            target: "sync",
+            "SYNC replay result {}",
+            if used { "taken in: totals are current" } else { "stale: replaying again" }
+        );
+        used
     }
 
     /// The replayed ledger.

@@ -1,0 +1,47 @@
+//! The replay thread: when a merged roster change sorts before entries already held, the
+//! ledger's totals must be summed again from every body in the log, which takes seconds on a
+//! large log. The ledger hands that work out as a [`ReplayJob`]; it runs here, and the
+//! result comes back to the core thread as an event, so heartbeats and sync answers go on
+//! meanwhile (a daemon that stalled 11.5 s on one was dropped by its peers in the soak).
+
+use super::event::Event;
+use crate::core::ledger::ReplayJob;
+use std::sync::mpsc;
+use std::time::Instant;
+use tracing::info;
+
+/// Hands replays to the replay thread.
+pub(super) struct Replayer {
+    jobs: mpsc::Sender<ReplayJob>,
+}
+
+impl Replayer {
+    /// Starts the thread; it reports each result on `events` and ends when the replayer is
+    /// dropped.
+    pub(super) fn spawn(events: mpsc::Sender<Event>) -> std::io::Result<Replayer> {
+        let (jobs, queued) = mpsc::channel::<ReplayJob>();
+        std::thread::Builder::new()
+            .name("lootsync-replay".into())
+            .spawn(move || {
+                for job in queued {
+                    let started = Instant::now();
+                    let entries = job.entries();
+                    let result = job.run();
+                    info!(
+                        "replayed {entries} entries after a roster change in {} ms",
+                        started.elapsed().as_millis()
+                    );
+                    if events.send(Event::Replayed(result)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Replayer { jobs })
+    }
+
+    /// Queues a replay; its result arrives as [`Event::Replayed`]. Returns the job back
+    /// when the thread is gone, so the caller can run it itself.
+    pub(super) fn replay(&self, job: ReplayJob) -> Result<(), Box<ReplayJob>> {
+        self.jobs.send(job).map_err(|err| Box::new(err.0))
+    }
+}
