@@ -30,6 +30,9 @@
 //! offline and through a daemon, against `lootsync points` on the same log and beside the
 //! whole-history judgement it made before the roster query (and, with
 //! `LOOTSYNC_BENCH_BEFORE_BIN=path`, that binary's `officer add`);
+//! `LOOTSYNC_BENCH_ONLY=replay` measures a roster change merged late at 100,000 signed
+//! entries (or `LOOTSYNC_BENCH_ENTRIES`): the core thread's time replaying inline against
+//! handing the replay to the replay thread, and the replay there;
 //! `LOOTSYNC_BENCH_ENTRIES=n` sets the log size of the cold-start, memory, checkpoint and
 //! offline figures (the scaling table in docs/benchmarks.md).
 
@@ -763,11 +766,10 @@ fn median_of(runs: usize, mut measure: impl FnMut() -> f64) -> f64 {
 /// binary, beside the whole-history judgement it made before (in process: the history
 /// fetched the same way, rebuilt and judged as the command line did) and `lootsync points`
 /// on the same log (the baseline: a command that reads no entry back).
-fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
-    let state = root_dir.join("officers");
-    std::fs::create_dir_all(&state).unwrap();
-    let root_file = root_dir.join("root.key");
-    let root = create_signing_key_file(&root_file, KeyKind::Root).expect("root key");
+/// The officers' log the officer and replay figures share: three officers (alice, bob,
+/// carol) added by `root`, then `count - 3` point entries signed by them (alice and bob two
+/// in five each, carol one), 3 ms apart.
+fn officers_log(count: usize, root: &SecretKey) -> (Vec<Entry>, Vec<SecretKey>) {
     let officers: Vec<SecretKey> = (1..=3u8).map(|n| SecretKey::from_seed([n; 32])).collect();
     let mut rng = SeededRng::new(11);
     let mut entries: Vec<Entry> = ["alice", "bob", "carol"]
@@ -782,7 +784,7 @@ fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
                 .kind(EntryKind::OfficerAdd {
                     public_key: key.public(),
                 })
-                .signed(&root)
+                .signed(root)
         })
         .collect();
     entries.extend((0..count.saturating_sub(3)).map(|i| {
@@ -794,6 +796,15 @@ fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
             .reason("raid attendance")
             .signed(&officers[[0, 0, 1, 1, 2][i % 5]])
     }));
+    (entries, officers)
+}
+
+fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
+    let state = root_dir.join("officers");
+    std::fs::create_dir_all(&state).unwrap();
+    let root_file = root_dir.join("root.key");
+    let root = create_signing_key_file(&root_file, KeyKind::Root).expect("root key");
+    let (entries, officers) = officers_log(count, &root);
     write_log(&state, &entries);
     drop(entries);
     let config_file = root_dir.join("officers.toml");
@@ -1005,6 +1016,94 @@ fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
     figures
 }
 
+/// A roster change merged late, sorting before every entry held (carol removed right after
+/// her add, on a peer not heard from): how long the daemon's core thread is busy with it,
+/// replaying the whole log inline as it did before against handing the replay out as it
+/// does now, and how long the replay then takes on the replay thread; beside one read +
+/// CRC32C pass over the same log.
+fn replay_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
+    let state = root_dir.join("replay");
+    let root = SecretKey::from_seed([200; 32]);
+    let (entries, _) = officers_log(count, &root);
+    let removal = EntryBuilder::at_ms(common::BASE_MS)
+        .id_random([0xee; 10])
+        .actor("root")
+        .target("carol")
+        .delta(0)
+        .kind(EntryKind::OfficerRemove)
+        .signed(&root);
+    write_log(&state, &entries);
+    drop(entries);
+    let path = LogStore::log_path(&state, GROUP);
+    let mut sink = Vec::new();
+    File::open(&path).unwrap().read_to_end(&mut sink).unwrap();
+    drop(sink);
+    // The daemon's ledger: opened index-only, judged under the root key.
+    let open = |deferred: bool| {
+        let lock = StateLock::acquire(&state).unwrap();
+        let (store, mut ledger, _) = LogStore::open_indexed(lock, GROUP, &mut |_, _| {}).unwrap();
+        ledger.set_root(Some(root.public()));
+        ledger.defer_replays(deferred);
+        (store, ledger)
+    };
+    let (mut inline, mut handed, mut replay, mut base) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut totals = None;
+    for _ in 0..3 {
+        base.push(read_and_crc(&path));
+
+        let (store, mut ledger) = open(false);
+        let started = Instant::now();
+        assert!(ledger.insert(removal.clone()));
+        inline.push(started.elapsed().as_secs_f64());
+        let expected = ledger.totals().clone();
+        drop((store, ledger));
+
+        let (store, mut ledger) = open(true);
+        let started = Instant::now();
+        assert!(ledger.insert(removal.clone()));
+        let job = ledger.take_replay().expect("a replay handed out");
+        handed.push(started.elapsed().as_secs_f64());
+        let started = Instant::now();
+        let result = std::thread::spawn(move || job.run()).join().unwrap();
+        replay.push(started.elapsed().as_secs_f64());
+        assert!(ledger.finish_replay(result));
+        assert_eq!(ledger.totals(), &expected, "the same totals either way");
+        totals = Some(expected.len());
+        drop((store, ledger));
+    }
+    let (inline, handed, replay, base) = (
+        median_ms(&mut inline),
+        median_ms(&mut handed),
+        median_ms(&mut replay),
+        median_ms(&mut base),
+    );
+    println!(
+        "an early roster change merged at {count} entries ({} players): core thread busy {inline:.1} ms replaying inline (before) vs {handed:.3} ms handing the replay out (now); the replay on its own thread {replay:.1} ms; read+CRC32C of the log {base:.1} ms",
+        totals.unwrap_or(0)
+    );
+    vec![
+        Figure::reported(
+            format!("early roster change merged at {count} entries: core thread busy, replay inline as before (baseline: read + CRC32C of the log)"),
+            inline,
+            Some(base),
+            "ms",
+        ),
+        Figure::reported(
+            format!("early roster change merged at {count} entries: core thread busy, replay handed out (baseline: read + CRC32C of the log)"),
+            handed,
+            Some(base),
+            "ms",
+        ),
+        Figure::reported(
+            format!("early roster change merged at {count} entries: the replay on the replay thread (baseline: read + CRC32C of the log)"),
+            replay,
+            Some(base),
+            "ms",
+        ),
+    ]
+}
+
 /// The log size of the cold-start, memory, checkpoint and offline figures:
 /// `LOOTSYNC_BENCH_ENTRIES=n` measures another one (the scaling table).
 fn entries_to_measure(full: bool) -> usize {
@@ -1048,6 +1147,17 @@ fn main() {
                 })
                 .unwrap_or(50_000);
             common::print_table("Officer figures", &officer_figures(count, root.path()));
+            return;
+        }
+        Ok("replay") => {
+            let root = tempfile::tempdir().expect("temp dir");
+            let count = std::env::var("LOOTSYNC_BENCH_ENTRIES")
+                .map(|n| {
+                    n.parse()
+                        .expect("LOOTSYNC_BENCH_ENTRIES: a number of entries")
+                })
+                .unwrap_or(100_000);
+            common::print_table("Replay figures", &replay_figures(count, root.path()));
             return;
         }
         Ok("cold-start") => {

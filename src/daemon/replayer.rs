@@ -8,7 +8,7 @@ use super::event::Event;
 use crate::core::ledger::ReplayJob;
 use std::sync::mpsc;
 use std::time::Instant;
-use tracing::info;
+use tracing::{debug, info};
 
 /// Hands replays to the replay thread.
 pub(super) struct Replayer {
@@ -27,10 +27,16 @@ impl Replayer {
                     let started = Instant::now();
                     let entries = job.entries();
                     let result = job.run();
-                    info!(
-                        "replayed {entries} entries after a roster change in {} ms",
-                        started.elapsed().as_millis()
-                    );
+                    let took = started.elapsed().as_millis();
+                    match result.stopped_early() {
+                        true => debug!(
+                            target: "sync",
+                            "SYNC replay of {entries} entries stopped after {took} ms: another roster change needs a new one"
+                        ),
+                        false => info!(
+                            "replayed {entries} entries after a roster change in {took} ms"
+                        ),
+                    }
                     if events.send(Event::Replayed(result)).is_err() {
                         return;
                     }

@@ -9,8 +9,8 @@
 //! index and roster ([`HistorySource`]) that sums the totals wherever the caller runs it.
 //! Entries the ledger accounts after the snapshot are tallied apart; the job's
 //! [`ReplayResult`] plus that tally are the totals of the whole log. A roster change that
-//! needs another replay while one runs makes its result stale: it is dropped and a new job
-//! handed out. Until a result is taken in, totals and the rejected count lag and no
+//! needs another replay while one runs makes its result stale: the running job is told to
+//! stop early (it checks between entries), its result is dropped and a new job handed out. Until a result is taken in, totals and the rejected count lag and no
 //! checkpoint is taken (it would persist stale totals).
 //!
 //! Without deferral (the default, as in the offline CLI and most tests) replays run at once,
@@ -18,6 +18,8 @@
 
 use super::history::HistorySource;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// What a ledger knows about replays it hands out.
 #[derive(Clone, Debug, Default)]
@@ -26,8 +28,9 @@ pub(super) struct Deferral {
     pub(super) enabled: bool,
     /// A replay is needed and not handed out yet: totals are stale.
     pub(super) wanted: bool,
-    /// The id of the replay handed out and not taken back yet.
-    pub(super) in_flight: Option<u64>,
+    /// The id of the replay handed out and not taken back yet, and the flag that tells it
+    /// to stop early.
+    pub(super) in_flight: Option<(u64, Arc<AtomicBool>)>,
     /// How many replays were handed out, so each gets an id of its own.
     pub(super) issued: u64,
 }
@@ -37,6 +40,58 @@ impl Deferral {
     pub(super) fn pending(&self) -> bool {
         self.wanted || self.in_flight.is_some()
     }
+
+    /// Another replay is needed: one running is stale, so it is told to stop.
+    pub(super) fn want(&mut self) {
+        self.wanted = true;
+        if let Some((_, stop)) = &self.in_flight {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The ledger replayed at once: nothing is wanted, and a replay running is stale.
+    pub(super) fn settle(&mut self) {
+        self.wanted = false;
+        if let Some((_, stop)) = self.in_flight.take() {
+            stop.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands out the id of a new replay and the flag that stops it.
+    pub(super) fn issue(&mut self) -> (u64, Arc<AtomicBool>) {
+        self.wanted = false;
+        self.issued += 1;
+        let stop = Arc::new(AtomicBool::new(false));
+        self.in_flight = Some((self.issued, stop.clone()));
+        (self.issued, stop)
+    }
+
+    /// What the result of replay `id` is to the ledger; once it is known, that replay is
+    /// no longer running.
+    pub(super) fn finish(&mut self, id: u64) -> Finished {
+        if self
+            .in_flight
+            .as_ref()
+            .is_none_or(|(running, _)| *running != id)
+        {
+            return Finished::NotRunning;
+        }
+        self.in_flight = None;
+        match self.wanted {
+            true => Finished::Stale,
+            false => Finished::Current,
+        }
+    }
+}
+
+/// What a replay's result is to the ledger that handed it out.
+pub(super) enum Finished {
+    /// Not the replay running (one from before the ledger replayed at once): ignored.
+    NotRunning,
+    /// The replay running, but another became needed since: dropped.
+    Stale,
+    /// The replay running, and nothing changed verdicts since: taken in.
+    Current,
 }
 
 /// What entries accounted since a replay's snapshot added to the totals: the replay's
@@ -56,14 +111,22 @@ pub struct ReplayJob {
     id: u64,
     entries: usize,
     source: HistorySource,
+    /// Set by the ledger when the result would be stale.
+    stop: Arc<AtomicBool>,
 }
 
 impl ReplayJob {
-    pub(super) fn new(id: u64, entries: usize, source: HistorySource) -> ReplayJob {
+    pub(super) fn new(
+        id: u64,
+        entries: usize,
+        source: HistorySource,
+        stop: Arc<AtomicBool>,
+    ) -> ReplayJob {
         ReplayJob {
             id,
             entries,
             source,
+            stop,
         }
     }
 
@@ -74,13 +137,12 @@ impl ReplayJob {
 
     /// Judges every entry of the snapshot in replay order and sums what counts. Entries
     /// whose body cannot be read are left out, as a replay on the ledger's own thread
-    /// leaves them (the read error is logged).
+    /// leaves them (the read error is logged). Stops early, with no totals, once the ledger
+    /// has said the result would be stale.
     pub fn run(self) -> ReplayResult {
-        let (totals, rejected) = self.source.totals();
         ReplayResult {
             id: self.id,
-            totals,
-            rejected,
+            summed: self.source.totals(&self.stop),
         }
     }
 }
@@ -88,8 +150,15 @@ impl ReplayJob {
 /// The totals and rejected count a [`ReplayJob`] summed.
 pub struct ReplayResult {
     pub(super) id: u64,
-    pub(super) totals: BTreeMap<String, i64>,
-    pub(super) rejected: u64,
+    /// `None` when the job stopped early.
+    pub(super) summed: Option<(BTreeMap<String, i64>, u64)>,
+}
+
+impl ReplayResult {
+    /// Whether the job stopped early because its result would have been stale.
+    pub fn stopped_early(&self) -> bool {
+        self.summed.is_none()
+    }
 }
 
 #[cfg(test)]
@@ -231,7 +300,9 @@ mod tests {
         let first = ledger.take_replay().expect("first job");
         assert!(ledger.insert(remove(60, 4, 2)));
         assert!(ledger.take_replay().is_none(), "still one in flight");
-        assert!(!ledger.finish_replay(first.run()), "stale result refused");
+        let first = first.run();
+        assert!(first.stopped_early(), "told to stop once stale");
+        assert!(!ledger.finish_replay(first), "stale result refused");
         assert!(ledger.replay_pending());
         let second = ledger.take_replay().expect("a new job");
         assert!(ledger.finish_replay(second.run()));

@@ -10,7 +10,11 @@ use crate::proto::entry::{Entry, EntryKind};
 use crate::proto::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+/// How many entries a replay judges between looks at its stop flag.
+const STOP_CHECK_EVERY: usize = 4096;
 
 /// One line of a player's (or the whole log's) history: the entry plus the total that
 /// replaying the log gives right after it.
@@ -106,7 +110,8 @@ impl HistorySource {
     /// [`super::Ledger`] replays on its own thread, for a replay run elsewhere
     /// ([`super::ReplayJob`]). The valid roster changes are at hand unread; every other
     /// body is read back (one left out, and its read error logged, when it cannot be).
-    pub fn totals(self) -> (BTreeMap<String, i64>, u64) {
+    /// `None` once `stop` is set (looked at every few thousand entries).
+    pub fn totals(self, stop: &AtomicBool) -> Option<(BTreeMap<String, i64>, u64)> {
         let HistorySource {
             root,
             revocations,
@@ -117,7 +122,10 @@ impl HistorySource {
         let mut judge = Roster::with_revocations(root, revocations);
         let mut totals = BTreeMap::new();
         let mut rejected = 0;
-        for (key, body, _) in index.walk() {
+        for (n, (key, body, _)) in index.walk().enumerate() {
+            if n % STOP_CHECK_EVERY == 0 && stop.load(Ordering::Relaxed) {
+                return None;
+            }
             let verdict = match roster.get(&key) {
                 Some(change) => judge.judge(change),
                 None => match body_of(reader.as_deref(), &key, body) {
@@ -135,7 +143,7 @@ impl HistorySource {
                 rejected += 1;
             }
         }
-        (totals, rejected)
+        Some((totals, rejected))
     }
 }
 

@@ -39,7 +39,7 @@ use crate::proto::entry::Entry;
 use crate::proto::fingerprint::Fingerprint;
 use crate::proto::keys::PublicKey;
 pub use builder::LedgerBuilder;
-use deferred::Deferral;
+use deferred::{Deferral, Finished};
 pub use deferred::{ReplayJob, ReplayResult};
 pub use history::{HistoryRow, HistorySource};
 use index::EntryIndex;
@@ -176,7 +176,7 @@ impl Ledger {
     /// ([`Ledger::take_replay`]) when replays are deferred.
     fn replay_now_or_later(&mut self) {
         match self.deferral.enabled {
-            true => self.deferral.wanted = true,
+            true => self.deferral.want(),
             false => self.replay.recompute(&self.index),
         }
     }
@@ -184,8 +184,7 @@ impl Ledger {
     /// Replays the log at once; a replay handed out before is then stale.
     fn replay_now(&mut self) {
         self.replay.recompute(&self.index);
-        self.deferral.wanted = false;
-        self.deferral.in_flight = None;
+        self.deferral.settle();
     }
 
     /// Whether a replay the log needs runs elsewhere: when on, an insert that needs one
@@ -213,28 +212,39 @@ impl Ledger {
         if !deferral.enabled || !deferral.wanted || deferral.in_flight.is_some() {
             return None;
         }
-        deferral.wanted = false;
-        deferral.issued += 1;
-        deferral.in_flight = Some(deferral.issued);
-        let id = deferral.issued;
+        let (id, stop) = deferral.issue();
         self.replay.begin_tally();
-        Some(ReplayJob::new(id, self.index.len(), self.history_source()))
+        Some(ReplayJob::new(
+            id,
+            self.index.len(),
+            self.history_source(),
+            stop,
+        ))
     }
 
     /// Takes in the result of the replay [`Ledger::take_replay`] handed out last; returns
     /// whether it was used. A result is refused when another replay became needed since
     /// its snapshot (a new job is then wanted) or when the ledger replayed at once since.
     pub fn finish_replay(&mut self, result: ReplayResult) -> bool {
-        if self.deferral.in_flight != Some(result.id) {
-            return false;
+        match (self.deferral.finish(result.id), result.summed) {
+            (Finished::NotRunning, _) => false,
+            (Finished::Current, Some((totals, rejected))) => {
+                self.replay.take_in(totals, rejected);
+                true
+            }
+            // Another replay is wanted already.
+            (Finished::Stale, _) => {
+                self.replay.drop_tally();
+                false
+            }
+            // Stopped early though nothing changed since (a job is only told to stop once
+            // stale, so not expected): replay again rather than keep stale totals.
+            (Finished::Current, None) => {
+                self.replay.drop_tally();
+                self.deferral.want();
+                false
+            }
         }
-        self.deferral.in_flight = None;
-        if self.deferral.wanted {
-            self.replay.drop_tally();
-            return false;
-        }
-        self.replay.take_in(result.totals, result.rejected);
-        true
     }
 
     /// Starts a batch of inserts (a merge): replays a roster change calls for wait for
@@ -265,8 +275,7 @@ impl Ledger {
         if self.replay.root() != root {
             self.replay.set_root(root, &self.index);
             // Replayed at once (a reload, rare): a replay handed out before is stale.
-            self.deferral.wanted = false;
-            self.deferral.in_flight = None;
+            self.deferral.settle();
         }
     }
 
