@@ -761,14 +761,9 @@ fn median_of(runs: usize, mut measure: impl FnMut() -> f64) -> f64 {
     median_ms(&mut samples)
 }
 
-/// `officer add` on a log of `count` entries signed by three officers (alice signs 40 %),
-/// offline and through a daemon: the roster query it asks now, in process and as the real
-/// binary, beside the whole-history judgement it made before (in process: the history
-/// fetched the same way, rebuilt and judged as the command line did) and `lootsync points`
-/// on the same log (the baseline: a command that reads no entry back).
 /// The officers' log the officer and replay figures share: three officers (alice, bob,
-/// carol) added by `root`, then `count - 3` point entries signed by them (alice and bob two
-/// in five each, carol one), 3 ms apart.
+/// carol) added by `root`, then from 2 ms later `count - 3` point entries signed by them
+/// (alice and bob two in five each, carol one), 3 ms apart.
 fn officers_log(count: usize, root: &SecretKey) -> (Vec<Entry>, Vec<SecretKey>) {
     let officers: Vec<SecretKey> = (1..=3u8).map(|n| SecretKey::from_seed([n; 32])).collect();
     let mut rng = SeededRng::new(11);
@@ -788,7 +783,7 @@ fn officers_log(count: usize, root: &SecretKey) -> (Vec<Entry>, Vec<SecretKey>) 
         })
         .collect();
     entries.extend((0..count.saturating_sub(3)).map(|i| {
-        EntryBuilder::at_ms(common::BASE_MS + 1 + i as u64 * 3)
+        EntryBuilder::at_ms(common::BASE_MS + 2 + i as u64 * 3)
             .id_random(rng.bytes())
             .actor("raidbox")
             .target(format!("player{}", i % 40))
@@ -799,6 +794,11 @@ fn officers_log(count: usize, root: &SecretKey) -> (Vec<Entry>, Vec<SecretKey>) 
     (entries, officers)
 }
 
+/// `officer add` on a log of `count` entries signed by three officers (alice signs 40 %),
+/// offline and through a daemon: the roster query it asks now, in process and as the real
+/// binary, beside the whole-history judgement it made before (in process: the history
+/// fetched the same way, rebuilt and judged as the command line did) and `lootsync points`
+/// on the same log (the baseline: a command that reads no entry back).
 fn officer_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
     let state = root_dir.join("officers");
     std::fs::create_dir_all(&state).unwrap();
@@ -1025,7 +1025,8 @@ fn replay_figures(count: usize, root_dir: &Path) -> Vec<Figure> {
     let state = root_dir.join("replay");
     let root = SecretKey::from_seed([200; 32]);
     let (entries, _) = officers_log(count, &root);
-    let removal = EntryBuilder::at_ms(common::BASE_MS)
+    // Between the adds and the first point entry.
+    let removal = EntryBuilder::at_ms(common::BASE_MS + 1)
         .id_random([0xee; 10])
         .actor("root")
         .target("carol")

@@ -49,8 +49,8 @@ impl Checkpoints {
         }
         self.last_attempt = Some(Instant::now());
         let job = match store.begin_checkpoint(ledger) {
-            // Not now (appends not yet synced, entries not yet stored): the next tick
-            // after MIN_GAP tries again.
+            // Not now (appends not yet synced, entries not yet stored, totals waiting for a
+            // replay): the next tick after MIN_GAP tries again.
             Ok(None) => return,
             Ok(Some(job)) => job,
             Err(err) => {
@@ -95,6 +95,10 @@ impl Checkpoints {
                 written.entries(),
                 written.log_bytes(),
                 started.elapsed().as_millis()
+            ),
+            Ok(None) if ledger.replay_pending() => info!(
+                "no checkpoint at shutdown: the totals wait for a replay after a roster change \
+                 (the next start replays the log past the last checkpoint)"
             ),
             Ok(None) => {}
             Err(err) => warn!("cannot write a checkpoint at shutdown: {}", err.describe()),

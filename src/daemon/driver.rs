@@ -202,8 +202,16 @@ impl Driver {
                 self.flushing = false;
                 self.finish_flush(outcome);
             }
-            Event::Replayed(result) => {
-                if !self.peer.handle_replay(result) {
+            Event::Replayed { result, failed } => {
+                if failed {
+                    // A bug; replaying here from now on (as before replays were handed
+                    // out) keeps the totals right, or fails loudly on this thread.
+                    error!(
+                        "the replay after a roster change failed on the replay thread: replaying on the core thread from now on"
+                    );
+                    self.peer.handle_replay(result);
+                    self.peer.defer_replays(false);
+                } else if !self.peer.handle_replay(result) {
                     self.counters.replays_stale += 1;
                 }
             }
@@ -218,6 +226,8 @@ impl Driver {
     /// flight finish, flush, remove the control socket; the lock goes with the store when
     /// the driver is dropped.
     fn shut_down(&mut self, events: &mpsc::Receiver<Event>) {
+        // Its result would not be taken in: stop it reading the log.
+        self.peer.abandon_replay();
         self.execute_actions();
         while self.flushing {
             match events.recv() {

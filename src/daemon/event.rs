@@ -26,8 +26,14 @@ pub(super) enum Event {
     Listed(ListedUpdate),
     /// The group commit in flight finished with this outcome.
     Flushed(std::io::Result<()>),
-    /// The replay handed to the replay thread finished with these totals.
-    Replayed(crate::core::ledger::ReplayResult),
+    /// The replay handed to the replay thread ended: its totals, or none if it stopped
+    /// early (stale) or failed (`failed` is true when its thread panicked).
+    Replayed {
+        /// What it summed.
+        result: crate::core::ledger::ReplayResult,
+        /// Whether the replay panicked.
+        failed: bool,
+    },
     /// Reload: apply a re-read config and keys, and say what was done.
     Reload(
         Box<super::reload::Reload>,

@@ -6,6 +6,7 @@
 
 use super::event::Event;
 use crate::core::ledger::ReplayJob;
+use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::time::Instant;
 use tracing::{debug, info};
@@ -26,18 +27,26 @@ impl Replayer {
                 for job in queued {
                     let started = Instant::now();
                     let entries = job.entries();
-                    let result = job.run();
+                    let failure = job.failed();
+                    // A panic here would leave the ledger waiting for a result forever (and
+                    // taking no checkpoint): the core thread is told instead.
+                    let (result, failed) =
+                        match std::panic::catch_unwind(AssertUnwindSafe(|| job.run())) {
+                            Ok(result) => (result, false),
+                            Err(_) => (failure, true),
+                        };
                     let took = started.elapsed().as_millis();
-                    match result.stopped_early() {
-                        true => debug!(
+                    match (failed, result.stopped_early()) {
+                        (true, _) => {}
+                        (false, true) => debug!(
                             target: "sync",
                             "SYNC replay of {entries} entries stopped after {took} ms: another roster change needs a new one"
                         ),
-                        false => info!(
+                        (false, false) => info!(
                             "replayed {entries} entries after a roster change in {took} ms"
                         ),
                     }
-                    if events.send(Event::Replayed(result)).is_err() {
+                    if events.send(Event::Replayed { result, failed }).is_err() {
                         return;
                     }
                 }
@@ -46,7 +55,8 @@ impl Replayer {
     }
 
     /// Queues a replay; its result arrives as [`Event::Replayed`]. Returns the job back
-    /// when the thread is gone, so the caller can run it itself.
+    /// when the thread is gone (it never ends while the replayer lives, even when a replay
+    /// panics), so the caller can run it itself.
     pub(super) fn replay(&self, job: ReplayJob) -> Result<(), Box<ReplayJob>> {
         self.jobs.send(job).map_err(|err| Box::new(err.0))
     }

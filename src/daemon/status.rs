@@ -22,9 +22,10 @@ pub(super) struct DriverCounters {
     pub append_failures: u64,
     /// Datagrams dropped on purpose by the test hook.
     pub hook_drops: u64,
-    /// Replays of the whole log handed to the replay thread after a roster change.
+    /// Replays of the whole log handed out after a roster change or a new root key (run on
+    /// the replay thread, or here if it is gone).
     pub replays: u64,
-    /// Replay results refused because another roster change needed a replay meanwhile.
+    /// Replay results not used: overtaken by another roster change or a new root key.
     pub replays_stale: u64,
     /// Datagrams the send task could not send (it counts them; the core only reads).
     pub send_errors: Arc<AtomicU64>,

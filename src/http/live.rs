@@ -3,7 +3,8 @@
 //!
 //! One watcher per daemon asks the core for `status` every [`POLL`], and only while at
 //! least one page is listening; each listener gets an event when the summary it shows
-//! (entries, fingerprint, sync, peers in sync) differs from the last one. A stream ends
+//! (entries, fingerprint, sync, peers in sync, whether totals wait for a replay) differs
+//! from the last one. A stream ends
 //! after [`STREAM_LIFETIME`]; the browser's `EventSource` reconnects by itself.
 
 use super::query::ask;
@@ -40,6 +41,9 @@ pub(super) struct Mark {
     pub peers_in_sync: usize,
     /// Peers known.
     pub peers: usize,
+    /// Whether the totals wait for a replay after a roster change: the page fetches itself
+    /// again when the replay's totals are taken in, though no entry was added.
+    pub replay_pending: bool,
 }
 
 impl Mark {
@@ -50,6 +54,10 @@ impl Mark {
             sync_enabled: status.sync_enabled,
             peers_in_sync: status.peers.iter().filter(|p| p.in_sync).count(),
             peers: status.peers.len(),
+            replay_pending: status
+                .counters
+                .get("replay_pending")
+                .is_some_and(|&n| n > 0),
         }
     }
 }

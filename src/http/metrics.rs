@@ -64,11 +64,11 @@ const COUNTERS: &[(&str, &str)] = &[
     ),
     (
         "replays",
-        "Replays of the whole log run on the replay thread after a roster change",
+        "Replays of the whole log run after a roster change or a new root key",
     ),
     (
         "replays_stale",
-        "Replay results dropped because another roster change needed a replay meanwhile",
+        "Replay results not used: overtaken by another roster change or a new root key",
     ),
     (
         "encode_failures",

@@ -106,6 +106,14 @@ pub enum ApplyError {
         /// The root key the ledger is judged under.
         root: crate::proto::keys::PublicKey,
     },
+    /// A decay or import while the totals wait for a replay after a roster change merged
+    /// from a peer: its deltas would be computed from stale totals and signed for good.
+    #[error(
+        "refused, nothing written: the totals are being recomputed after a roster change \
+         merged from a peer (seconds on a large log; `status` shows replay_pending 1 until \
+         then): try again shortly"
+    )]
+    TotalsBeingRecomputed,
     /// An appended entry that is not a roster change signed by the root key.
     #[error(
         "entry not accepted: only roster changes signed by the group's root key can be \
@@ -133,6 +141,16 @@ impl From<BatchError> for ApplyError {
 impl From<RevertRefusal> for ApplyError {
     fn from(err: RevertRefusal) -> ApplyError {
         ApplyError::Revert(err)
+    }
+}
+
+/// Refuses a command that computes its deltas from the totals while they wait for a
+/// replay (an adjust's recorded `new_total` is informational and may lag, as it may
+/// anyway before a merge).
+fn current_totals(peer: &Peer) -> Result<(), ApplyError> {
+    match peer.ledger().replay_pending() {
+        true => Err(ApplyError::TotalsBeingRecomputed),
+        false => Ok(()),
     }
 }
 
@@ -206,6 +224,7 @@ impl LedgerCommand for Decay {
         now: Now,
     ) -> Result<BatchResult, ApplyError> {
         let reason = batch::clean_reason(&self.reason, MAX_REASON_BYTES)?;
+        current_totals(peer)?;
         let plan = batch::plan_decay(peer.ledger(), self.percent_hundredths)?;
         write_batch(
             peer,
@@ -235,6 +254,7 @@ impl LedgerCommand for Import {
             .into_iter()
             .map(|b| (b.player, b.points))
             .collect();
+        current_totals(peer)?;
         let plan = batch::plan_import(peer.ledger(), &balances)?;
         write_batch(
             peer,
@@ -522,4 +542,137 @@ fn not_recorded(err: &StoreError, rollback_pending: bool) -> String {
         message.push_str("; the log is unchanged");
     }
     message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::control::Balance;
+    use crate::proto::signature::SecretKey;
+    use crate::testing::EntryBuilder;
+    use std::sync::Arc;
+
+    fn now(unix_ms: u64) -> Now {
+        Now {
+            mono_ms: 0,
+            unix_ms,
+        }
+    }
+
+    /// While the totals wait for a replay handed out after an early roster change, a
+    /// decay or an import (whose deltas come from the totals) is refused and writes
+    /// nothing; once the replay's result is in, the same decay is computed from the right
+    /// totals.
+    #[test]
+    fn decay_and_import_wait_for_a_pending_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            node: "box".into(),
+            state_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let t0 = crate::node::system_unix_ms() - 60_000;
+        let (mut peer, mut store) = crate::node::open_offline(&config, t0).unwrap();
+        let root = SecretKey::from_seed([9; 32]);
+        let (alice, bob) = (SecretKey::from_seed([1; 32]), SecretKey::from_seed([2; 32]));
+        let change = |ms: u64, seed: u8, name: &str, kind: EntryKind| {
+            let entry = EntryBuilder::roster_change(ms, name, kind)
+                .id_random([seed; 10])
+                .signed(&root);
+            Append {
+                entry: Box::new(entry),
+            }
+        };
+        peer.set_roster(
+            Some(root.public()),
+            Some(Arc::new(SecretKey::from_seed([1; 32]))),
+        );
+        let add = |key: &SecretKey| EntryKind::OfficerAdd {
+            public_key: key.public(),
+        };
+        apply(
+            &mut peer,
+            &mut store,
+            "box",
+            now(t0),
+            change(t0, 1, "alice", add(&alice)),
+        )
+        .unwrap();
+        apply(
+            &mut peer,
+            &mut store,
+            "box",
+            now(t0),
+            change(t0, 2, "bob", add(&bob)),
+        )
+        .unwrap();
+        let adjust = |player: &str, delta| Adjust {
+            player: player.into(),
+            delta,
+            reason: "raid".into(),
+            actor: Some("alice".into()),
+        };
+        apply(
+            &mut peer,
+            &mut store,
+            "box",
+            now(t0 + 10),
+            adjust("Ann", 100),
+        )
+        .unwrap();
+        // Bob's entry, as a peer would have sent it.
+        peer.set_roster(
+            Some(root.public()),
+            Some(Arc::new(SecretKey::from_seed([2; 32]))),
+        );
+        let mut by_bob = adjust("Ann", 50);
+        by_bob.actor = Some("bob".into());
+        apply(&mut peer, &mut store, "box", now(t0 + 20), by_bob).unwrap();
+        assert_eq!(peer.ledger().total("Ann"), 150);
+
+        // Alice removed before both entries, merged late: her 100 no longer counts.
+        peer.defer_replays(true);
+        apply(
+            &mut peer,
+            &mut store,
+            "box",
+            now(t0 + 30),
+            change(t0 + 5, 3, "alice", EntryKind::OfficerRemove),
+        )
+        .unwrap();
+        assert!(peer.ledger().replay_pending());
+        let decay = || Decay {
+            percent_hundredths: 1_000,
+            reason: "weekly".into(),
+            actor: None,
+            dry_run: false,
+        };
+        let import = Import {
+            balances: vec![Balance {
+                player: "Ann".into(),
+                points: 10,
+            }],
+            reason: "carry over".into(),
+            actor: None,
+            dry_run: false,
+        };
+        let entries = peer.ledger().len();
+        assert!(matches!(
+            apply(&mut peer, &mut store, "box", now(t0 + 40), decay()),
+            Err(ApplyError::TotalsBeingRecomputed)
+        ));
+        assert!(matches!(
+            apply(&mut peer, &mut store, "box", now(t0 + 40), import),
+            Err(ApplyError::TotalsBeingRecomputed)
+        ));
+        assert_eq!(peer.ledger().len(), entries, "nothing written");
+
+        let job = peer.poll_replay().expect("a replay handed out");
+        assert!(peer.handle_replay(job.run()));
+        assert_eq!(peer.ledger().total("Ann"), 50);
+        let decayed = apply(&mut peer, &mut store, "box", now(t0 + 50), decay()).unwrap();
+        let deltas: Vec<i64> = decayed.changes.iter().map(|c| c.delta).collect();
+        assert_eq!(deltas, [-5], "10 % of the replayed 50, not of 150");
+    }
 }

@@ -457,9 +457,9 @@ impl LogStore {
     /// Takes a checkpoint of `ledger`, the ledger of this log, to write with
     /// [`CheckpointJob::write`] (on any thread) and hand back to
     /// [`LogStore::finish_checkpoint`]. `None` when no checkpoint can or need be taken now:
-    /// while appends are not yet synced (a checkpoint covers only durable records) or some
-    /// entry of the ledger is not yet in the log, or when nothing was appended since the
-    /// last one.
+    /// while appends are not yet synced (a checkpoint covers only durable records), some
+    /// entry of the ledger is not yet in the log, or its totals wait for a replay (see
+    /// [`Ledger::replay_pending`]), or when nothing was appended since the last one.
     pub fn begin_checkpoint(&self, ledger: &Ledger) -> Result<Option<CheckpointJob>, StoreError> {
         let state = self.checkpoint_state();
         if !self.is_synced() || (state.records_past == 0 && self.checkpoint_describes(ledger)) {

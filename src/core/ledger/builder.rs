@@ -131,7 +131,7 @@ impl LedgerBuilder {
             fingerprint,
             replay: ReplayState::open_roster(totals, roster_keys),
             batching: false,
-            replay_pending: false,
+            replay_after_batch: false,
             deferral: Default::default(),
         };
         (ledger, duplicates)

@@ -1,7 +1,7 @@
 //! History views: every entry (or one player's) in replay order with the running total and
 //! the verdict at its place, from the ledger or from a snapshot detached from it.
 
-use super::index::{read_body, DetachedIndex, EntryReader, StoredBody};
+use super::index::DetachedIndex;
 use super::targets::NO_TARGET;
 use crate::core::roster::plan::{keys_added, NameKey, RosterView};
 use crate::core::roster::{Revocations, Roster, Verdict};
@@ -10,11 +10,8 @@ use crate::proto::entry::{Entry, EntryKind};
 use crate::proto::keys::PublicKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-/// How many entries a replay judges between looks at its stop flag.
-const STOP_CHECK_EVERY: usize = 4096;
 
 /// One line of a player's (or the whole log's) history: the entry plus the total that
 /// replaying the log gives right after it.
@@ -99,51 +96,25 @@ impl HistorySource {
             if !read {
                 return None;
             }
-            body_of(reader.as_deref(), &key, body)
+            body.read(reader.as_deref(), &key)
         });
         history_rows(root, revocations, entries, player)
     }
 }
 
 impl HistorySource {
-    /// The totals and the rejected count of every entry, judged in replay order: what
-    /// [`super::Ledger`] replays on its own thread, for a replay run elsewhere
-    /// ([`super::ReplayJob`]). The valid roster changes are at hand unread; every other
-    /// body is read back (one left out, and its read error logged, when it cannot be).
-    /// `None` once `stop` is set (looked at every few thousand entries).
-    pub fn totals(self, stop: &AtomicBool) -> Option<(BTreeMap<String, i64>, u64)> {
+    /// The totals and the rejected count of every entry, judged in replay order, for a
+    /// replay run off the ledger's thread ([`super::ReplayJob`]); `None` once `stop` is
+    /// set. The same sum [`super::Ledger`] makes when it replays at once
+    /// ([`super::replay::sum_replay`]).
+    pub(super) fn totals(self, stop: &AtomicBool) -> Option<(BTreeMap<String, i64>, u64)> {
         let HistorySource {
             root,
             revocations,
             roster,
             index,
         } = self;
-        let reader = index.reader.clone();
-        let mut judge = Roster::with_revocations(root, revocations);
-        let mut totals = BTreeMap::new();
-        let mut rejected = 0;
-        for (n, (key, body, _)) in index.walk().enumerate() {
-            if n % STOP_CHECK_EVERY == 0 && stop.load(Ordering::Relaxed) {
-                return None;
-            }
-            let verdict = match roster.get(&key) {
-                Some(change) => judge.judge(change),
-                None => match body_of(reader.as_deref(), &key, body) {
-                    Some(entry) => match judge.judge(&entry) {
-                        Verdict::Counts if entry.kind == EntryKind::Points => {
-                            super::replay::add_points(&mut totals, &entry);
-                            continue;
-                        }
-                        verdict => verdict,
-                    },
-                    None => continue,
-                },
-            };
-            if verdict != Verdict::Counts {
-                rejected += 1;
-            }
-        }
-        Some((totals, rejected))
+        super::replay::sum_replay(root, revocations, &roster, index.walk_lazily(), stop)
     }
 }
 
@@ -187,7 +158,7 @@ impl HistorySource {
                 if key < first_add {
                     continue;
                 }
-                let entry = body_of(reader.as_deref(), &key, body);
+                let entry = body.read(reader.as_deref(), &key);
                 let Some(entry) = entry.filter(|entry| entry.kind == EntryKind::Points) else {
                     continue;
                 };
@@ -207,15 +178,6 @@ impl HistorySource {
                 .map(|(key, counted)| NameKey { key, counted })
                 .collect(),
         }
-    }
-}
-
-/// The body of the entry at `key` from where the detached index has it: in memory, or read
-/// back through `reader`; `None` when it cannot be read (logged by [`read_body`]).
-fn body_of(reader: Option<&dyn EntryReader>, key: &Key, body: StoredBody) -> Option<Entry> {
-    match body {
-        StoredBody::Resident(entry) => entry.map(|entry| *entry),
-        StoredBody::At(offset) => read_body(reader?, key, offset),
     }
 }
 

@@ -88,6 +88,17 @@ pub(super) enum StoredBody {
     Resident(Option<Box<Entry>>),
 }
 
+impl StoredBody {
+    /// The body of the entry at `key`: in memory, or read back through `reader`; `None`
+    /// when it cannot be read (logged by [`read_body`]).
+    pub(super) fn read(self, reader: Option<&dyn EntryReader>, key: &Key) -> Option<Entry> {
+        match self {
+            StoredBody::Resident(entry) => entry.map(|entry| *entry),
+            StoredBody::At(offset) => read_body(reader?, key, offset),
+        }
+    }
+}
+
 /// A copy of the index detached from the ledger, to read bodies back on another thread:
 /// the flat index is shared, the overlay copied (bodies not yet stored are cloned).
 pub(super) struct DetachedIndex {
@@ -100,6 +111,15 @@ pub(super) struct DetachedIndex {
 }
 
 impl DetachedIndex {
+    /// [`EntryIndex::walk_lazily`] on the detached copy.
+    pub(super) fn walk_lazily(self) -> impl Iterator<Item = (Key, impl FnOnce() -> Option<Entry>)> {
+        let reader = self.reader.clone();
+        self.walk().map(move |(key, body, _)| {
+            let reader = reader.clone();
+            (key, move || body.read(reader.as_deref(), &key))
+        })
+    }
+
     /// Every entry's key, body location and target id, in key order.
     pub(super) fn walk(self) -> impl Iterator<Item = (Key, StoredBody, u32)> {
         let base = self.base;
@@ -407,6 +427,15 @@ impl EntryIndex {
     /// Keys of the entries with `lower <= key < upper`, in key order (no body is read).
     pub(super) fn range_keys(&self, lower: Key, upper: Key) -> impl Iterator<Item = Key> + '_ {
         self.range_iter(lower, upper).map(|(key, _)| key)
+    }
+
+    /// Every entry's key with a way to get its body, in key order: a replay that has some
+    /// bodies at hand (the roster changes) reads only the others.
+    pub(super) fn walk_lazily(
+        &self,
+    ) -> impl Iterator<Item = (Key, impl FnOnce() -> Option<Entry> + '_)> + '_ {
+        self.range_iter(Key::MIN, Key::MAX)
+            .map(move |(key, offset)| (key, move || self.body(&key, offset)))
     }
 
     /// Entries with `lower <= key < upper`, in key order, read lazily.

@@ -59,9 +59,10 @@ pub struct Ledger {
     /// Totals, verdicts and the roster state that judges new entries.
     replay: ReplayState,
     /// While true (during a merge of many entries), a roster change that needs a replay
-    /// only sets `replay_pending`; [`Ledger::end_batch`] replays once.
+    /// only sets `replay_after_batch`; [`Ledger::end_batch`] replays once (or hands the
+    /// replay out, when deferred).
     batching: bool,
-    replay_pending: bool,
+    replay_after_batch: bool,
     /// Replays handed out to run elsewhere, when deferred ([`Ledger::defer_replays`]).
     deferral: Deferral,
 }
@@ -166,7 +167,7 @@ impl Ledger {
         };
         if needed {
             match self.batching {
-                true => self.replay_pending = true,
+                true => self.replay_after_batch = true,
                 false => self.replay_now_or_later(),
             }
         }
@@ -201,8 +202,16 @@ impl Ledger {
     }
 
     /// Whether the totals wait for a replay (wanted, or handed out and not yet finished).
+    /// Anything computed from them (a decay's deltas, an import's differences) must wait
+    /// too.
     pub fn replay_pending(&self) -> bool {
         self.deferral.pending()
+    }
+
+    /// Tells a replay handed out to stop early, leaving the totals stale (and so no
+    /// checkpoint taken): for a daemon shutting down, which will not take its result in.
+    pub fn abandon_replay(&mut self) {
+        self.deferral.abandon();
     }
 
     /// The replay to run, if one is wanted and none is running: a snapshot of the index and
@@ -226,7 +235,7 @@ impl Ledger {
     /// whether it was used. A result is refused when another replay became needed since
     /// its snapshot (a new job is then wanted) or when the ledger replayed at once since.
     pub fn finish_replay(&mut self, result: ReplayResult) -> bool {
-        match (self.deferral.finish(result.id), result.summed) {
+        match (self.deferral.finish(&result), result.summed) {
             (Finished::NotRunning, _) => false,
             (Finished::Current, Some((totals, rejected))) => {
                 self.replay.take_in(totals, rejected);
@@ -249,15 +258,17 @@ impl Ledger {
 
     /// Starts a batch of inserts (a merge): replays a roster change calls for wait for
     /// [`Ledger::end_batch`], so a catch-up full of roster changes replays the log once,
-    /// not once per change. Totals and verdicts are stale until then.
+    /// not once per change. Totals and verdicts are stale until then (and, when replays are
+    /// deferred, until the replay's result is taken in).
     pub(crate) fn begin_batch(&mut self) {
         self.batching = true;
     }
 
-    /// Ends a batch of inserts, replaying the log if any of them called for it.
+    /// Ends a batch of inserts, replaying the log (or handing the replay out, when
+    /// deferred) if any of them called for it.
     pub(crate) fn end_batch(&mut self) {
         self.batching = false;
-        if std::mem::take(&mut self.replay_pending) {
+        if std::mem::take(&mut self.replay_after_batch) {
             self.replay_now_or_later();
         }
     }
@@ -269,13 +280,21 @@ impl Ledger {
         self.replay.account(entry, key)
     }
 
-    /// Sets the group's root key (`None`: open roster) and, if it changed, replays every
-    /// entry to judge it again.
+    /// Sets the group's root key (`None`: open roster) and, if it changed, judges the
+    /// roster entries again and replays every entry (at once, or handed out when
+    /// deferred: a reload on a large log must not stall the daemon's core thread either).
     pub fn set_root(&mut self, root: Option<PublicKey>) {
-        if self.replay.root() != root {
-            self.replay.set_root(root, &self.index);
-            // Replayed at once (a reload, rare): a replay handed out before is stale.
-            self.deferral.settle();
+        if self.replay.root() == root {
+            return;
+        }
+        self.replay.set_root(root, &self.index);
+        match self.deferral.enabled {
+            // A replay running is judged under the old root: stale.
+            true => self.deferral.want(),
+            false => {
+                self.replay.retotal(&self.index);
+                self.deferral.settle();
+            }
         }
     }
 

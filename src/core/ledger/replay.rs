@@ -13,6 +13,7 @@ use crate::proto::digest::Key;
 use crate::proto::entry::{Entry, EntryKind};
 use crate::proto::keys::PublicKey;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// Whether a new entry may change the verdicts on others.
@@ -209,19 +210,26 @@ impl ReplayState {
         roster
     }
 
-    /// Sets the group's root key and, if it changed, replays every entry of `index` to
-    /// judge it again.
+    /// Sets the group's root key and judges the roster entries under it again (their
+    /// bodies read back); the totals are left to a replay ([`ReplayState::retotal`], or a
+    /// job) by the caller.
     pub(super) fn set_root(&mut self, root: Option<PublicKey>, index: &EntryIndex) {
-        if self.root != root {
-            self.root = root;
-            self.recompute(index);
-        }
+        self.root = root;
+        self.rebuild_roster(index);
     }
 
-    /// Rebuilds totals and the rejected count by replaying every entry of `index` in key
-    /// order. Reads every body back (through the reader): only done when the root key is set
-    /// or a valid roster change arrives, both rare.
+    /// Rebuilds the roster and then the totals and the rejected count by replaying every
+    /// entry of `index` in key order. Reads every body back (through the reader): only
+    /// done when a replay is not deferred (see [`super::deferred`]) and the root key is
+    /// set or a valid roster change sorting before held entries arrives, both rare.
     pub(super) fn recompute(&mut self, index: &EntryIndex) {
+        self.rebuild_roster(index);
+        self.retotal(index);
+    }
+
+    /// Rebuilds the valid roster changes and the caches derived from them from the bodies
+    /// of every roster entry.
+    fn rebuild_roster(&mut self, index: &EntryIndex) {
         let mut roster_changes = BTreeMap::new();
         for key in &self.roster_keys {
             let Some(change) = index.body_at(key) else {
@@ -242,18 +250,20 @@ impl ReplayState {
         self.revocation_parts = RevocationTracker::from_changes(self.root, self.roster.values());
         self.revocations = Arc::new(self.revocation_parts.complete().clone());
         self.refresh_roster_caches();
-        let mut roster = Roster::with_revocations(self.root, self.revocations.clone());
-        let mut totals = BTreeMap::new();
-        let mut rejected = 0;
-        for entry in index.range(Key::MIN, Key::MAX) {
-            match roster.judge(&entry) {
-                Verdict::Counts if entry.kind == EntryKind::Points => {
-                    add_points(&mut totals, &entry)
-                }
-                Verdict::Counts => {}
-                Verdict::Rejected(_) => rejected += 1,
-            }
-        }
+    }
+
+    /// Rebuilds the totals and the rejected count by replaying every entry of `index`
+    /// under the roster as it is.
+    pub(super) fn retotal(&mut self, index: &EntryIndex) {
+        let never = AtomicBool::new(false);
+        let (totals, rejected) = sum_replay(
+            self.root,
+            self.revocations.clone(),
+            &self.roster,
+            index.walk_lazily(),
+            &never,
+        )
+        .expect("a replay nobody can stop runs to the end");
         self.totals = totals;
         self.rejected = rejected;
         self.since = None;
@@ -295,8 +305,52 @@ impl ReplayState {
     }
 }
 
+/// How many entries a replay judges between looks at its stop flag.
+const STOP_CHECK_EVERY: usize = 4096;
+
+/// The one replay that sums totals, whether the ledger runs it at once or a job runs it on
+/// another thread: every entry of `entries` (in key order, each with a way to get its body)
+/// judged by a roster replayed along the way from `root` and `revocations`, returning the
+/// totals of the point entries that count and how many entries count for nothing. The
+/// valid roster changes (`roster`) are at hand, so only the other bodies are read; an
+/// entry whose body cannot be read is left out (the read error is logged where it is
+/// read). `None` once `stop` is set (looked at every [`STOP_CHECK_EVERY`] entries).
+pub(super) fn sum_replay<B: FnOnce() -> Option<Entry>>(
+    root: Option<PublicKey>,
+    revocations: Arc<Revocations>,
+    roster: &BTreeMap<Key, Entry>,
+    entries: impl Iterator<Item = (Key, B)>,
+    stop: &AtomicBool,
+) -> Option<(BTreeMap<String, i64>, u64)> {
+    let mut judge = Roster::with_revocations(root, revocations);
+    let mut totals = BTreeMap::new();
+    let mut rejected = 0;
+    for (n, (key, body)) in entries.enumerate() {
+        if n % STOP_CHECK_EVERY == 0 && stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let read;
+        let entry = match roster.get(&key) {
+            Some(change) => change,
+            None => match body() {
+                Some(entry) => {
+                    read = entry;
+                    &read
+                }
+                None => continue,
+            },
+        };
+        match judge.judge(entry) {
+            Verdict::Counts if entry.kind == EntryKind::Points => add_points(&mut totals, entry),
+            Verdict::Counts => {}
+            Verdict::Rejected(_) => rejected += 1,
+        }
+    }
+    Some((totals, rejected))
+}
+
 /// Adds a counting point entry's delta to its target's total.
-pub(super) fn add_points(totals: &mut BTreeMap<String, i64>, entry: &Entry) {
+fn add_points(totals: &mut BTreeMap<String, i64>, entry: &Entry) {
     // Wrapping addition is associative and commutative, so totals are identical on every
     // peer whatever order entries arrive in (deltas are bounded, so it never wraps in
     // practice). Looked up before inserting so the name is only cloned for a new player.

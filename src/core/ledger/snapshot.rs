@@ -164,7 +164,7 @@ impl Ledger {
             index: EntryIndex::from_flat(base, targets, reader),
             replay,
             batching: false,
-            replay_pending: false,
+            replay_after_batch: false,
             deferral: Default::default(),
         };
         Ok(ledger)

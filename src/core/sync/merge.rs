@@ -102,7 +102,7 @@ impl Peer {
         if count > 0 {
             self.changed_ms = now.mono_ms;
             self.stats.entries_merged += count as u64;
-            debug!(target: "sync", "SYNC merged {count} new entries; totals recalculated");
+            debug!(target: "sync", "SYNC merged {count} new entries");
             self.forward(now, &fresh, origin);
             self.outbox.persist(batch);
         }

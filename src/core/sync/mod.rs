@@ -224,16 +224,23 @@ impl Peer {
         self.ledger.take_replay()
     }
 
-    /// Takes in a replay's result; returns whether it was used (a stale one is not, and
-    /// [`Peer::poll_replay`] then hands out a new job).
+    /// Takes in a replay's result; returns whether it was used. One overtaken by another
+    /// roster change is not (and [`Peer::poll_replay`] then hands out a new job), nor one
+    /// from before the ledger replayed at once (a new root key with replays not deferred).
     pub fn handle_replay(&mut self, result: ReplayResult) -> bool {
         let used = self.ledger.finish_replay(result);
         tracing::debug!(
             target: "sync",
             "SYNC replay result {}",
-            if used { "taken in: totals are current" } else { "stale: replaying again" }
+            if used { "taken in: totals are current" } else { "not used" }
         );
         used
+    }
+
+    /// Tells a replay handed out to stop early; the totals stay stale (a daemon shutting
+    /// down will not take its result in).
+    pub fn abandon_replay(&mut self) {
+        self.ledger.abandon_replay();
     }
 
     /// The replayed ledger.
