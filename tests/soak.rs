@@ -259,6 +259,7 @@ fn run(settings: &Settings) -> Report {
         clock_jumped_entries: end.jumped,
         nemesis_events: nemesis.events,
         slowest_roster_change_s: nemesis.slowest_roster_change,
+        replays: cluster.replays(),
         entries: end.entries,
         total_points: end.total_points,
         resources,

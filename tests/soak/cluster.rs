@@ -532,6 +532,30 @@ table netdev soakdup {{
         self.sw.nft(&ruleset);
     }
 
+    /// The whole-log replays after a roster change the daemons logged over the run (each
+    /// daemon's output spans its restarts): how many, and the slowest in ms. They run on
+    /// each daemon's replay thread, not its core thread.
+    pub fn replays(&self) -> (usize, u64) {
+        let mut count = 0;
+        let mut slowest = 0;
+        for node in &self.nodes {
+            let text = std::fs::read_to_string(&node.output).unwrap_or_default();
+            for line in text.lines() {
+                let Some((_, rest)) = line.split_once("after a roster change in ") else {
+                    continue;
+                };
+                if let Some(ms) = rest
+                    .strip_suffix(" ms")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                {
+                    count += 1;
+                    slowest = slowest.max(ms);
+                }
+            }
+        }
+        (count, slowest)
+    }
+
     /// (blocked, lost, duplicated) datagrams at the switch over the whole run.
     pub fn datagram_totals(&self) -> (u64, u64, u64) {
         let (b, l, d) = self.net_counts();

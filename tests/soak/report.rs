@@ -77,6 +77,9 @@ pub struct Report {
     pub nemesis_events: usize,
     /// The slowest `officer add|remove` through the CLI, seconds.
     pub slowest_roster_change_s: f64,
+    /// Whole-log replays after a roster change the daemons ran on their replay threads,
+    /// and the slowest, ms.
+    pub replays: (usize, u64),
     /// Entries on every node at the end, and the sum of all totals.
     pub entries: usize,
     /// See `entries`.
@@ -146,6 +149,11 @@ impl Report {
             t,
             "slowest officer add/remove (CLI): {:.1} s",
             self.slowest_roster_change_s
+        );
+        let _ = writeln!(
+            t,
+            "replays after a roster change (on the daemons' replay threads): {}, slowest {} ms",
+            self.replays.0, self.replays.1
         );
         let (b, l, d) = self.datagrams_blocked_lost_duplicated;
         let _ = writeln!(
