@@ -201,21 +201,12 @@ impl ReplayResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ledger::test_support::{entry_builder, MemoryReader};
+    use crate::core::ledger::test_support::{entry_builder, officer, root, MemoryReader};
     use crate::core::ledger::{Ledger, LedgerBuilder};
     use crate::core::rng::SeededRng;
     use crate::proto::entry::{Entry, EntryKind};
-    use crate::proto::signature::SecretKey;
     use std::sync::atomic::Ordering;
     use std::sync::Arc;
-
-    fn root() -> SecretKey {
-        SecretKey::from_seed([100; 32])
-    }
-
-    fn officer(n: u8) -> SecretKey {
-        SecretKey::from_seed([n; 32])
-    }
 
     fn points(ms: u64, seed: u8, target: &str, delta: i64, by: u8) -> Entry {
         entry_builder(ms, seed, target, delta)
@@ -240,6 +231,13 @@ mod tests {
 
     fn remove(ms: u64, seed: u8, n: u8) -> Entry {
         change(ms, seed, &format!("officer{n}"), EntryKind::OfficerRemove)
+    }
+
+    /// Officers 1 and 2 added, then `n` entries of 1 point for Ann signed by them in turn.
+    fn two_officers_log(n: u64) -> Vec<Entry> {
+        let mut log = vec![add(10, 1, 1), add(11, 2, 2)];
+        log.extend((0..n).map(|i| points(100 + i, 10 + i as u8, "Ann", 1, 1 + (i % 2) as u8)));
+        log
     }
 
     /// A daemon-like ledger judged under the root key: `stored` read back through a
@@ -275,9 +273,7 @@ mod tests {
     /// once gives.
     #[test]
     fn an_early_roster_change_hands_out_a_replay_instead_of_reading_the_log() {
-        let mut stored = vec![add(10, 1, 1), add(11, 2, 2)];
-        stored.extend((0..40).map(|i| points(100 + i, 10 + i as u8, "Ann", 1, 1 + (i % 2) as u8)));
-        let (mut ledger, reader) = stored_ledger(&stored);
+        let (mut ledger, reader) = stored_ledger(&two_officers_log(40));
         assert_eq!(ledger.total("Ann"), 40);
         reader.reads.store(0, Ordering::Relaxed);
 
@@ -330,9 +326,7 @@ mod tests {
     /// it is refused, and the next job's result is right.
     #[test]
     fn a_replay_overtaken_by_another_roster_change_is_dropped() {
-        let mut stored = vec![add(10, 1, 1), add(11, 2, 2)];
-        stored.extend((0..20).map(|i| points(100 + i, 10 + i as u8, "Ann", 1, 1 + (i % 2) as u8)));
-        let (mut ledger, _) = stored_ledger(&stored);
+        let (mut ledger, _) = stored_ledger(&two_officers_log(20));
         assert!(ledger.insert(remove(50, 3, 1)));
         let first = ledger.take_replay().expect("first job");
         assert!(ledger.insert(remove(60, 4, 2)));
@@ -351,9 +345,7 @@ mod tests {
     /// the original's job, and the copy does not take that job's result.
     #[test]
     fn a_copy_of_a_ledger_does_not_share_its_replay() {
-        let mut stored = vec![add(10, 1, 1), add(11, 2, 2)];
-        stored.extend((0..20).map(|i| points(100 + i, 10 + i as u8, "Ann", 1, 1 + (i % 2) as u8)));
-        let (mut ledger, _) = stored_ledger(&stored);
+        let (mut ledger, _) = stored_ledger(&two_officers_log(20));
         assert!(ledger.insert(remove(50, 3, 1)));
         let job = ledger.take_replay().expect("a job");
         let mut copy = ledger.clone();

@@ -365,18 +365,11 @@ fn add_points(totals: &mut BTreeMap<String, i64>, entry: &Entry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ledger::test_support::{entry_builder, MemoryReader};
+    use crate::core::ledger::test_support::{entry_builder, officer, root, MemoryReader};
     use crate::core::ledger::{Ledger, LedgerBuilder};
     use crate::core::rng::SeededRng;
     use crate::proto::signature::SecretKey;
     use crate::testing::whole_history_view;
-
-    fn root() -> SecretKey {
-        SecretKey::from_seed([100; 32])
-    }
-    fn officer(n: u8) -> SecretKey {
-        SecretKey::from_seed([n; 32])
-    }
 
     /// The roster name the tests give officer key `n`.
     fn name_of(key: &SecretKey) -> String {

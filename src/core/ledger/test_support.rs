@@ -2,6 +2,7 @@
 
 use super::{BodyReadError, EntryReader};
 use crate::proto::entry::Entry;
+use crate::proto::signature::SecretKey;
 use crate::testing::EntryBuilder;
 use std::collections::HashMap;
 
@@ -16,6 +17,16 @@ pub(super) fn entry_builder(ms: u64, seed: u8, target: &str, delta: i64) -> Entr
         .id_random([seed; 10])
         .target(target)
         .delta(delta)
+}
+
+/// The root key the roster tests sign roster changes with.
+pub(super) fn root() -> SecretKey {
+    SecretKey::from_seed([100; 32])
+}
+
+/// Officer key `n` of the roster tests.
+pub(super) fn officer(n: u8) -> SecretKey {
+    SecretKey::from_seed([n; 32])
 }
 
 /// An in-memory stand-in for the log file: offset -> entry, counting reads.
