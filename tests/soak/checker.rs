@@ -169,22 +169,27 @@ fn proc_resources(pid: u32) -> Option<(u64, u64)> {
     Some((rss, fds))
 }
 
-/// Waits until every daemon reports the same fingerprint and entry count; the time it took,
+/// Waits until every daemon reports the same fingerprint and entry count and none has
+/// totals waiting for a replay after a roster change (`replay_pending`); the time it took,
 /// or what each daemon had when `limit` passed.
 pub fn converge(cluster: &Cluster, limit: Duration) -> Result<Duration, String> {
     let start = Instant::now();
     loop {
-        let seen: Vec<Result<(usize, String), String>> = cluster
+        let seen: Vec<Result<(usize, String, bool), String>> = cluster
             .nodes
             .iter()
             .map(|n| {
                 n.status()
-                    .map(|s| (s.entries, s.fingerprint))
+                    .map(|s| {
+                        let replaying = s.counters.get("replay_pending").is_some_and(|&n| n > 0);
+                        (s.entries, s.fingerprint, replaying)
+                    })
                     .map_err(|e| e.to_string())
             })
             .collect();
         let distinct: BTreeSet<_> = seen.iter().filter_map(|s| s.as_ref().ok()).collect();
-        if seen.iter().all(Result::is_ok) && distinct.len() == 1 {
+        let settled = distinct.iter().all(|(_, _, replaying)| !replaying);
+        if seen.iter().all(Result::is_ok) && distinct.len() == 1 && settled {
             return Ok(start.elapsed());
         }
         if start.elapsed() > limit {

@@ -14,7 +14,8 @@ pub struct Heal {
     pub at: f64,
     /// The episode's faults.
     pub faults: Vec<&'static str>,
-    /// Seconds until every node had one fingerprint (None: it never did).
+    /// Seconds until every node had one fingerprint and none waited for a replay after a
+    /// roster change (None: it never did).
     pub converged_s: Option<f64>,
     /// The machine's 1-minute load average then (convergence slows when the daemons wait
     /// for a CPU: a shared machine says so here).
