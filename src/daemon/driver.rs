@@ -209,6 +209,7 @@ impl Driver {
                     error!(
                         "the replay after a roster change failed on the replay thread: replaying on the core thread from now on"
                     );
+                    self.counters.replay_failures += 1;
                     self.peer.handle_replay(result);
                     self.peer.defer_replays(false);
                 } else if !self.peer.handle_replay(result) {
@@ -239,6 +240,17 @@ impl Driver {
                 // the daemon is shutting down.
                 Ok(_) => {}
                 Err(_) => break,
+            }
+        }
+        // A replay that finished before the stop still counts: its totals make the
+        // shutdown checkpoint possible.
+        while let Ok(event) = events.try_recv() {
+            if let Event::Replayed {
+                result,
+                failed: false,
+            } = event
+            {
+                self.peer.handle_replay(result);
             }
         }
         self.flush();

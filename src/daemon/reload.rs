@@ -151,7 +151,8 @@ impl Driver {
 
         let root = config.root_public_key();
         let root_changed = root != self.peer.ledger().root();
-        // Cheap when the root key is the same; a new one judges the whole ledger again.
+        // Cheap when the root key is the same; a new one judges the roster entries again
+        // here and the whole ledger on the replay thread (totals lag until then).
         self.peer.set_roster(root, officer_key);
         if root_changed {
             applied.push(match root {
@@ -162,11 +163,17 @@ impl Driver {
                     );
                     "open roster (no root key)".to_owned()
                 }
-                Some(root) => format!(
-                    "root key {root}: {} officers, {} entries rejected",
-                    self.peer.ledger().officers().len(),
-                    self.peer.ledger().rejected()
-                ),
+                Some(root) => match self.peer.ledger().replay_pending() {
+                    true => format!(
+                        "root key {root}: {} officers; totals and rejected entries being recounted",
+                        self.peer.ledger().officers().len()
+                    ),
+                    false => format!(
+                        "root key {root}: {} officers, {} entries rejected",
+                        self.peer.ledger().officers().len(),
+                        self.peer.ledger().rejected()
+                    ),
+                },
             });
             self.warned_no_valid_roster =
                 root.is_some_and(|root| warn_if_no_valid_roster(self.peer.ledger(), root));

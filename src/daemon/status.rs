@@ -27,6 +27,9 @@ pub(super) struct DriverCounters {
     pub replays: u64,
     /// Replay results not used: overtaken by another roster change or a new root key.
     pub replays_stale: u64,
+    /// Replays that panicked on the replay thread (a bug; replays then run on the core
+    /// thread).
+    pub replay_failures: u64,
     /// Datagrams the send task could not send (it counts them; the core only reads).
     pub send_errors: Arc<AtomicU64>,
 }
@@ -76,6 +79,9 @@ pub(super) fn status(
     counters.insert("entries_rejected".to_string(), peer.ledger().rejected());
     counters.insert("replays".to_string(), daemon.replays);
     counters.insert("replays_stale".to_string(), daemon.replays_stale);
+    if daemon.replay_failures > 0 {
+        counters.insert("replay_failures".to_string(), daemon.replay_failures);
+    }
     counters.insert(
         "replay_pending".to_string(),
         u64::from(peer.ledger().replay_pending()),

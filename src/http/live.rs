@@ -4,8 +4,8 @@
 //! One watcher per daemon asks the core for `status` every [`POLL`], and only while at
 //! least one page is listening; each listener gets an event when the summary it shows
 //! (entries, fingerprint, sync, peers in sync, whether totals wait for a replay) differs
-//! from the last one. A stream ends
-//! after [`STREAM_LIFETIME`]; the browser's `EventSource` reconnects by itself.
+//! from the last one. A stream ends after [`STREAM_LIFETIME`]; the browser's `EventSource`
+//! reconnects by itself.
 
 use super::query::ask;
 use super::router::AppState;

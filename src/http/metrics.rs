@@ -71,6 +71,10 @@ const COUNTERS: &[(&str, &str)] = &[
         "Replay results not used: overtaken by another roster change or a new root key",
     ),
     (
+        "replay_failures",
+        "Replays that failed on the replay thread (a bug if not 0; replays then run on the core thread)",
+    ),
+    (
         "encode_failures",
         "Messages that could not be encoded (a bug if not 0)",
     ),

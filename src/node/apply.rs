@@ -106,12 +106,13 @@ pub enum ApplyError {
         /// The root key the ledger is judged under.
         root: crate::proto::keys::PublicKey,
     },
-    /// A decay or import while the totals wait for a replay after a roster change merged
-    /// from a peer: its deltas would be computed from stale totals and signed for good.
+    /// A decay or import (a dry run too) while the totals wait for a replay after a late
+    /// roster change or a new root key: its deltas would be computed from stale totals
+    /// and signed for good.
     #[error(
         "refused, nothing written: the totals are being recomputed after a roster change \
-         merged from a peer (seconds on a large log; `status` shows replay_pending 1 until \
-         then): try again shortly"
+         or a new root key (seconds on a large log; `lootsync status` shows replay_pending \
+         1 until then): try again shortly"
     )]
     TotalsBeingRecomputed,
     /// An appended entry that is not a roster change signed by the root key.
@@ -147,7 +148,7 @@ impl From<RevertRefusal> for ApplyError {
 /// Refuses a command that computes its deltas from the totals while they wait for a
 /// replay (an adjust's recorded `new_total` is informational and may lag, as it may
 /// anyway before a merge).
-fn current_totals(peer: &Peer) -> Result<(), ApplyError> {
+fn require_current_totals(peer: &Peer) -> Result<(), ApplyError> {
     match peer.ledger().replay_pending() {
         true => Err(ApplyError::TotalsBeingRecomputed),
         false => Ok(()),
@@ -224,7 +225,7 @@ impl LedgerCommand for Decay {
         now: Now,
     ) -> Result<BatchResult, ApplyError> {
         let reason = batch::clean_reason(&self.reason, MAX_REASON_BYTES)?;
-        current_totals(peer)?;
+        require_current_totals(peer)?;
         let plan = batch::plan_decay(peer.ledger(), self.percent_hundredths)?;
         write_batch(
             peer,
@@ -254,7 +255,7 @@ impl LedgerCommand for Import {
             .into_iter()
             .map(|b| (b.player, b.points))
             .collect();
-        current_totals(peer)?;
+        require_current_totals(peer)?;
         let plan = batch::plan_import(peer.ledger(), &balances)?;
         write_batch(
             peer,

@@ -60,17 +60,14 @@ impl Deferral {
     /// Another replay is needed: one running is stale, so it is told to stop.
     pub(super) fn want(&mut self) {
         self.wanted = true;
-        if let Some((_, stop)) = &self.in_flight {
-            stop.store(true, Ordering::Relaxed);
-        }
+        self.abandon();
     }
 
     /// The ledger replayed at once: nothing is wanted, and a replay running is stale.
     pub(super) fn settle(&mut self) {
         self.wanted = false;
-        if let Some((_, stop)) = self.in_flight.take() {
-            stop.store(true, Ordering::Relaxed);
-        }
+        self.abandon();
+        self.in_flight = None;
     }
 
     /// Tells the replay running, if any, to stop early; it stays pending.
@@ -110,7 +107,8 @@ impl Deferral {
 
 /// What a replay's result is to the ledger that handed it out.
 pub(super) enum Finished {
-    /// Not the replay running (one from before the ledger replayed at once): ignored.
+    /// Not the replay running (one from before the ledger replayed at once, or another
+    /// ledger's): ignored.
     NotRunning,
     /// The replay running, but another became needed since: dropped.
     Stale,
@@ -185,7 +183,7 @@ impl ReplayJob {
 /// The totals and rejected count a [`ReplayJob`] summed.
 pub struct ReplayResult {
     pub(super) id: u64,
-    /// `None` when the job stopped early.
+    /// `None` when the job stopped early or failed.
     pub(super) summed: Option<(BTreeMap<String, i64>, u64)>,
     /// The job's stop flag: which ledger's job it was.
     stop: Arc<AtomicBool>,

@@ -178,19 +178,19 @@ impl Ledger {
     fn replay_now_or_later(&mut self) {
         match self.deferral.enabled {
             true => self.deferral.want(),
-            false => self.replay.recompute(&self.index),
+            false => self.replay.retotal(&self.index),
         }
     }
 
     /// Replays the log at once; a replay handed out before is then stale.
     fn replay_now(&mut self) {
-        self.replay.recompute(&self.index);
+        self.replay.retotal(&self.index);
         self.deferral.settle();
     }
 
     /// Whether a replay the log needs runs elsewhere: when on, an insert that needs one
-    /// (a roster change sorting before entries already held) does not read the log back
-    /// itself; the totals and rejected count stay stale until the owner runs the job
+    /// (a roster change sorting before entries already held), or a new root key, does not
+    /// read the log back itself; the totals and rejected count stay stale until the owner runs the job
     /// [`Ledger::take_replay`] hands out and gives its result to [`Ledger::finish_replay`].
     /// The daemon turns it on so its core thread never stalls on a replay. Turning it off
     /// replays at once if one is pending.
@@ -232,8 +232,10 @@ impl Ledger {
     }
 
     /// Takes in the result of the replay [`Ledger::take_replay`] handed out last; returns
-    /// whether it was used. A result is refused when another replay became needed since
-    /// its snapshot (a new job is then wanted) or when the ledger replayed at once since.
+    /// whether it was used. A result is refused (and another replay wanted, if none is)
+    /// when another replay became needed since its snapshot, when the job stopped early
+    /// (abandoned) or failed, when the ledger replayed at once since, or when it is another
+    /// ledger's (a copy's).
     pub fn finish_replay(&mut self, result: ReplayResult) -> bool {
         match (self.deferral.finish(&result), result.summed) {
             (Finished::NotRunning, _) => false,
@@ -246,8 +248,8 @@ impl Ledger {
                 self.replay.drop_tally();
                 false
             }
-            // Stopped early though nothing changed since (a job is only told to stop once
-            // stale, so not expected): replay again rather than keep stale totals.
+            // Abandoned (a shutdown) or failed (its thread panicked) though nothing changed
+            // since: replay again rather than keep stale totals.
             (Finished::Current, None) => {
                 self.replay.drop_tally();
                 self.deferral.want();

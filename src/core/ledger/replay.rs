@@ -218,15 +218,6 @@ impl ReplayState {
         self.rebuild_roster(index);
     }
 
-    /// Rebuilds the roster and then the totals and the rejected count by replaying every
-    /// entry of `index` in key order. Reads every body back (through the reader): only
-    /// done when a replay is not deferred (see [`super::deferred`]) and the root key is
-    /// set or a valid roster change sorting before held entries arrives, both rare.
-    pub(super) fn recompute(&mut self, index: &EntryIndex) {
-        self.rebuild_roster(index);
-        self.retotal(index);
-    }
-
     /// Rebuilds the valid roster changes and the caches derived from them from the bodies
     /// of every roster entry.
     fn rebuild_roster(&mut self, index: &EntryIndex) {
@@ -253,7 +244,10 @@ impl ReplayState {
     }
 
     /// Rebuilds the totals and the rejected count by replaying every entry of `index`
-    /// under the roster as it is.
+    /// under the roster as it is (kept current by [`ReplayState::account`], and rebuilt
+    /// from the bodies by [`ReplayState::set_root`]), reading every other body back. Only
+    /// done when a replay is not deferred (see [`super::deferred`]) and a valid roster
+    /// change sorting before held entries arrives or the root key changes, both rare.
     pub(super) fn retotal(&mut self, index: &EntryIndex) {
         let never = AtomicBool::new(false);
         let (totals, rejected) = sum_replay(
