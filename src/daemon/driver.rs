@@ -227,7 +227,8 @@ impl Driver {
     /// flight finish, flush, remove the control socket; the lock goes with the store when
     /// the driver is dropped.
     fn shut_down(&mut self, events: &mpsc::Receiver<Event>) {
-        // Its result would not be taken in: stop it reading the log.
+        // A replay still running would hold up nothing but the checkpoint, which the next
+        // start can do without: stop it reading the log.
         self.peer.abandon_replay();
         self.execute_actions();
         while self.flushing {
@@ -236,28 +237,31 @@ impl Driver {
                     self.flushing = false;
                     self.finish_flush(outcome);
                 }
-                // Nothing else is served any more; a dropped reply tells its client that
-                // the daemon is shutting down.
-                Ok(_) => {}
+                Ok(event) => self.take_finished_replay(event),
                 Err(_) => break,
             }
         }
-        // A replay that finished before the stop still counts: its totals make the
-        // shutdown checkpoint possible.
         while let Ok(event) = events.try_recv() {
-            if let Event::Replayed {
-                result,
-                failed: false,
-            } = event
-            {
-                self.peer.handle_replay(result);
-            }
+            self.take_finished_replay(event);
         }
         self.flush();
         self.checkpoints
             .at_shutdown(&mut self.store, self.peer.ledger());
         let _ = std::fs::remove_file(&self.control_path);
         info!("stopped; log flushed");
+    }
+
+    /// While shutting down: a replay that finished before the stop still counts (its
+    /// totals make the shutdown checkpoint possible). Nothing else is served any more; a
+    /// dropped reply tells its client that the daemon is shutting down.
+    fn take_finished_replay(&mut self, event: Event) {
+        if let Event::Replayed {
+            result,
+            failed: false,
+        } = event
+        {
+            self.peer.handle_replay(result);
+        }
     }
 
     /// Synchronous flush, for shutdown and the `always` policy.

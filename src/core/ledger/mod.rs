@@ -190,10 +190,10 @@ impl Ledger {
 
     /// Whether a replay the log needs runs elsewhere: when on, an insert that needs one
     /// (a roster change sorting before entries already held), or a new root key, does not
-    /// read the log back itself; the totals and rejected count stay stale until the owner runs the job
-    /// [`Ledger::take_replay`] hands out and gives its result to [`Ledger::finish_replay`].
-    /// The daemon turns it on so its core thread never stalls on a replay. Turning it off
-    /// replays at once if one is pending.
+    /// read the log back itself; the totals and rejected count stay stale until the owner
+    /// runs the job [`Ledger::take_replay`] hands out and gives its result to
+    /// [`Ledger::finish_replay`]. The daemon turns it on so its core thread never stalls on
+    /// a replay. Turning it off replays at once if one is pending.
     pub fn defer_replays(&mut self, on: bool) {
         self.deferral.enabled = on;
         if !on && self.deferral.pending() {
