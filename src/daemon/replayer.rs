@@ -9,7 +9,7 @@ use crate::core::ledger::ReplayJob;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc;
 use std::time::Instant;
-use tracing::{debug, info};
+use tracing::{debug, info, Span};
 
 /// Hands replays to the replay thread.
 pub(super) struct Replayer {
@@ -18,12 +18,13 @@ pub(super) struct Replayer {
 
 impl Replayer {
     /// Starts the thread; it reports each result on `events` and ends when the replayer is
-    /// dropped.
-    pub(super) fn spawn(events: mpsc::Sender<Event>) -> std::io::Result<Replayer> {
+    /// dropped. Its log lines are in `span` (the daemon's, which names the node).
+    pub(super) fn spawn(events: mpsc::Sender<Event>, span: Span) -> std::io::Result<Replayer> {
         let (jobs, queued) = mpsc::channel::<ReplayJob>();
         std::thread::Builder::new()
             .name("lootsync-replay".into())
             .spawn(move || {
+                let _enter = span.enter();
                 for job in queued {
                     let started = Instant::now();
                     let entries = job.entries();

@@ -142,7 +142,8 @@ pub async fn start(config: Config, options: DaemonOptions) -> Result<RunningDaem
 
     let (events, core_events) = mpsc::channel::<Event>();
     let committer = Committer::spawn(events.clone()).map_err(DaemonError::CoreThread)?;
-    let replayer = Replayer::spawn(events.clone()).map_err(DaemonError::CoreThread)?;
+    let replayer =
+        Replayer::spawn(events.clone(), span.clone()).map_err(DaemonError::CoreThread)?;
     // Replays after a merged roster change run on the replay thread, not the core thread.
     peer.defer_replays(true);
     let group_socket = sockets.group.map(Arc::new);
