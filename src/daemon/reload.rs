@@ -163,17 +163,17 @@ impl Driver {
                     );
                     "open roster (no root key)".to_owned()
                 }
-                Some(root) => match self.peer.ledger().replay_pending() {
-                    true => format!(
-                        "root key {root}: {} officers; totals and rejected entries being recounted",
-                        self.peer.ledger().officers().len()
-                    ),
-                    false => format!(
-                        "root key {root}: {} officers, {} entries rejected",
-                        self.peer.ledger().officers().len(),
-                        self.peer.ledger().rejected()
-                    ),
-                },
+                Some(root) => {
+                    let ledger = self.peer.ledger();
+                    let rejected = match ledger.replay_pending() {
+                        true => "totals and rejected entries being recounted".to_owned(),
+                        false => format!("{} entries rejected", ledger.rejected()),
+                    };
+                    format!(
+                        "root key {root}: {} officers, {rejected}",
+                        ledger.officers().len()
+                    )
+                }
             });
             self.warned_no_valid_roster =
                 root.is_some_and(|root| warn_if_no_valid_roster(self.peer.ledger(), root));

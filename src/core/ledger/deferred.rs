@@ -31,11 +31,9 @@ pub(super) struct Deferral {
     pub(super) enabled: bool,
     /// A replay is needed and not handed out yet: totals are stale.
     pub(super) wanted: bool,
-    /// The id of the replay handed out and not taken back yet, and the flag that tells it
-    /// to stop early.
-    pub(super) in_flight: Option<(u64, Arc<AtomicBool>)>,
-    /// How many replays were handed out, so each gets an id of its own.
-    pub(super) issued: u64,
+    /// The stop flag of the replay handed out and not taken back yet: it tells the job to
+    /// stop early, and, shared with no other job, names it when its result comes back.
+    pub(super) in_flight: Option<Arc<AtomicBool>>,
 }
 
 /// A copy of a ledger does not share its original's replay: the job running is the
@@ -46,7 +44,6 @@ impl Clone for Deferral {
             enabled: self.enabled,
             wanted: self.pending(),
             in_flight: None,
-            issued: self.issued,
         }
     }
 }
@@ -72,28 +69,26 @@ impl Deferral {
 
     /// Tells the replay running, if any, to stop early; it stays pending.
     pub(super) fn abandon(&mut self) {
-        if let Some((_, stop)) = &self.in_flight {
+        if let Some(stop) = &self.in_flight {
             stop.store(true, Ordering::Relaxed);
         }
     }
 
-    /// Hands out the id of a new replay and the flag that stops it.
-    pub(super) fn issue(&mut self) -> (u64, Arc<AtomicBool>) {
+    /// Hands out a new replay's stop flag.
+    pub(super) fn issue(&mut self) -> Arc<AtomicBool> {
         self.wanted = false;
-        self.issued += 1;
         let stop = Arc::new(AtomicBool::new(false));
-        self.in_flight = Some((self.issued, stop.clone()));
-        (self.issued, stop)
+        self.in_flight = Some(stop.clone());
+        stop
     }
 
     /// What `result` is to the ledger; once it is known, that replay is no longer
-    /// running. A result is matched by its id and its stop flag, which no other ledger
-    /// shares.
+    /// running. A result is matched by its job's stop flag, which no other job shares.
     pub(super) fn finish(&mut self, result: &ReplayResult) -> Finished {
         let running = self
             .in_flight
             .as_ref()
-            .is_some_and(|(id, stop)| *id == result.id && Arc::ptr_eq(stop, &result.stop));
+            .is_some_and(|stop| Arc::ptr_eq(stop, &result.stop));
         if !running {
             return Finished::NotRunning;
         }
@@ -130,7 +125,6 @@ pub(super) struct Tally {
 /// through the ledger's reader, which is `Send`) and give the result back with
 /// [`super::Ledger::finish_replay`].
 pub struct ReplayJob {
-    id: u64,
     entries: usize,
     source: HistorySource,
     /// Set by the ledger when the result would be stale.
@@ -138,14 +132,8 @@ pub struct ReplayJob {
 }
 
 impl ReplayJob {
-    pub(super) fn new(
-        id: u64,
-        entries: usize,
-        source: HistorySource,
-        stop: Arc<AtomicBool>,
-    ) -> ReplayJob {
+    pub(super) fn new(entries: usize, source: HistorySource, stop: Arc<AtomicBool>) -> ReplayJob {
         ReplayJob {
-            id,
             entries,
             source,
             stop,
@@ -163,7 +151,6 @@ impl ReplayJob {
     /// has said the result would be stale.
     pub fn run(self) -> ReplayResult {
         ReplayResult {
-            id: self.id,
             summed: self.source.totals(&self.stop),
             stop: self.stop,
         }
@@ -173,7 +160,6 @@ impl ReplayJob {
     /// panicked): the ledger refuses it and wants another replay.
     pub fn failed(&self) -> ReplayResult {
         ReplayResult {
-            id: self.id,
             summed: None,
             stop: self.stop.clone(),
         }
@@ -182,10 +168,9 @@ impl ReplayJob {
 
 /// The totals and rejected count a [`ReplayJob`] summed.
 pub struct ReplayResult {
-    pub(super) id: u64,
     /// `None` when the job stopped early or failed.
     pub(super) summed: Option<(BTreeMap<String, i64>, u64)>,
-    /// The job's stop flag: which ledger's job it was.
+    /// The job's stop flag: which job it was.
     stop: Arc<AtomicBool>,
 }
 

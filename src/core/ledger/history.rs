@@ -108,13 +108,8 @@ impl HistorySource {
     /// set. The same sum [`super::Ledger`] makes when it replays at once
     /// ([`super::replay::sum_replay`]).
     pub(super) fn totals(self, stop: &AtomicBool) -> Option<(BTreeMap<String, i64>, u64)> {
-        let HistorySource {
-            root,
-            revocations,
-            roster,
-            index,
-        } = self;
-        super::replay::sum_replay(root, revocations, &roster, index.walk_lazily(), stop)
+        let entries = self.index.walk_lazily();
+        super::replay::sum_replay(self.root, self.revocations, &self.roster, entries, stop)
     }
 }
 

@@ -178,7 +178,7 @@ impl Ledger {
     fn replay_now_or_later(&mut self) {
         match self.deferral.enabled {
             true => self.deferral.want(),
-            false => self.replay.retotal(&self.index),
+            false => self.replay_now(),
         }
     }
 
@@ -221,10 +221,9 @@ impl Ledger {
         if !deferral.enabled || !deferral.wanted || deferral.in_flight.is_some() {
             return None;
         }
-        let (id, stop) = deferral.issue();
+        let stop = deferral.issue();
         self.replay.begin_tally();
         Some(ReplayJob::new(
-            id,
             self.index.len(),
             self.history_source(),
             stop,
@@ -290,14 +289,8 @@ impl Ledger {
             return;
         }
         self.replay.set_root(root, &self.index);
-        match self.deferral.enabled {
-            // A replay running is judged under the old root: stale.
-            true => self.deferral.want(),
-            false => {
-                self.replay.retotal(&self.index);
-                self.deferral.settle();
-            }
-        }
+        // A replay running is judged under the old root: stale either way.
+        self.replay_now_or_later();
     }
 
     /// The group's root key, if any.

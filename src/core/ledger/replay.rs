@@ -164,6 +164,7 @@ impl ReplayState {
     pub(super) fn take_in(&mut self, mut totals: BTreeMap<String, i64>, rejected: u64) {
         let since = self.since.take().unwrap_or_default();
         for (name, delta) in since.totals {
+            // Wrapping, as `add_points` sums.
             let total = totals.entry(name).or_insert(0);
             *total = total.wrapping_add(delta);
         }
